@@ -1,0 +1,3 @@
+//! Small subcommands that only read and report. `boot` and `status` have rooms of their own.
+
+pub mod check;

@@ -1,0 +1,188 @@
+//! `[[service]]` tables: what to run, in which order, as whom, and how to tell it is healthy.
+
+use super::{HumanDuration, SignalName};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// Unique name; replicas are shown as `name#1`, `name#2`, ...
+    pub name: String,
+    /// Program and arguments, exec'd directly (no shell).
+    pub command: Vec<String>,
+    /// Services that must be ready before this one starts.
+    #[serde(default)]
+    pub after: Vec<String>,
+    pub user: Option<String>,
+    pub group: Option<String>,
+    pub working_dir: Option<PathBuf>,
+    /// Extra variables for this service only, on top of the frozen environment.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Signal for a graceful stop (php-fpm and nginx: SIGQUIT).
+    #[serde(default = "default_stop_signal")]
+    pub stop_signal: SignalName,
+    /// How long a graceful stop may take before SIGKILL goes to the process group.
+    #[serde(default = "default_stop_timeout")]
+    pub stop_timeout: HumanDuration,
+    #[serde(default)]
+    pub restart: RestartPolicy,
+    /// First restart delay; doubles on every failure in a row.
+    #[serde(default = "default_restart_delay")]
+    pub restart_delay: HumanDuration,
+    /// Cap of the restart delay. Restarts go on forever at this pace.
+    #[serde(default = "default_restart_delay_max")]
+    pub restart_delay_max: HumanDuration,
+    #[serde(default = "default_replicas")]
+    pub replicas: u32,
+    /// Gates readiness and liveness until it passes once; failing it restarts the service.
+    pub startup: Option<ProbeConfig>,
+    /// Failing it takes the instance out of the load balancer; the service keeps running.
+    pub ready: Option<ProbeConfig>,
+    /// Failing it restarts the service.
+    pub live: Option<ProbeConfig>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    #[default]
+    Always,
+    OnFailure,
+    Never,
+}
+
+/// One probe. Exactly one of `http`, `tcp`, `exec`, `fastcgi` is set.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeConfig {
+    /// `http://host:port/path`: passes on 2xx or 3xx.
+    pub http: Option<String>,
+    /// `host:port`: passes when a connection is accepted.
+    pub tcp: Option<String>,
+    /// Program and arguments: passes on exit 0.
+    pub exec: Option<Vec<String>>,
+    /// `unix:/path.sock` or `tcp:host:port` (or `host:port`): a FastCGI request to `path`.
+    pub fastcgi: Option<String>,
+    /// FastCGI request path (php-fpm's `ping.path`).
+    pub path: Option<String>,
+    /// The body must contain this (http and fastcgi).
+    pub expect: Option<String>,
+    #[serde(default = "default_period")]
+    pub period: HumanDuration,
+    #[serde(default = "default_timeout")]
+    pub timeout: HumanDuration,
+    #[serde(default = "default_failure_threshold")]
+    pub failure_threshold: u32,
+    #[serde(default = "default_success_threshold")]
+    pub success_threshold: u32,
+}
+
+fn default_stop_signal() -> SignalName {
+    SignalName(nix::sys::signal::Signal::SIGTERM)
+}
+fn default_stop_timeout() -> HumanDuration {
+    HumanDuration::from_secs(10)
+}
+fn default_restart_delay() -> HumanDuration {
+    HumanDuration::from_millis(100)
+}
+fn default_restart_delay_max() -> HumanDuration {
+    HumanDuration::from_secs(30)
+}
+fn default_replicas() -> u32 {
+    1
+}
+fn default_period() -> HumanDuration {
+    HumanDuration::from_secs(1)
+}
+fn default_timeout() -> HumanDuration {
+    HumanDuration::from_secs(1)
+}
+fn default_failure_threshold() -> u32 {
+    3
+}
+fn default_success_threshold() -> u32 {
+    1
+}
+
+/// What a probe talks to, parsed from the one target key a `ProbeConfig` sets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProbeTarget {
+    Http { url: String },
+    Tcp { addr: String },
+    Exec { argv: Vec<String> },
+    FastCgi { socket: FastCgiSocket, path: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FastCgiSocket {
+    Unix(PathBuf),
+    Tcp(String),
+}
+
+impl ProbeConfig {
+    /// The probe's target, or why the table does not name exactly one valid target.
+    pub fn target(&self) -> Result<ProbeTarget, String> {
+        let set = [
+            self.http.is_some(),
+            self.tcp.is_some(),
+            self.exec.is_some(),
+            self.fastcgi.is_some(),
+        ];
+        match set.iter().filter(|s| **s).count() {
+            0 => return Err("set one of http, tcp, exec or fastcgi".into()),
+            1 => {}
+            _ => return Err("set only one of http, tcp, exec or fastcgi".into()),
+        }
+        if let Some(url) = &self.http {
+            let rest = url
+                .strip_prefix("http://")
+                .ok_or_else(|| format!("http = {url:?}: must start with http://"))?;
+            if rest.is_empty() || rest.starts_with('/') {
+                return Err(format!("http = {url:?}: no host"));
+            }
+            return Ok(ProbeTarget::Http { url: url.clone() });
+        }
+        if let Some(addr) = &self.tcp {
+            check_host_port(addr).map_err(|e| format!("tcp = {addr:?}: {e}"))?;
+            return Ok(ProbeTarget::Tcp { addr: addr.clone() });
+        }
+        if let Some(argv) = &self.exec {
+            if argv.is_empty() || argv[0].is_empty() {
+                return Err("exec = []: give a program and its arguments".into());
+            }
+            return Ok(ProbeTarget::Exec { argv: argv.clone() });
+        }
+        let spec = self.fastcgi.as_deref().unwrap_or_default();
+        let socket = if let Some(path) = spec.strip_prefix("unix:") {
+            if !path.starts_with('/') {
+                return Err(format!("fastcgi = {spec:?}: the socket path must be absolute"));
+            }
+            FastCgiSocket::Unix(PathBuf::from(path))
+        } else {
+            let addr = spec.strip_prefix("tcp:").unwrap_or(spec);
+            check_host_port(addr).map_err(|e| format!("fastcgi = {spec:?}: {e}"))?;
+            FastCgiSocket::Tcp(addr.to_string())
+        };
+        let path = self.path.clone().unwrap_or_else(|| "/ping".into());
+        if !path.starts_with('/') {
+            return Err(format!("path = {path:?}: must start with /"));
+        }
+        Ok(ProbeTarget::FastCgi { socket, path })
+    }
+}
+
+fn check_host_port(addr: &str) -> Result<(), String> {
+    let (host, port) = addr
+        .rsplit_once(':')
+        .ok_or("expected host:port, like \"127.0.0.1:8080\"")?;
+    if host.is_empty() {
+        return Err("expected host:port, the host is empty".into());
+    }
+    port.parse::<u16>()
+        .map(|_| ())
+        .map_err(|_| format!("port {port:?} is not a number from 0 to 65535"))
+}

@@ -1,0 +1,1 @@
+//! Load balancer registration (one file per registrar behind one trait).

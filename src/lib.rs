@@ -1,0 +1,23 @@
+//! kiln: the boot runtime of an immutable server image.
+//!
+//! One boot walks these rooms in order, and data only flows forward:
+//! `config` → `seal` → `metadata` → `env` → `supervise` (+ `probe`) → `serve` → `lb`,
+//! with `state` as the one live snapshot everyone reports into and `systemd` for
+//! notify and logging. `boot` is the walk itself; `status` is the client of `kiln status`.
+
+pub mod boot;
+pub mod commands;
+pub mod config;
+pub mod env;
+pub mod lb;
+pub mod metadata;
+pub mod probe;
+pub mod seal;
+pub mod serve;
+pub mod state;
+pub mod status;
+pub mod supervise;
+pub mod systemd;
+
+/// Exit code for a config that cannot be used (sysexits' EX_CONFIG).
+pub const EXIT_CONFIG: u8 = 78;

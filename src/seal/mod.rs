@@ -1,0 +1,1 @@
+//! The bake-time integrity manifest: written by `kiln seal`, verified at boot and watched after.

@@ -1,0 +1,253 @@
+//! The instance's live state, as one snapshot that the boot walk and the supervisor update and
+//! that `/readyz`, the control socket and `kiln status` read. Values of the environment never
+//! enter it: only names and where they came from.
+
+use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::watch;
+
+/// How many recent events the snapshot keeps.
+const EVENTS_KEPT: usize = 100;
+
+/// Where the instance is in its life. `kiln status` maps it to its exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Before services start: seal, metadata, environment.
+    Booting,
+    /// Services are starting; not all ready yet.
+    Starting,
+    /// Every service is ready.
+    Ready,
+    /// Was ready; a service is not ready now (crash, probe failure).
+    Degraded,
+    /// The boot was refused (bad metadata, environment or seal). Nothing was started.
+    Failed,
+    /// Draining and stopping.
+    Stopping,
+    Stopped,
+}
+
+impl Phase {
+    /// The exit code of `kiln status`: 0 ready, 1 failed, 2 anything in between.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Phase::Ready => 0,
+            Phase::Failed => 1,
+            _ => 2,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub version: String,
+    pub pid: u32,
+    /// Wall clock of kiln's start, milliseconds since the Unix epoch.
+    pub started_at_ms: u64,
+    pub phase: Phase,
+    /// Why the instance is not ready (or why the boot failed); None when ready.
+    pub reason: Option<String>,
+    pub services: Vec<UnitStatus>,
+    pub timeline: Vec<TimelineEntry>,
+    pub events: VecDeque<EventEntry>,
+    /// Control-socket verbs refused because the instance is immutable.
+    pub refused_mutations: u64,
+}
+
+/// One running copy of a service (`name#N` when the service has replicas).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UnitStatus {
+    pub service: String,
+    /// `php-fpm`, or `worker#2` when the service has replicas.
+    pub unit: String,
+    pub state: UnitState,
+    pub ready: bool,
+    pub pid: Option<u32>,
+    /// When the current process started, ms since the Unix epoch.
+    pub since_ms: Option<u64>,
+    pub restarts: u32,
+    /// Failures in a row (reset once a run lasts); 3 or more is a crash loop.
+    pub failures_in_a_row: u32,
+    pub crash_loop: bool,
+    /// When the next restart is due, ms since the Unix epoch.
+    pub next_restart_ms: Option<u64>,
+    pub last_probe: Option<ProbeReport>,
+    pub last_exit: Option<String>,
+    /// Last lines the service wrote to stderr.
+    pub stderr_tail: Vec<String>,
+    /// What the unit is waiting for, when it is waiting.
+    pub waiting_for: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnitState {
+    /// Waits for the services in its `after` to be ready.
+    Waiting,
+    /// Spawned; its startup probe has not passed yet.
+    Starting,
+    Running,
+    /// Exited; restarts when the backoff delay has passed.
+    Backoff,
+    Stopping,
+    Stopped,
+    /// Exited and will not be restarted (restart policy).
+    Exited,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProbeReport {
+    /// startup, ready or live.
+    pub probe: String,
+    /// http, tcp, exec or fastcgi.
+    pub kind: String,
+    pub ok: bool,
+    pub latency_us: u64,
+    pub detail: String,
+    pub at_ms: u64,
+}
+
+/// One phase of the boot walk, like a line of `systemd-analyze blame`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TimelineEntry {
+    pub phase: String,
+    /// Offset from kiln's start.
+    pub start_us: u64,
+    pub duration_us: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EventEntry {
+    pub at_ms: u64,
+    pub level: String,
+    pub message: String,
+}
+
+/// The shared handle: one writer at a time through [`Shared::update`], any number of readers.
+pub struct Shared {
+    snapshot: watch::Sender<Arc<Snapshot>>,
+    started: Instant,
+    /// Milliseconds since `started` at which the main loop last ticked (for `/livez`).
+    heartbeat_ms: AtomicU64,
+}
+
+impl Shared {
+    pub fn new() -> Arc<Shared> {
+        let snapshot = Snapshot {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            pid: std::process::id(),
+            started_at_ms: now_ms(),
+            phase: Phase::Booting,
+            reason: None,
+            services: Vec::new(),
+            timeline: Vec::new(),
+            events: VecDeque::new(),
+            refused_mutations: 0,
+        };
+        Arc::new(Shared {
+            snapshot: watch::Sender::new(Arc::new(snapshot)),
+            started: Instant::now(),
+            heartbeat_ms: AtomicU64::new(0),
+        })
+    }
+
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.borrow().clone()
+    }
+
+    /// A receiver that wakes on every change.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Snapshot>> {
+        self.snapshot.subscribe()
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.snapshot.borrow().phase
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.phase() == Phase::Ready
+    }
+
+    pub fn update(&self, f: impl FnOnce(&mut Snapshot)) {
+        self.snapshot.send_modify(|s| f(Arc::make_mut(s)));
+    }
+
+    /// Appends to the recent events; old ones fall off.
+    pub fn event(&self, level: &str, message: impl Into<String>) {
+        let entry = EventEntry {
+            at_ms: now_ms(),
+            level: level.into(),
+            message: message.into(),
+        };
+        self.update(|s| {
+            if s.events.len() == EVENTS_KEPT {
+                s.events.pop_front();
+            }
+            s.events.push_back(entry);
+        });
+    }
+
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Start of a boot phase; close it with [`Shared::phase_done`].
+    pub fn phase_begin(&self, phase: &str) {
+        let start_us = self.elapsed().as_micros() as u64;
+        self.update(|s| {
+            s.timeline.push(TimelineEntry {
+                phase: phase.into(),
+                start_us,
+                duration_us: None,
+            })
+        });
+    }
+
+    pub fn phase_done(&self, phase: &str) {
+        let now_us = self.elapsed().as_micros() as u64;
+        self.update(|s| {
+            if let Some(e) = s
+                .timeline
+                .iter_mut()
+                .rev()
+                .find(|e| e.phase == phase && e.duration_us.is_none())
+            {
+                e.duration_us = Some(now_us.saturating_sub(e.start_us));
+            }
+        });
+    }
+
+    /// A point on the timeline (zero duration), such as `READY=1`.
+    pub fn mark(&self, phase: &str) {
+        let start_us = self.elapsed().as_micros() as u64;
+        self.update(|s| {
+            s.timeline.push(TimelineEntry {
+                phase: phase.into(),
+                start_us,
+                duration_us: Some(0),
+            })
+        });
+    }
+
+    pub fn beat(&self) {
+        self.heartbeat_ms
+            .store(self.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// The main loop ticked within `within`.
+    pub fn alive(&self, within: Duration) -> bool {
+        let last = self.heartbeat_ms.load(Ordering::Relaxed);
+        (self.elapsed().as_millis() as u64).saturating_sub(last) <= within.as_millis() as u64
+    }
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
