@@ -56,6 +56,53 @@ pub struct Snapshot {
     pub events: VecDeque<EventEntry>,
     /// Control-socket verbs refused because the instance is immutable.
     pub refused_mutations: u64,
+    /// Facts of the instance (no secrets), once fetched.
+    pub instance: Option<crate::metadata::InstanceFacts>,
+    /// Names of the frozen environment and where each came from; never values.
+    pub env: Vec<EnvVarSource>,
+    /// Load balancer membership, when `[lb]` is configured.
+    pub lb: Option<LbStatus>,
+    /// The integrity seal, when `[seal]` is configured.
+    pub seal: Option<SealStatus>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EnvVarSource {
+    pub name: String,
+    /// default, tag, user-data, instance or kiln.
+    pub source: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LbStatus {
+    /// haproxy, elbv2 or consul.
+    pub kind: String,
+    /// What is registered where, e.g. `app/i-0abc (10.0.0.5:8080)`.
+    pub target: String,
+    pub state: LbState,
+    /// Why it is not registered (last error), when it is not.
+    pub reason: Option<String>,
+    pub since_ms: u64,
+    /// Progress of the drain while draining, e.g. `3 sessions, 4.1s of 30s`.
+    pub drain: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LbState {
+    Unregistered,
+    Registered,
+    Draining,
+    Deregistered,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SealStatus {
+    pub root_hash: Option<String>,
+    pub last_verified_ms: Option<u64>,
+    /// Read-only remount state, e.g. `read-only` or `not remounted: no privilege (EPERM)`.
+    pub readonly: Option<String>,
+    pub drift: Vec<String>,
 }
 
 /// One running copy of a service (`name#N` when the service has replicas).
@@ -147,6 +194,10 @@ impl Shared {
             timeline: Vec::new(),
             events: VecDeque::new(),
             refused_mutations: 0,
+            instance: None,
+            env: Vec::new(),
+            lb: None,
+            seal: None,
         };
         Arc::new(Shared {
             snapshot: watch::Sender::new(Arc::new(snapshot)),

