@@ -1,1 +1,8 @@
-//! Test support for kiln.
+//! Test support for kiln: real peers started by the tests, emulators for what has no real server
+//! here (cloud metadata services, the Consul agent), and helpers to wait on conditions.
+
+pub mod emulator;
+pub mod example;
+pub mod net;
+pub mod peers;
+pub mod wait;

@@ -1,1 +1,17 @@
-fn main() {}
+//! `kiln-testkit`: the emulators as a standalone program, for benchmarks and the VM test.
+//!
+//! Usage: `kiln-testkit metadata ...` or `kiln-testkit consul ...` (see each emulator's docs).
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("metadata") => testkit::emulator::metadata::main(&args[1..]),
+        Some("consul") => testkit::emulator::consul::main(&args[1..]),
+        _ => {
+            eprintln!("usage: kiln-testkit metadata|consul [ARGS...]");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! STUB: filled by the harness work.
