@@ -17,6 +17,8 @@ pub struct UnitProbes {
     pub startup: Option<Probe>,
     pub ready: Option<Probe>,
     pub live: Option<Probe>,
+    /// Without a ready probe: ready once the process has run this long.
+    pub ready_after: Duration,
 }
 
 /// What the runner tells the supervisor.
@@ -93,7 +95,11 @@ where
 
     let readiness = async {
         let Some(probe) = &probes.ready else {
-            send(ProbeEvent::Ready(true, "no ready probe".into()));
+            tokio::time::sleep(probes.ready_after).await;
+            send(ProbeEvent::Ready(
+                true,
+                format!("running for {}", humantime::format_duration(probes.ready_after)),
+            ));
             return;
         };
         let (mut ready, mut ever_ready) = (false, false);

@@ -139,6 +139,7 @@ impl Supervisor {
                 startup: probe(Role::Startup, &config.startup)?,
                 ready: probe(Role::Ready, &config.ready)?,
                 live: probe(Role::Live, &config.live)?,
+                ready_after: config.ready_after.get(),
             };
             let after = config
                 .after
