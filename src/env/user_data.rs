@@ -114,15 +114,29 @@ fn refuse_foreign(text: &str) -> Result<(), UserDataError> {
     Ok(())
 }
 
-/// `{` → JSON; a `[table]` header line → TOML; anything else → dotenv.
+/// A `[table]` header line anywhere → TOML; else `{` or `[` first → JSON; else dotenv.
 fn sniff(text: &str) -> UserDataFormat {
-    if text.trim_start().starts_with('{') {
-        UserDataFormat::Json
-    } else if text.lines().any(|l| l.trim_start().starts_with('[')) {
+    if text.lines().any(is_toml_header) {
         UserDataFormat::Toml
+    } else if text.trim_start().starts_with(['{', '[']) {
+        UserDataFormat::Json
     } else {
         UserDataFormat::Dotenv
     }
+}
+
+/// `[env]`, `[ env ]  # comment`: a bare-key table header (a JSON array line is not one).
+fn is_toml_header(line: &str) -> bool {
+    let line = line.split('#').next().unwrap_or("").trim();
+    line.strip_prefix('[')
+        .and_then(|l| l.strip_suffix(']'))
+        .map(str::trim)
+        .is_some_and(|key| {
+            !key.is_empty()
+                && key
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        })
 }
 
 fn parse_toml(text: &str) -> Result<Vec<Entry>, UserDataError> {

@@ -122,40 +122,41 @@ impl Http {
         let started = Instant::now();
         let mut backoff = BACKOFF_FIRST;
         let mut attempts = 0u32;
+        let mut last_reason = None;
         loop {
-            attempts += 1;
-            let remaining = self.deadline.saturating_duration_since(Instant::now());
-            let reason = if remaining.is_zero() {
-                "the deadline passed before the first attempt".to_string()
-            } else {
-                let timeout = remaining.min(self.request_timeout);
-                match tokio::time::timeout(timeout, self.attempt(&url, request)).await {
-                    Ok(Ok(answer)) if !(self.retry_status)(answer.status) => return Ok(answer),
-                    Ok(Ok(answer)) => format!("answered {}", status_text(answer.status)),
-                    Ok(Err(reason)) => reason,
-                    Err(_) => format!("no answer within {}", humantime::format_duration(timeout)),
-                }
-            };
             let remaining = self.deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
-                let spent = Duration::from_millis(started.elapsed().as_millis() as u64);
+                let reason =
+                    last_reason.unwrap_or_else(|| "the deadline passed before the first attempt".into());
                 return Err(self.error(
                     step,
                     format!(
-                        "gave up after {} and {attempts} attempts (deadline): {reason}",
-                        humantime::format_duration(spent)
+                        "gave up after {} and {attempts} attempt{} (deadline): {reason}",
+                        millis(started.elapsed()),
+                        if attempts == 1 { "" } else { "s" }
                     ),
                 ));
             }
-            let pause = backoff.min(remaining);
-            tracing::info!(
-                provider = self.provider,
-                step,
-                attempt = attempts,
-                "metadata request failed ({reason}); retrying in {}",
-                humantime::format_duration(pause)
-            );
-            tokio::time::sleep(pause).await;
+            attempts += 1;
+            let timeout = remaining.min(self.request_timeout);
+            let reason = match tokio::time::timeout(timeout, self.attempt(&url, request)).await {
+                Ok(Ok(answer)) if !(self.retry_status)(answer.status) => return Ok(answer),
+                Ok(Ok(answer)) => format!("answered {}", status_text(answer.status)),
+                Ok(Err(reason)) => reason,
+                Err(_) => format!("no answer within {}", millis(timeout)),
+            };
+            let pause = backoff.min(self.deadline.saturating_duration_since(Instant::now()));
+            if !pause.is_zero() {
+                tracing::info!(
+                    provider = self.provider,
+                    step,
+                    attempt = attempts,
+                    "metadata request failed ({reason}); retrying in {}",
+                    millis(pause)
+                );
+                tokio::time::sleep(pause).await;
+            }
+            last_reason = Some(reason);
             backoff = (backoff * 2).min(BACKOFF_MAX);
         }
     }
@@ -216,6 +217,11 @@ pub(super) fn status_text(status: StatusCode) -> String {
         Some(reason) => format!("{} {reason}", status.as_u16()),
         None => status.as_u16().to_string(),
     }
+}
+
+/// A duration to the millisecond, as people read it (`1s 500ms`).
+fn millis(d: Duration) -> humantime::FormattedDuration {
+    humantime::format_duration(Duration::from_millis(d.as_millis() as u64))
 }
 
 fn describe(e: &reqwest::Error) -> String {

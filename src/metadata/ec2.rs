@@ -57,7 +57,7 @@ impl Ec2 {
     }
 
     async fn request_token(&self) -> Result<Session> {
-        let step = "IMDS token request";
+        let step = "session token";
         let put = Request::put("/latest/api/token").header(
             "x-aws-ec2-metadata-token-ttl-seconds",
             HeaderValue::from_static(TOKEN_TTL_SECONDS),

@@ -61,11 +61,15 @@ pub(super) fn handle(state: &State, req: &Req) -> Answer {
     };
     let text = req.query.get("format").is_some_and(|f| f == "text");
     match node {
-        Value::Object(_) | Value::Array(_) if text => {
-            error(400, "Bad request. Query parameter format=text is not supported for non-leaf nodes")
-        }
+        Value::Object(_) | Value::Array(_) if text => error(
+            400,
+            "Bad request. Query parameter format=text is not supported for non-leaf nodes",
+        ),
         Value::Object(_) | Value::Array(_) => super::json(200, node),
-        _ if !text => error(400, "Bad request. Query parameter format=json is not supported for leaf nodes"),
+        _ if !text => error(
+            400,
+            "Bad request. Query parameter format=json is not supported for leaf nodes",
+        ),
         Value::String(s) => super::answer(200, "text/plain; charset=utf-8", s.clone()),
         other => super::answer(200, "text/plain; charset=utf-8", other.to_string()),
     }

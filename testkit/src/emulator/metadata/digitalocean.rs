@@ -41,7 +41,10 @@ fn not_found() -> Answer {
 
 fn document(state: &State) -> Value {
     let i = &state.options.instance;
-    let id: Value = i.id.parse::<u64>().map(Value::from).unwrap_or_else(|_| Value::from(i.id.clone()));
+    let id: Value =
+        i.id.parse::<u64>()
+            .map(Value::from)
+            .unwrap_or_else(|_| Value::from(i.id.clone()));
     let mut doc = json!({
         "droplet_id": id,
         "hostname": i.hostname,

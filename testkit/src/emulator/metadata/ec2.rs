@@ -90,7 +90,10 @@ fn resource(state: &State, path: &str) -> Option<Answer> {
             }
             ok(listing(entries))
         }
-        "/latest/user-data" => i.user_data.as_ref().map(|d| super::answer(200, "application/octet-stream", d.clone())),
+        "/latest/user-data" => i
+            .user_data
+            .as_ref()
+            .map(|d| super::answer(200, "application/octet-stream", d.clone())),
         "/latest/meta-data" | "/latest/meta-data/" => {
             let mut entries = vec![
                 "ami-id",
@@ -140,7 +143,9 @@ fn resource(state: &State, path: &str) -> Option<Answer> {
             }),
         )),
         _ => {
-            let key = path.strip_prefix("/latest/meta-data/tags/instance/").filter(|_| tags_on)?;
+            let key = path
+                .strip_prefix("/latest/meta-data/tags/instance/")
+                .filter(|_| tags_on)?;
             i.tags.get(key).map(|v| text(200, v.clone()))
         }
     }

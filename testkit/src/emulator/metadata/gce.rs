@@ -28,7 +28,11 @@ fn route(state: &State, req: &Req) -> Answer {
         );
     }
     if req.headers.contains_key("x-forwarded-for") {
-        return super::answer(403, "text/html; charset=UTF-8", "Forbidden: X-Forwarded-For is not allowed.");
+        return super::answer(
+            403,
+            "text/html; charset=UTF-8",
+            "Forbidden: X-Forwarded-For is not allowed.",
+        );
     }
     if req.method != hyper::Method::GET {
         return super::text(405, "Method Not Allowed");
@@ -37,7 +41,11 @@ fn route(state: &State, req: &Req) -> Answer {
         return not_found();
     };
     let tree = tree(state);
-    let segments: Vec<&str> = rest.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+    let segments: Vec<&str> = rest
+        .trim_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
     let mut node = &tree;
     for segment in &segments {
         node = match node {
@@ -95,14 +103,20 @@ fn tree(state: &State) -> Value {
         attributes.insert(k.clone(), Value::String(v.clone()));
     }
     if let Some(data) = &i.user_data {
-        attributes.insert("user-data".into(), Value::String(String::from_utf8_lossy(data).into_owned()));
+        attributes.insert(
+            "user-data".into(),
+            Value::String(String::from_utf8_lossy(data).into_owned()),
+        );
     }
     let project: serde_json::Map<String, Value> = i
         .project_attributes
         .iter()
         .map(|(k, v)| (k.clone(), Value::String(v.clone())))
         .collect();
-    let id: Value = i.id.parse::<u64>().map(Value::from).unwrap_or_else(|_| Value::from(i.id.clone()));
+    let id: Value =
+        i.id.parse::<u64>()
+            .map(Value::from)
+            .unwrap_or_else(|_| Value::from(i.id.clone()));
     json!({
         "instance": {
             "attributes": attributes,
@@ -143,9 +157,7 @@ fn to_wire(node: &Value) -> Value {
         }
     }
     // A request for an attributes directory itself keeps the user's keys.
-    let is_attributes = node
-        .as_object()
-        .is_some_and(|m| m.values().all(Value::is_string));
+    let is_attributes = node.as_object().is_some_and(|m| m.values().all(Value::is_string));
     convert(node, is_attributes)
 }
 

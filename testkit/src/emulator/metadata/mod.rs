@@ -87,9 +87,19 @@ impl Instance {
                 "eu-west-1b",
                 "ip-10-0-0-5.eu-west-1.compute.internal",
             ),
-            Cloud::Gce => ("4520031799277581759", "europe-west1", "europe-west1-b", "web-1.c.kiln-test.internal"),
+            Cloud::Gce => (
+                "4520031799277581759",
+                "europe-west1",
+                "europe-west1-b",
+                "web-1.c.kiln-test.internal",
+            ),
             Cloud::Azure => ("02aab8a4-74ef-476e-8182-f6d2ba4166a6", "westeurope", "1", "web-1"),
-            Cloud::OpenStack => ("d8e02d56-2648-49a3-bf97-6be8f1204f38", "", "nova", "web-1.novalocal"),
+            Cloud::OpenStack => (
+                "d8e02d56-2648-49a3-bf97-6be8f1204f38",
+                "",
+                "nova",
+                "web-1.novalocal",
+            ),
             Cloud::DigitalOcean => ("2756294", "ams3", "", "web-1"),
         };
         Instance {
@@ -416,11 +426,7 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Result<Answer,
     let req = Req {
         method: request.method().clone(),
         path: percent_decode(request.uri().path()),
-        query: request
-            .uri()
-            .query()
-            .map(parse_query)
-            .unwrap_or_default(),
+        query: request.uri().query().map(parse_query).unwrap_or_default(),
         headers: request.headers().clone(),
     };
     let options = &state.options;
@@ -538,7 +544,10 @@ fn run(args: &[String]) -> Result<(), String> {
     }
     let cloud = cloud.ok_or("--provider is required")?;
     let mut options = Options::new(cloud);
-    let number = |flag: &str, v: &str| v.parse::<u64>().map_err(|_| format!("{flag}: {v:?} is not a number"));
+    let number = |flag: &str, v: &str| {
+        v.parse::<u64>()
+            .map_err(|_| format!("{flag}: {v:?} is not a number"))
+    };
     let pair = |flag: &str, v: &str| {
         v.split_once('=')
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -569,7 +578,11 @@ fn run(args: &[String]) -> Result<(), String> {
                     "v1-allowed" => Imds::V1Allowed,
                     "v1-only" => Imds::V1Only,
                     "disabled" => Imds::Disabled,
-                    _ => return Err(format!("--imds {value:?}: v2-only, v1-allowed, v1-only or disabled")),
+                    _ => {
+                        return Err(format!(
+                            "--imds {value:?}: v2-only, v1-allowed, v1-only or disabled"
+                        ));
+                    }
                 }
             }
             "--no-instance-tags" => options.instance_tags = false,

@@ -48,5 +48,9 @@ pub(super) fn handle(state: &State, req: &Req) -> Answer {
 }
 
 fn not_found() -> Answer {
-    super::answer(404, "text/html; charset=UTF-8", "404 Not Found\n\nThe resource could not be found.\n")
+    super::answer(
+        404,
+        "text/html; charset=UTF-8",
+        "404 Not Found\n\nThe resource could not be found.\n",
+    )
 }
