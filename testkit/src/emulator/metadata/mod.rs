@@ -178,6 +178,8 @@ impl Options {
 /// One request the emulator answered (or dropped: status 0).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Logged {
+    /// Who asked.
+    pub peer: SocketAddr,
     pub method: String,
     /// Path and query.
     pub path: String,
@@ -195,6 +197,7 @@ pub(crate) struct State {
 
 /// The parts of a request a handler needs.
 pub(crate) struct Req {
+    pub peer: SocketAddr,
     pub method: hyper::Method,
     pub path: String,
     pub query: BTreeMap<String, String>,
@@ -387,6 +390,7 @@ impl State {
             }
         };
         self.log.lock().unwrap().push(Logged {
+            peer: req.peer,
             method: req.method.to_string(),
             path,
             status,
@@ -396,13 +400,13 @@ impl State {
 
 async fn serve(listener: tokio::net::TcpListener, state: Arc<State>) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
+        let Ok((stream, peer)) = listener.accept().await else {
             continue;
         };
         let _ = stream.set_nodelay(true);
         let state = state.clone();
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |request| handle(state.clone(), request));
+            let service = hyper::service::service_fn(move |request| handle(state.clone(), peer, request));
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
@@ -422,8 +426,9 @@ impl std::fmt::Display for Dropped {
 
 impl std::error::Error for Dropped {}
 
-async fn handle(state: Arc<State>, request: Request<Incoming>) -> Result<Answer, Dropped> {
+async fn handle(state: Arc<State>, peer: SocketAddr, request: Request<Incoming>) -> Result<Answer, Dropped> {
     let req = Req {
+        peer,
         method: request.method().clone(),
         path: percent_decode(request.uri().path()),
         query: request.uri().query().map(parse_query).unwrap_or_default(),
