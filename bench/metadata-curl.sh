@@ -15,7 +15,7 @@ header="X-aws-ec2-metadata-token: $token"
     -o "$out/user-data" "$url/latest/user-data" \
     -o "$out/tags" "$url/latest/meta-data/tags/instance"
 args=()
-while read -r key; do
+while read -r key || [[ -n $key ]]; do  # the listing has no final newline
     [[ $key == env.* ]] && args+=(-o "$out/tag.$key" "$url/latest/meta-data/tags/instance/$key")
 done < "$out/tags"
 ((${#args[@]} == 0)) || "${get[@]}" --parallel -H "$header" "${args[@]}"

@@ -49,6 +49,9 @@ TOML
 # Both must work before they are timed.
 target/release/kiln env --config "$work/kiln.toml" --write-to "$work/kiln" >/dev/null
 bench/metadata-curl.sh "$url" "$work/curl"
+for name in $(sed -n 's/^\([A-Za-z_][A-Za-z0-9_]*\)=.*/\1/p' "$work/curl/env"); do
+    grep -q "^$name=" "$work/kiln/env" || { echo "kiln's env file lacks $name (curl's has it)" >&2; exit 1; }
+done
 
 hyperfine -N --warmup 20 --runs "$runs" --export-json "$work/results.json" \
     -n "kiln env" "target/release/kiln env --config $work/kiln.toml --write-to $work/kiln" \
