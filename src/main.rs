@@ -23,6 +23,17 @@ enum Command {
         #[arg(long, default_value = kiln::config::DEFAULT_PATH)]
         config: PathBuf,
     },
+    /// Fetch and check the environment without starting anything; print names and sources, never values.
+    Env {
+        #[arg(long, default_value = kiln::config::DEFAULT_PATH)]
+        config: PathBuf,
+        /// Also list the variables inherited from kiln's own environment.
+        #[arg(long)]
+        all: bool,
+        /// Also write `env` and `instance.json` into this directory, as a boot does into state_dir.
+        #[arg(long, value_name = "DIR")]
+        write_to: Option<PathBuf>,
+    },
     /// Show what a running kiln is doing. Exit code: 0 ready, 1 failed, 2 starting or degraded, 3 unreachable.
     Status {
         /// Machine-readable output.
@@ -45,6 +56,11 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Boot { config } => kiln::boot::run(&config),
         Command::Check { config } => kiln::commands::check::run(&config),
+        Command::Env {
+            config,
+            all,
+            write_to,
+        } => kiln::commands::env::run(&config, all, write_to.as_deref()),
         Command::Status { json, socket, config } => kiln::status::run(json, socket, config),
     }
 }

@@ -1,3 +1,4 @@
 //! Small subcommands that only read and report. `boot` and `status` have rooms of their own.
 
 pub mod check;
+pub mod env;
