@@ -1,3 +1,5 @@
 //! Small subcommands that only read and report. `boot` and `status` have rooms of their own.
 
 pub mod check;
+pub mod seal;
+pub mod verify;

@@ -16,7 +16,7 @@ pub use duration::HumanDuration;
 pub use env::EnvConfig;
 pub use lb::LbConfig;
 pub use metadata::MetadataConfig;
-pub use seal::SealConfig;
+pub use seal::{OnDrift, SealConfig};
 pub use service::{FastCgiSocket, ProbeConfig, ProbeTarget, RestartPolicy, ServiceConfig};
 pub use signal::SignalName;
 
