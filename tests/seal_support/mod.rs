@@ -28,7 +28,8 @@ impl Fixture {
         Fixture::with(&[])
     }
 
-    /// Like [`Fixture::new`], with extra `key = value` lines in `[seal]`.
+    /// Like [`Fixture::new`], with extra `key = value` lines in `[seal]` (a `rescan` line
+    /// replaces the 1 h default).
     pub fn with(extra: &[&str]) -> Fixture {
         let dir = tempfile::tempdir().expect("temp dir");
         let app = dir.path().join("app");
@@ -36,8 +37,12 @@ impl Fixture {
         fs::create_dir_all(dir.path().join("etc/kiln")).unwrap();
         let manifest = dir.path().join("etc/kiln/seal");
         let config_path = dir.path().join("etc/kiln/kiln.toml");
+        let rescan = match extra.iter().any(|l| l.starts_with("rescan")) {
+            true => "",
+            false => "rescan = \"1h\"\n",
+        };
         let text = format!(
-            "[seal]\npaths = [{app:?}]\nexclude = [{cache:?}]\nmanifest = {manifest:?}\nrescan = \"1h\"\n{}\n",
+            "[seal]\npaths = [{app:?}]\nexclude = [{cache:?}]\nmanifest = {manifest:?}\n{rescan}{}\n",
             extra.join("\n"),
             cache = app.join("var/cache"),
         );
