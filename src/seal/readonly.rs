@@ -100,30 +100,29 @@ pub fn remount_readonly(config: &SealConfig) -> ReadonlyOutcome {
             error,
         };
         match statvfs(root.as_path()) {
-            Ok(st) if st.flags().contains(FsFlags::ST_RDONLY) => {
-                done.push(root.clone());
-                continue;
-            }
-            Ok(_) => {}
-            Err(e) => return failed(done, root, e.to_string()),
-        }
-        match bind(root, true) {
-            Ok(()) => done.push(root.clone()),
-            Err(Errno::EPERM) if done.is_empty() => {
-                return ReadonlyOutcome::NoPrivilege {
-                    error: "EPERM".into(),
-                };
-            }
+            Ok(st) if st.flags().contains(FsFlags::ST_RDONLY) => done.push(root.clone()),
+            Ok(_) => match bind(root, true) {
+                Ok(()) => done.push(root.clone()),
+                Err(Errno::EPERM) if done.is_empty() => {
+                    return ReadonlyOutcome::NoPrivilege {
+                        error: "EPERM".into(),
+                    };
+                }
+                Err(e) => return failed(done, root, e.desc().to_string()),
+            },
             Err(e) => return failed(done, root, e.desc().to_string()),
         }
         if config.exclude.is_empty() {
             continue;
         }
         for path in excluded_below(&scope, root, Path::new("")) {
-            match bind(&path, false) {
-                Ok(()) => writable.push(path),
-                Err(e) => return failed(done, &path, format!("keeping it writable: {}", e.desc())),
+            // Already writable when a kiln before this one (restarted) bound it.
+            let read_only =
+                statvfs(path.as_path()).map_or(true, |st| st.flags().contains(FsFlags::ST_RDONLY));
+            if read_only && let Err(e) = bind(&path, false) {
+                return failed(done, &path, format!("keeping it writable: {}", e.desc()));
             }
+            writable.push(path);
         }
     }
     ReadonlyOutcome::ReadOnly {
