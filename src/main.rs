@@ -34,6 +34,22 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         write_to: Option<PathBuf>,
     },
+    /// Record the [seal] paths into the integrity manifest (the last step of an image bake).
+    Seal {
+        #[arg(long, default_value = kiln::config::DEFAULT_PATH)]
+        config: PathBuf,
+    },
+    /// Compare the [seal] paths with the manifest and list every difference. Exit code: 0 same, 1 differs, 2 cannot verify.
+    Verify {
+        #[arg(long, default_value = kiln::config::DEFAULT_PATH)]
+        config: PathBuf,
+    },
+    /// Bind-remount the [seal] paths read-only, as boot does (for tests in a private mount namespace).
+    #[command(hide = true)]
+    RemountReadonly {
+        #[arg(long, default_value = kiln::config::DEFAULT_PATH)]
+        config: PathBuf,
+    },
     /// Show what a running kiln is doing. Exit code: 0 ready, 1 failed, 2 starting or degraded, 3 unreachable.
     Status {
         /// Machine-readable output.
@@ -61,6 +77,9 @@ fn main() -> ExitCode {
             all,
             write_to,
         } => kiln::commands::env::run(&config, all, write_to.as_deref()),
+        Command::Seal { config } => kiln::commands::seal::run(&config),
+        Command::Verify { config } => kiln::commands::verify::run(&config),
+        Command::RemountReadonly { config } => kiln::commands::seal::remount(&config),
         Command::Status { json, socket, config } => kiln::status::run(json, socket, config),
     }
 }

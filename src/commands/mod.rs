@@ -2,3 +2,5 @@
 
 pub mod check;
 pub mod env;
+pub mod seal;
+pub mod verify;
