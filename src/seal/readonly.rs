@@ -131,6 +131,9 @@ pub fn remount_readonly(config: &SealConfig) -> ReadonlyOutcome {
     }
 }
 
+/// `ST_RELATIME` from linux/statfs.h. nix leaves it out on musl, whose statvfs reports it all the same.
+const ST_RELATIME: FsFlags = FsFlags::from_bits_retain(0x1000);
+
 /// Binds `path` on itself, privately, then sets it read-only or read-write.
 fn bind(path: &Path, read_only: bool) -> nix::Result<()> {
     let kept = statvfs(path)?.flags();
@@ -141,7 +144,7 @@ fn bind(path: &Path, read_only: bool) -> nix::Result<()> {
         (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
         (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
         (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
-        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+        (ST_RELATIME, MsFlags::MS_RELATIME),
     ] {
         if kept.contains(st) {
             flags |= ms;
