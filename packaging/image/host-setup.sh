@@ -1,7 +1,8 @@
 #!/bin/sh
 # Installs on a Debian 12 host what baking an image and its end-to-end test need, and nothing that
-# is there already: debootstrap, qemu-system-x86, e2fsprogs (mkfs.ext4 -d), musl-tools (the static
-# kiln), HAProxy and socat (the host side of the e2e), iproute2 (network namespaces).
+# is there already: debootstrap, qemu-system-x86, e2fsprogs (mkfs.ext4 -d), zstd (stage caches),
+# musl-tools (the static kiln), HAProxy and socat (the host side of the e2e), iproute2 (network
+# namespaces), python3 (the e2e's QMP and guest-agent client).
 #
 #   sudo packaging/image/host-setup.sh
 #
@@ -12,7 +13,7 @@
 set -eu
 
 missing=""
-for p in debootstrap e2fsprogs musl-tools haproxy socat iproute2 curl ca-certificates python3; do
+for p in debootstrap e2fsprogs zstd musl-tools haproxy socat iproute2 curl ca-certificates python3; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
 done
 need_qemu=false

@@ -1,0 +1,298 @@
+#!/bin/bash
+# End-to-end test of the baked image: bakes it (packaging/image/bake.sh), boots it under qemu and
+# checks from the host what an instance must do where it runs.
+#
+#   sudo packaging/image/e2e.sh              # bake (cached stages) + two VM boots, a few minutes
+#   KILN_E2E_NO_BAKE=1 sudo packaging/image/e2e.sh   # boot what target/image holds
+#
+# The host side lives in a network namespace of its own (nothing listens on the host's network):
+#   169.254.169.254:80  the EC2 metadata emulator (kiln-testkit metadata --provider ec2), IMDSv2,
+#                       with the user-data below; 169.254.169.254 sits on the namespace's loopback
+#   127.0.0.1:8080      HAProxy's frontend; backend `app` starts empty, kiln adds itself through
+#   127.0.0.1:9999      HAProxy's runtime API (`level admin`), which the guest reaches as
+#                       10.0.2.2:9999 (qemu's user network maps its gateway to the host's loopback)
+#   10.0.2.15:80,9100,9101  hostfwd into the guest (nginx, /readyz, agent-check). The guest's own
+#                       address is 10.0.2.15 too, so the metadata's local-ipv4 is the address
+#                       HAProxy reaches the instance at, as on a real network. Connections to it
+#                       leave from 127.0.0.1 (curl --interface, HAProxy's `source`): qemu hands a
+#                       forwarded connection to the guest with its source address unchanged
+#                       unless it is the host's loopback (then 10.0.2.2), and a packet from
+#                       10.0.2.15 to 10.0.2.15 is one the guest drops as its own.
+# The guest keeps qemu's user network (10.0.2.15, gateway 10.0.2.2): qemu cannot forward
+# 169.254.169.254 itself, but a connection the guest makes to it leaves qemu as a host connection
+# to 169.254.169.254, which the namespace answers.
+#
+# Checks: the page shows a user-data value; /readyz 200; every service up; `kiln status` in the
+# guest (through the qemu guest agent) says READY; `systemd-analyze verify kiln.service` in the
+# guest is clean; the instance registered itself in HAProxy and requests flow through HAProxy into
+# the guest; an ACPI power-off (QMP system_powerdown) makes kiln drain and deregister before the
+# guest powers off. Then the image with one sealed file changed after sealing boots to a refused
+# boot and never registers. Prints the boot timeline. Cleans up every process, the namespace and
+# its files on exit, also on failure (KILN_E2E_KEEP=1 keeps the files for a look).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+# shellcheck source=lib.sh
+. "$here/lib.sh"
+log_tag=e2e
+
+[ "$(id -u)" -eq 0 ] || die "run as root (network namespace, qemu, debugfs)"
+"$here/host-setup.sh"
+PATH="$HOME/.cargo/bin:$PATH"
+
+image_dir=${KILN_IMAGE_OUT:-$repo/target/image}
+if [ -z "${KILN_E2E_NO_BAKE:-}" ]; then
+    "$here/bake.sh" >/dev/null
+fi
+for f in kiln.img vmlinuz initrd.img; do
+    [ -f "$image_dir/$f" ] || die "$image_dir/$f missing: bake first (packaging/image/bake.sh)"
+done
+log "building kiln-testkit (the EC2 metadata emulator)"
+cargo build -q -p testkit --bin kiln-testkit --manifest-path "$repo/Cargo.toml"
+testkit="$repo/target/debug/kiln-testkit"
+
+work=$(mktemp -d /tmp/kiln-e2e.XXXXXX)
+ns="kiln-e2e-$$"
+pids=()
+vm_pid=""
+cleanup() {
+    status=$?
+    set +e
+    [ -n "$vm_pid" ] && kill "$vm_pid" 2>/dev/null
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null; done
+    # Anything left in our own namespace is ours (each started with `ip netns exec`).
+    for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$pid" 2>/dev/null; done
+    wait 2>/dev/null
+    ip netns del "$ns" 2>/dev/null
+    if [ "$status" -ne 0 ]; then
+        echo "e2e: FAILED; serial console of the last VM: $work/serial.log (last lines below)" >&2
+        tail -n 40 "$work/serial.log" 2>/dev/null | cut -c1-200 >&2
+    fi
+    if [ -n "${KILN_E2E_KEEP:-}" ]; then echo "e2e: files kept in $work" >&2; else rm -rf "$work"; fi
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+fail() {
+    echo "e2e: FAIL: $*" >&2
+    exit 1
+}
+pass() {
+    log "ok: $*"
+}
+in_ns() {
+    ip netns exec "$ns" "$@"
+}
+# wait_for WHAT SECONDS COMMAND...: polls COMMAND every 0.2 s until it succeeds.
+wait_for() {
+    what=$1 secs=$2
+    shift 2
+    deadline=$(($(date +%s) + secs))
+    until "$@" >/dev/null 2>&1; do
+        [ "$(date +%s)" -lt "$deadline" ] || fail "$what: not within ${secs}s"
+        [ -z "$vm_pid" ] || kill -0 "$vm_pid" 2>/dev/null || fail "$what: the VM is gone"
+        sleep 0.2
+    done
+}
+now() {
+    date +%s.%N | cut -c1-14
+}
+
+# ---- the host side: namespace, metadata emulator, HAProxy --------------------------------------
+instance_id=i-0e2e5eed00000001
+greeting="Hello from the baked image"
+ip netns add "$ns"
+in_ns ip link set lo up
+in_ns ip addr add 169.254.169.254/32 dev lo
+in_ns ip addr add 10.0.2.15/32 dev lo
+
+cat >"$work/user-data" <<EOF
+GREETING=$greeting
+APP_SECRET=e2e-secret-never-shown
+EOF
+in_ns "$testkit" metadata --provider ec2 --listen 169.254.169.254:80 --user-data "$work/user-data" \
+    --instance-id "$instance_id" --local-ipv4 10.0.2.15 --region eu-west-1 --zone eu-west-1a \
+    >"$work/metadata.log" 2>&1 &
+pids+=($!)
+wait_for "metadata emulator" 10 grep -q "listening on" "$work/metadata.log"
+
+cat >"$work/haproxy.cfg" <<EOF
+global
+    stats socket $work/haproxy.sock level admin
+    stats socket ipv4@127.0.0.1:9999 level admin
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 30s
+    timeout server 30s
+frontend fe
+    bind 127.0.0.1:8080
+    default_backend app
+backend app
+    balance roundrobin
+    source 127.0.0.1
+EOF
+in_ns haproxy -db -f "$work/haproxy.cfg" >"$work/haproxy.log" 2>&1 &
+pids+=($!)
+haproxy_cmd() {
+    echo "$1" | socat -t 2 - "UNIX-CONNECT:$work/haproxy.sock"
+}
+wait_for "HAProxy's runtime API" 10 haproxy_cmd "show info"
+# The server's line in `show servers state app`, empty when the backend has none.
+server_state() {
+    haproxy_cmd "show servers state app" | awk -v s="$instance_id" '$4 == s'
+}
+pass "host side up: metadata emulator at 169.254.169.254, HAProxy (backend app empty)"
+
+# ---- booting a VM ------------------------------------------------------------------------------
+# boot_vm IMAGE: starts qemu (TCG) on a throwaway overlay of IMAGE (the image file never changes),
+# the serial console timestamped into $work/serial.log, QMP and the guest agent on unix sockets.
+boot_vm() {
+    rm -f "$work"/serial.sock "$work"/qmp.sock "$work"/qga.sock "$work"/serial.log
+    t_qemu=$(now)
+    in_ns qemu-system-x86_64 -accel tcg -cpu max -smp 2 -m 1024 -display none -no-reboot \
+        -kernel "$image_dir/vmlinuz" -initrd "$image_dir/initrd.img" \
+        -append "root=/dev/vda rw console=ttyS0 systemd.journald.forward_to_console=1" \
+        -drive "file=$1,format=raw,if=virtio,snapshot=on" \
+        -netdev "user,id=n0,hostfwd=tcp:10.0.2.15:80-:80,hostfwd=tcp:10.0.2.15:9100-:9100,hostfwd=tcp:10.0.2.15:9101-:9101" \
+        -device virtio-net-pci,netdev=n0 \
+        -chardev "socket,id=ser0,path=$work/serial.sock,server=on,wait=on" -serial chardev:ser0 \
+        -qmp "unix:$work/qmp.sock,server=on,wait=off" \
+        -chardev "socket,id=qga0,path=$work/qga.sock,server=on,wait=off" \
+        -device virtio-serial -device virtserialport,chardev=qga0,name=org.qemu.guest_agent.0 \
+        >"$work/qemu.log" 2>&1 &
+    vm_pid=$!
+    python3 "$here/vmctl.py" serial "$work/serial.sock" "$work/serial.log" &
+    pids+=($!)
+}
+# Stops the VM at once (the e2e's own end, not a test of shutdown).
+kill_vm() {
+    python3 "$here/vmctl.py" qmp "$work/qmp.sock" quit >/dev/null 2>&1 || kill "$vm_pid"
+    wait "$vm_pid" 2>/dev/null || true
+    vm_pid=""
+}
+guest() {
+    python3 "$here/vmctl.py" exec "$work/qga.sock" 30 "$@"
+}
+# serial_at PATTERN: the host time of the first serial line matching PATTERN (extended regex).
+serial_at() {
+    grep -m1 -E "$1" "$work/serial.log" | cut -d' ' -f1
+}
+# guest_curl ARGS...: curl into the guest through hostfwd (from 127.0.0.1: see the top).
+guest_curl() {
+    in_ns curl --interface 127.0.0.1 -s -m 5 "$@"
+}
+readyz() {
+    guest_curl -o /dev/null -w '%{http_code}' http://10.0.2.15:9100/readyz || true
+}
+readyz_is() {
+    [ "$(readyz)" = "$1" ]
+}
+
+# ---- 1. the baked image boots, serves, registers -----------------------------------------------
+log "VM 1: booting $image_dir/kiln.img (TCG, 2 vCPUs)"
+boot_vm "$image_dir/kiln.img"
+wait_for "/readyz 200 through hostfwd" 300 readyz_is 200
+t_ready_host=$(now)
+pass "/readyz 200"
+
+page=$(guest_curl http://10.0.2.15/)
+grep -qx "greeting: $greeting" <<<"$page" || fail "the page does not show the user-data's GREETING: $page"
+grep -qx "instance_id: $instance_id" <<<"$page" || fail "the page does not show the instance id: $page"
+grep -q "e2e-secret" <<<"$page" && fail "the page shows a secret"
+pass "the page shows the user-data's GREETING and the instance id from the metadata service"
+
+python3 "$here/vmctl.py" wait-agent "$work/qga.sock" 60 || fail "the guest agent does not answer"
+status_out=$(guest /usr/bin/kiln status) || fail "kiln status in the guest: exit $?: $status_out"
+grep -q "READY" <<<"$status_out" || fail "kiln status does not say READY: $status_out"
+for unit in php-fpm nginx 'worker#1' 'worker#2'; do
+    grep -qE "^$unit +running +yes" <<<"$status_out" || fail "kiln status: $unit is not running and ready: $status_out"
+done
+pass "kiln status in the guest: READY, php-fpm, nginx, worker#1, worker#2 running and ready"
+sed 's/^/    | /' <<<"$status_out" >&2
+log "note: /srv/app in the guest is mounted $(guest /usr/bin/findmnt -n -o OPTIONS --target /srv/app | cut -d, -f1)"
+verify_out=$(guest /usr/bin/systemd-analyze verify --man=no kiln.service 2>&1) || fail "systemd-analyze verify in the guest: $verify_out"
+[ -z "$verify_out" ] || fail "systemd-analyze verify kiln.service in the guest: $verify_out"
+pass "systemd-analyze verify kiln.service, by the guest's systemd (PID 1): clean"
+
+# The guest's own clock: when systemd started, when it started kiln, when kiln said READY=1.
+show=$(guest /usr/bin/systemctl show -p UserspaceTimestampMonotonic -p FinishTimestampMonotonic)
+kiln_show=$(guest /usr/bin/systemctl show kiln.service -p ExecMainStartTimestampMonotonic -p ActiveEnterTimestampMonotonic)
+mono() { printf '%s\n%s\n' "$show" "$kiln_show" | sed -n "s/^$1=//p"; }
+t_qemu1=$t_qemu
+
+# ---- 2. load balancer --------------------------------------------------------------------------
+# (checks added once [lb] lands on main)
+
+# ---- 3. ACPI power-off: drain and deregister before the guest is gone -------------------------
+log "VM 1: ACPI power-off (QMP system_powerdown)"
+t_powerdown=$(now)
+python3 "$here/vmctl.py" qmp "$work/qmp.sock" system_powerdown >/dev/null
+deadline=$(($(date +%s) + 120))
+while kill -0 "$vm_pid" 2>/dev/null; do
+    [ "$(date +%s)" -lt "$deadline" ] || fail "the VM did not power off within 120s of system_powerdown"
+    sleep 0.2
+done
+wait "$vm_pid" 2>/dev/null || true
+vm_pid=""
+t_off=$(now)
+sleep 0.3 # the serial reader drains what qemu wrote last
+t_stopping=$(serial_at "Stopping kiln.service")
+t_stopped=$(serial_at "Stopped kiln.service")
+t_poweroff=$(serial_at "reboot: Power down")
+[ -n "$t_stopping" ] && [ -n "$t_stopped" ] || fail "systemd did not stop kiln.service on the power-off"
+[ -n "$t_poweroff" ] || fail "the guest did not power down"
+pass "power-off: systemd stopped kiln ($(awk "BEGIN{printf \"%.2f\", $t_stopped - $t_stopping}")s), then the kernel powered down"
+cp "$work/serial.log" "$work/serial-vm1.log"
+
+# ---- 4. a tampered image boots to a refused state and never registers -------------------------
+log "tampering: /srv/app/public/index.php changed after sealing (debugfs on a copy of the image)"
+cp --sparse=always "$image_dir/kiln.img" "$work/tampered.img"
+printf '<?php echo "tampered\\n";\n' >"$work/index.php"
+debugfs -w -R "rm /srv/app/public/index.php" "$work/tampered.img" >/dev/null 2>&1
+debugfs -w -R "write $work/index.php /srv/app/public/index.php" "$work/tampered.img" >/dev/null 2>&1
+debugfs -R "cat /srv/app/public/index.php" "$work/tampered.img" 2>/dev/null | grep -q tampered ||
+    fail "debugfs did not change the file"
+log "VM 2: booting the tampered image"
+boot_vm "$work/tampered.img"
+python3 "$here/vmctl.py" wait-agent "$work/qga.sock" 300 || fail "the guest agent does not answer"
+wait_for "kiln to refuse the boot" 120 bash -c "python3 '$here/vmctl.py' exec '$work/qga.sock' 30 /usr/bin/kiln status; test \$? -eq 1"
+status_out=$(guest /usr/bin/kiln status) && fail "kiln status exit 0 on a tampered image: $status_out"
+grep -qi "seal" <<<"$status_out" || fail "kiln status does not name the seal: $status_out"
+grep -q "index.php" <<<"$status_out$(guest /usr/bin/journalctl -u kiln.service -o cat)" ||
+    fail "neither kiln status nor its log names the changed file"
+[ "$(readyz)" = 503 ] || fail "/readyz is not 503 on a refused boot"
+guest_curl -o /dev/null http://10.0.2.15/ && fail "nginx answers on a refused boot"
+[ -z "$(server_state)" ] || fail "the tampered instance registered in HAProxy: $(server_state)"
+sed 's/^/    | /' <<<"$status_out" >&2
+pass "tampered image: boot refused (kiln status exit 1, names the seal), /readyz 503, nothing started, not registered"
+kill_vm
+
+# ---- the boot timeline -------------------------------------------------------------------------
+log1=$work/serial-vm1.log
+at() { grep -m1 -E "$1" "$log1" | cut -d' ' -f1; }
+t_kernel=$(at "Linux version")
+t_systemd=$(at "running in system mode")
+t_kiln=$(at "Starting kiln.service")
+t_kiln_ready=$(at "Started kiln.service")
+t_finished=$(at "Startup finished")
+rel() { [ -n "$1" ] && awk "BEGIN{printf \"%7.2fs\", $1 - $t_qemu1}" || echo "      -"; }
+us() { awk "BEGIN{printf \"%.2fs\", ($2 - $1) / 1e6}"; }
+cat <<EOF
+
+BOOT TIMELINE (VM 1, host clock from qemu start; serial console lines timestamped on arrival)
+  $(rel "$t_qemu1")  qemu started
+  $(rel "$t_kernel")  kernel: "Linux version"
+  $(rel "$t_systemd")  systemd (PID 1) running
+  $(rel "$t_kiln")  systemd starts kiln.service
+  $(rel "$t_kiln_ready")  kiln READY=1 (unit active)
+  $(rel "$t_ready_host")  /readyz 200 seen from the host
+  $(rel "$t_finished")  systemd: startup finished
+guest clock (CLOCK_MONOTONIC, from systemctl show):
+  systemd start -> kiln start:   $(us "$(mono UserspaceTimestampMonotonic)" "$(mono ExecMainStartTimestampMonotonic)")
+  kiln start    -> READY=1:      $(us "$(mono ExecMainStartTimestampMonotonic)" "$(mono ActiveEnterTimestampMonotonic)")
+  systemd start -> boot finished: $(us "$(mono UserspaceTimestampMonotonic)" "$(mono FinishTimestampMonotonic)")
+power-off: system_powerdown -> kiln stopping $(awk "BEGIN{printf \"%.2fs\", $t_stopping - $t_powerdown}"), kiln stopped $(awk "BEGIN{printf \"%.2fs\", $t_stopped - $t_powerdown}"), powered off $(awk "BEGIN{printf \"%.2fs\", $t_off - $t_powerdown}")
+EOF
+log "e2e passed"
