@@ -15,7 +15,8 @@
 #   qemu-system-x86_64 -kernel target/image/vmlinuz -initrd target/image/initrd.img \
 #       -append "root=/dev/vda console=ttyS0" -drive file=target/image/kiln.img,format=raw,if=virtio ...
 # (packaging/image/e2e.sh boots it for real.) Environment: KILN_DEB=PATH skips building kiln and
-# packages that .deb instead; KILN_IMAGE_OUT=DIR (target/image); KILN_APP=DIR (examples/php-app/app).
+# packages that .deb instead; KILN_IMAGE_OUT=DIR (target/image); KILN_APP=DIR (examples/php-app/app);
+# KILN_TOML=FILE replaces files/final/etc/kiln/kiln.toml (as Packer's kiln_toml variable).
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
@@ -84,6 +85,7 @@ log "stage 3 final image: $(basename "$KILN_DEB"), the app from ${app#"$repo"/},
 root="$work/root"
 unpack "$appbase_tar" "$root"
 cp "$KILN_DEB" "$inputs/kiln.deb"
+if [ -n "${KILN_TOML:-}" ]; then cp "$KILN_TOML" "$inputs/files/final/etc/kiln/kiln.toml"; fi
 mkdir -p "$inputs/app"
 cp -R "$app/." "$inputs/app/"
 run_stage "$root" "$inputs" stages/final.sh
