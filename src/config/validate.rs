@@ -21,6 +21,7 @@ pub(super) fn check(config: &Config) -> Result<(), String> {
             config.control.socket
         ));
     }
+    config.lb.check()?;
     if config.health.agent_listen == Some(config.health.listen) {
         return Err("[health] agent_listen must differ from listen".into());
     }
