@@ -1,3 +1,282 @@
-pub fn run(_c: &std::path::Path) -> std::process::ExitCode {
-    std::process::ExitCode::SUCCESS
+//! `kiln boot`: the walk of one boot. Data flows one way:
+//!
+//! ```text
+//! config → serve (health + control, answering "booting") → seal → metadata → env
+//!        → supervise (services in dependency order, READY=1) → lb → run … → stop
+//! ```
+//!
+//! A failure before services start refuses the boot: nothing is started or registered,
+//! `/readyz` stays 503, and `kiln status` says which step failed and why, until kiln is stopped.
+//!
+//! Signals: SIGTERM or SIGINT stop the instance (readiness 503 first, then the load balancer is
+//! left, then services stop in reverse order); a second one kills what is left. SIGHUP is refused:
+//! an immutable instance never reloads.
+
+use crate::config::Config;
+use crate::env::{self, FrozenEnv};
+use crate::metadata;
+use crate::seal;
+use crate::serve::{control, health};
+use crate::state::{EnvVarSource, Phase, Shared};
+use crate::supervise::reaper::{self, Reaper};
+use crate::supervise::{Supervisor, SupervisorHandle};
+use crate::systemd::{self, Notifier};
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+
+/// Exit code after a refused boot was stopped.
+const EXIT_REFUSED: u8 = 1;
+
+pub fn run(config_path: &Path) -> ExitCode {
+    systemd::log::init();
+    let shared = Shared::new();
+    shared.phase_begin("config");
+    let config = match Config::load(config_path) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("{e}");
+            tracing::error!("nothing was started");
+            return ExitCode::from(crate::EXIT_CONFIG);
+        }
+    };
+    shared.phase_done("config");
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = runtime.block_on(walk(config, shared));
+    // Probe or output tasks may still be parked; they hold nothing that needs a goodbye.
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    code
+}
+
+async fn walk(config: Config, shared: Arc<Shared>) -> ExitCode {
+    let stops = match watch_signals(shared.clone()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("cannot install signal handlers: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    reaper::become_subreaper();
+    let reaper = match Reaper::start() {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!("cannot watch SIGCHLD: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let notifier = Arc::new(Notifier::from_env());
+    spawn_heartbeat(&shared);
+    spawn_watchdog(&notifier, &shared);
+
+    shared.phase_begin("serve");
+    if let Err(e) = start_serving(&config, &shared).await {
+        tracing::error!("{e}; nothing was started");
+        notifier.notify(&format!("STATUS=cannot serve: {e}"));
+        return ExitCode::FAILURE;
+    }
+    shared.phase_done("serve");
+
+    let prepared = tokio::select! {
+        prepared = prepare(&config, &shared) => prepared,
+        _ = stop_requested(stops.clone(), 1) => {
+            tracing::info!("stopped during boot; nothing was started");
+            shared.update(|s| s.phase = Phase::Stopped);
+            return ExitCode::SUCCESS;
+        }
+    };
+    let env = match prepared {
+        Ok(env) => env,
+        Err(reason) => return refuse(&shared, &notifier, &reason, stops).await,
+    };
+
+    let supervisor = match Supervisor::new(
+        &config.services,
+        Arc::new(env),
+        reaper,
+        shared.clone(),
+        notifier.clone(),
+    ) {
+        Ok(s) => s,
+        Err(reason) => return refuse(&shared, &notifier, &reason, stops).await,
+    };
+    let handle = supervisor.handle();
+    let supervisor = tokio::spawn(supervisor.run());
+
+    stop_requested(stops.clone(), 1).await;
+    shutdown(&shared, &notifier, &handle, stops).await;
+    let _ = supervisor.await;
+    shared.update(|s| s.phase = Phase::Stopped);
+    tracing::info!("all services stopped; bye");
+    ExitCode::SUCCESS
+}
+
+/// Binds `/livez` + `/readyz` and the control socket first, so that a load balancer sees 503
+/// (not a refused connection) and `kiln status` can explain while the boot is still under way.
+async fn start_serving(config: &Config, shared: &Arc<Shared>) -> Result<(), String> {
+    let state_dir = &config.control.state_dir;
+    std::fs::create_dir_all(state_dir)
+        .map_err(|e| format!("cannot create state_dir {}: {e}", state_dir.display()))?;
+    let listener = tokio::net::TcpListener::bind(config.health.listen)
+        .await
+        .map_err(|e| format!("[health] listen {}: {e}", config.health.listen))?;
+    let socket = control::bind(&config.control.socket)
+        .map_err(|e| format!("[control] socket {}: {e}", config.control.socket.display()))?;
+    tokio::spawn(health::serve(listener, shared.clone()));
+    tokio::spawn(control::serve(socket, shared.clone()));
+    Ok(())
+}
+
+/// The steps that must all pass before a single service starts: seal, metadata, environment.
+async fn prepare(config: &Config, shared: &Shared) -> Result<FrozenEnv, String> {
+    shared.phase_begin("seal");
+    let verified = seal::verify_at_boot(&config.seal).map_err(|e| format!("seal: {e}"))?;
+    if let Some(hash) = verified.root_hash {
+        shared.update(|s| s.seal.get_or_insert_with(Default::default).root_hash = Some(hash));
+    }
+    shared.phase_done("seal");
+
+    shared.phase_begin("metadata");
+    let metadata = metadata::fetch(&config.metadata)
+        .await
+        .map_err(|e| e.to_string())?;
+    shared.phase_done("metadata");
+
+    shared.phase_begin("env");
+    let frozen =
+        env::freeze(&config.env, &config.metadata, &metadata).map_err(|e| format!("environment: {e}"))?;
+    env::write_files(&config.control.state_dir, &frozen, &metadata)
+        .map_err(|e| format!("cannot write {}: {e}", config.control.state_dir.display()))?;
+    let names: Vec<EnvVarSource> = frozen
+        .sources()
+        .into_iter()
+        .map(|(name, source)| EnvVarSource { name, source })
+        .collect();
+    shared.update(|s| {
+        s.instance = Some(metadata.facts.clone());
+        s.env = names;
+    });
+    shared.phase_done("env");
+    Ok(frozen)
+}
+
+/// A boot that cannot go on: say why everywhere a person might look, start nothing, and wait to
+/// be stopped (so `/readyz` keeps answering 503 and `kiln status` keeps explaining).
+async fn refuse(shared: &Shared, notifier: &Notifier, reason: &str, stops: watch::Receiver<u32>) -> ExitCode {
+    tracing::error!("boot refused: {reason}");
+    tracing::error!("nothing was started; kiln stays up to explain (kiln status) until it is stopped");
+    shared.update(|s| {
+        s.phase = Phase::Failed;
+        s.reason = Some(reason.to_string());
+    });
+    shared.event("error", format!("boot refused: {reason}"));
+    // Start-up is over, in a failed state: systemd should not time the unit out and restart it
+    // into the same failure; the status line says what is wrong.
+    notifier.notify(&format!(
+        "READY=1\nSTATUS=boot refused: {}",
+        reason.replace('\n', " ")
+    ));
+    stop_requested(stops, 1).await;
+    shared.update(|s| s.phase = Phase::Stopped);
+    ExitCode::from(EXIT_REFUSED)
+}
+
+/// Readiness goes first (the load balancer stops sending), then the services stop in reverse
+/// dependency order. A second stop request kills what is left.
+async fn shutdown(
+    shared: &Shared,
+    notifier: &Notifier,
+    handle: &SupervisorHandle,
+    stops: watch::Receiver<u32>,
+) {
+    tracing::info!("stopping: readiness off, then services in reverse order");
+    shared.update(|s| {
+        s.phase = Phase::Stopping;
+        s.reason = Some("stopping".into());
+    });
+    shared.event("info", "stop requested");
+    notifier.notify("STOPPING=1\nSTATUS=stopping");
+    let mut stopped = std::pin::pin!(handle.stop());
+    tokio::select! {
+        _ = &mut stopped => {}
+        _ = stop_requested(stops, 2) => {
+            handle.kill_all();
+            stopped.await;
+        }
+    }
+}
+
+/// Counts SIGTERM/SIGINT into a watch channel; refuses SIGHUP.
+fn watch_signals(shared: Arc<Shared>) -> std::io::Result<watch::Receiver<u32>> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let (tx, rx) = watch::channel(0u32);
+    tokio::spawn(async move {
+        loop {
+            let name = tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+                _ = hup.recv() => {
+                    tracing::warn!(
+                        "SIGHUP refused: kiln never reloads, nothing changed. {}", control::IMMUTABLE
+                    );
+                    shared.update(|s| s.refused_mutations += 1);
+                    shared.event("warn", "SIGHUP refused: nothing reloaded");
+                    continue;
+                }
+            };
+            tracing::info!("{name} received");
+            tx.send_modify(|n| *n += 1);
+        }
+    });
+    Ok(rx)
+}
+
+/// Resolves once at least `count` stop requests have arrived.
+async fn stop_requested(mut stops: watch::Receiver<u32>, count: u32) {
+    let _ = stops.wait_for(|n| *n >= count).await;
+}
+
+/// Before the supervisor runs (and after a refused boot) the walk itself is kiln's loop: beat for
+/// it, so `/livez` stays 200. Once services run, the supervisor's loop beats.
+fn spawn_heartbeat(shared: &Arc<Shared>) {
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        loop {
+            if matches!(shared.phase(), Phase::Booting | Phase::Failed) {
+                shared.beat();
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    });
+}
+
+/// `WATCHDOG=1` at half of `$WATCHDOG_USEC`, only while the supervisor loop is alive: a hung
+/// kiln is then restarted by systemd.
+fn spawn_watchdog(notifier: &Arc<Notifier>, shared: &Arc<Shared>) {
+    let Some(interval) = notifier.watchdog_interval() else {
+        return;
+    };
+    let (notifier, shared) = (notifier.clone(), shared.clone());
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(interval).await;
+            if shared.alive(interval * 2) {
+                notifier.notify("WATCHDOG=1");
+            }
+        }
+    });
 }

@@ -37,6 +37,10 @@ pub struct ServiceConfig {
     pub restart_delay_max: HumanDuration,
     #[serde(default = "default_replicas")]
     pub replicas: u32,
+    /// Without a `ready` probe, the service counts as ready once it has run this long (like
+    /// supervisord's `startsecs`): a worker that dies at once never makes the instance look ready.
+    #[serde(default = "default_ready_after")]
+    pub ready_after: HumanDuration,
     /// Gates readiness and liveness until it passes once; failing it restarts the service.
     pub startup: Option<ProbeConfig>,
     /// Failing it takes the instance out of the load balancer; the service keeps running.
@@ -91,6 +95,9 @@ fn default_restart_delay() -> HumanDuration {
 }
 fn default_restart_delay_max() -> HumanDuration {
     HumanDuration::from_secs(30)
+}
+fn default_ready_after() -> HumanDuration {
+    HumanDuration::from_secs(1)
 }
 fn default_replicas() -> u32 {
     1

@@ -1,1 +1,117 @@
-//! todo
+//! Health probes, Kubernetes-style: `startup` gates the others and restarts the service when it
+//! never passes; `ready` decides whether the instance takes traffic; `live` restarts a service
+//! that hangs. One file per kind of check; `runner` applies periods and thresholds.
+
+mod exec;
+mod fastcgi;
+mod http;
+pub mod runner;
+mod tcp;
+
+use crate::config::{ProbeConfig, ProbeTarget};
+use crate::supervise::reaper::Reaper;
+use std::time::{Duration, Instant};
+
+/// Which of a service's three probes this is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Startup,
+    Ready,
+    Live,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Startup => "startup",
+            Role::Ready => "ready",
+            Role::Live => "live",
+        }
+    }
+}
+
+/// The result of one check.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub ok: bool,
+    /// A short line for status: the status code, the body, or the error.
+    pub detail: String,
+}
+
+impl Outcome {
+    fn pass(detail: String) -> Outcome {
+        Outcome { ok: true, detail }
+    }
+
+    fn fail(detail: String) -> Outcome {
+        Outcome { ok: false, detail }
+    }
+}
+
+/// One configured probe, ready to run.
+#[derive(Debug, Clone)]
+pub struct Probe {
+    pub role: Role,
+    target: ProbeTarget,
+    expect: Option<String>,
+    /// The environment of exec probes (the service's).
+    env: Vec<(String, String)>,
+    pub period: Duration,
+    pub timeout: Duration,
+    pub failure_threshold: u32,
+    pub success_threshold: u32,
+}
+
+impl Probe {
+    /// Builds a probe from a config the config checks already accepted.
+    pub fn new(role: Role, config: &ProbeConfig, env: Vec<(String, String)>) -> Result<Probe, String> {
+        Ok(Probe {
+            role,
+            target: config.target()?,
+            expect: config.expect.clone(),
+            env,
+            period: config.period.get(),
+            timeout: config.timeout.get(),
+            failure_threshold: config.failure_threshold,
+            success_threshold: config.success_threshold,
+        })
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self.target {
+            ProbeTarget::Http { .. } => "http",
+            ProbeTarget::Tcp { .. } => "tcp",
+            ProbeTarget::Exec { .. } => "exec",
+            ProbeTarget::FastCgi { .. } => "fastcgi",
+        }
+    }
+
+    /// Runs the check once, bounded by the probe's timeout; returns the outcome and its latency.
+    pub async fn check(&self, reaper: &Reaper) -> (Outcome, Duration) {
+        let started = Instant::now();
+        let expect = self.expect.as_deref();
+        let outcome = match &self.target {
+            // Exec kills its process group on timeout, so it applies the timeout itself.
+            ProbeTarget::Exec { argv } => exec::check(argv, &self.env, reaper, self.timeout).await,
+            target => {
+                let check = async {
+                    match target {
+                        ProbeTarget::Http { url } => http::check(url, expect).await,
+                        ProbeTarget::Tcp { addr } => tcp::check(addr).await,
+                        ProbeTarget::FastCgi { socket, path } => fastcgi::check(socket, path, expect).await,
+                        ProbeTarget::Exec { .. } => unreachable!("handled above"),
+                    }
+                };
+                tokio::time::timeout(self.timeout, check)
+                    .await
+                    .unwrap_or_else(|_| {
+                        Outcome::fail(format!(
+                            "timed out after {}",
+                            humantime::format_duration(self.timeout)
+                        ))
+                    })
+            }
+        };
+        (outcome, started.elapsed())
+    }
+}

@@ -15,8 +15,17 @@ pub fn init() {
             .try_init();
         return;
     }
+    // On a terminal or a plain stderr the service name already leads each forwarded line, so the
+    // structured `service`/`stream` fields (kept for journald) are not repeated.
+    let fields = tracing_subscriber::fmt::format::debug_fn(|w, field, value| match field.name() {
+        "message" => write!(w, "{value:?}"),
+        "service" | "stream" => Ok(()),
+        name => write!(w, " {name}={value:?}"),
+    });
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .with_target(false);
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .fmt_fields(fields);
     let _ = registry.with(fmt).try_init();
 }

@@ -1,1 +1,423 @@
-//! STUB: filled by the harness work.
+//! The example PHP app (`examples/php-app/`), rendered into a fresh directory.
+//!
+//! There is one renderer: tests call [`Example::render`], `run.sh` calls
+//! `kiln-testkit example render DIR`. Both lay out:
+//!
+//! ```text
+//! DIR/kiln.toml          kiln's config
+//! DIR/app/               the PHP app (public/index.php, bin/worker.php), readable by www-data
+//! DIR/seed/              meta-data and user-data for the nocloud datasource
+//! DIR/run/               everything written at runtime: php-fpm.conf, nginx.conf, sockets, pid
+//!                        files, nginx's temp dirs (run/nginx/), kiln's state dir (run/kiln/)
+//! ```
+//!
+//! Templates hold `{{run_dir}}`, `{{app_dir}}`, `{{http_addr}}` and `{{health_addr}}`; a line that
+//! starts with `{{root_only}}` is kept only when rendering as root (php-fpm's pool `user`/`group`).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use crate::peers::{Kiln, Process};
+
+/// The example's sources in this repository.
+pub fn source_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/php-app")
+}
+
+/// What to render the example for.
+#[derive(Debug, Clone)]
+pub struct RenderSpec {
+    /// Where nginx serves the app.
+    pub http_addr: SocketAddr,
+    /// kiln's /livez and /readyz.
+    pub health_addr: SocketAddr,
+    /// Keep the `{{root_only}}` lines (php-fpm refuses a root pool without `user`).
+    pub as_root: bool,
+}
+
+/// Where a render put things.
+#[derive(Debug, Clone)]
+pub struct Rendered {
+    pub dir: PathBuf,
+    pub run_dir: PathBuf,
+    pub app_dir: PathBuf,
+    pub seed_dir: PathBuf,
+    pub config_path: PathBuf,
+}
+
+/// Renders the example into `dir` (created if missing). A directory that holds something else
+/// than an earlier render is refused; an earlier render's `run/` is emptied.
+pub fn render_into(dir: &Path, spec: &RenderSpec) -> Result<Rendered, String> {
+    let src = source_dir();
+    let io = |what: &str, path: &Path, e: std::io::Error| format!("{what} {}: {e}", path.display());
+    if dir.exists() {
+        let empty = std::fs::read_dir(dir)
+            .map_err(|e| io("read", dir, e))?
+            .next()
+            .is_none();
+        if !empty && !dir.join("kiln.toml").exists() {
+            return Err(format!(
+                "{} is neither empty nor an earlier render of the example (no kiln.toml): not touching it",
+                dir.display()
+            ));
+        }
+    }
+    let dir = std::path::absolute(dir).map_err(|e| io("resolve", dir, e))?;
+    let rendered = Rendered {
+        run_dir: dir.join("run"),
+        app_dir: dir.join("app"),
+        seed_dir: dir.join("seed"),
+        config_path: dir.join("kiln.toml"),
+        dir: dir.clone(),
+    };
+    for old in [&rendered.run_dir, &rendered.app_dir, &rendered.seed_dir] {
+        if old.exists() {
+            std::fs::remove_dir_all(old).map_err(|e| io("remove", old, e))?;
+        }
+    }
+    // 0755 all the way: nginx's worker runs as nobody and php-fpm's pool as www-data when root.
+    for d in [&dir, &rendered.run_dir, &rendered.run_dir.join("nginx")] {
+        std::fs::create_dir_all(d).map_err(|e| io("create", d, e))?;
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).map_err(|e| io("chmod", d, e))?;
+    }
+    let vars = [
+        ("{{run_dir}}", path_str(&rendered.run_dir)?),
+        ("{{app_dir}}", path_str(&rendered.app_dir)?),
+        ("{{http_addr}}", spec.http_addr.to_string()),
+        ("{{health_addr}}", spec.health_addr.to_string()),
+    ];
+    for (template, target) in [
+        ("kiln.toml", rendered.config_path.clone()),
+        ("nginx.conf", rendered.run_dir.join("nginx.conf")),
+        ("php-fpm.conf", rendered.run_dir.join("php-fpm.conf")),
+    ] {
+        let path = src.join(template);
+        let text = std::fs::read_to_string(&path).map_err(|e| io("read", &path, e))?;
+        let text = render_text(&text, &vars, spec.as_root).map_err(|e| format!("{}: {e}", path.display()))?;
+        write_file(&target, &text)?;
+    }
+    copy_tree(&src.join("app"), &rendered.app_dir)?;
+    copy_tree(&src.join("seed"), &rendered.seed_dir)?;
+    Ok(rendered)
+}
+
+/// Fills placeholders and keeps or drops `{{root_only}}` lines. Unknown placeholders are errors.
+pub fn render_text(text: &str, vars: &[(&str, String)], as_root: bool) -> Result<String, String> {
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        let line = match line.strip_prefix("{{root_only}}") {
+            Some(rest) if as_root => rest,
+            Some(_) => continue,
+            None => line,
+        };
+        out.push_str(line);
+        out.push('\n');
+    }
+    for (name, value) in vars {
+        out = out.replace(name, value);
+    }
+    if let Some(i) = out.find("{{") {
+        let end = out[i..].find("}}").map_or(out.len(), |j| i + j + 2);
+        return Err(format!("unknown placeholder {}", &out[i..end]));
+    }
+    Ok(out)
+}
+
+fn path_str(path: &Path) -> Result<String, String> {
+    path.to_str()
+        .map(str::to_owned)
+        .ok_or_else(|| format!("{} is not UTF-8", path.display()))
+}
+
+fn write_file(path: &Path, text: &str) -> Result<(), String> {
+    std::fs::write(path, text).map_err(|e| format!("write {}: {e}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))
+        .map_err(|e| format!("chmod {}: {e}", path.display()))
+}
+
+/// Copies a directory of plain files; directories 0755, files 0644 (readable by the services).
+fn copy_tree(from: &Path, to: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(to).map_err(|e| format!("create {}: {e}", to.display()))?;
+    std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o755))
+        .map_err(|e| format!("chmod {}: {e}", to.display()))?;
+    let entries = std::fs::read_dir(from).map_err(|e| format!("read {}: {e}", from.display()))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| format!("read {}: {e}", from.display()))?;
+        let (src, dst) = (entry.path(), to.join(entry.file_name()));
+        if entry
+            .file_type()
+            .map_err(|e| format!("stat {}: {e}", src.display()))?
+            .is_dir()
+        {
+            copy_tree(&src, &dst)?;
+        } else {
+            std::fs::copy(&src, &dst).map_err(|e| format!("copy {}: {e}", src.display()))?;
+            std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(0o644))
+                .map_err(|e| format!("chmod {}: {e}", dst.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// The example rendered into a fresh temporary directory, on fresh loopback addresses.
+pub struct Example {
+    /// Removed when the example is dropped.
+    pub dir: tempfile::TempDir,
+    pub run_dir: PathBuf,
+    pub app_dir: PathBuf,
+    pub seed_dir: PathBuf,
+    pub config_path: PathBuf,
+    /// nginx.
+    pub http_addr: SocketAddr,
+    /// kiln's /livez and /readyz.
+    pub health_addr: SocketAddr,
+}
+
+impl Example {
+    /// Renders the example (as root when the test runs as root) into a new temp dir.
+    pub fn render() -> Example {
+        let dir = tempfile::Builder::new()
+            .prefix("kiln-example-")
+            .tempdir()
+            .expect("create a temp dir for the example");
+        let spec = RenderSpec {
+            http_addr: crate::net::free_addr(),
+            health_addr: crate::net::free_addr(),
+            as_root: nix::unistd::geteuid().is_root(),
+        };
+        let rendered = render_into(dir.path(), &spec).unwrap_or_else(|e| panic!("render the example: {e}"));
+        Example {
+            dir,
+            run_dir: rendered.run_dir,
+            app_dir: rendered.app_dir,
+            seed_dir: rendered.seed_dir,
+            config_path: rendered.config_path,
+            http_addr: spec.http_addr,
+            health_addr: spec.health_addr,
+        }
+    }
+
+    /// The current kiln.toml text.
+    pub fn config(&self) -> String {
+        std::fs::read_to_string(&self.config_path).expect("read the example's kiln.toml")
+    }
+
+    /// Rewrites kiln.toml as text (keeps comments).
+    pub fn edit_config(&self, f: impl FnOnce(String) -> String) {
+        std::fs::write(&self.config_path, f(self.config())).expect("write the example's kiln.toml");
+    }
+
+    /// kiln.toml parsed as a TOML table.
+    pub fn config_table(&self) -> toml::Table {
+        self.config()
+            .parse()
+            .unwrap_or_else(|e| panic!("{} is not TOML: {e}", self.config_path.display()))
+    }
+
+    /// Rewrites kiln.toml as a TOML table (comments are lost).
+    pub fn edit_toml(&self, f: impl FnOnce(&mut toml::Table)) {
+        let mut table = self.config_table();
+        f(&mut table);
+        let text = toml::to_string(&table).expect("serialize kiln.toml");
+        std::fs::write(&self.config_path, text).expect("write the example's kiln.toml");
+    }
+
+    /// Rewrites one `[[service]]` table, e.g. to change its command or probes. Panics when the
+    /// service does not exist.
+    pub fn edit_service(&self, name: &str, f: impl FnOnce(&mut toml::Table)) {
+        let path = self.config_path.clone();
+        self.edit_toml(|table| f(service_table_mut(table, name, &path)));
+    }
+
+    /// Sets one variable in a service's `env`.
+    pub fn set_service_env(&self, name: &str, key: &str, value: &str) {
+        self.edit_service(name, |service| {
+            let env = service
+                .entry("env")
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            env.as_table_mut()
+                .expect("env is a table")
+                .insert(key.into(), toml::Value::String(value.into()));
+        });
+    }
+
+    /// A service's `command` as written in kiln.toml.
+    pub fn service_command(&self, name: &str) -> Vec<String> {
+        let mut table = self.config_table();
+        let service = service_table_mut(&mut table, name, &self.config_path);
+        service
+            .get("command")
+            .and_then(toml::Value::as_array)
+            .map(|argv| {
+                argv.iter()
+                    .filter_map(|a| a.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_else(|| panic!("service {name:?} has no command"))
+    }
+
+    /// A service's `env` as written in kiln.toml.
+    pub fn service_env(&self, name: &str) -> BTreeMap<String, String> {
+        let mut table = self.config_table();
+        let service = service_table_mut(&mut table, name, &self.config_path);
+        service
+            .get("env")
+            .and_then(toml::Value::as_table)
+            .map(|env| {
+                env.iter()
+                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Starts one service of kiln.toml directly, without kiln: its command, `env` (plus `envs`)
+    /// and `working_dir`, as a [`Process`] (one copy, whatever `replicas` says).
+    pub fn spawn_service(&self, name: &str, envs: &[(&str, &str)]) -> Process {
+        let argv = self.service_command(name);
+        let mut cmd = Command::new(&argv[0]);
+        cmd.args(&argv[1..]);
+        cmd.envs(self.service_env(name));
+        cmd.envs(envs.iter().copied());
+        let mut table = self.config_table();
+        if let Some(dir) = service_table_mut(&mut table, name, &self.config_path)
+            .get("working_dir")
+            .and_then(toml::Value::as_str)
+        {
+            cmd.current_dir(dir);
+        }
+        Process::spawn(cmd)
+    }
+
+    /// `kiln boot --config <this example>`.
+    pub fn boot(&self, kiln_bin: &str) -> Kiln {
+        Kiln::boot(kiln_bin, &self.config_path)
+    }
+
+    /// The app's page through nginx.
+    pub fn page_url(&self) -> String {
+        format!("http://{}/", self.http_addr)
+    }
+
+    /// nginx's own health location (answered without PHP).
+    pub fn healthz_url(&self) -> String {
+        format!("http://{}/healthz", self.http_addr)
+    }
+
+    pub fn readyz_url(&self) -> String {
+        format!("http://{}/readyz", self.health_addr)
+    }
+
+    pub fn livez_url(&self) -> String {
+        format!("http://{}/livez", self.health_addr)
+    }
+
+    /// kiln's control socket, as kiln.toml names it.
+    pub fn socket(&self) -> PathBuf {
+        self.control_path("socket")
+    }
+
+    /// kiln's state dir, as kiln.toml names it.
+    pub fn state_dir(&self) -> PathBuf {
+        self.control_path("state_dir")
+    }
+
+    /// php-fpm's FastCGI socket.
+    pub fn php_fpm_socket(&self) -> PathBuf {
+        self.run_dir.join("php-fpm.sock")
+    }
+
+    fn control_path(&self, key: &str) -> PathBuf {
+        self.config_table()
+            .get("control")
+            .and_then(|c| c.get(key))
+            .and_then(toml::Value::as_str)
+            .map(PathBuf::from)
+            .unwrap_or_else(|| panic!("kiln.toml has no [control] {key}"))
+    }
+}
+
+fn service_table_mut<'a>(table: &'a mut toml::Table, name: &str, path: &Path) -> &'a mut toml::Table {
+    table
+        .get_mut("service")
+        .and_then(toml::Value::as_array_mut)
+        .and_then(|services| {
+            services
+                .iter_mut()
+                .filter_map(toml::Value::as_table_mut)
+                .find(|s| s.get("name").and_then(toml::Value::as_str) == Some(name))
+        })
+        .unwrap_or_else(|| panic!("{}: no [[service]] named {name:?}", path.display()))
+}
+
+const USAGE: &str = "usage: kiln-testkit example render DIR [--http ADDR] [--health ADDR]
+  Renders examples/php-app into DIR (default addresses 127.0.0.1:8080 and 127.0.0.1:9100).";
+
+/// Entry point of `kiln-testkit example ...`.
+pub fn main(args: &[String]) -> ExitCode {
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kiln-testkit example: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(args: &[String]) -> Result<(), String> {
+    let mut args = args.iter();
+    if args.next().map(String::as_str) != Some("render") {
+        return Err(USAGE.into());
+    }
+    let mut dir = None;
+    let mut spec = RenderSpec {
+        http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+        health_addr: SocketAddr::from(([127, 0, 0, 1], 9100)),
+        as_root: nix::unistd::geteuid().is_root(),
+    };
+    while let Some(arg) = args.next() {
+        let mut addr = |flag: &str| -> Result<SocketAddr, String> {
+            let value = args
+                .next()
+                .ok_or_else(|| format!("{flag} needs an address\n{USAGE}"))?;
+            value
+                .parse()
+                .map_err(|e| format!("{flag} {value:?}: not an address like 127.0.0.1:8080 ({e})"))
+        };
+        match arg.as_str() {
+            "--http" => spec.http_addr = addr("--http")?,
+            "--health" => spec.health_addr = addr("--health")?,
+            _ if arg.starts_with('-') || dir.is_some() => return Err(format!("unexpected {arg:?}\n{USAGE}")),
+            _ => dir = Some(PathBuf::from(arg)),
+        }
+    }
+    let dir = dir.ok_or_else(|| USAGE.to_string())?;
+    let rendered = render_into(&dir, &spec)?;
+    println!("rendered the example into {}", rendered.dir.display());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_only_lines_follow_the_user() {
+        let text = "a = {{run_dir}}\n{{root_only}}user = www-data\nb\n";
+        let vars = [("{{run_dir}}", "/r".to_string())];
+        assert_eq!(
+            render_text(text, &vars, true).unwrap(),
+            "a = /r\nuser = www-data\nb\n"
+        );
+        assert_eq!(render_text(text, &vars, false).unwrap(), "a = /r\nb\n");
+    }
+
+    #[test]
+    fn an_unknown_placeholder_is_an_error() {
+        let err = render_text("x = {{nope}}\n", &[], true).unwrap_err();
+        assert_eq!(err, "unknown placeholder {{nope}}");
+    }
+}

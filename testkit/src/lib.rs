@@ -1,8 +1,10 @@
 //! Test support for kiln: real peers started by the tests, emulators for what has no real server
 //! here (cloud metadata services, the Consul agent), and helpers to wait on conditions.
 
+pub mod control;
 pub mod emulator;
 pub mod example;
 pub mod net;
+pub mod notify;
 pub mod peers;
 pub mod wait;

@@ -1,6 +1,7 @@
 //! `kiln-testkit`: the emulators as a standalone program, for benchmarks and the VM test.
 //!
-//! Usage: `kiln-testkit metadata ...` or `kiln-testkit consul ...` (see each emulator's docs).
+//! Usage: `kiln-testkit metadata ...` or `kiln-testkit consul ...` (see each emulator's docs), and
+//! `kiln-testkit example render DIR` (renders examples/php-app; used by its run.sh).
 
 use std::process::ExitCode;
 
@@ -9,8 +10,9 @@ fn main() -> ExitCode {
     match args.first().map(String::as_str) {
         Some("metadata") => testkit::emulator::metadata::main(&args[1..]),
         Some("consul") => testkit::emulator::consul::main(&args[1..]),
+        Some("example") => testkit::example::main(&args[1..]),
         _ => {
-            eprintln!("usage: kiln-testkit metadata|consul [ARGS...]");
+            eprintln!("usage: kiln-testkit metadata|consul|example [ARGS...]");
             ExitCode::from(2)
         }
     }

@@ -1,0 +1,176 @@
+//! A FastCGI client just big enough to ask php-fpm's `ping.path`: one request (BEGIN_REQUEST,
+//! PARAMS, empty STDIN), then STDOUT records until END_REQUEST. php-fpm answers its ping only over
+//! FastCGI, so an HTTP probe through nginx would test nginx, not php-fpm.
+
+use super::Outcome;
+use crate::config::FastCgiSocket;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+const VERSION: u8 = 1;
+const BEGIN_REQUEST: u8 = 1;
+const END_REQUEST: u8 = 3;
+const PARAMS: u8 = 4;
+const STDIN: u8 = 5;
+const STDOUT: u8 = 6;
+const STDERR: u8 = 7;
+const RESPONDER: u16 = 1;
+const REQUEST_ID: u16 = 1;
+/// A ping answer is a few bytes; anything past this is not read.
+const MAX_RESPONSE: usize = 64 * 1024;
+
+pub async fn check(socket: &FastCgiSocket, path: &str, expect: Option<&str>) -> Outcome {
+    let result = match socket {
+        FastCgiSocket::Unix(p) => match tokio::net::UnixStream::connect(p).await {
+            Ok(s) => request(s, path).await,
+            Err(e) => Err(format!("connect {}: {e}", p.display())),
+        },
+        FastCgiSocket::Tcp(addr) => match tokio::net::TcpStream::connect(addr.as_str()).await {
+            Ok(s) => request(s, path).await,
+            Err(e) => Err(format!("connect {addr}: {e}")),
+        },
+    };
+    match result {
+        Err(detail) => Outcome::fail(detail),
+        Ok(response) => judge(&response, expect),
+    }
+}
+
+/// Sends one request for `path` and returns what php-fpm wrote to STDOUT (headers and body).
+async fn request<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, path: &str) -> Result<Vec<u8>, String> {
+    let mut out = Vec::with_capacity(512);
+    let mut begin = [0u8; 8];
+    begin[..2].copy_from_slice(&RESPONDER.to_be_bytes());
+    record(&mut out, BEGIN_REQUEST, &begin);
+    let mut params = Vec::with_capacity(256);
+    for (name, value) in [
+        ("SCRIPT_NAME", path),
+        ("SCRIPT_FILENAME", path),
+        ("REQUEST_URI", path),
+        ("DOCUMENT_URI", path),
+        ("REQUEST_METHOD", "GET"),
+        ("QUERY_STRING", ""),
+        ("SERVER_PROTOCOL", "HTTP/1.1"),
+        ("GATEWAY_INTERFACE", "CGI/1.1"),
+        ("SERVER_SOFTWARE", "kiln"),
+        ("REMOTE_ADDR", "127.0.0.1"),
+    ] {
+        name_value(&mut params, name.as_bytes(), value.as_bytes());
+    }
+    record(&mut out, PARAMS, &params);
+    record(&mut out, PARAMS, &[]);
+    record(&mut out, STDIN, &[]);
+    stream.write_all(&out).await.map_err(|e| format!("write: {e}"))?;
+
+    let mut stdout = Vec::new();
+    let mut stderr = Vec::new();
+    loop {
+        let mut header = [0u8; 8];
+        stream
+            .read_exact(&mut header)
+            .await
+            .map_err(|e| format!("read: {e} (connection closed early)"))?;
+        let kind = header[1];
+        let len = u16::from_be_bytes([header[4], header[5]]) as usize;
+        let padding = header[6] as usize;
+        let mut content = vec![0u8; len + padding];
+        stream
+            .read_exact(&mut content)
+            .await
+            .map_err(|e| format!("read: {e}"))?;
+        content.truncate(len);
+        match kind {
+            STDOUT if stdout.len() < MAX_RESPONSE => stdout.extend_from_slice(&content),
+            STDERR if stderr.len() < MAX_RESPONSE => stderr.extend_from_slice(&content),
+            END_REQUEST => break,
+            _ => {}
+        }
+    }
+    if stdout.is_empty() && !stderr.is_empty() {
+        return Err(format!(
+            "php-fpm error: {}",
+            String::from_utf8_lossy(&stderr).trim()
+        ));
+    }
+    Ok(stdout)
+}
+
+/// Passes on a 2xx status (no `Status:` header means 200) whose body contains `expect`.
+fn judge(response: &[u8], expect: Option<&str>) -> Outcome {
+    let text = String::from_utf8_lossy(response);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .or_else(|| text.split_once("\n\n"))
+        .unwrap_or(("", &text));
+    let status = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Status:").or_else(|| l.strip_prefix("status:")))
+        .and_then(|s| s.trim().split(' ').next()?.parse::<u16>().ok())
+        .unwrap_or(200);
+    let body = body.trim();
+    let short: String = body.chars().take(60).collect();
+    if !(200..300).contains(&status) {
+        return Outcome::fail(format!("status {status}: {short}"));
+    }
+    match expect {
+        Some(want) if !body.contains(want) => Outcome::fail(format!("body {short:?} lacks {want:?}")),
+        _ => Outcome::pass(format!("{status} {short}")),
+    }
+}
+
+fn record(out: &mut Vec<u8>, kind: u8, content: &[u8]) {
+    let padding = (8 - content.len() % 8) % 8;
+    out.extend_from_slice(&[VERSION, kind]);
+    out.extend_from_slice(&REQUEST_ID.to_be_bytes());
+    out.extend_from_slice(&(content.len() as u16).to_be_bytes());
+    out.extend_from_slice(&[padding as u8, 0]);
+    out.extend_from_slice(content);
+    out.extend(std::iter::repeat_n(0, padding));
+}
+
+fn name_value(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    for len in [name.len(), value.len()] {
+        if len < 128 {
+            out.push(len as u8);
+        } else {
+            out.extend_from_slice(&((len as u32) | 0x8000_0000).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(name);
+    out.extend_from_slice(value);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_are_padded_to_eight_bytes() {
+        let mut out = Vec::new();
+        record(&mut out, PARAMS, b"abc");
+        assert_eq!(out.len(), 8 + 8);
+        assert_eq!(&out[..8], &[1, PARAMS, 0, 1, 0, 3, 5, 0]);
+    }
+
+    #[test]
+    fn long_values_use_four_byte_lengths() {
+        let mut out = Vec::new();
+        name_value(&mut out, b"A", &[b'x'; 200]);
+        assert_eq!(&out[..5], &[1, 0x80, 0, 0, 200]);
+    }
+
+    #[test]
+    fn a_404_from_php_fpm_fails_with_its_body() {
+        let o = judge(
+            b"Status: 404 Not Found\r\nContent-type: text/html\r\n\r\nFile not found.\n",
+            None,
+        );
+        assert!(!o.ok);
+        assert_eq!(o.detail, "status 404: File not found.");
+    }
+
+    #[test]
+    fn pong_passes_and_expect_is_checked() {
+        assert!(judge(b"Content-type: text/plain\r\n\r\npong", Some("pong")).ok);
+        assert!(!judge(b"Content-type: text/plain\r\n\r\npung", Some("pong")).ok);
+    }
+}

@@ -1,0 +1,101 @@
+//! The control socket: one question per connection, one JSON answer. It answers questions only.
+//! Anything that would change the instance is refused — an immutable server is replaced, not
+//! modified — and every refusal is logged and counted in status.
+//!
+//! Protocol: the client sends one line `VERB\n`; kiln answers with one JSON document and closes.
+//! Verbs: `status` (the whole snapshot), `health` (phase, ready, reason), `env` (variable names
+//! and sources, never values), `events` (recent events). Errors are `{"error": "..."}`.
+
+use crate::state::Shared;
+use serde_json::json;
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+
+pub const VERBS: &[&str] = &["status", "health", "env", "events"];
+pub const IMMUTABLE: &str = "this instance is immutable: bake a new image and replace the instance";
+/// A request line longer than this is not a question kiln knows.
+const MAX_REQUEST: u64 = 1024;
+
+/// Binds the socket with mode 0600. Refuses to take over a socket another kiln still answers on.
+pub fn bind(path: &Path) -> io::Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        return Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!("another kiln answers on {}", path.display()),
+        ));
+    }
+    let _ = std::fs::remove_file(path);
+    // Created 0600 from the start, not chmod'ed afterwards: no window where others may connect.
+    let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
+    let listener = UnixListener::bind(path);
+    nix::sys::stat::umask(old);
+    let listener = listener?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+pub async fn serve(listener: UnixListener, shared: Arc<Shared>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = answer(stream, &shared).await {
+                        tracing::debug!("control socket: {e}");
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::warn!("control socket: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn answer(stream: UnixStream, shared: &Shared) -> io::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    let mut reader = BufReader::new(read.take(MAX_REQUEST));
+    tokio::time::timeout(Duration::from_secs(5), reader.read_line(&mut line))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no request line"))??;
+    let reply = respond(line.trim(), shared);
+    write.write_all(reply.to_string().as_bytes()).await?;
+    write.write_all(b"\n").await?;
+    write.shutdown().await
+}
+
+fn respond(request: &str, shared: &Shared) -> serde_json::Value {
+    let verb = request.split_whitespace().next().unwrap_or("");
+    match verb {
+        "status" => {
+            serde_json::to_value(&*shared.snapshot()).unwrap_or_else(|e| json!({ "error": e.to_string() }))
+        }
+        "health" => {
+            let s = shared.snapshot();
+            json!({ "phase": s.phase, "ready": shared.is_ready(), "reason": s.reason })
+        }
+        "env" => json!({ "env": shared.snapshot().env }),
+        "events" => json!({ "events": shared.snapshot().events }),
+        _ => {
+            let shown: String = verb.chars().take(40).filter(|c| !c.is_control()).collect();
+            let message = format!(
+                "refused {shown:?}: {IMMUTABLE}. This socket answers questions only: {}",
+                VERBS.join(", ")
+            );
+            tracing::warn!("control socket: {message}");
+            shared.update(|s| s.refused_mutations += 1);
+            shared.event("warn", format!("refused control verb {shown:?}"));
+            json!({ "error": message })
+        }
+    }
+}

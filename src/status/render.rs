@@ -1,0 +1,227 @@
+//! The human view of a snapshot: verdict first, then a table of units, then the boot timeline.
+//! Everything a person paged at night needs, nothing they must decode.
+
+use crate::state::{LbState, Phase, Snapshot, UnitState, UnitStatus};
+use std::fmt::Write;
+use std::time::Duration;
+
+/// Events shown at the end; `--json` has all of them.
+const EVENTS_SHOWN: usize = 5;
+
+pub fn render(s: &Snapshot, now_ms: u64) -> String {
+    let mut out = String::new();
+    let up = ago(s.started_at_ms, now_ms);
+    let verdict = match s.phase {
+        Phase::Ready => "READY".to_string(),
+        p => format!("{p:?}").to_uppercase(),
+    };
+    let _ = writeln!(out, "kiln {} (pid {}, up {up}): {verdict}", s.version, s.pid);
+    if let Some(reason) = &s.reason {
+        let _ = writeln!(out, "  why: {reason}");
+    }
+    if let Some(i) = &s.instance {
+        let fact = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+        let _ = writeln!(
+            out,
+            "  instance: {} {} in {} ({}), {}",
+            i.provider,
+            fact(&i.instance_id),
+            fact(&i.zone),
+            fact(&i.region),
+            fact(&i.local_ipv4)
+        );
+    }
+    if let Some(lb) = &s.lb {
+        let state = match lb.state {
+            LbState::Unregistered => format!("unregistered: {}", lb.reason.as_deref().unwrap_or("not yet")),
+            LbState::Registered => "registered".into(),
+            LbState::Draining => format!("draining ({})", lb.drain.as_deref().unwrap_or("")),
+            LbState::Deregistered => "deregistered".into(),
+        };
+        let _ = writeln!(
+            out,
+            "  load balancer: {} {}: {state} for {}",
+            lb.kind,
+            lb.target,
+            ago(lb.since_ms, now_ms)
+        );
+    }
+    if let Some(seal) = &s.seal {
+        let verified = seal
+            .last_verified_ms
+            .map(|t| format!("verified {} ago", ago(t, now_ms)));
+        let _ = writeln!(
+            out,
+            "  seal: {} {}{}",
+            seal.root_hash
+                .as_deref()
+                .map(|h| &h[..h.len().min(16)])
+                .unwrap_or("none"),
+            verified.unwrap_or_else(|| "never verified".into()),
+            seal.readonly
+                .as_deref()
+                .map(|r| format!(", {r}"))
+                .unwrap_or_default()
+        );
+        for d in seal.drift.iter().take(10) {
+            let _ = writeln!(out, "    drift: {d}");
+        }
+    }
+    if !s.env.is_empty() {
+        let _ = writeln!(
+            out,
+            "  environment: {} variables (`kiln env` lists names and sources)",
+            s.env.len()
+        );
+    }
+    if s.refused_mutations > 0 {
+        let _ = writeln!(out, "  refused mutation attempts: {}", s.refused_mutations);
+    }
+
+    if !s.services.is_empty() {
+        out.push('\n');
+        let header = [
+            "UNIT",
+            "STATE",
+            "READY",
+            "PID",
+            "UPTIME",
+            "RESTARTS",
+            "LAST PROBE",
+            "LAST EXIT",
+        ];
+        let rows: Vec<[String; 8]> = s.services.iter().map(|u| unit_row(u, now_ms)).collect();
+        let mut widths = header.map(str::len);
+        for row in &rows {
+            for (w, cell) in widths.iter_mut().zip(row) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+        let line = |cells: &[String]| {
+            let mut l = String::new();
+            for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
+                if i + 1 == cells.len() {
+                    l.push_str(cell);
+                } else {
+                    let _ = write!(l, "{cell:<w$}  ");
+                }
+            }
+            l.trim_end().to_string()
+        };
+        let _ = writeln!(out, "{}", line(&header.map(String::from)));
+        for (row, u) in rows.iter().zip(&s.services) {
+            let _ = writeln!(out, "{}", line(row));
+            if !u.ready && u.state != UnitState::Stopped {
+                for l in u.stderr_tail.iter().rev().take(3).rev() {
+                    let _ = writeln!(out, "    stderr| {l}");
+                }
+            }
+        }
+    }
+
+    if !s.timeline.is_empty() {
+        let _ = writeln!(out, "\nBOOT TIMELINE");
+        for e in &s.timeline {
+            let duration = e.duration_us.map(micros).unwrap_or_else(|| "…".into());
+            let _ = writeln!(out, "  +{:<10} {:>10}  {}", micros(e.start_us), duration, e.phase);
+        }
+    }
+    if !s.events.is_empty() {
+        let _ = writeln!(out, "\nRECENT EVENTS");
+        for e in s.events.iter().rev().take(EVENTS_SHOWN).rev() {
+            let _ = writeln!(
+                out,
+                "  {} ago  {:<5} {}",
+                ago(e.at_ms, now_ms),
+                e.level,
+                e.message
+            );
+        }
+    }
+    out
+}
+
+fn unit_row(u: &UnitStatus, now_ms: u64) -> [String; 8] {
+    let state = match u.state {
+        UnitState::Backoff => match u.next_restart_ms {
+            Some(t) if t > now_ms => format!("backoff ({} left)", human(Duration::from_millis(t - now_ms))),
+            _ => "backoff".into(),
+        },
+        UnitState::Waiting if !u.waiting_for.is_empty() => {
+            format!("waiting for {}", u.waiting_for.join(", "))
+        }
+        st => format!("{st:?}").to_lowercase(),
+    };
+    let state = if u.crash_loop {
+        format!("{state}, crash loop")
+    } else {
+        state
+    };
+    let probe = match &u.last_probe {
+        Some(p) => format!(
+            "{} {} {} {} ({})",
+            p.probe,
+            p.kind,
+            if p.ok { "ok" } else { "FAIL" },
+            micros(p.latency_us),
+            p.detail
+        ),
+        None => "-".into(),
+    };
+    [
+        u.unit.clone(),
+        state,
+        if u.ready { "yes".into() } else { "no".into() },
+        u.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+        match (u.pid, u.since_ms) {
+            (Some(_), Some(t)) => ago(t, now_ms),
+            _ => "-".into(),
+        },
+        u.restarts.to_string(),
+        probe,
+        u.last_exit.clone().unwrap_or_else(|| "-".into()),
+    ]
+}
+
+fn ago(then_ms: u64, now_ms: u64) -> String {
+    human(Duration::from_millis(now_ms.saturating_sub(then_ms)))
+}
+
+/// `2m13s`, `4.2s`, `310ms`: short and exact enough for a person.
+fn human(d: Duration) -> String {
+    let secs = d.as_secs();
+    if secs >= 3600 {
+        format!("{}h{:02}m", secs / 3600, (secs % 3600) / 60)
+    } else if secs >= 60 {
+        format!("{}m{:02}s", secs / 60, secs % 60)
+    } else if secs >= 10 {
+        format!("{secs}s")
+    } else if d.as_millis() >= 1000 {
+        format!("{:.1}s", d.as_secs_f64())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
+fn micros(us: u64) -> String {
+    if us >= 1_000_000 {
+        format!("{:.2}s", us as f64 / 1e6)
+    } else if us >= 1000 {
+        format!("{:.1}ms", us as f64 / 1e3)
+    } else {
+        format!("{us}µs")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_like_a_person_writes_them() {
+        assert_eq!(human(Duration::from_millis(310)), "310ms");
+        assert_eq!(human(Duration::from_millis(4200)), "4.2s");
+        assert_eq!(human(Duration::from_secs(133)), "2m13s");
+        assert_eq!(micros(1234), "1.2ms");
+    }
+}

@@ -1,0 +1,105 @@
+//! Turning a service's config into a process: its own session and process group (so a stop or a
+//! kill reaches every process it forked), its identity, its environment, and pipes for its output.
+
+use crate::config::ServiceConfig;
+use crate::env::FrozenEnv;
+use nix::unistd::{Gid, Uid, User};
+use std::ffi::CString;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+
+/// Who a service runs as, resolved before fork (reading /etc/passwd after fork is not safe).
+#[derive(Debug, Clone)]
+pub struct Identity {
+    uid: Uid,
+    gid: Gid,
+    groups: Vec<Gid>,
+    home: Option<String>,
+    name: Option<String>,
+}
+
+impl Identity {
+    /// Resolves `user`/`group`; None when both are unset (the service runs as kiln does).
+    pub fn resolve(service: &ServiceConfig) -> Result<Option<Identity>, String> {
+        if service.user.is_none() && service.group.is_none() {
+            return Ok(None);
+        }
+        let user = match &service.user {
+            Some(name) => Some(
+                User::from_name(name)
+                    .map_err(|e| format!("user {name:?}: {e}"))?
+                    .ok_or_else(|| format!("user {name:?}: no such user"))?,
+            ),
+            None => None,
+        };
+        let gid = match &service.group {
+            Some(name) => {
+                nix::unistd::Group::from_name(name)
+                    .map_err(|e| format!("group {name:?}: {e}"))?
+                    .ok_or_else(|| format!("group {name:?}: no such group"))?
+                    .gid
+            }
+            None => user.as_ref().map(|u| u.gid).unwrap_or_else(Gid::current),
+        };
+        let groups = match &user {
+            Some(u) => {
+                let cname = CString::new(u.name.clone()).map_err(|e| e.to_string())?;
+                nix::unistd::getgrouplist(&cname, gid).map_err(|e| format!("groups of {:?}: {e}", u.name))?
+            }
+            None => vec![gid],
+        };
+        Ok(Some(Identity {
+            uid: user.as_ref().map(|u| u.uid).unwrap_or_else(Uid::current),
+            gid,
+            groups,
+            home: user.as_ref().map(|u| u.dir.to_string_lossy().into_owned()),
+            name: user.map(|u| u.name),
+        }))
+    }
+}
+
+/// The command for one replica of `service`. `replica` is 1-based and exported to the process as
+/// `KILN_REPLICA` so that workers can tell themselves apart.
+pub fn command(
+    service: &ServiceConfig,
+    env: &FrozenEnv,
+    identity: Option<&Identity>,
+    replica: u32,
+) -> Command {
+    let mut cmd = Command::new(&service.command[0]);
+    cmd.args(&service.command[1..])
+        .env_clear()
+        .envs(env.vars())
+        .envs(&service.env)
+        .env("KILN_SERVICE", &service.name)
+        .env("KILN_REPLICA", replica.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(dir) = &service.working_dir {
+        cmd.current_dir(dir);
+    }
+    if let Some(id) = identity {
+        if let Some(home) = &id.home {
+            cmd.env("HOME", home);
+        }
+        if let Some(name) = &id.name {
+            cmd.env("USER", name).env("LOGNAME", name);
+        }
+    }
+    let identity = identity.cloned();
+    // SAFETY: the closure only makes async-signal-safe system calls (setsid, setgroups, setgid,
+    // setuid) on data prepared before fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::unistd::setsid()?;
+            if let Some(id) = &identity {
+                nix::unistd::setgroups(&id.groups)?;
+                nix::unistd::setgid(id.gid)?;
+                nix::unistd::setuid(id.uid)?;
+            }
+            Ok(())
+        });
+    }
+    cmd
+}

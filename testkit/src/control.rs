@@ -1,0 +1,39 @@
+//! Asking a running kiln through its control socket, as `kiln status` does.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+/// Sends one request line, returns the raw answer.
+pub fn ask(socket: &Path, request: &str) -> Result<String, String> {
+    let mut stream = UnixStream::connect(socket).map_err(|e| format!("connect {}: {e}", socket.display()))?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    stream
+        .write_all(format!("{request}\n").as_bytes())
+        .map_err(|e| e.to_string())?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).map_err(|e| e.to_string())?;
+    Ok(answer)
+}
+
+/// The `status` snapshot as JSON, or None while kiln does not answer yet.
+pub fn status(socket: &Path) -> Option<serde_json::Value> {
+    serde_json::from_str(&ask(socket, "status").ok()?).ok()
+}
+
+/// One unit (`php-fpm`, `worker#2`) of a status snapshot.
+pub fn unit<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    status["services"]
+        .as_array()
+        .and_then(|units| units.iter().find(|u| u["unit"] == name))
+        .unwrap_or_else(|| panic!("no unit {name:?} in status: {status}"))
+}
+
+/// The pid of a running unit, when it has one.
+pub fn unit_pid(socket: &Path, name: &str) -> Option<i32> {
+    let status = status(socket)?;
+    unit(&status, name)["pid"].as_i64().map(|p| p as i32)
+}
