@@ -4,6 +4,8 @@
 pub mod control;
 pub mod emulator;
 pub mod example;
+pub mod haproxy;
+pub mod moto;
 pub mod net;
 pub mod notify;
 pub mod peers;
