@@ -14,9 +14,10 @@
 
 use crate::config::Config;
 use crate::env::{self, FrozenEnv};
+use crate::lb::{self, Membership};
 use crate::metadata;
 use crate::seal;
-use crate::serve::{control, health};
+use crate::serve::{agent, control, health};
 use crate::state::{EnvVarSource, Phase, Shared};
 use crate::supervise::reaper::{self, Reaper};
 use crate::supervise::{Supervisor, SupervisorHandle};
@@ -102,6 +103,12 @@ async fn walk(config: Config, shared: Arc<Shared>) -> ExitCode {
         Err(reason) => return refuse(&shared, &notifier, &reason, stops).await,
     };
 
+    let facts = shared.snapshot().instance.clone().unwrap_or_default();
+    let registrar = match lb::registrar(&config, &facts) {
+        Ok(r) => r,
+        Err(e) => return refuse(&shared, &notifier, &format!("lb: {e}"), stops).await,
+    };
+
     let supervisor = match Supervisor::new(
         &config.services,
         Arc::new(env),
@@ -114,9 +121,12 @@ async fn walk(config: Config, shared: Arc<Shared>) -> ExitCode {
     };
     let handle = supervisor.handle();
     let supervisor = tokio::spawn(supervisor.run());
+    // Joins the load balancer once every service is ready.
+    let membership =
+        registrar.map(|r| Membership::start(r, shared.clone(), notifier.clone(), config.lb.drain_timeout()));
 
     stop_requested(stops.clone(), 1).await;
-    shutdown(&shared, &notifier, &handle, stops).await;
+    shutdown(&shared, &notifier, &handle, membership, stops).await;
     let _ = supervisor.await;
     shared.update(|s| s.phase = Phase::Stopped);
     tracing::info!("all services stopped; bye");
@@ -135,6 +145,12 @@ async fn start_serving(config: &Config, shared: &Arc<Shared>) -> Result<(), Stri
     let socket = control::bind(&config.control.socket)
         .map_err(|e| format!("[control] socket {}: {e}", config.control.socket.display()))?;
     tokio::spawn(health::serve(listener, shared.clone()));
+    if let Some(addr) = config.health.agent_listen {
+        let agent_listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("[health] agent_listen {addr}: {e}"))?;
+        tokio::spawn(agent::serve_agent(agent_listener, shared.clone()));
+    }
     tokio::spawn(control::serve(socket, shared.clone()));
     Ok(())
 }
@@ -199,6 +215,7 @@ async fn shutdown(
     shared: &Shared,
     notifier: &Notifier,
     handle: &SupervisorHandle,
+    membership: Option<Membership>,
     stops: watch::Receiver<u32>,
 ) {
     tracing::info!("stopping: readiness off, then services in reverse order");
@@ -208,6 +225,14 @@ async fn shutdown(
     });
     shared.event("info", "stop requested");
     notifier.notify("STOPPING=1\nSTATUS=stopping");
+    if let Some(membership) = membership {
+        // Leave the load balancer (deregister, drain) while services still serve what is in
+        // flight; a second stop request cuts the drain short.
+        tokio::select! {
+            _ = membership.leave() => {}
+            _ = stop_requested(stops.clone(), 2) => tracing::warn!("drain cut short by a second stop request"),
+        }
+    }
     let mut stopped = std::pin::pin!(handle.stop());
     tokio::select! {
         _ = &mut stopped => {}

@@ -20,7 +20,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// Longest wait for one runtime API answer.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often the drain looks at the session count.
-const DRAIN_POLL: Duration = Duration::from_millis(200);
+const DRAIN_POLL: Duration = Duration::from_millis(50);
 /// How long `del server` is retried after the drain, for idle connections to be released.
 const REMOVE_PATIENCE: Duration = Duration::from_secs(10);
 /// HAProxy's answers are short; a longer one is not HAProxy.

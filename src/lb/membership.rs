@@ -207,10 +207,10 @@ impl Inner {
         let drained = self.registrar.wait_drained(deadline, &progress).await;
         let took = start.elapsed();
         let mut summary = match &drained {
-            Ok(()) => format!("drained in {:.1}s", took.as_secs_f64()),
+            Ok(()) => format!("drained in {:.2}s", took.as_secs_f64()),
             Err(LbError(e)) => {
                 tracing::warn!("lb: {e}");
-                format!("not drained after {:.1}s: {e}", took.as_secs_f64())
+                format!("not drained after {:.2}s: {e}", took.as_secs_f64())
             }
         };
         match self.registrar.remove().await {

@@ -190,8 +190,9 @@ impl ServerRow {
         None
     }
 
+    /// Taking traffic: `UP`, `UP 1/3` (up, a check transition under way) or `no check`.
     pub fn is_up(&self) -> bool {
-        self.status == "UP" || self.status == "no check"
+        self.status.starts_with("UP") || self.status == "no check"
     }
 }
 

@@ -1,0 +1,208 @@
+//! End to end: `kiln boot` of the example PHP app (Debian's php-fpm and nginx) joining a real
+//! HAProxy, leaving it on SIGTERM without failing a request, and answering HAProxy's agent-check.
+
+use nix::sys::signal::Signal;
+use std::time::Duration;
+use testkit::control;
+use testkit::drill::{DrillOptions, zero_loss};
+use testkit::example::Example;
+use testkit::haproxy::{Haproxy, HaproxyConfig, ServerRow};
+use testkit::peers::Kiln;
+use testkit::wait::{http_get, wait_until};
+
+const KILN: &str = env!("CARGO_BIN_EXE_kiln");
+const BOOT: Duration = Duration::from_secs(60);
+const DEADLINE: Duration = Duration::from_secs(20);
+
+/// Adds `[lb]` (haproxy) to the example's config.
+fn join_haproxy(example: &Example, socket: &str, server: &str, options: &str) {
+    let address = example.http_addr.to_string();
+    example.edit_toml(|t| {
+        let lb: toml::Table = toml::from_str(&format!(
+            "kind = \"haproxy\"\nsocket = {socket:?}\nbackend = \"app\"\nserver = {server:?}\n\
+             address = {address:?}\noptions = {options:?}\ndrain_timeout = \"10s\"\n"
+        ))
+        .unwrap();
+        t.insert("lb".into(), toml::Value::Table(lb));
+    });
+}
+
+fn lb_status(example: &Example) -> Option<serde_json::Value> {
+    control::status(&example.socket()).map(|s| s["lb"].clone())
+}
+
+fn up(row: Option<&ServerRow>) -> bool {
+    row.is_some_and(|r| r.status == "UP")
+}
+
+#[test]
+fn the_booted_example_joins_haproxy_serves_the_page_and_leaves_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let haproxy = Haproxy::start(HaproxyConfig::new(dir.path()));
+    let example = Example::render();
+    join_haproxy(
+        &example,
+        haproxy.config.socket.to_str().unwrap(),
+        "kiln-a",
+        "check inter 500ms",
+    );
+    let mut kiln = example.boot(KILN);
+
+    haproxy.wait_server("the instance UP", "kiln-a", BOOT, up);
+    let lb = lb_status(&example).unwrap();
+    assert_eq!(lb["state"], "registered", "{lb}");
+    assert_eq!(lb["kind"], "haproxy");
+    assert!(lb["target"].as_str().unwrap().contains("app/kiln-a"), "{lb}");
+    let (status, body) = http_get(&haproxy.url("/")).unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("app_env: prod"), "not the PHP page: {body}");
+    assert!(body.contains("php_pid: "), "not the PHP page: {body}");
+
+    kiln.signal(Signal::SIGTERM);
+    let exit = kiln.wait_exit(DEADLINE);
+    assert!(exit.success(), "{exit}\n{}", kiln.log());
+    assert_eq!(
+        haproxy.server("kiln-a"),
+        None,
+        "the server is still in the backend"
+    );
+    let log = kiln.log();
+    assert!(log.contains("lb: left"), "{log}");
+    // The drain came before the services stopped.
+    let left = log.find("lb: left").unwrap();
+    let nginx_stop = log.find("nginx: stopping").expect("nginx was stopped");
+    assert!(left < nginx_stop, "services stopped before the drain:\n{log}");
+}
+
+#[test]
+fn zero_loss_when_one_of_two_instances_is_stopped_under_load() {
+    let report = zero_loss(&DrillOptions::new(KILN));
+    eprintln!("{report}");
+    assert_eq!(report.failed, 0, "{report}");
+    assert!(
+        report.served_by_stopped > 0 && report.served_by_survivor > 0,
+        "{report}"
+    );
+    assert_eq!(report.to_stopped_after_drain, 0, "{report}");
+    assert!(report.server_gone, "{report}");
+    assert!(report.survivor_up, "{report}");
+    assert!(report.exit.success(), "{report}");
+    assert!(
+        report
+            .kiln_drain
+            .as_deref()
+            .is_some_and(|d| d.starts_with("drained in")),
+        "{report}"
+    );
+}
+
+/// HAProxy (a static server with `agent-check` on kiln's agent port; kiln registers nothing)
+/// sees the instance UP, DOWN while a service crash-loops, UP again, then DRAIN on SIGTERM.
+#[test]
+fn haproxy_agent_check_sees_up_down_on_a_crash_loop_and_drain_on_sigterm() {
+    let example = Example::render();
+    let agent = testkit::net::free_addr();
+    let flag = example.dir.path().join("crash");
+    let flag_str = flag.to_str().unwrap().to_string();
+    example.edit_toml(|t| {
+        t["health"]
+            .as_table_mut()
+            .unwrap()
+            .insert("agent_listen".into(), agent.to_string().into());
+        let services = t["service"].as_array_mut().unwrap();
+        // Exits at once while the flag file exists: a crash loop on demand.
+        services.push(toml::Value::Table(
+            toml::from_str(&format!(
+                "name = \"flaky\"\ncommand = [\"sh\", \"-c\", \"test -e {flag_str} && exit 1; exec sleep 100000\"]\n\
+                 ready_after = \"200ms\"\nrestart_delay = \"100ms\"\nrestart_delay_max = \"500ms\"\n"
+            ))
+            .unwrap(),
+        ));
+        // Stops first (it runs after nginx) and slowly: nginx keeps serving meanwhile, so what
+        // HAProxy shows during the stop is the agent's drain, not a failed health check.
+        services.push(toml::Value::Table(
+            toml::from_str(
+                "name = \"linger\"\nafter = [\"nginx\"]\n\
+                 command = [\"sh\", \"-c\", \"trap '' TERM; while true; do sleep 0.1; done\"]\n\
+                 stop_timeout = \"3s\"\nready_after = \"100ms\"\n",
+            )
+            .unwrap(),
+        ));
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = HaproxyConfig::new(dir.path());
+    config.backend_lines.push(format!(
+        "server kiln {} check inter 200ms agent-check agent-port {} agent-inter 200ms",
+        example.http_addr,
+        agent.port()
+    ));
+    let haproxy = Haproxy::start(config);
+    let mut kiln = example.boot(KILN);
+
+    haproxy.wait_server("UP", "kiln", BOOT, up);
+
+    std::fs::write(&flag, "").unwrap();
+    let pid = wait_until("flaky's pid", DEADLINE, || {
+        control::unit_pid(&example.socket(), "flaky")
+    });
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL).unwrap();
+    let row = haproxy
+        .wait_server("DOWN by the agent", "kiln", DEADLINE, |r| {
+            r.is_some_and(|r| r.status.starts_with("DOWN"))
+        })
+        .unwrap();
+    assert!(row.last_agt.contains("flaky"), "{row:?}");
+    // nginx itself is fine: the agent took the server down, not the health check.
+    assert!(row.check_desc.contains("passed"), "{row:?}");
+
+    std::fs::remove_file(&flag).unwrap();
+    haproxy.wait_server("UP again", "kiln", DEADLINE, up);
+
+    kiln.signal(Signal::SIGTERM);
+    haproxy.wait_server("DRAIN by the agent", "kiln", DEADLINE, |r| {
+        r.is_some_and(|r| r.status.starts_with("DRAIN"))
+    });
+    let exit = kiln.wait_exit(DEADLINE);
+    assert!(exit.success(), "{exit}");
+}
+
+/// HAProxy is down when the instance becomes ready: kiln keeps retrying, `kiln status` says
+/// unregistered and why, and the instance joins once HAProxy is up.
+#[test]
+fn haproxy_down_at_boot_retries_and_joins_when_it_comes_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = HaproxyConfig::new(dir.path());
+    let example = Example::render();
+    join_haproxy(
+        &example,
+        config.socket.to_str().unwrap(),
+        "kiln-a",
+        "check inter 500ms",
+    );
+    let mut kiln: Kiln = example.boot(KILN);
+
+    let reason = wait_until("status: unregistered with a reason", BOOT, || {
+        let lb = lb_status(&example)?;
+        (lb["state"] == "unregistered").then_some(())?;
+        lb["reason"]
+            .as_str()
+            .filter(|r| r.contains("attempt 2"))
+            .map(String::from)
+    });
+    assert!(reason.contains("cannot connect"), "{reason}");
+    assert!(reason.contains(config.socket.to_str().unwrap()), "{reason}");
+    let status = control::status(&example.socket()).unwrap();
+    assert_eq!(
+        status["phase"], "ready",
+        "services are ready, only the LB is missing"
+    );
+
+    let haproxy = Haproxy::start(config);
+    haproxy.wait_server("the instance UP", "kiln-a", DEADLINE, up);
+    wait_until("status: registered", DEADLINE, || {
+        (lb_status(&example)?["state"] == "registered").then_some(())
+    });
+    kiln.signal(Signal::SIGTERM);
+    assert!(kiln.wait_exit(DEADLINE).success());
+    assert_eq!(haproxy.server("kiln-a"), None);
+}
