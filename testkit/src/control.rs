@@ -24,16 +24,18 @@ pub fn status(socket: &Path) -> Option<serde_json::Value> {
     serde_json::from_str(&ask(socket, "status").ok()?).ok()
 }
 
-/// One unit (`php-fpm`, `worker#2`) of a status snapshot.
+/// One unit (`php-fpm`, `worker#2`) of a status snapshot; panics when it is not there.
 pub fn unit<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
-    status["services"]
-        .as_array()
-        .and_then(|units| units.iter().find(|u| u["unit"] == name))
-        .unwrap_or_else(|| panic!("no unit {name:?} in status: {status}"))
+    try_unit(status, name).unwrap_or_else(|| panic!("no unit {name:?} in status: {status}"))
+}
+
+/// One unit of a status snapshot, None while kiln has not published it (still booting).
+pub fn try_unit<'a>(status: &'a serde_json::Value, name: &str) -> Option<&'a serde_json::Value> {
+    status["services"].as_array()?.iter().find(|u| u["unit"] == name)
 }
 
 /// The pid of a running unit, when it has one.
 pub fn unit_pid(socket: &Path, name: &str) -> Option<i32> {
     let status = status(socket)?;
-    unit(&status, name)["pid"].as_i64().map(|p| p as i32)
+    try_unit(&status, name)?["pid"].as_i64().map(|p| p as i32)
 }

@@ -244,6 +244,19 @@ impl Example {
         });
     }
 
+    /// Rewrites one probe table (`kind` is "startup", "ready" or "live") of a service, creating
+    /// it when missing: e.g. a shorter `period` to make a fault test quick.
+    pub fn edit_probe(&self, name: &str, kind: &str, f: impl FnOnce(&mut toml::Table)) {
+        self.edit_service(name, |service| {
+            let probe = service
+                .entry(kind)
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            f(probe
+                .as_table_mut()
+                .unwrap_or_else(|| panic!("[service.{kind}] is not a table")));
+        });
+    }
+
     /// A service's `command` as written in kiln.toml.
     pub fn service_command(&self, name: &str) -> Vec<String> {
         let mut table = self.config_table();

@@ -4,11 +4,11 @@
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub struct NotifySocket {
     pub path: PathBuf,
-    messages: Arc<Mutex<Vec<String>>>,
+    messages: Arc<Mutex<Vec<(Instant, String)>>>,
     _dir: tempfile::TempDir,
 }
 
@@ -29,8 +29,9 @@ impl NotifySocket {
                 let received = socket.recv(&mut buf);
                 let Some(sink) = sink.upgrade() else { return };
                 if let Ok(n) = received {
+                    let at = Instant::now();
                     let text = String::from_utf8_lossy(&buf[..n]);
-                    sink.lock().unwrap().extend(text.lines().map(str::to_owned));
+                    sink.lock().unwrap().extend(text.lines().map(|l| (at, l.to_owned())));
                 }
             }
         });
@@ -48,6 +49,11 @@ impl NotifySocket {
 
     /// Every line received so far (`READY=1`, `STATUS=...`), in order.
     pub fn lines(&self) -> Vec<String> {
+        self.timed_lines().into_iter().map(|(_, l)| l).collect()
+    }
+
+    /// Every line received so far with the moment its datagram arrived.
+    pub fn timed_lines(&self) -> Vec<(Instant, String)> {
         self.messages.lock().unwrap().clone()
     }
 

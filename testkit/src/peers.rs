@@ -15,7 +15,12 @@
 //!   or carries another tag). This is exact under nextest, where every test is its own process.
 //!
 //! On drop: a graceful signal first, then SIGKILL to every member until none is left, reaping
-//! the zombies re-parented to the test (only those: never `waitpid(-1)`).
+//! the zombies re-parented to the test (only those: never `waitpid(-1)`). When the test panics, the
+//! tail of the process's log is printed, so a failure shows what kiln or the peer said.
+//!
+//! The orphan rule cannot tell two live trees of one test apart: an orphan that appears while two
+//! handles live counts for both (it is a leak either way). Under `cargo test`, where tests share a
+//! process, an orphan of a concurrent test could be taken for ours: run the suite with nextest.
 
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::sys::wait::{WaitPidFlag, waitpid};
@@ -107,6 +112,11 @@ impl Kiln {
         self.tree.wait_log(needle, deadline)
     }
 
+    /// Waits until `needle` occurs at least `count` times in kiln's log (e.g. the 3rd restart).
+    pub fn wait_log_count(&self, needle: &str, count: usize, deadline: Duration) {
+        self.tree.wait_log_count(needle, count, deadline)
+    }
+
     /// The unique value of `KILN_TEST_TAG` for this kiln and everything below it.
     pub fn tag(&self) -> &str {
         &self.tree.tag
@@ -187,6 +197,10 @@ impl Process {
 
     pub fn wait_log(&self, needle: &str, deadline: Duration) {
         self.tree.wait_log(needle, deadline)
+    }
+
+    pub fn wait_log_count(&self, needle: &str, count: usize, deadline: Duration) {
+        self.tree.wait_log_count(needle, count, deadline)
     }
 
     pub fn tag(&self) -> &str {
@@ -354,10 +368,14 @@ impl Tree {
     }
 
     fn wait_log(&self, needle: &str, deadline: Duration) {
-        if poll_until(deadline, || self.log().contains(needle).then_some(())).is_none() {
+        self.wait_log_count(needle, 1, deadline)
+    }
+
+    fn wait_log_count(&self, needle: &str, count: usize, deadline: Duration) {
+        let found = || (self.log().matches(needle).count() >= count).then_some(());
+        if poll_until(deadline, found).is_none() {
             panic!(
-                "timed out after {deadline:?} waiting for {:?} in the log of {}; the log:\n{}",
-                needle,
+                "timed out after {deadline:?} waiting for {needle:?} {count} time(s) in the log of {}; the log:\n{}",
                 self.name,
                 tail(&self.log(), LOG_TAIL_LINES)
             );

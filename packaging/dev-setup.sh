@@ -1,0 +1,34 @@
+#!/bin/sh
+# Installs what building and trying kiln needs on a fresh Debian 12, and nothing that is there
+# already. `--tests` adds what the test suite needs (HAProxy, wrk, moto's venv, ...).
+#
+#   packaging/dev-setup.sh           # the example: nginx, php-fpm, php-cli, Rust
+#   packaging/dev-setup.sh --tests   # + everything the tests start as real peers
+set -eu
+
+packages="nginx php-fpm php-cli ca-certificates curl"
+[ "${1:-}" = "--tests" ] && packages="$packages haproxy socat wrk hyperfine iproute2 util-linux procps python3-venv"
+
+missing=""
+for p in $packages; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "dev-setup: missing:$missing; run as root, or: sudo apt-get install -y --no-install-recommends$missing" >&2
+        exit 1
+    fi
+    echo "dev-setup: installing$missing"
+    apt-get update -q
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $missing
+fi
+
+# Rust: Debian 12's rustc is too old for this crate (edition 2024); rustup installs a current one.
+if ! command -v cargo >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/cargo" ]; then
+    echo "dev-setup: installing Rust (rustup, minimal profile)"
+    curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
+fi
+if [ "${1:-}" = "--tests" ]; then
+    PATH="$HOME/.cargo/bin:$PATH"
+    command -v cargo-nextest >/dev/null 2>&1 || cargo install --locked cargo-nextest
+fi

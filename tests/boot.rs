@@ -1,0 +1,168 @@
+//! `kiln boot` on the PHP example: order, readiness, the page, `kiln status` and the control socket.
+
+use std::process::Command;
+use std::time::Duration;
+use testkit::control;
+use testkit::example::Example;
+use testkit::notify::NotifySocket;
+use testkit::peers::Kiln;
+use testkit::wait::{http_get, http_get_with, wait_until};
+
+const KILN: &str = env!("CARGO_BIN_EXE_kiln");
+const BOOT: Duration = Duration::from_secs(30);
+
+fn boot(ex: &Example, notify: &NotifySocket) -> Kiln {
+    let config = ex.config_path.to_str().unwrap();
+    let (key, value) = notify.env();
+    Kiln::boot_with(KILN, &["boot", "--config", config], &[(key, &value)])
+}
+
+fn line_of(log: &str, needle: &str) -> usize {
+    log.lines()
+        .position(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("{needle:?} not in kiln's log:\n{log}"))
+}
+
+fn kiln_status(ex: &Example, args: &[&str]) -> (i32, String) {
+    let out = Command::new(KILN)
+        .arg("status")
+        .args(["--socket", ex.socket().to_str().unwrap()])
+        .args(args)
+        .output()
+        .expect("run kiln status");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// A service that is ready only once the test creates a file: the instance must wait for it.
+fn add_gate(ex: &Example) -> std::path::PathBuf {
+    let gate = ex.dir.path().join("gate");
+    ex.edit_config(|c| {
+        c + &format!(
+            "\n[[service]]\nname = \"gate\"\ncommand = [\"sleep\", \"1000\"]\n\
+             [service.ready]\nexec = [\"test\", \"-e\", \"{}\"]\nperiod = \"100ms\"\n",
+            gate.display()
+        )
+    });
+    gate
+}
+
+#[test]
+fn nginx_starts_after_php_fpm_is_ready_and_readyz_waits_for_every_service() {
+    let ex = Example::render();
+    ex.set_service_env("php-fpm", "GREETING", "hello from kiln");
+    let gate = add_gate(&ex);
+    let notify = NotifySocket::bind();
+    let kiln = boot(&ex, &notify);
+
+    wait_until("nginx and the workers ready", BOOT, || {
+        let s = control::status(&ex.socket())?;
+        ["php-fpm", "nginx", "worker#1", "worker#2"]
+            .iter()
+            .all(|u| control::try_unit(&s, u).is_some_and(|u| u["ready"] == true))
+            .then_some(())
+    });
+    assert_eq!(
+        http_get(&ex.readyz_url()).unwrap(),
+        (503, "starting\n".to_string())
+    );
+    assert!(
+        !notify.lines().iter().any(|l| l == "READY=1"),
+        "READY=1 before the gate opened"
+    );
+    let (code, text) = kiln_status(&ex, &[]);
+    assert_eq!(code, 2, "status while starting:\n{text}");
+    assert!(text.contains("gate not ready"), "{text}");
+
+    std::fs::write(&gate, "").unwrap();
+    notify.wait_for("READY=1", BOOT, |l| l == "READY=1");
+    assert_eq!(http_get(&ex.readyz_url()).unwrap(), (200, "ready\n".to_string()));
+
+    let log = kiln.log();
+    assert!(
+        line_of(&log, "php-fpm: ready") < line_of(&log, "nginx: started"),
+        "nginx started before php-fpm's FastCGI ping passed:\n{log}"
+    );
+    let (code, page) = http_get(&ex.page_url()).unwrap();
+    assert_eq!(code, 200, "{page}");
+    assert!(page.contains("greeting: hello from kiln"), "{page}");
+}
+
+#[test]
+fn status_shows_every_unit_and_answers_json_and_exit_codes() {
+    let ex = Example::render();
+    let notify = NotifySocket::bind();
+    let _kiln = boot(&ex, &notify);
+    notify.wait_for("READY=1", BOOT, |l| l == "READY=1");
+
+    let (code, text) = kiln_status(&ex, &[]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.lines().next().unwrap().ends_with(": READY"), "{text}");
+    for unit in ["php-fpm", "nginx", "worker#1", "worker#2"] {
+        let row = text
+            .lines()
+            .find(|l| l.starts_with(unit))
+            .unwrap_or_else(|| panic!("no {unit} row:\n{text}"));
+        assert!(row.contains("running") && row.contains("yes"), "{row}");
+    }
+    assert!(text.contains("fastcgi ok"), "{text}");
+    assert!(
+        text.contains("BOOT TIMELINE") && text.contains("READY=1"),
+        "{text}"
+    );
+
+    let (code, json) = kiln_status(&ex, &["--json"]);
+    assert_eq!(code, 0);
+    let json: serde_json::Value = serde_json::from_str(&json).expect("status --json is JSON");
+    assert_eq!(json["phase"], "ready");
+    assert!(control::unit(&json, "php-fpm")["pid"].as_i64().unwrap() > 1);
+
+    let (verbose_code, verbose) = {
+        let r = http_get_with(&ex.readyz_url(), &[("Accept", "application/json")]).unwrap();
+        (r.status, r.body)
+    };
+    assert_eq!(verbose_code, 200);
+    let verbose: serde_json::Value = serde_json::from_str(&verbose).unwrap();
+    assert_eq!(verbose["units"].as_array().unwrap().len(), 4, "{verbose}");
+    assert_eq!(http_get(&ex.livez_url()).unwrap(), (200, "alive\n".to_string()));
+
+    let missing = ex.dir.path().join("no-such.sock");
+    let out = Command::new(KILN)
+        .args(["status", "--socket", missing.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not reachable"));
+}
+
+#[test]
+fn the_control_socket_refuses_what_it_does_not_answer() {
+    let ex = Example::render();
+    let notify = NotifySocket::bind();
+    let kiln = boot(&ex, &notify);
+    notify.wait_for("READY=1", BOOT, |l| l == "READY=1");
+    let pid_before = control::unit_pid(&ex.socket(), "php-fpm");
+
+    for verb in ["restart php-fpm", "reload", "frobnicate"] {
+        let answer: serde_json::Value =
+            serde_json::from_str(&control::ask(&ex.socket(), verb).unwrap()).unwrap();
+        let error = answer["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{verb}: {answer}"));
+        assert!(error.contains("this instance is immutable"), "{error}");
+        assert!(error.contains("status, health, env, events"), "{error}");
+    }
+    let status = control::status(&ex.socket()).unwrap();
+    assert_eq!(status["refused_mutations"], 3);
+    assert_eq!(control::unit(&status, "php-fpm")["restarts"], 0);
+    assert_eq!(control::unit_pid(&ex.socket(), "php-fpm"), pid_before);
+    kiln.wait_log("refused \"frobnicate\"", Duration::from_secs(5));
+
+    let mode = std::fs::metadata(ex.socket()).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
+        0o600
+    );
+}

@@ -1,0 +1,98 @@
+//! A broken config is a clear error naming the place, from `kiln check` and from `kiln boot`, and
+//! `kiln boot` starts nothing.
+
+use std::process::Command;
+use std::time::Duration;
+use testkit::example::Example;
+use testkit::peers::{Kiln, tagged_processes};
+
+const KILN: &str = env!("CARGO_BIN_EXE_kiln");
+
+/// Breaks the example with `edit`, then checks both commands refuse it with `message`.
+fn refused(edit: impl FnOnce(String) -> String, message: &str) {
+    let ex = Example::render();
+    ex.edit_config(|c| {
+        let edited = edit(c.clone());
+        assert_ne!(edited, c, "the edit changed nothing");
+        edited
+    });
+    let config = ex.config_path.to_str().unwrap();
+
+    let check = Command::new(KILN)
+        .args(["check", "--config", config])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&check.stderr);
+    assert_eq!(check.status.code(), Some(78), "kiln check: {stderr}");
+    assert!(
+        stderr.contains(message),
+        "kiln check said:\n{stderr}\nexpected: {message}"
+    );
+    assert!(stderr.contains(config), "the error names the file: {stderr}");
+
+    let mut kiln = Kiln::boot(KILN, &ex.config_path);
+    let status = kiln.wait_exit(Duration::from_secs(10));
+    let log = kiln.log();
+    assert_eq!(status.code(), Some(78), "kiln boot: {log}");
+    assert!(
+        log.contains(message),
+        "kiln boot said:\n{log}\nexpected: {message}"
+    );
+    assert!(log.contains("nothing was started"), "{log}");
+    assert!(tagged_processes(kiln.tag()).is_empty(), "boot started something");
+    assert!(
+        !ex.socket().exists() && !ex.php_fpm_socket().exists(),
+        "boot left runtime files"
+    );
+}
+
+#[test]
+fn an_unknown_key() {
+    refused(
+        |c| c.replace("replicas = 2", "replicas = 2\ncolour = \"red\""),
+        "unknown field `colour`",
+    );
+}
+
+#[test]
+fn a_dependency_cycle() {
+    refused(
+        |c| c.replacen("name = \"php-fpm\"", "name = \"php-fpm\"\nafter = [\"nginx\"]", 1),
+        "dependency cycle in `after`: php-fpm -> nginx -> php-fpm",
+    );
+}
+
+#[test]
+fn an_unknown_after_name() {
+    refused(
+        |c| c.replace("after = [\"php-fpm\"]", "after = [\"php\"]"),
+        "service \"nginx\": after: no service named \"php\"",
+    );
+}
+
+#[test]
+fn a_missing_executable() {
+    refused(
+        |c| c.replace("command = [\"php\",", "command = [\"no-such-php\","),
+        "service \"worker\": command: \"no-such-php\" not found in PATH",
+    );
+}
+
+#[test]
+fn a_bad_duration() {
+    refused(
+        |c| c.replacen("stop_timeout = \"10s\"", "stop_timeout = \"10 parsecs\"", 1),
+        "invalid duration \"10 parsecs\"",
+    );
+}
+
+#[test]
+fn a_good_config_checks_clean() {
+    let ex = Example::render();
+    let out = Command::new(KILN)
+        .args(["check", "--config", ex.config_path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok (3 services, 4 processes)"));
+}
