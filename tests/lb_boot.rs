@@ -46,7 +46,10 @@ fn the_booted_example_joins_haproxy_serves_the_page_and_leaves_on_sigterm() {
         "kiln-a",
         "check inter 500ms",
     );
-    let mut kiln = example.boot(KILN);
+    let notify = testkit::notify::NotifySocket::bind();
+    let (key, value) = notify.env();
+    let config = example.config_path.to_str().unwrap();
+    let mut kiln = Kiln::boot_with(KILN, &["boot", "--config", config], &[(key, &value)]);
 
     haproxy.wait_server("the instance UP", "kiln-a", BOOT, up);
     let lb = lb_status(&example).unwrap();
@@ -66,6 +69,17 @@ fn the_booted_example_joins_haproxy_serves_the_page_and_leaves_on_sigterm() {
         None,
         "the server is still in the backend"
     );
+    // systemd was asked for time while the drain ran, after STOPPING=1.
+    let lines = notify.lines();
+    let stopping = lines
+        .iter()
+        .position(|l| l == "STOPPING=1")
+        .expect("STOPPING=1 sent");
+    let extend = lines
+        .iter()
+        .position(|l| l.starts_with("EXTEND_TIMEOUT_USEC="))
+        .unwrap_or_else(|| panic!("no EXTEND_TIMEOUT_USEC: {lines:?}"));
+    assert!(stopping < extend, "{lines:?}");
     let log = kiln.log();
     assert!(log.contains("lb: left"), "{log}");
     // The drain came before the services stopped.

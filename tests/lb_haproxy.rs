@@ -198,8 +198,22 @@ async fn membership_joins_at_ready_and_leaves_on_stop() {
     );
     haproxy.wait_server("the server UP", SERVER, DEADLINE, is_up);
 
+    // A request in flight when the stop comes: status shows the drain waiting for it.
+    let slow_url = haproxy.url("/slow?ms=1500");
+    let slow = std::thread::spawn(move || http_get(&slow_url));
+    wait_until("the slow request at the target", DEADLINE, || {
+        (target.in_flight() == 1).then_some(())
+    });
     shared.update(|s| s.phase = Phase::Stopping);
-    membership.leave().await;
+    let leaving = tokio::spawn(membership.leave());
+    let progress = wait_until("drain progress in status", DEADLINE, || {
+        let lb = shared.snapshot().lb.clone()?;
+        (lb.state == LbState::Draining).then_some(())?;
+        lb.drain.filter(|d| d.contains("1 sessions"))
+    });
+    assert!(progress.contains("of 10s"), "{progress}");
+    leaving.await.unwrap();
+    assert_eq!(slow.join().unwrap().unwrap().0, 200);
     let lb = shared.snapshot().lb.clone().unwrap();
     assert_eq!(lb.state, LbState::Deregistered, "{lb:?}");
     assert!(
