@@ -159,6 +159,13 @@ pub fn zero_loss(opts: &DrillOptions) -> DrillReport {
     });
     let gone = Instant::now();
     let drain_seen = drain_seen.unwrap_or(gone);
+    // kiln reports the drain once the server is deleted: read it while kiln still answers.
+    if let Some(last) = crate::wait::poll_until(Duration::from_secs(5), || {
+        let lb = crate::control::status(&stopped.example.socket())?["lb"].clone();
+        (lb["state"] == "deregistered").then(|| lb["drain"].as_str().map(String::from))
+    }) {
+        kiln_drain = last;
+    }
     let survivor_before = load.served_by(&survivor.greeting);
     wait_until("the survivor to go on answering", Duration::from_secs(30), || {
         (load.served_by(&survivor.greeting) >= survivor_before + opts.warm_requests).then_some(())
