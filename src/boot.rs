@@ -45,11 +45,9 @@ pub fn run(config_path: &Path) -> ExitCode {
         }
     };
     shared.phase_done("config");
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    // One thread is plenty for the supervisor, probes and the control socket; `/readyz` and
+    // `/livez` are served on threads of their own (serve::health).
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             tracing::error!("cannot start the async runtime: {e}");
@@ -139,12 +137,10 @@ async fn start_serving(config: &Config, shared: &Arc<Shared>) -> Result<(), Stri
     let state_dir = &config.control.state_dir;
     std::fs::create_dir_all(state_dir)
         .map_err(|e| format!("cannot create state_dir {}: {e}", state_dir.display()))?;
-    let listener = tokio::net::TcpListener::bind(config.health.listen)
-        .await
-        .map_err(|e| format!("[health] listen {}: {e}", config.health.listen))?;
     let socket = control::bind(&config.control.socket)
         .map_err(|e| format!("[control] socket {}: {e}", config.control.socket.display()))?;
-    tokio::spawn(health::serve(listener, shared.clone()));
+    health::start(config.health.listen, shared.clone())
+        .map_err(|e| format!("[health] listen {}: {e}", config.health.listen))?;
     if let Some(addr) = config.health.agent_listen {
         let agent_listener = tokio::net::TcpListener::bind(addr)
             .await

@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 
@@ -15,6 +15,7 @@ const EVENTS_KEPT: usize = 100;
 /// Where the instance is in its life. `kiln status` maps it to its exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[repr(u8)]
 pub enum Phase {
     /// Before services start: seal, metadata, environment.
     Booting,
@@ -32,6 +33,16 @@ pub enum Phase {
 }
 
 impl Phase {
+    const ALL: [Phase; 7] = [
+        Phase::Booting,
+        Phase::Starting,
+        Phase::Ready,
+        Phase::Degraded,
+        Phase::Failed,
+        Phase::Stopping,
+        Phase::Stopped,
+    ];
+
     /// The exit code of `kiln status`: 0 ready, 1 failed, 2 anything in between.
     pub fn exit_code(self) -> u8 {
         match self {
@@ -177,6 +188,9 @@ pub struct EventEntry {
 /// The shared handle: one writer at a time through [`Shared::update`], any number of readers.
 pub struct Shared {
     snapshot: watch::Sender<Arc<Snapshot>>,
+    /// The snapshot's phase, mirrored so that `/readyz` reads one byte and touches no shared
+    /// reference count (load balancers poll it from many connections on every core).
+    phase: AtomicU8,
     started: Instant,
     /// Milliseconds since `started` at which the main loop last ticked (for `/livez`).
     heartbeat_ms: AtomicU64,
@@ -201,6 +215,7 @@ impl Shared {
         };
         Arc::new(Shared {
             snapshot: watch::Sender::new(Arc::new(snapshot)),
+            phase: AtomicU8::new(Phase::Booting as u8),
             started: Instant::now(),
             heartbeat_ms: AtomicU64::new(0),
         })
@@ -216,7 +231,7 @@ impl Shared {
     }
 
     pub fn phase(&self) -> Phase {
-        self.snapshot.borrow().phase
+        Phase::ALL[self.phase.load(Ordering::Acquire) as usize]
     }
 
     pub fn is_ready(&self) -> bool {
@@ -224,7 +239,11 @@ impl Shared {
     }
 
     pub fn update(&self, f: impl FnOnce(&mut Snapshot)) {
-        self.snapshot.send_modify(|s| f(Arc::make_mut(s)));
+        self.snapshot.send_modify(|s| {
+            let snapshot = Arc::make_mut(s);
+            f(snapshot);
+            self.phase.store(snapshot.phase as u8, Ordering::Release);
+        });
     }
 
     /// Appends to the recent events; old ones fall off.

@@ -35,16 +35,15 @@ fn lb_config(agent: &str) -> LbConfig {
     config
 }
 
-/// kiln's health server on a free port, answering from `shared`.
-async fn readyz(shared: &Arc<Shared>) -> (HealthConfig, tokio::task::JoinHandle<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let listen: SocketAddr = listener.local_addr().unwrap();
-    let task = tokio::spawn(kiln::serve::health::serve(listener, shared.clone()));
-    let health = HealthConfig {
+/// kiln's health server on a free port, answering from `shared` (on threads of its own, which
+/// end with the test process).
+fn readyz(shared: &Arc<Shared>) -> HealthConfig {
+    let listen: SocketAddr = testkit::net::free_addr();
+    kiln::serve::health::start(listen, shared.clone()).unwrap();
+    HealthConfig {
         listen,
         agent_listen: None,
-    };
-    (health, task)
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -52,7 +51,7 @@ async fn registers_with_a_readyz_check_the_agent_runs() {
     let agent = ConsulAgent::start();
     let shared = Shared::new();
     shared.update(|s| s.phase = Phase::Ready);
-    let (health, server) = readyz(&shared).await;
+    let health = readyz(&shared);
     let lb = ConsulRegistrar::new(&lb_config(&agent.url()), &health, &facts()).unwrap();
 
     lb.register().await.unwrap();
@@ -91,14 +90,13 @@ async fn registers_with_a_readyz_check_the_agent_runs() {
     lb.remove().await.unwrap();
     assert!(agent.services().is_empty());
     assert!(agent.checks().is_empty());
-    server.abort();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_kiln_takes_over_its_service_and_clears_maintenance() {
     let agent = ConsulAgent::start();
     let shared = Shared::new();
-    let (health, server) = readyz(&shared).await;
+    let health = readyz(&shared);
     let lb = ConsulRegistrar::new(&lb_config(&agent.url()), &health, &facts()).unwrap();
     lb.register().await.unwrap();
     lb.deregister().await.unwrap();
@@ -108,7 +106,6 @@ async fn a_restarted_kiln_takes_over_its_service_and_clears_maintenance() {
     assert!(!agent.in_maintenance(ID));
     assert_eq!(agent.services().len(), 1);
     assert_eq!(agent.checks().len(), 1);
-    server.abort();
 }
 
 #[tokio::test]
@@ -125,7 +122,7 @@ async fn an_unreachable_agent_is_a_clear_error() {
 async fn membership_goes_through_maintenance_before_deregistering() {
     let agent = ConsulAgent::start();
     let shared = Shared::new();
-    let (health, server) = readyz(&shared).await;
+    let health = readyz(&shared);
     let membership = Membership::start(
         Box::new(ConsulRegistrar::new(&lb_config(&agent.url()), &health, &facts()).unwrap()),
         shared.clone(),
@@ -156,5 +153,4 @@ async fn membership_goes_through_maintenance_before_deregistering() {
         ]
     );
     assert!(agent.requests()[2].contains("enable=true"));
-    server.abort();
 }

@@ -13,23 +13,8 @@ dir=${KILN_EXAMPLE_DIR:-/tmp/kiln-example}
 http=${KILN_EXAMPLE_HTTP:-127.0.0.1:8080}
 health=${KILN_EXAMPLE_HEALTH:-127.0.0.1:9100}
 
-missing=""
-command -v php-fpm8.2 >/dev/null 2>&1 || missing="$missing php-fpm"
-command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing="$missing nginx"
-command -v php >/dev/null 2>&1 || missing="$missing php-cli"
-if [ -n "$missing" ]; then
-    if [ "$(id -u)" -ne 0 ]; then
-        echo "run.sh: missing:$missing. Install them first: sudo apt-get install -y --no-install-recommends$missing" >&2
-        exit 1
-    fi
-    echo "run.sh: installing$missing"
-    apt-get update -q
-    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends$missing
-fi
-command -v cargo >/dev/null 2>&1 || {
-    echo "run.sh: cargo not found: install Rust first (https://rustup.rs)" >&2
-    exit 1
-}
+"$repo/packaging/dev-setup.sh"
+[ -x "$HOME/.cargo/bin/cargo" ] && PATH="$HOME/.cargo/bin:$PATH"
 # Debian puts nginx and php-fpm8.2 in /usr/sbin, which a non-root PATH may lack.
 case ":$PATH:" in *:/usr/sbin:*) ;; *) PATH="$PATH:/usr/sbin:/sbin"; export PATH ;; esac
 

@@ -1,6 +1,11 @@
 //! `GET /livez` and `GET /readyz`. Load balancers poll these many times a second, so the plain
 //! answers are a status line and one word; `?verbose` or `Accept: application/json` gives a small
 //! JSON body naming every unit's state.
+//!
+//! The endpoint runs on threads of its own, one single-threaded runtime per CPU (at most
+//! [`MAX_THREADS`]), each with its own `SO_REUSEPORT` listener on the same address: the kernel
+//! spreads connections, no task ever changes threads, and a flood of health checks never delays
+//! the supervisor's loop.
 
 use crate::state::{Phase, Shared};
 use bytes::Bytes;
@@ -12,6 +17,8 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -19,8 +26,67 @@ use tokio::net::TcpListener;
 /// `/livez` fails when the supervisor loop has not ticked for this long.
 const LIVENESS_WINDOW: Duration = Duration::from_secs(5);
 
-/// Serves until the task is dropped.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+const MAX_THREADS: usize = 4;
+
+/// Binds one listener per serving thread (so an address in use is reported now) and starts them.
+pub fn start(addr: SocketAddr, shared: Arc<Shared>) -> std::io::Result<()> {
+    // SO_REUSEPORT would also let a second kiln share the port unnoticed: a plain bind first
+    // reports an address that is already taken.
+    drop(std::net::TcpListener::bind(addr)?);
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(MAX_THREADS);
+    let listeners = (0..threads)
+        .map(|_| bind_reuseport(addr))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    for (n, listener) in listeners.into_iter().enumerate() {
+        let shared = shared.clone();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        std::thread::Builder::new()
+            .name(format!("kiln-health-{n}"))
+            .spawn(move || {
+                runtime.block_on(async move {
+                    match TcpListener::from_std(listener) {
+                        Ok(listener) => serve(listener, shared).await,
+                        Err(e) => tracing::error!("health listener: {e}"),
+                    }
+                })
+            })?;
+    }
+    Ok(())
+}
+
+fn bind_reuseport(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, SockaddrIn, SockaddrIn6, sockopt};
+    let family = if addr.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    };
+    let fd: OwnedFd = socket::socket(
+        family,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        None,
+    )?;
+    socket::setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+    socket::setsockopt(&fd, sockopt::ReusePort, &true)?;
+    let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
+    match addr {
+        SocketAddr::V4(v4) => socket::bind(raw, &SockaddrIn::from(v4))?,
+        SocketAddr::V6(v6) => socket::bind(raw, &SockaddrIn6::from(v6))?,
+    }
+    socket::listen(
+        &fd,
+        socket::Backlog::new(1024).unwrap_or(socket::Backlog::MAXCONN),
+    )?;
+    Ok(std::net::TcpListener::from(fd))
+}
+
+/// Serves one listener until its runtime ends.
+async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -71,32 +137,31 @@ fn answer(req: &Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
             }
         }
         "/readyz" => {
-            let snapshot = shared.snapshot();
-            let ready = snapshot.phase == Phase::Ready;
-            let code = if ready {
+            let phase = shared.phase();
+            let code = if phase == Phase::Ready {
                 StatusCode::OK
             } else {
                 StatusCode::SERVICE_UNAVAILABLE
             };
-            if verbose {
-                let units: Vec<_> = snapshot
-                    .services
-                    .iter()
-                    .map(|u| serde_json::json!({ "unit": u.unit, "state": u.state, "ready": u.ready }))
-                    .collect();
-                json(
-                    code,
-                    serde_json::json!({
-                        "ready": ready,
-                        "phase": snapshot.phase,
-                        "reason": snapshot.reason,
-                        "units": units,
-                        "seal": snapshot.seal.as_ref().and_then(|s| s.root_hash.clone()),
-                    }),
-                )
-            } else {
-                plain(code, phase_word(snapshot.phase))
+            if !verbose {
+                return plain(code, phase_word(phase));
             }
+            let snapshot = shared.snapshot();
+            let units: Vec<_> = snapshot
+                .services
+                .iter()
+                .map(|u| serde_json::json!({ "unit": u.unit, "state": u.state, "ready": u.ready }))
+                .collect();
+            json(
+                code,
+                serde_json::json!({
+                    "ready": phase == Phase::Ready,
+                    "phase": phase,
+                    "reason": snapshot.reason,
+                    "units": units,
+                    "seal": snapshot.seal.as_ref().and_then(|s| s.root_hash.clone()),
+                }),
+            )
         }
         _ => plain(StatusCode::NOT_FOUND, "not found: try /livez or /readyz\n"),
     }

@@ -31,7 +31,9 @@ impl NotifySocket {
                 if let Ok(n) = received {
                     let at = Instant::now();
                     let text = String::from_utf8_lossy(&buf[..n]);
-                    sink.lock().unwrap().extend(text.lines().map(|l| (at, l.to_owned())));
+                    sink.lock()
+                        .unwrap()
+                        .extend(text.lines().map(|l| (at, l.to_owned())));
                 }
             }
         });
