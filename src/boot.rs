@@ -167,8 +167,7 @@ async fn prepare(config: &Config, shared: &Shared) -> Result<FrozenEnv, String> 
     shared.phase_done("metadata");
 
     shared.phase_begin("env");
-    let frozen =
-        env::freeze(&config.env, &config.metadata, &metadata).map_err(|e| format!("environment: {e}"))?;
+    let frozen = env::freeze(&config.env, &config.metadata, &metadata).map_err(|e| e.to_string())?;
     env::write_files(&config.control.state_dir, &frozen, &metadata)
         .map_err(|e| format!("cannot write {}: {e}", config.control.state_dir.display()))?;
     let names: Vec<EnvVarSource> = frozen

@@ -23,6 +23,33 @@ enum Command {
         #[arg(long, default_value = kiln::config::DEFAULT_PATH)]
         config: PathBuf,
     },
+    /// Fetch and check the environment without starting anything; print names and sources, never values.
+    Env {
+        #[arg(long, default_value = kiln::config::DEFAULT_PATH)]
+        config: PathBuf,
+        /// Also list the variables inherited from kiln's own environment.
+        #[arg(long)]
+        all: bool,
+        /// Also write `env` and `instance.json` into this directory, as a boot does into state_dir.
+        #[arg(long, value_name = "DIR")]
+        write_to: Option<PathBuf>,
+    },
+    /// Record the [seal] paths into the integrity manifest (the last step of an image bake).
+    Seal {
+        #[arg(long, default_value = kiln::config::DEFAULT_PATH)]
+        config: PathBuf,
+    },
+    /// Compare the [seal] paths with the manifest and list every difference. Exit code: 0 same, 1 differs, 2 cannot verify.
+    Verify {
+        #[arg(long, default_value = kiln::config::DEFAULT_PATH)]
+        config: PathBuf,
+    },
+    /// Bind-remount the [seal] paths read-only, as boot does (for tests in a private mount namespace).
+    #[command(hide = true)]
+    RemountReadonly {
+        #[arg(long, default_value = kiln::config::DEFAULT_PATH)]
+        config: PathBuf,
+    },
     /// Show what a running kiln is doing. Exit code: 0 ready, 1 failed, 2 starting or degraded, 3 unreachable.
     Status {
         /// Machine-readable output.
@@ -45,6 +72,14 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Boot { config } => kiln::boot::run(&config),
         Command::Check { config } => kiln::commands::check::run(&config),
+        Command::Env {
+            config,
+            all,
+            write_to,
+        } => kiln::commands::env::run(&config, all, write_to.as_deref()),
+        Command::Seal { config } => kiln::commands::seal::run(&config),
+        Command::Verify { config } => kiln::commands::verify::run(&config),
+        Command::RemountReadonly { config } => kiln::commands::seal::remount(&config),
         Command::Status { json, socket, config } => kiln::status::run(json, socket, config),
     }
 }

@@ -68,12 +68,14 @@ fn dropping_a_killed_kiln_leaves_no_service_behind() {
 
     let example = Example::render();
     let greeting = format!("harness test {}", std::process::id());
+    // The page's greeting comes from the instance's user-data (it overrides kiln's own env).
+    std::fs::write(
+        example.seed_dir.join("user-data"),
+        format!("GREETING={greeting}\n"),
+    )
+    .unwrap();
     let config = example.config_path.to_str().unwrap();
-    let mut kiln = Kiln::boot_with(
-        env!("CARGO_BIN_EXE_kiln"),
-        &["boot", "--config", config],
-        &[("GREETING", &greeting)],
-    );
+    let mut kiln = Kiln::boot_with(env!("CARGO_BIN_EXE_kiln"), &["boot", "--config", config], &[]);
     wait_until("/readyz 200", Duration::from_secs(20), || {
         (http_get(&example.readyz_url()).ok()?.0 == 200).then_some(())
     });

@@ -1,7 +1,228 @@
 //! `[metadata]`: where the instance's facts and user-data come from.
+//!
+//! Without a `[metadata]` section kiln reads the local seed directory `/var/lib/kiln/seed`
+//! (provider `nocloud`); a missing seed directory is an error, never an empty environment.
 
+use super::HumanDuration;
 use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::path::PathBuf;
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+/// The most user-data kiln accepts, whatever `user_data_limit` says: a value bigger than this is
+/// not an environment any more.
+pub const USER_DATA_LIMIT_MAX: u64 = 16 * 1024 * 1024;
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct MetadataConfig {}
+pub struct MetadataConfig {
+    /// `ec2 | gce | azure | openstack | digitalocean | nocloud | auto` (default `nocloud`).
+    /// `auto` reads DMI (`dmi_dir`) and `hypervisor_uuid` to tell the cloud before any request.
+    #[serde(default)]
+    pub provider: ProviderKind,
+    /// Override of the provider's address, `http://HOST[:PORT]` (default `http://169.254.169.254`
+    /// for every cloud: no DNS lookup at boot). Plain HTTP only: metadata services do not speak TLS.
+    pub endpoint: Option<String>,
+    /// `nocloud` only: directory holding `meta-data` (`key: value` lines) and `user-data`
+    /// (default `/var/lib/kiln/seed`). It must exist.
+    #[serde(default = "default_seed")]
+    pub seed: PathBuf,
+    /// Total time budget of the fetch, retries included (default `60s`). Then the boot fails
+    /// with the last reason.
+    #[serde(default = "default_deadline")]
+    pub deadline: HumanDuration,
+    /// Time budget of one request (default `2s`); a request that takes longer is retried.
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout: HumanDuration,
+    /// How to read user-data: `dotenv | toml | json | auto | none` (default `auto`).
+    /// `none` ignores user-data (it is not even fetched).
+    #[serde(default)]
+    pub user_data: UserDataFormat,
+    /// Largest accepted user-data in bytes, after gzip decompression (default 65536).
+    /// Decompression stops reading past it.
+    #[serde(default = "default_user_data_limit")]
+    pub user_data_limit: u64,
+    /// Tags / custom attributes whose name starts with this prefix become variables, named by
+    /// the rest (`env.APP_ENV` → `APP_ENV`). Unset: tags are not read.
+    pub tags_prefix: Option<String>,
+    /// `ec2` only: fall back to token-less IMDSv1 requests when the token request is not
+    /// answered (default `false`: IMDSv2 only).
+    #[serde(default)]
+    pub imdsv1: bool,
+    /// `auto` only: the DMI directory (default `/sys/class/dmi/id`).
+    #[serde(default = "default_dmi_dir")]
+    pub dmi_dir: PathBuf,
+    /// `auto` only: the Xen hypervisor UUID file of older EC2 instances (default
+    /// `/sys/hypervisor/uuid`).
+    #[serde(default = "default_hypervisor_uuid")]
+    pub hypervisor_uuid: PathBuf,
+}
+
+impl Default for MetadataConfig {
+    fn default() -> Self {
+        MetadataConfig {
+            provider: ProviderKind::default(),
+            endpoint: None,
+            seed: default_seed(),
+            deadline: default_deadline(),
+            request_timeout: default_request_timeout(),
+            user_data: UserDataFormat::default(),
+            user_data_limit: default_user_data_limit(),
+            tags_prefix: None,
+            imdsv1: false,
+            dmi_dir: default_dmi_dir(),
+            hypervisor_uuid: default_hypervisor_uuid(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    Ec2,
+    Gce,
+    Azure,
+    Openstack,
+    Digitalocean,
+    #[default]
+    Nocloud,
+    Auto,
+}
+
+impl ProviderKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::Ec2 => "ec2",
+            ProviderKind::Gce => "gce",
+            ProviderKind::Azure => "azure",
+            ProviderKind::Openstack => "openstack",
+            ProviderKind::Digitalocean => "digitalocean",
+            ProviderKind::Nocloud => "nocloud",
+            ProviderKind::Auto => "auto",
+        }
+    }
+}
+
+impl fmt::Display for ProviderKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UserDataFormat {
+    Dotenv,
+    Toml,
+    Json,
+    #[default]
+    Auto,
+    None,
+}
+
+fn default_seed() -> PathBuf {
+    PathBuf::from("/var/lib/kiln/seed")
+}
+
+fn default_deadline() -> HumanDuration {
+    HumanDuration::from_secs(60)
+}
+
+fn default_request_timeout() -> HumanDuration {
+    HumanDuration::from_secs(2)
+}
+
+fn default_user_data_limit() -> u64 {
+    64 * 1024
+}
+
+fn default_dmi_dir() -> PathBuf {
+    PathBuf::from("/sys/class/dmi/id")
+}
+
+fn default_hypervisor_uuid() -> PathBuf {
+    PathBuf::from("/sys/hypervisor/uuid")
+}
+
+impl MetadataConfig {
+    /// Checks serde cannot express; the message names the key.
+    pub fn check(&self) -> Result<(), String> {
+        if let Some(endpoint) = &self.endpoint {
+            check_endpoint(endpoint).map_err(|e| format!("endpoint = {endpoint:?}: {e}"))?;
+        }
+        if !self.seed.is_absolute() {
+            return Err(format!("seed = {:?}: must be an absolute path", self.seed));
+        }
+        if self.deadline.get().is_zero() {
+            return Err("deadline = \"0s\": give the fetch some time, like \"60s\"".into());
+        }
+        if self.request_timeout.get().is_zero() {
+            return Err("request_timeout = \"0s\": give each request some time, like \"2s\"".into());
+        }
+        if self.user_data_limit == 0 || self.user_data_limit > USER_DATA_LIMIT_MAX {
+            return Err(format!(
+                "user_data_limit = {}: must be between 1 and {USER_DATA_LIMIT_MAX} bytes",
+                self.user_data_limit
+            ));
+        }
+        if let Some(prefix) = &self.tags_prefix
+            && (prefix.is_empty() || prefix.chars().any(|c| c.is_control() || c == '/'))
+        {
+            return Err(format!(
+                "tags_prefix = {prefix:?}: must be non-empty, without '/' or control characters"
+            ));
+        }
+        Ok(())
+    }
+
+    /// The address a provider asks when `endpoint` is not set.
+    pub fn endpoint_or(&self, default: &str) -> String {
+        self.endpoint
+            .as_deref()
+            .unwrap_or(default)
+            .trim_end_matches('/')
+            .to_string()
+    }
+}
+
+/// `http://host[:port]`, nothing else: no TLS, no path, no credentials, no query.
+fn check_endpoint(endpoint: &str) -> Result<(), String> {
+    let rest = endpoint
+        .strip_prefix("http://")
+        .ok_or("must start with http:// (metadata services speak plain HTTP on a link-local address)")?;
+    let authority = rest.trim_end_matches('/');
+    if authority.is_empty() {
+        return Err("no host".into());
+    }
+    if authority.contains(['/', '?', '#', '@']) || authority.chars().any(|c| c.is_whitespace()) {
+        return Err("give only http://HOST[:PORT], without path, query or credentials".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_must_be_plain_http_host() {
+        assert!(check_endpoint("http://169.254.169.254").is_ok());
+        assert!(check_endpoint("http://[fd00:ec2::254]").is_ok());
+        assert!(check_endpoint("http://127.0.0.1:8080/").is_ok());
+        assert!(check_endpoint("https://169.254.169.254").is_err());
+        assert!(check_endpoint("http://host/latest").is_err());
+        assert!(check_endpoint("http://user:pw@host").is_err());
+        assert!(check_endpoint("http://").is_err());
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let c: MetadataConfig = toml::from_str("").unwrap();
+        assert_eq!(c.provider, ProviderKind::Nocloud);
+        assert_eq!(c.seed, PathBuf::from("/var/lib/kiln/seed"));
+        assert_eq!(c.deadline, HumanDuration::from_secs(60));
+        assert_eq!(c.user_data, UserDataFormat::Auto);
+        assert_eq!(c.user_data_limit, 65536);
+        assert!(!c.imdsv1);
+        assert!(c.check().is_ok());
+    }
+}

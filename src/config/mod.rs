@@ -13,10 +13,10 @@ mod signal;
 mod validate;
 
 pub use duration::HumanDuration;
-pub use env::EnvConfig;
+pub use env::{BUILTIN_DENY, EnvConfig, RESERVED_PREFIX, check_name, glob_match, is_valid_name};
 pub use lb::LbConfig;
-pub use metadata::MetadataConfig;
-pub use seal::SealConfig;
+pub use metadata::{MetadataConfig, ProviderKind, USER_DATA_LIMIT_MAX, UserDataFormat};
+pub use seal::{OnDrift, SealConfig};
 pub use service::{FastCgiSocket, ProbeConfig, ProbeTarget, RestartPolicy, ServiceConfig};
 pub use signal::SignalName;
 

@@ -1,7 +1,249 @@
-//! `[seal]`: which paths the bake-time integrity manifest covers.
+//! `[seal]`: which paths the bake-time integrity manifest covers, and what happens on drift.
+//!
+//! Without a `[seal]` section kiln seals nothing and verifies nothing (the development default).
+//! With one, `paths` is required, and `required` only decides what a *missing* manifest means at
+//! boot: refuse (the default) or boot unsealed. A manifest that is present but bad always refuses.
 
+use super::HumanDuration;
 use serde::{Deserialize, Serialize};
+use std::path::{Component, Path, PathBuf};
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub const DEFAULT_MANIFEST: &str = "/etc/kiln/seal";
+
+/// The `[seal]` section. `SealConfig::default()` is the absent section: nothing sealed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(try_from = "RawSealConfig")]
+pub struct SealConfig {
+    /// Absolute paths (directories or files) sealed at bake time; empty when `[seal]` is absent.
+    pub paths: Vec<PathBuf>,
+    /// Globs matched against absolute paths; a matching directory is skipped with all it holds.
+    pub exclude: Vec<String>,
+    /// Where `kiln seal` writes the manifest and where boot reads it. Never sealed itself.
+    pub manifest: PathBuf,
+    pub on_drift: OnDrift,
+    /// Period of the full re-verification that backs up the inotify watch.
+    pub rescan: HumanDuration,
+    /// Bind-remount sealed paths read-only at boot (when kiln has the privilege).
+    pub readonly: bool,
+    /// A missing manifest refuses the boot; `false` boots unsealed instead (development).
+    pub required: bool,
+}
+
+/// What the running instance does once the sealed paths differ from the manifest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnDrift {
+    /// Log it and show it in status; keep serving.
+    Report,
+    /// `/readyz` 503, agent `down`, deregister: the fleet replaces the instance.
+    #[default]
+    Fail,
+    /// Drain, then power the machine off.
+    Poweroff,
+}
+
+impl Default for SealConfig {
+    fn default() -> Self {
+        Self {
+            paths: Vec::new(),
+            exclude: Vec::new(),
+            manifest: PathBuf::from(DEFAULT_MANIFEST),
+            on_drift: OnDrift::default(),
+            rescan: default_rescan(),
+            readonly: true,
+            required: true,
+        }
+    }
+}
+
+impl SealConfig {
+    /// A `[seal]` section is present: something is sealed.
+    pub fn is_enabled(&self) -> bool {
+        !self.paths.is_empty()
+    }
+
+    /// The `exclude` patterns as one matcher over absolute paths.
+    pub fn exclude_set(&self) -> Result<globset::GlobSet, String> {
+        let mut set = globset::GlobSetBuilder::new();
+        for pattern in &self.exclude {
+            set.add(exclude_glob(pattern)?);
+        }
+        set.build().map_err(|e| format!("[seal] exclude: {e}"))
+    }
+}
+
+fn default_rescan() -> HumanDuration {
+    HumanDuration::from_secs(600)
+}
+
+fn default_manifest() -> PathBuf {
+    PathBuf::from(DEFAULT_MANIFEST)
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The section as written; [`SealConfig`] is what survives the checks.
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SealConfig {}
+struct RawSealConfig {
+    paths: Vec<PathBuf>,
+    #[serde(default)]
+    exclude: Vec<String>,
+    #[serde(default = "default_manifest")]
+    manifest: PathBuf,
+    #[serde(default)]
+    on_drift: OnDrift,
+    #[serde(default = "default_rescan")]
+    rescan: HumanDuration,
+    #[serde(default = "yes")]
+    readonly: bool,
+    #[serde(default = "yes")]
+    required: bool,
+}
+
+impl TryFrom<RawSealConfig> for SealConfig {
+    type Error = String;
+
+    fn try_from(raw: RawSealConfig) -> Result<Self, String> {
+        if raw.paths.is_empty() {
+            return Err("[seal] paths is empty: list the paths to seal, or remove the [seal] section".into());
+        }
+        for path in &raw.paths {
+            check_absolute("paths", path)?;
+        }
+        for (i, a) in raw.paths.iter().enumerate() {
+            for b in &raw.paths[i + 1..] {
+                if a == b {
+                    return Err(format!("[seal] paths lists {} twice", a.display()));
+                }
+                let (outer, inner) = if a.starts_with(b) { (b, a) } else { (a, b) };
+                if inner.starts_with(outer) {
+                    return Err(format!(
+                        "[seal] paths: {} is inside {}: list only {}",
+                        inner.display(),
+                        outer.display(),
+                        outer.display()
+                    ));
+                }
+            }
+        }
+        for pattern in &raw.exclude {
+            check_exclude(pattern)?;
+        }
+        check_absolute("manifest", &raw.manifest)?;
+        if raw.rescan.get() < std::time::Duration::from_secs(1) {
+            return Err(format!("[seal] rescan = \"{}\": must be at least 1s", raw.rescan));
+        }
+        Ok(SealConfig {
+            paths: raw.paths,
+            exclude: raw.exclude,
+            manifest: raw.manifest,
+            on_drift: raw.on_drift,
+            rescan: raw.rescan,
+            readonly: raw.readonly,
+            required: raw.required,
+        })
+    }
+}
+
+fn check_absolute(key: &str, path: &Path) -> Result<(), String> {
+    if !path.is_absolute() {
+        return Err(format!("[seal] {key}: {:?} must be an absolute path", path));
+    }
+    if path
+        .components()
+        .any(|c| matches!(c, Component::ParentDir | Component::CurDir))
+    {
+        return Err(format!(
+            "[seal] {key}: {:?} must not contain \".\" or \"..\"",
+            path
+        ));
+    }
+    Ok(())
+}
+
+/// `*` stays within one path component, `**` crosses them.
+fn exclude_glob(pattern: &str) -> Result<globset::Glob, String> {
+    globset::GlobBuilder::new(pattern)
+        .literal_separator(true)
+        .backslash_escape(true)
+        .build()
+        .map_err(|e| format!("[seal] exclude: {pattern:?} is not a valid glob: {}", e.kind()))
+}
+
+fn check_exclude(pattern: &str) -> Result<(), String> {
+    if !(pattern.starts_with('/') || pattern.starts_with("**")) {
+        return Err(format!(
+            "[seal] exclude: {pattern:?} never matches: patterns match absolute paths, \
+             like \"/srv/app/var/cache\" or \"**/var/log\""
+        ));
+    }
+    exclude_glob(pattern).map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<SealConfig, String> {
+        #[derive(Deserialize)]
+        struct Wrap {
+            seal: SealConfig,
+        }
+        toml::from_str::<Wrap>(text)
+            .map(|w| w.seal)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_apply_to_a_present_section() {
+        let seal = parse("[seal]\npaths = [\"/srv/app\"]\n").unwrap();
+        assert!(seal.is_enabled());
+        assert_eq!(seal.manifest, PathBuf::from("/etc/kiln/seal"));
+        assert_eq!(seal.on_drift, OnDrift::Fail);
+        assert_eq!(seal.rescan, HumanDuration::from_secs(600));
+        assert!(seal.readonly && seal.required);
+    }
+
+    #[test]
+    fn the_absent_section_seals_nothing() {
+        assert!(!SealConfig::default().is_enabled());
+    }
+
+    #[test]
+    fn bad_sections_are_refused_with_the_key() {
+        for (text, needle) in [
+            ("[seal]\n", "missing field `paths`"),
+            ("[seal]\npaths = []\n", "paths is empty"),
+            ("[seal]\npaths = [\"srv/app\"]\n", "must be an absolute path"),
+            ("[seal]\npaths = [\"/srv/app/../etc\"]\n", "must not contain"),
+            (
+                "[seal]\npaths = [\"/srv\", \"/srv/app\"]\n",
+                "/srv/app is inside /srv",
+            ),
+            ("[seal]\npaths = [\"/srv\", \"/srv\"]\n", "twice"),
+            (
+                "[seal]\npaths = [\"/srv\"]\nexclude = [\"var/cache\"]\n",
+                "never matches",
+            ),
+            (
+                "[seal]\npaths = [\"/srv\"]\nexclude = [\"/srv/[\"]\n",
+                "not a valid glob",
+            ),
+            ("[seal]\npaths = [\"/srv\"]\nrescan = \"10ms\"\n", "at least 1s"),
+            (
+                "[seal]\npaths = [\"/srv\"]\non_drift = \"panic\"\n",
+                "unknown variant",
+            ),
+            (
+                "[seal]\npaths = [\"/srv\"]\npath = \"/x\"\n",
+                "unknown field `path`",
+            ),
+        ] {
+            let err = parse(text).unwrap_err();
+            assert!(err.contains(needle), "{text:?}: {err}");
+        }
+    }
+}

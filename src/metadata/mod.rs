@@ -1,12 +1,27 @@
-//! Instance facts and user-data from the cloud's metadata endpoint (one file per provider).
+//! Instance facts, tags and user-data from the datasource of the cloud the instance runs in.
 //!
-//! STUB (issue 2): returns empty facts. The metadata issue replaces the body of [`fetch`].
+//! One file per provider behind [`MetadataProvider`]; `client` is the retrying HTTP client they
+//! share, `detect` tells the cloud from DMI for `provider = "auto"`. [`fetch`] asks for facts,
+//! user-data and tags concurrently, all within `[metadata] deadline`. Nothing is cached between
+//! boots: every boot fetches afresh.
 
-use crate::config::MetadataConfig;
+mod azure;
+mod client;
+mod detect;
+mod digitalocean;
+mod ec2;
+mod gce;
+mod nocloud;
+mod openstack;
+
+pub use detect::detect;
+
+use crate::config::{MetadataConfig, ProviderKind, UserDataFormat};
 use std::collections::BTreeMap;
+use tokio::time::Instant;
 
 /// Facts about the instance, the same on every provider. None where the provider has no answer.
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct InstanceFacts {
     pub provider: String,
     pub instance_id: Option<String>,
@@ -22,14 +37,16 @@ pub struct Metadata {
     /// The address that was asked (for error messages and status).
     pub endpoint: String,
     pub facts: InstanceFacts,
-    /// Raw user-data as the endpoint gave it (maybe gzip); None when the instance has none.
+    /// Raw user-data as the endpoint gave it (maybe gzip); None when the instance has none or
+    /// `user_data = "none"`.
     pub user_data: Option<Vec<u8>>,
-    /// Instance tags / custom attributes, by name.
+    /// Tags / custom attributes whose name starts with `tags_prefix`, by full name (prefix
+    /// included). Empty when `tags_prefix` is unset.
     pub tags: BTreeMap<String, String>,
 }
 
 /// A fetch that failed: which provider, which address, which step, and why (never a value).
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("metadata ({provider} at {endpoint}), {step}: {reason}")]
 pub struct MetadataError {
     pub provider: String,
@@ -38,14 +55,134 @@ pub struct MetadataError {
     pub reason: String,
 }
 
+type Result<T> = std::result::Result<T, MetadataError>;
+
+/// One cloud's datasource. Every method may be called concurrently with the others; a provider
+/// that reads everything from one document fetches it once (see `tokio::sync::OnceCell`).
+/// Something the instance does not have (404) is `None` or empty, not an error.
+#[async_trait::async_trait]
+pub trait MetadataProvider: Send + Sync {
+    /// `ec2`, `gce`, ... as in `[metadata] provider`.
+    fn name(&self) -> &'static str;
+
+    /// The address asked, for messages.
+    fn endpoint(&self) -> String;
+
+    async fn facts(&self) -> Result<InstanceFacts>;
+
+    /// Raw user-data; None when the instance has none.
+    async fn user_data(&self) -> Result<Option<Vec<u8>>> {
+        Ok(None)
+    }
+
+    /// Tags or custom attributes whose name starts with `prefix`, by full name. Providers
+    /// without key/value tags keep this default.
+    async fn tags(&self, _prefix: &str) -> Result<BTreeMap<String, String>> {
+        Ok(BTreeMap::new())
+    }
+}
+
 /// Fetches facts, tags and user-data within the configured deadline.
-pub async fn fetch(_config: &MetadataConfig) -> Result<Metadata, MetadataError> {
+pub async fn fetch(config: &MetadataConfig) -> Result<Metadata> {
+    let deadline = Instant::now() + config.deadline.get();
+    let provider = provider_for(config, deadline)?;
+    let want_user_data = config.user_data != UserDataFormat::None;
+    let work = async {
+        tokio::try_join!(
+            provider.facts(),
+            async {
+                match want_user_data {
+                    true => provider.user_data().await,
+                    false => Ok(None),
+                }
+            },
+            async {
+                match &config.tags_prefix {
+                    Some(prefix) => provider.tags(prefix).await,
+                    None => Ok(BTreeMap::new()),
+                }
+            },
+        )
+    };
+    // Every request is already bounded by the deadline; this is the backstop for anything that
+    // is not (a provider's own waits), so a boot never hangs on the datasource.
+    let backstop = deadline + std::time::Duration::from_millis(500);
+    let (facts, user_data, tags) = match tokio::time::timeout_at(backstop, work).await {
+        Ok(result) => result?,
+        Err(_) => {
+            return Err(MetadataError {
+                provider: provider.name().into(),
+                endpoint: provider.endpoint(),
+                step: "fetch".into(),
+                reason: format!("not done within the deadline ({})", config.deadline),
+            });
+        }
+    };
+    tracing::debug!(
+        provider = provider.name(),
+        user_data = user_data.is_some(),
+        tags = tags.len(),
+        "metadata fetched"
+    );
     Ok(Metadata {
-        endpoint: "none".into(),
-        facts: InstanceFacts {
-            provider: "none".into(),
-            ..Default::default()
-        },
-        ..Default::default()
+        endpoint: provider.endpoint(),
+        facts,
+        user_data,
+        tags,
     })
+}
+
+/// The provider the config names; for `auto`, the one DMI tells.
+fn provider_for(config: &MetadataConfig, deadline: Instant) -> Result<Box<dyn MetadataProvider>> {
+    let kind = match config.provider {
+        ProviderKind::Auto => {
+            detect::detect(&config.dmi_dir, &config.hypervisor_uuid).map_err(|reason| MetadataError {
+                provider: "auto".into(),
+                endpoint: config.dmi_dir.display().to_string(),
+                step: "detect the cloud".into(),
+                reason,
+            })?
+        }
+        kind => kind,
+    };
+    if kind == ProviderKind::Nocloud {
+        return Ok(Box::new(nocloud::NoCloud::new(config)));
+    }
+    let client = client::build_client().map_err(|reason| MetadataError {
+        provider: kind.to_string(),
+        endpoint: config.endpoint_or(DEFAULT_ENDPOINT),
+        step: "start".into(),
+        reason,
+    })?;
+    let http = |name: &'static str, retry: fn(reqwest::StatusCode) -> bool| {
+        client::Http::new(
+            client.clone(),
+            name,
+            config.endpoint_or(DEFAULT_ENDPOINT),
+            deadline,
+            config.request_timeout.get(),
+            body_limit(config),
+            retry,
+        )
+    };
+    Ok(match kind {
+        ProviderKind::Ec2 => Box::new(ec2::Ec2::new(http("ec2", client::retry_5xx), config.imdsv1)),
+        ProviderKind::Gce => Box::new(gce::Gce::new(http("gce", client::retry_5xx))),
+        ProviderKind::Azure => Box::new(azure::Azure::new(http("azure", azure::retry))),
+        ProviderKind::Openstack => Box::new(openstack::OpenStack::new(http("openstack", client::retry_5xx))),
+        ProviderKind::Digitalocean => Box::new(digitalocean::DigitalOcean::new(http(
+            "digitalocean",
+            client::retry_5xx,
+        ))),
+        ProviderKind::Nocloud | ProviderKind::Auto => unreachable!("handled above"),
+    })
+}
+
+/// Every cloud kiln knows answers on the link-local address; using it rather than a name
+/// (metadata.google.internal) keeps DNS out of the boot.
+const DEFAULT_ENDPOINT: &str = "http://169.254.169.254";
+
+/// Answers may carry user-data (raw, or base64 inside JSON) plus the rest of a document.
+fn body_limit(config: &MetadataConfig) -> usize {
+    (config.user_data_limit as usize).saturating_mul(2) + 1024 * 1024
 }

@@ -11,7 +11,7 @@
 //!                        files, nginx's temp dirs (run/nginx/), kiln's state dir (run/kiln/)
 //! ```
 //!
-//! Templates hold `{{run_dir}}`, `{{app_dir}}`, `{{http_addr}}` and `{{health_addr}}`; a line that
+//! Templates hold `{{run_dir}}`, `{{app_dir}}`, `{{seed_dir}}`, `{{http_addr}}` and `{{health_addr}}`; a line that
 //! starts with `{{root_only}}` is kept only when rendering as root (php-fpm's pool `user`/`group`).
 
 use std::collections::BTreeMap;
@@ -86,6 +86,7 @@ pub fn render_into(dir: &Path, spec: &RenderSpec) -> Result<Rendered, String> {
     let vars = [
         ("{{run_dir}}", path_str(&rendered.run_dir)?),
         ("{{app_dir}}", path_str(&rendered.app_dir)?),
+        ("{{seed_dir}}", path_str(&rendered.seed_dir)?),
         ("{{http_addr}}", spec.http_addr.to_string()),
         ("{{health_addr}}", spec.health_addr.to_string()),
     ];

@@ -1,0 +1,267 @@
+//! The one HTTP client every provider shares: plain HTTP, no proxy, a per-request timeout and
+//! capped exponential backoff inside the fetch's deadline.
+//!
+//! Retries cover what goes away by itself: connection errors, timeouts, cut answers and the
+//! statuses the provider names (5xx everywhere; Azure documents 404/410/429 too). Any other
+//! answer is final and goes back to the provider, which knows what a 401 or a 404 means there.
+
+use super::MetadataError;
+use bytes::Bytes;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use reqwest::{Method, StatusCode};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// First pause between two attempts; it doubles up to [`BACKOFF_MAX`].
+const BACKOFF_FIRST: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+/// Builds the client all providers share. `no_proxy`: an `http_proxy` in kiln's environment must
+/// never see (or redirect) a metadata request. No trust roots are loaded: it never speaks TLS.
+pub(super) fn build_client() -> Result<reqwest::Client, String> {
+    // reqwest builds a TLS config even for a plain HTTP client; it needs a crypto provider.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .no_proxy()
+        .no_gzip()
+        .redirect(reqwest::redirect::Policy::none())
+        .tls_certs_only(std::iter::empty())
+        .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| format!("cannot build the HTTP client: {}", root_cause(&e)))
+}
+
+/// A request, described so it can be sent again on retry.
+pub(super) struct Request {
+    pub method: Method,
+    /// Path and query, from the first `/`.
+    pub path: String,
+    pub headers: HeaderMap,
+}
+
+impl Request {
+    pub fn get(path: impl Into<String>) -> Request {
+        Request {
+            method: Method::GET,
+            path: path.into(),
+            headers: HeaderMap::new(),
+        }
+    }
+
+    pub fn put(path: impl Into<String>) -> Request {
+        Request {
+            method: Method::PUT,
+            ..Request::get(path)
+        }
+    }
+
+    pub fn header(mut self, name: &'static str, value: HeaderValue) -> Request {
+        self.headers.insert(HeaderName::from_static(name), value);
+        self
+    }
+}
+
+/// A final answer: any status the provider did not ask to retry.
+pub(super) struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// One provider's view of the shared client: its base address, its retry statuses, the deadline.
+#[derive(Clone)]
+pub(super) struct Http {
+    client: reqwest::Client,
+    pub provider: &'static str,
+    pub base: String,
+    deadline: Instant,
+    request_timeout: Duration,
+    /// Largest answer body read; past it the answer is refused (a metadata document is small).
+    body_limit: usize,
+    retry_status: fn(StatusCode) -> bool,
+}
+
+/// 5xx and 429 (too many requests) pass; every other answer is final.
+pub(super) fn retry_5xx(status: StatusCode) -> bool {
+    status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS
+}
+
+impl Http {
+    pub fn new(
+        client: reqwest::Client,
+        provider: &'static str,
+        base: String,
+        deadline: Instant,
+        request_timeout: Duration,
+        body_limit: usize,
+        retry_status: fn(StatusCode) -> bool,
+    ) -> Http {
+        Http {
+            client,
+            provider,
+            base,
+            deadline,
+            request_timeout,
+            body_limit,
+            retry_status,
+        }
+    }
+
+    pub fn error(&self, step: &str, reason: impl Into<String>) -> MetadataError {
+        MetadataError {
+            provider: self.provider.to_string(),
+            endpoint: self.base.clone(),
+            step: step.to_string(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Sends `request` until it gets a final answer or the deadline passes.
+    pub async fn send(&self, step: &str, request: &Request) -> Result<Answer, MetadataError> {
+        let url = format!("{}{}", self.base, request.path);
+        let started = Instant::now();
+        let mut backoff = BACKOFF_FIRST;
+        let mut attempts = 0u32;
+        let mut last_reason = None;
+        loop {
+            let remaining = self.deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                let reason =
+                    last_reason.unwrap_or_else(|| "the deadline passed before the first attempt".into());
+                return Err(self.error(
+                    step,
+                    format!(
+                        "gave up after {} and {attempts} attempt{} (deadline): {reason}",
+                        millis(started.elapsed()),
+                        if attempts == 1 { "" } else { "s" }
+                    ),
+                ));
+            }
+            attempts += 1;
+            let timeout = remaining.min(self.request_timeout);
+            let reason = match tokio::time::timeout(timeout, self.attempt(&url, request)).await {
+                Ok(Ok(answer)) if !(self.retry_status)(answer.status) => return Ok(answer),
+                Ok(Ok(answer)) => format!("answered {}", status_text(answer.status)),
+                Ok(Err(reason)) => reason,
+                Err(_) => format!("no answer within {}", millis(timeout)),
+            };
+            let pause = backoff.min(self.deadline.saturating_duration_since(Instant::now()));
+            if !pause.is_zero() {
+                tracing::info!(
+                    provider = self.provider,
+                    step,
+                    attempt = attempts,
+                    "metadata request failed ({reason}); retrying in {}",
+                    millis(pause)
+                );
+                tokio::time::sleep(pause).await;
+            }
+            last_reason = Some(reason);
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+
+    /// One attempt. The error is a reason fit for a message: no URL query, no body.
+    async fn attempt(&self, url: &str, request: &Request) -> Result<Answer, String> {
+        let mut response = self
+            .client
+            .request(request.method.clone(), url)
+            .headers(request.headers.clone())
+            .send()
+            .await
+            .map_err(|e| describe(&e))?;
+        let status = response.status();
+        let headers = std::mem::take(response.headers_mut());
+        if let Some(len) = response.content_length()
+            && len > self.body_limit as u64
+        {
+            return Err(format!(
+                "answer of {len} bytes is over the {} byte limit",
+                self.body_limit
+            ));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| describe(&e))? {
+            if body.len() + chunk.len() > self.body_limit {
+                return Err(format!("answer is over the {} byte limit", self.body_limit));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(Answer {
+            status,
+            headers,
+            body: Bytes::from(body),
+        })
+    }
+
+    /// GET where 200 is the answer and 404 means "the instance has none".
+    pub async fn get_optional(&self, step: &str, request: &Request) -> Result<Option<Bytes>, MetadataError> {
+        let answer = self.send(step, request).await?;
+        match answer.status {
+            StatusCode::OK => Ok(Some(answer.body)),
+            StatusCode::NOT_FOUND => Ok(None),
+            status => Err(self.error(step, format!("answered {}", status_text(status)))),
+        }
+    }
+
+    /// GET where only 200 will do.
+    pub async fn get_required(&self, step: &str, request: &Request) -> Result<Bytes, MetadataError> {
+        self.get_optional(step, request)
+            .await?
+            .ok_or_else(|| self.error(step, "answered 404 Not Found"))
+    }
+}
+
+pub(super) fn status_text(status: StatusCode) -> String {
+    match status.canonical_reason() {
+        Some(reason) => format!("{} {reason}", status.as_u16()),
+        None => status.as_u16().to_string(),
+    }
+}
+
+/// A duration to the millisecond, as people read it (`1s 500ms`).
+fn millis(d: Duration) -> humantime::FormattedDuration {
+    humantime::format_duration(Duration::from_millis(d.as_millis() as u64))
+}
+
+fn describe(e: &reqwest::Error) -> String {
+    if e.is_connect() {
+        format!("cannot connect: {}", root_cause(e))
+    } else if e.is_timeout() {
+        "timed out".to_string()
+    } else {
+        root_cause(e)
+    }
+}
+
+/// The innermost cause (e.g. "Connection refused (os error 111)"), without reqwest's URL prefix.
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
+}
+
+/// Reads a JSON document, refusing anything else. serde_json's syntax errors carry a position,
+/// never the text, so the reason is safe to show.
+pub(super) fn parse_json(http: &Http, step: &str, body: &[u8]) -> Result<serde_json::Value, MetadataError> {
+    serde_json::from_slice(body).map_err(|e| http.error(step, format!("not the expected JSON: {e}")))
+}
+
+/// The string at a JSON pointer; numbers are written out (ids are numbers on some clouds).
+/// Empty strings are None.
+pub(super) fn json_string(doc: &serde_json::Value, pointer: &str) -> Option<String> {
+    match doc.pointer(pointer)? {
+        serde_json::Value::String(s) if !s.is_empty() => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// A UTF-8 text answer, trimmed. Names the step on failure, never the content.
+pub(super) fn text(http: &Http, step: &str, body: &[u8]) -> Result<String, MetadataError> {
+    std::str::from_utf8(body)
+        .map(|s| s.trim().to_string())
+        .map_err(|_| http.error(step, "answer is not UTF-8 text"))
+}

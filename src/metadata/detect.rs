@@ -1,0 +1,93 @@
+//! `provider = "auto"`: tell the cloud from firmware facts before touching the network.
+//!
+//! Each cloud stamps its DMI tables (`/sys/class/dmi/id`); older Xen-based EC2 instances are
+//! told by `/sys/hypervisor/uuid` instead. Reading files costs microseconds, where probing
+//! endpoints one after the other would cost a timeout per wrong guess.
+
+use crate::config::ProviderKind;
+use std::path::Path;
+
+/// Azure's chassis asset tag, the same on every Azure VM.
+const AZURE_ASSET_TAG: &str = "7783-7084-3265-9085-8269-3286-77";
+
+/// The cloud DMI names, or why none could be told (the DMI values read, which are not secret).
+pub fn detect(dmi_dir: &Path, hypervisor_uuid: &Path) -> Result<ProviderKind, String> {
+    let read = |path: &Path| {
+        std::fs::read_to_string(path)
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default()
+    };
+    let dmi = |name: &str| read(&dmi_dir.join(name));
+    let (vendor, product, uuid, asset_tag) = (
+        dmi("sys_vendor"),
+        dmi("product_name"),
+        dmi("product_uuid"),
+        dmi("chassis_asset_tag"),
+    );
+    let starts_ec2 = |s: &str| s.get(..3).is_some_and(|p| p.eq_ignore_ascii_case("ec2"));
+    if vendor == "Amazon EC2" || starts_ec2(&uuid) || starts_ec2(&read(hypervisor_uuid)) {
+        return Ok(ProviderKind::Ec2);
+    }
+    if product == "Google Compute Engine" || vendor == "Google" {
+        return Ok(ProviderKind::Gce);
+    }
+    if asset_tag == AZURE_ASSET_TAG {
+        return Ok(ProviderKind::Azure);
+    }
+    if vendor == "DigitalOcean" {
+        return Ok(ProviderKind::Digitalocean);
+    }
+    if product == "OpenStack Nova" || product == "OpenStack Compute" || asset_tag == "OpenStack Nova" {
+        return Ok(ProviderKind::Openstack);
+    }
+    if !dmi_dir.is_dir() {
+        return Err(format!(
+            "{} does not exist, so the cloud cannot be told: set [metadata] provider",
+            dmi_dir.display()
+        ));
+    }
+    Err(format!(
+        "no known cloud in DMI (sys_vendor {vendor:?}, product_name {product:?}): set [metadata] provider"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dmi(files: &[(&str, &str)]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, value) in files {
+            std::fs::write(dir.path().join(name), format!("{value}\n")).unwrap();
+        }
+        dir
+    }
+
+    #[test]
+    fn tells_each_cloud() {
+        let none = Path::new("/nonexistent/hypervisor/uuid");
+        let cases: &[(&[(&str, &str)], ProviderKind)] = &[
+            (
+                &[("product_uuid", "EC2E1916-9099-7CAF-FD21-012345ABCDEF")],
+                ProviderKind::Ec2,
+            ),
+            (&[("sys_vendor", "Amazon EC2")], ProviderKind::Ec2),
+            (&[("product_name", "Google Compute Engine")], ProviderKind::Gce),
+            (&[("chassis_asset_tag", AZURE_ASSET_TAG)], ProviderKind::Azure),
+            (&[("sys_vendor", "DigitalOcean")], ProviderKind::Digitalocean),
+            (&[("product_name", "OpenStack Compute")], ProviderKind::Openstack),
+        ];
+        for (files, want) in cases {
+            let dir = dmi(files);
+            assert_eq!(detect(dir.path(), none), Ok(*want), "{files:?}");
+        }
+        let dir = dmi(&[("sys_vendor", "QEMU"), ("product_name", "Standard PC")]);
+        let err = detect(dir.path(), none).unwrap_err();
+        assert!(err.contains("sys_vendor \"QEMU\""), "{err}");
+        let xen = dmi(&[("uuid", "ec2a1b2c-0000-0000-0000-000000000000")]);
+        assert_eq!(
+            detect(dir.path(), &xen.path().join("uuid")),
+            Ok(ProviderKind::Ec2)
+        );
+    }
+}

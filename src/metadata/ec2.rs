@@ -1,0 +1,233 @@
+//! Amazon EC2 instance metadata (IMDS), version 2 by default.
+//!
+//! A session token comes from `PUT /latest/api/token` (TTL header) and goes on every GET as
+//! `X-aws-ec2-metadata-token`. A 401 means the token expired: get a new one and ask again. A 403
+//! on the token request means the endpoint is disabled for this instance. Token-less IMDSv1 is
+//! used only when `imdsv1 = true` and the endpoint has no token API (404/405 on the PUT).
+//! The token is a credential: it is never logged or put in an error.
+
+use super::client::{Http, Request, json_string, parse_json, status_text, text};
+use super::{InstanceFacts, MetadataProvider, Result};
+use futures_util::future::try_join_all;
+use reqwest::StatusCode;
+use reqwest::header::HeaderValue;
+use std::collections::BTreeMap;
+use tokio::sync::Mutex;
+
+/// Seconds a token lives. A boot needs it for a few seconds; a short life limits what a leaked
+/// token is worth.
+const TOKEN_TTL_SECONDS: &str = "300";
+
+/// How many fresh tokens one GET may ask for before the 401s count as a refusal.
+const TOKEN_RENEWALS: u32 = 3;
+
+pub(super) struct Ec2 {
+    http: Http,
+    imdsv1: bool,
+    session: Mutex<Session>,
+}
+
+#[derive(Clone)]
+enum Session {
+    /// No token yet (or the last one expired).
+    None,
+    /// A token, and which one it is (to renew it once when several GETs see it expire).
+    Token(HeaderValue, u64),
+    /// The endpoint has no token API and `imdsv1 = true`.
+    V1,
+}
+
+impl Ec2 {
+    pub fn new(http: Http, imdsv1: bool) -> Ec2 {
+        Ec2 {
+            http,
+            imdsv1,
+            session: Mutex::new(Session::None),
+        }
+    }
+
+    /// The current session, asking for a token if there is none. Holding the lock while asking
+    /// makes concurrent GETs share one token request.
+    async fn session(&self) -> Result<Session> {
+        let mut session = self.session.lock().await;
+        if let Session::None = *session {
+            *session = self.request_token().await?;
+        }
+        Ok(session.clone())
+    }
+
+    async fn request_token(&self) -> Result<Session> {
+        let step = "session token";
+        let put = Request::put("/latest/api/token").header(
+            "x-aws-ec2-metadata-token-ttl-seconds",
+            HeaderValue::from_static(TOKEN_TTL_SECONDS),
+        );
+        let answer = self.http.send(step, &put).await?;
+        match answer.status {
+            StatusCode::OK => {
+                let token = HeaderValue::from_bytes(answer.body.trim_ascii())
+                    .ok()
+                    .filter(|t| !t.is_empty())
+                    .ok_or_else(|| self.http.error(step, "the answer is not a usable token"))?;
+                static GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+                let generation = GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Ok(Session::Token(token, generation))
+            }
+            StatusCode::FORBIDDEN => Err(self.http.error(
+                step,
+                "IMDS token request refused (403): metadata endpoint disabled",
+            )),
+            StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED if self.imdsv1 => {
+                tracing::warn!("ec2: the metadata endpoint has no IMDSv2 token API; using IMDSv1 (imdsv1 = true)");
+                Ok(Session::V1)
+            }
+            StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED => Err(self.http.error(
+                step,
+                format!(
+                    "IMDS token request refused ({}): the endpoint has no IMDSv2; set imdsv1 = true to allow token-less requests",
+                    answer.status.as_u16()
+                ),
+            )),
+            status => Err(self.http.error(
+                step,
+                format!("IMDS token request refused ({})", status_text(status)),
+            )),
+        }
+    }
+
+    /// Forgets `generation` if it is still the current token, so the next GET asks for a new one.
+    async fn expire(&self, generation: u64) {
+        let mut session = self.session.lock().await;
+        if matches!(*session, Session::Token(_, g) if g == generation) {
+            *session = Session::None;
+        }
+    }
+
+    /// GET under the session; 404 is None, 401 renews the token.
+    async fn get(&self, step: &str, path: &str) -> Result<Option<bytes::Bytes>> {
+        for _ in 0..=TOKEN_RENEWALS {
+            let session = self.session().await?;
+            let mut request = Request::get(path);
+            if let Session::Token(token, _) = &session {
+                request = request.header("x-aws-ec2-metadata-token", token.clone());
+            }
+            let answer = self.http.send(step, &request).await?;
+            match (answer.status, &session) {
+                (StatusCode::OK, _) => return Ok(Some(answer.body)),
+                (StatusCode::NOT_FOUND, _) => return Ok(None),
+                (StatusCode::UNAUTHORIZED, Session::Token(_, generation)) => {
+                    tracing::info!(step, "ec2: IMDS token expired (401); asking for a new one");
+                    self.expire(*generation).await;
+                }
+                (StatusCode::UNAUTHORIZED, _) => {
+                    return Err(self.http.error(
+                        step,
+                        "IMDSv1 request refused (401): the endpoint requires IMDSv2 tokens",
+                    ));
+                }
+                (StatusCode::FORBIDDEN, _) => {
+                    return Err(self.http.error(step, "refused (403): metadata endpoint disabled"));
+                }
+                (status, _) => {
+                    return Err(self.http.error(step, format!("answered {}", status_text(status))));
+                }
+            }
+        }
+        Err(self.http.error(
+            step,
+            format!("refused (401) even with {TOKEN_RENEWALS} fresh tokens"),
+        ))
+    }
+}
+
+#[async_trait::async_trait]
+impl MetadataProvider for Ec2 {
+    fn name(&self) -> &'static str {
+        "ec2"
+    }
+
+    fn endpoint(&self) -> String {
+        self.http.base.clone()
+    }
+
+    async fn facts(&self) -> Result<InstanceFacts> {
+        let step = "instance identity document";
+        let (document, hostname) = tokio::try_join!(
+            self.get(step, "/latest/dynamic/instance-identity/document"),
+            self.get("local-hostname", "/latest/meta-data/local-hostname"),
+        )?;
+        let document = document.ok_or_else(|| self.http.error(step, "answered 404 Not Found"))?;
+        let doc = parse_json(&self.http, step, &document)?;
+        let hostname = match hostname {
+            Some(body) => Some(text(&self.http, "local-hostname", &body)?).filter(|h| !h.is_empty()),
+            None => None,
+        };
+        Ok(InstanceFacts {
+            provider: "ec2".into(),
+            instance_id: json_string(&doc, "/instanceId"),
+            region: json_string(&doc, "/region"),
+            zone: json_string(&doc, "/availabilityZone"),
+            local_ipv4: json_string(&doc, "/privateIp"),
+            hostname,
+        })
+    }
+
+    async fn user_data(&self) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .get("user-data", "/latest/user-data")
+            .await?
+            .map(|b| b.to_vec()))
+    }
+
+    /// Instance tags, when "allow tags in instance metadata" is on (else the listing is 404).
+    async fn tags(&self, prefix: &str) -> Result<BTreeMap<String, String>> {
+        let step = "instance tags";
+        let Some(listing) = self.get(step, "/latest/meta-data/tags/instance").await? else {
+            return Ok(BTreeMap::new());
+        };
+        let listing = text(&self.http, step, &listing)?;
+        let keys: Vec<&str> = listing
+            .lines()
+            .map(str::trim)
+            .filter(|k| k.starts_with(prefix))
+            .collect();
+        let values = try_join_all(keys.iter().map(|key| async move {
+            let path = format!("/latest/meta-data/tags/instance/{}", encode_segment(key));
+            let step = format!("instance tag {key}");
+            match self.get(&step, &path).await? {
+                Some(body) => std::str::from_utf8(&body)
+                    .map(|v| Some(v.to_string()))
+                    .map_err(|_| self.http.error(&step, "value is not UTF-8")),
+                None => Ok(None),
+            }
+        }))
+        .await?;
+        Ok(keys
+            .into_iter()
+            .zip(values)
+            .filter_map(|(k, v)| Some((k.to_string(), v?)))
+            .collect())
+    }
+}
+
+/// Percent-encodes one path segment (tag keys may hold spaces and `+ - = . _ : @`).
+fn encode_segment(segment: &str) -> String {
+    let mut out = String::with_capacity(segment.len());
+    for b in segment.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn encodes_tag_keys() {
+        assert_eq!(super::encode_segment("env.APP_ENV"), "env.APP_ENV");
+        assert_eq!(super::encode_segment("a b/c"), "a%20b%2Fc");
+    }
+}

@@ -1,0 +1,123 @@
+//! Google Compute Engine metadata server.
+//!
+//! Every request carries `Metadata-Flavor: Google` and every answer must carry it back (a server
+//! that does not is not the metadata server). One recursive request gives the whole instance:
+//! id, zone, hostname, interfaces and the custom attributes, `user-data` among them. Tags are
+//! custom attributes; instance attributes override project ones, as on GCE itself.
+
+use super::client::{Http, Request, json_string, parse_json};
+use super::{InstanceFacts, MetadataProvider, Result};
+use reqwest::header::HeaderValue;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use tokio::sync::OnceCell;
+
+pub(super) struct Gce {
+    http: Http,
+    instance: OnceCell<Value>,
+}
+
+impl Gce {
+    pub fn new(http: Http) -> Gce {
+        Gce {
+            http,
+            instance: OnceCell::new(),
+        }
+    }
+
+    async fn get_json(&self, step: &str, path: &str) -> Result<Option<Value>> {
+        let request = Request::get(path).header("metadata-flavor", HeaderValue::from_static("Google"));
+        let answer = self.http.send(step, &request).await?;
+        if answer.headers.get("metadata-flavor").map(HeaderValue::as_bytes) != Some(b"Google") {
+            return Err(self.http.error(
+                step,
+                format!(
+                    "answered {} without the header Metadata-Flavor: Google: not a GCE metadata server",
+                    answer.status.as_u16()
+                ),
+            ));
+        }
+        match answer.status.as_u16() {
+            200 => Ok(Some(parse_json(&self.http, step, &answer.body)?)),
+            404 => Ok(None),
+            _ => Err(self.http.error(
+                step,
+                format!("answered {}", super::client::status_text(answer.status)),
+            )),
+        }
+    }
+
+    /// The whole instance document, fetched once however many callers ask at the same time.
+    async fn instance(&self) -> Result<&Value> {
+        self.instance
+            .get_or_try_init(|| async {
+                let step = "instance metadata";
+                self.get_json(step, "/computeMetadata/v1/instance/?recursive=true&alt=json")
+                    .await?
+                    .ok_or_else(|| self.http.error(step, "answered 404 Not Found"))
+            })
+            .await
+    }
+}
+
+#[async_trait::async_trait]
+impl MetadataProvider for Gce {
+    fn name(&self) -> &'static str {
+        "gce"
+    }
+
+    fn endpoint(&self) -> String {
+        self.http.base.clone()
+    }
+
+    async fn facts(&self) -> Result<InstanceFacts> {
+        let doc = self.instance().await?;
+        // `projects/123456/zones/europe-west1-b`: the zone is the last part, its region the zone
+        // without its last `-x`.
+        let zone = json_string(doc, "/zone").and_then(|z| z.rsplit('/').next().map(str::to_string));
+        let region = zone
+            .as_deref()
+            .and_then(|z| z.rsplit_once('-'))
+            .map(|(region, _)| region.to_string());
+        Ok(InstanceFacts {
+            provider: "gce".into(),
+            instance_id: json_string(doc, "/id"),
+            region,
+            zone,
+            local_ipv4: json_string(doc, "/networkInterfaces/0/ip"),
+            hostname: json_string(doc, "/hostname"),
+        })
+    }
+
+    async fn user_data(&self) -> Result<Option<Vec<u8>>> {
+        let doc = self.instance().await?;
+        Ok(doc
+            .pointer("/attributes/user-data")
+            .and_then(Value::as_str)
+            .map(|s| s.as_bytes().to_vec()))
+    }
+
+    async fn tags(&self, prefix: &str) -> Result<BTreeMap<String, String>> {
+        let (instance, project) = tokio::try_join!(
+            self.instance(),
+            self.get_json(
+                "project attributes",
+                "/computeMetadata/v1/project/attributes/?recursive=true&alt=json"
+            ),
+        )?;
+        let mut tags = BTreeMap::new();
+        for attributes in [project.as_ref(), instance.get("attributes")]
+            .into_iter()
+            .flatten()
+        {
+            if let Some(map) = attributes.as_object() {
+                for (key, value) in map {
+                    if let (true, Some(value)) = (key.starts_with(prefix), value.as_str()) {
+                        tags.insert(key.clone(), value.to_string());
+                    }
+                }
+            }
+        }
+        Ok(tags)
+    }
+}

@@ -1,0 +1,115 @@
+//! Azure Instance Metadata Service.
+//!
+//! Requests need `Metadata: true` (else 400) and a supported `api-version` (else 400 with the
+//! newest versions); `X-Forwarded-For` is refused (403). `/metadata/instance` answers the JSON
+//! document; leaves below it (e.g. `compute/userData`, base64) need `format=text`.
+
+use super::{Answer, Req, State};
+use base64::Engine;
+use serde_json::{Value, json};
+
+const VERSIONS: &[&str] = &[
+    "2017-04-02",
+    "2018-10-01",
+    "2019-06-01",
+    "2020-09-01",
+    "2021-01-01",
+    "2021-02-01",
+    "2021-05-01",
+    "2021-12-13",
+    "2023-07-01",
+];
+
+fn error(status: u16, message: &str) -> Answer {
+    super::json(status, &json!({ "error": message }))
+}
+
+fn version_error(message: &str) -> Answer {
+    super::json(
+        400,
+        &json!({ "error": message, "newest-versions": ["2023-07-01", "2021-12-13", "2021-05-01"] }),
+    )
+}
+
+pub(super) fn handle(state: &State, req: &Req) -> Answer {
+    if req.header("metadata") != Some("true") {
+        return error(400, "Bad request. Required metadata header not specified");
+    }
+    if req.headers.contains_key("x-forwarded-for") {
+        return error(403, "Forbidden. Request contains X-Forwarded-For header");
+    }
+    if req.method != hyper::Method::GET {
+        return error(405, "Method not allowed");
+    }
+    let Some(version) = req.query.get("api-version") else {
+        return version_error(
+            "Bad request. api-version was not specified in the request. For more information refer to aka.ms/azureimds",
+        );
+    };
+    if !VERSIONS.contains(&version.as_str()) {
+        return version_error(
+            "Bad request. api-version is invalid or was not specified in the request. For more information refer to aka.ms/azureimds",
+        );
+    }
+    let Some(rest) = req.path.strip_prefix("/metadata/instance") else {
+        return error(404, "Not found");
+    };
+    let document = document(state);
+    let pointer = rest.trim_end_matches('/');
+    let Some(node) = document.pointer(pointer) else {
+        return error(404, "Not found");
+    };
+    let text = req.query.get("format").is_some_and(|f| f == "text");
+    match node {
+        Value::Object(_) | Value::Array(_) if text => error(
+            400,
+            "Bad request. Query parameter format=text is not supported for non-leaf nodes",
+        ),
+        Value::Object(_) | Value::Array(_) => super::json(200, node),
+        _ if !text => error(
+            400,
+            "Bad request. Query parameter format=json is not supported for leaf nodes",
+        ),
+        Value::String(s) => super::answer(200, "text/plain; charset=utf-8", s.clone()),
+        other => super::answer(200, "text/plain; charset=utf-8", other.to_string()),
+    }
+}
+
+fn document(state: &State) -> Value {
+    let i = &state.options.instance;
+    let user_data = i
+        .user_data
+        .as_ref()
+        .map(|d| base64::engine::general_purpose::STANDARD.encode(d))
+        .unwrap_or_default();
+    let tags: Vec<Value> = i
+        .tags
+        .iter()
+        .map(|(k, v)| json!({ "name": k, "value": v }))
+        .collect();
+    let tags_string: Vec<String> = i.tags.iter().map(|(k, v)| format!("{k}:{v}")).collect();
+    json!({
+        "compute": {
+            "azEnvironment": "AzurePublicCloud",
+            "location": i.region,
+            "name": i.hostname,
+            "osProfile": { "adminUsername": "azureuser", "computerName": i.hostname },
+            "osType": "Linux",
+            "tags": tags_string.join(";"),
+            "tagsList": tags,
+            "userData": user_data,
+            "vmId": i.id,
+            "vmSize": "Standard_B2s",
+            "zone": i.zone,
+        },
+        "network": {
+            "interface": [{
+                "ipv4": {
+                    "ipAddress": [{ "privateIpAddress": i.local_ipv4, "publicIpAddress": "" }],
+                    "subnet": [{ "address": "10.0.0.0", "prefix": "24" }],
+                },
+                "macAddress": "000D3AF806EC",
+            }],
+        },
+    })
+}

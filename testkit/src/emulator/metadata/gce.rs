@@ -1,0 +1,178 @@
+//! Google Compute Engine metadata server.
+//!
+//! Every request must carry `Metadata-Flavor: Google` (else 403) and must not carry
+//! `X-Forwarded-For` (403); every answer carries `Metadata-Flavor: Google`. Directories end in
+//! `/` (without it: 301 to it) and list their entries, or answer JSON with `?recursive=true`;
+//! leaves answer text, or a JSON value with `?alt=json`. Instance attributes hold custom
+//! metadata, `user-data` among them.
+
+use super::{Answer, Req, State, listing};
+use serde_json::{Value, json};
+
+const PREFIX: &str = "/computeMetadata/v1";
+
+pub(super) fn handle(state: &State, req: &Req) -> Answer {
+    let mut answer = route(state, req);
+    answer
+        .headers_mut()
+        .insert("metadata-flavor", "Google".parse().unwrap());
+    answer
+}
+
+fn route(state: &State, req: &Req) -> Answer {
+    if req.header("metadata-flavor") != Some("Google") {
+        return super::answer(
+            403,
+            "text/html; charset=UTF-8",
+            "Your client does not have permission to get URL from this server. Missing Metadata-Flavor:Google header.",
+        );
+    }
+    if req.headers.contains_key("x-forwarded-for") {
+        return super::answer(
+            403,
+            "text/html; charset=UTF-8",
+            "Forbidden: X-Forwarded-For is not allowed.",
+        );
+    }
+    if req.method != hyper::Method::GET {
+        return super::text(405, "Method Not Allowed");
+    }
+    let Some(rest) = req.path.strip_prefix(PREFIX) else {
+        return not_found();
+    };
+    let tree = tree(state);
+    let segments: Vec<&str> = rest
+        .trim_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
+    let mut node = &tree;
+    for segment in &segments {
+        node = match node {
+            Value::Object(map) => match map.get(*segment) {
+                Some(next) => next,
+                None => return not_found(),
+            },
+            Value::Array(items) => match segment.parse::<usize>().ok().and_then(|n| items.get(n)) {
+                Some(next) => next,
+                None => return not_found(),
+            },
+            _ => return not_found(),
+        };
+    }
+    let is_dir = matches!(node, Value::Object(_) | Value::Array(_));
+    let recursive = req.query.get("recursive").is_some_and(|v| v == "true");
+    let alt_json = req.query.get("alt").is_some_and(|v| v == "json");
+    if is_dir && !req.path.ends_with('/') {
+        let mut answer = super::text(301, "");
+        answer
+            .headers_mut()
+            .insert("location", format!("{}/", req.path).parse().unwrap());
+        return answer;
+    }
+    match node {
+        _ if is_dir && recursive => super::json(200, &to_wire(node)),
+        Value::Object(map) => super::answer(
+            200,
+            "application/text",
+            listing(map.iter().map(|(k, v)| match v {
+                Value::Object(_) | Value::Array(_) => format!("{k}/"),
+                _ => k.clone(),
+            })),
+        ),
+        Value::Array(items) => super::answer(
+            200,
+            "application/text",
+            listing((0..items.len()).map(|n| format!("{n}/"))),
+        ),
+        leaf if alt_json => super::json(200, leaf),
+        Value::String(s) => super::answer(200, "application/text", s.clone()),
+        other => super::answer(200, "application/text", other.to_string()),
+    }
+}
+
+fn not_found() -> Answer {
+    super::answer(404, "text/html; charset=UTF-8", "Not Found")
+}
+
+/// The metadata tree in its path shape (`network-interfaces`, kebab-case).
+fn tree(state: &State) -> Value {
+    let i = &state.options.instance;
+    let mut attributes = serde_json::Map::new();
+    for (k, v) in &i.tags {
+        attributes.insert(k.clone(), Value::String(v.clone()));
+    }
+    if let Some(data) = &i.user_data {
+        attributes.insert(
+            "user-data".into(),
+            Value::String(String::from_utf8_lossy(data).into_owned()),
+        );
+    }
+    let project: serde_json::Map<String, Value> = i
+        .project_attributes
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+        .collect();
+    let id: Value =
+        i.id.parse::<u64>()
+            .map(Value::from)
+            .unwrap_or_else(|_| Value::from(i.id.clone()));
+    json!({
+        "instance": {
+            "attributes": attributes,
+            "hostname": i.hostname,
+            "id": id,
+            "machine-type": "projects/123456789012/machineTypes/e2-small",
+            "name": i.hostname.split('.').next().unwrap_or(""),
+            "network-interfaces": [{
+                "ip": i.local_ipv4,
+                "network": "projects/123456789012/networks/default",
+            }],
+            "tags": [],
+            "zone": format!("projects/123456789012/zones/{}", i.zone),
+        },
+        "project": {
+            "attributes": project,
+            "numeric-project-id": 123456789012u64,
+            "project-id": "kiln-test",
+        },
+    })
+}
+
+/// Recursive answers use camelCase keys (`networkInterfaces`), except inside attributes,
+/// whose keys are the user's.
+fn to_wire(node: &Value) -> Value {
+    fn convert(v: &Value, user_keys: bool) -> Value {
+        match v {
+            Value::Object(map) => Value::Object(
+                map.iter()
+                    .map(|(k, v)| {
+                        let key = if user_keys { k.clone() } else { camel(k) };
+                        (key, convert(v, k == "attributes"))
+                    })
+                    .collect(),
+            ),
+            Value::Array(items) => Value::Array(items.iter().map(|v| convert(v, false)).collect()),
+            other => other.clone(),
+        }
+    }
+    // A request for an attributes directory itself keeps the user's keys.
+    let is_attributes = node.as_object().is_some_and(|m| m.values().all(Value::is_string));
+    convert(node, is_attributes)
+}
+
+fn camel(key: &str) -> String {
+    let mut out = String::new();
+    let mut upper = false;
+    for c in key.chars() {
+        if c == '-' {
+            upper = true;
+        } else if upper {
+            out.extend(c.to_uppercase());
+            upper = false;
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}

@@ -1,0 +1,466 @@
+//! Every bad input, through the whole `kiln env` process: the exact error, exit 1, no value in
+//! the output, and nothing written. Plus the good formats and the layering, end to end.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A secret that must never show up in any output.
+const SECRET: &str = "hunter2-s3cr3t";
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+    /// `--write-to` directory: empty after any failure.
+    written: Vec<String>,
+}
+
+struct Instance {
+    dir: tempfile::TempDir,
+}
+
+impl Instance {
+    fn new(user_data: &[u8]) -> Instance {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("seed")).unwrap();
+        std::fs::write(
+            dir.path().join("seed/meta-data"),
+            "instance-id: iid-test\nlocal-hostname: web-1\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("seed/user-data"), user_data).unwrap();
+        Instance { dir }
+    }
+
+    fn seed(&self) -> PathBuf {
+        self.dir.path().join("seed")
+    }
+
+    /// Runs `kiln env` with `[metadata]` pointing at the seed plus `metadata_extra`, then `rest`.
+    fn kiln_env(&self, metadata_extra: &str, rest: &str) -> Run {
+        let config = self.dir.path().join("kiln.toml");
+        let out = self.dir.path().join("out");
+        std::fs::write(
+            &config,
+            format!("[metadata]\nseed = {:?}\n{metadata_extra}\n{rest}\n", self.seed()),
+        )
+        .unwrap();
+        let output = Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .arg("env")
+            .arg("--config")
+            .arg(&config)
+            .arg("--write-to")
+            .arg(&out)
+            .output()
+            .unwrap();
+        Run {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            written: list(&out),
+        }
+    }
+
+    /// The error line a failed boot gives for this instance: `environment (nocloud at SEED), ...`.
+    fn expect_error(&self, run: &Run, step_and_reason: &str) {
+        let want = format!(
+            "kiln env: environment (nocloud at {}), {step_and_reason}\n",
+            self.seed().display()
+        );
+        assert_eq!(run.stderr, want, "stdout: {}", run.stdout);
+        assert_eq!(run.code, 1);
+        assert!(run.written.is_empty(), "wrote {:?}", run.written);
+        assert!(!run.stdout.contains(SECRET) && !run.stderr.contains(SECRET));
+    }
+}
+
+fn list(dir: &Path) -> Vec<String> {
+    match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+fn bad(user_data: impl AsRef<[u8]>, metadata_extra: &str, rest: &str, step_and_reason: &str) {
+    let instance = Instance::new(user_data.as_ref());
+    let run = instance.kiln_env(metadata_extra, rest);
+    instance.expect_error(&run, step_and_reason);
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    gz.write_all(data).unwrap();
+    gz.finish().unwrap()
+}
+
+#[test]
+fn dotenv_missing_value() {
+    bad(
+        format!("APP_ENV=prod\nDATABASE_URL={SECRET}\nAPP_SECRET=\n"),
+        "",
+        "",
+        "user-data line 3: APP_SECRET= is missing a value (write APP_SECRET=\"\" for an empty one)",
+    );
+}
+
+#[test]
+fn dotenv_line_without_assignment() {
+    bad(
+        format!("APP_ENV=prod\n{SECRET}\n"),
+        "",
+        "",
+        "user-data line 2: expected NAME=value",
+    );
+}
+
+#[test]
+fn dotenv_unterminated_quote() {
+    bad(
+        format!("A=1\nAPP_SECRET=\"{SECRET}\nB=2\n"),
+        "",
+        "",
+        "user-data line 2: APP_SECRET: unterminated double quote",
+    );
+}
+
+#[test]
+fn malformed_toml() {
+    bad(
+        format!("[env]\nAPP_SECRET = \"{SECRET}\nB = \"x\"\n"),
+        "",
+        "",
+        "user-data line 2: not valid TOML: invalid basic string, expected `\"`",
+    );
+    bad(
+        format!("[env]\nAPP_SECRET = {SECRET}\n"),
+        "",
+        "",
+        "user-data line 2: not valid TOML: string values must be quoted, expected literal string",
+    );
+    bad(
+        "[env]\nPORT = 8080\n",
+        "",
+        "",
+        "user-data (toml): PORT must be a string (found integer)",
+    );
+    bad(
+        format!("APP_SECRET = \"{SECRET}\"\n[env]\nA = \"1\"\n"),
+        "",
+        "",
+        "user-data (toml): unknown top-level key \"APP_SECRET\": put the variables in an [env] table",
+    );
+}
+
+#[test]
+fn malformed_json() {
+    bad(
+        format!("{{\"APP_SECRET\": \"{SECRET}\",}}"),
+        "",
+        "",
+        "user-data line 1: not valid JSON: trailing comma",
+    );
+    bad(
+        format!("[\"{SECRET}\"]"),
+        "",
+        "",
+        "user-data (json): must be an object of strings: {\"NAME\": \"value\"}",
+    );
+    bad(
+        "{\"PORT\": 8080}",
+        "",
+        "",
+        "user-data (json): PORT must be a string (found a number)",
+    );
+    // An explicit format is not second-guessed.
+    bad(
+        format!("APP_SECRET={SECRET}\n"),
+        "user_data = \"json\"",
+        "",
+        "user-data line 1: not valid JSON: expected value",
+    );
+}
+
+#[test]
+fn oversized() {
+    let big = format!("APP_SECRET={SECRET}\nPAD={}\n", "x".repeat(70 * 1024));
+    bad(
+        &big,
+        "",
+        "",
+        "user-data: is larger than user_data_limit (65536 bytes)",
+    );
+    // The limit is configurable.
+    bad(
+        "A=123456789\n",
+        "user_data_limit = 8",
+        "",
+        "user-data: is larger than user_data_limit (8 bytes)",
+    );
+}
+
+#[test]
+fn gzip_bomb() {
+    // 20 MiB that compress to about 20 KiB: under the raw limit, so decompression itself must
+    // stop at the cap.
+    let bomb = gzip(&vec![b'A'; 20 * 1024 * 1024]);
+    assert!(bomb.len() < 65536, "the bomb is {} bytes compressed", bomb.len());
+    bad(
+        &bomb,
+        "",
+        "",
+        "user-data: is larger than user_data_limit (65536 bytes) once decompressed",
+    );
+}
+
+#[test]
+fn corrupt_gzip() {
+    let mut gz = gzip(format!("APP_SECRET={SECRET}\n").as_bytes());
+    gz.truncate(gz.len() / 2);
+    bad(
+        &gz,
+        "",
+        "",
+        "user-data: is gzip-compressed but does not decompress (corrupt or truncated)",
+    );
+}
+
+#[test]
+fn non_utf8() {
+    let mut data = format!("A=1\nAPP_SECRET={SECRET}").into_bytes();
+    data.extend_from_slice(&[0xff, 0xfe, b'\n']);
+    bad(&data, "", "", "user-data line 2: is not UTF-8 text");
+}
+
+#[test]
+fn nul_byte() {
+    bad(
+        format!("A=1\nAPP_SECRET={SECRET}\0x\n"),
+        "",
+        "",
+        "user-data line 2: has a NUL byte",
+    );
+}
+
+#[test]
+fn bad_names() {
+    bad(
+        format!("1APP_SECRET={SECRET}\n"),
+        "",
+        "",
+        "user-data line 1: \"1APP_SECRET\" is not a valid variable name (letters, digits and '_', not starting with a digit)",
+    );
+    bad(
+        format!("{{\"APP-SECRET\": \"{SECRET}\"}}"),
+        "",
+        "",
+        "user-data: \"APP-SECRET\" is not a valid variable name (letters, digits and '_', not starting with a digit)",
+    );
+}
+
+#[test]
+fn ld_preload_is_denied() {
+    bad(
+        format!("APP_SECRET={SECRET}\nLD_PRELOAD=/tmp/evil.so\n"),
+        "",
+        "",
+        "user-data line 2: LD_PRELOAD is denied (built-in deny LD_*: dynamic loader: LD_PRELOAD, LD_AUDIT, LD_LIBRARY_PATH load code into every process)",
+    );
+}
+
+#[test]
+fn configured_deny_list() {
+    bad(
+        format!("APP_SECRET={SECRET}\nPATH=/tmp/evil\n"),
+        "",
+        "[env]\ndeny = [\"PATH\", \"AWS_*\"]",
+        "user-data line 2: PATH is denied ([env] deny = \"PATH\")",
+    );
+}
+
+#[test]
+fn kiln_prefix_is_reserved() {
+    bad(
+        format!("APP_SECRET={SECRET}\nKILN_REGION=us-east-1\n"),
+        "",
+        "",
+        "user-data line 2: KILN_REGION: the KILN_ prefix is reserved for instance facts",
+    );
+}
+
+#[test]
+fn missing_required() {
+    bad(
+        format!("APP_SECRET={SECRET}\n"),
+        "",
+        "[env]\nrequired = [\"APP_SECRET\", \"DATABASE_URL\"]",
+        "[env] required: DATABASE_URL not set by user-data or tags",
+    );
+    bad(
+        "APP_SECRET=\"\"\n",
+        "",
+        "[env]\nrequired = [\"APP_SECRET\"]",
+        "[env] required: APP_SECRET is empty (set by user-data)",
+    );
+}
+
+#[test]
+fn required_is_not_satisfied_by_kiln_s_own_environment() {
+    let instance = Instance::new(b"A=1\n");
+    let config = instance.dir.path().join("kiln.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[metadata]\nseed = {:?}\n[env]\nrequired = [\"DATABASE_URL\"]\n",
+            instance.seed()
+        ),
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["env", "--config"])
+        .arg(&config)
+        .env("DATABASE_URL", SECRET)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&output.stderr)
+            .ends_with("[env] required: DATABASE_URL not set by user-data or tags\n")
+    );
+}
+
+#[test]
+fn cloud_config_is_refused_with_a_reason() {
+    bad(
+        format!("#cloud-config\npackages:\n  - nginx\nwrite_files:\n  - content: {SECRET}\n"),
+        "",
+        "",
+        "user-data: is a #cloud-config document: kiln takes environment variables (dotenv, TOML [env] or JSON), not cloud-config",
+    );
+    bad(
+        "#!/bin/sh\necho hi\n",
+        "",
+        "",
+        "user-data: is a script (#!): kiln takes environment variables (dotenv, TOML [env] or JSON), not a script",
+    );
+}
+
+#[test]
+fn a_missing_seed_fails_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("kiln.toml");
+    std::fs::write(
+        &config,
+        format!("[metadata]\nseed = {:?}\n", dir.path().join("nope")),
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["env", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr),
+        format!(
+            "kiln env: metadata (nocloud at {}), seed directory: does not exist (create it with meta-data and user-data files, or set [metadata] provider)\n",
+            dir.path().join("nope").display()
+        )
+    );
+}
+
+#[test]
+fn a_bad_config_is_exit_78_and_names_the_key() {
+    let instance = Instance::new(b"A=1\n");
+    let run = instance.kiln_env("endpoint = \"https://169.254.169.254\"", "");
+    assert_eq!(run.code, 78);
+    assert!(
+        run.stderr
+            .contains("[metadata] endpoint = \"https://169.254.169.254\": must start with http://"),
+        "{}",
+        run.stderr
+    );
+    let run = instance.kiln_env("", "[env]\ndefaults = { LD_AUDIT = \"x\" }");
+    assert_eq!(run.code, 78);
+    assert!(
+        run.stderr.contains("[env] defaults: LD_AUDIT is denied"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn every_format_and_the_layering() {
+    let cases: [(&str, &[u8]); 4] = [
+        (
+            "dotenv",
+            format!("export APP_SECRET='{SECRET}'\nAPP_ENV=staging # from user-data\n")
+                .leak()
+                .as_bytes(),
+        ),
+        (
+            "toml",
+            format!("[env]\nAPP_SECRET = \"{SECRET}\"\nAPP_ENV = \"staging\"\n")
+                .leak()
+                .as_bytes(),
+        ),
+        (
+            "json",
+            format!("{{\"APP_SECRET\": \"{SECRET}\", \"APP_ENV\": \"staging\"}}")
+                .leak()
+                .as_bytes(),
+        ),
+        (
+            "gzip",
+            gzip(format!("APP_SECRET={SECRET}\nAPP_ENV=staging\n").as_bytes()).leak(),
+        ),
+    ];
+    for (format, data) in cases {
+        let instance = Instance::new(data);
+        let run = instance.kiln_env(
+            "",
+            "[env]\nrequired = [\"APP_SECRET\"]\ndefaults = { APP_ENV = \"prod\", APP_DEBUG = \"0\" }",
+        );
+        assert_eq!(run.code, 0, "{format}: {}", run.stderr);
+        assert!(
+            !run.stdout.contains(SECRET) && !run.stderr.contains(SECRET),
+            "{format}"
+        );
+        let lines: Vec<&str> = run.stdout.lines().collect();
+        assert_eq!(
+            lines[0],
+            format!(
+                "nocloud at {} (instance iid-test, fetched in {}",
+                instance.seed().display(),
+                lines[0].split("fetched in ").nth(1).unwrap()
+            )
+        );
+        let sources: Vec<(&str, &str)> = lines[1..lines.len() - 1]
+            .iter()
+            .map(|l| {
+                let mut parts = l.split_whitespace();
+                (parts.next().unwrap(), parts.next().unwrap())
+            })
+            .collect();
+        assert_eq!(
+            sources,
+            vec![
+                ("APP_DEBUG", "default"),
+                ("APP_ENV", "user-data"),
+                ("APP_SECRET", "user-data"),
+                ("KILN_HOSTNAME", "instance"),
+                ("KILN_INSTANCE_ID", "instance"),
+                ("KILN_PROVIDER", "instance"),
+            ],
+            "{format}"
+        );
+        let mut written = run.written.clone();
+        written.sort();
+        assert_eq!(written, vec!["env", "instance.json"]);
+        let env = std::fs::read_to_string(instance.dir.path().join("out/env")).unwrap();
+        assert!(env.contains(&format!("\nAPP_SECRET=\"{SECRET}\"\n")), "{format}");
+        assert!(env.contains("\nAPP_ENV=\"staging\"\n"), "{format}");
+    }
+}

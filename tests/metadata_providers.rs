@@ -1,0 +1,263 @@
+//! Every provider through the library against its emulator over real HTTP (and nocloud from a
+//! seed directory): the facts, user-data and tags each one returns, and the protocol details
+//! each one must get right.
+
+use kiln::config::{Config, MetadataConfig};
+use kiln::metadata::{InstanceFacts, fetch};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::time::Duration;
+use testkit::emulator::metadata::{Cloud, MetadataEmulator, Options};
+
+fn config(emulator: &MetadataEmulator, extra: &str) -> MetadataConfig {
+    let text = emulator.config_section(&format!("deadline = \"20s\"\n{extra}"));
+    Config::parse(&text).expect("config").metadata
+}
+
+fn facts(
+    provider: &str,
+    id: &str,
+    region: Option<&str>,
+    zone: Option<&str>,
+    hostname: &str,
+) -> InstanceFacts {
+    InstanceFacts {
+        provider: provider.into(),
+        instance_id: Some(id.into()),
+        region: region.map(Into::into),
+        zone: zone.map(Into::into),
+        local_ipv4: Some("10.0.0.5".into()),
+        hostname: Some(hostname.into()),
+    }
+}
+
+fn tags(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[tokio::test]
+async fn gce_recursive_instance_and_attributes() {
+    let mut options = Options::new(Cloud::Gce)
+        .user_data("APP_SECRET=s3cr3t\n")
+        .tag("env.APP_ENV", "instance")
+        .tag("ssh-keys", "not an env var");
+    options.instance.project_attributes.extend(tags(&[
+        ("env.APP_ENV", "project"),
+        ("env.REGION_DB", "db.internal"),
+    ]));
+    let emulator = MetadataEmulator::start(options);
+    let metadata = fetch(&config(&emulator, "tags_prefix = \"env.\""))
+        .await
+        .expect("fetch");
+    assert_eq!(
+        metadata.facts,
+        facts(
+            "gce",
+            "4520031799277581759",
+            Some("europe-west1"),
+            Some("europe-west1-b"),
+            "web-1.c.kiln-test.internal"
+        )
+    );
+    assert_eq!(metadata.user_data.as_deref(), Some(&b"APP_SECRET=s3cr3t\n"[..]));
+    // Instance attributes override project attributes, as on GCE.
+    assert_eq!(
+        metadata.tags,
+        tags(&[("env.APP_ENV", "instance"), ("env.REGION_DB", "db.internal")])
+    );
+    let paths: Vec<String> = emulator.log().into_iter().map(|l| l.path).collect();
+    assert_eq!(
+        paths.len(),
+        2,
+        "one instance request, one project request: {paths:?}"
+    );
+}
+
+#[tokio::test]
+async fn gce_refuses_a_server_that_is_not_the_metadata_server() {
+    // An EC2 emulator does not answer with Metadata-Flavor: Google.
+    let ec2 = MetadataEmulator::start(Options::new(Cloud::Ec2));
+    let config = Config::parse(&format!(
+        "[metadata]\nprovider = \"gce\"\nendpoint = \"{}\"\n",
+        ec2.url()
+    ))
+    .unwrap()
+    .metadata;
+    let err = fetch(&config).await.unwrap_err();
+    assert_eq!(err.step, "instance metadata");
+    assert_eq!(
+        err.reason,
+        "answered 401 without the header Metadata-Flavor: Google: not a GCE metadata server"
+    );
+}
+
+#[tokio::test]
+async fn azure_document_base64_user_data_and_tags_list() {
+    // Binary user-data (gzip) survives base64.
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(b"APP_SECRET=s3cr3t\n").unwrap();
+    let gz = gz.finish().unwrap();
+    let options = Options::new(Cloud::Azure)
+        .user_data(gz.clone())
+        .tag("env.APP_ENV", "prod")
+        .tag("owner", "ops");
+    let emulator = MetadataEmulator::start(options);
+    let metadata = fetch(&config(&emulator, "tags_prefix = \"env.\""))
+        .await
+        .expect("fetch");
+    assert_eq!(
+        metadata.facts,
+        facts(
+            "azure",
+            "02aab8a4-74ef-476e-8182-f6d2ba4166a6",
+            Some("westeurope"),
+            Some("1"),
+            "web-1"
+        )
+    );
+    assert_eq!(metadata.user_data, Some(gz));
+    assert_eq!(metadata.tags, tags(&[("env.APP_ENV", "prod")]));
+    assert!(emulator.log().iter().all(|l| l.path.contains("api-version=")));
+}
+
+#[tokio::test]
+async fn azure_retries_404_410_and_429_as_documented() {
+    for status in [404u16, 410, 429] {
+        let mut options = Options::new(Cloud::Azure).user_data("A=1\n");
+        options.fail_first = 2;
+        options.fail_status = status;
+        let emulator = MetadataEmulator::start(options);
+        let metadata = fetch(&config(&emulator, "")).await.expect("fetch");
+        assert_eq!(metadata.user_data.as_deref(), Some(&b"A=1\n"[..]));
+        assert_eq!(emulator.count(status), 2);
+    }
+}
+
+#[tokio::test]
+async fn azure_without_user_data_has_none() {
+    let emulator = MetadataEmulator::start(Options::new(Cloud::Azure));
+    let metadata = fetch(&config(&emulator, "")).await.expect("fetch");
+    assert_eq!(metadata.user_data, None);
+}
+
+#[tokio::test]
+async fn a_final_4xx_is_not_retried() {
+    // A 400 is final: the error comes at once, not at the deadline.
+    let mut options = Options::new(Cloud::Gce);
+    options.fail_first = 1;
+    options.fail_status = 400;
+    let emulator = MetadataEmulator::start(options);
+    let started = std::time::Instant::now();
+    let err = fetch(&config(&emulator, "")).await.unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert!(err.reason.contains("400"), "{err}");
+    assert_eq!(emulator.log().len(), 1);
+}
+
+#[tokio::test]
+async fn openstack_meta_data_json_user_data_and_meta() {
+    let options = Options::new(Cloud::OpenStack)
+        .user_data("{\"APP_SECRET\": \"s3cr3t\"}")
+        .tag("env.APP_ENV", "prod")
+        .tag("role", "web");
+    let emulator = MetadataEmulator::start(options);
+    let metadata = fetch(&config(&emulator, "tags_prefix = \"env.\""))
+        .await
+        .expect("fetch");
+    assert_eq!(
+        metadata.facts,
+        facts(
+            "openstack",
+            "d8e02d56-2648-49a3-bf97-6be8f1204f38",
+            None,
+            Some("nova"),
+            "web-1.novalocal"
+        )
+    );
+    assert_eq!(
+        metadata.user_data.as_deref(),
+        Some(&b"{\"APP_SECRET\": \"s3cr3t\"}"[..])
+    );
+    assert_eq!(metadata.tags, tags(&[("env.APP_ENV", "prod")]));
+}
+
+#[tokio::test]
+async fn openstack_without_user_data_has_none() {
+    let emulator = MetadataEmulator::start(Options::new(Cloud::OpenStack));
+    let metadata = fetch(&config(&emulator, "")).await.expect("fetch");
+    assert_eq!(metadata.user_data, None);
+    assert_eq!(metadata.facts.local_ipv4.as_deref(), Some("10.0.0.5"));
+}
+
+#[tokio::test]
+async fn digitalocean_one_document() {
+    let emulator =
+        MetadataEmulator::start(Options::new(Cloud::DigitalOcean).user_data("APP_SECRET=s3cr3t\n"));
+    let metadata = fetch(&config(&emulator, "tags_prefix = \"env.\""))
+        .await
+        .expect("fetch");
+    assert_eq!(
+        metadata.facts,
+        facts("digitalocean", "2756294", Some("ams3"), None, "web-1")
+    );
+    assert_eq!(metadata.user_data.as_deref(), Some(&b"APP_SECRET=s3cr3t\n"[..]));
+    assert!(metadata.tags.is_empty());
+    assert_eq!(emulator.log().len(), 1, "{:?}", emulator.log());
+}
+
+#[tokio::test]
+async fn user_data_none_is_not_even_fetched() {
+    let emulator = MetadataEmulator::start(Options::new(Cloud::Ec2).user_data("A=1\n"));
+    let metadata = fetch(&config(&emulator, "user_data = \"none\""))
+        .await
+        .expect("fetch");
+    assert_eq!(metadata.user_data, None);
+    assert!(!emulator.log().iter().any(|l| l.path.contains("user-data")));
+}
+
+#[tokio::test]
+async fn nocloud_reads_the_seed_directory() {
+    let seed = tempfile::tempdir().unwrap();
+    std::fs::write(
+        seed.path().join("meta-data"),
+        "instance-id: iid-local01\nlocal-hostname: web-1\nregion: local\n",
+    )
+    .unwrap();
+    std::fs::write(seed.path().join("user-data"), "APP_SECRET=s3cr3t\n").unwrap();
+    let config = Config::parse(&format!("[metadata]\nseed = {:?}\n", seed.path()))
+        .unwrap()
+        .metadata;
+    let metadata = fetch(&config).await.expect("fetch");
+    assert_eq!(metadata.endpoint, seed.path().display().to_string());
+    assert_eq!(metadata.facts.instance_id.as_deref(), Some("iid-local01"));
+    assert_eq!(metadata.facts.hostname.as_deref(), Some("web-1"));
+    assert_eq!(metadata.facts.region.as_deref(), Some("local"));
+    assert_eq!(metadata.user_data.as_deref(), Some(&b"APP_SECRET=s3cr3t\n"[..]));
+}
+
+#[tokio::test]
+async fn nocloud_without_a_seed_directory_fails_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("seed");
+    let config = Config::parse(&format!("[metadata]\nseed = {missing:?}\n"))
+        .unwrap()
+        .metadata;
+    let err = fetch(&config).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "metadata (nocloud at {}), seed directory: does not exist (create it with meta-data and user-data files, or set [metadata] provider)",
+            missing.display()
+        )
+    );
+}
+
+#[test]
+fn the_default_datasource_is_the_local_seed() {
+    let config = Config::parse("").unwrap().metadata;
+    assert_eq!(config.provider, kiln::config::ProviderKind::Nocloud);
+    assert_eq!(config.seed, std::path::Path::new("/var/lib/kiln/seed"));
+}
