@@ -7,6 +7,7 @@ use testkit::control;
 use testkit::drill::{DrillOptions, zero_loss};
 use testkit::example::Example;
 use testkit::haproxy::{Haproxy, HaproxyConfig, ServerRow};
+use testkit::moto::Moto;
 use testkit::peers::Kiln;
 use testkit::wait::{http_get, wait_until};
 
@@ -27,6 +28,15 @@ fn join_haproxy(example: &Example, socket: &str, server: &str, options: &str) {
     });
 }
 
+/// Rewrites the nocloud seed: the instance's id and local IPv4 as the metadata step will see them.
+fn set_instance(example: &Example, instance_id: &str, local_ipv4: &str) {
+    std::fs::write(
+        example.seed_dir.join("meta-data"),
+        format!("instance-id: {instance_id}\nlocal-hostname: kiln-test\nlocal-ipv4: {local_ipv4}\n"),
+    )
+    .unwrap();
+}
+
 fn lb_status(example: &Example) -> Option<serde_json::Value> {
     control::status(&example.socket()).map(|s| s["lb"].clone())
 }
@@ -40,22 +50,31 @@ fn the_booted_example_joins_haproxy_serves_the_page_and_leaves_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let haproxy = Haproxy::start(HaproxyConfig::new(dir.path()));
     let example = Example::render();
+    // Server name and address come from the instance's metadata (the nocloud seed).
+    set_instance(&example, "i-0e2e000000000000a", "127.0.0.1");
+    let port = example.http_addr.port();
     join_haproxy(
         &example,
         haproxy.config.socket.to_str().unwrap(),
-        "kiln-a",
+        "{instance_id}",
         "check inter 500ms",
     );
+    example.edit_toml(|t| {
+        t["lb"]["address"] = format!("{{local_ipv4}}:{port}").into();
+    });
     let notify = testkit::notify::NotifySocket::bind();
     let (key, value) = notify.env();
     let config = example.config_path.to_str().unwrap();
     let mut kiln = Kiln::boot_with(KILN, &["boot", "--config", config], &[(key, &value)]);
 
-    haproxy.wait_server("the instance UP", "kiln-a", BOOT, up);
+    haproxy.wait_server("the instance UP", "i-0e2e000000000000a", BOOT, up);
     let lb = lb_status(&example).unwrap();
     assert_eq!(lb["state"], "registered", "{lb}");
     assert_eq!(lb["kind"], "haproxy");
-    assert!(lb["target"].as_str().unwrap().contains("app/kiln-a"), "{lb}");
+    assert!(
+        lb["target"].as_str().unwrap().contains("app/i-0e2e000000000000a"),
+        "{lb}"
+    );
     let (status, body) = http_get(&haproxy.url("/")).unwrap();
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("app_env: prod"), "not the PHP page: {body}");
@@ -65,7 +84,7 @@ fn the_booted_example_joins_haproxy_serves_the_page_and_leaves_on_sigterm() {
     let exit = kiln.wait_exit(DEADLINE);
     assert!(exit.success(), "{exit}\n{}", kiln.log());
     assert_eq!(
-        haproxy.server("kiln-a"),
+        haproxy.server("i-0e2e000000000000a"),
         None,
         "the server is still in the backend"
     );
@@ -219,4 +238,94 @@ fn haproxy_down_at_boot_retries_and_joins_when_it_comes_up() {
     kiln.signal(Signal::SIGTERM);
     assert!(kiln.wait_exit(DEADLINE).success());
     assert_eq!(haproxy.server("kiln-a"), None);
+}
+
+/// ELBv2 through `kiln boot`: credentials from kiln's environment, the instance id from the
+/// metadata, moto_server checking every signature. The target is registered once the services
+/// are ready and gone after the stop; a wrong secret is shown as SignatureDoesNotMatch and the
+/// instance never claims to be registered.
+#[test]
+fn elbv2_registration_through_kiln_boot() {
+    let moto = Moto::start();
+    let instance = "i-0e2e00000000000b1";
+    let boot = |secret: &str| {
+        let example = Example::render();
+        set_instance(&example, instance, "127.0.0.1");
+        let (arn, endpoint) = (moto.target_group_arn.clone(), moto.endpoint());
+        example.edit_toml(|t| {
+            let lb: toml::Table = toml::from_str(&format!(
+                "kind = \"elbv2\"\ntarget_group_arn = {arn:?}\nport = 8080\nendpoint = {endpoint:?}\n\
+                 drain_timeout = \"10s\"\n"
+            ))
+            .unwrap();
+            t.insert("lb".into(), toml::Value::Table(lb));
+        });
+        let config = example.config_path.to_str().unwrap().to_string();
+        let kiln = Kiln::boot_with(
+            KILN,
+            &["boot", "--config", &config],
+            &[
+                ("AWS_ACCESS_KEY_ID", moto.access_key_id.as_str()),
+                ("AWS_SECRET_ACCESS_KEY", secret),
+            ],
+        );
+        (example, kiln)
+    };
+
+    let (example, mut kiln) = boot(&moto.secret_access_key);
+    wait_until("status: registered", BOOT, || {
+        (lb_status(&example)?["state"] == "registered").then_some(())
+    });
+    assert_eq!(
+        moto.targets(),
+        vec![(instance.to_string(), 8080, "healthy".to_string())]
+    );
+    kiln.signal(Signal::SIGTERM);
+    assert!(kiln.wait_exit(DEADLINE).success(), "{}", kiln.log());
+    assert!(moto.targets().is_empty(), "{:?}", moto.targets());
+    assert!(
+        !kiln.log().contains(&moto.secret_access_key),
+        "the secret is in kiln's log"
+    );
+
+    let (example, mut kiln) = boot("not-the-secret");
+    let reason = wait_until("status: unregistered, attempt 2", BOOT, || {
+        let lb = lb_status(&example)?;
+        assert_ne!(lb["state"], "registered", "{lb}");
+        lb["reason"]
+            .as_str()
+            .filter(|r| r.contains("attempt 2"))
+            .map(String::from)
+    });
+    assert!(reason.contains("SignatureDoesNotMatch"), "{reason}");
+    assert!(moto.targets().is_empty());
+    kiln.signal(Signal::SIGTERM);
+    assert!(kiln.wait_exit(DEADLINE).success(), "{}", kiln.log());
+    assert!(
+        !kiln.log().contains("not-the-secret"),
+        "the secret is in kiln's log"
+    );
+}
+
+/// A template naming a fact the instance does not have refuses the boot: nothing starts, and
+/// status names the key and the missing fact.
+#[test]
+fn a_template_without_its_fact_refuses_the_boot() {
+    let example = Example::render();
+    set_instance(&example, "i-0e2e00000000000c1", "127.0.0.1");
+    join_haproxy(&example, "/run/no-haproxy.sock", "web-{region}", "");
+    let mut kiln = example.boot(KILN);
+    let status = wait_until("a refused boot", BOOT, || {
+        control::status(&example.socket()).filter(|s| s["phase"] == "failed")
+    });
+    let reason = status["reason"].as_str().unwrap();
+    assert!(reason.contains("[lb] server"), "{reason}");
+    assert!(reason.contains("no region"), "{reason}");
+    let running: Vec<_> = status["services"]
+        .as_array()
+        .map(|units| units.iter().filter(|u| u["pid"].is_number()).collect())
+        .unwrap_or_default();
+    assert!(running.is_empty(), "services were started: {running:?}");
+    kiln.signal(Signal::SIGTERM);
+    kiln.wait_exit(DEADLINE);
 }
