@@ -19,6 +19,9 @@ pub fn render(s: &Snapshot, now_ms: u64) -> String {
     if let Some(reason) = &s.reason {
         let _ = writeln!(out, "  why: {reason}");
     }
+    for warning in &s.warnings {
+        let _ = writeln!(out, "  warning: {warning}");
+    }
     if let Some(i) = &s.instance {
         let fact = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
         let _ = writeln!(
