@@ -329,3 +329,54 @@ fn a_template_without_its_fact_refuses_the_boot() {
     kiln.signal(Signal::SIGTERM);
     kiln.wait_exit(DEADLINE);
 }
+
+/// Seal drift with `on_drift = "fail"` after registration: the instance fails for good, so it
+/// leaves the load balancer by itself (the fleet replaces it), and status says so.
+#[test]
+fn seal_drift_with_the_fail_policy_takes_the_instance_out_of_haproxy() {
+    let dir = tempfile::tempdir().unwrap();
+    let haproxy = Haproxy::start(HaproxyConfig::new(dir.path()));
+    let example = Example::render();
+    join_haproxy(
+        &example,
+        haproxy.config.socket.to_str().unwrap(),
+        "kiln-a",
+        "check inter 500ms",
+    );
+    let manifest = example.dir.path().join("seal");
+    example.edit_config(|c| {
+        c + &format!(
+            "\n[seal]\npaths = [\"{}\"]\nmanifest = \"{}\"\non_drift = \"fail\"\nrescan = \"1h\"\nreadonly = false\n",
+            example.app_dir.display(),
+            manifest.display()
+        )
+    });
+    let sealed = std::process::Command::new(KILN)
+        .args(["seal", "--config", example.config_path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        sealed.status.success(),
+        "kiln seal: {}",
+        String::from_utf8_lossy(&sealed.stderr)
+    );
+    let mut kiln = example.boot(KILN);
+    haproxy.wait_server("the instance UP", "kiln-a", BOOT, up);
+
+    let page = example.app_dir.join("public/index.php");
+    let text = std::fs::read_to_string(&page).unwrap() + "\necho 'live fix';\n";
+    std::fs::write(&page, text).unwrap();
+
+    haproxy.wait_server("the server gone", "kiln-a", DEADLINE, |r| r.is_none());
+    let lb = wait_until("status: deregistered", DEADLINE, || {
+        lb_status(&example).filter(|lb| lb["state"] == "deregistered")
+    });
+    assert!(
+        lb["drain"].as_str().unwrap_or("").starts_with("drained in"),
+        "{lb}"
+    );
+    let status = control::status(&example.socket()).unwrap();
+    assert_eq!(status["phase"], "failed", "{status}");
+    kiln.signal(Signal::SIGTERM);
+    assert!(kiln.wait_exit(DEADLINE).success(), "{}", kiln.log());
+}
