@@ -166,3 +166,37 @@ fn the_control_socket_refuses_what_it_does_not_answer() {
         0o600
     );
 }
+
+#[test]
+fn the_watchdog_is_fed_at_half_its_interval() {
+    let ex = Example::render();
+    let notify = NotifySocket::bind();
+    let (key, value) = notify.env();
+    let config = ex.config_path.to_str().unwrap();
+    let _kiln = Kiln::boot_with(
+        KILN,
+        &["boot", "--config", config],
+        &[(key, &value), ("WATCHDOG_USEC", "400000")],
+    );
+    notify.wait_for("READY=1", BOOT, |l| l == "READY=1");
+    wait_until("three WATCHDOG=1", Duration::from_secs(10), || {
+        let pings: Vec<_> = notify
+            .timed_lines()
+            .into_iter()
+            .filter(|(_, l)| l == "WATCHDOG=1")
+            .map(|(at, _)| at)
+            .collect();
+        (pings.len() >= 3).then_some(())
+    });
+    let pings: Vec<_> = notify
+        .timed_lines()
+        .into_iter()
+        .filter(|(_, l)| l == "WATCHDOG=1")
+        .map(|(at, _)| at)
+        .collect();
+    for pair in pings.windows(2) {
+        let gap = pair[1] - pair[0];
+        // Half of 400 ms; a gap of the whole interval would let systemd kill a healthy kiln.
+        assert!(gap < Duration::from_millis(400), "WATCHDOG=1 gap {gap:?}");
+    }
+}
