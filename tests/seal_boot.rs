@@ -10,7 +10,6 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 use testkit::control;
 use testkit::example::Example;
-use testkit::notify::NotifySocket;
 use testkit::peers::{Kiln, tagged_processes, wait_no_tagged_processes};
 use testkit::wait::{http_get, wait_until};
 
@@ -44,18 +43,6 @@ fn sealed_example(on_drift: &str, readonly: bool) -> Example {
     ex
 }
 
-fn boot_ready(ex: &Example) -> (Kiln, NotifySocket) {
-    let notify = NotifySocket::bind();
-    let (key, value) = notify.env();
-    let kiln = Kiln::boot_with(
-        KILN,
-        &["boot", "--config", ex.config_path.to_str().unwrap()],
-        &[(key, &value)],
-    );
-    notify.wait_for("READY=1", BOOT, |l| l == "READY=1");
-    (kiln, notify)
-}
-
 fn tamper(ex: &Example) -> std::path::PathBuf {
     let page = ex.app_dir.join("public/index.php");
     let mut text = std::fs::read_to_string(&page).unwrap();
@@ -74,17 +61,6 @@ fn content_changed(page: &std::path::Path) -> String {
     )
 }
 
-fn status_text(ex: &Example) -> (i32, String) {
-    let out = Command::new(KILN)
-        .args(["status", "--socket", ex.socket().to_str().unwrap()])
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
-}
-
 #[test]
 fn a_tampered_image_refuses_to_boot_and_starts_nothing() {
     let ex = sealed_example("fail", false);
@@ -99,7 +75,7 @@ fn a_tampered_image_refuses_to_boot_and_starts_nothing() {
         "{reason}"
     );
     assert_eq!(status["seal"]["drift"][0], content_changed(&page));
-    let (code, text) = status_text(&ex);
+    let (code, text) = ex.status_cli(KILN, &[]);
     assert_eq!(code, 1, "{text}");
     assert!(
         text.contains(&format!("drift: {}", content_changed(&page))),
@@ -123,7 +99,7 @@ fn a_tampered_image_refuses_to_boot_and_starts_nothing() {
 #[test]
 fn drift_after_boot_fails_the_instance_through_the_watch_and_stays_failed() {
     let ex = sealed_example("fail", false);
-    let (kiln, _notify) = boot_ready(&ex);
+    let (kiln, _notify) = ex.boot_ready(KILN);
     let status = control::status(&ex.socket()).unwrap();
     let root = status["seal"]["root_hash"].as_str().unwrap().to_string();
     let verbose = testkit::wait::http_get_with(&ex.readyz_url(), &[("Accept", "application/json")]).unwrap();
@@ -162,7 +138,7 @@ fn drift_after_boot_fails_the_instance_through_the_watch_and_stays_failed() {
 #[test]
 fn drift_with_the_report_policy_is_shown_and_the_instance_keeps_serving() {
     let ex = sealed_example("report", false);
-    let (kiln, _notify) = boot_ready(&ex);
+    let (kiln, _notify) = ex.boot_ready(KILN);
     let extra = ex.app_dir.join("public/shell.php");
     std::fs::write(&extra, "<?php system($_GET['c']);").unwrap();
     let status = wait_until("drift in status", DRIFT_SEEN, || {
@@ -183,14 +159,7 @@ fn drift_with_the_report_policy_is_shown_and_the_instance_keeps_serving() {
 #[test]
 fn sealed_paths_are_read_only_inside_kilns_mount_namespace_only() {
     let ex = sealed_example("fail", true);
-    let notify = NotifySocket::bind();
-    let (key, value) = notify.env();
-    let config = ex.config_path.to_str().unwrap();
-    let kiln = Kiln::boot_with(
-        "unshare",
-        &["-m", "--propagation", "private", KILN, "boot", "--config", config],
-        &[(key, &value)],
-    );
+    let (kiln, notify) = ex.boot_notified(KILN, &["unshare", "-m", "--propagation", "private"], &[]);
     notify.wait_for("READY=1", BOOT, |l| l == "READY=1");
     let status = control::status(&ex.socket()).unwrap();
     assert_eq!(
@@ -230,24 +199,8 @@ fn sealed_paths_are_read_only_inside_kilns_mount_namespace_only() {
 #[test]
 fn poweroff_policy_drains_stops_and_powers_off_as_pid_1() {
     let ex = sealed_example("poweroff", false);
-    let notify = NotifySocket::bind();
-    let (key, value) = notify.env();
-    let config = ex.config_path.to_str().unwrap();
-    // As PID 1 of its own PID namespace, kiln's reboot(RB_POWER_OFF) ends that namespace only:
     // the kernel kills its init with SIGINT, which unshare passes on.
-    let mut unshare = Kiln::boot_with(
-        "unshare",
-        &[
-            "--pid",
-            "--fork",
-            "--mount-proc",
-            KILN,
-            "boot",
-            "--config",
-            config,
-        ],
-        &[(key, &value)],
-    );
+    let (mut unshare, notify) = ex.boot_notified(KILN, &["unshare", "--pid", "--fork", "--mount-proc"], &[]);
     notify.wait_for("READY=1", BOOT, |l| l == "READY=1");
     tamper(&ex);
     let status = unshare.wait_exit(BOOT);
@@ -273,7 +226,7 @@ fn poweroff_policy_drains_stops_and_powers_off_as_pid_1() {
 fn changed_metadata_is_announced_and_never_applied() {
     let ex = Example::render();
     ex.edit_config(|c| c.replacen("[metadata]\n", "[metadata]\nrecheck = \"1s\"\n", 1));
-    let (kiln, _notify) = boot_ready(&ex);
+    let (kiln, _notify) = ex.boot_ready(KILN);
     let before = http_get(&ex.page_url()).unwrap().1;
     assert!(
         before.contains("greeting: Hello from the kiln example"),
@@ -296,7 +249,7 @@ fn changed_metadata_is_announced_and_never_applied() {
     );
     assert_eq!(status["phase"], "ready");
     assert!(
-        status_text(&ex)
+        ex.status_cli(KILN, &[])
             .1
             .contains("warning: metadata changed since boot: replace this instance")
     );
