@@ -7,6 +7,7 @@
 
 use super::{LbError, Registrar, http_client, render, value_or};
 use crate::config::{HealthConfig, LbConfig};
+use crate::http_client::root_cause;
 use crate::metadata::InstanceFacts;
 use std::time::{Duration, Instant};
 
@@ -85,7 +86,7 @@ impl ConsulRegistrar {
             request = request.json(body);
         }
         let fail = |why: String| LbError(format!("consul agent at {}: PUT {route}: {why}", self.agent));
-        let response = request.send().await.map_err(|e| fail(e.to_string()))?;
+        let response = request.send().await.map_err(|e| fail(root_cause(&e)))?;
         let status = response.status();
         if status.is_success() {
             return Ok(true);

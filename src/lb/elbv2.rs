@@ -11,6 +11,7 @@
 use super::{LbError, Registrar, http_client, render, value_or};
 use crate::config::LbConfig;
 use crate::config::lb::{TargetType, arn_region};
+use crate::http_client::root_cause;
 use crate::metadata::InstanceFacts;
 use aws_credential_types::Credentials;
 use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
@@ -104,7 +105,7 @@ async fn fetch_role_credentials(http: &reqwest::Client, imds: &str) -> Result<Cr
         .header("X-aws-ec2-metadata-token-ttl-seconds", "21600")
         .send()
         .await
-        .map_err(|e| fail("token", e.to_string()))?;
+        .map_err(|e| fail("token", root_cause(&e)))?;
     let token = ok_text(token).await.map_err(|e| fail("token", e))?;
     let get = |path: String| {
         http.get(format!("{imds}/latest/meta-data/iam/security-credentials/{path}"))
@@ -113,7 +114,7 @@ async fn fetch_role_credentials(http: &reqwest::Client, imds: &str) -> Result<Cr
     };
     let role = get(String::new())
         .await
-        .map_err(|e| fail("role name", e.to_string()))?;
+        .map_err(|e| fail("role name", root_cause(&e)))?;
     if role.status() == reqwest::StatusCode::NOT_FOUND {
         return Err(fail(
             "role name",
@@ -125,7 +126,9 @@ async fn fetch_role_credentials(http: &reqwest::Client, imds: &str) -> Result<Cr
     if role.is_empty() {
         return Err(fail("role name", "no instance role attached (empty list)".into()));
     }
-    let keys = get(role.clone()).await.map_err(|e| fail("keys", e.to_string()))?;
+    let keys = get(role.clone())
+        .await
+        .map_err(|e| fail("keys", root_cause(&e)))?;
     let keys = ok_text(keys).await.map_err(|e| fail("keys", e))?;
     #[derive(serde::Deserialize)]
     #[serde(rename_all = "PascalCase")]
@@ -168,7 +171,7 @@ async fn fetch_role_credentials(http: &reqwest::Client, imds: &str) -> Result<Cr
 
 async fn ok_text(response: reqwest::Response) -> Result<String, String> {
     let status = response.status();
-    let text = response.text().await.map_err(|e| e.to_string())?;
+    let text = response.text().await.map_err(|e| root_cause(&e))?;
     if status.is_success() {
         Ok(text)
     } else {
@@ -250,9 +253,9 @@ impl QueryApi {
         for (name, value) in instructions.headers() {
             request = request.header(name, value);
         }
-        let response = request.send().await.map_err(|e| fail(e.to_string()))?;
+        let response = request.send().await.map_err(|e| fail(root_cause(&e)))?;
         let status = response.status();
-        let text = response.text().await.map_err(|e| fail(e.to_string()))?;
+        let text = response.text().await.map_err(|e| fail(root_cause(&e)))?;
         if status.is_success() {
             return Ok(text);
         }
