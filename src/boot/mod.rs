@@ -109,8 +109,7 @@ async fn walk(config: Config, shared: Arc<Shared>) -> ExitCode {
         Err(reason) => return refuse(&shared, &notifier, &reason, stops).await,
     };
 
-    let facts = shared.snapshot().instance.clone().unwrap_or_default();
-    let registrar = match lb::registrar(&config, &facts) {
+    let registrar = match lb::registrar(&config, &metadata.facts) {
         Ok(r) => r,
         Err(e) => return refuse(&shared, &notifier, &format!("lb: {e}"), stops).await,
     };
