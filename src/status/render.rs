@@ -41,6 +41,11 @@ pub fn render(s: &Snapshot, now_ms: u64) -> String {
             LbState::Draining => format!("draining ({})", lb.drain.as_deref().unwrap_or("")),
             LbState::Deregistered => "deregistered".into(),
         };
+        // A registered instance can still carry a reason, e.g. a deregistration that failed.
+        let state = match (&lb.state, &lb.reason) {
+            (LbState::Registered | LbState::Deregistered, Some(reason)) => format!("{state} ({reason})"),
+            _ => state,
+        };
         let _ = writeln!(
             out,
             "  load balancer: {} {}: {state} for {}",
