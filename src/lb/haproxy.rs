@@ -15,7 +15,7 @@ use crate::config::LbConfig;
 use crate::metadata::InstanceFacts;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Longest wait for one runtime API answer.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
@@ -70,34 +70,25 @@ impl RuntimeApi {
     pub async fn command(&self, command: &str) -> Result<String, LbError> {
         let verb = command.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
         let fail = |what: String| LbError(format!("haproxy runtime API at {}: {verb}: {what}", self.addr));
+        let line = format!("{command}\n");
         let exchange = async {
-            let line = format!("{command}\n");
-            let mut answer = Vec::new();
             match &self.addr {
                 SocketAddr::Unix(path) => {
-                    let mut s = tokio::net::UnixStream::connect(path)
-                        .await
-                        .map_err(connect_error)?;
-                    s.write_all(line.as_bytes()).await.map_err(|e| e.to_string())?;
-                    (&mut s)
-                        .take(MAX_ANSWER as u64)
-                        .read_to_end(&mut answer)
-                        .await
-                        .map_err(|e| e.to_string())?;
+                    exchange(
+                        tokio::net::UnixStream::connect(path)
+                            .await
+                            .map_err(connect_error)?,
+                        &line,
+                    )
+                    .await
                 }
                 SocketAddr::Tcp(hostport) => {
-                    let mut s = tokio::net::TcpStream::connect(hostport.as_str())
+                    let stream = tokio::net::TcpStream::connect(hostport.as_str())
                         .await
                         .map_err(connect_error)?;
-                    s.write_all(line.as_bytes()).await.map_err(|e| e.to_string())?;
-                    (&mut s)
-                        .take(MAX_ANSWER as u64)
-                        .read_to_end(&mut answer)
-                        .await
-                        .map_err(|e| e.to_string())?;
+                    exchange(stream, &line).await
                 }
             }
-            Ok::<_, String>(answer)
         };
         let answer = tokio::time::timeout(COMMAND_TIMEOUT, exchange)
             .await
@@ -144,6 +135,21 @@ impl RuntimeApi {
         }
         Ok(ServerStat::find(&answer, backend, server))
     }
+}
+
+/// One command line out, the whole answer back (HAProxy closes the connection after it).
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, line: &str) -> Result<Vec<u8>, String> {
+    stream
+        .write_all(line.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut answer = Vec::new();
+    (&mut stream)
+        .take(MAX_ANSWER as u64)
+        .read_to_end(&mut answer)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(answer)
 }
 
 fn connect_error(e: std::io::Error) -> String {
