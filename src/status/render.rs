@@ -23,16 +23,17 @@ pub fn render(s: &Snapshot, now_ms: u64) -> String {
         let _ = writeln!(out, "  warning: {warning}");
     }
     if let Some(i) = &s.instance {
-        let fact = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
-        let _ = writeln!(
-            out,
-            "  instance: {} {} in {} ({}), {}",
-            i.provider,
-            fact(&i.instance_id),
-            fact(&i.zone),
-            fact(&i.region),
-            fact(&i.local_ipv4)
-        );
+        let facts: Vec<String> = [
+            ("id", &i.instance_id),
+            ("zone", &i.zone),
+            ("region", &i.region),
+            ("ip", &i.local_ipv4),
+            ("host", &i.hostname),
+        ]
+        .iter()
+        .filter_map(|(label, value)| value.as_ref().map(|v| format!("{label} {v}")))
+        .collect();
+        let _ = writeln!(out, "  instance: {}, {}", i.provider, facts.join(", "));
     }
     if let Some(lb) = &s.lb {
         let state = match lb.state {
