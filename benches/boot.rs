@@ -20,8 +20,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 use testkit::control;
 use testkit::example::Example;
-use testkit::notify::NotifySocket;
-use testkit::peers::{Kiln, Process};
+use testkit::peers::Process;
 use testkit::wait::{http_get, wait_until};
 
 const KILN: &str = env!("CARGO_BIN_EXE_kiln");
@@ -116,14 +115,8 @@ fn web_only() -> Example {
 }
 
 fn boot_to_ready(ex: &Example) -> Duration {
-    let notify = NotifySocket::bind();
-    let (key, value) = notify.env();
     let started = Instant::now();
-    let _kiln = Kiln::boot_with(
-        KILN,
-        &["boot", "--config", ex.config_path.to_str().unwrap()],
-        &[(key, &value)],
-    );
+    let (_kiln, notify) = ex.boot_notified(KILN, &[], &[]);
     notify.wait_for("READY=1", DEADLINE, |l| l == "READY=1");
     let (at, _) = notify
         .timed_lines()
@@ -161,14 +154,7 @@ fn services_alone(runtime: &tokio::runtime::Runtime) -> (Duration, Duration) {
 
 fn crash_detection_and_rss() -> (Vec<Duration>, Vec<Duration>, u64) {
     let ex = example();
-    let notify = NotifySocket::bind();
-    let (key, value) = notify.env();
-    let kiln = Kiln::boot_with(
-        KILN,
-        &["boot", "--config", ex.config_path.to_str().unwrap()],
-        &[(key, &value)],
-    );
-    notify.wait_for("READY=1", DEADLINE, |l| l == "READY=1");
+    let (kiln, notify) = ex.boot_ready(KILN);
     std::thread::sleep(Duration::from_secs(3));
     let rss_kib = std::fs::read_to_string(format!("/proc/{}/status", kiln.pid()))
         .unwrap()
@@ -211,14 +197,7 @@ fn crash_detection_and_rss() -> (Vec<Duration>, Vec<Duration>, u64) {
 
 fn readyz_throughput() -> (f64, f64) {
     let ex = example();
-    let notify = NotifySocket::bind();
-    let (key, value) = notify.env();
-    let _kiln = Kiln::boot_with(
-        KILN,
-        &["boot", "--config", ex.config_path.to_str().unwrap()],
-        &[(key, &value)],
-    );
-    notify.wait_for("READY=1", DEADLINE, |l| l == "READY=1");
+    let (_kiln, _notify) = ex.boot_ready(KILN);
 
     let dir = tempfile::tempdir().unwrap();
     let addr = testkit::net::free_addr();

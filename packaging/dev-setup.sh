@@ -31,4 +31,7 @@ fi
 if [ "${1:-}" = "--tests" ]; then
     PATH="$HOME/.cargo/bin:$PATH"
     command -v cargo-nextest >/dev/null 2>&1 || cargo install --locked cargo-nextest
+    # moto (AWS ELBv2 for the load balancer tests) in a venv of the checkout; KILN_MOTO_VENV overrides.
+    venv=${KILN_MOTO_VENV:-$(cd "$(dirname "$0")/.." && pwd)/target/venv}
+    [ -x "$venv/bin/moto_server" ] || { python3 -m venv "$venv" && "$venv/bin/pip" install -q 'moto[server]'; }
 fi

@@ -66,9 +66,6 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // TLS (AWS, https metadata endpoints) goes through rustls with ring; the provider is chosen
-    // once per process. An error only means it was already installed.
-    let _ = rustls::crypto::ring::default_provider().install_default();
     match cli.command {
         Command::Boot { config } => kiln::boot::run(&config),
         Command::Check { config } => kiln::commands::check::run(&config),

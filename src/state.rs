@@ -75,6 +75,8 @@ pub struct Snapshot {
     pub lb: Option<LbStatus>,
     /// The integrity seal, when `[seal]` is configured.
     pub seal: Option<SealStatus>,
+    /// Things a person should know that do not change readiness (metadata changed since boot...).
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -212,6 +214,7 @@ impl Shared {
             env: Vec::new(),
             lb: None,
             seal: None,
+            warnings: Vec::new(),
         };
         Arc::new(Shared {
             snapshot: watch::Sender::new(Arc::new(snapshot)),

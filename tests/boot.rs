@@ -4,37 +4,10 @@ use std::process::Command;
 use std::time::Duration;
 use testkit::control;
 use testkit::example::Example;
-use testkit::notify::NotifySocket;
-use testkit::peers::Kiln;
 use testkit::wait::{http_get, http_get_with, wait_until};
 
 const KILN: &str = env!("CARGO_BIN_EXE_kiln");
 const BOOT: Duration = Duration::from_secs(30);
-
-fn boot(ex: &Example, notify: &NotifySocket) -> Kiln {
-    let config = ex.config_path.to_str().unwrap();
-    let (key, value) = notify.env();
-    Kiln::boot_with(KILN, &["boot", "--config", config], &[(key, &value)])
-}
-
-fn line_of(log: &str, needle: &str) -> usize {
-    log.lines()
-        .position(|l| l.contains(needle))
-        .unwrap_or_else(|| panic!("{needle:?} not in kiln's log:\n{log}"))
-}
-
-fn kiln_status(ex: &Example, args: &[&str]) -> (i32, String) {
-    let out = Command::new(KILN)
-        .arg("status")
-        .args(["--socket", ex.socket().to_str().unwrap()])
-        .args(args)
-        .output()
-        .expect("run kiln status");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
-}
 
 /// A service that is ready only once the test creates a file: the instance must wait for it.
 fn add_gate(ex: &Example) -> std::path::PathBuf {
@@ -54,8 +27,7 @@ fn nginx_starts_after_php_fpm_is_ready_and_readyz_waits_for_every_service() {
     let ex = Example::render();
     ex.set_service_env("php-fpm", "GREETING", "hello from kiln");
     let gate = add_gate(&ex);
-    let notify = NotifySocket::bind();
-    let kiln = boot(&ex, &notify);
+    let (kiln, notify) = ex.boot_notified(KILN, &[], &[]);
 
     wait_until("nginx and the workers ready", BOOT, || {
         let s = control::status(&ex.socket())?;
@@ -72,7 +44,7 @@ fn nginx_starts_after_php_fpm_is_ready_and_readyz_waits_for_every_service() {
         !notify.lines().iter().any(|l| l == "READY=1"),
         "READY=1 before the gate opened"
     );
-    let (code, text) = kiln_status(&ex, &[]);
+    let (code, text) = ex.status_cli(KILN, &[]);
     assert_eq!(code, 2, "status while starting:\n{text}");
     assert!(text.contains("gate not ready"), "{text}");
 
@@ -80,10 +52,10 @@ fn nginx_starts_after_php_fpm_is_ready_and_readyz_waits_for_every_service() {
     notify.wait_for("READY=1", BOOT, |l| l == "READY=1");
     assert_eq!(http_get(&ex.readyz_url()).unwrap(), (200, "ready\n".to_string()));
 
-    let log = kiln.log();
     assert!(
-        line_of(&log, "php-fpm: ready") < line_of(&log, "nginx: started"),
-        "nginx started before php-fpm's FastCGI ping passed:\n{log}"
+        kiln.line_of("php-fpm: ready") < kiln.line_of("nginx: started"),
+        "nginx started before php-fpm's FastCGI ping passed:\n{}",
+        kiln.log()
     );
     let (code, page) = http_get(&ex.page_url()).unwrap();
     assert_eq!(code, 200, "{page}");
@@ -93,11 +65,9 @@ fn nginx_starts_after_php_fpm_is_ready_and_readyz_waits_for_every_service() {
 #[test]
 fn status_shows_every_unit_and_answers_json_and_exit_codes() {
     let ex = Example::render();
-    let notify = NotifySocket::bind();
-    let _kiln = boot(&ex, &notify);
-    notify.wait_for("READY=1", BOOT, |l| l == "READY=1");
+    let (_kiln, _notify) = ex.boot_ready(KILN);
 
-    let (code, text) = kiln_status(&ex, &[]);
+    let (code, text) = ex.status_cli(KILN, &[]);
     assert_eq!(code, 0, "{text}");
     assert!(text.lines().next().unwrap().ends_with(": READY"), "{text}");
     for unit in ["php-fpm", "nginx", "worker#1", "worker#2"] {
@@ -113,7 +83,7 @@ fn status_shows_every_unit_and_answers_json_and_exit_codes() {
         "{text}"
     );
 
-    let (code, json) = kiln_status(&ex, &["--json"]);
+    let (code, json) = ex.status_cli(KILN, &["--json"]);
     assert_eq!(code, 0);
     let json: serde_json::Value = serde_json::from_str(&json).expect("status --json is JSON");
     assert_eq!(json["phase"], "ready");
@@ -140,8 +110,7 @@ fn status_shows_every_unit_and_answers_json_and_exit_codes() {
 #[test]
 fn the_control_socket_refuses_what_it_does_not_answer() {
     let ex = Example::render();
-    let notify = NotifySocket::bind();
-    let kiln = boot(&ex, &notify);
+    let (kiln, notify) = ex.boot_notified(KILN, &[], &[]);
     notify.wait_for("READY=1", BOOT, |l| l == "READY=1");
     let pid_before = control::unit_pid(&ex.socket(), "php-fpm");
 
@@ -165,4 +134,31 @@ fn the_control_socket_refuses_what_it_does_not_answer() {
         std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
         0o600
     );
+}
+
+#[test]
+fn the_watchdog_is_fed_at_half_its_interval() {
+    let ex = Example::render();
+    let (_kiln, notify) = ex.boot_notified(KILN, &[], &[("WATCHDOG_USEC", "400000")]);
+    notify.wait_for("READY=1", BOOT, |l| l == "READY=1");
+    wait_until("three WATCHDOG=1", Duration::from_secs(10), || {
+        let pings: Vec<_> = notify
+            .timed_lines()
+            .into_iter()
+            .filter(|(_, l)| l == "WATCHDOG=1")
+            .map(|(at, _)| at)
+            .collect();
+        (pings.len() >= 3).then_some(())
+    });
+    let pings: Vec<_> = notify
+        .timed_lines()
+        .into_iter()
+        .filter(|(_, l)| l == "WATCHDOG=1")
+        .map(|(at, _)| at)
+        .collect();
+    for pair in pings.windows(2) {
+        let gap = pair[1] - pair[0];
+        // Half of 400 ms; a gap of the whole interval would let systemd kill a healthy kiln.
+        assert!(gap < Duration::from_millis(400), "WATCHDOG=1 gap {gap:?}");
+    }
 }

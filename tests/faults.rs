@@ -8,24 +8,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use testkit::control;
 use testkit::example::Example;
-use testkit::notify::NotifySocket;
-use testkit::peers::Kiln;
 use testkit::wait::{http_get, wait_until};
 
 const KILN: &str = env!("CARGO_BIN_EXE_kiln");
 const BOOT: Duration = Duration::from_secs(30);
-
-fn boot_ready(ex: &Example) -> (Kiln, NotifySocket) {
-    let notify = NotifySocket::bind();
-    let (key, value) = notify.env();
-    let kiln = Kiln::boot_with(
-        KILN,
-        &["boot", "--config", ex.config_path.to_str().unwrap()],
-        &[(key, &value)],
-    );
-    notify.wait_for("READY=1", BOOT, |l| l == "READY=1");
-    (kiln, notify)
-}
 
 /// Records every /readyz status code until dropped.
 struct ReadyzWatch {
@@ -67,7 +53,7 @@ fn a_killed_php_fpm_makes_the_instance_unready_until_it_is_back() {
     ex.edit_service("php-fpm", |s| {
         s.insert("restart_delay".into(), "1s".into());
     });
-    let (_kiln, notify) = boot_ready(&ex);
+    let (_kiln, notify) = ex.boot_ready(KILN);
     let socket = ex.socket();
     let old = control::unit_pid(&socket, "php-fpm").unwrap();
     let nginx = control::unit_pid(&socket, "nginx").unwrap();
@@ -105,7 +91,7 @@ fn a_killed_php_fpm_makes_the_instance_unready_until_it_is_back() {
 #[test]
 fn a_frozen_nginx_fails_liveness_and_is_restarted() {
     let ex = Example::render();
-    let (_kiln, _notify) = boot_ready(&ex);
+    let (_kiln, _notify) = ex.boot_ready(KILN);
     let socket = ex.socket();
     let old = control::unit_pid(&socket, "nginx").unwrap();
     killpg(Pid::from_raw(old), Signal::SIGSTOP).unwrap();
@@ -141,13 +127,7 @@ fn a_worker_that_exits_at_once_backs_off_and_keeps_the_instance_unready() {
         s.insert("restart_delay".into(), "50ms".into());
         s.insert("restart_delay_max".into(), "800ms".into());
     });
-    let notify = NotifySocket::bind();
-    let (key, value) = notify.env();
-    let kiln = Kiln::boot_with(
-        KILN,
-        &["boot", "--config", ex.config_path.to_str().unwrap()],
-        &[(key, &value)],
-    );
+    let (kiln, notify) = ex.boot_notified(KILN, &[], &[]);
 
     wait_until("six restarts of worker#1", BOOT, || {
         let s = control::status(&ex.socket())?;
@@ -191,7 +171,7 @@ fn orphans_of_a_service_are_reaped() {
             pidfile.display()
         )
     });
-    let (kiln, _notify) = boot_ready(&ex);
+    let (kiln, _notify) = ex.boot_ready(KILN);
     let orphan: i32 = wait_until("the orphan's pid", BOOT, || {
         std::fs::read_to_string(&pidfile).ok()?.trim().parse().ok()
     });

@@ -4,8 +4,7 @@
 use nix::sys::signal::Signal;
 use std::time::Duration;
 use testkit::example::Example;
-use testkit::notify::NotifySocket;
-use testkit::peers::{Kiln, wait_no_tagged_processes};
+use testkit::peers::wait_no_tagged_processes;
 use testkit::wait::wait_until;
 
 const KILN: &str = env!("CARGO_BIN_EXE_kiln");
@@ -31,22 +30,8 @@ fn as_pid_1_kiln_reaps_orphans_and_stops_cleanly() {
     ex.edit_config(|c| {
         c + "\n[[service]]\nname = \"forker\"\ncommand = [\"sh\", \"-c\", \"(sleep 2.71 &); exec sleep 1000\"]\n"
     });
-    let notify = NotifySocket::bind();
-    let (key, value) = notify.env();
     let config = ex.config_path.to_str().unwrap();
-    let mut unshare = Kiln::boot_with(
-        "unshare",
-        &[
-            "--pid",
-            "--fork",
-            "--mount-proc",
-            KILN,
-            "boot",
-            "--config",
-            config,
-        ],
-        &[(key, &value)],
-    );
+    let (mut unshare, notify) = ex.boot_notified(KILN, &["unshare", "--pid", "--fork", "--mount-proc"], &[]);
     notify.wait_for("READY=1", Duration::from_secs(30), |l| l == "READY=1");
 
     let kiln = wait_until("kiln inside the namespace", Duration::from_secs(5), || {

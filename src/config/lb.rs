@@ -1,7 +1,413 @@
-//! `[lb]`: which load balancer to join once healthy.
+//! `[lb]`: which load balancer to join once healthy, and how long to wait for it to let go.
+//!
+//! One flat table for every kind (as in the docs): the keys of the other kinds are errors, so a
+//! typo or a half-changed config is caught by `kiln check` rather than ignored at boot.
+//! Names and addresses are templates: `{instance_id}`, `{local_ipv4}`, `{region}`, `{hostname}`
+//! come from the instance's metadata and are filled in by `lb::registrar`.
 
+use super::HumanDuration;
 use serde::{Deserialize, Serialize};
+
+/// The placeholders a template may use.
+pub const TEMPLATE_KEYS: [&str; 4] = ["instance_id", "local_ipv4", "region", "hostname"];
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct LbConfig {}
+pub struct LbConfig {
+    /// Which load balancer: `haproxy`, `elbv2`, `consul` or `none` (the default: no registration).
+    #[serde(default)]
+    pub kind: LbKind,
+    /// Longest wait on stop for in-flight requests to finish before services are stopped
+    /// (default 30s). Consul cannot see requests, so with `kind = "consul"` the whole of it is
+    /// waited: set it to the time your Consul consumers take to drop the instance plus your
+    /// longest request.
+    pub drain_timeout: Option<HumanDuration>,
+
+    /// haproxy: the runtime API socket (`stats socket ... level admin`): a path, or `tcp:HOST:PORT`.
+    pub socket: Option<String>,
+    /// haproxy: the backend to join; it needs a dynamic algorithm (roundrobin, leastconn).
+    pub backend: Option<String>,
+    /// haproxy: this instance's server name; consul: its service ID. Template, default
+    /// `{instance_id}`.
+    pub server: Option<String>,
+    /// haproxy and consul: where the load balancer sends requests, `HOST:PORT`.
+    /// Template, e.g. `{local_ipv4}:8080`.
+    pub address: Option<String>,
+    /// haproxy: appended to `add server` as is, e.g. `check weight 100` or
+    /// `check agent-check agent-port 9101 agent-inter 1s`. Checks named here are enabled after
+    /// the server is added (HAProxy adds servers with checks off).
+    pub options: Option<String>,
+
+    /// elbv2: the target group to join. Its region is where the API is called.
+    pub target_group_arn: Option<String>,
+    /// elbv2: `instance` (register the instance id, the default) or `ip` (register the local
+    /// IPv4) — as the target group's target type.
+    pub target_type: Option<TargetType>,
+    /// elbv2: the port to register; the target group's port when unset.
+    pub port: Option<u16>,
+    /// elbv2: the API endpoint (override for tests and private endpoints). Template, default
+    /// `https://elasticloadbalancing.{region}.amazonaws.com`, `{region}` being the ARN's.
+    pub endpoint: Option<String>,
+    /// elbv2: the instance metadata service holding the instance role's credentials, used when
+    /// `AWS_ACCESS_KEY_ID` is not in kiln's environment. Default `http://169.254.169.254`.
+    pub imds_endpoint: Option<String>,
+
+    /// consul: the local agent's HTTP API (default `http://127.0.0.1:8500`).
+    pub agent: Option<String>,
+    /// consul: the service name to register under.
+    pub service: Option<String>,
+    /// consul: tags of the registered service.
+    pub tags: Option<Vec<String>>,
+    /// consul: the URL the agent polls for readiness. Template, default kiln's `/readyz` on
+    /// `[health] listen` (127.0.0.1 when listening on every address: the agent is local).
+    pub check_url: Option<String>,
+    /// consul: how often the agent polls `check_url` (default 5s); also its timeout.
+    pub check_interval: Option<HumanDuration>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LbKind {
+    #[default]
+    None,
+    Haproxy,
+    Elbv2,
+    Consul,
+}
+
+impl LbKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            LbKind::None => "none",
+            LbKind::Haproxy => "haproxy",
+            LbKind::Elbv2 => "elbv2",
+            LbKind::Consul => "consul",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TargetType {
+    #[default]
+    Instance,
+    Ip,
+}
+
+impl LbConfig {
+    pub const DEFAULT_DRAIN_TIMEOUT: HumanDuration = HumanDuration::from_secs(30);
+
+    pub fn drain_timeout(&self) -> std::time::Duration {
+        self.drain_timeout.unwrap_or(Self::DEFAULT_DRAIN_TIMEOUT).get()
+    }
+
+    /// Checks what can be checked before the instance's facts are known. Messages name the key.
+    pub fn check(&self) -> Result<(), String> {
+        let kind = self.kind;
+        let keys: [(&str, bool, &[LbKind]); 15] = [
+            (
+                "drain_timeout",
+                self.drain_timeout.is_some(),
+                &[LbKind::Haproxy, LbKind::Elbv2, LbKind::Consul],
+            ),
+            ("socket", self.socket.is_some(), &[LbKind::Haproxy]),
+            ("backend", self.backend.is_some(), &[LbKind::Haproxy]),
+            (
+                "server",
+                self.server.is_some(),
+                &[LbKind::Haproxy, LbKind::Consul],
+            ),
+            (
+                "address",
+                self.address.is_some(),
+                &[LbKind::Haproxy, LbKind::Consul],
+            ),
+            ("options", self.options.is_some(), &[LbKind::Haproxy]),
+            (
+                "target_group_arn",
+                self.target_group_arn.is_some(),
+                &[LbKind::Elbv2],
+            ),
+            ("target_type", self.target_type.is_some(), &[LbKind::Elbv2]),
+            ("port", self.port.is_some(), &[LbKind::Elbv2]),
+            ("endpoint", self.endpoint.is_some(), &[LbKind::Elbv2]),
+            ("imds_endpoint", self.imds_endpoint.is_some(), &[LbKind::Elbv2]),
+            ("agent", self.agent.is_some(), &[LbKind::Consul]),
+            ("service", self.service.is_some(), &[LbKind::Consul]),
+            ("tags", self.tags.is_some(), &[LbKind::Consul]),
+            ("check_url", self.check_url.is_some(), &[LbKind::Consul]),
+        ];
+        for (key, set, kinds) in keys {
+            if set && !kinds.contains(&kind) {
+                let owners: Vec<&str> = kinds.iter().map(|k| k.name()).collect();
+                return Err(format!(
+                    "[lb] {key} is a key of kind = {}, but kind = {:?}",
+                    owners.join(" or "),
+                    kind.name()
+                ));
+            }
+        }
+        if self.check_interval.is_some() && kind != LbKind::Consul {
+            return Err(format!(
+                "[lb] check_interval is a key of kind = consul, but kind = {:?}",
+                kind.name()
+            ));
+        }
+        if let Some(d) = self.drain_timeout
+            && (d.get().is_zero() || d.get() > std::time::Duration::from_secs(3600))
+        {
+            return Err(format!(
+                "[lb] drain_timeout = \"{d}\": must be between 1ms and 1h"
+            ));
+        }
+        let templates = [
+            ("server", &self.server),
+            ("address", &self.address),
+            ("endpoint", &self.endpoint),
+            ("check_url", &self.check_url),
+        ];
+        for (key, value) in templates {
+            if let Some(value) = value {
+                check_template(value).map_err(|e| format!("[lb] {key} = {value:?}: {e}"))?;
+            }
+        }
+        match kind {
+            LbKind::None => Ok(()),
+            LbKind::Haproxy => self.check_haproxy(),
+            LbKind::Elbv2 => self.check_elbv2(),
+            LbKind::Consul => self.check_consul(),
+        }
+    }
+
+    fn check_haproxy(&self) -> Result<(), String> {
+        let socket = require("socket", &self.socket)?;
+        if !(socket.starts_with('/') || socket.starts_with("tcp:")) {
+            return Err(format!(
+                "[lb] socket = {socket:?}: give an absolute path or tcp:HOST:PORT"
+            ));
+        }
+        if let Some(tcp) = socket.strip_prefix("tcp:") {
+            split_host_port(tcp).map_err(|e| format!("[lb] socket = {socket:?}: {e}"))?;
+        }
+        let backend = require("backend", &self.backend)?;
+        check_name(backend).map_err(|e| format!("[lb] backend = {backend:?}: {e}"))?;
+        let address = require("address", &self.address)?;
+        split_host_port(address).map_err(|e| format!("[lb] address = {address:?}: {e}"))?;
+        if let Some(options) = &self.options
+            && let Some(bad) = options.chars().find(|c| matches!(c, ';' | '\n' | '\r'))
+        {
+            return Err(format!(
+                "[lb] options = {options:?}: {bad:?} would end the runtime API command"
+            ));
+        }
+        Ok(())
+    }
+
+    fn check_elbv2(&self) -> Result<(), String> {
+        let arn = require("target_group_arn", &self.target_group_arn)?;
+        arn_region(arn).map_err(|e| format!("[lb] target_group_arn = {arn:?}: {e}"))?;
+        for (key, url) in [
+            ("endpoint", &self.endpoint),
+            ("imds_endpoint", &self.imds_endpoint),
+        ] {
+            if let Some(url) = url {
+                check_url(url).map_err(|e| format!("[lb] {key} = {url:?}: {e}"))?;
+            }
+        }
+        if self.port == Some(0) {
+            return Err("[lb] port = 0: give the port the target listens on".into());
+        }
+        Ok(())
+    }
+
+    fn check_consul(&self) -> Result<(), String> {
+        let service = require("service", &self.service)?;
+        check_name(service).map_err(|e| format!("[lb] service = {service:?}: {e}"))?;
+        let address = require("address", &self.address)?;
+        split_host_port(address).map_err(|e| format!("[lb] address = {address:?}: {e}"))?;
+        for (key, url) in [("agent", &self.agent), ("check_url", &self.check_url)] {
+            if let Some(url) = url {
+                check_url(url).map_err(|e| format!("[lb] {key} = {url:?}: {e}"))?;
+            }
+        }
+        if let Some(i) = self.check_interval
+            && i.get() < std::time::Duration::from_secs(1)
+        {
+            return Err(format!("[lb] check_interval = \"{i}\": Consul needs at least 1s"));
+        }
+        Ok(())
+    }
+}
+
+fn require<'a>(key: &str, value: &'a Option<String>) -> Result<&'a str, String> {
+    match value.as_deref() {
+        Some(v) if !v.trim().is_empty() => Ok(v),
+        _ => Err(format!("[lb] {key} is required for this kind")),
+    }
+}
+
+/// Only known `{placeholders}`, and braces that close.
+fn check_template(template: &str) -> Result<(), String> {
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        let after = &rest[open + 1..];
+        let close = after.find('}').ok_or("a '{' is not closed")?;
+        let key = &after[..close];
+        if !TEMPLATE_KEYS.contains(&key) {
+            return Err(format!(
+                "unknown placeholder {{{key}}}; known: {}",
+                TEMPLATE_KEYS.map(|k| format!("{{{k}}}")).join(", ")
+            ));
+        }
+        rest = &after[close + 1..];
+    }
+    if rest.contains('}') {
+        return Err("a '}' has no '{'".into());
+    }
+    Ok(())
+}
+
+/// A name the HAProxy runtime API and Consul take as one word.
+pub fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty()
+        || name.len() > 128
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
+    {
+        return Err("use 1 to 128 letters, digits, '-', '_', '.' or ':'".into());
+    }
+    Ok(())
+}
+
+/// `HOST:PORT` (IPv6 in brackets). Templates are allowed in the host only.
+pub fn split_host_port(s: &str) -> Result<(&str, u16), String> {
+    let (host, port) = s
+        .rsplit_once(':')
+        .ok_or("give HOST:PORT, e.g. {local_ipv4}:8080")?;
+    let port: u16 = port
+        .parse()
+        .ok()
+        .filter(|p| *p > 0)
+        .ok_or_else(|| format!("port {port:?} is not a port number"))?;
+    if host.is_empty() || host.chars().any(|c| c.is_whitespace() || c == ';') {
+        return Err(format!("host {host:?} is not a host"));
+    }
+    Ok((host, port))
+}
+
+fn check_url(url: &str) -> Result<(), String> {
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err("give an http:// or https:// URL".into());
+    }
+    Ok(())
+}
+
+/// The region field of a target group ARN
+/// (`arn:aws:elasticloadbalancing:REGION:ACCOUNT:targetgroup/NAME/ID`).
+pub fn arn_region(arn: &str) -> Result<&str, String> {
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    match parts.as_slice() {
+        ["arn", _, "elasticloadbalancing", region, _, resource]
+            if !region.is_empty() && resource.starts_with("targetgroup/") =>
+        {
+            Ok(region)
+        }
+        _ => Err(
+            "not a target group ARN (arn:aws:elasticloadbalancing:REGION:ACCOUNT:targetgroup/NAME/ID)".into(),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<LbConfig, String> {
+        let c: LbConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+        c.check()?;
+        Ok(c)
+    }
+
+    #[test]
+    fn the_documented_haproxy_table_is_accepted() {
+        let c = parse(
+            r#"kind = "haproxy"
+               drain_timeout = "30s"
+               socket = "/run/haproxy/admin.sock"
+               backend = "app"
+               server = "{instance_id}"
+               address = "{local_ipv4}:8080"
+               options = "check weight 100""#,
+        )
+        .unwrap();
+        assert_eq!(c.kind, LbKind::Haproxy);
+        assert_eq!(c.drain_timeout(), std::time::Duration::from_secs(30));
+    }
+
+    #[test]
+    fn a_key_of_another_kind_is_named() {
+        let err = parse(
+            r#"kind = "haproxy"
+               socket = "tcp:127.0.0.1:9999"
+               backend = "app"
+               address = "10.0.0.1:80"
+               target_group_arn = "arn:aws:elasticloadbalancing:eu-west-1:1:targetgroup/a/b""#,
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("[lb] target_group_arn is a key of kind = elbv2"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn missing_and_malformed_keys_are_named() {
+        let err = parse(r#"kind = "haproxy""#).unwrap_err();
+        assert!(err.contains("[lb] socket is required"), "{err}");
+        let err = parse(
+            r#"kind = "haproxy"
+               socket = "/s"
+               backend = "app"
+               address = "{local_ipv4}""#,
+        )
+        .unwrap_err();
+        assert!(err.contains("[lb] address"), "{err}");
+        let err = parse(
+            r#"kind = "haproxy"
+               socket = "/s"
+               backend = "app"
+               address = "{ip}:80""#,
+        )
+        .unwrap_err();
+        assert!(err.contains("unknown placeholder {ip}"), "{err}");
+        let err = parse(
+            r#"kind = "haproxy"
+               socket = "/s"
+               backend = "app"
+               address = "1.2.3.4:80"
+               options = "check; shutdown sessions""#,
+        )
+        .unwrap_err();
+        assert!(err.contains("[lb] options"), "{err}");
+        let err = parse(
+            r#"kind = "elbv2"
+               target_group_arn = "arn:aws:s3:::bucket""#,
+        )
+        .unwrap_err();
+        assert!(err.contains("[lb] target_group_arn"), "{err}");
+        let err = parse(r#"kind = "lvs""#).unwrap_err();
+        assert!(err.contains("lvs"), "{err}");
+    }
+
+    #[test]
+    fn the_region_comes_from_the_arn() {
+        assert_eq!(
+            arn_region(
+                "arn:aws:elasticloadbalancing:eu-west-3:123456789012:targetgroup/app/73e2d6bc24d8a067"
+            )
+            .unwrap(),
+            "eu-west-3"
+        );
+    }
+}

@@ -55,6 +55,10 @@ pub struct MetadataConfig {
     /// `/sys/hypervisor/uuid`).
     #[serde(default = "default_hypervisor_uuid")]
     pub hypervisor_uuid: PathBuf,
+    /// Fetch user-data and tags again this often after boot and, if they changed, say in status
+    /// and the log that the instance should be replaced. Never applied. Unset: no recheck.
+    #[serde(default)]
+    pub recheck: Option<HumanDuration>,
 }
 
 impl Default for MetadataConfig {
@@ -71,6 +75,7 @@ impl Default for MetadataConfig {
             imdsv1: false,
             dmi_dir: default_dmi_dir(),
             hypervisor_uuid: default_hypervisor_uuid(),
+            recheck: None,
         }
     }
 }
@@ -154,6 +159,13 @@ impl MetadataConfig {
         }
         if self.deadline.get().is_zero() {
             return Err("deadline = \"0s\": give the fetch some time, like \"60s\"".into());
+        }
+        if let Some(recheck) = self.recheck
+            && recheck.get() < std::time::Duration::from_secs(1)
+        {
+            return Err(format!(
+                "recheck = \"{recheck}\": at least \"1s\" (minutes are usual)"
+            ));
         }
         if self.request_timeout.get().is_zero() {
             return Err("request_timeout = \"0s\": give each request some time, like \"2s\"".into());

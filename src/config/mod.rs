@@ -5,7 +5,7 @@
 
 mod duration;
 mod env;
-mod lb;
+pub mod lb;
 mod metadata;
 mod seal;
 mod service;

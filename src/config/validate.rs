@@ -23,6 +23,7 @@ pub(super) fn check(config: &Config) -> Result<(), String> {
     }
     config.metadata.check().map_err(|e| format!("[metadata] {e}"))?;
     config.env.check().map_err(|e| format!("[env] {e}"))?;
+    config.lb.check()?;
     if config.health.agent_listen == Some(config.health.listen) {
         return Err("[health] agent_listen must differ from listen".into());
     }

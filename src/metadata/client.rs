@@ -16,19 +16,20 @@ use tokio::time::Instant;
 const BACKOFF_FIRST: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
-/// Builds the client all providers share. `no_proxy`: an `http_proxy` in kiln's environment must
-/// never see (or redirect) a metadata request. No trust roots are loaded: it never speaks TLS.
+/// Builds the client all providers share (no proxy: see `http_client`). No trust roots are
+/// loaded: it never speaks TLS, and loading them would cost milliseconds at every boot.
 pub(super) fn build_client() -> Result<reqwest::Client, String> {
-    // reqwest builds a TLS config even for a plain HTTP client; it needs a crypto provider.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .no_proxy()
+    crate::http_client::builder()
         .no_gzip()
         .redirect(reqwest::redirect::Policy::none())
         .tls_certs_only(std::iter::empty())
-        .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
         .build()
-        .map_err(|e| format!("cannot build the HTTP client: {}", root_cause(&e)))
+        .map_err(|e| {
+            format!(
+                "cannot build the HTTP client: {}",
+                crate::http_client::root_cause(&e)
+            )
+        })
 }
 
 /// A request, described so it can be sent again on retry.
@@ -226,23 +227,15 @@ fn millis(d: Duration) -> humantime::FormattedDuration {
 
 fn describe(e: &reqwest::Error) -> String {
     if e.is_connect() {
-        format!("cannot connect: {}", root_cause(e))
+        format!("cannot connect: {}", crate::http_client::root_cause(e))
     } else if e.is_timeout() {
         "timed out".to_string()
     } else {
-        root_cause(e)
+        crate::http_client::root_cause(e)
     }
 }
 
 /// The innermost cause (e.g. "Connection refused (os error 111)"), without reqwest's URL prefix.
-fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut cause = e;
-    while let Some(next) = cause.source() {
-        cause = next;
-    }
-    cause.to_string()
-}
-
 /// Reads a JSON document, refusing anything else. serde_json's syntax errors carry a position,
 /// never the text, so the reason is safe to show.
 pub(super) fn parse_json(http: &Http, step: &str, body: &[u8]) -> Result<serde_json::Value, MetadataError> {

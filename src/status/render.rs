@@ -19,17 +19,21 @@ pub fn render(s: &Snapshot, now_ms: u64) -> String {
     if let Some(reason) = &s.reason {
         let _ = writeln!(out, "  why: {reason}");
     }
+    for warning in &s.warnings {
+        let _ = writeln!(out, "  warning: {warning}");
+    }
     if let Some(i) = &s.instance {
-        let fact = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
-        let _ = writeln!(
-            out,
-            "  instance: {} {} in {} ({}), {}",
-            i.provider,
-            fact(&i.instance_id),
-            fact(&i.zone),
-            fact(&i.region),
-            fact(&i.local_ipv4)
-        );
+        let facts: Vec<String> = [
+            ("id", &i.instance_id),
+            ("zone", &i.zone),
+            ("region", &i.region),
+            ("ip", &i.local_ipv4),
+            ("host", &i.hostname),
+        ]
+        .iter()
+        .filter_map(|(label, value)| value.as_ref().map(|v| format!("{label} {v}")))
+        .collect();
+        let _ = writeln!(out, "  instance: {}, {}", i.provider, facts.join(", "));
     }
     if let Some(lb) = &s.lb {
         let state = match lb.state {
@@ -37,6 +41,11 @@ pub fn render(s: &Snapshot, now_ms: u64) -> String {
             LbState::Registered => "registered".into(),
             LbState::Draining => format!("draining ({})", lb.drain.as_deref().unwrap_or("")),
             LbState::Deregistered => "deregistered".into(),
+        };
+        // A registered instance can still carry a reason, e.g. a deregistration that failed.
+        let state = match (&lb.state, &lb.reason) {
+            (LbState::Registered | LbState::Deregistered, Some(reason)) => format!("{state} ({reason})"),
+            _ => state,
         };
         let _ = writeln!(
             out,

@@ -400,6 +400,8 @@ impl Supervisor {
                         tracing::info!("{}: ready ({detail})", unit.name);
                     } else {
                         tracing::warn!("{}: not ready: {detail}", unit.name);
+                        self.shared
+                            .event("warn", format!("{}: not ready: {detail}", unit.name));
                     }
                 }
                 unit.ready = ready;
@@ -409,6 +411,8 @@ impl Supervisor {
                     return;
                 }
                 tracing::warn!("{}: {reason}: restarting", unit.name);
+                self.shared
+                    .event("warn", format!("{}: {reason}: restarting", unit.name));
                 unit.kill_reason = Some(reason);
                 self.signal_unit(index, Signal::SIGKILL);
             }
@@ -452,9 +456,15 @@ impl Supervisor {
                 );
             }
             unit.state = UnitState::Exited;
+            self.shared.event(
+                if level_ok { "info" } else { "error" },
+                format!("{}: exited ({reason}), not restarted", unit.name),
+            );
             return;
         }
         tracing::warn!("{}: exited ({reason})", unit.name);
+        self.shared
+            .event("warn", format!("{}: exited ({reason})", unit.name));
         self.after_failure(index);
     }
 

@@ -20,7 +20,11 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
+use crate::notify::NotifySocket;
 use crate::peers::{Kiln, Process};
+
+/// How long a test waits for the example to be ready: seconds normally, more on a loaded machine.
+pub const BOOT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The example's sources in this repository.
 pub fn source_dir() -> PathBuf {
@@ -309,6 +313,45 @@ impl Example {
     /// `kiln boot --config <this example>`.
     pub fn boot(&self, kiln_bin: &str) -> Kiln {
         Kiln::boot(kiln_bin, &self.config_path)
+    }
+
+    /// `kiln boot` with a notify socket standing in for systemd's, under an optional wrapper
+    /// (`["unshare", "--pid", "--fork", "--mount-proc"]`) and with extra environment.
+    pub fn boot_notified(
+        &self,
+        kiln_bin: &str,
+        wrapper: &[&str],
+        envs: &[(&str, &str)],
+    ) -> (Kiln, NotifySocket) {
+        let notify = NotifySocket::bind();
+        let (key, value) = notify.env();
+        let config = self.config_path.to_str().expect("config path is UTF-8");
+        let mut argv: Vec<&str> = wrapper.to_vec();
+        argv.extend([kiln_bin, "boot", "--config", config]);
+        let mut all_envs = vec![(key, value.as_str())];
+        all_envs.extend_from_slice(envs);
+        (Kiln::boot_with(argv[0], &argv[1..], &all_envs), notify)
+    }
+
+    /// `kiln boot`, waiting for its `READY=1`.
+    pub fn boot_ready(&self, kiln_bin: &str) -> (Kiln, NotifySocket) {
+        let (kiln, notify) = self.boot_notified(kiln_bin, &[], &[]);
+        notify.wait_for("READY=1", BOOT_DEADLINE, |l| l == "READY=1");
+        (kiln, notify)
+    }
+
+    /// `kiln status ARGS` against this example's socket: exit code and stdout.
+    pub fn status_cli(&self, kiln_bin: &str, args: &[&str]) -> (i32, String) {
+        let out = Command::new(kiln_bin)
+            .arg("status")
+            .args(["--socket", self.socket().to_str().expect("socket path is UTF-8")])
+            .args(args)
+            .output()
+            .expect("run kiln status");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
     }
 
     /// The app's page through nginx.

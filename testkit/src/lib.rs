@@ -2,8 +2,12 @@
 //! here (cloud metadata services, the Consul agent), and helpers to wait on conditions.
 
 pub mod control;
+pub mod drill;
 pub mod emulator;
 pub mod example;
+pub mod haproxy;
+pub mod load;
+pub mod moto;
 pub mod net;
 pub mod notify;
 pub mod peers;

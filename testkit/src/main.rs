@@ -1,7 +1,8 @@
 //! `kiln-testkit`: the emulators as a standalone program, for benchmarks and the VM test.
 //!
 //! Usage: `kiln-testkit metadata ...` or `kiln-testkit consul ...` (see each emulator's docs), and
-//! `kiln-testkit example render DIR` (renders examples/php-app; used by its run.sh).
+//! `kiln-testkit example render DIR` (renders examples/php-app; used by its run.sh), and
+//! `kiln-testkit zero-loss --kiln PATH` (the load balancer drill; used by bench/zero_loss.sh).
 
 use std::process::ExitCode;
 
@@ -11,8 +12,9 @@ fn main() -> ExitCode {
         Some("metadata") => testkit::emulator::metadata::main(&args[1..]),
         Some("consul") => testkit::emulator::consul::main(&args[1..]),
         Some("example") => testkit::example::main(&args[1..]),
+        Some("zero-loss") => testkit::drill::main(&args[1..]),
         _ => {
-            eprintln!("usage: kiln-testkit metadata|consul|example [ARGS...]");
+            eprintln!("usage: kiln-testkit metadata|consul|example|zero-loss [ARGS...]");
             ExitCode::from(2)
         }
     }

@@ -117,6 +117,15 @@ impl Kiln {
         self.tree.wait_log_count(needle, count, deadline)
     }
 
+    /// The index of the first line of the log containing `needle` (to assert an order of
+    /// events); panics with the log when there is none.
+    pub fn line_of(&self, needle: &str) -> usize {
+        let log = self.log();
+        log.lines()
+            .position(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("{needle:?} not in the log:\n{log}"))
+    }
+
     /// The unique value of `KILN_TEST_TAG` for this kiln and everything below it.
     pub fn tag(&self) -> &str {
         &self.tree.tag

@@ -8,16 +8,21 @@
 //! A failure before services start refuses the boot: nothing is started or registered,
 //! `/readyz` stays 503, and `kiln status` says which step failed and why, until kiln is stopped.
 //!
-//! Signals: SIGTERM or SIGINT stop the instance (readiness 503 first, then the load balancer is
-//! left, then services stop in reverse order); a second one kills what is left. SIGHUP is refused:
-//! an immutable instance never reloads.
+//! Signals (`stops`): SIGTERM or SIGINT stop the instance (readiness 503 first, then the load
+//! balancer is left, then services stop in reverse order); a second one kills what is left.
+//! SIGHUP is refused: an immutable instance never reloads. After the boot, `guards` watch the
+//! seal and the metadata.
+
+mod guards;
+mod stops;
 
 use crate::config::Config;
 use crate::env::{self, FrozenEnv};
-use crate::metadata;
-use crate::seal;
-use crate::serve::{control, health};
-use crate::state::{EnvVarSource, Phase, Shared};
+use crate::lb::{self, Membership};
+use crate::metadata::{self, Metadata};
+use crate::seal::{self, SealError, Verified};
+use crate::serve::{agent, control, health};
+use crate::state::{EnvVarSource, Phase, SealStatus, Shared, now_ms};
 use crate::supervise::reaper::{self, Reaper};
 use crate::supervise::{Supervisor, SupervisorHandle};
 use crate::systemd::{self, Notifier};
@@ -25,7 +30,7 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::signal::unix::{SignalKind, signal};
+use stops::{StopRequests, requested};
 use tokio::sync::watch;
 
 /// Exit code after a refused boot was stopped.
@@ -60,7 +65,7 @@ pub fn run(config_path: &Path) -> ExitCode {
 }
 
 async fn walk(config: Config, shared: Arc<Shared>) -> ExitCode {
-    let stops = match watch_signals(shared.clone()) {
+    let (stopper, stops) = match stops::watch_signals(shared.clone()) {
         Ok(s) => s,
         Err(e) => {
             tracing::error!("cannot install signal handlers: {e}");
@@ -89,15 +94,24 @@ async fn walk(config: Config, shared: Arc<Shared>) -> ExitCode {
 
     let prepared = tokio::select! {
         prepared = prepare(&config, &shared) => prepared,
-        _ = stop_requested(stops.clone(), 1) => {
+        _ = requested(stops.clone(), 1) => {
             tracing::info!("stopped during boot; nothing was started");
             shared.update(|s| s.phase = Phase::Stopped);
             return ExitCode::SUCCESS;
         }
     };
-    let env = match prepared {
-        Ok(env) => env,
+    let Prepared {
+        env,
+        verified,
+        metadata,
+    } = match prepared {
+        Ok(p) => p,
         Err(reason) => return refuse(&shared, &notifier, &reason, stops).await,
+    };
+
+    let registrar = match lb::registrar(&config, &metadata.facts) {
+        Ok(r) => r,
+        Err(e) => return refuse(&shared, &notifier, &format!("lb: {e}"), stops).await,
     };
 
     let supervisor = match Supervisor::new(
@@ -112,12 +126,20 @@ async fn walk(config: Config, shared: Arc<Shared>) -> ExitCode {
     };
     let handle = supervisor.handle();
     let supervisor = tokio::spawn(supervisor.run());
+    guards::watch_seal(&config.seal, &verified, shared.clone(), stopper);
+    guards::recheck_metadata(&config.metadata, metadata, shared.clone());
+    // Joins the load balancer once every service is ready.
+    let membership =
+        registrar.map(|r| Membership::start(r, shared.clone(), notifier.clone(), config.lb.drain_timeout()));
 
-    stop_requested(stops.clone(), 1).await;
-    shutdown(&shared, &notifier, &handle, stops).await;
+    let request = requested(stops.clone(), 1).await;
+    shutdown(&shared, &notifier, &handle, membership, stops).await;
     let _ = supervisor.await;
     shared.update(|s| s.phase = Phase::Stopped);
     tracing::info!("all services stopped; bye");
+    if request.poweroff {
+        power_off();
+    }
     ExitCode::SUCCESS
 }
 
@@ -131,17 +153,27 @@ async fn start_serving(config: &Config, shared: &Arc<Shared>) -> Result<(), Stri
         .map_err(|e| format!("[control] socket {}: {e}", config.control.socket.display()))?;
     health::start(config.health.listen, shared.clone())
         .map_err(|e| format!("[health] listen {}: {e}", config.health.listen))?;
+    if let Some(addr) = config.health.agent_listen {
+        let agent_listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("[health] agent_listen {addr}: {e}"))?;
+        tokio::spawn(agent::serve_agent(agent_listener, shared.clone()));
+    }
     tokio::spawn(control::serve(socket, shared.clone()));
     Ok(())
 }
 
+/// What the boot steps produced, frozen from here on.
+struct Prepared {
+    env: FrozenEnv,
+    verified: Verified,
+    metadata: Metadata,
+}
+
 /// The steps that must all pass before a single service starts: seal, metadata, environment.
-async fn prepare(config: &Config, shared: &Shared) -> Result<FrozenEnv, String> {
+async fn prepare(config: &Config, shared: &Shared) -> Result<Prepared, String> {
     shared.phase_begin("seal");
-    let verified = seal::verify_at_boot(&config.seal).map_err(|e| format!("seal: {e}"))?;
-    if let Some(hash) = verified.root_hash {
-        shared.update(|s| s.seal.get_or_insert_with(Default::default).root_hash = Some(hash));
-    }
+    let verified = verify_seal(config, shared).await?;
     shared.phase_done("seal");
 
     shared.phase_begin("metadata");
@@ -164,12 +196,67 @@ async fn prepare(config: &Config, shared: &Shared) -> Result<FrozenEnv, String> 
         s.env = names;
     });
     shared.phase_done("env");
-    Ok(frozen)
+    Ok(Prepared {
+        env: frozen,
+        verified,
+        metadata,
+    })
+}
+
+/// Remounts the sealed paths read-only first (nothing can change between the check and the
+/// mount), then compares them with the manifest, off the async thread: hashing a release tree
+/// takes a few hundred milliseconds of CPU.
+async fn verify_seal(config: &Config, shared: &Shared) -> Result<Verified, String> {
+    if !config.seal.is_enabled() {
+        return Ok(Verified::default());
+    }
+    let readonly = config
+        .seal
+        .readonly
+        .then(|| seal::remount_readonly(&config.seal).to_string());
+    shared.update(|s| {
+        s.seal = Some(SealStatus {
+            readonly: readonly.clone(),
+            ..SealStatus::default()
+        })
+    });
+    if let Some(line) = &readonly {
+        tracing::info!("sealed paths: {line}");
+    }
+    let seal_config = config.seal.clone();
+    let verified = tokio::task::spawn_blocking(move || seal::verify_at_boot(&seal_config))
+        .await
+        .map_err(|e| format!("seal: verification stopped: {e}"))?;
+    match verified {
+        Ok(verified) => {
+            if let Some(skipped) = &verified.skipped {
+                tracing::warn!("seal: {skipped}");
+            }
+            shared.update(|s| {
+                let status = s.seal.get_or_insert_with(SealStatus::default);
+                status.root_hash = verified.root_hash.clone();
+                status.last_verified_ms = verified.root_hash.as_ref().map(|_| now_ms());
+            });
+            Ok(verified)
+        }
+        Err(e) => {
+            if let SealError::Drift(differences) = &e {
+                let lines = differences.iter().map(ToString::to_string).collect();
+                shared.update(|s| s.seal.get_or_insert_with(SealStatus::default).drift = lines);
+            }
+            Err(format!("seal: {e}"))
+        }
+    }
 }
 
 /// A boot that cannot go on: say why everywhere a person might look, start nothing, and wait to
 /// be stopped (so `/readyz` keeps answering 503 and `kiln status` keeps explaining).
-async fn refuse(shared: &Shared, notifier: &Notifier, reason: &str, stops: watch::Receiver<u32>) -> ExitCode {
+async fn refuse(
+    shared: &Shared,
+    notifier: &Notifier,
+    reason: &str,
+    stops: watch::Receiver<StopRequests>,
+) -> ExitCode {
     tracing::error!("boot refused: {reason}");
     tracing::error!("nothing was started; kiln stays up to explain (kiln status) until it is stopped");
     shared.update(|s| {
@@ -183,7 +270,7 @@ async fn refuse(shared: &Shared, notifier: &Notifier, reason: &str, stops: watch
         "READY=1\nSTATUS=boot refused: {}",
         reason.replace('\n', " ")
     ));
-    stop_requested(stops, 1).await;
+    requested(stops, 1).await;
     shared.update(|s| s.phase = Phase::Stopped);
     ExitCode::from(EXIT_REFUSED)
 }
@@ -194,7 +281,8 @@ async fn shutdown(
     shared: &Shared,
     notifier: &Notifier,
     handle: &SupervisorHandle,
-    stops: watch::Receiver<u32>,
+    membership: Option<Membership>,
+    stops: watch::Receiver<StopRequests>,
 ) {
     tracing::info!("stopping: readiness off, then services in reverse order");
     shared.update(|s| {
@@ -203,46 +291,22 @@ async fn shutdown(
     });
     shared.event("info", "stop requested");
     notifier.notify("STOPPING=1\nSTATUS=stopping");
+    if let Some(membership) = membership {
+        // Leave the load balancer (deregister, drain) while services still serve what is in
+        // flight; a second stop request cuts the drain short.
+        tokio::select! {
+            _ = membership.leave() => {}
+            _ = requested(stops.clone(), 2) => tracing::warn!("drain cut short by a second stop request"),
+        }
+    }
     let mut stopped = std::pin::pin!(handle.stop());
     tokio::select! {
         _ = &mut stopped => {}
-        _ = stop_requested(stops, 2) => {
+        _ = requested(stops, 2) => {
             handle.kill_all();
             stopped.await;
         }
     }
-}
-
-/// Counts SIGTERM/SIGINT into a watch channel; refuses SIGHUP.
-fn watch_signals(shared: Arc<Shared>) -> std::io::Result<watch::Receiver<u32>> {
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut hup = signal(SignalKind::hangup())?;
-    let (tx, rx) = watch::channel(0u32);
-    tokio::spawn(async move {
-        loop {
-            let name = tokio::select! {
-                _ = term.recv() => "SIGTERM",
-                _ = int.recv() => "SIGINT",
-                _ = hup.recv() => {
-                    tracing::warn!(
-                        "SIGHUP refused: kiln never reloads, nothing changed. {}", control::IMMUTABLE
-                    );
-                    shared.update(|s| s.refused_mutations += 1);
-                    shared.event("warn", "SIGHUP refused: nothing reloaded");
-                    continue;
-                }
-            };
-            tracing::info!("{name} received");
-            tx.send_modify(|n| *n += 1);
-        }
-    });
-    Ok(rx)
-}
-
-/// Resolves once at least `count` stop requests have arrived.
-async fn stop_requested(mut stops: watch::Receiver<u32>, count: u32) {
-    let _ = stops.wait_for(|n| *n >= count).await;
 }
 
 /// Before the supervisor runs (and after a refused boot) the walk itself is kiln's loop: beat for
@@ -274,4 +338,24 @@ fn spawn_watchdog(notifier: &Arc<Notifier>, shared: &Arc<Shared>) {
             }
         }
     });
+}
+
+/// `on_drift = "poweroff"`, once everything is stopped: as PID 1 kiln powers off itself; under
+/// systemd it asks systemd, which then stops the rest of the machine in order.
+fn power_off() {
+    tracing::warn!("powering the machine off (seal drift, on_drift = poweroff)");
+    if std::process::id() == 1 {
+        nix::unistd::sync();
+        let Err(e) = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_POWER_OFF);
+        tracing::error!("power off failed: {e}");
+        return;
+    }
+    match std::process::Command::new("systemctl")
+        .args(["poweroff", "--no-block"])
+        .status()
+    {
+        Ok(status) if status.success() => {}
+        Ok(status) => tracing::error!("systemctl poweroff: {status}"),
+        Err(e) => tracing::error!("systemctl poweroff: {e}"),
+    }
 }

@@ -1,0 +1,428 @@
+//! HAProxy through its runtime API (the `stats socket ... level admin`), unix or TCP.
+//!
+//! Joining: `add server` (servers start in maintenance) → `set server state ready` → `enable
+//! health` / `enable agent` for the checks the options name (HAProxy adds them switched off).
+//! Leaving: `state drain` → wait for the server's current sessions (`scur` and queue `qcur` in
+//! `show stat`) to reach 0 → `state maint` → `del server`, which HAProxy 2.6 refuses while any
+//! connection, even an idle one kept for reuse, is attached: so it is retried for a while.
+//!
+//! The protocol is one line in, the answer, then HAProxy closes the connection (non-interactive
+//! mode). Answers are free text: each command lists the answers that mean success, and anything
+//! else is shown as HAProxy's own words.
+
+use super::{LbError, Registrar, render, value_or};
+use crate::config::LbConfig;
+use crate::metadata::InstanceFacts;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// Longest wait for one runtime API answer.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often the drain looks at the session count.
+const DRAIN_POLL: Duration = Duration::from_millis(50);
+/// How long `del server` is retried after the drain, for idle connections to be released.
+const REMOVE_PATIENCE: Duration = Duration::from_secs(10);
+/// HAProxy's answers are short; a longer one is not HAProxy.
+const MAX_ANSWER: usize = 1 << 20;
+
+/// Where the runtime API listens.
+#[derive(Debug, Clone)]
+pub enum SocketAddr {
+    Unix(PathBuf),
+    Tcp(String),
+}
+
+impl SocketAddr {
+    /// `/path/to/admin.sock` or `tcp:HOST:PORT`.
+    pub fn parse(spec: &str) -> Result<SocketAddr, LbError> {
+        match spec.strip_prefix("tcp:") {
+            Some(hostport) => Ok(SocketAddr::Tcp(hostport.to_string())),
+            None if spec.starts_with('/') => Ok(SocketAddr::Unix(PathBuf::from(spec))),
+            None => Err(LbError(format!(
+                "[lb] socket = {spec:?}: give an absolute path or tcp:HOST:PORT"
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Display for SocketAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SocketAddr::Unix(p) => write!(f, "{}", p.display()),
+            SocketAddr::Tcp(a) => write!(f, "tcp:{a}"),
+        }
+    }
+}
+
+/// A client of the runtime API: one connection per command.
+#[derive(Debug, Clone)]
+pub struct RuntimeApi {
+    addr: SocketAddr,
+}
+
+impl RuntimeApi {
+    pub fn new(addr: SocketAddr) -> RuntimeApi {
+        RuntimeApi { addr }
+    }
+
+    /// Sends one command and returns HAProxy's whole answer.
+    pub async fn command(&self, command: &str) -> Result<String, LbError> {
+        let verb = command.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
+        let fail = |what: String| LbError(format!("haproxy runtime API at {}: {verb}: {what}", self.addr));
+        let line = format!("{command}\n");
+        let exchange = async {
+            match &self.addr {
+                SocketAddr::Unix(path) => {
+                    exchange(
+                        tokio::net::UnixStream::connect(path)
+                            .await
+                            .map_err(connect_error)?,
+                        &line,
+                    )
+                    .await
+                }
+                SocketAddr::Tcp(hostport) => {
+                    let stream = tokio::net::TcpStream::connect(hostport.as_str())
+                        .await
+                        .map_err(connect_error)?;
+                    exchange(stream, &line).await
+                }
+            }
+        };
+        let answer = tokio::time::timeout(COMMAND_TIMEOUT, exchange)
+            .await
+            .map_err(|_| fail(format!("no answer within {COMMAND_TIMEOUT:?}")))?
+            .map_err(fail)?;
+        let answer = String::from_utf8_lossy(&answer).trim().to_string();
+        if answer == "Permission denied" || answer.starts_with("Unknown command") {
+            return Err(fail(format!(
+                "{answer:?} (the socket needs `level admin` in haproxy's `stats socket` line)"
+            )));
+        }
+        Ok(answer)
+    }
+
+    /// Runs `command` and accepts only an answer starting with one of `ok` ("" for silence).
+    async fn expect(&self, command: &str, ok: &[&str]) -> Result<String, LbError> {
+        let answer = self.command(command).await?;
+        if ok.iter().any(|o| {
+            if o.is_empty() {
+                answer.is_empty()
+            } else {
+                answer.starts_with(o)
+            }
+        }) {
+            Ok(answer)
+        } else {
+            Err(LbError(format!(
+                "haproxy runtime API at {}: `{command}`: {}",
+                self.addr,
+                one_line(&answer)
+            )))
+        }
+    }
+
+    /// The `show stat` row of one server, None when the backend has no such server.
+    pub async fn server_stat(&self, backend: &str, server: &str) -> Result<Option<ServerStat>, LbError> {
+        let answer = self.command(&format!("show stat {backend} 4 -1")).await?;
+        if !answer.starts_with('#') {
+            return Err(LbError(format!(
+                "haproxy runtime API at {}: show stat {backend}: {}",
+                self.addr,
+                one_line(&answer)
+            )));
+        }
+        Ok(ServerStat::find(&answer, backend, server))
+    }
+}
+
+/// One command line out, the whole answer back (HAProxy closes the connection after it).
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, line: &str) -> Result<Vec<u8>, String> {
+    stream
+        .write_all(line.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut answer = Vec::new();
+    (&mut stream)
+        .take(MAX_ANSWER as u64)
+        .read_to_end(&mut answer)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(answer)
+}
+
+fn connect_error(e: std::io::Error) -> String {
+    format!("cannot connect: {e} (is haproxy running with a `stats socket ... level admin` there?)")
+}
+
+fn one_line(s: &str) -> String {
+    if s.is_empty() {
+        "(no answer)".into()
+    } else {
+        s.lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join(" / ")
+    }
+}
+
+/// The fields of a `show stat` server row that kiln reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerStat {
+    /// UP, DOWN, MAINT, DRAIN, NOLB, `no check`, ... (with `UP 1/3`-style transitions).
+    pub status: String,
+    /// Current sessions.
+    pub scur: u64,
+    /// Requests queued for this server.
+    pub qcur: u64,
+    /// Total sessions so far.
+    pub stot: u64,
+    pub addr: String,
+    pub weight: u64,
+}
+
+impl ServerStat {
+    /// Finds `backend/server` in `show stat` CSV (the header line names the columns).
+    pub fn find(csv: &str, backend: &str, server: &str) -> Option<ServerStat> {
+        let mut lines = csv.lines();
+        let header: Vec<&str> = lines.next()?.trim_start_matches("# ").split(',').collect();
+        let col = |name: &str| header.iter().position(|h| *h == name);
+        let (px, sv) = (col("pxname")?, col("svname")?);
+        for line in lines {
+            let fields: Vec<&str> = line.split(',').collect();
+            if fields.get(px) == Some(&backend) && fields.get(sv) == Some(&server) {
+                let get = |name: &str| col(name).and_then(|i| fields.get(i)).copied().unwrap_or("");
+                let num = |name: &str| get(name).parse().unwrap_or(0);
+                return Some(ServerStat {
+                    status: get("status").to_string(),
+                    scur: num("scur"),
+                    qcur: num("qcur"),
+                    stot: num("stot"),
+                    addr: get("addr").to_string(),
+                    weight: num("weight"),
+                });
+            }
+        }
+        None
+    }
+}
+
+/// Joins one HAProxy backend as one server.
+pub struct HaproxyRegistrar {
+    api: RuntimeApi,
+    backend: String,
+    server: String,
+    host: String,
+    port: u16,
+    options: String,
+}
+
+impl HaproxyRegistrar {
+    pub fn new(lb: &LbConfig, facts: &InstanceFacts) -> Result<HaproxyRegistrar, LbError> {
+        let socket = lb
+            .socket
+            .as_deref()
+            .ok_or_else(|| LbError("[lb] socket is required".into()))?;
+        let backend = lb
+            .backend
+            .clone()
+            .ok_or_else(|| LbError("[lb] backend is required".into()))?;
+        let server = render("server", value_or(&lb.server, "{instance_id}"), facts)?;
+        crate::config::lb::check_name(&server)
+            .map_err(|e| LbError(format!("[lb] server = {server:?} (rendered): {e}")))?;
+        let address = render("address", value_or(&lb.address, ""), facts)?;
+        let (host, port) = crate::config::lb::split_host_port(&address)
+            .map_err(|e| LbError(format!("[lb] address = {address:?} (rendered): {e}")))?;
+        Ok(HaproxyRegistrar {
+            api: RuntimeApi::new(SocketAddr::parse(socket)?),
+            backend,
+            host: host.trim_start_matches('[').trim_end_matches(']').to_string(),
+            port,
+            server,
+            options: lb.options.clone().unwrap_or_default(),
+        })
+    }
+
+    fn target(&self) -> String {
+        format!("{}/{}", self.backend, self.server)
+    }
+
+    fn has_option(&self, word: &str) -> bool {
+        self.options.split_whitespace().any(|w| w == word)
+    }
+
+    fn address(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+
+    /// Points a server left by a previous run at this run's address.
+    async fn take_over(&self) -> Result<(), LbError> {
+        tracing::info!(
+            "haproxy: {} exists (left by an earlier run): taking it over",
+            self.target()
+        );
+        self.api
+            .expect(
+                &format!(
+                    "set server {} addr {} port {}",
+                    self.target(),
+                    self.host,
+                    self.port
+                ),
+                &["IP changed", "no need to change the addr", "Port changed"],
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl Registrar for HaproxyRegistrar {
+    fn kind(&self) -> &'static str {
+        "haproxy"
+    }
+
+    fn describe(&self) -> String {
+        format!("{} ({})", self.target(), self.address())
+    }
+
+    async fn register(&self) -> Result<(), LbError> {
+        let add = format!("add server {} {} {}", self.target(), self.address(), self.options);
+        let answer = self
+            .api
+            .expect(
+                add.trim_end(),
+                &["New server registered", "Already exists a server"],
+            )
+            .await?;
+        if answer.starts_with("Already exists") {
+            self.take_over().await?;
+        }
+        self.api
+            .expect(&format!("set server {} state ready", self.target()), &[""])
+            .await?;
+        if self.has_option("check") {
+            self.api
+                .expect(&format!("enable health {}", self.target()), &[""])
+                .await?;
+        }
+        if self.has_option("agent-check") {
+            self.api
+                .expect(&format!("enable agent {}", self.target()), &[""])
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn deregister(&self) -> Result<(), LbError> {
+        self.api
+            .expect(
+                &format!("set server {} state drain", self.target()),
+                &["", "No such server"],
+            )
+            .await
+            .map(|_| ())
+    }
+
+    async fn wait_drained(
+        &self,
+        deadline: Instant,
+        progress: &(dyn Fn(String) + Send + Sync),
+    ) -> Result<(), LbError> {
+        loop {
+            let Some(stat) = self.api.server_stat(&self.backend, &self.server).await? else {
+                return Ok(());
+            };
+            let in_flight = stat.scur + stat.qcur;
+            if in_flight == 0 {
+                return Ok(());
+            }
+            let line = if stat.qcur > 0 {
+                format!("{} sessions, {} queued", stat.scur, stat.qcur)
+            } else {
+                format!("{} sessions", stat.scur)
+            };
+            if Instant::now() >= deadline {
+                return Err(LbError(format!(
+                    "haproxy {}: drain timed out with {line}",
+                    self.target()
+                )));
+            }
+            progress(line);
+            tokio::time::sleep(DRAIN_POLL.min(deadline.saturating_duration_since(Instant::now()))).await;
+        }
+    }
+
+    async fn remove(&self) -> Result<(), LbError> {
+        let target = self.target();
+        let maint = self
+            .api
+            .expect(
+                &format!("set server {target} state maint"),
+                &["", "No such server"],
+            )
+            .await?;
+        if maint.starts_with("No such server") {
+            return Ok(());
+        }
+        // Sessions still there after the drain deadline would keep the server forever.
+        self.api
+            .expect(&format!("shutdown sessions server {target}"), &[""])
+            .await?;
+        let give_up = Instant::now() + REMOVE_PATIENCE;
+        loop {
+            let answer = self
+                .api
+                .expect(
+                    &format!("del server {target}"),
+                    &["Server deleted", "No such server", "Server still has connections"],
+                )
+                .await?;
+            if !answer.starts_with("Server still has connections") {
+                return Ok(());
+            }
+            if Instant::now() >= give_up {
+                return Err(LbError(format!(
+                    "haproxy {target}: left in maintenance, not deleted: {answer} after {REMOVE_PATIENCE:?}"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_server_row_is_found_by_the_header_names() {
+        let csv = "# pxname,svname,qcur,qmax,scur,smax,slim,stot,status,weight,addr,\n\
+                   app,a,0,0,2,3,,7,UP,100,10.0.0.5:8080,\n\
+                   app,b,1,0,0,0,,0,DRAIN,0,10.0.0.6:8080,\n";
+        let a = ServerStat::find(csv, "app", "a").unwrap();
+        assert_eq!((a.scur, a.qcur, a.stot, a.status.as_str()), (2, 0, 7, "UP"));
+        let b = ServerStat::find(csv, "app", "b").unwrap();
+        assert_eq!((b.qcur, b.weight, b.addr.as_str()), (1, 0, "10.0.0.6:8080"));
+        assert_eq!(ServerStat::find(csv, "app", "c"), None);
+    }
+
+    #[test]
+    fn the_socket_spec_is_a_path_or_tcp() {
+        assert!(matches!(
+            SocketAddr::parse("/run/haproxy/admin.sock"),
+            Ok(SocketAddr::Unix(_))
+        ));
+        assert!(matches!(
+            SocketAddr::parse("tcp:10.0.0.5:9999"),
+            Ok(SocketAddr::Tcp(_))
+        ));
+        assert!(SocketAddr::parse("admin.sock").is_err());
+    }
+}
