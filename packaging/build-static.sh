@@ -4,9 +4,9 @@
 #   packaging/build-static.sh        # -> target/x86_64-unknown-linux-musl/release/kiln
 #
 # and checks what it built: statically linked (no ELF interpreter, no shared libraries), stripped,
-# below 10 MiB, and it runs. Prints the binary's path last. Needs rustup's musl target and musl-gcc
-# (Debian's musl-tools, for the C and assembly parts of ring and blake3); it installs both when
-# missing and it runs as root, or says what to run.
+# below 10 MiB, and it runs. Prints the binary's path last. Needs rustup's musl target, musl-gcc
+# (Debian's musl-tools, for the C and assembly parts of ring and blake3), file and readelf; it
+# installs what is missing when it runs as root, or says what to run.
 #
 # The binary is a static PIE (Rust's default for musl): its addresses are randomised like a
 # dynamic executable's. For such a file `file` says "static-pie linked" and glibc's `ldd` says
@@ -18,13 +18,17 @@ cd "$repo"
 target=x86_64-unknown-linux-musl
 PATH="$HOME/.cargo/bin:$PATH"
 
-if ! command -v musl-gcc >/dev/null 2>&1; then
+missing=""
+command -v musl-gcc >/dev/null 2>&1 || missing="$missing musl-tools"
+command -v file >/dev/null 2>&1 || missing="$missing file"
+command -v readelf >/dev/null 2>&1 || missing="$missing binutils"
+if [ -n "$missing" ]; then
     if [ "$(id -u)" -ne 0 ]; then
-        echo "build-static: musl-gcc is missing: sudo apt-get install musl-tools" >&2
+        echo "build-static: missing:$missing; sudo apt-get install$missing" >&2
         exit 1
     fi
-    echo "build-static: installing musl-tools"
-    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends musl-tools
+    echo "build-static: installing$missing"
+    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $missing
 fi
 if ! rustup target list --installed 2>/dev/null | grep -qx "$target"; then
     echo "build-static: adding the Rust target $target"

@@ -139,9 +139,17 @@ haproxy_cmd() {
     echo "$1" | socat -t 2 - "UNIX-CONNECT:$work/haproxy.sock"
 }
 wait_for "HAProxy's runtime API" 10 haproxy_cmd "show info"
-# The server's line in `show servers state app`, empty when the backend has none.
-server_state() {
-    haproxy_cmd "show servers state app" | awk -v s="$instance_id" '$4 == s'
+# lb_stat FIELD: a field of the instance's row in HAProxy's `show stat` (empty: no such server).
+lb_stat() {
+    haproxy_cmd "show stat app 4 -1" | awk -F, -v s="$instance_id" -v f="$1" '
+        NR == 1 { sub(/^# /, ""); for (i = 1; i <= NF; i++) col[$i] = i; next }
+        $2 == s { print $col[f] }'
+}
+registered() {
+    [ -n "$(lb_stat status)" ]
+}
+up() {
+    [ "$(lb_stat status)" = UP ]
 }
 pass "host side up: metadata emulator at 169.254.169.254, HAProxy (backend app empty)"
 
@@ -196,6 +204,7 @@ boot_vm "$image_dir/kiln.img"
 wait_for "/readyz 200 through hostfwd" 300 readyz_is 200
 t_ready_host=$(now)
 pass "/readyz 200"
+wait_for "the instance to register in HAProxy" 60 registered
 
 page=$(guest_curl http://10.0.2.15/)
 grep -qx "greeting: $greeting" <<<"$page" || fail "the page does not show the user-data's GREETING: $page"
@@ -211,39 +220,61 @@ for unit in php-fpm nginx 'worker#1' 'worker#2'; do
 done
 pass "kiln status in the guest: READY, php-fpm, nginx, worker#1, worker#2 running and ready"
 sed 's/^/    | /' <<<"$status_out" >&2
-log "note: /srv/app in the guest is mounted $(guest /usr/bin/findmnt -n -o OPTIONS --target /srv/app | cut -d, -f1)"
+mount_opts=$(guest /usr/bin/findmnt -n -o OPTIONS --target /srv/app/public)
+[ "${mount_opts%%,*}" = ro ] || fail "/srv/app is not mounted read-only in the guest: $mount_opts"
+write=$(guest /bin/sh -c 'echo x >/srv/app/public/x.php' 2>&1) && fail "root could write into the sealed /srv/app"
+grep -q "Read-only file system" <<<"$write" || fail "writing into /srv/app: $write"
+guest /bin/sh -c 'echo x >/srv/app/var/log/e2e.log' || fail "the excluded /srv/app/var/log is not writable"
+pass "sealed paths read-only for root in the guest (EROFS), the excluded /srv/app/var/log writable"
 verify_out=$(guest /usr/bin/systemd-analyze verify --man=no kiln.service 2>&1) || fail "systemd-analyze verify in the guest: $verify_out"
 [ -z "$verify_out" ] || fail "systemd-analyze verify kiln.service in the guest: $verify_out"
 pass "systemd-analyze verify kiln.service, by the guest's systemd (PID 1): clean"
 
-# The guest's own clock: when systemd started, when it started kiln, when kiln said READY=1.
-show=$(guest /usr/bin/systemctl show -p UserspaceTimestampMonotonic -p FinishTimestampMonotonic)
-kiln_show=$(guest /usr/bin/systemctl show kiln.service -p ExecMainStartTimestampMonotonic -p ActiveEnterTimestampMonotonic)
-mono() { printf '%s\n%s\n' "$show" "$kiln_show" | sed -n "s/^$1=//p"; }
 t_qemu1=$t_qemu
 
 # ---- 2. load balancer --------------------------------------------------------------------------
-# (checks added once [lb] lands on main)
+wait_for "HAProxy to see the instance UP (TCP check and agent-check)" 30 up
+pass "registered in HAProxy as app/$instance_id ($(lb_stat addr 2>/dev/null || true)), UP"
+before=$(lb_stat stot)
+for _ in 1 2 3 4 5; do
+    via=$(in_ns curl -s -m 5 http://127.0.0.1:8080/)
+    grep -qx "greeting: $greeting" <<<"$via" || fail "the page through HAProxy: $via"
+done
+after=$(lb_stat stot)
+[ $((after - before)) -ge 5 ] || fail "HAProxy counted $((after - before)) sessions to the instance for 5 requests"
+pass "5 requests through HAProxy's frontend reached the guest's nginx (server sessions $before -> $after)"
 
 # ---- 3. ACPI power-off: drain and deregister before the guest is gone -------------------------
 log "VM 1: ACPI power-off (QMP system_powerdown)"
 t_powerdown=$(now)
 python3 "$here/vmctl.py" qmp "$work/qmp.sock" system_powerdown >/dev/null
 deadline=$(($(date +%s) + 120))
+t_left=""
 while kill -0 "$vm_pid" 2>/dev/null; do
     [ "$(date +%s)" -lt "$deadline" ] || fail "the VM did not power off within 120s of system_powerdown"
-    sleep 0.2
+    if [ -z "$t_left" ] && ! registered; then t_left=$(now); fi
+    sleep 0.1
 done
 wait "$vm_pid" 2>/dev/null || true
 vm_pid=""
 t_off=$(now)
 sleep 0.3 # the serial reader drains what qemu wrote last
+[ -n "$t_left" ] || fail "the instance was still in HAProxy when the VM powered off"
+! registered || fail "the instance is still in HAProxy after the power-off"
+# The order, in the guest's own log: leave the load balancer, then stop nginx, then power down.
+line_of() { grep -n -m1 -E "$1" "$work/serial.log" | cut -d: -f1; }
+l_left=$(line_of "kiln\[[0-9]+\]: lb: left")
+l_nginx=$(line_of "kiln\[[0-9]+\]: nginx: stopping")
+l_stopped=$(line_of "Stopped kiln.service")
+l_off=$(line_of "reboot: Power down")
+[ -n "$l_left" ] || fail "kiln did not log leaving the load balancer"
+[ -n "$l_nginx" ] && [ -n "$l_stopped" ] && [ -n "$l_off" ] || fail "no nginx stop, kiln stop or power-down in the serial log"
+[ "$l_left" -lt "$l_nginx" ] && [ "$l_nginx" -lt "$l_stopped" ] && [ "$l_stopped" -lt "$l_off" ] ||
+    fail "power-off order: left LB at line $l_left, nginx stopping $l_nginx, kiln stopped $l_stopped, power down $l_off"
 t_stopping=$(serial_at "Stopping kiln.service")
 t_stopped=$(serial_at "Stopped kiln.service")
-t_poweroff=$(serial_at "reboot: Power down")
-[ -n "$t_stopping" ] && [ -n "$t_stopped" ] || fail "systemd did not stop kiln.service on the power-off"
-[ -n "$t_poweroff" ] || fail "the guest did not power down"
-pass "power-off: systemd stopped kiln ($(awk "BEGIN{printf \"%.2f\", $t_stopped - $t_stopping}")s), then the kernel powered down"
+t_lb_left=$(serial_at "kiln\[[0-9]+\]: lb: left")
+pass "power-off: kiln drained and left HAProxy ($(sed -n "${l_left}p" "$work/serial.log" | sed 's/.*lb: left //')), then stopped nginx and the rest, then the guest powered down; HAProxy's backend is empty"
 cp "$work/serial.log" "$work/serial-vm1.log"
 
 # ---- 4. a tampered image boots to a refused state and never registers -------------------------
@@ -264,35 +295,43 @@ grep -q "index.php" <<<"$status_out$(guest /usr/bin/journalctl -u kiln.service -
     fail "neither kiln status nor its log names the changed file"
 [ "$(readyz)" = 503 ] || fail "/readyz is not 503 on a refused boot"
 guest_curl -o /dev/null http://10.0.2.15/ && fail "nginx answers on a refused boot"
-[ -z "$(server_state)" ] || fail "the tampered instance registered in HAProxy: $(server_state)"
+! registered || fail "the tampered instance registered in HAProxy: $(lb_stat status)"
 sed 's/^/    | /' <<<"$status_out" >&2
 pass "tampered image: boot refused (kiln status exit 1, names the seal), /readyz 503, nothing started, not registered"
 kill_vm
 
 # ---- the boot timeline -------------------------------------------------------------------------
+# From VM 1's serial console: each line carries the host's clock on arrival (first field), and
+# the kernel's and journald's lines the guest's CLOCK_MONOTONIC (seconds since the kernel started,
+# in brackets).
 log1=$work/serial-vm1.log
-at() { grep -m1 -E "$1" "$log1" | cut -d' ' -f1; }
-t_kernel=$(at "Linux version")
-t_systemd=$(at "running in system mode")
-t_kiln=$(at "Starting kiln.service")
-t_kiln_ready=$(at "Started kiln.service")
-t_finished=$(at "Startup finished")
-rel() { [ -n "$1" ] && awk "BEGIN{printf \"%7.2fs\", $1 - $t_qemu1}" || echo "      -"; }
-us() { awk "BEGIN{printf \"%.2fs\", ($2 - $1) / 1e6}"; }
-cat <<EOF
-
-BOOT TIMELINE (VM 1, host clock from qemu start; serial console lines timestamped on arrival)
-  $(rel "$t_qemu1")  qemu started
-  $(rel "$t_kernel")  kernel: "Linux version"
-  $(rel "$t_systemd")  systemd (PID 1) running
-  $(rel "$t_kiln")  systemd starts kiln.service
-  $(rel "$t_kiln_ready")  kiln READY=1 (unit active)
-  $(rel "$t_ready_host")  /readyz 200 seen from the host
-  $(rel "$t_finished")  systemd: startup finished
-guest clock (CLOCK_MONOTONIC, from systemctl show):
-  systemd start -> kiln start:   $(us "$(mono UserspaceTimestampMonotonic)" "$(mono ExecMainStartTimestampMonotonic)")
-  kiln start    -> READY=1:      $(us "$(mono ExecMainStartTimestampMonotonic)" "$(mono ActiveEnterTimestampMonotonic)")
-  systemd start -> boot finished: $(us "$(mono UserspaceTimestampMonotonic)" "$(mono FinishTimestampMonotonic)")
-power-off: system_powerdown -> kiln stopping $(awk "BEGIN{printf \"%.2fs\", $t_stopping - $t_powerdown}"), kiln stopped $(awk "BEGIN{printf \"%.2fs\", $t_stopped - $t_powerdown}"), powered off $(awk "BEGIN{printf \"%.2fs\", $t_off - $t_powerdown}")
-EOF
+host_at() { grep -m1 -E "$1" "$log1" | cut -d' ' -f1; }
+guest_at() { grep -m1 -E "$1" "$log1" | sed -nE 's/^[0-9.]+ \[ *([0-9.]+)\].*/\1/p'; }
+row() {
+    h=$(host_at "$1") g=$(guest_at "$1")
+    printf '  %8s  %8s  %s\n' "$([ -n "$h" ] && awk "BEGIN{printf \"%.2fs\", $h - $t_qemu1}" || echo -)" \
+        "$([ -n "$g" ] && awk "BEGIN{printf \"%.2fs\", $g}" || echo -)" "$2"
+}
+span() { awk "BEGIN{printf \"%.2fs\", $(guest_at "$2") - $(guest_at "$1")}"; }
+e_kernel="Linux version"
+e_systemd="running in system mode"
+e_kiln="systemd\[1\]: Starting kiln.service"
+e_ready="systemd\[1\]: Started kiln.service"
+e_registered="kiln\[[0-9]+\]: lb: registered"
+e_finished="systemd\[1\]: Startup finished"
+echo
+echo "BOOT TIMELINE (VM 1; host: since qemu started; guest: CLOCK_MONOTONIC, since the kernel started)"
+printf '  %8s  %8s  %s\n' host guest event
+printf '  %8s  %8s  %s\n' 0.00s - "qemu started (TCG, 2 vCPUs)"
+row "$e_kernel" "kernel: Linux version"
+row "$e_systemd" "systemd (PID 1) running"
+row "$e_kiln" "systemd starts kiln.service"
+row "$e_ready" "kiln: READY=1 (unit active)"
+row "$e_registered" "kiln: registered in HAProxy"
+row "$e_finished" "systemd: startup finished ($(grep -m1 -E "$e_finished" "$log1" | sed 's/.*Startup finished in //'))"
+echo "  systemd start -> kiln start:  $(span "$e_systemd" "$e_kiln")   (systemd's own part: sysinit, network-online)"
+echo "  kiln start    -> READY=1:     $(span "$e_kiln" "$e_ready")"
+echo "  kiln start    -> registered:  $(span "$e_kiln" "$e_registered")"
+p() { awk "BEGIN{printf \"%.2fs\", $1 - $t_powerdown}"; }
+echo "POWER-OFF (host clock since system_powerdown): kiln stopping $(p "$t_stopping"), left HAProxy $(p "$t_lb_left"), kiln stopped $(p "$t_stopped"), qemu exited $(p "$t_off")"
 log "e2e passed"
