@@ -64,7 +64,10 @@ fn verify(root: &Path) -> (bool, String) {
 fn kiln_service_verifies_clean() {
     let root = verify_root(UNIT, true);
     let (ok, text) = verify(root.path());
-    assert!(ok && text.trim().is_empty(), "systemd-analyze verify kiln.service:\n{text}");
+    assert!(
+        ok && text.trim().is_empty(),
+        "systemd-analyze verify kiln.service:\n{text}"
+    );
 }
 
 #[test]
@@ -75,7 +78,10 @@ fn verify_catches_a_bad_value_and_a_missing_binary() {
 
     let root = verify_root(UNIT, false);
     let (ok, text) = verify(root.path());
-    assert!(!ok && text.contains("/usr/bin/kiln"), "a missing binary went unnoticed:\n{text}");
+    assert!(
+        !ok && text.contains("/usr/bin/kiln"),
+        "a missing binary went unnoticed:\n{text}"
+    );
 }
 
 /// The unit's `[Service]` settings (the last value of each key: as systemd, for these keys).
@@ -115,7 +121,10 @@ fn the_unit_lets_kiln_drive_its_own_start_and_stop() {
         "RestartPreventExitStatus= must be kiln's EX_CONFIG exit code"
     );
     let watchdog = humantime::parse_duration(&s["WatchdogSec"]).unwrap();
-    assert!(watchdog >= Duration::from_secs(10), "WatchdogSec={watchdog:?}: too tight for a loaded VM");
+    assert!(
+        watchdog >= Duration::from_secs(10),
+        "WatchdogSec={watchdog:?}: too tight for a loaded VM"
+    );
     // Nothing that gives the unit a private mount namespace (the seal's read-only remount must be
     // seen machine-wide) and nothing the services would inherit to their harm.
     for key in [
@@ -129,7 +138,10 @@ fn the_unit_lets_kiln_drive_its_own_start_and_stop() {
         "CapabilityBoundingSet",
         "User",
     ] {
-        assert!(!s.contains_key(key), "{key}= set: see the comment in the unit for why not");
+        assert!(
+            !s.contains_key(key),
+            "{key}= set: see the comment in the unit for why not"
+        );
     }
 }
 
@@ -168,16 +180,28 @@ fn longest_stop(config: &Path) -> Duration {
     fn done(c: &StopConfig, name: &str, parse: &dyn Fn(&Option<String>, u64) -> Duration) -> Duration {
         let s = c.services.iter().find(|s| s.name == name).unwrap();
         let dependents = c.services.iter().filter(|d| d.after.iter().any(|a| a == name));
-        parse(&s.stop_timeout, 10) + dependents.map(|d| done(c, &d.name, parse)).max().unwrap_or_default()
+        parse(&s.stop_timeout, 10)
+            + dependents
+                .map(|d| done(c, &d.name, parse))
+                .max()
+                .unwrap_or_default()
     }
-    let chain = c.services.iter().map(|s| done(&c, &s.name, &parse)).max().unwrap_or_default();
+    let chain = c
+        .services
+        .iter()
+        .map(|s| done(&c, &s.name, &parse))
+        .max()
+        .unwrap_or_default();
     drain + chain
 }
 
 #[test]
 fn timeout_stop_sec_covers_drain_and_stop_chain() {
     let stop = humantime::parse_duration(&service_settings()["TimeoutStopSec"]).unwrap();
-    for config in ["packaging/image/files/final/etc/kiln/kiln.toml", "packaging/debian/kiln.toml"] {
+    for config in [
+        "packaging/image/files/final/etc/kiln/kiln.toml",
+        "packaging/debian/kiln.toml",
+    ] {
         let longest = longest_stop(&repo().join(config));
         assert!(
             stop > longest,
