@@ -55,8 +55,11 @@ work=$(mktemp -d /tmp/kiln-e2e.XXXXXX)
 ns="kiln-e2e-$$"
 pids=()
 vm_pid=""
+# The script's own stderr, for cleanup: a signal can run it while a command's output is redirected.
+exec 3>&2
 cleanup() {
     status=$?
+    [ -z "${interrupted:-}" ] || status=130
     set +e
     [ -n "$vm_pid" ] && kill "$vm_pid" 2>/dev/null
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null; done
@@ -65,14 +68,14 @@ cleanup() {
     wait 2>/dev/null
     ip netns del "$ns" 2>/dev/null
     if [ "$status" -ne 0 ]; then
-        echo "e2e: FAILED; serial console of the last VM: $work/serial.log (last lines below)" >&2
-        tail -n 40 "$work/serial.log" 2>/dev/null | cut -c1-200 >&2
+        echo "e2e: FAILED ($status); serial console of the last VM: $work/serial.log (last lines below)" >&3
+        tail -n 40 "$work/serial.log" 2>/dev/null | cut -c1-200 >&3
     fi
-    if [ -n "${KILN_E2E_KEEP:-}" ]; then echo "e2e: files kept in $work" >&2; else rm -rf "$work"; fi
+    if [ -n "${KILN_E2E_KEEP:-}" ]; then echo "e2e: files kept in $work" >&3; else rm -rf "$work"; fi
     exit "$status"
 }
 trap cleanup EXIT
-trap 'exit 130' INT TERM
+trap 'interrupted=1; exit 130' INT TERM
 
 fail() {
     echo "e2e: FAIL: $*" >&2
@@ -81,6 +84,8 @@ fail() {
 pass() {
     log "ok: $*"
 }
+# (Background processes are started with `ip netns exec` itself, not through this function, so
+# that $! is the process: `ip netns exec` execs it.)
 in_ns() {
     ip netns exec "$ns" "$@"
 }
@@ -111,7 +116,7 @@ cat >"$work/user-data" <<EOF
 GREETING=$greeting
 APP_SECRET=e2e-secret-never-shown
 EOF
-in_ns "$testkit" metadata --provider ec2 --listen 169.254.169.254:80 --user-data "$work/user-data" \
+ip netns exec "$ns" "$testkit" metadata --provider ec2 --listen 169.254.169.254:80 --user-data "$work/user-data" \
     --instance-id "$instance_id" --local-ipv4 10.0.2.15 --region eu-west-1 --zone eu-west-1a \
     >"$work/metadata.log" 2>&1 &
 pids+=($!)
@@ -133,7 +138,7 @@ backend app
     balance roundrobin
     source 127.0.0.1
 EOF
-in_ns haproxy -db -f "$work/haproxy.cfg" >"$work/haproxy.log" 2>&1 &
+ip netns exec "$ns" haproxy -db -f "$work/haproxy.cfg" >"$work/haproxy.log" 2>&1 &
 pids+=($!)
 haproxy_cmd() {
     echo "$1" | socat -t 2 - "UNIX-CONNECT:$work/haproxy.sock"
@@ -159,7 +164,7 @@ pass "host side up: metadata emulator at 169.254.169.254, HAProxy (backend app e
 boot_vm() {
     rm -f "$work"/serial.sock "$work"/qmp.sock "$work"/qga.sock "$work"/serial.log
     t_qemu=$(now)
-    in_ns qemu-system-x86_64 -accel tcg -cpu max -smp 2 -m 1024 -display none -no-reboot \
+    ip netns exec "$ns" qemu-system-x86_64 -accel tcg -cpu max -smp 2 -m 1024 -display none -no-reboot \
         -kernel "$image_dir/vmlinuz" -initrd "$image_dir/initrd.img" \
         -append "root=/dev/vda rw console=ttyS0 systemd.journald.forward_to_console=1" \
         -drive "file=$1,format=raw,if=virtio,snapshot=on" \
