@@ -3,9 +3,9 @@
 #
 #   sudo packaging/debian/test-deb.sh [KILN_DEB]     # default: builds it (build-static, build-deb)
 #
-# The root is `debootstrap --variant=minbase bookworm`, saved once as a tarball in
-# $KILN_BAKE_CACHE (/var/cache/kiln-bake) and unpacked fresh for every run. No systemd runs in it,
-# as in an image build. Checks: `kiln --version` runs in the chroot; the unit is installed and
+# The root is `debootstrap --variant=minbase bookworm` (packaging/image/stages/base.env), saved
+# once as a tarball in $KILN_BAKE_CACHE (/var/cache/kiln-bake), shared with the image bake, and
+# unpacked fresh for every run. No systemd is installed in it, let alone running. Checks: `kiln --version` runs in the chroot; the unit is installed and
 # enabled (multi-user.target.wants) but nothing started; /etc/kiln/kiln.toml is a conffile and
 # passes `kiln check`'s parsing; /var/lib/kiln/seed exists; remove keeps the conffile and masks the
 # unit; a reinstall enables it again; purge leaves nothing behind.
@@ -25,19 +25,10 @@ if [ -z "$deb" ]; then
 fi
 [ -f "$deb" ] || die "$deb: no such file"
 
-suite=bookworm mirror=http://deb.debian.org/debian
-fresh="$KILN_BAKE_CACHE/debian-$suite-minbase.tar.zst"
 work=$(mktemp -d /tmp/kiln-test-deb.XXXXXX)
 trap 'rm -rf "$work"' EXIT INT TERM
 root="$work/root"
-if [ ! -f "$fresh" ]; then
-    log "debootstrap --variant=minbase $suite (once; kept in $fresh)"
-    mkdir -p "$KILN_BAKE_CACHE"
-    debootstrap --variant=minbase "$suite" "$root" "$mirror" >"$work/debootstrap.log" 2>&1 ||
-        { tail -n 30 "$work/debootstrap.log" >&2; die "debootstrap failed"; }
-    pack "$root" "$fresh"
-    rm -rf "$root"
-fi
+fresh=$(minbase_tarball "$repo/packaging/image/stages/base.env")
 unpack "$fresh" "$root"
 cp "$deb" "$root/tmp/kiln.deb"
 

@@ -3,6 +3,7 @@
 # an immutable-server bake:
 #
 #   1. base image         debootstrap minbase + kernel, systemd, DHCP, console  (stages/base.sh)
+#                         (the debootstrap itself is cached too, as test-deb.sh's fresh root)
 #   2. application base   nginx, php-fpm, php-cli, the app's user and folders  (stages/appbase.sh)
 #   3. final image        kiln's .deb, the app, its config; `kiln check`, `kiln seal`  (stages/final.sh)
 #
@@ -46,8 +47,7 @@ inputs="$work/inputs"
 mkdir -p "$inputs"
 cp -R "$here/stages" "$here/files" "$inputs/"
 
-. "$here/stages/base.env"
-base_key=$(hash_inputs "$SUITE" "$MIRROR" "$INCLUDE" -- "$here/stages/base.env" "$here/stages/base.sh" "$here/files/base")
+base_key=$(hash_inputs -- "$here/stages/base.env" "$here/stages/base.sh" "$here/files/base")
 base_tar="$KILN_BAKE_CACHE/stages/base-$base_key.tar.zst"
 appbase_key=$(hash_inputs "$base_key" -- "$here/stages/appbase.sh" "$here/files/appbase")
 appbase_tar="$KILN_BAKE_CACHE/stages/appbase-$appbase_key.tar.zst"
@@ -60,10 +60,10 @@ else
     if [ -f "$base_tar" ]; then
         log "stage 1 base image: cached ($base_tar)"
     else
-        log "stage 1 base image: debootstrap $SUITE (minbase + $INCLUDE)"
         t=$(date +%s)
-        debootstrap --variant=minbase --include="$INCLUDE" "$SUITE" "$root" "$MIRROR" >"$work/debootstrap.log" 2>&1 ||
-            { tail -n 30 "$work/debootstrap.log" >&2; die "debootstrap failed (log above)"; }
+        minbase=$(minbase_tarball "$here/stages/base.env")
+        log "stage 1 base image: debian minbase + kernel, systemd, DHCP, console, guest agent"
+        unpack "$minbase" "$root"
         run_stage "$root" "$inputs" stages/base.sh
         pack "$root" "$base_tar"
         log "stage 1 base image: done in $(($(date +%s) - t))s, $(du -h "$base_tar" | cut -f1) -> $base_tar"

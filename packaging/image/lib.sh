@@ -81,3 +81,29 @@ run_stage() {
     rm -rf "$1/tmp/kiln-stage"
     return $status
 }
+
+# minbase_tarball BASE_ENV: a plain `debootstrap --variant=minbase` of BASE_ENV's (stages/base.env)
+# suite and mirror, made once and kept in the cache: the starting point of stage 1, and
+# test-deb.sh's fresh root. Prints its path.
+minbase_tarball() {
+    (
+        . "$1"
+        key=$(hash_inputs "$SUITE" "$MIRROR" --)
+        tarball="$KILN_BAKE_CACHE/debian-$SUITE-minbase-$key.tar.zst"
+        if [ ! -f "$tarball" ]; then
+            mkdir -p "$KILN_BAKE_CACHE"
+            tmp=$(mktemp -d "$KILN_BAKE_CACHE/.minbase.XXXXXX")
+            log "debootstrap --variant=minbase $SUITE (once; kept as $tarball)"
+            if ! debootstrap --variant=minbase "$SUITE" "$tmp/root" "$MIRROR" >"$tmp/debootstrap.log" 2>&1; then
+                tail -n 30 "$tmp/debootstrap.log" >&2
+                rm -rf "$tmp"
+                die "debootstrap failed (log above)"
+            fi
+            pack "$tmp/root" "$tarball"
+            rm -rf "$tmp"
+            # Only the current one is kept.
+            find "$KILN_BAKE_CACHE" -maxdepth 1 -name "debian-*-minbase-*.tar.zst" ! -name "${tarball##*/}" -delete
+        fi
+        echo "$tarball"
+    )
+}

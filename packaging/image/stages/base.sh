@@ -10,10 +10,13 @@ install -D -m 0644 "$here/files/base/initramfs-tools/conf.d/kiln-vm.conf" /etc/i
 install -D -m 0644 "$here/files/base/initramfs-tools/modules" /etc/initramfs-tools/modules
 
 apt-get update -q
+# What booting a VM needs on top of minbase: systemd as init, udev (devices, the ACPI power
+# button), dbus (for logind, which turns the power button into a clean shutdown), CA certificates.
 # The cloud kernel flavour: virtio, ACPI and no hardware drivers a VM never sees (half the size).
 # qemu-guest-agent answers the host over a virtio-serial port, which only a qemu host offers (the
 # e2e runs `kiln status` through it); without that port its unit does not start.
-apt-get install -y -q --no-install-recommends linux-image-cloud-amd64 initramfs-tools qemu-guest-agent
+apt-get install -y -q --no-install-recommends systemd systemd-sysv udev dbus ca-certificates \
+    linux-image-cloud-amd64 initramfs-tools qemu-guest-agent
 
 # DHCP on the first NIC; network-online.target waits for it (kiln is ordered after it).
 install -D -m 0644 "$here/files/base/network/10-dhcp.network" /etc/systemd/network/10-dhcp.network
