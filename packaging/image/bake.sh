@@ -49,7 +49,7 @@ cp -R "$here/stages" "$here/files" "$inputs/"
 
 base_key=$(hash_inputs -- "$here/stages/base.env" "$here/stages/base.sh" "$here/files/base")
 base_tar="$KILN_BAKE_CACHE/stages/base-$base_key.tar.zst"
-appbase_key=$(hash_inputs "$base_key" -- "$here/stages/appbase.sh" "$here/files/appbase")
+appbase_key=$(hash_inputs "$base_key" -- "$here/stages/appbase.sh")
 appbase_tar="$KILN_BAKE_CACHE/stages/appbase-$appbase_key.tar.zst"
 
 if [ -f "$appbase_tar" ]; then
