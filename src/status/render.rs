@@ -56,17 +56,19 @@ pub fn render(s: &Snapshot, now_ms: u64) -> String {
         );
     }
     if let Some(seal) = &s.seal {
-        let verified = seal
-            .last_verified_ms
-            .map(|t| format!("verified {} ago", ago(t, now_ms)));
+        let verified = match (&seal.root_hash, seal.last_verified_ms) {
+            (Some(hash), Some(t)) => {
+                format!("{} verified {} ago", &hash[..hash.len().min(16)], ago(t, now_ms))
+            }
+            (Some(hash), None) => format!("{} not verified yet", &hash[..hash.len().min(16)]),
+            (None, _) if !seal.drift.is_empty() => {
+                format!("{} differences from the manifest", seal.drift.len())
+            }
+            (None, _) => "not verified yet".into(),
+        };
         let _ = writeln!(
             out,
-            "  seal: {} {}{}",
-            seal.root_hash
-                .as_deref()
-                .map(|h| &h[..h.len().min(16)])
-                .unwrap_or("none"),
-            verified.unwrap_or_else(|| "never verified".into()),
+            "  seal: {verified}{}",
             seal.readonly
                 .as_deref()
                 .map(|r| format!(", {r}"))
