@@ -62,7 +62,11 @@ pub fn render(s: &Snapshot, now_ms: u64) -> String {
             }
             (Some(hash), None) => format!("{} not verified yet", &hash[..hash.len().min(16)]),
             (None, _) if !seal.drift.is_empty() => {
-                format!("{} differences from the manifest", seal.drift.len())
+                let n = seal.drift.len();
+                format!(
+                    "{n} difference{} from the manifest",
+                    if n == 1 { "" } else { "s" }
+                )
             }
             (None, _) => "not verified yet".into(),
         };
