@@ -8,6 +8,7 @@
 //! for a request that is in flight while a drain starts.
 
 use crate::peers::Process;
+use crate::server::Background;
 use crate::wait::wait_until;
 use std::io::{Read, Write};
 use std::net::SocketAddr;
@@ -202,8 +203,7 @@ pub struct Target {
     pub addr: SocketAddr,
     pub name: String,
     stats: Arc<TargetStats>,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _server: Background,
 }
 
 #[derive(Default)]
@@ -216,46 +216,36 @@ struct TargetStats {
 
 impl Target {
     pub fn start(name: &str) -> Target {
-        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a target port");
-        std_listener.set_nonblocking(true).unwrap();
-        let addr = std_listener.local_addr().unwrap();
         let stats = Arc::new(TargetStats::default());
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let (name_t, stats_t) = (name.to_string(), stats.clone());
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
-                let serve = async {
-                    loop {
-                        let Ok((stream, _)) = listener.accept().await else { continue };
-                        let (name, stats) = (name_t.clone(), stats_t.clone());
-                        tokio::spawn(async move {
-                            let service = hyper::service::service_fn(move |req| {
-                                let (name, stats) = (name.clone(), stats.clone());
-                                async move { Ok::<_, std::convert::Infallible>(answer(req, &name, &stats).await) }
-                            });
-                            let _ = hyper::server::conn::http1::Builder::new()
-                                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                                .await;
-                        });
-                    }
+        let serve = move |listener: tokio::net::TcpListener| async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
                 };
-                tokio::select! {
-                    _ = serve => {}
-                    _ = rx => {}
-                }
-            });
-        });
+                let (name, stats) = (name_t.clone(), stats_t.clone());
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req| {
+                        let (name, stats) = (name.clone(), stats.clone());
+                        async move { Ok::<_, std::convert::Infallible>(answer(req, &name, &stats).await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        };
+        let (server, addr) = Background::spawn(
+            "haproxy-target",
+            || std::net::TcpListener::bind("127.0.0.1:0"),
+            serve,
+        )
+        .expect("bind a target port");
         Target {
             addr,
             name: name.to_string(),
             stats,
-            shutdown: Some(tx),
-            thread: Some(thread),
+            _server: server,
         }
     }
 
@@ -299,15 +289,4 @@ async fn answer(
     stats.in_flight.fetch_sub(1, Ordering::SeqCst);
     stats.served.fetch_add(1, Ordering::SeqCst);
     hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from(format!("{name}\n"))))
-}
-
-impl Drop for Target {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
 }

@@ -11,4 +11,5 @@ pub mod moto;
 pub mod net;
 pub mod notify;
 pub mod peers;
+pub mod server;
 pub mod wait;

@@ -13,6 +13,7 @@
 //!
 //! Run in a test with [`ConsulAgent::start`], or standalone: `kiln-testkit consul --listen ADDR`.
 
+use crate::server::Background;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::{Method, Request, Response, StatusCode};
@@ -62,8 +63,7 @@ type State = Arc<Mutex<Agent>>;
 pub struct ConsulAgent {
     pub addr: SocketAddr,
     state: State,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _server: Background,
 }
 
 impl ConsulAgent {
@@ -73,30 +73,18 @@ impl ConsulAgent {
     }
 
     pub fn start_on(listen: SocketAddr) -> ConsulAgent {
-        let listener = std::net::TcpListener::bind(listen).unwrap_or_else(|e| panic!("bind {listen}: {e}"));
-        listener.set_nonblocking(true).unwrap();
-        let addr = listener.local_addr().unwrap();
         let state = State::default();
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let thread_state = state.clone();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                tokio::select! {
-                    _ = serve(listener, thread_state) => {}
-                    _ = rx => {}
-                }
-            });
-        });
+        let serving = state.clone();
+        let (server, addr) = Background::spawn(
+            "consul-emulator",
+            move || std::net::TcpListener::bind(listen),
+            move |listener| serve(listener, serving),
+        )
+        .unwrap_or_else(|e| panic!("bind {listen}: {e}"));
         ConsulAgent {
             addr,
             state,
-            shutdown: Some(tx),
-            thread: Some(thread),
+            _server: server,
         }
     }
 
@@ -130,17 +118,6 @@ impl ConsulAgent {
     /// `METHOD /path?query` of every request so far.
     pub fn requests(&self) -> Vec<String> {
         self.state.lock().unwrap().requests.clone()
-    }
-}
-
-impl Drop for ConsulAgent {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 

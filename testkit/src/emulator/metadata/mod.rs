@@ -16,6 +16,7 @@ mod ec2;
 mod gce;
 mod openstack;
 
+use crate::server::Background;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -233,8 +234,7 @@ pub(crate) fn json(status: u16, value: &serde_json::Value) -> Answer {
 pub struct MetadataEmulator {
     addr: SocketAddr,
     state: Arc<State>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _server: Background,
 }
 
 impl MetadataEmulator {
@@ -275,48 +275,14 @@ impl MetadataEmulator {
         bind: impl FnOnce() -> std::io::Result<std::net::TcpListener> + Send + 'static,
     ) -> std::io::Result<MetadataEmulator> {
         let state = Arc::new(State::new(options));
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let (bound_tx, bound_rx) = std::sync::mpsc::channel();
         let serving = state.clone();
-        let thread = std::thread::Builder::new()
-            .name("metadata-emulator".into())
-            .spawn(move || {
-                let listener = match bind().and_then(|l| l.set_nonblocking(true).map(|_| l)) {
-                    Ok(listener) => listener,
-                    Err(e) => {
-                        let _ = bound_tx.send(Err(e));
-                        return;
-                    }
-                };
-                let _ = bound_tx.send(listener.local_addr());
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("tokio runtime");
-                runtime.block_on(async move {
-                    let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
-                    tokio::select! {
-                        _ = serve(listener, serving) => {}
-                        _ = stopped => {}
-                    }
-                });
-            })?;
-        let addr = match bound_rx.recv() {
-            Ok(Ok(addr)) => addr,
-            Ok(Err(e)) => {
-                let _ = thread.join();
-                return Err(e);
-            }
-            Err(_) => {
-                let _ = thread.join();
-                return Err(std::io::Error::other("the emulator thread ended before binding"));
-            }
-        };
+        let (server, addr) = Background::spawn("metadata-emulator", bind, move |listener| {
+            serve(listener, serving)
+        })?;
         Ok(MetadataEmulator {
             addr,
             state,
-            stop: Some(stop),
-            thread: Some(thread),
+            _server: server,
         })
     }
 
@@ -356,17 +322,6 @@ impl MetadataEmulator {
     /// EC2: how many tokens were issued.
     pub fn tokens_issued(&self) -> u32 {
         self.state.tokens_issued.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for MetadataEmulator {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 
