@@ -438,23 +438,22 @@ impl Registrar for Elbv2Registrar {
         deadline: Instant,
         progress: &(dyn Fn(String) + Send + Sync),
     ) -> Result<(), LbError> {
-        loop {
-            let line = match self.target_health().await? {
-                None => return Ok(()),
-                Some(t) if t.state == "unused" => return Ok(()),
-                Some(t) => match t.reason {
+        let in_flight = || async {
+            Ok(match self.target_health().await? {
+                None => None,
+                Some(t) if t.state == "unused" => None,
+                Some(t) => Some(match t.reason {
                     Some(r) => format!("target {} ({r})", t.state),
                     None => format!("target {}", t.state),
-                },
-            };
-            if Instant::now() >= deadline {
-                return Err(LbError(format!(
-                    "elbv2 {}: drain timed out, {line}",
-                    self.target_id
-                )));
-            }
-            progress(line);
-            tokio::time::sleep(DRAIN_POLL.min(deadline.saturating_duration_since(Instant::now()))).await;
+                }),
+            })
+        };
+        match super::poll_until_drained(deadline, DRAIN_POLL, progress, in_flight).await? {
+            None => Ok(()),
+            Some(line) => Err(LbError(format!(
+                "elbv2 {}: drain timed out, {line}",
+                self.target_id
+            ))),
         }
     }
 }

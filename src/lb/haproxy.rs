@@ -335,27 +335,23 @@ impl Registrar for HaproxyRegistrar {
         deadline: Instant,
         progress: &(dyn Fn(String) + Send + Sync),
     ) -> Result<(), LbError> {
-        loop {
-            let Some(stat) = self.api.server_stat(&self.backend, &self.server).await? else {
-                return Ok(());
-            };
-            let in_flight = stat.scur + stat.qcur;
-            if in_flight == 0 {
-                return Ok(());
-            }
-            let line = if stat.qcur > 0 {
-                format!("{} sessions, {} queued", stat.scur, stat.qcur)
-            } else {
-                format!("{} sessions", stat.scur)
-            };
-            if Instant::now() >= deadline {
-                return Err(LbError(format!(
-                    "haproxy {}: drain timed out with {line}",
-                    self.target()
-                )));
-            }
-            progress(line);
-            tokio::time::sleep(DRAIN_POLL.min(deadline.saturating_duration_since(Instant::now()))).await;
+        let in_flight = || async {
+            Ok(self
+                .api
+                .server_stat(&self.backend, &self.server)
+                .await?
+                .and_then(|stat| match (stat.scur, stat.qcur) {
+                    (0, 0) => None,
+                    (scur, 0) => Some(format!("{scur} sessions")),
+                    (scur, qcur) => Some(format!("{scur} sessions, {qcur} queued")),
+                }))
+        };
+        match super::poll_until_drained(deadline, DRAIN_POLL, progress, in_flight).await? {
+            None => Ok(()),
+            Some(line) => Err(LbError(format!(
+                "haproxy {}: drain timed out with {line}",
+                self.target()
+            ))),
         }
     }
 

@@ -47,6 +47,31 @@ pub trait Registrar: Send + Sync {
     }
 }
 
+/// The drain loop of registrars that can see what is in flight: asks `in_flight` every `poll`
+/// (None: nothing left) and reports each answer through `progress`. Returns None once drained,
+/// or what was still in flight when `deadline` passed.
+pub(crate) async fn poll_until_drained<F, Fut>(
+    deadline: Instant,
+    poll: std::time::Duration,
+    progress: &(dyn Fn(String) + Send + Sync),
+    mut in_flight: F,
+) -> Result<Option<String>, LbError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<String>, LbError>>,
+{
+    loop {
+        let Some(line) = in_flight().await? else {
+            return Ok(None);
+        };
+        if Instant::now() >= deadline {
+            return Ok(Some(line));
+        }
+        progress(line);
+        tokio::time::sleep(poll.min(deadline.saturating_duration_since(Instant::now()))).await;
+    }
+}
+
 /// The registrar the config asks for; None for `kind = "none"`. Fills the templates from the
 /// instance's facts: a template naming a fact the instance does not have is an error.
 pub fn registrar(config: &Config, facts: &InstanceFacts) -> Result<Option<Box<dyn Registrar>>, LbError> {
