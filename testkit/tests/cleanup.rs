@@ -140,9 +140,12 @@ fn kiln_wait_exit_returns_the_status_and_log_holds_stdout_and_stderr() {
 
 #[test]
 fn notify_and_journal_variables_are_not_inherited_unless_set() {
-    // SAFETY: set before any thread of this test process reads the environment.
-    unsafe { std::env::set_var("NOTIFY_SOCKET", "/nonexistent/notify") };
-    unsafe { std::env::set_var("JOURNAL_STREAM", "8:1234") };
+    // SAFETY: set before any thread of this test process reads the environment (nextest runs
+    // each test in a process of its own).
+    unsafe {
+        std::env::set_var("NOTIFY_SOCKET", "/nonexistent/notify");
+        std::env::set_var("JOURNAL_STREAM", "8:1234");
+    }
     let script =
         "echo notify=${NOTIFY_SOCKET:-unset} journal=${JOURNAL_STREAM:-unset} tag=${KILN_TEST_TAG:+set}";
     let mut kiln = Kiln::boot_with("sh", &["-c", script], &[]);

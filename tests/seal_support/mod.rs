@@ -1,6 +1,6 @@
 //! A small sealed tree shaped like a Symfony release, in a temporary folder removed on drop.
 
-#![allow(dead_code)] // each test binary uses its own part
+#![allow(dead_code, reason = "each test binary uses its own part")]
 
 use kiln::config::{Config, SealConfig};
 use std::fs;
