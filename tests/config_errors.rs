@@ -1,5 +1,5 @@
 //! A broken config is a clear error naming the place, from `kiln check` and from `kiln boot`, and
-//! `kiln boot` starts nothing.
+//! `kiln boot` starts nothing. Every problem after parsing is listed at once.
 
 use std::process::Command;
 use std::time::Duration;
@@ -10,6 +10,12 @@ const KILN: &str = env!("CARGO_BIN_EXE_kiln");
 
 /// Breaks the example with `edit`, then checks both commands refuse it with `message`.
 fn refused(edit: impl FnOnce(String) -> String, message: &str) {
+    refused_with(edit, &[message]);
+}
+
+/// Breaks the example with `edit`, then checks both commands refuse it naming every one of
+/// `messages`, and that `kiln status` explains the refusal.
+fn refused_with(edit: impl FnOnce(String) -> String, messages: &[&str]) {
     let ex = Example::render();
     ex.edit_config(|c| {
         let edited = edit(c.clone());
@@ -24,26 +30,52 @@ fn refused(edit: impl FnOnce(String) -> String, message: &str) {
         .unwrap();
     let stderr = String::from_utf8_lossy(&check.stderr);
     assert_eq!(check.status.code(), Some(78), "kiln check: {stderr}");
-    assert!(
-        stderr.contains(message),
-        "kiln check said:\n{stderr}\nexpected: {message}"
-    );
+    for message in messages {
+        assert!(
+            stderr.contains(message),
+            "kiln check said:\n{stderr}\nexpected: {message}"
+        );
+    }
     assert!(stderr.contains(config), "the error names the file: {stderr}");
+    if messages.len() > 1 {
+        let count = format!("{config}: {} errors:", messages.len());
+        assert!(
+            stderr.contains(&count),
+            "kiln check said:\n{stderr}\nexpected: {count}"
+        );
+    }
 
     let mut kiln = Kiln::boot(KILN, &ex.config_path);
     let status = kiln.wait_exit(Duration::from_secs(10));
     let log = kiln.log();
     assert_eq!(status.code(), Some(78), "kiln boot: {log}");
-    assert!(
-        log.contains(message),
-        "kiln boot said:\n{log}\nexpected: {message}"
-    );
+    for message in messages {
+        assert!(
+            log.contains(message),
+            "kiln boot said:\n{log}\nexpected: {message}"
+        );
+    }
+    assert!(log.contains(config), "the error names the file: {log}");
     assert!(log.contains("nothing was started"), "{log}");
     assert!(tagged_processes(kiln.tag()).is_empty(), "boot started something");
     assert!(
         !ex.socket().exists() && !ex.php_fpm_socket().exists(),
         "boot left runtime files"
     );
+
+    let status = Command::new(KILN)
+        .args(["status", "--config", config])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&status.stdout);
+    assert_eq!(status.status.code(), Some(1), "kiln status: {stdout}");
+    assert!(stdout.contains("kiln boot refuses its config"), "{stdout}");
+    for message in messages {
+        assert!(
+            stdout.contains(message),
+            "kiln status said:\n{stdout}\nexpected: {message}"
+        );
+    }
 }
 
 #[test]
@@ -66,7 +98,7 @@ fn a_dependency_cycle() {
 fn an_unknown_after_name() {
     refused(
         |c| c.replace("after = [\"php-fpm\"]", "after = [\"php\"]"),
-        "service \"nginx\": after: no service named \"php\"",
+        "[[service]] #2 \"nginx\": after: unknown service \"php\"",
     );
 }
 
@@ -74,7 +106,7 @@ fn an_unknown_after_name() {
 fn a_missing_executable() {
     refused(
         |c| c.replace("command = [\"php\",", "command = [\"no-such-php\","),
-        "service \"worker\": command: \"no-such-php\" not found in PATH",
+        "[[service]] #3 \"worker\": command: \"no-such-php\" not found in PATH",
     );
 }
 
@@ -83,6 +115,22 @@ fn a_bad_duration() {
     refused(
         |c| c.replacen("stop_timeout = \"10s\"", "stop_timeout = \"10 parsecs\"", 1),
         "invalid duration \"10 parsecs\"",
+    );
+}
+
+#[test]
+fn every_problem_at_once() {
+    refused_with(
+        |c| {
+            c.replace("after = [\"php-fpm\"]", "after = [\"php\"]")
+                .replace("command = [\"php\",", "command = [\"no-such-php\",")
+                .replace("restart_delay = \"200ms\"", "restart_delay = \"1h\"")
+        },
+        &[
+            "[[service]] #2 \"nginx\": after: unknown service \"php\"",
+            "[[service]] #3 \"worker\": command: \"no-such-php\" not found in PATH",
+            "[[service]] #3 \"worker\": restart_delay = \"1h\": must be above zero and at most restart_delay_max",
+        ],
     );
 }
 

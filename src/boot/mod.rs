@@ -43,7 +43,10 @@ pub fn run(config_path: &Path) -> ExitCode {
     let config = match Config::load(config_path) {
         Ok(c) => c,
         Err(e) => {
-            tracing::error!("{e}");
+            // One entry per problem, each naming the file: journald shows and greps them apart.
+            for problem in &e.problems {
+                tracing::error!("{}: {problem}", e.file.display());
+            }
             tracing::error!("nothing was started");
             return ExitCode::from(crate::EXIT_CONFIG);
         }

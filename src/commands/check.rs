@@ -7,7 +7,7 @@ use std::process::ExitCode;
 pub fn run(path: &Path) -> ExitCode {
     match Config::load(path) {
         Ok(config) => {
-            let replicas: u32 = config.services.iter().map(|s| s.replicas).sum();
+            let replicas: u64 = config.services.iter().map(|s| u64::from(s.replicas)).sum();
             println!(
                 "{}: ok ({} services, {} processes)",
                 path.display(),

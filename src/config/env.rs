@@ -94,29 +94,38 @@ pub const BUILTIN_DENY: &[(&str, &str)] = &[
 ];
 
 impl EnvConfig {
-    /// Checks serde cannot express; the message names the key and the variable, never a value.
-    pub fn check(&self) -> Result<(), String> {
+    /// Every problem serde cannot see, each naming the key and the variable, never a value.
+    pub fn check(&self) -> Result<(), Vec<String>> {
+        let mut problems = Vec::new();
         for pattern in &self.deny {
-            check_pattern(pattern).map_err(|e| format!("deny: {pattern:?}: {e}"))?;
+            if let Err(e) = check_pattern(pattern) {
+                problems.push(format!("deny: {pattern:?}: {e}"));
+            }
         }
         for name in &self.required {
-            check_name(name).map_err(|e| format!("required: {e}"))?;
+            if let Err(e) = check_name(name) {
+                problems.push(format!("required: {e}"));
+            }
         }
         for (name, value) in &self.defaults {
-            check_name(name).map_err(|e| format!("defaults: {e}"))?;
-            if name.starts_with(RESERVED_PREFIX) {
-                return Err(format!(
+            if let Err(e) = check_name(name) {
+                problems.push(format!("defaults: {e}"));
+            } else if name.starts_with(RESERVED_PREFIX) {
+                problems.push(format!(
                     "defaults: {name}: the {RESERVED_PREFIX} prefix is reserved for instance facts"
                 ));
-            }
-            if let Some(why) = self.denied(name) {
-                return Err(format!("defaults: {name} is denied ({why})"));
+            } else if let Some(why) = self.denied(name) {
+                problems.push(format!("defaults: {name} is denied ({why})"));
             }
             if value.contains('\0') {
-                return Err(format!("defaults: {name} has a NUL byte in its value"));
+                problems.push(format!("defaults: {name} has a NUL byte in its value"));
             }
         }
-        Ok(())
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems)
+        }
     }
 
     /// Why `name` may not be set by defaults, tags or user-data; None when it may.
@@ -171,26 +180,31 @@ fn check_pattern(pattern: &str) -> Result<(), String> {
 
 /// Shell-style glob over ASCII names: `*` any run, `?` one character. Case-sensitive, like names.
 pub fn glob_match(pattern: &str, name: &str) -> bool {
-    let (p, n) = (pattern.as_bytes(), name.as_bytes());
-    let (mut pi, mut ni) = (0, 0);
-    // Where the last `*` was, and the name position it currently swallows up to.
-    let mut star: Option<(usize, usize)> = None;
-    while ni < n.len() {
-        if pi < p.len() && (p[pi] == b'?' || p[pi] == n[ni]) {
-            pi += 1;
-            ni += 1;
-        } else if pi < p.len() && p[pi] == b'*' {
-            star = Some((pi, ni));
-            pi += 1;
-        } else if let Some((sp, sn)) = star {
-            pi = sp + 1;
-            ni = sn + 1;
-            star = Some((sp, sn + 1));
-        } else {
-            return false;
+    let (mut p, mut n) = (pattern.as_bytes(), name.as_bytes());
+    // After the last `*`: the pattern that follows it, and where in the name it is tried next.
+    let mut star: Option<(&[u8], &[u8])> = None;
+    loop {
+        match (p.split_first(), n.split_first()) {
+            (Some((b'*', after)), _) => {
+                star = Some((after, n));
+                p = after;
+            }
+            (Some((&pc, p_rest)), Some((&nc, n_rest))) if pc == b'?' || pc == nc => {
+                p = p_rest;
+                n = n_rest;
+            }
+            (None, None) => return true,
+            // A mismatch: let the last `*` swallow one more character and try again from there.
+            _ => match star.and_then(|(after, from)| Some((after, from.split_first()?.1))) {
+                Some((after, from)) => {
+                    star = Some((after, from));
+                    p = after;
+                    n = from;
+                }
+                None => return false,
+            },
         }
     }
-    p[pi..].iter().all(|&c| c == b'*')
 }
 
 #[cfg(test)]
@@ -231,18 +245,14 @@ mod tests {
     fn defaults_are_checked() {
         let mut c = EnvConfig::default();
         c.defaults.insert("LD_PRELOAD".into(), "x".into());
-        assert!(
-            c.check()
-                .unwrap_err()
-                .contains("defaults: LD_PRELOAD is denied (built-in deny LD_*")
-        );
+        assert!(c.check().unwrap_err()[0].contains("defaults: LD_PRELOAD is denied (built-in deny LD_*"));
         let mut c = EnvConfig::default();
         c.defaults.insert("KILN_REGION".into(), "x".into());
-        assert!(c.check().unwrap_err().contains("reserved"));
+        assert!(c.check().unwrap_err()[0].contains("reserved"));
         let c = EnvConfig {
             deny: vec!["PA-TH".into()],
             ..Default::default()
         };
-        assert!(c.check().unwrap_err().starts_with("deny: \"PA-TH\""));
+        assert!(c.check().unwrap_err()[0].starts_with("deny: \"PA-TH\""));
     }
 }

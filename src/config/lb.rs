@@ -101,10 +101,11 @@ impl LbConfig {
         self.drain_timeout.unwrap_or(Self::DEFAULT_DRAIN_TIMEOUT).get()
     }
 
-    /// Checks what can be checked before the instance's facts are known. Messages name the key.
-    pub fn check(&self) -> Result<(), String> {
+    /// Every problem that can be seen before the instance's facts are known, each naming its key.
+    pub fn check(&self) -> Result<(), Vec<String>> {
+        let mut problems = Vec::new();
         let kind = self.kind;
-        let keys: [(&str, bool, &[LbKind]); 15] = [
+        let keys: [(&str, bool, &[LbKind]); 16] = [
             (
                 "drain_timeout",
                 self.drain_timeout.is_some(),
@@ -136,27 +137,22 @@ impl LbConfig {
             ("service", self.service.is_some(), &[LbKind::Consul]),
             ("tags", self.tags.is_some(), &[LbKind::Consul]),
             ("check_url", self.check_url.is_some(), &[LbKind::Consul]),
+            ("check_interval", self.check_interval.is_some(), &[LbKind::Consul]),
         ];
         for (key, set, kinds) in keys {
             if set && !kinds.contains(&kind) {
                 let owners: Vec<&str> = kinds.iter().map(|k| k.name()).collect();
-                return Err(format!(
+                problems.push(format!(
                     "[lb] {key} is a key of kind = {}, but kind = {:?}",
                     owners.join(" or "),
                     kind.name()
                 ));
             }
         }
-        if self.check_interval.is_some() && kind != LbKind::Consul {
-            return Err(format!(
-                "[lb] check_interval is a key of kind = consul, but kind = {:?}",
-                kind.name()
-            ));
-        }
         if let Some(d) = self.drain_timeout
             && (d.get().is_zero() || d.get() > std::time::Duration::from_secs(3600))
         {
-            return Err(format!(
+            problems.push(format!(
                 "[lb] drain_timeout = \"{d}\": must be between 1ms and 1h"
             ));
         }
@@ -167,75 +163,115 @@ impl LbConfig {
             ("check_url", &self.check_url),
         ];
         for (key, value) in templates {
-            if let Some(value) = value {
-                check_template(value).map_err(|e| format!("[lb] {key} = {value:?}: {e}"))?;
+            if let Some(value) = value
+                && let Err(e) = check_template(value)
+            {
+                problems.push(format!("[lb] {key} = {value:?}: {e}"));
             }
         }
         match kind {
-            LbKind::None => Ok(()),
-            LbKind::Haproxy => self.check_haproxy(),
-            LbKind::Elbv2 => self.check_elbv2(),
-            LbKind::Consul => self.check_consul(),
+            LbKind::None => {}
+            LbKind::Haproxy => self.check_haproxy(&mut problems),
+            LbKind::Elbv2 => self.check_elbv2(&mut problems),
+            LbKind::Consul => self.check_consul(&mut problems),
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems)
         }
     }
 
-    fn check_haproxy(&self) -> Result<(), String> {
-        let socket = require("socket", &self.socket)?;
-        if !(socket.starts_with('/') || socket.starts_with("tcp:")) {
-            return Err(format!(
+    fn check_haproxy(&self, problems: &mut Vec<String>) {
+        match require("socket", &self.socket) {
+            Err(e) => problems.push(e),
+            Ok(socket) if !(socket.starts_with('/') || socket.starts_with("tcp:")) => problems.push(format!(
                 "[lb] socket = {socket:?}: give an absolute path or tcp:HOST:PORT"
-            ));
+            )),
+            Ok(socket) => {
+                if let Some(tcp) = socket.strip_prefix("tcp:")
+                    && let Err(e) = split_host_port(tcp)
+                {
+                    problems.push(format!("[lb] socket = {socket:?}: {e}"));
+                }
+            }
         }
-        if let Some(tcp) = socket.strip_prefix("tcp:") {
-            split_host_port(tcp).map_err(|e| format!("[lb] socket = {socket:?}: {e}"))?;
+        match require("backend", &self.backend) {
+            Err(e) => problems.push(e),
+            Ok(backend) => {
+                if let Err(e) = check_name(backend) {
+                    problems.push(format!("[lb] backend = {backend:?}: {e}"));
+                }
+            }
         }
-        let backend = require("backend", &self.backend)?;
-        check_name(backend).map_err(|e| format!("[lb] backend = {backend:?}: {e}"))?;
-        let address = require("address", &self.address)?;
-        split_host_port(address).map_err(|e| format!("[lb] address = {address:?}: {e}"))?;
+        self.check_address(problems);
         if let Some(options) = &self.options
             && let Some(bad) = options.chars().find(|c| matches!(c, ';' | '\n' | '\r'))
         {
-            return Err(format!(
+            problems.push(format!(
                 "[lb] options = {options:?}: {bad:?} would end the runtime API command"
             ));
         }
-        Ok(())
     }
 
-    fn check_elbv2(&self) -> Result<(), String> {
-        let arn = require("target_group_arn", &self.target_group_arn)?;
-        arn_region(arn).map_err(|e| format!("[lb] target_group_arn = {arn:?}: {e}"))?;
+    fn check_elbv2(&self, problems: &mut Vec<String>) {
+        match require("target_group_arn", &self.target_group_arn) {
+            Err(e) => problems.push(e),
+            Ok(arn) => {
+                if let Err(e) = arn_region(arn) {
+                    problems.push(format!("[lb] target_group_arn = {arn:?}: {e}"));
+                }
+            }
+        }
         for (key, url) in [
             ("endpoint", &self.endpoint),
             ("imds_endpoint", &self.imds_endpoint),
         ] {
-            if let Some(url) = url {
-                check_url(url).map_err(|e| format!("[lb] {key} = {url:?}: {e}"))?;
+            if let Some(url) = url
+                && let Err(e) = check_url(url)
+            {
+                problems.push(format!("[lb] {key} = {url:?}: {e}"));
             }
         }
         if self.port == Some(0) {
-            return Err("[lb] port = 0: give the port the target listens on".into());
+            problems.push("[lb] port = 0: give the port the target listens on".into());
         }
-        Ok(())
     }
 
-    fn check_consul(&self) -> Result<(), String> {
-        let service = require("service", &self.service)?;
-        check_name(service).map_err(|e| format!("[lb] service = {service:?}: {e}"))?;
-        let address = require("address", &self.address)?;
-        split_host_port(address).map_err(|e| format!("[lb] address = {address:?}: {e}"))?;
+    fn check_consul(&self, problems: &mut Vec<String>) {
+        match require("service", &self.service) {
+            Err(e) => problems.push(e),
+            Ok(service) => {
+                if let Err(e) = check_name(service) {
+                    problems.push(format!("[lb] service = {service:?}: {e}"));
+                }
+            }
+        }
+        self.check_address(problems);
         for (key, url) in [("agent", &self.agent), ("check_url", &self.check_url)] {
-            if let Some(url) = url {
-                check_url(url).map_err(|e| format!("[lb] {key} = {url:?}: {e}"))?;
+            if let Some(url) = url
+                && let Err(e) = check_url(url)
+            {
+                problems.push(format!("[lb] {key} = {url:?}: {e}"));
             }
         }
         if let Some(i) = self.check_interval
             && i.get() < std::time::Duration::from_secs(1)
         {
-            return Err(format!("[lb] check_interval = \"{i}\": Consul needs at least 1s"));
+            problems.push(format!("[lb] check_interval = \"{i}\": Consul needs at least 1s"));
         }
-        Ok(())
+    }
+
+    /// haproxy and consul: `address` is required and is `HOST:PORT`.
+    fn check_address(&self, problems: &mut Vec<String>) {
+        match require("address", &self.address) {
+            Err(e) => problems.push(e),
+            Ok(address) => {
+                if let Err(e) = split_host_port(address) {
+                    problems.push(format!("[lb] address = {address:?}: {e}"));
+                }
+            }
+        }
     }
 }
 
@@ -249,17 +285,18 @@ fn require<'a>(key: &str, value: &'a Option<String>) -> Result<&'a str, String> 
 /// Only known `{placeholders}`, and braces that close.
 fn check_template(template: &str) -> Result<(), String> {
     let mut rest = template;
-    while let Some(open) = rest.find('{') {
-        let after = &rest[open + 1..];
-        let close = after.find('}').ok_or("a '{' is not closed")?;
-        let key = &after[..close];
+    while let Some((before, after)) = rest.split_once('{') {
+        if before.contains('}') {
+            return Err("a '}' has no '{'".into());
+        }
+        let (key, tail) = after.split_once('}').ok_or("a '{' is not closed")?;
         if !TEMPLATE_KEYS.contains(&key) {
             return Err(format!(
                 "unknown placeholder {{{key}}}; known: {}",
                 TEMPLATE_KEYS.map(|k| format!("{{{k}}}")).join(", ")
             ));
         }
-        rest = &after[close + 1..];
+        rest = tail;
     }
     if rest.contains('}') {
         return Err("a '}' has no '{'".into());
@@ -325,7 +362,7 @@ mod tests {
 
     fn parse(text: &str) -> Result<LbConfig, String> {
         let c: LbConfig = toml::from_str(text).map_err(|e| e.to_string())?;
-        c.check()?;
+        c.check().map_err(|problems| problems.join("\n"))?;
         Ok(c)
     }
 
@@ -398,6 +435,33 @@ mod tests {
         assert!(err.contains("[lb] target_group_arn"), "{err}");
         let err = parse(r#"kind = "lvs""#).unwrap_err();
         assert!(err.contains("lvs"), "{err}");
+    }
+
+    #[test]
+    fn every_problem_is_listed() {
+        let err = parse(
+            r#"kind = "haproxy"
+               backend = "a b"
+               address = "{ip}"
+               check_interval = "5s""#,
+        )
+        .unwrap_err();
+        let problems: Vec<&str> = err.lines().collect();
+        assert_eq!(problems.len(), 5, "{err}");
+        assert!(
+            problems[0].starts_with("[lb] check_interval is a key of kind = consul"),
+            "{err}"
+        );
+        assert!(
+            problems[1].starts_with("[lb] address = \"{ip}\": unknown placeholder"),
+            "{err}"
+        );
+        assert_eq!(problems[2], "[lb] socket is required for this kind");
+        assert!(problems[3].starts_with("[lb] backend = \"a b\""), "{err}");
+        assert!(
+            problems[4].starts_with("[lb] address = \"{ip}\": give HOST:PORT"),
+            "{err}"
+        );
     }
 
     #[test]

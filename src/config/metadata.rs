@@ -149,29 +149,32 @@ fn default_hypervisor_uuid() -> PathBuf {
 }
 
 impl MetadataConfig {
-    /// Checks serde cannot express; the message names the key.
-    pub fn check(&self) -> Result<(), String> {
-        if let Some(endpoint) = &self.endpoint {
-            check_endpoint(endpoint).map_err(|e| format!("endpoint = {endpoint:?}: {e}"))?;
+    /// Every problem serde cannot see, each naming its key.
+    pub fn check(&self) -> Result<(), Vec<String>> {
+        let mut problems = Vec::new();
+        if let Some(endpoint) = &self.endpoint
+            && let Err(e) = check_endpoint(endpoint)
+        {
+            problems.push(format!("endpoint = {endpoint:?}: {e}"));
         }
         if !self.seed.is_absolute() {
-            return Err(format!("seed = {:?}: must be an absolute path", self.seed));
+            problems.push(format!("seed = {:?}: must be an absolute path", self.seed));
         }
         if self.deadline.get().is_zero() {
-            return Err("deadline = \"0s\": give the fetch some time, like \"60s\"".into());
+            problems.push("deadline = \"0s\": give the fetch some time, like \"60s\"".into());
         }
         if let Some(recheck) = self.recheck
             && recheck.get() < std::time::Duration::from_secs(1)
         {
-            return Err(format!(
+            problems.push(format!(
                 "recheck = \"{recheck}\": at least \"1s\" (minutes are usual)"
             ));
         }
         if self.request_timeout.get().is_zero() {
-            return Err("request_timeout = \"0s\": give each request some time, like \"2s\"".into());
+            problems.push("request_timeout = \"0s\": give each request some time, like \"2s\"".into());
         }
         if self.user_data_limit == 0 || self.user_data_limit > USER_DATA_LIMIT_MAX {
-            return Err(format!(
+            problems.push(format!(
                 "user_data_limit = {}: must be between 1 and {USER_DATA_LIMIT_MAX} bytes",
                 self.user_data_limit
             ));
@@ -179,11 +182,15 @@ impl MetadataConfig {
         if let Some(prefix) = &self.tags_prefix
             && (prefix.is_empty() || prefix.chars().any(|c| c.is_control() || c == '/'))
         {
-            return Err(format!(
+            problems.push(format!(
                 "tags_prefix = {prefix:?}: must be non-empty, without '/' or control characters"
             ));
         }
-        Ok(())
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems)
+        }
     }
 
     /// The address a provider asks when `endpoint` is not set.

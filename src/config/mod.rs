@@ -1,7 +1,12 @@
 //! `/etc/kiln/kiln.toml`: read once at boot, never reloaded. Unknown keys are errors.
 //!
 //! Each section's types live in their own file; [`Config::load`] parses the whole file and then
-//! runs the checks that serde cannot express (see `validate.rs`).
+//! runs the checks that serde cannot express (see `validate.rs`), collecting every problem.
+//!
+//! Config text is input: nothing here may panic on it, so arithmetic and indexing that could
+//! overflow or go out of bounds are lint errors in this module.
+
+#![warn(clippy::arithmetic_side_effects, clippy::indexing_slicing)]
 
 mod duration;
 mod env;
@@ -96,31 +101,56 @@ fn default_state_dir() -> PathBuf {
     PathBuf::from("/run/kiln")
 }
 
-/// A config that could not be used, with the file and the place in it.
-#[derive(Debug, thiserror::Error)]
-#[error("{file}: {message}")]
+/// A config that cannot be used: the file, and everything wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
     pub file: PathBuf,
-    pub message: String,
+    /// Never empty: the one error that stopped reading or parsing, or every problem the checks
+    /// found, each naming its place (`[[service]] #2 "nginx": after: unknown service "php"`).
+    pub problems: Vec<String>,
+}
+
+impl std::error::Error for ConfigError {}
+
+/// One problem on one line after the file; several as an indented list.
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let file = self.file.display();
+        match self.problems.as_slice() {
+            [one] => write!(f, "{file}: {one}"),
+            many => {
+                write!(f, "{file}: {} errors:", many.len())?;
+                for problem in many {
+                    // A TOML syntax error spans lines (the line and a caret): keep it indented.
+                    write!(f, "\n  - {}", problem.replace('\n', "\n    "))?;
+                }
+                Ok(())
+            }
+        }
+    }
 }
 
 impl Config {
     /// Reads, parses and checks the file. Nothing is started and nothing is written.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let fail = |message: String| ConfigError {
+        let fail = |problems: Vec<String>| ConfigError {
             file: path.to_path_buf(),
-            message,
+            problems,
         };
-        let text = std::fs::read_to_string(path).map_err(|e| fail(format!("cannot read: {e}")))?;
-        let config = Self::parse(&text).map_err(fail)?;
-        Ok(config)
+        let text = std::fs::read_to_string(path).map_err(|e| fail(vec![format!("cannot read: {e}")]))?;
+        Self::parse(&text).map_err(fail)
     }
 
-    /// Parses and checks config text.
-    pub fn parse(text: &str) -> Result<Config, String> {
-        let config: Config = toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())?;
-        validate::check(&config)?;
-        Ok(config)
+    /// Parses and checks config text. A syntax or type error is one problem (the parser stops
+    /// there); after parsing, every problem is collected.
+    pub fn parse(text: &str) -> Result<Config, Vec<String>> {
+        let config: Config = toml::from_str(text).map_err(|e| vec![e.to_string().trim_end().to_string()])?;
+        let problems = validate::check(&config);
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(problems)
+        }
     }
 
     pub fn service(&self, name: &str) -> Option<&ServiceConfig> {

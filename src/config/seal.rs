@@ -106,35 +106,11 @@ struct RawSealConfig {
 impl TryFrom<RawSealConfig> for SealConfig {
     type Error = String;
 
+    /// Only what makes the section meaningful; everything else is [`SealConfig::check`]'s, so that
+    /// `kiln check` lists every problem at once.
     fn try_from(raw: RawSealConfig) -> Result<Self, String> {
         if raw.paths.is_empty() {
             return Err("[seal] paths is empty: list the paths to seal, or remove the [seal] section".into());
-        }
-        for path in &raw.paths {
-            check_absolute("paths", path)?;
-        }
-        for (i, a) in raw.paths.iter().enumerate() {
-            for b in &raw.paths[i + 1..] {
-                if a == b {
-                    return Err(format!("[seal] paths lists {} twice", a.display()));
-                }
-                let (outer, inner) = if a.starts_with(b) { (b, a) } else { (a, b) };
-                if inner.starts_with(outer) {
-                    return Err(format!(
-                        "[seal] paths: {} is inside {}: list only {}",
-                        inner.display(),
-                        outer.display(),
-                        outer.display()
-                    ));
-                }
-            }
-        }
-        for pattern in &raw.exclude {
-            check_exclude(pattern)?;
-        }
-        check_absolute("manifest", &raw.manifest)?;
-        if raw.rescan.get() < std::time::Duration::from_secs(1) {
-            return Err(format!("[seal] rescan = \"{}\": must be at least 1s", raw.rescan));
         }
         Ok(SealConfig {
             paths: raw.paths,
@@ -145,6 +121,48 @@ impl TryFrom<RawSealConfig> for SealConfig {
             readonly: raw.readonly,
             required: raw.required,
         })
+    }
+}
+
+impl SealConfig {
+    /// Every problem serde cannot see, each naming its key. The absent section has none.
+    pub fn check(&self) -> Result<(), Vec<String>> {
+        let mut problems = Vec::new();
+        for path in &self.paths {
+            problems.extend(check_absolute("paths", path).err());
+        }
+        for (i, a) in self.paths.iter().enumerate() {
+            for b in self.paths.iter().skip(i.saturating_add(1)) {
+                if a == b {
+                    problems.push(format!("[seal] paths lists {} twice", a.display()));
+                    continue;
+                }
+                let (outer, inner) = if a.starts_with(b) { (b, a) } else { (a, b) };
+                if inner.starts_with(outer) {
+                    problems.push(format!(
+                        "[seal] paths: {} is inside {}: list only {}",
+                        inner.display(),
+                        outer.display(),
+                        outer.display()
+                    ));
+                }
+            }
+        }
+        for pattern in &self.exclude {
+            problems.extend(check_exclude(pattern).err());
+        }
+        problems.extend(check_absolute("manifest", &self.manifest).err());
+        if self.rescan.get() < std::time::Duration::from_secs(1) {
+            problems.push(format!(
+                "[seal] rescan = \"{}\": must be at least 1s",
+                self.rescan
+            ));
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems)
+        }
     }
 }
 
@@ -192,9 +210,11 @@ mod tests {
         struct Wrap {
             seal: SealConfig,
         }
-        toml::from_str::<Wrap>(text)
+        let seal = toml::from_str::<Wrap>(text)
             .map(|w| w.seal)
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        seal.check().map_err(|problems| problems.join("\n"))?;
+        Ok(seal)
     }
 
     #[test]
@@ -245,5 +265,13 @@ mod tests {
             let err = parse(text).unwrap_err();
             assert!(err.contains(needle), "{text:?}: {err}");
         }
+    }
+
+    #[test]
+    fn every_problem_is_listed() {
+        let err = parse("[seal]\npaths = [\"srv\", \"/a\", \"/a/b\"]\nexclude = [\"x\"]\nrescan = \"1ms\"\n")
+            .unwrap_err();
+        let problems: Vec<&str> = err.lines().collect();
+        assert_eq!(problems.len(), 4, "{err}");
     }
 }

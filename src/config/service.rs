@@ -158,7 +158,7 @@ impl ProbeConfig {
             return Ok(ProbeTarget::Tcp { addr: addr.clone() });
         }
         if let Some(argv) = &self.exec {
-            if argv.is_empty() || argv[0].is_empty() {
+            if argv.first().is_none_or(String::is_empty) {
                 return Err("exec = []: give a program and its arguments".into());
             }
             return Ok(ProbeTarget::Exec { argv: argv.clone() });

@@ -1,120 +1,178 @@
-//! Checks serde cannot express: names, references, cycles, programs that exist, users that exist.
-//! Every message names the service and the key, so the fix is one look away.
+//! Checks serde cannot express: names, references, cycles, programs and directories that exist,
+//! users that exist, durations whose products stay sane. Every problem is collected, each naming
+//! its place (`[[service]] #2 "nginx": after: unknown service "php"`), so that one `kiln check`
+//! lists everything to fix.
 
 use super::{Config, ProbeConfig, ServiceConfig};
 use std::collections::{HashMap, HashSet};
+use std::fmt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 const FALLBACK_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-pub(super) fn check(config: &Config) -> Result<(), String> {
-    if !config.control.state_dir.is_absolute() {
-        return Err(format!(
-            "[control] state_dir = {:?}: must be an absolute path",
-            config.control.state_dir
-        ));
-    }
-    if !config.control.socket.is_absolute() {
-        return Err(format!(
-            "[control] socket = {:?}: must be an absolute path",
-            config.control.socket
-        ));
-    }
-    config.metadata.check().map_err(|e| format!("[metadata] {e}"))?;
-    config.env.check().map_err(|e| format!("[env] {e}"))?;
-    config.lb.check()?;
+/// Every problem of a parsed config, in file order; empty when it can be used.
+pub(super) fn check(config: &Config) -> Vec<String> {
+    let mut problems = Vec::new();
     if config.health.agent_listen == Some(config.health.listen) {
-        return Err("[health] agent_listen must differ from listen".into());
+        problems.push("[health] agent_listen must differ from listen".into());
     }
-    let mut seen = HashSet::new();
-    for service in &config.services {
-        check_service(service).map_err(|e| format!("service {:?}: {e}", service.name))?;
-        if !seen.insert(service.name.as_str()) {
-            return Err(format!("service {:?} is defined twice", service.name));
+    for (key, path) in [
+        ("state_dir", &config.control.state_dir),
+        ("socket", &config.control.socket),
+    ] {
+        if !path.is_absolute() {
+            problems.push(format!("[control] {key} = {path:?}: must be an absolute path"));
         }
     }
-    for service in &config.services {
-        for dep in &service.after {
-            if dep == &service.name {
-                return Err(format!(
-                    "service {:?}: after: a service cannot wait for itself",
-                    service.name
-                ));
-            }
-            if !seen.contains(dep.as_str()) {
-                return Err(format!(
-                    "service {:?}: after: no service named {dep:?}",
-                    service.name
-                ));
-            }
-        }
-    }
-    if let Some(cycle) = find_cycle(&config.services) {
-        return Err(format!("dependency cycle in `after`: {}", cycle.join(" -> ")));
-    }
-    Ok(())
+    problems.extend(within("[metadata]", config.metadata.check()));
+    problems.extend(within("[env]", config.env.check()));
+    problems.extend(config.lb.check().err().unwrap_or_default());
+    problems.extend(config.seal.check().err().unwrap_or_default());
+    check_services(&config.services, &mut problems);
+    problems
 }
 
-fn check_service(s: &ServiceConfig) -> Result<(), String> {
+/// A section's problems, each prefixed with the section.
+fn within(section: &str, checked: Result<(), Vec<String>>) -> impl Iterator<Item = String> + '_ {
+    checked
+        .err()
+        .unwrap_or_default()
+        .into_iter()
+        .map(move |p| format!("{section} {p}"))
+}
+
+/// Where a service is in the file: `[[service]] #2 "nginx"` (1-based, as a person counts).
+struct ServicePlace<'a> {
+    number: usize,
+    name: &'a str,
+}
+
+impl fmt::Display for ServicePlace<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "[[service]] #{} {:?}", self.number, self.name)
+    }
+}
+
+/// `index` is 0-based.
+fn place(index: usize, service: &ServiceConfig) -> ServicePlace<'_> {
+    ServicePlace {
+        number: index.saturating_add(1),
+        name: &service.name,
+    }
+}
+
+fn check_services(services: &[ServiceConfig], problems: &mut Vec<String>) {
+    let mut first: HashMap<&str, usize> = HashMap::new();
+    for (i, service) in services.iter().enumerate() {
+        first.entry(&service.name).or_insert(i);
+    }
+    for (i, service) in services.iter().enumerate() {
+        let here = place(i, service);
+        problems.extend(
+            service_problems(service)
+                .into_iter()
+                .map(|p| format!("{here}: {p}")),
+        );
+        if let Some(&j) = first.get(service.name.as_str())
+            && j != i
+        {
+            problems.push(format!("{here}: name: already the name of {}", place(j, service)));
+        }
+        for dep in &service.after {
+            if dep == &service.name {
+                problems.push(format!("{here}: after: a service cannot wait for itself"));
+            } else if !first.contains_key(dep.as_str()) {
+                problems.push(format!("{here}: after: unknown service {dep:?}"));
+            }
+        }
+    }
+    if let Some(cycle) = find_cycle(services) {
+        problems.push(format!(
+            "[[service]] dependency cycle in `after`: {}",
+            cycle.join(" -> ")
+        ));
+    }
+}
+
+/// A service's own problems, each starting with its key.
+fn service_problems(s: &ServiceConfig) -> Vec<String> {
+    let mut problems = Vec::new();
     let name_ok = !s.name.is_empty()
         && s.name.len() <= 64
         && s.name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
     if !name_ok {
-        return Err("name: use 1 to 64 letters, digits, '-', '_' or '.'".into());
+        problems.push("name: use 1 to 64 letters, digits, '-', '_' or '.'".into());
     }
-    if s.command.is_empty() || s.command[0].is_empty() {
-        return Err("command = []: give a program and its arguments".into());
+    let path = s.env.get("PATH").map(String::as_str);
+    match s.command.first() {
+        Some(program) if !program.is_empty() => {
+            if let Err(e) = resolve_program(program, path) {
+                problems.push(format!("command: {e}"));
+            }
+        }
+        _ => problems.push("command = []: give a program and its arguments".into()),
     }
-    let path = s.env.get("PATH").cloned();
-    resolve_program(&s.command[0], path.as_deref()).map_err(|e| format!("command: {e}"))?;
     if s.replicas == 0 || s.replicas > 256 {
-        return Err(format!("replicas = {}: must be between 1 and 256", s.replicas));
+        problems.push(format!("replicas = {}: must be between 1 and 256", s.replicas));
     }
-    if let Some(dir) = &s.working_dir
-        && !dir.is_absolute()
+    if let Some(dir) = &s.working_dir {
+        problems.extend(check_working_dir(dir).err());
+    }
+    if let Some(user) = &s.user
+        && !matches!(nix::unistd::User::from_name(user), Ok(Some(_)))
     {
-        return Err(format!("working_dir = {dir:?}: must be an absolute path"));
+        problems.push(format!("user = {user:?}: no such user on this system"));
     }
-    if let Some(user) = &s.user {
-        match nix::unistd::User::from_name(user) {
-            Ok(Some(_)) => {}
-            _ => return Err(format!("user = {user:?}: no such user on this system")),
-        }
-    }
-    if let Some(group) = &s.group {
-        match nix::unistd::Group::from_name(group) {
-            Ok(Some(_)) => {}
-            _ => return Err(format!("group = {group:?}: no such group on this system")),
-        }
+    if let Some(group) = &s.group
+        && !matches!(nix::unistd::Group::from_name(group), Ok(Some(_)))
+    {
+        problems.push(format!("group = {group:?}: no such group on this system"));
     }
     if s.restart_delay.get().is_zero() || s.restart_delay > s.restart_delay_max {
-        return Err(format!(
+        problems.push(format!(
             "restart_delay = \"{}\": must be above zero and at most restart_delay_max (\"{}\")",
             s.restart_delay, s.restart_delay_max
         ));
     }
     for (key, probe) in [("startup", &s.startup), ("ready", &s.ready), ("live", &s.live)] {
         if let Some(probe) = probe {
-            check_probe(probe, path.as_deref()).map_err(|e| format!("[service.{key}] {e}"))?;
+            let list = probe_problems(probe, path);
+            problems.extend(list.into_iter().map(|p| format!("[service.{key}] {p}")));
         }
+    }
+    problems
+}
+
+fn check_working_dir(dir: &Path) -> Result<(), String> {
+    if !dir.is_absolute() {
+        return Err(format!("working_dir = {dir:?}: must be an absolute path"));
     }
     Ok(())
 }
 
-fn check_probe(p: &ProbeConfig, path: Option<&str>) -> Result<(), String> {
-    if let super::ProbeTarget::Exec { argv } = p.target()? {
-        resolve_program(&argv[0], path).map_err(|e| format!("exec: {e}"))?;
+fn probe_problems(p: &ProbeConfig, path: Option<&str>) -> Vec<String> {
+    let mut problems = Vec::new();
+    match p.target() {
+        Ok(super::ProbeTarget::Exec { argv }) => {
+            if let Some(program) = argv.first()
+                && let Err(e) = resolve_program(program, path)
+            {
+                problems.push(format!("exec: {e}"));
+            }
+        }
+        Ok(_) => {}
+        Err(e) => problems.push(e),
     }
     if p.period.get().is_zero() || p.timeout.get().is_zero() {
-        return Err("period and timeout must be above zero".into());
+        problems.push("period and timeout must be above zero".into());
     }
     if p.failure_threshold == 0 || p.success_threshold == 0 {
-        return Err("failure_threshold and success_threshold must be at least 1".into());
+        problems.push("failure_threshold and success_threshold must be at least 1".into());
     }
-    Ok(())
+    problems
 }
 
 /// Finds the program the way exec will: a path is taken as is, a bare name is looked up in PATH.
@@ -145,62 +203,46 @@ pub fn resolve_program(program: &str, path: Option<&str>) -> Result<PathBuf, Str
 }
 
 /// A cycle in the `after` graph as a list of names that starts and ends with the same service.
+/// A service that names itself is reported on its own, not as a cycle. Iterative: a long chain
+/// of services cannot overflow the stack.
 fn find_cycle(services: &[ServiceConfig]) -> Option<Vec<String>> {
-    #[derive(Clone, Copy, PartialEq)]
-    enum Mark {
-        New,
-        OnStack,
-        Done,
+    // A name defined twice (a problem of its own) keeps its first definition.
+    let mut graph: HashMap<&str, Vec<&str>> = HashMap::new();
+    for s in services {
+        let deps = s.after.iter().map(String::as_str).filter(|d| *d != s.name);
+        graph.entry(&s.name).or_insert_with(|| deps.collect());
     }
-    let index: HashMap<&str, usize> = services
-        .iter()
-        .enumerate()
-        .map(|(i, s)| (s.name.as_str(), i))
-        .collect();
-    let mut marks = vec![Mark::New; services.len()];
-    let mut stack: Vec<usize> = Vec::new();
-
-    fn visit(
-        i: usize,
-        services: &[ServiceConfig],
-        index: &HashMap<&str, usize>,
-        marks: &mut [Mark],
-        stack: &mut Vec<usize>,
-    ) -> Option<Vec<String>> {
-        marks[i] = Mark::OnStack;
-        stack.push(i);
-        for dep in &services[i].after {
-            let Some(&j) = index.get(dep.as_str()) else {
+    let deps_of = |name: &str| graph.get(name).map(|d| d.iter()).unwrap_or_default();
+    let mut done: HashSet<&str> = HashSet::new();
+    for service in services {
+        let root = service.name.as_str();
+        if done.contains(root) {
+            continue;
+        }
+        // The path from `root`, each with the dependencies still to visit.
+        let mut path = vec![(root, deps_of(root))];
+        let mut on_path: HashSet<&str> = HashSet::from([root]);
+        while let Some((node, deps)) = path.last_mut() {
+            let node = *node;
+            let Some(&dep) = deps.next() else {
+                path.pop();
+                on_path.remove(node);
+                done.insert(node);
                 continue;
             };
-            match marks[j] {
-                Mark::OnStack => {
-                    let from = stack.iter().position(|&k| k == j).unwrap_or(0);
-                    let mut cycle: Vec<String> =
-                        stack[from..].iter().map(|&k| services[k].name.clone()).collect();
-                    cycle.push(services[j].name.clone());
-                    return Some(cycle);
-                }
-                Mark::New => {
-                    if let Some(c) = visit(j, services, index, marks, stack) {
-                        return Some(c);
-                    }
-                }
-                Mark::Done => {}
+            if on_path.contains(dep) {
+                let from = path.iter().position(|(n, _)| *n == dep).unwrap_or_default();
+                let mut cycle: Vec<String> = path.iter().skip(from).map(|(n, _)| n.to_string()).collect();
+                cycle.push(dep.to_string());
+                return Some(cycle);
+            }
+            if !done.contains(dep) {
+                on_path.insert(dep);
+                path.push((dep, deps_of(dep)));
             }
         }
-        stack.pop();
-        marks[i] = Mark::Done;
-        None
     }
-
-    (0..services.len()).find_map(|i| {
-        if marks[i] == Mark::New {
-            visit(i, services, &index, &mut marks, &mut stack)
-        } else {
-            None
-        }
-    })
+    None
 }
 
 #[cfg(test)]
@@ -215,24 +257,65 @@ mod tests {
         )
     }
 
+    /// The one problem of `text`.
+    fn problem(text: &str) -> String {
+        let mut problems = Config::parse(text).unwrap_err();
+        assert_eq!(problems.len(), 1, "{problems:#?}");
+        problems.remove(0)
+    }
+
     #[test]
     fn a_cycle_is_named_with_its_path() {
         let text = [service("a", &["c"]), service("b", &["a"]), service("c", &["b"])].concat();
-        let err = Config::parse(&text).unwrap_err();
-        assert!(err.contains("dependency cycle"), "{err}");
-        assert!(err.contains("a -> c -> b -> a"), "{err}");
+        assert_eq!(
+            problem(&text),
+            "[[service]] dependency cycle in `after`: a -> c -> b -> a"
+        );
     }
 
     #[test]
     fn an_unknown_after_names_the_service_and_the_missing_name() {
-        let err = Config::parse(&service("nginx", &["php"])).unwrap_err();
-        assert_eq!(err, r#"service "nginx": after: no service named "php""#);
+        let text = [service("php-fpm", &[]), service("nginx", &["php"])].concat();
+        assert_eq!(
+            problem(&text),
+            r#"[[service]] #2 "nginx": after: unknown service "php""#
+        );
+    }
+
+    #[test]
+    fn waiting_for_itself_is_not_also_a_cycle() {
+        assert_eq!(
+            problem(&service("a", &["a"])),
+            r#"[[service]] #1 "a": after: a service cannot wait for itself"#
+        );
+    }
+
+    #[test]
+    fn every_problem_is_listed_in_file_order() {
+        let text = format!(
+            "[control]\nstate_dir = \"run\"\n[metadata]\ndeadline = \"0s\"\n{}{}replicas = 0\nworking_dir = \"/nonexistent-kiln\"\n{}",
+            service("a", &["b"]),
+            service("b", &["a", "c"]),
+            service("a", &[]),
+        );
+        let problems = Config::parse(&text).unwrap_err();
+        assert_eq!(
+            problems,
+            [
+                r#"[control] state_dir = "run": must be an absolute path"#,
+                r#"[metadata] deadline = "0s": give the fetch some time, like "60s""#,
+                r#"[[service]] #2 "b": replicas = 0: must be between 1 and 256"#,
+                r#"[[service]] #2 "b": after: unknown service "c""#,
+                r#"[[service]] #3 "a": name: already the name of [[service]] #1 "a""#,
+                "[[service]] dependency cycle in `after`: a -> b -> a",
+            ]
+        );
     }
 
     #[test]
     fn an_unknown_key_is_an_error_with_its_line() {
         let text = format!("{}colour = \"red\"\n", service("a", &[]));
-        let err = Config::parse(&text).unwrap_err();
+        let err = problem(&text);
         assert!(err.contains("unknown field `colour`"), "{err}");
         assert!(err.contains("line 5"), "{err}");
     }
@@ -240,9 +323,9 @@ mod tests {
     #[test]
     fn a_missing_program_is_an_error() {
         let text = "[[service]]\nname = \"x\"\ncommand = [\"no-such-program-kiln\"]\n";
-        let err = Config::parse(text).unwrap_err();
+        let err = problem(text);
         assert!(
-            err.starts_with("service \"x\": command: \"no-such-program-kiln\" not found in PATH"),
+            err.starts_with("[[service]] #1 \"x\": command: \"no-such-program-kiln\" not found in PATH"),
             "{err}"
         );
     }
@@ -250,18 +333,31 @@ mod tests {
     #[test]
     fn a_probe_needs_exactly_one_target() {
         let text = format!("{}[service.ready]\nperiod = \"1s\"\n", service("a", &[]));
-        let err = Config::parse(&text).unwrap_err();
         assert_eq!(
-            err,
-            "service \"a\": [service.ready] set one of http, tcp, exec or fastcgi"
+            problem(&text),
+            "[[service]] #1 \"a\": [service.ready] set one of http, tcp, exec or fastcgi"
         );
     }
 
     #[test]
     fn a_bad_duration_names_the_value() {
         let text = format!("{}stop_timeout = \"20 parsecs\"\n", service("a", &[]));
-        let err = Config::parse(&text).unwrap_err();
+        let err = problem(&text);
         assert!(err.contains("invalid duration \"20 parsecs\""), "{err}");
         assert!(err.contains("line 5"), "{err}");
+    }
+
+    #[test]
+    fn a_long_chain_of_services_is_checked_without_recursion() {
+        let chain: String = (0..20_000)
+            .map(|i| service(&format!("s{i}"), &[&format!("s{}", i + 1)]))
+            .chain([service("s20000", &["s0"])])
+            .collect();
+        let err = problem(&chain);
+        assert!(
+            err.starts_with("[[service]] dependency cycle in `after`: s0 -> s1 -> "),
+            "{}",
+            &err[..80]
+        );
     }
 }

@@ -3,7 +3,7 @@
 
 mod render;
 
-use crate::config::Config;
+use crate::config::{Config, ConfigError, ControlConfig};
 use crate::state::Snapshot;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -16,26 +16,25 @@ pub const EXIT_UNREACHABLE: u8 = 3;
 pub use render::render;
 
 pub fn run(json: bool, socket: Option<PathBuf>, config: Option<PathBuf>) -> ExitCode {
-    let socket = match (socket, config) {
-        (Some(socket), _) => socket,
-        (None, Some(config)) => match Config::load(&config) {
-            Ok(c) => c.control.socket,
-            Err(e) => {
-                eprintln!("kiln status: {e}");
-                return ExitCode::from(EXIT_UNREACHABLE);
-            }
-        },
-        (None, None) => Config::load(Path::new(crate::config::DEFAULT_PATH))
-            .map(|c| c.control.socket)
-            .unwrap_or_else(|_| PathBuf::from("/run/kiln/control.sock")),
+    let (socket, refused) = match (socket, config) {
+        (Some(socket), _) => (socket, None),
+        (None, config) => find_socket(config),
     };
     let raw = match ask(&socket, "status") {
         Ok(raw) => raw,
         Err(e) => {
+            if let Some(refused) = refused {
+                return show_refused_config(&refused, json);
+            }
             eprintln!("kiln status: kiln is not reachable at {}: {e}", socket.display());
             return ExitCode::from(EXIT_UNREACHABLE);
         }
     };
+    if let Some(refused) = refused {
+        eprintln!(
+            "kiln status: warning: the config kiln answers for is not the one on disk now, which kiln boot refuses: {refused}"
+        );
+    }
     let snapshot: Snapshot = match serde_json::from_str(&raw) {
         Ok(s) => s,
         Err(e) => {
@@ -49,6 +48,49 @@ pub fn run(json: bool, socket: Option<PathBuf>, config: Option<PathBuf>) -> Exit
         print!("{}", render(&snapshot, crate::state::now_ms()));
     }
     ExitCode::from(snapshot.phase.exit_code())
+}
+
+/// The socket the config names, and the config's problems when `kiln boot` would refuse it. A
+/// config with problems still names its socket when its `[control]` table is readable: a kiln
+/// booted from an earlier version of the file may be running.
+fn find_socket(config: Option<PathBuf>) -> (PathBuf, Option<ConfigError>) {
+    let default_socket = || ControlConfig::default().socket;
+    let (path, named) = match config {
+        Some(path) => (path, true),
+        None => (PathBuf::from(crate::config::DEFAULT_PATH), false),
+    };
+    if !named && !path.exists() {
+        return (default_socket(), None);
+    }
+    match Config::load(&path) {
+        Ok(c) => (c.control.socket, None),
+        Err(e) => {
+            let socket = std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|text| text.parse::<toml::Table>().ok())
+                .and_then(|t| Some(PathBuf::from(t.get("control")?.get("socket")?.as_str()?)))
+                .unwrap_or_else(default_socket);
+            (socket, Some(e))
+        }
+    }
+}
+
+/// `kiln boot` exits 78 on a config with problems and starts nothing, so no kiln answers: say
+/// so, with every problem, as a refused boot's status would. Exit code 1, as for a refused boot.
+fn show_refused_config(e: &ConfigError, json: bool) -> ExitCode {
+    if json {
+        let doc = serde_json::json!({
+            "phase": crate::state::Phase::Failed,
+            "reason": "config refused",
+            "config": e.file,
+            "config_errors": e.problems,
+        });
+        println!("{doc}");
+    } else {
+        println!("kiln is not running: kiln boot refuses its config (exit 78) and starts nothing");
+        println!("  why: {}", e.to_string().replace('\n', "\n  "));
+    }
+    ExitCode::from(crate::state::Phase::Failed.exit_code())
 }
 
 /// Sends one request line and returns the whole answer.
