@@ -124,13 +124,41 @@ fn every_problem_at_once() {
         |c| {
             c.replace("after = [\"php-fpm\"]", "after = [\"php\"]")
                 .replace("command = [\"php\",", "command = [\"no-such-php\",")
+                .replace("working_dir = \"", "working_dir = \"/nonexistent")
                 .replace("restart_delay = \"200ms\"", "restart_delay = \"1h\"")
         },
         &[
             "[[service]] #2 \"nginx\": after: unknown service \"php\"",
             "[[service]] #3 \"worker\": command: \"no-such-php\" not found in PATH",
+            "[[service]] #3 \"worker\": working_dir = \"/nonexistent",
             "[[service]] #3 \"worker\": restart_delay = \"1h\": must be above zero and at most restart_delay_max",
         ],
+    );
+}
+
+#[test]
+fn a_working_dir_that_does_not_exist() {
+    refused(
+        |c| c.replace("working_dir = \"", "working_dir = \"/nonexistent"),
+        "\": does not exist",
+    );
+}
+
+/// The issue's reproduction: this passed `kiln check`, then `kiln boot` panicked on the
+/// overflowing startup budget with a service left running.
+#[test]
+fn a_probe_period_of_500_billion_years() {
+    refused(
+        |c| c.replacen("period = \"100ms\"", "period = \"500000000000y\"", 1),
+        "invalid duration \"500000000000y\": at most \"10y\"",
+    );
+}
+
+#[test]
+fn a_probe_whose_startup_budget_is_over_ten_years() {
+    refused(
+        |c| c.replacen("period = \"100ms\"", "period = \"1y\"", 1),
+        "[[service]] #1 \"php-fpm\": [service.startup] period (\"1year\") × failure_threshold (100) is over \"10y\"",
     );
 }
 

@@ -8,6 +8,11 @@ use std::fmt;
 pub struct HumanDuration(pub std::time::Duration);
 
 impl HumanDuration {
+    /// The longest duration any key takes: ten years, as humantime counts them (365.25 days).
+    /// Nothing kiln waits for is that long, and every sum or product kiln makes of durations
+    /// and counts stays far from `Duration` and `Instant` overflow.
+    pub const MAX: HumanDuration = HumanDuration::from_secs(10 * 31_557_600);
+
     pub const fn from_millis(ms: u64) -> Self {
         Self(std::time::Duration::from_millis(ms))
     }
@@ -31,11 +36,15 @@ impl std::str::FromStr for HumanDuration {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        humantime::parse_duration(s.trim()).map(Self).map_err(|e| {
+        let d = humantime::parse_duration(s.trim()).map(Self).map_err(|e| {
             format!(
                 "invalid duration {s:?} ({e}): write a number and a unit, like \"250ms\", \"20s\" or \"5m\""
             )
-        })
+        })?;
+        if d > Self::MAX {
+            return Err(format!("invalid duration {s:?}: at most \"10y\""));
+        }
+        Ok(d)
     }
 }
 
@@ -75,6 +84,18 @@ mod tests {
         assert_eq!(
             "5m".parse::<HumanDuration>().unwrap(),
             HumanDuration::from_secs(300)
+        );
+    }
+
+    #[test]
+    fn refuses_more_than_ten_years() {
+        assert_eq!("10y".parse::<HumanDuration>().unwrap(), HumanDuration::MAX);
+        let err = "500000000000y".parse::<HumanDuration>().unwrap_err();
+        assert_eq!(err, "invalid duration \"500000000000y\": at most \"10y\"");
+        let err = "99999999999999999999y".parse::<HumanDuration>().unwrap_err();
+        assert!(
+            err.starts_with("invalid duration \"99999999999999999999y\" ("),
+            "{err}"
         );
     }
 

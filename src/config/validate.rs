@@ -3,7 +3,7 @@
 //! its place (`[[service]] #2 "nginx": after: unknown service "php"`), so that one `kiln check`
 //! lists everything to fix.
 
-use super::{Config, ProbeConfig, ServiceConfig};
+use super::{Config, HumanDuration, ProbeConfig, ServiceConfig};
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::os::unix::fs::PermissionsExt;
@@ -146,11 +146,19 @@ fn service_problems(s: &ServiceConfig) -> Vec<String> {
     problems
 }
 
+/// `working_dir` is where the service starts: it must be there, as a directory, before boot.
 fn check_working_dir(dir: &Path) -> Result<(), String> {
     if !dir.is_absolute() {
         return Err(format!("working_dir = {dir:?}: must be an absolute path"));
     }
-    Ok(())
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(format!("working_dir = {dir:?}: is not a directory")),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(format!("working_dir = {dir:?}: does not exist"))
+        }
+        Err(e) => Err(format!("working_dir = {dir:?}: {e}")),
+    }
 }
 
 fn probe_problems(p: &ProbeConfig, path: Option<&str>) -> Vec<String> {
@@ -171,6 +179,23 @@ fn probe_problems(p: &ProbeConfig, path: Option<&str>) -> Vec<String> {
     }
     if p.failure_threshold == 0 || p.success_threshold == 0 {
         problems.push("failure_threshold and success_threshold must be at least 1".into());
+    }
+    // The runner waits `period` times a threshold: the startup budget, the time to flip.
+    for (key, count) in [
+        ("failure_threshold", p.failure_threshold),
+        ("success_threshold", p.success_threshold),
+    ] {
+        let within = p
+            .period
+            .get()
+            .checked_mul(count)
+            .is_some_and(|total| total <= HumanDuration::MAX.get());
+        if !within {
+            problems.push(format!(
+                "period (\"{}\") × {key} ({count}) is over \"10y\": lower one of them",
+                p.period
+            ));
+        }
     }
     problems
 }
@@ -305,6 +330,7 @@ mod tests {
                 r#"[control] state_dir = "run": must be an absolute path"#,
                 r#"[metadata] deadline = "0s": give the fetch some time, like "60s""#,
                 r#"[[service]] #2 "b": replicas = 0: must be between 1 and 256"#,
+                r#"[[service]] #2 "b": working_dir = "/nonexistent-kiln": does not exist"#,
                 r#"[[service]] #2 "b": after: unknown service "c""#,
                 r#"[[service]] #3 "a": name: already the name of [[service]] #1 "a""#,
                 "[[service]] dependency cycle in `after`: a -> b -> a",
@@ -345,6 +371,44 @@ mod tests {
         let err = problem(&text);
         assert!(err.contains("invalid duration \"20 parsecs\""), "{err}");
         assert!(err.contains("line 5"), "{err}");
+    }
+
+    #[test]
+    fn a_duration_over_ten_years_is_refused_where_it_is_written() {
+        let text = format!(
+            "{}[service.startup]\ntcp = \"127.0.0.1:1\"\nperiod = \"500000000000y\"\nfailure_threshold = 4000000000\n",
+            service("a", &[])
+        );
+        let err = problem(&text);
+        assert!(
+            err.contains("invalid duration \"500000000000y\": at most \"10y\""),
+            "{err}"
+        );
+        assert!(err.contains("line 7"), "{err}");
+    }
+
+    #[test]
+    fn a_probe_whose_period_times_a_threshold_is_over_ten_years_is_refused() {
+        let text = format!(
+            "{}[service.startup]\ntcp = \"127.0.0.1:1\"\nperiod = \"1y\"\nfailure_threshold = 4000000000\nsuccess_threshold = 11\n",
+            service("a", &[])
+        );
+        assert_eq!(
+            Config::parse(&text).unwrap_err(),
+            [
+                "[[service]] #1 \"a\": [service.startup] period (\"1year\") × failure_threshold (4000000000) is over \"10y\": lower one of them",
+                "[[service]] #1 \"a\": [service.startup] period (\"1year\") × success_threshold (11) is over \"10y\": lower one of them",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_working_dir_must_be_a_directory() {
+        let text = format!("{}working_dir = \"/bin/sh\"\n", service("a", &[]));
+        assert_eq!(
+            problem(&text),
+            "[[service]] #1 \"a\": working_dir = \"/bin/sh\": is not a directory"
+        );
     }
 
     #[test]
