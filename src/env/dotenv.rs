@@ -12,6 +12,8 @@
 //! There is no `$VAR` expansion: values are taken as written. Errors name the line and the
 //! variable, never the value.
 
+use std::collections::HashMap;
+
 /// One assignment, with the line it starts on.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) struct Assignment {
@@ -33,6 +35,8 @@ pub(super) fn parse(text: &str) -> Result<Vec<Assignment>, ParseError> {
         .enumerate()
         .map(|(i, l)| (i + 1, l.strip_suffix('\r').unwrap_or(l)));
     let mut out: Vec<Assignment> = Vec::new();
+    // The line each name was first set on: one lookup per assignment keeps the parse linear.
+    let mut first_set: HashMap<String, usize> = HashMap::new();
     while let Some((line_no, line)) = lines.next() {
         let fail = |reason: String| ParseError {
             line: line_no,
@@ -69,11 +73,8 @@ pub(super) fn parse(text: &str) -> Result<Vec<Assignment>, ParseError> {
             }
             Some(_) => unquoted(rest),
         };
-        if let Some(first) = out.iter().find(|a| a.name == name) {
-            return Err(fail(format!(
-                "{name} is set twice (first on line {})",
-                first.line
-            )));
+        if let Some(first) = first_set.insert(name.to_string(), line_no) {
+            return Err(fail(format!("{name} is set twice (first on line {first})")));
         }
         out.push(Assignment {
             name: name.to_string(),
@@ -177,6 +178,24 @@ mod tests {
                 ("M", "multi\nline"),
                 ("N", "end"),
             ])
+        );
+    }
+
+    /// 100,000 variables took 28 s when each name was compared with every earlier one.
+    #[test]
+    fn a_hundred_thousand_variables_parse() {
+        let text: String = (0..100_000).map(|i| format!("VAR_{i}=value {i}\n")).collect();
+        let parsed = parse(&text).unwrap();
+        assert_eq!(parsed.len(), 100_000);
+        assert_eq!(parsed[99_999].name, "VAR_99999");
+        assert_eq!(parsed[99_999].line, 100_000);
+        let twice = format!("{text}VAR_5=again\n");
+        assert_eq!(
+            parse(&twice).unwrap_err(),
+            ParseError {
+                line: 100_001,
+                reason: "VAR_5 is set twice (first on line 6)".into()
+            }
         );
     }
 
