@@ -183,6 +183,30 @@ fn malformed_json() {
     );
 }
 
+/// JSON kept the last of two equal names while dotenv refused them: every format refuses them
+/// now, naming the variable and the line, never a value.
+#[test]
+fn a_name_set_twice_is_refused_in_every_format() {
+    bad(
+        format!("APP_SECRET={SECRET}\nAPP_SECRET=x\n"),
+        "",
+        "",
+        "user-data line 2: APP_SECRET is set twice (first on line 1)",
+    );
+    bad(
+        format!("{{\"APP_SECRET\": \"{SECRET}\",\n \"APP_SECRET\": \"x\"}}"),
+        "",
+        "",
+        "user-data line 2: APP_SECRET is set twice",
+    );
+    bad(
+        format!("[env]\nAPP_SECRET = \"{SECRET}\"\nAPP_SECRET = \"x\"\n"),
+        "",
+        "",
+        "user-data line 3: APP_SECRET is set twice",
+    );
+}
+
 #[test]
 fn oversized() {
     let big = format!("APP_SECRET={SECRET}\nPAD={}\n", "x".repeat(70 * 1024));

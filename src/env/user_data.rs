@@ -6,6 +6,7 @@
 
 use super::dotenv;
 use crate::config::UserDataFormat;
+use std::collections::HashSet;
 use std::io::Read;
 
 /// One variable from user-data; `line` where the format tells it.
@@ -145,9 +146,21 @@ fn parse_toml(text: &str) -> Result<Vec<Entry>, UserDataError> {
         reason,
     };
     let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-        // The message names what was expected, never the text; the span gives the line.
+        // The message names what was expected, never the text; the span gives the line. A key
+        // given twice is named the way dotenv and JSON name it.
         let line = e.span().map(|s| line_of(text.as_bytes(), s.start)).unwrap_or(1);
-        at_line(line, format!("not valid TOML: {}", e.message().trim_end()))
+        let key = e
+            .span()
+            .and_then(|s| text.get(s))
+            .map(|k| k.trim().trim_matches(['"', '\'']));
+        let reason = match key {
+            Some(name) if e.message().starts_with("duplicate key") => match crate::config::check_name(name) {
+                Ok(()) => format!("{name} is set twice"),
+                Err(bad) => bad,
+            },
+            _ => format!("not valid TOML: {}", e.message().trim_end()),
+        };
+        at_line(line, reason)
     })?;
     let mut entries = Vec::new();
     for (key, value) in table {
@@ -181,16 +194,21 @@ fn parse_json(text: &str) -> Result<Vec<Entry>, UserDataError> {
         step: "user-data (json)".into(),
         reason,
     };
-    // Parsed untyped: serde_json's syntax errors give a position, never the text.
-    let doc: serde_json::Value = serde_json::from_str(text).map_err(|e| {
+    // serde_json's errors give a position, never the text.
+    let doc: JsonDoc = serde_json::from_str(text).map_err(|e| {
         let reason = e.to_string();
         let reason = reason.split(" at line ").next().unwrap_or(&reason).to_string();
-        at_line(e.line(), format!("not valid JSON: {reason}"))
+        let reason = if e.is_data() {
+            reason
+        } else {
+            format!("not valid JSON: {reason}")
+        };
+        at_line(e.line(), reason)
     })?;
-    let serde_json::Value::Object(object) = doc else {
+    let JsonDoc::Object(members) = doc else {
         return Err(fail("must be an object of strings: {\"NAME\": \"value\"}".into()));
     };
-    object
+    members
         .into_iter()
         .map(|(name, value)| match value {
             serde_json::Value::String(value) => Ok(Entry {
@@ -204,6 +222,78 @@ fn parse_json(text: &str) -> Result<Vec<Entry>, UserDataError> {
             ))),
         })
         .collect()
+}
+
+/// A user-data JSON document: the top-level object's members in order, or not an object.
+/// A name given twice is refused, as dotenv and TOML refuse it (`serde_json::Value` would keep
+/// the last one silently).
+enum JsonDoc {
+    Object(Vec<(String, serde_json::Value)>),
+    NotAnObject,
+}
+
+impl<'de> serde::Deserialize<'de> for JsonDoc {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(JsonDocVisitor)
+    }
+}
+
+struct JsonDocVisitor;
+
+impl<'de> serde::de::Visitor<'de> for JsonDocVisitor {
+    type Value = JsonDoc;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON document")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<JsonDoc, A::Error> {
+        use serde::de::Error;
+        let mut seen = HashSet::new();
+        let mut members = Vec::new();
+        while let Some(name) = map.next_key::<String>()? {
+            if seen.contains(&name) {
+                // A name that is not one is shown the way the name rules show it.
+                let reason = match crate::config::check_name(&name) {
+                    Ok(()) => format!("{name} is set twice"),
+                    Err(e) => e,
+                };
+                return Err(A::Error::custom(reason));
+            }
+            seen.insert(name.clone());
+            members.push((name, map.next_value()?));
+        }
+        Ok(JsonDoc::Object(members))
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<JsonDoc, A::Error> {
+        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+        Ok(JsonDoc::NotAnObject)
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<JsonDoc, E> {
+        Ok(JsonDoc::NotAnObject)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<JsonDoc, E> {
+        Ok(JsonDoc::NotAnObject)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<JsonDoc, E> {
+        Ok(JsonDoc::NotAnObject)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<JsonDoc, E> {
+        Ok(JsonDoc::NotAnObject)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<JsonDoc, E> {
+        Ok(JsonDoc::NotAnObject)
+    }
+
+    fn visit_unit<E>(self) -> Result<JsonDoc, E> {
+        Ok(JsonDoc::NotAnObject)
+    }
 }
 
 fn json_type(v: &serde_json::Value) -> &'static str {
