@@ -207,6 +207,23 @@ fn a_name_set_twice_is_refused_in_every_format() {
     );
 }
 
+/// A 200 KB value passed `kiln env`, then every service failed to exec. `kiln env` measures the
+/// environment of each service against the kernel's limits as the boot does.
+#[test]
+fn a_value_over_the_exec_limit_is_refused() {
+    let blob = SECRET.repeat(200 * 1024 / SECRET.len());
+    let instance = Instance::new(format!("BLOB={blob}\n").as_bytes());
+    let run = instance.kiln_env("user_data_limit = 1048576", "");
+    instance.expect_error(
+        &run,
+        &format!(
+            "exec limits: BLOB (user-data) is {} bytes as NAME=value, over the 131072 bytes Linux passes \
+             per variable (MAX_ARG_STRLEN): every exec would fail with \"Argument list too long\"",
+            "BLOB=".len() + blob.len() + 1
+        ),
+    );
+}
+
 #[test]
 fn oversized() {
     let big = format!("APP_SECRET={SECRET}\nPAD={}\n", "x".repeat(70 * 1024));

@@ -200,3 +200,23 @@ fn a_missing_required_variable_starts_nothing() {
     use_emulator(&ex, &emulator);
     refused(&ex, "[env] required: APP_SECRET not set by user-data or tags");
 }
+
+/// A 200 KB value was accepted, then every service crash-looped on "Argument list too long":
+/// no exec can pass a variable over MAX_ARG_STRLEN (128 KiB). Now the boot is refused, naming
+/// the variable, never its value.
+#[test]
+fn a_value_too_big_for_exec_starts_nothing() {
+    let ex = Example::render();
+    ex.edit_config(|c| c.replace("[metadata]\n", "[metadata]\nuser_data_limit = 1048576\n"));
+    let blob = SECRET.repeat(200 * 1024 / SECRET.len());
+    std::fs::write(ex.seed_dir.join("user-data"), format!("GREETING=hi\nBLOB={blob}\n")).unwrap();
+    refused(
+        &ex,
+        &format!(
+            "environment (nocloud at {}), exec limits: BLOB (user-data) is {} bytes as NAME=value, \
+             over the 131072 bytes Linux passes per variable (MAX_ARG_STRLEN)",
+            ex.seed_dir.display(),
+            "BLOB=".len() + blob.len() + 1
+        ),
+    );
+}

@@ -187,6 +187,13 @@ async fn prepare(config: &Config, shared: &Shared) -> Result<Prepared, String> {
 
     shared.phase_begin("env");
     let frozen = env::freeze(&config.env, &config.metadata, &metadata).map_err(|e| e.to_string())?;
+    env::check_exec_limits(
+        &frozen,
+        &config.services,
+        &metadata,
+        env::ExecLimits::of_this_machine(),
+    )
+    .map_err(|e| e.to_string())?;
     env::write_files(&config.control.state_dir, &frozen, &metadata)
         .map_err(|e| format!("cannot write {}: {e}", config.control.state_dir.display()))?;
     let names: Vec<EnvVarSource> = frozen

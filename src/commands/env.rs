@@ -36,7 +36,10 @@ pub fn run(path: &Path, all: bool, write_to: Option<&Path>) -> ExitCode {
         }
     };
     let took = started.elapsed();
-    let frozen = match crate::env::freeze(&config.env, &config.metadata, &metadata) {
+    let limits = crate::env::ExecLimits::of_this_machine();
+    let frozen = match crate::env::freeze(&config.env, &config.metadata, &metadata).and_then(|frozen| {
+        crate::env::check_exec_limits(&frozen, &config.services, &metadata, limits).map(|()| frozen)
+    }) {
         Ok(frozen) => frozen,
         Err(e) => {
             eprintln!("kiln env: {e}");

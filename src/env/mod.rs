@@ -10,9 +10,11 @@
 
 mod dotenv;
 mod file;
+mod limits;
 mod user_data;
 
 pub use file::{render, write_files};
+pub use limits::{ExecLimits, check_exec_limits};
 
 use crate::config::{EnvConfig, MetadataConfig, RESERVED_PREFIX, UserDataFormat, check_name, is_valid_name};
 use crate::metadata::Metadata;
