@@ -19,6 +19,7 @@ pub mod state;
 pub mod status;
 pub mod supervise;
 pub mod systemd;
+pub mod terminal;
 
 /// Exit code for a config that cannot be used (sysexits' EX_CONFIG).
 pub const EXIT_CONFIG: u8 = 78;

@@ -162,3 +162,32 @@ fn the_watchdog_is_fed_at_half_its_interval() {
         assert!(gap < Duration::from_millis(400), "WATCHDOG=1 gap {gap:?}");
     }
 }
+
+/// A service's stderr is shown under its row while it is not ready. Terminal escapes in it
+/// (a window title, a screen clear, a bell) reached the terminal of whoever ran `kiln status`;
+/// they are printed as text now.
+#[test]
+fn status_prints_escapes_from_a_service_as_text() {
+    let ex = Example::render();
+    ex.edit_config(|c| {
+        c + "\n[[service]]\nname = \"noisy\"\ncommand = [\"sh\", \"-c\", \
+             \"printf 'boom \\\\033]0;pwned\\\\007\\\\033[2J\\\\r\\\\n' >&2; exit 1\"]\n"
+    });
+    let _kiln = ex.boot(KILN);
+    wait_until("noisy's stderr in status", BOOT, || {
+        let s = control::status(&ex.socket())?;
+        let tail = control::try_unit(&s, "noisy")?["stderr_tail"].as_array()?.clone();
+        tail.iter()
+            .any(|l| l.as_str().is_some_and(|l| l.contains("\u{1b}]0;pwned")))
+            .then_some(())
+    });
+    let (_, text) = ex.status_cli(KILN, &[]);
+    assert!(
+        !text.contains(['\u{1b}', '\u{7}', '\r']),
+        "raw control characters in status:\n{text:?}"
+    );
+    assert!(
+        text.contains("stderr| boom \\u{1b}]0;pwned\\u{7}\\u{1b}[2J"),
+        "{text}"
+    );
+}

@@ -207,6 +207,30 @@ fn a_name_set_twice_is_refused_in_every_format() {
     );
 }
 
+/// `kiln env` printed instance facts raw: a terminal escape in the instance id reached the
+/// terminal. A fact with control characters is refused where it is fetched.
+#[test]
+fn instance_facts_with_control_characters_are_refused() {
+    let instance = Instance::new(b"A=1\n");
+    std::fs::write(
+        instance.seed().join("meta-data"),
+        "instance-id: i-0abc\u{1b}[2J\u{1b}]0;pwned\u{7}\nlocal-hostname: web-1\n",
+    )
+    .unwrap();
+    let run = instance.kiln_env("", "");
+    assert_eq!(
+        run.stderr,
+        format!(
+            "kiln env: metadata (nocloud at {}), instance facts: instance_id holds control characters \
+             (a terminal escape or a line break): refused\n",
+            instance.seed().display()
+        )
+    );
+    assert_eq!(run.code, 1);
+    assert!(run.written.is_empty(), "wrote {:?}", run.written);
+    assert!(!run.stdout.contains('\u{1b}') && !run.stderr.contains('\u{1b}'));
+}
+
 /// A 200 KB value passed `kiln env`, then every service failed to exec. `kiln env` measures the
 /// environment of each service against the kernel's limits as the boot does.
 #[test]

@@ -220,3 +220,26 @@ fn a_value_too_big_for_exec_starts_nothing() {
         ),
     );
 }
+
+/// An instance id holding a terminal escape and a region holding a line break were printed raw
+/// by `kiln env` and `kiln status`. Facts are checked where they are fetched: the boot is refused,
+/// naming the facts, and nothing kiln prints carries the escape.
+#[test]
+fn instance_facts_with_control_characters_start_nothing() {
+    let ex = Example::render();
+    std::fs::write(
+        ex.seed_dir.join("meta-data"),
+        "{\"instance-id\": \"i-0abc\\u001b]0;pwned\\u0007\", \"region\": \"eu-west-1\\nFAKE: READY\"}\n",
+    )
+    .unwrap();
+    refused(
+        &ex,
+        &format!(
+            "metadata (nocloud at {}), instance facts: instance_id holds control characters (a terminal \
+             escape or a line break), region holds control characters (a terminal escape or a line break): refused",
+            ex.seed_dir.display()
+        ),
+    );
+    let (_, text) = kiln_status(&ex, &[]);
+    assert!(!text.contains('\u{1b}') && !text.contains("FAKE"), "{text}");
+}

@@ -5,6 +5,7 @@
 
 use crate::config::Config;
 use crate::env::Source;
+use crate::terminal::printable;
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -61,13 +62,13 @@ pub fn run(path: &Path, all: bool, write_to: Option<&Path>) -> ExitCode {
     ];
     let described: Vec<String> = known
         .iter()
-        .filter_map(|(what, v)| Some(format!("{what} {}", v.as_deref()?)))
+        .filter_map(|(what, v)| Some(format!("{what} {}", printable(v.as_deref()?))))
         .chain([format!("fetched in {}ms", took.as_millis())])
         .collect();
     let mut out = format!(
         "{} at {} ({})\n",
         facts.provider,
-        metadata.endpoint,
+        printable(&metadata.endpoint),
         described.join(", ")
     );
     let shown: Vec<(&str, Source)> = frozen

@@ -118,6 +118,12 @@ pub async fn fetch(config: &MetadataConfig) -> Result<Metadata> {
             });
         }
     };
+    check_facts(&facts).map_err(|reason| MetadataError {
+        provider: provider.name().into(),
+        endpoint: provider.endpoint(),
+        step: "instance facts".into(),
+        reason,
+    })?;
     tracing::debug!(
         provider = provider.name(),
         user_data = user_data.is_some(),
@@ -130,6 +136,38 @@ pub async fn fetch(config: &MetadataConfig) -> Result<Metadata> {
         user_data,
         tags,
     })
+}
+
+/// The longest fact kiln takes: host names stop at 253, ids and regions are far shorter.
+const FACT_MAX_CHARS: usize = 255;
+
+/// Facts go into the environment, `instance.json`, `kiln status` and load balancer names. One
+/// holding control characters (a terminal escape, a line break) or of absurd length is refused
+/// here, naming the fact, never showing it.
+fn check_facts(facts: &InstanceFacts) -> std::result::Result<(), String> {
+    let named = [
+        ("instance_id", &facts.instance_id),
+        ("region", &facts.region),
+        ("zone", &facts.zone),
+        ("local_ipv4", &facts.local_ipv4),
+        ("hostname", &facts.hostname),
+    ];
+    let mut problems = Vec::new();
+    for (name, value) in named {
+        let Some(value) = value else { continue };
+        if value.chars().any(char::is_control) {
+            problems.push(format!(
+                "{name} holds control characters (a terminal escape or a line break)"
+            ));
+        } else if value.chars().count() > FACT_MAX_CHARS {
+            problems.push(format!("{name} is longer than {FACT_MAX_CHARS} characters"));
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("{}: refused", problems.join(", ")))
+    }
 }
 
 /// The provider the config names; for `auto`, the one DMI tells.

@@ -5,6 +5,7 @@ mod render;
 
 use crate::config::{Config, ConfigError, ControlConfig};
 use crate::state::Snapshot;
+use crate::terminal::printable_lines;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -45,7 +46,8 @@ pub fn run(json: bool, socket: Option<PathBuf>, config: Option<PathBuf>) -> Exit
     if json {
         println!("{}", raw.trim_end());
     } else {
-        print!("{}", render(&snapshot, crate::state::now_ms()));
+        // render escapes each outside field; this guards whatever a later field forgets.
+        print!("{}", printable_lines(&render(&snapshot, crate::state::now_ms())));
     }
     ExitCode::from(snapshot.phase.exit_code())
 }

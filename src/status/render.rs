@@ -1,7 +1,10 @@
 //! The human view of a snapshot: verdict first, then a table of units, then the boot timeline.
-//! Everything a person paged at night needs, nothing they must decode.
+//! Everything a person paged at night needs, nothing they must decode. Text that came from
+//! outside kiln (facts, service output, probe and load balancer answers) goes through
+//! [`printable`]: it can neither drive the terminal nor forge a line.
 
 use crate::state::{LbState, Phase, Snapshot, UnitState, UnitStatus};
+use crate::terminal::printable;
 use std::fmt::Write;
 use std::time::Duration;
 
@@ -17,10 +20,12 @@ pub fn render(s: &Snapshot, now_ms: u64) -> String {
     };
     let _ = writeln!(out, "kiln {} (pid {}, up {up}): {verdict}", s.version, s.pid);
     if let Some(reason) = &s.reason {
-        let _ = writeln!(out, "  why: {reason}");
+        // A reason may list several problems, one per line: keep them under "why".
+        let lines: Vec<_> = reason.lines().map(printable).collect();
+        let _ = writeln!(out, "  why: {}", lines.join("\n       "));
     }
     for warning in &s.warnings {
-        let _ = writeln!(out, "  warning: {warning}");
+        let _ = writeln!(out, "  warning: {}", printable(warning));
     }
     if let Some(i) = &s.instance {
         let facts: Vec<String> = [
@@ -31,20 +36,30 @@ pub fn render(s: &Snapshot, now_ms: u64) -> String {
             ("host", &i.hostname),
         ]
         .iter()
-        .filter_map(|(label, value)| value.as_ref().map(|v| format!("{label} {v}")))
+        .filter_map(|(label, value)| value.as_ref().map(|v| format!("{label} {}", printable(v))))
         .collect();
-        let _ = writeln!(out, "  instance: {}, {}", i.provider, facts.join(", "));
+        let _ = writeln!(
+            out,
+            "  instance: {}, {}",
+            printable(&i.provider),
+            facts.join(", ")
+        );
     }
     if let Some(lb) = &s.lb {
         let state = match lb.state {
-            LbState::Unregistered => format!("unregistered: {}", lb.reason.as_deref().unwrap_or("not yet")),
+            LbState::Unregistered => format!(
+                "unregistered: {}",
+                printable(lb.reason.as_deref().unwrap_or("not yet"))
+            ),
             LbState::Registered => "registered".into(),
             LbState::Draining => format!("draining ({})", lb.drain.as_deref().unwrap_or("")),
             LbState::Deregistered => "deregistered".into(),
         };
         // A registered instance can still carry a reason, e.g. a deregistration that failed.
         let state = match (&lb.state, &lb.reason) {
-            (LbState::Registered | LbState::Deregistered, Some(reason)) => format!("{state} ({reason})"),
+            (LbState::Registered | LbState::Deregistered, Some(reason)) => {
+                format!("{state} ({})", printable(reason))
+            }
             _ => state,
         };
         let _ = writeln!(
@@ -128,7 +143,7 @@ pub fn render(s: &Snapshot, now_ms: u64) -> String {
             let _ = writeln!(out, "{}", line(row));
             if !u.ready && u.state != UnitState::Stopped {
                 for l in u.stderr_tail.iter().rev().take(3).rev() {
-                    let _ = writeln!(out, "    stderr| {l}");
+                    let _ = writeln!(out, "    stderr| {}", printable(l));
                 }
             }
         }
@@ -149,7 +164,7 @@ pub fn render(s: &Snapshot, now_ms: u64) -> String {
                 "  {} ago  {:<5} {}",
                 ago(e.at_ms, now_ms),
                 e.level,
-                e.message
+                printable(&e.message)
             );
         }
     }
@@ -179,7 +194,7 @@ fn unit_row(u: &UnitStatus, now_ms: u64) -> [String; 8] {
             p.kind,
             if p.ok { "ok" } else { "FAIL" },
             micros(p.latency_us),
-            p.detail
+            printable(&p.detail)
         ),
         None => "-".into(),
     };
