@@ -16,6 +16,7 @@ pub mod probe;
 pub mod seal;
 pub mod serve;
 pub mod state;
+pub mod state_dir;
 pub mod status;
 pub mod supervise;
 pub mod systemd;

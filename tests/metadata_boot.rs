@@ -209,7 +209,11 @@ fn a_value_too_big_for_exec_starts_nothing() {
     let ex = Example::render();
     ex.edit_config(|c| c.replace("[metadata]\n", "[metadata]\nuser_data_limit = 1048576\n"));
     let blob = SECRET.repeat(200 * 1024 / SECRET.len());
-    std::fs::write(ex.seed_dir.join("user-data"), format!("GREETING=hi\nBLOB={blob}\n")).unwrap();
+    std::fs::write(
+        ex.seed_dir.join("user-data"),
+        format!("GREETING=hi\nBLOB={blob}\n"),
+    )
+    .unwrap();
     refused(
         &ex,
         &format!(

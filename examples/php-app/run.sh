@@ -1,6 +1,9 @@
 #!/bin/sh
 # Try kiln on a fresh Debian 12: installs what is missing, builds kiln, renders this example into
-# ${KILN_EXAMPLE_DIR:-/tmp/kiln-example} and boots it in the foreground. Ctrl-C stops it.
+# ${KILN_EXAMPLE_DIR:-/run/kiln-example} and boots it in the foreground. Ctrl-C stops it.
+# /run, not /tmp: kiln's state goes there, and kiln refuses a state directory in a directory
+# others can write (anyone could create /tmp/kiln-example first). Without root, the default is
+# $XDG_RUNTIME_DIR/kiln-example.
 #
 #   examples/php-app/run.sh
 #
@@ -9,7 +12,9 @@
 set -eu
 
 repo=$(cd "$(dirname "$0")/../.." && pwd)
-dir=${KILN_EXAMPLE_DIR:-/tmp/kiln-example}
+default_dir=/run/kiln-example
+[ "$(id -u)" -ne 0 ] && [ -n "${XDG_RUNTIME_DIR:-}" ] && default_dir=$XDG_RUNTIME_DIR/kiln-example
+dir=${KILN_EXAMPLE_DIR:-$default_dir}
 http=${KILN_EXAMPLE_HTTP:-127.0.0.1:8080}
 health=${KILN_EXAMPLE_HEALTH:-127.0.0.1:9100}
 

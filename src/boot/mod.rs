@@ -149,9 +149,9 @@ async fn walk(config: Config, shared: Arc<Shared>) -> ExitCode {
 /// Binds `/livez` + `/readyz` and the control socket first, so that a load balancer sees 503
 /// (not a refused connection) and `kiln status` can explain while the boot is still under way.
 async fn start_serving(config: &Config, shared: &Arc<Shared>) -> Result<(), String> {
-    let state_dir = &config.control.state_dir;
-    std::fs::create_dir_all(state_dir)
-        .map_err(|e| format!("cannot create state_dir {}: {e}", state_dir.display()))?;
+    for (key, dir) in config.control.runtime_dirs() {
+        crate::state_dir::prepare(dir).map_err(|e| format!("[control] {key} {}: {e}", dir.display()))?;
+    }
     let socket = control::bind(&config.control.socket)
         .map_err(|e| format!("[control] socket {}: {e}", config.control.socket.display()))?;
     health::start(config.health.listen, shared.clone())

@@ -84,6 +84,31 @@ pub struct ControlConfig {
     pub state_dir: PathBuf,
 }
 
+impl ControlConfig {
+    /// Every problem of the runtime directories as they are on this machine now (see
+    /// [`crate::state_dir`]); `kiln check` reports them with the config's, `kiln boot` creates
+    /// what is missing and refuses the same.
+    pub fn runtime_dir_problems(&self) -> Vec<String> {
+        self.runtime_dirs()
+            .filter_map(|(key, dir)| {
+                let e = crate::state_dir::check(dir).err()?;
+                Some(format!("[control] {key} {}: {e}", dir.display()))
+            })
+            .collect()
+    }
+
+    /// `state_dir`, and the socket's directory when it is another one.
+    pub fn runtime_dirs(&self) -> impl Iterator<Item = (&'static str, &Path)> {
+        let socket_dir = self.socket.parent().filter(|d| *d != self.state_dir);
+        [
+            ("state_dir", Some(self.state_dir.as_path())),
+            ("socket's directory", socket_dir),
+        ]
+        .into_iter()
+        .filter_map(|(key, dir)| Some((key, dir?)))
+    }
+}
+
 impl Default for ControlConfig {
     fn default() -> Self {
         Self {

@@ -1,0 +1,160 @@
+//! `state_dir` and the control socket's directory: a directory another user owns or can write,
+//! one in a world-writable directory, or a symlink planted where it goes is refused by
+//! `kiln check` and `kiln boot`, and the boot starts nothing. A missing one is created 0700.
+
+use nix::unistd::{Uid, chown};
+use std::fs::{self, DirBuilder, Permissions};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+use testkit::example::{BOOT_DEADLINE, Example};
+use testkit::peers::{Kiln, tagged_processes};
+use testkit::wait::wait_until;
+
+const KILN: &str = env!("CARGO_BIN_EXE_kiln");
+/// `nobody` on Debian: a user that is neither root nor kiln's.
+const ANOTHER_USER: u32 = 65534;
+
+fn mkdir(path: &Path, mode: u32) {
+    DirBuilder::new().mode(mode).create(path).unwrap();
+    fs::set_permissions(path, Permissions::from_mode(mode)).unwrap();
+}
+
+/// `kiln check` exits 78 and `kiln boot` exits 1 naming `message`; the boot starts nothing and
+/// writes nothing.
+fn refused(ex: &Example, message: &str) {
+    let config = ex.config_path.to_str().unwrap();
+    let check = Command::new(KILN)
+        .args(["check", "--config", config])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&check.stderr);
+    assert_eq!(check.status.code(), Some(78), "kiln check: {stderr}");
+    assert!(
+        stderr.contains(message),
+        "kiln check said:\n{stderr}\nexpected: {message}"
+    );
+
+    let mut kiln = Kiln::boot(KILN, &ex.config_path);
+    let status = kiln.wait_exit(Duration::from_secs(10));
+    let log = kiln.log();
+    assert_eq!(status.code(), Some(1), "kiln boot: {log}");
+    assert!(
+        log.contains(message),
+        "kiln boot said:\n{log}\nexpected: {message}"
+    );
+    assert!(log.contains("nothing was started"), "{log}");
+    assert!(tagged_processes(kiln.tag()).is_empty(), "boot started something");
+    assert!(!ex.php_fpm_socket().exists(), "php-fpm ran");
+}
+
+fn state_dir_of(ex: &Example) -> String {
+    ex.state_dir().display().to_string()
+}
+
+#[test]
+fn a_state_dir_owned_by_another_user_is_refused() {
+    let ex = Example::render();
+    mkdir(&ex.state_dir(), 0o700);
+    chown(&ex.state_dir(), Some(Uid::from_raw(ANOTHER_USER)), None).unwrap();
+    refused(
+        &ex,
+        &format!(
+            "[control] state_dir {}: is owned by uid {ANOTHER_USER}, not by kiln's user (uid {})",
+            state_dir_of(&ex),
+            Uid::effective()
+        ),
+    );
+    assert!(!ex.socket().exists() && !ex.state_dir().join("env").exists());
+}
+
+#[test]
+fn a_state_dir_writable_by_everyone_is_refused() {
+    let ex = Example::render();
+    mkdir(&ex.state_dir(), 0o777);
+    refused(
+        &ex,
+        &format!(
+            "[control] state_dir {}: is writable by other users (mode 777)",
+            state_dir_of(&ex)
+        ),
+    );
+    assert!(!ex.socket().exists() && !ex.state_dir().join("env").exists());
+}
+
+/// The README example once kept its state under /tmp: anyone could create the directory first.
+#[test]
+fn a_state_dir_in_a_world_writable_directory_is_refused() {
+    let ex = Example::render();
+    fs::set_permissions(&ex.run_dir, Permissions::from_mode(0o1777)).unwrap();
+    refused(
+        &ex,
+        &format!(
+            "[control] state_dir {}: its parent {} is writable by every user",
+            state_dir_of(&ex),
+            ex.run_dir.display()
+        ),
+    );
+    assert!(!ex.state_dir().exists(), "the boot created the state dir");
+}
+
+#[test]
+fn a_symlink_planted_as_state_dir_is_not_followed() {
+    let ex = Example::render();
+    let elsewhere = ex.dir.path().join("elsewhere");
+    mkdir(&elsewhere, 0o700);
+    std::os::unix::fs::symlink(&elsewhere, ex.state_dir()).unwrap();
+    refused(
+        &ex,
+        &format!("[control] state_dir {}: is a symlink", state_dir_of(&ex)),
+    );
+    assert_eq!(
+        fs::read_dir(&elsewhere).unwrap().count(),
+        0,
+        "kiln wrote behind the link"
+    );
+}
+
+#[test]
+fn a_control_socket_in_a_directory_others_can_write_is_refused() {
+    let ex = Example::render();
+    let shared = ex.dir.path().join("shared");
+    mkdir(&shared, 0o1777);
+    let socket = shared.join("control.sock");
+    ex.edit_config(|c| {
+        let line = format!("socket = {:?}", ex.socket().display().to_string());
+        assert!(c.contains(&line), "{c}");
+        c.replace(&line, &format!("socket = {:?}", socket.display().to_string()))
+    });
+    refused(
+        &ex,
+        &format!(
+            "[control] socket's directory {}: is writable by other users (mode 1777)",
+            shared.display()
+        ),
+    );
+    assert!(!socket.exists());
+}
+
+#[test]
+fn a_missing_state_dir_is_created_private() {
+    let ex = Example::render();
+    assert!(!ex.state_dir().exists());
+    let config = ex.config_path.to_str().unwrap();
+    let check = Command::new(KILN)
+        .args(["check", "--config", config])
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let _kiln = Kiln::boot(KILN, &ex.config_path);
+    wait_until("the control socket", BOOT_DEADLINE, || {
+        ex.socket().exists().then_some(())
+    });
+    let mode = fs::symlink_metadata(ex.state_dir()).unwrap().permissions().mode();
+    assert_eq!(mode & 0o7777, 0o700);
+}
