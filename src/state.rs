@@ -77,6 +77,9 @@ pub struct Snapshot {
     pub seal: Option<SealStatus>,
     /// Things a person should know that do not change readiness (metadata changed since boot...).
     pub warnings: Vec<String>,
+    /// kiln's own log: its sink and the lines it dropped. Filled in when status is asked.
+    #[serde(default)]
+    pub log: crate::systemd::log::LogStatus,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -215,6 +218,7 @@ impl Shared {
             lb: None,
             seal: None,
             warnings: Vec::new(),
+            log: Default::default(),
         };
         Arc::new(Shared {
             snapshot: watch::Sender::new(Arc::new(snapshot)),

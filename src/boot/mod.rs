@@ -37,7 +37,7 @@ use tokio::sync::watch;
 const EXIT_REFUSED: u8 = 1;
 
 pub fn run(config_path: &Path) -> ExitCode {
-    systemd::log::init();
+    let _log = systemd::log::init();
     let shared = Shared::new();
     shared.phase_begin("config");
     let config = match Config::load(config_path) {

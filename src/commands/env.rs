@@ -19,7 +19,7 @@ pub fn run(path: &Path, all: bool, write_to: Option<&Path>) -> ExitCode {
             return ExitCode::from(crate::EXIT_CONFIG);
         }
     };
-    crate::systemd::log::init();
+    let _log = crate::systemd::log::init();
     let started = Instant::now();
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,

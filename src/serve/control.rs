@@ -78,7 +78,9 @@ fn respond(request: &str, shared: &Shared) -> serde_json::Value {
     let verb = request.split_whitespace().next().unwrap_or("");
     match verb {
         "status" => {
-            serde_json::to_value(&*shared.snapshot()).unwrap_or_else(|e| json!({ "error": e.to_string() }))
+            let mut snapshot = (*shared.snapshot()).clone();
+            snapshot.log = crate::systemd::log::status();
+            serde_json::to_value(&snapshot).unwrap_or_else(|e| json!({ "error": e.to_string() }))
         }
         "health" => {
             let s = shared.snapshot();

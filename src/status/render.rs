@@ -89,6 +89,13 @@ pub fn render(s: &Snapshot, now_ms: u64) -> String {
             s.env.len()
         );
     }
+    if s.log.dropped_lines > 0 {
+        let _ = writeln!(
+            out,
+            "  log: {} lines dropped ({} did not keep up)",
+            s.log.dropped_lines, s.log.sink
+        );
+    }
     if s.refused_mutations > 0 {
         let _ = writeln!(out, "  refused mutation attempts: {}", s.refused_mutations);
     }
