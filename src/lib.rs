@@ -9,6 +9,7 @@ pub mod boot;
 pub mod commands;
 pub mod config;
 pub mod env;
+pub mod fd_budget;
 pub mod http_client;
 pub mod lb;
 pub mod metadata;

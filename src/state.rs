@@ -80,6 +80,21 @@ pub struct Snapshot {
     /// kiln's own log: its sink and the lines it dropped. Filled in when status is asked.
     #[serde(default)]
     pub log: crate::systemd::log::LogStatus,
+    /// The health port, agent port and control socket: connections open, cap, shed at the cap.
+    /// Filled in when status is asked.
+    #[serde(default)]
+    pub listeners: Vec<ListenerStatus>,
+}
+
+/// One of kiln's listeners and the connections it holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListenerStatus {
+    /// `health`, `agent` or `control`.
+    pub name: String,
+    pub open: usize,
+    pub cap: usize,
+    /// Connections closed to make room for new ones since kiln started.
+    pub shed: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -219,6 +234,7 @@ impl Shared {
             seal: None,
             warnings: Vec::new(),
             log: Default::default(),
+            listeners: Vec::new(),
         };
         Arc::new(Shared {
             snapshot: watch::Sender::new(Arc::new(snapshot)),

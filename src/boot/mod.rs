@@ -21,7 +21,7 @@ use crate::env::{self, FrozenEnv};
 use crate::lb::{self, Membership};
 use crate::metadata::{self, Metadata};
 use crate::seal::{self, SealError, Verified};
-use crate::serve::{agent, control, health};
+use crate::serve;
 use crate::state::{EnvVarSource, Phase, SealStatus, Shared, now_ms};
 use crate::supervise::reaper::{self, Reaper};
 use crate::supervise::{Supervisor, SupervisorHandle};
@@ -38,6 +38,8 @@ const EXIT_REFUSED: u8 = 1;
 
 pub fn run(config_path: &Path) -> ExitCode {
     let _log = systemd::log::init();
+    // Before any listener sizes its cap from the limit.
+    crate::fd_budget::raise();
     let shared = Shared::new();
     shared.phase_begin("config");
     let config = match Config::load(config_path) {
@@ -149,18 +151,7 @@ async fn start_serving(config: &Config, shared: &Arc<Shared>) -> Result<(), Stri
     let state_dir = &config.control.state_dir;
     std::fs::create_dir_all(state_dir)
         .map_err(|e| format!("cannot create state_dir {}: {e}", state_dir.display()))?;
-    let socket = control::bind(&config.control.socket)
-        .map_err(|e| format!("[control] socket {}: {e}", config.control.socket.display()))?;
-    health::start(config.health.listen, shared.clone())
-        .map_err(|e| format!("[health] listen {}: {e}", config.health.listen))?;
-    if let Some(addr) = config.health.agent_listen {
-        let agent_listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|e| format!("[health] agent_listen {addr}: {e}"))?;
-        tokio::spawn(agent::serve_agent(agent_listener, shared.clone()));
-    }
-    tokio::spawn(control::serve(socket, shared.clone()));
-    Ok(())
+    serve::start(&config.health, &config.control.socket, shared.clone())
 }
 
 /// What the boot steps produced, frozen from here on.

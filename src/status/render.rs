@@ -96,6 +96,19 @@ pub fn render(s: &Snapshot, now_ms: u64) -> String {
             s.log.dropped_lines, s.log.sink
         );
     }
+    let shedding: Vec<String> = s
+        .listeners
+        .iter()
+        .filter(|l| l.shed > 0)
+        .map(|l| format!("{} {} ({} open of {})", l.name, l.shed, l.open, l.cap))
+        .collect();
+    if !shedding.is_empty() {
+        let _ = writeln!(
+            out,
+            "  connections closed at the cap to make room: {}",
+            shedding.join(", ")
+        );
+    }
     if s.refused_mutations > 0 {
         let _ = writeln!(out, "  refused mutation attempts: {}", s.refused_mutations);
     }

@@ -88,11 +88,12 @@ pub fn command(
         }
     }
     let identity = identity.cloned();
-    // SAFETY: the closure only makes async-signal-safe system calls (setsid, setgroups, setgid,
-    // setuid) on data prepared before fork.
+    // SAFETY: the closure only makes async-signal-safe system calls (setsid, setrlimit,
+    // setgroups, setgid, setuid) on data prepared before fork.
     unsafe {
         cmd.pre_exec(move || {
             nix::unistd::setsid()?;
+            crate::fd_budget::restore_in_child()?;
             if let Some(id) = &identity {
                 nix::unistd::setgroups(&id.groups)?;
                 nix::unistd::setgid(id.gid)?;
