@@ -2,7 +2,7 @@
 
 use kiln::config::ProbeConfig;
 use kiln::probe::{Probe, Role};
-use kiln::supervise::reaper::Reaper;
+use kiln::process::Reaper;
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::time::{Duration, Instant};

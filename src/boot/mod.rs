@@ -23,7 +23,7 @@ use crate::metadata::{self, Metadata};
 use crate::seal::{self, SealError, Verified};
 use crate::serve::{agent, control, health};
 use crate::state::{EnvVarSource, Phase, SealStatus, Shared, now_ms};
-use crate::supervise::reaper::{self, Reaper};
+use crate::process::reaper::{self, Reaper};
 use crate::supervise::{Supervisor, SupervisorHandle};
 use crate::systemd::{self, Notifier};
 use std::path::Path;

@@ -2,7 +2,7 @@
 //! everything it started, and it is reaped by kiln's one reaper like every other child.
 
 use super::Outcome;
-use crate::supervise::reaper::{Exit, Reaper};
+use crate::process::{Exit, Reaper};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use std::os::unix::process::CommandExt;

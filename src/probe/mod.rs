@@ -9,7 +9,7 @@ pub mod runner;
 mod tcp;
 
 use crate::config::{ProbeConfig, ProbeTarget};
-use crate::supervise::reaper::Reaper;
+use crate::process::Reaper;
 use std::time::{Duration, Instant};
 
 /// Which of a service's three probes this is.

@@ -7,7 +7,7 @@
 //! pass once, as in Kubernetes.
 
 use super::{Probe, Role};
-use crate::supervise::reaper::Reaper;
+use crate::process::Reaper;
 use std::time::{Duration, Instant};
 
 const MIN_POLL: Duration = Duration::from_millis(2);

@@ -8,9 +8,6 @@
 //! Order: a service starts once every service in its `after` is ready; on stop, a service is
 //! signalled once every service that waits for it has stopped (reverse dependency order).
 
-pub mod output;
-pub mod reaper;
-pub mod spawn;
 mod unit;
 
 use crate::config::{RestartPolicy, ServiceConfig};
@@ -21,9 +18,9 @@ use crate::state::{Phase, ProbeReport, Shared, UnitState, now_ms};
 use crate::systemd::Notifier;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use output::Stream;
-use reaper::{Exit, Reaper};
-use spawn::Identity;
+use crate::process::output::{self, Stream};
+use crate::process::spawn::{self, Identity};
+use crate::process::{Exit, Reaper};
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

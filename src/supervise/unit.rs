@@ -1,6 +1,6 @@
 //! One running copy of a service and what kiln remembers about it across restarts.
 
-use super::output::StderrTail;
+use crate::process::output::StderrTail;
 use crate::state::{ProbeReport, UnitState, UnitStatus};
 use nix::unistd::Pid;
 use std::sync::Arc;
