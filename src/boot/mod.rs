@@ -38,6 +38,8 @@ const EXIT_REFUSED: u8 = 1;
 
 pub fn run(config_path: &Path) -> ExitCode {
     systemd::log::init();
+    // Before the runtime starts its threads: they inherit the mask.
+    crate::process::signals::unblock_inherited();
     let shared = Shared::new();
     shared.phase_begin("config");
     let config = match Config::load(config_path) {
