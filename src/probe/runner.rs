@@ -38,14 +38,19 @@ pub enum ProbeEvent {
     Ready(bool, String),
     /// The liveness probe failed `failure_threshold` times in a row: restart the service.
     LiveFailed(String),
-    /// One check's result, for `kiln status`.
-    Report {
-        role: Role,
-        kind: &'static str,
-        ok: bool,
-        latency: Duration,
-        detail: String,
-    },
+    /// One check's result (for `kiln status`, and whoever counts checks).
+    Report(CheckReport),
+}
+
+/// The result of one check.
+#[derive(Debug, Clone)]
+pub struct CheckReport {
+    pub role: Role,
+    /// http, tcp, exec or fastcgi.
+    pub kind: &'static str,
+    pub ok: bool,
+    pub latency: Duration,
+    pub detail: String,
 }
 
 /// Runs until the task is aborted (the supervisor aborts it when the process exits).
@@ -59,13 +64,13 @@ where
         let probe = probe.clone();
         async move {
             let (outcome, latency) = probe.check(&reaper).await;
-            send(ProbeEvent::Report {
+            send(ProbeEvent::Report(CheckReport {
                 role: probe.role,
                 kind: probe.kind(),
                 ok: outcome.ok,
                 latency,
                 detail: outcome.detail.clone(),
-            });
+            }));
             outcome
         }
     };

@@ -121,7 +121,7 @@ pub fn probe_command(argv: &[String], env: &[(String, String)]) -> Command {
         .process_group(0);
     // SAFETY: rt_sigaction and sigprocmask only (async-signal-safe).
     unsafe {
-        cmd.pre_exec(move || signals::reset_in_child());
+        cmd.pre_exec(signals::reset_in_child);
     }
     cmd
 }
