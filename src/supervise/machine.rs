@@ -553,8 +553,9 @@ impl Machine {
         }
     }
 
-    /// The stop signal (then SIGCONT: a stopped process only acts on it once continued), and the
-    /// timer after which the unit is killed.
+    /// The stop signal, then SIGCONT to the whole group (a stopped process acts on a signal only
+    /// once continued, and workers must act on the one their master passes on), and the timer
+    /// after which the unit is killed.
     fn begin_stop(&mut self, unit: UnitId, out: &mut Effects) {
         let config = &self.services[self.units[unit].service].config;
         let (signal, to, timeout) = (
@@ -579,7 +580,7 @@ impl Machine {
             format!("{}: stopping ({}{target})", u.name, signal.as_str()),
         );
         if let Some(pid) = u.pid {
-            for signal in [signal, Signal::SIGCONT] {
+            for (signal, to) in [(signal, to), (Signal::SIGCONT, StopSignalTo::Group)] {
                 out.push(Effect::Signal {
                     unit,
                     pid,

@@ -532,13 +532,13 @@ fn a_stop_goes_in_reverse_order_to_main_processes_and_kills_after_the_timeout() 
         h.step(Event::Stop),
         [
             "SIGQUIT nginx",
-            "SIGCONT nginx",
+            "SIGCONT nginx group",
             "StopTimeout nginx in 10s",
             "SIGTERM worker#1",
-            "SIGCONT worker#1",
+            "SIGCONT worker#1 group",
             "StopTimeout worker#1 in 10s",
             "SIGTERM worker#2",
-            "SIGCONT worker#2",
+            "SIGCONT worker#2 group",
             "StopTimeout worker#2 in 10s",
         ]
     );
@@ -559,7 +559,7 @@ fn a_stop_goes_in_reverse_order_to_main_processes_and_kills_after_the_timeout() 
         [
             "kill nginx",
             "SIGQUIT php-fpm",
-            "SIGCONT php-fpm",
+            "SIGCONT php-fpm group",
             "StopTimeout php-fpm in 10s",
         ]
     );
