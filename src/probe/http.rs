@@ -48,9 +48,17 @@ impl Target {
         if host.is_empty() {
             return Err(format!("http = {url:?}: no host"));
         }
+        // `Uri` reads a port that is not a u16 as no port at all: that would be port 80.
+        let port = match &authority.as_str()[authority.host().len()..] {
+            "" => 80,
+            rest => rest
+                .strip_prefix(':')
+                .and_then(|p| p.parse::<u16>().ok())
+                .ok_or_else(|| format!("http = {url:?}: the port is not a number from 0 to 65535"))?,
+        };
         Ok(Target {
             host: host.to_string(),
-            port: authority.port_u16().unwrap_or(80),
+            port,
             authority: authority.as_str().to_string(),
             path: uri.path_and_query().map_or("/", |p| p.as_str()).to_string(),
         })
