@@ -19,10 +19,13 @@ use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::AbortHandle;
+use tokio::task::{AbortHandle, JoinHandle};
 
 /// How often the loop ticks when nothing happens (drives `/livez` and the watchdog).
 const TICK: Duration = Duration::from_millis(500);
+/// After the last service stopped, how long its output may take to reach the log: a stopped
+/// group's pipes end at once, but a process that escaped the group may hold one open.
+const OUTPUT_DRAIN: Duration = Duration::from_secs(1);
 
 enum Input {
     Event(Event),
@@ -63,6 +66,8 @@ struct ServiceRuntime {
 struct UnitRuntime {
     probe_task: Option<AbortHandle>,
     tail: StderrTail,
+    /// The tasks forwarding its stdout and stderr into the log, until end of file.
+    output: Vec<JoinHandle<()>>,
 }
 
 pub struct Supervisor {
@@ -133,8 +138,23 @@ impl Supervisor {
                 _ = tick.tick() => {}
             }
         }
+        self.drain_output().await;
         for waiter in self.stop_waiters.drain(..) {
             let _ = waiter.send(());
+        }
+    }
+
+    /// Waits (bounded) until the last lines the services wrote are in the log: an exit can be
+    /// reaped before its process's final output has been read from the pipe.
+    async fn drain_output(&mut self) {
+        let forwarders: Vec<_> = self.units.iter_mut().flat_map(|u| u.output.drain(..)).collect();
+        let drained = async {
+            for forwarder in forwarders {
+                let _ = forwarder.await;
+            }
+        };
+        if tokio::time::timeout(OUTPUT_DRAIN, drained).await.is_err() {
+            tracing::debug!("output of a stopped service still open after {OUTPUT_DRAIN:?}");
         }
     }
 
@@ -209,12 +229,15 @@ impl Supervisor {
                 };
             }
         };
+        let runtime = &mut self.units[unit];
+        runtime.output.retain(|forwarder| !forwarder.is_finished());
         for (stream, fd) in [
             (Stream::Stdout, child.stdout.take().map(OwnedFd::from)),
             (Stream::Stderr, child.stderr.take().map(OwnedFd::from)),
         ] {
             if let Some(fd) = fd {
-                output::forward(u.name.clone(), stream, fd, self.units[unit].tail.clone());
+                let forwarder = output::forward(u.name.clone(), stream, fd, runtime.tail.clone());
+                runtime.output.push(forwarder);
             }
         }
         let tx = self.tx.clone();
