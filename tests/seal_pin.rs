@@ -52,13 +52,13 @@ fn example(sealed: bool) -> (Example, Option<String>) {
     (ex, Some(root))
 }
 
-/// Points the example's `[metadata]` at the emulator.
+/// Points the example's `[metadata]` at the emulator; tags named `env.X` are variables.
 fn use_emulator(ex: &Example, emulator: &MetadataEmulator) {
     let url = emulator.url();
     ex.edit_config(|c| {
         c.replace(
             &format!("provider = \"nocloud\"\nseed = \"{}\"", ex.seed_dir.display()),
-            &format!("provider = \"ec2\"\nendpoint = \"{url}\"\ndeadline = \"10s\""),
+            &format!("provider = \"ec2\"\nendpoint = \"{url}\"\ndeadline = \"10s\"\ntags_prefix = \"env.\""),
         )
     });
     assert!(ex.config().contains(&url), "{}", ex.config());
@@ -91,6 +91,7 @@ fn a_matching_pin_boots_and_stays_out_of_the_environment() {
     let emulator = MetadataEmulator::start(
         Options::new(Cloud::Ec2)
             .tag("kiln-expect-release", "v42")
+            .tag("env.APP_COLOR", "blue")
             .user_data(format!("GREETING=pinned\nKILN_EXPECT_SEAL={root}\n")),
     );
     use_emulator(&ex, &emulator);
@@ -105,7 +106,10 @@ fn a_matching_pin_boots_and_stays_out_of_the_environment() {
         .iter()
         .map(|v| v["name"].as_str().unwrap())
         .collect();
-    assert!(names.contains(&"GREETING"), "{names:?}");
+    assert!(
+        names.contains(&"GREETING") && names.contains(&"APP_COLOR"),
+        "{names:?}"
+    );
     assert!(!names.iter().any(|n| n.starts_with("KILN_EXPECT")), "{names:?}");
     let env_file = std::fs::read_to_string(ex.state_dir().join("env")).unwrap();
     assert!(!env_file.contains("KILN_EXPECT"), "{env_file}");

@@ -49,13 +49,14 @@ pub struct Pinned<T> {
 pub struct PinError(String);
 
 impl Pin {
-    /// The pin from the `kiln-expect-*` tags and the `KILN_EXPECT_*` user-data keys.
+    /// The pin from the `kiln-expect-*` tags (other tags are the environment's) and the
+    /// `KILN_EXPECT_*` user-data keys.
     pub fn read(
         tags: &BTreeMap<String, String>,
         user_data: &BTreeMap<String, String>,
     ) -> Result<Pin, PinError> {
         let mut pin = Pin::default();
-        for (tag, value) in tags {
+        for (tag, value) in tags.iter().filter(|(tag, _)| tag.starts_with(TAG_PREFIX)) {
             let from = format!("tag {tag}");
             match tag.as_str() {
                 RELEASE_TAG => pin.expect_release(value, from)?,
@@ -203,7 +204,7 @@ mod tests {
         let hash = running.root_hash.clone().unwrap();
         let pin = Pin::read(&map(&[(RELEASE_TAG, "v42")]), &map(&[(SEAL_KEY, &hash)])).unwrap();
         assert_eq!(pin.check(&running), Ok(()));
-        let none = Pin::read(&map(&[]), &map(&[])).unwrap();
+        let none = Pin::read(&map(&[("env.APP_ENV", "prod"), ("Name", "web-1")]), &map(&[])).unwrap();
         assert!(none.is_empty());
         assert_eq!(none.check(&Verified::default()), Ok(()));
     }
