@@ -171,6 +171,9 @@ pub struct UnitStatus {
     pub last_exit: Option<String>,
     /// Last lines the service wrote to stderr.
     pub stderr_tail: Vec<String>,
+    /// Lines of its output not logged because it wrote more than kiln forwards a second.
+    #[serde(default)]
+    pub dropped_lines: u64,
     /// What the unit is waiting for, when it is waiting.
     pub waiting_for: Vec<String>,
 }

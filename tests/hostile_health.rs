@@ -5,10 +5,11 @@
 
 mod hostile_support;
 
-use hostile_support::{Behaviour, Flood, Target, every_answer_is, fd_count, listener, raise_own_nofile};
+use hostile_support::{
+    Behaviour, Flood, Target, every_answer_is, fd_count, listener, php_fpm_comes_back_after_sigkill,
+    raise_own_nofile,
+};
 use kiln::fd_budget::RESERVED;
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 use std::process::Command;
 use std::time::Duration;
 use testkit::control;
@@ -26,20 +27,6 @@ fn boot_under_prlimit(ex: &Example) -> Kiln {
     let (kiln, notify) = ex.boot_notified(KILN, &["prlimit", &limit], &[]);
     notify.wait_for("READY=1", BOOT_DEADLINE, |l| l == "READY=1");
     kiln
-}
-
-/// SIGKILLs php-fpm's master and waits until kiln has started a new one and the instance is
-/// ready again.
-fn php_fpm_comes_back_after_sigkill(ex: &Example) {
-    let socket = ex.socket();
-    let old = control::unit_pid(&socket, "php-fpm").expect("php-fpm runs");
-    kill(Pid::from_raw(old), Signal::SIGKILL).unwrap();
-    wait_until("php-fpm restarted and ready", BOOT_DEADLINE, || {
-        let s = control::status(&socket)?;
-        let php = control::unit(&s, "php-fpm");
-        let new = php["pid"].as_i64()? as i32;
-        (new != old && php["ready"] == true && s["phase"] == "ready").then_some(())
-    });
 }
 
 /// kiln keeps the descriptors the supervisor needs whatever its listeners hold.

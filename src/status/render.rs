@@ -128,6 +128,14 @@ pub fn render(s: &Snapshot, now_ms: u64) -> String {
         let _ = writeln!(out, "{}", line(&header.map(String::from)));
         for (row, u) in rows.iter().zip(&s.services) {
             let _ = writeln!(out, "{}", line(row));
+            if u.dropped_lines > 0 {
+                let _ = writeln!(
+                    out,
+                    "    output: {} lines dropped (more than {} a second)",
+                    u.dropped_lines,
+                    crate::process::output::RATE
+                );
+            }
             if !u.ready && u.state != UnitState::Stopped {
                 for l in u.stderr_tail.iter().rev().take(3).rev() {
                     let _ = writeln!(out, "    stderr| {l}");

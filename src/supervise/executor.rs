@@ -8,7 +8,7 @@ use crate::env::FrozenEnv;
 use crate::probe::runner::{self, UnitProbes};
 use crate::probe::{Probe, Role};
 use crate::process::Reaper;
-use crate::process::output::{self, StderrTail, Stream};
+use crate::process::output::{self, Stream, UnitOutput};
 use crate::process::spawn::{self, Identity};
 use crate::state::{Phase, Shared, now_ms};
 use crate::systemd::Notifier;
@@ -65,7 +65,8 @@ struct ServiceRuntime {
 #[derive(Default)]
 struct UnitRuntime {
     probe_task: Option<AbortHandle>,
-    tail: StderrTail,
+    /// Its stderr tail, output rate limit and dropped lines, across restarts.
+    kept_output: UnitOutput,
     /// The tasks forwarding its stdout and stderr into the log, until end of file.
     output: Vec<JoinHandle<()>>,
 }
@@ -236,7 +237,7 @@ impl Supervisor {
             (Stream::Stderr, child.stderr.take().map(OwnedFd::from)),
         ] {
             if let Some(fd) = fd {
-                let forwarder = output::forward(u.name.clone(), stream, fd, runtime.tail.clone());
+                let forwarder = output::forward(u.name.clone(), stream, fd, runtime.kept_output.clone());
                 runtime.output.push(forwarder);
             }
         }
@@ -289,7 +290,7 @@ impl Supervisor {
         }
     }
 
-    /// The units into the snapshot, with the stderr tails kept here. The phase is the
+    /// The units into the snapshot, with the stderr tails and dropped lines kept here. The phase is the
     /// supervisor's to set only while the instance starts or runs: once the boot walk has moved it
     /// on (stopping, failed), it stays.
     fn publish(&self, view: View) {
@@ -299,7 +300,8 @@ impl Supervisor {
             reason,
         } = view;
         for (status, runtime) in units.iter_mut().zip(&self.units) {
-            status.stderr_tail = runtime.tail.lines();
+            status.stderr_tail = runtime.kept_output.stderr_tail();
+            status.dropped_lines = runtime.kept_output.dropped_lines();
         }
         self.shared.update(|snap| {
             snap.services = units;

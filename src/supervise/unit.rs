@@ -113,7 +113,8 @@ impl Unit {
         first.saturating_mul(1u32 << doublings).min(max)
     }
 
-    /// The unit as `kiln status` shows it; the executor adds the stderr tail it keeps.
+    /// The unit as `kiln status` shows it; the executor adds the stderr tail and the dropped
+    /// lines it keeps.
     pub fn status(&self, service: &str, waiting_for: Vec<String>) -> UnitStatus {
         UnitStatus {
             service: service.to_string(),
@@ -129,6 +130,7 @@ impl Unit {
             last_probe: self.last_probe.clone(),
             last_exit: self.last_exit.as_ref().map(ToString::to_string),
             stderr_tail: Vec::new(),
+            dropped_lines: 0,
             waiting_for,
         }
     }

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)] // each test binary uses its own part
 
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::net::UnixStream;
@@ -11,7 +13,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
-use testkit::wait::{http_get, poll_until};
+use testkit::control;
+use testkit::example::{BOOT_DEADLINE, Example};
+use testkit::wait::{http_get, poll_until, wait_until};
 
 /// Gives the test process as many descriptors as it may have: the floods hold thousands.
 pub fn raise_own_nofile() {
@@ -54,6 +58,20 @@ pub fn every_answer_is(url: &str, count: usize, expected: u16) {
         }
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// SIGKILLs php-fpm's master and waits until kiln has started a new one and the instance is
+/// ready again: the supervisor is not starved.
+pub fn php_fpm_comes_back_after_sigkill(ex: &Example) {
+    let socket = ex.socket();
+    let old = control::unit_pid(&socket, "php-fpm").expect("php-fpm runs");
+    kill(Pid::from_raw(old), Signal::SIGKILL).unwrap();
+    wait_until("php-fpm restarted and ready", BOOT_DEADLINE, || {
+        let s = control::status(&socket)?;
+        let php = control::unit(&s, "php-fpm");
+        let new = php["pid"].as_i64()? as i32;
+        (new != old && php["ready"] == true && s["phase"] == "ready").then_some(())
+    });
 }
 
 /// How a flood's connections behave once open.
