@@ -29,6 +29,8 @@ pub const RATE: u32 = 1_000;
 pub const BURST: u32 = 5_000;
 /// While a unit is over its rate, the pause after a read that filled the buffer.
 const FLOOD_PAUSE: Duration = Duration::from_millis(1);
+/// A flood is over once this long has passed without a dropped line.
+const CALM: Duration = Duration::from_secs(1);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stream {
@@ -48,14 +50,16 @@ struct Kept {
     allowance: f64,
     refilled: Instant,
     dropped: u64,
-    /// Dropped since the unit last had a line logged: a flood under way.
+    /// Dropped in the flood under way (0: none is).
     dropped_in_flood: u64,
+    last_dropped: Option<Instant>,
 }
 
 /// What becomes of the next line.
+#[derive(Debug, PartialEq, Eq)]
 enum Verdict {
     Log,
-    /// Logged, after a flood that dropped this many lines.
+    /// Logged, and the flood before it (this many lines dropped) is over.
     LogAfterFlood(u64),
     /// Over the rate; `first` for the first line dropped in a flood.
     Drop {
@@ -71,6 +75,7 @@ impl Default for UnitOutput {
             refilled: Instant::now(),
             dropped: 0,
             dropped_in_flood: 0,
+            last_dropped: None,
         })))
     }
 }
@@ -90,10 +95,9 @@ impl UnitOutput {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn judge(&self) -> Verdict {
+    fn judge(&self, now: Instant) -> Verdict {
         let mut kept = self.lock();
-        let now = Instant::now();
-        let earned = now.duration_since(kept.refilled).as_secs_f64() * f64::from(RATE);
+        let earned = now.saturating_duration_since(kept.refilled).as_secs_f64() * f64::from(RATE);
         kept.allowance = (kept.allowance + earned).min(f64::from(BURST));
         kept.refilled = now;
         if kept.allowance < 1.0 {
@@ -102,16 +106,23 @@ impl UnitOutput {
             };
         }
         kept.allowance -= 1.0;
-        match std::mem::take(&mut kept.dropped_in_flood) {
-            0 => Verdict::Log,
-            n => Verdict::LogAfterFlood(n),
+        let calm = kept
+            .last_dropped
+            .is_none_or(|at| now.saturating_duration_since(at) >= CALM);
+        match kept.dropped_in_flood {
+            n if n > 0 && calm => {
+                kept.dropped_in_flood = 0;
+                Verdict::LogAfterFlood(n)
+            }
+            _ => Verdict::Log,
         }
     }
 
-    fn count_dropped(&self, lines: u64) {
+    fn count_dropped(&self, lines: u64, now: Instant) {
         let mut kept = self.lock();
         kept.dropped += lines;
         kept.dropped_in_flood += lines;
+        kept.last_dropped = Some(now);
     }
 
     fn push_tail(&self, line: &str) {
@@ -187,10 +198,10 @@ impl Lines {
                     break;
                 }
             };
-            match self.output.judge() {
+            match self.output.judge(Instant::now()) {
                 Verdict::Log => {}
                 Verdict::LogAfterFlood(n) => {
-                    tracing::info!("{}: output calmer again; {n} lines were dropped", self.unit)
+                    tracing::info!("{}: output calm again; {n} lines were dropped", self.unit)
                 }
                 Verdict::Drop { first } => {
                     if first {
@@ -219,7 +230,7 @@ impl Lines {
             .rposition(|b| *b == b'\n')
             .map_or(first_end, |i| (i + 1).max(first_end));
         let later = chunk[first_end..last_end].iter().filter(|b| **b == b'\n').count();
-        self.output.count_dropped(1 + later as u64);
+        self.output.count_dropped(1 + later as u64, Instant::now());
         if self.stream == Stream::Stderr {
             if later == 0 {
                 self.partial.extend_from_slice(&chunk[..first_end]);
@@ -256,8 +267,8 @@ impl Lines {
     /// At end of file: a last line without a newline is still a line.
     fn finish(&mut self) {
         if !self.partial.is_empty() {
-            match self.output.judge() {
-                Verdict::Drop { .. } => self.output.count_dropped(1),
+            match self.output.judge(Instant::now()) {
+                Verdict::Drop { .. } => self.output.count_dropped(1, Instant::now()),
                 _ => self.emit(),
             }
         }
@@ -294,6 +305,26 @@ mod tests {
         let tail = l.output.stderr_tail();
         assert_eq!(tail.len(), TAIL_LINES);
         assert_eq!(tail.last().unwrap(), &format!("line {}", BURST + 2999));
+    }
+
+    #[test]
+    fn a_flood_is_announced_once_and_over_after_a_calm_second() {
+        let output = UnitOutput::default();
+        let start = Instant::now();
+        for _ in 0..BURST {
+            assert_eq!(output.judge(start), Verdict::Log);
+        }
+        assert_eq!(output.judge(start), Verdict::Drop { first: true });
+        output.count_dropped(100, start);
+        assert_eq!(output.judge(start), Verdict::Drop { first: false });
+        // A line earned a millisecond later, in the middle of the flood, is logged quietly.
+        let soon = start + Duration::from_millis(1);
+        assert_eq!(output.judge(soon), Verdict::Log);
+        output.count_dropped(50, soon);
+        let later = soon + CALM;
+        assert_eq!(output.judge(later), Verdict::LogAfterFlood(150));
+        assert_eq!(output.judge(later), Verdict::Log);
+        assert_eq!(output.dropped_lines(), 150);
     }
 
     #[test]

@@ -7,10 +7,11 @@
 //! spreads connections, no task ever changes threads, and a flood of health checks never delays
 //! the supervisor's loop.
 //!
-//! Hostile clients are bounded: the threads share a cap on open connections (at the cap the
-//! stalest connection gives way, see [`super::slots`]), a connection that has not sent a whole
-//! request head within [`IDLE_TIMEOUT`] is closed (one that sends nothing, a slowloris, an idle
-//! keep-alive connection), and a request head may not outgrow hyper's smallest buffer.
+//! Hostile clients are bounded: each thread holds its share of a cap on open connections (at the
+//! cap the stalest connection gives way, see [`super::slots`]); the kernel hands kiln a connection
+//! only once its first bytes arrived ([`defer_accept`]); one that has not sent a whole request
+//! head within [`IDLE_TIMEOUT`] is closed (one that sends nothing, a slowloris, an idle keep-alive
+//! connection); and a request head may not outgrow hyper's smallest buffer.
 
 use super::slots::Slots;
 use crate::state::{Phase, Shared};
