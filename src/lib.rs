@@ -5,6 +5,7 @@
 //! with `state` as the one live snapshot everyone reports into and `systemd` for
 //! notify and logging. `boot` is the walk itself; `status` is the client of `kiln status`.
 
+pub mod aws;
 pub mod boot;
 pub mod commands;
 pub mod config;

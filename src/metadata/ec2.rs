@@ -103,8 +103,12 @@ impl Ec2 {
         }
     }
 
+    pub(super) fn http(&self) -> &Http {
+        &self.http
+    }
+
     /// GET under the session; 404 is None, 401 renews the token.
-    async fn get(&self, step: &str, path: &str) -> Result<Option<bytes::Bytes>> {
+    pub(super) async fn get(&self, step: &str, path: &str) -> Result<Option<bytes::Bytes>> {
         for _ in 0..=TOKEN_RENEWALS {
             let session = self.session().await?;
             let mut request = Request::get(path);
@@ -211,7 +215,7 @@ impl MetadataProvider for Ec2 {
 }
 
 /// Percent-encodes one path segment (tag keys may hold spaces and `+ - = . _ : @`).
-fn encode_segment(segment: &str) -> String {
+pub(super) fn encode_segment(segment: &str) -> String {
     let mut out = String::with_capacity(segment.len());
     for b in segment.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
