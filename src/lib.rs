@@ -15,6 +15,7 @@ pub mod lb;
 pub mod metadata;
 pub mod probe;
 pub mod seal;
+pub mod secrets;
 pub mod serve;
 pub mod state;
 pub mod status;

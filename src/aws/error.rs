@@ -165,26 +165,41 @@ fn from_json(text: &str) -> Option<(String, String)> {
 fn from_xml(text: &str) -> Option<(String, String)> {
     let mut reader = quick_xml::Reader::from_str(text);
     let (mut code, mut message) = (None, None);
-    let mut inside: Option<&'static str> = None;
+    // The element being read and its text so far (entities arrive as events of their own).
+    let mut inside: Option<(bool, String)> = None;
     loop {
         match reader.read_event().ok()? {
             Event::Start(e) => {
                 inside = match e.local_name().as_ref() {
-                    b"Code" if code.is_none() => Some("Code"),
-                    b"Message" if message.is_none() => Some("Message"),
+                    b"Code" if code.is_none() => Some((true, String::new())),
+                    b"Message" if message.is_none() => Some((false, String::new())),
                     _ => None,
                 }
             }
             Event::Text(t) => {
-                let value = t.decode().ok()?;
-                let value = quick_xml::escape::unescape(&value).ok()?.trim().to_string();
-                match inside {
-                    Some("Code") => code = Some(value),
-                    Some("Message") => message = Some(value),
-                    _ => {}
+                if let Some((_, text)) = inside.as_mut() {
+                    text.push_str(&t.decode().ok()?);
                 }
             }
-            Event::End(_) => inside = None,
+            Event::GeneralRef(r) => {
+                if let Some((_, text)) = inside.as_mut() {
+                    let name = r.decode().ok()?;
+                    let c = match &*name {
+                        "amp" => Some('&'),
+                        "lt" => Some('<'),
+                        "gt" => Some('>'),
+                        "quot" => Some('"'),
+                        "apos" => Some('\''),
+                        _ => r.resolve_char_ref().ok().flatten(),
+                    };
+                    text.extend(c);
+                }
+            }
+            Event::End(_) => match inside.take() {
+                Some((true, text)) => code = Some(text.trim().to_string()),
+                Some((false, text)) => message = Some(text.trim().to_string()),
+                None => {}
+            },
             Event::Eof => break,
             _ => {}
         }

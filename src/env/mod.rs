@@ -167,7 +167,10 @@ impl FrozenEnv {
 
     /// What one service gets: every variable, or with `allow` (globs of `env_allow`) only the
     /// names it matches, plus `PATH`.
-    pub fn for_service<'a>(&'a self, allow: Option<&'a [String]>) -> impl Iterator<Item = (&'a str, &'a str)> {
+    pub fn for_service<'a>(
+        &'a self,
+        allow: Option<&'a [String]>,
+    ) -> impl Iterator<Item = (&'a str, &'a str)> {
         self.vars().filter(move |(name, _)| match allow {
             None => true,
             Some(globs) => {
