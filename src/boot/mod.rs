@@ -1,7 +1,7 @@
 //! `kiln boot`: the walk of one boot. Data flows one way:
 //!
 //! ```text
-//! config → serve (health + control, answering "booting") → seal → metadata → env
+//! config → serve (health + control, answering "booting") → seal → metadata → env [→ secrets]
 //!        → supervise (services in dependency order, READY=1) → lb → run … → stop
 //! ```
 //!
@@ -21,8 +21,9 @@ use crate::env::{self, FrozenEnv};
 use crate::lb::{self, Membership};
 use crate::metadata::{self, Metadata};
 use crate::seal::{self, SealError, Verified};
+use crate::secrets::{self, Plan, Stores};
 use crate::serve::{agent, control, health};
-use crate::state::{EnvVarSource, Phase, SealStatus, Shared, now_ms};
+use crate::state::{EnvVarSource, Phase, SealStatus, SecretsStatus, Shared, now_ms};
 use crate::supervise::reaper::{self, Reaper};
 use crate::supervise::{Supervisor, SupervisorHandle};
 use crate::systemd::{self, Notifier};
@@ -104,6 +105,7 @@ async fn walk(config: Config, shared: Arc<Shared>) -> ExitCode {
         env,
         verified,
         metadata,
+        secrets,
     } = match prepared {
         Ok(p) => p,
         Err(reason) => return refuse(&shared, &notifier, &reason, stops).await,
@@ -114,9 +116,10 @@ async fn walk(config: Config, shared: Arc<Shared>) -> ExitCode {
         Err(e) => return refuse(&shared, &notifier, &format!("lb: {e}"), stops).await,
     };
 
+    let supervisor_env = Arc::new(env);
     let supervisor = match Supervisor::new(
         &config.services,
-        Arc::new(env),
+        supervisor_env.clone(),
         reaper,
         shared.clone(),
         notifier.clone(),
@@ -128,6 +131,17 @@ async fn walk(config: Config, shared: Arc<Shared>) -> ExitCode {
     let supervisor = tokio::spawn(supervisor.run());
     guards::watch_seal(&config.seal, &verified, shared.clone(), stopper);
     guards::recheck_metadata(&config.metadata, metadata, shared.clone());
+    if let (Some(every), Some((plan, stores))) = (config.metadata.recheck, secrets) {
+        let budget = config.metadata.deadline.get();
+        secrets::recheck::start(
+            plan,
+            stores,
+            supervisor_env.as_ref(),
+            every.get(),
+            budget,
+            shared.clone(),
+        );
+    }
     // Joins the load balancer once every service is ready.
     let membership =
         registrar.map(|r| Membership::start(r, shared.clone(), notifier.clone(), config.lb.drain_timeout()));
@@ -168,22 +182,38 @@ struct Prepared {
     env: FrozenEnv,
     verified: Verified,
     metadata: Metadata,
+    /// What `[metadata] recheck` asks the stores again.
+    secrets: Option<(Plan, Stores)>,
 }
 
-/// The steps that must all pass before a single service starts: seal, metadata, environment.
+/// The steps that must all pass before a single service starts: seal, metadata, environment
+/// (with its secrets).
 async fn prepare(config: &Config, shared: &Shared) -> Result<Prepared, String> {
     shared.phase_begin("seal");
     let verified = verify_seal(config, shared).await?;
     shared.phase_done("seal");
 
+    // One deadline for the metadata and the secrets resolved from it.
+    let deadline = tokio::time::Instant::now() + config.metadata.deadline.get();
     shared.phase_begin("metadata");
-    let metadata = metadata::fetch(&config.metadata)
+    let metadata = metadata::fetch_by(&config.metadata, deadline)
         .await
         .map_err(|e| e.to_string())?;
     shared.phase_done("metadata");
 
     shared.phase_begin("env");
-    let frozen = env::freeze(&config.env, &config.metadata, &metadata).map_err(|e| e.to_string())?;
+    let layered = env::layer(&config.env, &config.metadata, &metadata).map_err(|e| e.to_string())?;
+    let (resolved, secrets) = match &config.secrets {
+        Some(secrets_config) => {
+            shared.phase_begin("secrets");
+            let (resolved, plan_and_stores) =
+                resolve_secrets(config, secrets_config, &layered, &metadata, deadline, shared).await?;
+            shared.phase_done("secrets");
+            (resolved, Some(plan_and_stores))
+        }
+        None => (env::Secrets::default(), None),
+    };
+    let frozen = layered.freeze(resolved).map_err(|e| e.to_string())?;
     env::write_files(&config.control.state_dir, &frozen, &metadata)
         .map_err(|e| format!("cannot write {}: {e}", config.control.state_dir.display()))?;
     let names: Vec<EnvVarSource> = frozen
@@ -200,7 +230,40 @@ async fn prepare(config: &Config, shared: &Shared) -> Result<Prepared, String> {
         env: frozen,
         verified,
         metadata,
+        secrets,
     })
+}
+
+/// The `secrets` step: finds the references, resolves them by the boot's deadline, and reports
+/// how many, how many requests and how long in status. An error names every variable that
+/// failed, its reference and the store's error code.
+async fn resolve_secrets(
+    config: &Config,
+    secrets_config: &crate::config::SecretsConfig,
+    layered: &env::Layered,
+    metadata: &Metadata,
+    deadline: tokio::time::Instant,
+    shared: &Shared,
+) -> Result<(env::Secrets, (Plan, Stores)), String> {
+    let plan = secrets::plan(secrets_config, layered).map_err(|e| e.to_string())?;
+    let stores = Stores::new(secrets_config, &config.metadata, &metadata.facts)
+        .map_err(|e| format!("secrets: {e}"))?;
+    let resolution = plan.resolve(&stores, deadline).await.map_err(|e| e.to_string())?;
+    let resolved = resolution.secrets.references.len() + resolution.secrets.loaded.len();
+    tracing::info!(
+        "secrets: {resolved} resolved in {}ms ({} requests)",
+        resolution.took.as_millis(),
+        resolution.requests
+    );
+    shared.update(|s| {
+        s.secrets = Some(SecretsStatus {
+            resolved,
+            requests: resolution.requests,
+            took_us: resolution.took.as_micros() as u64,
+            changed: Vec::new(),
+        })
+    });
+    Ok((resolution.secrets, (plan, stores)))
 }
 
 /// Remounts the sealed paths read-only first (nothing can change between the check and the
