@@ -210,6 +210,12 @@ impl Options {
         }
     }
 
+    /// Records issued tokens in `tokens` (shared with another emulator's).
+    pub fn with_access_tokens(mut self, tokens: AccessTokens) -> Options {
+        self.access_tokens = tokens;
+        self
+    }
+
     pub fn role(mut self, role: RoleKeys) -> Options {
         self.role = Some(role);
         self
