@@ -28,7 +28,7 @@ pub struct Service {
     pub protocol: Protocol,
 }
 
-pub const SSM: Service = Service {
+pub static SSM: Service = Service {
     name: "ssm",
     signing_name: "ssm",
     env_name: "SSM",
@@ -38,7 +38,7 @@ pub const SSM: Service = Service {
     },
 };
 
-pub const SECRETS_MANAGER: Service = Service {
+pub static SECRETS_MANAGER: Service = Service {
     name: "secretsmanager",
     signing_name: "secretsmanager",
     env_name: "SECRETS_MANAGER",
@@ -48,7 +48,7 @@ pub const SECRETS_MANAGER: Service = Service {
     },
 };
 
-pub const ELBV2: Service = Service {
+pub static ELBV2: Service = Service {
     name: "elbv2",
     signing_name: "elasticloadbalancing",
     env_name: "ELASTIC_LOAD_BALANCING_V2",
@@ -58,7 +58,7 @@ pub const ELBV2: Service = Service {
     },
 };
 
-pub const AUTOSCALING: Service = Service {
+pub static AUTOSCALING: Service = Service {
     name: "autoscaling",
     signing_name: "autoscaling",
     env_name: "AUTO_SCALING",

@@ -72,12 +72,10 @@ impl Stores {
         let region = arn_region.or(self.region.as_deref()).ok_or_else(|| {
             Failure::new("no AWS region: the instance has none; set [secrets] region or use an ARN")
         })?;
-        let configured = if std::ptr::eq(service, &SSM) {
-            self.config.ssm_endpoint.as_deref()
-        } else if std::ptr::eq(service, &SECRETS_MANAGER) {
-            self.config.secretsmanager_endpoint.as_deref()
-        } else {
-            None
+        let configured = match service.name {
+            name if name == SSM.name => self.config.ssm_endpoint.as_deref(),
+            name if name == SECRETS_MANAGER.name => self.config.secretsmanager_endpoint.as_deref(),
+            _ => None,
         };
         Ok(client.api(service, region, configured))
     }
