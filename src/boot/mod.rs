@@ -203,17 +203,30 @@ async fn prepare(config: &Config, shared: &Shared) -> Result<Prepared, String> {
 
     shared.phase_begin("env");
     let layered = env::layer(&config.env, &config.metadata, &metadata).map_err(|e| e.to_string())?;
-    let (resolved, secrets) = match &config.secrets {
+    let resolved = match &config.secrets {
         Some(secrets_config) => {
             shared.phase_begin("secrets");
-            let (resolved, plan_and_stores) =
-                resolve_secrets(config, secrets_config, &layered, &metadata, deadline, shared).await?;
+            let resolved = resolve_secrets(config, secrets_config, &layered, &metadata, deadline).await?;
             shared.phase_done("secrets");
-            (resolved, Some(plan_and_stores))
+            Some(resolved)
         }
-        None => (env::Secrets::default(), None),
+        None => None,
     };
-    let frozen = layered.freeze(resolved).map_err(|e| e.to_string())?;
+    let (values, report, secrets) = match resolved {
+        Some(r) => (r.values, Some(r.report), Some(r.recheck)),
+        None => (env::Secrets::default(), None, None),
+    };
+    let frozen = layered.freeze(values).map_err(|e| e.to_string())?;
+    if let Some(mut report) = report {
+        report.resolved = frozen.secrets();
+        tracing::info!(
+            "secrets: {} resolved in {}ms ({} requests)",
+            report.resolved,
+            report.took_us / 1000,
+            report.requests
+        );
+        shared.update(|s| s.secrets = Some(report));
+    }
     env::write_files(&config.control.state_dir, &frozen, &metadata)
         .map_err(|e| format!("cannot write {}: {e}", config.control.state_dir.display()))?;
     let names: Vec<EnvVarSource> = frozen
@@ -234,36 +247,39 @@ async fn prepare(config: &Config, shared: &Shared) -> Result<Prepared, String> {
     })
 }
 
-/// The `secrets` step: finds the references, resolves them by the boot's deadline, and reports
-/// how many, how many requests and how long in status. An error names every variable that
-/// failed, its reference and the store's error code.
+/// What the `secrets` step gave.
+struct ResolvedSecrets {
+    values: env::Secrets,
+    /// For status; `resolved` is counted once the values are in the environment.
+    report: SecretsStatus,
+    /// What `[metadata] recheck` asks the stores again.
+    recheck: (Plan, Stores),
+}
+
+/// The `secrets` step: finds the references and resolves them by the boot's deadline. An error
+/// names every variable that failed, its reference and the store's error code.
 async fn resolve_secrets(
     config: &Config,
     secrets_config: &crate::config::SecretsConfig,
     layered: &env::Layered,
     metadata: &Metadata,
     deadline: tokio::time::Instant,
-    shared: &Shared,
-) -> Result<(env::Secrets, (Plan, Stores)), String> {
+) -> Result<ResolvedSecrets, String> {
     let plan = secrets::plan(secrets_config, layered).map_err(|e| e.to_string())?;
     let stores = Stores::new(secrets_config, &config.metadata, &metadata.facts)
         .map_err(|e| format!("secrets: {e}"))?;
     let resolution = plan.resolve(&stores, deadline).await.map_err(|e| e.to_string())?;
-    let resolved = resolution.secrets.references.len() + resolution.secrets.loaded.len();
-    tracing::info!(
-        "secrets: {resolved} resolved in {}ms ({} requests)",
-        resolution.took.as_millis(),
-        resolution.requests
-    );
-    shared.update(|s| {
-        s.secrets = Some(SecretsStatus {
-            resolved,
-            requests: resolution.requests,
-            took_us: resolution.took.as_micros() as u64,
-            changed: Vec::new(),
-        })
-    });
-    Ok((resolution.secrets, (plan, stores)))
+    let report = SecretsStatus {
+        resolved: 0,
+        requests: resolution.requests,
+        took_us: resolution.took.as_micros() as u64,
+        changed: Vec::new(),
+    };
+    Ok(ResolvedSecrets {
+        values: resolution.secrets,
+        report,
+        recheck: (plan, stores),
+    })
 }
 
 /// Remounts the sealed paths read-only first (nothing can change between the check and the
