@@ -32,10 +32,13 @@ struct SecretValueAnswer {
 
 type Results = Vec<(Reference, Result<String, Failure>)>;
 
+/// One GetSecretValue (in a region, by ARN or the default) and the references it serves.
+type Calls<'a> =
+    BTreeMap<(Option<&'a str>, GetSecretValue<'a>), Vec<(&'a Reference, &'a SecretsManagerSecret)>>;
+
 pub(super) async fn resolve(stores: &Stores, references: Vec<&Reference>, deadline: Instant) -> Results {
     // One call per distinct (secret, version): several keys of one secret cost one request.
-    let mut calls: BTreeMap<(Option<&str>, GetSecretValue), Vec<(&Reference, &SecretsManagerSecret)>> =
-        BTreeMap::new();
+    let mut calls: Calls = BTreeMap::new();
     for r in &references {
         if let Target::SecretsManager(s) = &r.target {
             let input = GetSecretValue {

@@ -145,7 +145,7 @@ async fn get_batch(api: &Api, batch: &[(&Reference, &SsmParameter)], deadline: I
 
 /// The answer's parameter for `wanted`, or why there is none.
 fn pick(answer: &GetParametersAnswer, wanted: &SsmParameter) -> Result<String, Failure> {
-    if answer.invalid_parameters.iter().any(|n| *n == wanted.request) {
+    if answer.invalid_parameters.contains(&wanted.request) {
         return Err(Failure {
             code: Some("ParameterNotFound".into()),
             reason: format!(
