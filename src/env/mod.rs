@@ -302,7 +302,7 @@ impl Layered {
                 _ => {
                     return Err(self.fail(
                         "[env] required",
-                        format!("{name} not set by user-data, tags or secrets"),
+                        format!("{name} not set by user-data or tags"),
                     ));
                 }
             }
