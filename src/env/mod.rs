@@ -300,10 +300,7 @@ impl Layered {
                     return Err(self.fail("[env] required", format!("{name} is empty (set by {source})")));
                 }
                 _ => {
-                    return Err(self.fail(
-                        "[env] required",
-                        format!("{name} not set by user-data or tags"),
-                    ));
+                    return Err(self.fail("[env] required", format!("{name} not set by user-data or tags")));
                 }
             }
         }
