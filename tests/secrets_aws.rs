@@ -171,11 +171,11 @@ print(arn)
     );
     assert!(listed_as(&out, "NOT_A_REFERENCE", "user-data"), "{}", text(&out));
     // 17 SSM references, 15 names (api_key three times): 4 GetParameters of at most 10 names,
-    // each name once per call; 12 path parameters in 2 pages of GetParametersByPath; 3
-    // GetSecretValue (app/rds by ARN and by name are two secret ids, app/plain).
+    // each name once per call; 12 path parameters in 2 pages of GetParametersByPath; one
+    // BatchGetSecretValue for app/plain and app/rds (by name and by ARN, both keys).
     let said = text(&out);
     assert!(said.contains("secrets: 32 resolved in"), "{said}");
-    assert!(said.contains("(9 requests)"), "{said}");
+    assert!(said.contains("(7 requests)"), "{said}");
     for secret in [
         "hello-from-ssm",
         "ssm-secure-value",
@@ -442,17 +442,20 @@ fn a_wrong_secret_key_refuses_the_boot_and_denying_one_parameter_names_it() {
 ssm = client("ssm")
 ssm.put_parameter(Name="/app/prod/allowed", Value="allowed-value-1a2b", Type="SecureString")
 ssm.put_parameter(Name="/app/prod/denied", Value="denied-value-3c4d", Type="SecureString")
+client("secretsmanager").create_secret(Name="app/key", SecretString="sm-value-5e6f")
 iam = client("iam")
 iam.create_user(UserName="limited")
 iam.put_user_policy(UserName="limited", PolicyName="no-denied", PolicyDocument=json.dumps({{"Version": "2012-10-17", "Statement": [
     {{"Effect": "Allow", "Action": "*", "Resource": "*"}},
-    {{"Effect": "Deny", "Action": "ssm:GetParameter*", "Resource": "arn:aws:ssm:{REGION}:{ACCOUNT}:parameter/app/prod/denied"}}]}}))
+    {{"Effect": "Deny", "Action": "ssm:GetParameter*", "Resource": "arn:aws:ssm:{REGION}:{ACCOUNT}:parameter/app/prod/denied"}},
+    {{"Effect": "Deny", "Action": "secretsmanager:BatchGetSecretValue", "Resource": "*"}}]}}))
 key = iam.create_access_key(UserName="limited")["AccessKey"]
 print(key["AccessKeyId"], key["SecretAccessKey"])
 "#
     ));
     let (limited_id, limited_secret) = limited.trim().split_once(' ').unwrap();
-    let user_data = "ALLOWED=ssm:/app/prod/allowed\nDENIED_ONE=ssm:/app/prod/denied\n";
+    let user_data =
+        "ALLOWED=ssm:/app/prod/allowed\nDENIED_ONE=ssm:/app/prod/denied\nSM_KEY=secretsmanager:app/key\n";
 
     // The wrong key.
     let example = example_with_secrets(&moto, user_data, "");
@@ -515,7 +518,12 @@ print(key["AccessKeyId"], key["SecretAccessKey"])
     kiln.signal(Signal::SIGTERM);
     kiln.wait_exit(BOOT);
     let log = kiln.log();
-    for value in ["allowed-value-1a2b", "denied-value-3c4d", limited_secret] {
+    for value in [
+        "allowed-value-1a2b",
+        "denied-value-3c4d",
+        "sm-value-5e6f",
+        limited_secret,
+    ] {
         assert!(!log.contains(value), "{value} in the log:\n{log}");
     }
 }

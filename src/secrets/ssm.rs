@@ -70,7 +70,10 @@ pub(super) async fn resolve(stores: &Stores, references: Vec<&Reference>, deadli
     let mut by_region: BTreeMap<Option<&str>, Vec<(&Reference, &SsmParameter)>> = BTreeMap::new();
     for r in &references {
         if let Target::Ssm(p) = &r.target {
-            by_region.entry(p.region.as_deref()).or_default().push((r, p));
+            by_region
+                .entry(stores.region(p.region.as_deref()))
+                .or_default()
+                .push((r, p));
         }
     }
     let mut calls = Vec::new();

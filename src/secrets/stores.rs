@@ -80,6 +80,12 @@ impl Stores {
         Ok(client.api(service, region, configured))
     }
 
+    /// The region a reference is read in: its ARN's, else the default one (so references by
+    /// name and by ARN in one region share their batches).
+    pub(super) fn region<'a>(&'a self, arn_region: Option<&'a str>) -> Option<&'a str> {
+        arn_region.or(self.region.as_deref())
+    }
+
     /// The GCE default service account's token, fetched once.
     pub(super) async fn gce_token(&self, deadline: Instant) -> Result<&str, Failure> {
         self.gce_token
