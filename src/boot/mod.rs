@@ -1,8 +1,9 @@
 //! `kiln boot`: the walk of one boot. Data flows one way:
 //!
 //! ```text
-//! config → serve (health + control, answering "booting") → seal → metadata → env [→ secrets]
-//!        → supervise (services in dependency order, READY=1) → lb → run … → stop
+//! config → serve (health + control, answering "booting") → seal (verify, watch) → metadata
+//!        → env (→ pin → secrets) → supervise (services in dependency order, READY=1) → lb
+//!        → run … → stop
 //! ```
 //!
 //! A failure before services start refuses the boot: nothing is started or registered,
@@ -20,11 +21,11 @@ use crate::config::Config;
 use crate::env::{self, FrozenEnv};
 use crate::lb::{self, Membership};
 use crate::metadata::{self, Metadata};
-use crate::seal::{self, SealError, Verified};
+use crate::process::reaper::{self, Reaper};
+use crate::seal::{self, DriftWatch, Pin, SealError, Verified};
 use crate::secrets::{self, Plan, Stores};
 use crate::serve::{agent, control, health};
-use crate::state::{EnvVarSource, Phase, SealStatus, SecretsStatus, Shared, now_ms};
-use crate::supervise::reaper::{self, Reaper};
+use crate::state::{EnvVarSource, ExpectedImage, Phase, SealStatus, SecretsStatus, Shared, now_ms};
 use crate::supervise::{Supervisor, SupervisorHandle};
 use crate::systemd::{self, Notifier};
 use std::path::Path;
@@ -39,6 +40,8 @@ const EXIT_REFUSED: u8 = 1;
 
 pub fn run(config_path: &Path) -> ExitCode {
     systemd::log::init();
+    // Before the runtime starts its threads: they inherit the mask.
+    crate::process::signals::unblock_inherited();
     let shared = Shared::new();
     shared.phase_begin("config");
     let config = match Config::load(config_path) {
@@ -103,7 +106,7 @@ async fn walk(config: Config, shared: Arc<Shared>) -> ExitCode {
     };
     let Prepared {
         env,
-        verified,
+        seal_watch,
         metadata,
         secrets,
     } = match prepared {
@@ -129,7 +132,9 @@ async fn walk(config: Config, shared: Arc<Shared>) -> ExitCode {
     };
     let handle = supervisor.handle();
     let supervisor = tokio::spawn(supervisor.run());
-    guards::watch_seal(&config.seal, &verified, shared.clone(), stopper);
+    if let Some(watch) = seal_watch {
+        guards::watch_seal(watch, config.seal.on_drift, shared.clone(), stopper);
+    }
     guards::recheck_metadata(&config.metadata, metadata, shared.clone());
     if let (Some(every), Some((plan, stores))) = (config.metadata.recheck, secrets) {
         let budget = config.metadata.deadline.get();
@@ -180,17 +185,19 @@ async fn start_serving(config: &Config, shared: &Arc<Shared>) -> Result<(), Stri
 /// What the boot steps produced, frozen from here on.
 struct Prepared {
     env: FrozenEnv,
-    verified: Verified,
+    /// Watching the sealed paths since right after they were verified; None when not sealed.
+    seal_watch: Option<DriftWatch>,
     metadata: Metadata,
     /// What `[metadata] recheck` asks the stores again.
     secrets: Option<(Plan, Stores)>,
 }
 
-/// The steps that must all pass before a single service starts: seal, metadata, environment
-/// (with its secrets).
+/// The steps that must all pass before a single service starts: seal, metadata, environment,
+/// the launch configuration's pin, and the secrets (only for an image the pin accepts).
 async fn prepare(config: &Config, shared: &Shared) -> Result<Prepared, String> {
     shared.phase_begin("seal");
     let verified = verify_seal(config, shared).await?;
+    let seal_watch = guards::start_seal_watch(&config.seal, &verified, shared)?;
     shared.phase_done("seal");
 
     // One deadline for the metadata and the secrets resolved from it.
@@ -203,6 +210,7 @@ async fn prepare(config: &Config, shared: &Shared) -> Result<Prepared, String> {
 
     shared.phase_begin("env");
     let layered = env::layer(&config.env, &config.metadata, &metadata).map_err(|e| e.to_string())?;
+    check_pin(&verified, &metadata, layered.pins(), shared)?;
     let resolved = match &config.secrets {
         Some(secrets_config) => {
             shared.phase_begin("secrets");
@@ -241,7 +249,7 @@ async fn prepare(config: &Config, shared: &Shared) -> Result<Prepared, String> {
     shared.phase_done("env");
     Ok(Prepared {
         env: frozen,
-        verified,
+        seal_watch,
         metadata,
         secrets,
     })
@@ -282,6 +290,30 @@ async fn resolve_secrets(
     })
 }
 
+/// Compares the pin of the launch configuration (tags `kiln-expect-*`, user-data
+/// `KILN_EXPECT_*`) with the verified seal; a pin that does not hold refuses the boot.
+fn check_pin(
+    verified: &Verified,
+    metadata: &Metadata,
+    pins: &std::collections::BTreeMap<String, String>,
+    shared: &Shared,
+) -> Result<(), String> {
+    let pin = Pin::read(&metadata.tags, pins).map_err(|e| e.to_string())?;
+    if pin.is_empty() {
+        return Ok(());
+    }
+    shared.phase_begin("pin");
+    let expected = ExpectedImage {
+        release: pin.release.as_ref().map(|r| r.value.to_string()),
+        root_hash: pin.root_hash.as_ref().map(|h| h.value.to_hex().to_string()),
+    };
+    shared.update(|s| s.seal.get_or_insert_with(SealStatus::default).expected = Some(expected));
+    pin.check(verified).map_err(|e| e.to_string())?;
+    tracing::info!("pin: this image is what the launch configuration expects: {pin}");
+    shared.phase_done("pin");
+    Ok(())
+}
+
 /// Remounts the sealed paths read-only first (nothing can change between the check and the
 /// mount), then compares them with the manifest, off the async thread: hashing a release tree
 /// takes a few hundred milliseconds of CPU.
@@ -314,6 +346,7 @@ async fn verify_seal(config: &Config, shared: &Shared) -> Result<Verified, Strin
             shared.update(|s| {
                 let status = s.seal.get_or_insert_with(SealStatus::default);
                 status.root_hash = verified.root_hash.clone();
+                status.release = verified.release.as_ref().map(ToString::to_string);
                 status.last_verified_ms = verified.root_hash.as_ref().map(|_| now_ms());
             });
             Ok(verified)

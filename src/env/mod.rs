@@ -8,7 +8,9 @@
 //! Defaults, tags, user-data and secrets are checked (names, the reserved `KILN_` prefix, the
 //! deny lists, NUL bytes, secret sizes); kiln's own environment is not, since services need its
 //! `PATH` and the like. Then every `required` name must have a non-empty value.
-//! Errors name the source, the place and the variable, never a value.
+//! Errors name the source, the place and the variable, never a value. The pins of the image
+//! (`kiln-expect-*` tags, `KILN_EXPECT_*` user-data keys, see `seal::pin`) are not variables:
+//! they are set aside for the boot's pin check.
 //!
 //! Building is two steps so that secrets can be resolved in between: [`layer`] merges the layers
 //! (references still in place), `crate::secrets` resolves the references it finds there, and
@@ -22,6 +24,7 @@ pub use file::{render, write_files};
 
 use crate::config::{EnvConfig, MetadataConfig, RESERVED_PREFIX, UserDataFormat, check_name, is_valid_name};
 use crate::metadata::Metadata;
+use crate::seal::pin;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
@@ -100,6 +103,8 @@ struct Var {
 #[derive(Clone, Default)]
 pub struct FrozenEnv {
     vars: BTreeMap<String, Var>,
+    /// User-data's `KILN_EXPECT_*` keys: for the boot's pin check, never for services.
+    pins: BTreeMap<String, String>,
 }
 
 impl fmt::Debug for FrozenEnv {
@@ -126,7 +131,15 @@ impl FrozenEnv {
                 (k, var)
             })
             .collect();
-        FrozenEnv { vars }
+        FrozenEnv {
+            vars,
+            pins: BTreeMap::new(),
+        }
+    }
+
+    /// The user-data keys that pin the image (`KILN_EXPECT_*`), kept out of the environment.
+    pub fn pins(&self) -> &BTreeMap<String, String> {
+        &self.pins
     }
 
     /// Sorted by name.
@@ -244,6 +257,11 @@ impl Layered {
             .vars
             .iter()
             .map(|(k, v)| (k.as_str(), v.value.as_str(), v.source))
+    }
+
+    /// The user-data keys that pin the image (`KILN_EXPECT_*`), kept out of the environment.
+    pub fn pins(&self) -> &BTreeMap<String, String> {
+        self.env.pins()
     }
 
     fn fail(&self, step: &str, reason: String) -> EnvError {
@@ -388,6 +406,9 @@ pub fn layer(env: &EnvConfig, meta: &MetadataConfig, metadata: &Metadata) -> Res
             let Some(name) = tag.strip_prefix(prefix.as_str()) else {
                 continue;
             };
+            if tag.starts_with(pin::TAG_PREFIX) {
+                continue;
+            }
             admit(&format!("tag {tag}"), name, value)?;
             frozen.set(name, value.clone(), Source::Tag);
         }
@@ -397,6 +418,10 @@ pub fn layer(env: &EnvConfig, meta: &MetadataConfig, metadata: &Metadata) -> Res
         let entries = user_data::parse(raw, meta.user_data, meta.user_data_limit)
             .map_err(|e| fail(&e.step, e.reason))?;
         for entry in entries {
+            if entry.name.starts_with(pin::USER_DATA_PREFIX) {
+                frozen.pins.insert(entry.name, entry.value);
+                continue;
+            }
             let step = match entry.line {
                 Some(line) => format!("user-data line {line}"),
                 None => "user-data".to_string(),
