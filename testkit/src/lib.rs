@@ -11,5 +11,6 @@ pub mod moto;
 pub mod net;
 pub mod notify;
 pub mod peers;
+pub mod secrets_bench;
 pub mod server;
 pub mod wait;
