@@ -3,12 +3,14 @@
 //! One boot walks these rooms in order, and data only flows forward:
 //! `config` → `seal` → `metadata` → `env` → `supervise` (+ `probe`) → `serve` → `lb`,
 //! with `state` as the one live snapshot everyone reports into and `systemd` for
-//! notify and logging. `boot` is the walk itself; `status` is the client of `kiln status`.
+//! notify and logging. `boot` is the walk itself; `status` is the client of `kiln status`;
+//! `fleet` looks at every instance behind the load balancer (`kiln fleet`).
 
 pub mod boot;
 pub mod commands;
 pub mod config;
 pub mod env;
+pub mod fleet;
 pub mod http_client;
 pub mod lb;
 pub mod metadata;
