@@ -77,6 +77,14 @@ impl Kiln {
         }
     }
 
+    /// Any command that runs kiln (set up by the caller, e.g. to start in a network namespace):
+    /// tracked, logged and cleaned up like [`Kiln::boot_with`]'s.
+    pub fn spawn(cmd: Command) -> Kiln {
+        Kiln {
+            tree: Tree::spawn(cmd, "kiln"),
+        }
+    }
+
     /// Pid of the spawned process (kiln, or the wrapper given to `boot_with`).
     pub fn pid(&self) -> i32 {
         self.tree.pid

@@ -78,14 +78,27 @@ impl ConsulAgent {
     }
 
     pub fn start_on(listen: SocketAddr) -> ConsulAgent {
+        Self::spawn(listen, None)
+    }
+
+    /// Listens on `listen` inside the network namespace at `netns` (`/run/netns/NAME`); its
+    /// HTTP checks run from there too. Only the emulator's own thread enters the namespace.
+    pub fn start_in(netns: &std::path::Path, listen: SocketAddr) -> ConsulAgent {
+        Self::spawn(listen, Some(netns.to_path_buf()))
+    }
+
+    fn spawn(listen: SocketAddr, netns: Option<std::path::PathBuf>) -> ConsulAgent {
         let state = State::default();
         let serving = state.clone();
-        let (server, addr) = Background::spawn(
-            "consul-emulator",
-            move || std::net::TcpListener::bind(listen),
-            move |listener| serve(listener, serving),
-        )
-        .unwrap_or_else(|e| panic!("bind {listen}: {e}"));
+        let bind = move || {
+            if let Some(netns) = &netns {
+                crate::netns::enter_path(netns)?;
+            }
+            std::net::TcpListener::bind(listen)
+        };
+        let (server, addr) =
+            Background::spawn("consul-emulator", bind, move |listener| serve(listener, serving))
+                .unwrap_or_else(|e| panic!("bind {listen}: {e}"));
         ConsulAgent {
             addr,
             state,
