@@ -5,6 +5,7 @@ pub mod control;
 pub mod drill;
 pub mod emulator;
 pub mod example;
+pub mod fleet_drill;
 pub mod fleet_look;
 pub mod haproxy;
 pub mod instance;
