@@ -115,6 +115,8 @@ pub struct Window {
     /// The first failures: status or error, and when.
     pub failures: Vec<String>,
     pub slowest: Duration,
+    /// Who answered the slowest request and when it started, e.g. `i-0005 on v2 at +1.620s`.
+    pub slowest_was: String,
     pub p99: Duration,
 }
 
@@ -678,7 +680,17 @@ fn window(samples: &[Sample], from: Instant, to: Instant) -> Window {
     let mut latencies: Vec<Duration> = inside.iter().map(|s| s.end - s.start).collect();
     latencies.sort();
     let failed: Vec<&&Sample> = inside.iter().filter(|s| !s.ok()).collect();
+    let at = |s: &Sample| s.start.saturating_duration_since(from).as_secs_f64();
+    let slowest_was = inside
+        .iter()
+        .max_by_key(|s| s.end - s.start)
+        .map(|s| {
+            let who = s.first_line.strip_prefix("greeting: ").unwrap_or("(failed)");
+            format!("{who} at +{:.3}s", at(s))
+        })
+        .unwrap_or_default();
     Window {
+        slowest_was,
         sent: inside.len(),
         failed: failed.len(),
         failures: failed
@@ -689,10 +701,7 @@ fn window(samples: &[Sample], from: Instant, to: Instant) -> Window {
                     Ok(code) => format!("HTTP {code}"),
                     Err(e) => e.clone(),
                 };
-                format!(
-                    "{what} at +{:.3}s",
-                    s.start.saturating_duration_since(from).as_secs_f64()
-                )
+                format!("{what} at +{:.3}s", at(s))
             })
             .collect(),
         slowest: latencies.last().copied().unwrap_or_default(),
@@ -733,8 +742,9 @@ impl std::fmt::Display for FleetDrillReport {
             }
             writeln!(
                 f,
-                "  slowest request: {} during the roll (p99 {}) vs {} before (p99 {}, {} requests)",
+                "  slowest request: {} ({}) during the roll (p99 {}) vs {} before (p99 {}, {} requests)",
                 ms(roll.window.slowest),
+                roll.window.slowest_was,
                 ms(roll.window.p99),
                 ms(roll.before.slowest),
                 ms(roll.before.p99),

@@ -113,7 +113,21 @@ impl Lan {
         );
         let hub = Netns::add(&format!("{id}-hub"));
         let hub_ip = Ipv4Addr::new(SUBNET[0], SUBNET[1], SUBNET[2], 1);
-        ip(&["-n", hub.name(), "link", "add", "br0", "type", "bridge"]);
+        // A bridge takes the lowest MAC address of its ports unless it has one of its own: each
+        // host joining or leaving would change it, and packets the hosts still send to the old
+        // one would be dropped (a 200 ms TCP retransmission on a request in flight).
+        let mac = "02:00:0a:4d:00:01";
+        ip(&[
+            "-n",
+            hub.name(),
+            "link",
+            "add",
+            "br0",
+            "address",
+            mac,
+            "type",
+            "bridge",
+        ]);
         ip(&[
             "-n",
             hub.name(),
