@@ -25,11 +25,33 @@ pub struct KilnView {
     pub instance_id: Option<String>,
     pub release: Option<String>,
     pub root_hash: Option<String>,
-    /// The image the launch configuration pins (release label or root hash), when there is one.
-    pub expected: Option<String>,
+    /// The image the launch configuration pins, when it pins one.
+    pub expected: Option<Pin>,
     pub uptime_ms: Option<u64>,
     /// kiln's own view of its registration (`registered`, `draining`...).
     pub lb_state: Option<String>,
+}
+
+/// What the launch configuration says must run: a release label, a root hash, or both.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pin {
+    #[serde(default)]
+    pub release: Option<String>,
+    #[serde(default)]
+    pub root_hash: Option<String>,
+}
+
+impl std::fmt::Display for Pin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let image = Image {
+            release: self.release.clone(),
+            root_hash: self.root_hash.clone(),
+        };
+        match (&self.release, &self.root_hash) {
+            (Some(r), None) => write!(f, "{r}"),
+            _ => write!(f, "{image}"),
+        }
+    }
 }
 
 impl KilnView {
@@ -41,19 +63,13 @@ impl KilnView {
     }
 
     /// The sentence saying that the instance does not run the pinned image, if it does not.
+    /// (kiln refuses such a boot; this catches a kiln that reports both and runs anyway.)
     pub fn pin_mismatch(&self) -> Option<String> {
-        let expected = self.expected.as_deref()?;
-        let matches = self.release.as_deref() == Some(expected)
-            || self
-                .root_hash
-                .as_deref()
-                .is_some_and(|h| expected.len() >= 8 && h.starts_with(expected));
-        (!matches).then(|| {
-            format!(
-                "runs {} but the launch configuration pins {expected}",
-                self.image()
-            )
-        })
+        let pin = self.expected.as_ref()?;
+        let release_ok = pin.release.is_none() || pin.release == self.release;
+        let hash_ok = pin.root_hash.is_none() || pin.root_hash == self.root_hash;
+        (!(release_ok && hash_ok))
+            .then(|| format!("runs {} but the launch configuration pins {pin}", self.image()))
     }
 }
 
@@ -75,7 +91,7 @@ struct ReadyzBody {
     #[serde(default)]
     lb: Option<String>,
     #[serde(default)]
-    expected: Option<String>,
+    expected: Option<Pin>,
 }
 
 /// Parses a verbose `/readyz` answer.
@@ -162,22 +178,28 @@ mod tests {
     }
 
     #[test]
-    fn a_pin_matches_the_release_or_a_root_hash_prefix() {
+    fn a_pin_is_what_it_names_release_or_root_hash() {
         let v = KilnView {
             release: Some("v42".into()),
             root_hash: Some("2cd48efa9c7643f8".into()),
             ..KilnView::default()
         };
-        let pinned = |e: &str| KilnView {
-            expected: Some(e.into()),
+        let pinned = |release: Option<&str>, root_hash: Option<&str>| KilnView {
+            expected: Some(Pin {
+                release: release.map(String::from),
+                root_hash: root_hash.map(String::from),
+            }),
             ..v.clone()
         };
-        assert_eq!(pinned("v42").pin_mismatch(), None);
-        assert_eq!(pinned("2cd48efa").pin_mismatch(), None);
+        assert_eq!(pinned(Some("v42"), None).pin_mismatch(), None);
+        assert_eq!(pinned(None, Some("2cd48efa9c7643f8")).pin_mismatch(), None);
         assert_eq!(
-            pinned("v41").pin_mismatch().unwrap(),
+            pinned(Some("v41"), None).pin_mismatch().unwrap(),
             "runs v42 (2cd48efa9c76) but the launch configuration pins v41"
         );
+        assert!(pinned(Some("v42"), Some("ffff")).pin_mismatch().is_some());
         assert_eq!(v.pin_mismatch(), None, "no pin, nothing to compare");
+        let parsed = parse(br#"{"phase":"ready","expected":{"release":"v42","root_hash":null}}"#).unwrap();
+        assert_eq!(parsed.expected.unwrap().to_string(), "v42");
     }
 }

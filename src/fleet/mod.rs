@@ -12,7 +12,7 @@ mod assess;
 mod render;
 mod source;
 
-pub use ask::KilnView;
+pub use ask::{KilnView, Pin};
 pub use assess::{Image, ImageCount, LbView, MemberState, Verdict};
 
 use crate::config::{HealthConfig, HumanDuration, LbConfig};

@@ -60,7 +60,8 @@ fn row(m: &super::Member) -> [String; 8] {
         k.and_then(|k| k.release.clone()).unwrap_or_else(dash),
         k.and_then(|k| k.root_hash.as_deref().map(|h| short_hash(h).to_string()))
             .unwrap_or_else(dash),
-        k.and_then(|k| k.expected.clone()).unwrap_or_else(dash),
+        k.and_then(|k| k.expected.as_ref().map(ToString::to_string))
+            .unwrap_or_else(dash),
         k.and_then(|k| k.uptime_ms)
             .map(|ms| uptime(Duration::from_millis(ms)))
             .unwrap_or_else(dash),
