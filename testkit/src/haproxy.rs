@@ -98,9 +98,11 @@ impl Haproxy {
     }
 
     /// HAProxy inside a network namespace: its frontends and checks are that namespace's; the
-    /// runtime API socket is a file, reached from anywhere.
+    /// runtime API socket is a file, reached from anywhere. It dies with the test's thread.
     pub fn start_in(config: HaproxyConfig, netns: &crate::netns::Netns) -> Haproxy {
-        Self::start_with(config, netns.command("haproxy"))
+        let mut cmd = netns.command("haproxy");
+        crate::peers::die_with_test(&mut cmd);
+        Self::start_with(config, cmd)
     }
 
     /// `cmd` runs the `haproxy` program; the config's arguments are added.

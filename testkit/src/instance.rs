@@ -10,8 +10,8 @@
 use crate::example::Example;
 use crate::netns::{Host, Lan};
 use crate::notify::NotifySocket;
-use crate::peers::{Kiln, children};
-use crate::wait::wait_until;
+use crate::peers::{Kiln, children, die_with_test};
+use crate::wait::{poll_until, wait_until};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -80,7 +80,9 @@ impl Instance {
         let root_hash = seal(&spec.kiln_bin, &example.config_path);
         let notify = NotifySocket::bind();
         let mut cmd = host.netns.command("unshare");
-        // --kill-child: should unshare itself be killed, kiln goes too.
+        // Should the test process die without running its drops (killed by a timeout), unshare
+        // dies, and with --kill-child so does kiln and its whole PID namespace.
+        die_with_test(&mut cmd);
         cmd.args(["--pid", "--fork", "--kill-child", "--mount-proc"])
             .arg(&spec.kiln_bin)
             .arg("boot")
@@ -89,9 +91,10 @@ impl Instance {
             .env(notify.env().0, notify.env().1);
         let kiln = Kiln::spawn(cmd);
         let unshare = kiln.pid();
-        let kiln_pid = wait_until("kiln as PID 1 of its namespace", Duration::from_secs(10), || {
+        let kiln_pid = poll_until(Duration::from_secs(10), || {
             children(unshare).into_iter().map(|(pid, _)| pid).next()
-        });
+        })
+        .unwrap_or_else(|| panic!("{}: kiln did not start under unshare:\n{}", spec.id, kiln.log()));
         Instance {
             kiln,
             kiln_pid,
@@ -147,8 +150,17 @@ impl Instance {
     }
 
     /// SIGKILL to kiln, PID 1 of the instance: every process of the instance dies at once.
+    /// Returns once kiln is dead (so nothing of it answers any more).
     pub fn kill(&self) {
         self.signal(Signal::SIGKILL);
+        let dead = || {
+            let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.kiln_pid)).ok();
+            let state = stat
+                .as_deref()
+                .and_then(|s| s.rsplit(") ").next()?.chars().next());
+            matches!(state, None | Some('Z' | 'X')).then_some(())
+        };
+        wait_until(&format!("{}'s kiln dead", self.id), Duration::from_secs(10), dead);
     }
 
     fn signal(&self, sig: Signal) {

@@ -236,6 +236,19 @@ impl Drop for Process {
     }
 }
 
+/// Makes the process `cmd` starts die (SIGKILL) when the thread that starts it ends: for a
+/// peer that must not outlive a test process killed before its drops ran (a timeout). Start it
+/// from the test's own thread, which lives as long as the test.
+pub fn die_with_test(cmd: &mut Command) {
+    // SAFETY: between fork and exec, only the prctl system call runs.
+    unsafe {
+        cmd.pre_exec(|| match libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) {
+            0 => Ok(()),
+            _ => Err(std::io::Error::last_os_error()),
+        });
+    }
+}
+
 /// Pid and command name of every live process of the tree carrying `tag` (see the module docs:
 /// tagged, below a tagged process or the tree's root, or an orphan of the tree). Zombies are not
 /// listed (see [`tagged_zombies`]).
