@@ -18,7 +18,8 @@ pub use assess::{Image, ImageCount, LbView, MemberState, Verdict};
 use crate::config::{HealthConfig, HumanDuration, LbConfig};
 use assess::{Assessment, Sighting};
 use serde::Serialize;
-use source::{LbFlags, Source};
+use source::LbFlags;
+pub use source::Source;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -92,37 +93,8 @@ pub struct Member {
 }
 
 pub fn run(args: FleetArgs) -> ExitCode {
-    let (lb, health, from) = match load(args.config.as_deref()) {
-        Ok(found) => found,
-        Err(e) => {
-            eprintln!("kiln fleet: {e}");
-            return ExitCode::from(crate::EXIT_CONFIG);
-        }
-    };
-    let flags = LbFlags {
-        socket: args.socket.clone(),
-        backend: args.backend.clone(),
-        agent: args.agent.clone(),
-        service: args.service.clone(),
-    };
-    let checked = Source::resolve(&lb, &flags, from.as_deref()).and_then(|source| {
-        let timeout = args.timeout.get();
-        if timeout.is_zero() || timeout > MAX_TIMEOUT {
-            return Err(format!("--timeout {}: give 1ms to 60s", args.timeout));
-        }
-        let port = args.health_port.unwrap_or(health.listen.port());
-        if port == 0 {
-            return Err("--health-port 0: give the port kiln's /readyz listens on".into());
-        }
-        let extra = args
-            .instances
-            .iter()
-            .map(|i| health_address(i, port))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok((source, timeout, port, extra))
-    });
-    let (source, timeout, port, extra) = match checked {
-        Ok(c) => c,
+    let plan = match Plan::from_args(&args) {
+        Ok(plan) => plan,
         Err(e) => {
             eprintln!("kiln fleet: {e}");
             return ExitCode::from(crate::EXIT_CONFIG);
@@ -135,7 +107,7 @@ pub fn run(args: FleetArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let report = runtime.block_on(survey(&source, port, &extra, timeout));
+    let report = runtime.block_on(survey(&plan));
     if args.json {
         match serde_json::to_string_pretty(&report) {
             Ok(text) => println!("{text}"),
@@ -145,6 +117,48 @@ pub fn run(args: FleetArgs) -> ExitCode {
         print!("{}", render::table(&report));
     }
     ExitCode::from(report.assessment.verdict.exit_code())
+}
+
+/// What to ask, checked: the load balancer, the health port, the extra instances, the timeout.
+pub struct Plan {
+    pub source: Source,
+    pub health_port: u16,
+    /// `--instance` health addresses, `HOST:PORT`.
+    pub extra: Vec<String>,
+    pub timeout: Duration,
+}
+
+impl Plan {
+    /// From the flags and the config they name; an error is a sentence naming the flag or key.
+    fn from_args(args: &FleetArgs) -> Result<Plan, String> {
+        let (lb, health, from) = load(args.config.as_deref())?;
+        let flags = LbFlags {
+            socket: args.socket.clone(),
+            backend: args.backend.clone(),
+            agent: args.agent.clone(),
+            service: args.service.clone(),
+        };
+        let source = Source::resolve(&lb, &flags, from.as_deref())?;
+        let timeout = args.timeout.get();
+        if timeout.is_zero() || timeout > MAX_TIMEOUT {
+            return Err(format!("--timeout {}: give 1ms to 60s", args.timeout));
+        }
+        let health_port = args.health_port.unwrap_or(health.listen.port());
+        if health_port == 0 {
+            return Err("--health-port 0: give the port kiln's /readyz listens on".into());
+        }
+        let extra = args
+            .instances
+            .iter()
+            .map(|i| health_address(i, health_port))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Plan {
+            source,
+            health_port,
+            extra,
+            timeout,
+        })
+    }
 }
 
 /// `[lb]` and `[health]` of the config, and the file they came from (none without a config).
@@ -200,52 +214,35 @@ fn health_address(instance: &str, port: u16) -> Result<String, String> {
     }
 }
 
-/// Lists the members, asks every kiln (the listed ones and `extra` health addresses), and
-/// assesses the whole.
-pub async fn survey(source: &Source, port: u16, extra: &[String], timeout: Duration) -> Report {
+/// Lists the members, asks every kiln (the listed ones and the extra instances), and assesses
+/// the whole.
+pub async fn survey(plan: &Plan) -> Report {
     let started = Instant::now();
-    let listed = match source.members().await {
+    let report = |assessment, members, error| Report {
+        source: plan.source.describe(),
+        assessment,
+        members,
+        error,
+        elapsed_ms: started.elapsed().as_millis() as u64,
+    };
+    let listed = match plan.source.members().await {
         Ok(listed) => listed,
         Err(e) => {
-            return Report {
-                source: source.describe(),
-                assessment: Assessment {
-                    verdict: Verdict::Unreachable,
-                    summary: format!("cannot list the members: {}", e.0),
-                    images: Vec::new(),
-                    problems: Vec::new(),
-                },
-                members: Vec::new(),
-                error: Some(e.0),
-                elapsed_ms: started.elapsed().as_millis() as u64,
+            let assessment = Assessment {
+                verdict: Verdict::Unreachable,
+                summary: format!("cannot list the members: {}", e.0),
+                images: Vec::new(),
+                problems: Vec::new(),
             };
+            return report(assessment, Vec::new(), Some(e.0));
         }
     };
-    let mut sightings: Vec<Sighting> = listed
-        .into_iter()
-        .map(|l| Sighting {
-            health: source::join_host_port(&l.host, port),
-            name: Some(l.name),
-            address: Some(l.address),
-            lb: l.view,
-            lb_word: Some(l.word),
-            kiln: Err(String::new()),
-        })
-        .collect();
-    for health in extra {
-        if !sightings.iter().any(|s| &s.health == health) {
-            sightings.push(Sighting {
-                name: None,
-                address: None,
-                health: health.clone(),
-                lb: LbView::NotListed,
-                lb_word: None,
-                kiln: Err(String::new()),
-            });
-        }
-    }
+    let mut sightings = sightings(listed, plan);
     let healths: Vec<String> = sightings.iter().map(|s| s.health.clone()).collect();
-    for (s, answer) in sightings.iter_mut().zip(ask::ask_all(&healths, timeout).await) {
+    for (s, answer) in sightings
+        .iter_mut()
+        .zip(ask::ask_all(&healths, plan.timeout).await)
+    {
         s.kiln = answer;
     }
     let rows: Vec<_> = sightings
@@ -258,30 +255,57 @@ pub async fn survey(source: &Source, port: u16, extra: &[String], timeout: Durat
     let assessment = assess::assess(&rows);
     let members = rows
         .into_iter()
-        .map(|(s, state, problem)| {
-            let (kiln, error) = match s.kiln {
-                Ok(k) => (Some(k), None),
-                Err(e) => (None, Some(e)),
-            };
-            Member {
-                name: s.name,
-                address: s.address,
-                health: s.health,
-                lb: s.lb,
-                lb_word: s.lb_word,
-                state,
-                problem,
-                kiln,
-                error,
-            }
+        .map(|(s, state, problem)| Member::new(s, state, problem))
+        .collect();
+    report(assessment, members, None)
+}
+
+/// The listed members and the extra instances not among them, each with the health address
+/// where its kiln is asked; nobody asked yet.
+fn sightings(listed: Vec<source::Listed>, plan: &Plan) -> Vec<Sighting> {
+    let mut sightings: Vec<Sighting> = listed
+        .into_iter()
+        .map(|l| Sighting {
+            health: source::join_host_port(&l.host, plan.health_port),
+            name: Some(l.name),
+            address: Some(l.address),
+            lb: l.view,
+            lb_word: Some(l.word),
+            kiln: Err("not asked".into()),
         })
         .collect();
-    Report {
-        source: source.describe(),
-        assessment,
-        members,
-        error: None,
-        elapsed_ms: started.elapsed().as_millis() as u64,
+    for health in &plan.extra {
+        if !sightings.iter().any(|s| &s.health == health) {
+            sightings.push(Sighting {
+                name: None,
+                address: None,
+                health: health.clone(),
+                lb: LbView::NotListed,
+                lb_word: None,
+                kiln: Err("not asked".into()),
+            });
+        }
+    }
+    sightings
+}
+
+impl Member {
+    fn new(s: Sighting, state: MemberState, problem: Option<String>) -> Member {
+        let (kiln, error) = match s.kiln {
+            Ok(k) => (Some(k), None),
+            Err(e) => (None, Some(e)),
+        };
+        Member {
+            name: s.name,
+            address: s.address,
+            health: s.health,
+            lb: s.lb,
+            lb_word: s.lb_word,
+            state,
+            problem,
+            kiln,
+            error,
+        }
     }
 }
 
