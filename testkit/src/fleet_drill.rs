@@ -712,10 +712,18 @@ fn window(samples: &[Sample], from: Instant, to: Instant) -> Window {
     }
 }
 
+fn ms(d: Duration) -> String {
+    format!("{:.1}ms", d.as_secs_f64() * 1e3)
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.2}s", d.as_secs_f64())
+}
+
+type Out<'a, 'b> = &'a mut std::fmt::Formatter<'b>;
+
 impl std::fmt::Display for FleetDrillReport {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let ms = |d: Duration| format!("{:.1}ms", d.as_secs_f64() * 1e3);
-        let s = |d: Duration| format!("{:.2}s", d.as_secs_f64());
+    fn fmt(&self, f: Out) -> std::fmt::Result {
         writeln!(
             f,
             "fleet of {} instances, load {} workers, {} pause; HAProxy retries 0, no redispatch",
@@ -724,65 +732,18 @@ impl std::fmt::Display for FleetDrillReport {
             ms(self.pause)
         )?;
         for roll in [&self.roll_forward, &self.roll_back] {
-            let per: Vec<String> = roll.replacements.iter().map(|d| s(*d)).collect();
-            writeln!(
-                f,
-                "\nroll to {}: {} total, per replacement {}",
-                roll.to,
-                s(roll.total),
-                per.join(" ")
-            )?;
-            writeln!(
-                f,
-                "  requests sent {}, failed {}",
-                roll.window.sent, roll.window.failed
-            )?;
-            for failure in &roll.window.failures {
-                writeln!(f, "    failure: {failure}")?;
-            }
-            writeln!(
-                f,
-                "  slowest request: {} ({}) during the roll (p99 {}) vs {} before (p99 {}, {} requests)",
-                ms(roll.window.slowest),
-                roll.window.slowest_was,
-                ms(roll.window.p99),
-                ms(roll.before.slowest),
-                ms(roll.before.p99),
-                roll.before.sent
-            )?;
+            roll.show(f)?;
         }
         let t = &self.tamper;
         writeln!(
             f,
             "\ntampered instance {}: left HAProxy {} after the change; requests sent {}, failed {}",
             t.instance,
-            s(t.left_after),
+            secs(t.left_after),
             t.window.sent,
             t.window.failed
         )?;
-        let k = &self.hard_kill;
-        writeln!(
-            f,
-            "\nhard kill of {} (SIGKILL to its PID 1), HAProxy `{}`",
-            k.instance, k.check
-        )?;
-        writeln!(f, "  DOWN in HAProxy {} after the kill", s(k.down_after))?;
-        for (name, w) in [
-            ("retries 0", &k.no_retries),
-            ("retries 3 + redispatch", &k.redispatch),
-            ("retries 3 + redispatch + retry-on empty-response", &k.retry_on),
-        ] {
-            writeln!(
-                f,
-                "  {name}: sent {}, failed {}, slowest {}",
-                w.sent,
-                w.failed,
-                ms(w.slowest)
-            )?;
-            for failure in &w.failures {
-                writeln!(f, "    failure: {failure}")?;
-            }
-        }
+        self.hard_kill.show(f)?;
         writeln!(
             f,
             "\nscale out: sent {}, failed {}",
@@ -797,24 +758,90 @@ impl std::fmt::Display for FleetDrillReport {
                 ms(j.ready_to_first_served)
             )?;
         }
-        writeln!(f, "\nkiln fleet")?;
-        for l in &self.looks {
-            let mark = if l.ok { "ok" } else { "UNEXPECTED" };
-            writeln!(f, "  {:<28} {:>8}  {mark}: {}", l.step, ms(l.wall), l.got)?;
-        }
-        let mut walls: Vec<Duration> = self.looks.iter().map(|l| l.wall).collect();
-        walls.sort();
-        if let (Some(first), Some(last)) = (walls.first(), walls.last()) {
+        show_looks(&self.looks, f)
+    }
+}
+
+impl Roll {
+    fn show(&self, f: Out) -> std::fmt::Result {
+        let per: Vec<String> = self.replacements.iter().map(|d| secs(*d)).collect();
+        writeln!(
+            f,
+            "\nroll to {}: {} total, per replacement {}",
+            self.to,
+            secs(self.total),
+            per.join(" ")
+        )?;
+        writeln!(
+            f,
+            "  requests sent {}, failed {}",
+            self.window.sent, self.window.failed
+        )?;
+        show_failures(&self.window, f)?;
+        writeln!(
+            f,
+            "  slowest request: {} ({}) during the roll (p99 {}) vs {} before (p99 {}, {} requests)",
+            ms(self.window.slowest),
+            self.window.slowest_was,
+            ms(self.window.p99),
+            ms(self.before.slowest),
+            ms(self.before.p99),
+            self.before.sent
+        )
+    }
+}
+
+impl HardKill {
+    fn show(&self, f: Out) -> std::fmt::Result {
+        writeln!(
+            f,
+            "\nhard kill of {} (SIGKILL to its PID 1), HAProxy `{}`",
+            self.instance, self.check
+        )?;
+        writeln!(f, "  DOWN in HAProxy {} after the kill", secs(self.down_after))?;
+        for (name, w) in [
+            ("retries 0", &self.no_retries),
+            ("retries 3 + redispatch", &self.redispatch),
+            ("retries 3 + redispatch + retry-on empty-response", &self.retry_on),
+        ] {
             writeln!(
                 f,
-                "  wall time: median {}, min {}, max {}",
-                ms(walls[walls.len() / 2]),
-                ms(*first),
-                ms(*last)
+                "  {name}: sent {}, failed {}, slowest {}",
+                w.sent,
+                w.failed,
+                ms(w.slowest)
             )?;
+            show_failures(w, f)?;
         }
         Ok(())
     }
+}
+
+fn show_failures(w: &Window, f: Out) -> std::fmt::Result {
+    w.failures
+        .iter()
+        .try_for_each(|failure| writeln!(f, "    failure: {failure}"))
+}
+
+fn show_looks(looks: &[Look], f: Out) -> std::fmt::Result {
+    writeln!(f, "\nkiln fleet")?;
+    for l in looks {
+        let mark = if l.ok { "ok" } else { "UNEXPECTED" };
+        writeln!(f, "  {:<28} {:>8}  {mark}: {}", l.step, ms(l.wall), l.got)?;
+    }
+    let mut walls: Vec<Duration> = looks.iter().map(|l| l.wall).collect();
+    walls.sort();
+    if let (Some(first), Some(last)) = (walls.first(), walls.last()) {
+        let median = walls[walls.len() / 2];
+        writeln!(
+            f,
+            "  wall time: median {}, min {}, max {}",
+            ms(median),
+            ms(*first),
+            ms(*last)
+        )?;
+    }
+    Ok(())
 }
 
 const USAGE: &str =
