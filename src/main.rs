@@ -38,6 +38,9 @@ enum Command {
     Seal {
         #[arg(long, default_value = kiln::config::DEFAULT_PATH)]
         config: PathBuf,
+        /// The image's label (e.g. v42), recorded in the manifest; wins over [seal] release.
+        #[arg(long, value_name = "LABEL")]
+        release: Option<String>,
     },
     /// Compare the [seal] paths with the manifest and list every difference. Exit code: 0 same, 1 differs, 2 cannot verify.
     Verify {
@@ -90,7 +93,7 @@ fn main() -> ExitCode {
             all,
             write_to,
         } => kiln::commands::env::run(&config, all, write_to.as_deref()),
-        Command::Seal { config } => kiln::commands::seal::run(&config),
+        Command::Seal { config, release } => kiln::commands::seal::run(&config, release.as_deref()),
         Command::Verify { config } => kiln::commands::verify::run(&config),
         Command::RemountReadonly { config } => kiln::commands::seal::remount(&config),
         Command::Status { json, socket, config } => kiln::status::run(json, socket, config),

@@ -112,10 +112,24 @@ pub enum LbState {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct SealStatus {
     pub root_hash: Option<String>,
+    /// The image's label from the manifest (`kiln seal --release`).
+    #[serde(default)]
+    pub release: Option<String>,
+    /// What the launch configuration pins (tags `kiln-expect-*`, user-data `KILN_EXPECT_*`);
+    /// None when it pins nothing.
+    #[serde(default)]
+    pub expected: Option<ExpectedImage>,
     pub last_verified_ms: Option<u64>,
     /// Read-only remount state, e.g. `read-only` or `not remounted: no privilege (EPERM)`.
     pub readonly: Option<String>,
     pub drift: Vec<String>,
+}
+
+/// The image the launch configuration says must run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExpectedImage {
+    pub release: Option<String>,
+    pub root_hash: Option<String>,
 }
 
 /// One running copy of a service (`name#N` when the service has replicas).

@@ -1,8 +1,8 @@
 //! `kiln boot`: the walk of one boot. Data flows one way:
 //!
 //! ```text
-//! config → serve (health + control, answering "booting") → seal → metadata → env
-//!        → supervise (services in dependency order, READY=1) → lb → run … → stop
+//! config → serve (health + control, answering "booting") → seal (verify, watch) → metadata
+//!        → env → pin → supervise (services in dependency order, READY=1) → lb → run … → stop
 //! ```
 //!
 //! A failure before services start refuses the boot: nothing is started or registered,
@@ -20,9 +20,9 @@ use crate::config::Config;
 use crate::env::{self, FrozenEnv};
 use crate::lb::{self, Membership};
 use crate::metadata::{self, Metadata};
-use crate::seal::{self, SealError, Verified};
+use crate::seal::{self, DriftWatch, Pin, SealError, Verified};
 use crate::serve::{agent, control, health};
-use crate::state::{EnvVarSource, Phase, SealStatus, Shared, now_ms};
+use crate::state::{EnvVarSource, ExpectedImage, Phase, SealStatus, Shared, now_ms};
 use crate::supervise::reaper::{self, Reaper};
 use crate::supervise::{Supervisor, SupervisorHandle};
 use crate::systemd::{self, Notifier};
@@ -102,7 +102,7 @@ async fn walk(config: Config, shared: Arc<Shared>) -> ExitCode {
     };
     let Prepared {
         env,
-        verified,
+        seal_watch,
         metadata,
     } = match prepared {
         Ok(p) => p,
@@ -126,7 +126,9 @@ async fn walk(config: Config, shared: Arc<Shared>) -> ExitCode {
     };
     let handle = supervisor.handle();
     let supervisor = tokio::spawn(supervisor.run());
-    guards::watch_seal(&config.seal, &verified, shared.clone(), stopper);
+    if let Some(watch) = seal_watch {
+        guards::watch_seal(watch, config.seal.on_drift, shared.clone(), stopper);
+    }
     guards::recheck_metadata(&config.metadata, metadata, shared.clone());
     // Joins the load balancer once every service is ready.
     let membership =
@@ -166,14 +168,17 @@ async fn start_serving(config: &Config, shared: &Arc<Shared>) -> Result<(), Stri
 /// What the boot steps produced, frozen from here on.
 struct Prepared {
     env: FrozenEnv,
-    verified: Verified,
+    /// Watching the sealed paths since right after they were verified; None when not sealed.
+    seal_watch: Option<DriftWatch>,
     metadata: Metadata,
 }
 
-/// The steps that must all pass before a single service starts: seal, metadata, environment.
+/// The steps that must all pass before a single service starts: seal, metadata, environment,
+/// and the launch configuration's pin.
 async fn prepare(config: &Config, shared: &Shared) -> Result<Prepared, String> {
     shared.phase_begin("seal");
     let verified = verify_seal(config, shared).await?;
+    let seal_watch = guards::start_seal_watch(&config.seal, &verified, shared)?;
     shared.phase_done("seal");
 
     shared.phase_begin("metadata");
@@ -184,6 +189,7 @@ async fn prepare(config: &Config, shared: &Shared) -> Result<Prepared, String> {
 
     shared.phase_begin("env");
     let frozen = env::freeze(&config.env, &config.metadata, &metadata).map_err(|e| e.to_string())?;
+    check_pin(&verified, &metadata, &frozen, shared)?;
     env::write_files(&config.control.state_dir, &frozen, &metadata)
         .map_err(|e| format!("cannot write {}: {e}", config.control.state_dir.display()))?;
     let names: Vec<EnvVarSource> = frozen
@@ -198,9 +204,33 @@ async fn prepare(config: &Config, shared: &Shared) -> Result<Prepared, String> {
     shared.phase_done("env");
     Ok(Prepared {
         env: frozen,
-        verified,
+        seal_watch,
         metadata,
     })
+}
+
+/// Compares the pin of the launch configuration (tags `kiln-expect-*`, user-data
+/// `KILN_EXPECT_*`) with the verified seal; a pin that does not hold refuses the boot.
+fn check_pin(
+    verified: &Verified,
+    metadata: &Metadata,
+    env: &FrozenEnv,
+    shared: &Shared,
+) -> Result<(), String> {
+    let pin = Pin::read(&metadata.tags, env.pins()).map_err(|e| e.to_string())?;
+    if pin.is_empty() {
+        return Ok(());
+    }
+    shared.phase_begin("pin");
+    let expected = ExpectedImage {
+        release: pin.release.as_ref().map(|r| r.value.to_string()),
+        root_hash: pin.root_hash.as_ref().map(|h| h.value.to_hex().to_string()),
+    };
+    shared.update(|s| s.seal.get_or_insert_with(SealStatus::default).expected = Some(expected));
+    pin.check(verified).map_err(|e| e.to_string())?;
+    tracing::info!("pin: this image is what the launch configuration expects: {pin}");
+    shared.phase_done("pin");
+    Ok(())
 }
 
 /// Remounts the sealed paths read-only first (nothing can change between the check and the
@@ -235,6 +265,7 @@ async fn verify_seal(config: &Config, shared: &Shared) -> Result<Verified, Strin
             shared.update(|s| {
                 let status = s.seal.get_or_insert_with(SealStatus::default);
                 status.root_hash = verified.root_hash.clone();
+                status.release = verified.release.as_ref().map(ToString::to_string);
                 status.last_verified_ms = verified.root_hash.as_ref().map(|_| now_ms());
             });
             Ok(verified)

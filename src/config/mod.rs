@@ -16,7 +16,7 @@ pub use duration::HumanDuration;
 pub use env::{BUILTIN_DENY, EnvConfig, RESERVED_PREFIX, check_name, glob_match, is_valid_name};
 pub use lb::LbConfig;
 pub use metadata::{MetadataConfig, ProviderKind, USER_DATA_LIMIT_MAX, UserDataFormat};
-pub use seal::{OnDrift, SealConfig};
+pub use seal::{OnDrift, Release, SealConfig};
 pub use service::{FastCgiSocket, ProbeConfig, ProbeTarget, RestartPolicy, ServiceConfig};
 pub use signal::SignalName;
 

@@ -6,7 +6,9 @@
 //! Defaults, tags and user-data are checked (names, the reserved `KILN_` prefix, the deny lists,
 //! NUL bytes); kiln's own environment is not, since services need its `PATH` and the like.
 //! Then every `required` name must have a non-empty value from defaults, tags or user-data.
-//! Errors name the source, the place and the variable, never a value.
+//! Errors name the source, the place and the variable, never a value. The pins of the image
+//! (`kiln-expect-*` tags, `KILN_EXPECT_*` user-data keys, see `seal::pin`) are not variables:
+//! they are set aside for the boot's pin check.
 
 mod dotenv;
 mod file;
@@ -16,6 +18,7 @@ pub use file::{render, write_files};
 
 use crate::config::{EnvConfig, MetadataConfig, RESERVED_PREFIX, UserDataFormat, check_name, is_valid_name};
 use crate::metadata::Metadata;
+use crate::seal::pin;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -78,6 +81,8 @@ struct Var {
 #[derive(Clone, Default)]
 pub struct FrozenEnv {
     vars: BTreeMap<String, Var>,
+    /// User-data's `KILN_EXPECT_*` keys: for the boot's pin check, never for services.
+    pins: BTreeMap<String, String>,
 }
 
 impl fmt::Debug for FrozenEnv {
@@ -102,7 +107,15 @@ impl FrozenEnv {
                 (k, var)
             })
             .collect();
-        FrozenEnv { vars }
+        FrozenEnv {
+            vars,
+            pins: BTreeMap::new(),
+        }
+    }
+
+    /// The user-data keys that pin the image (`KILN_EXPECT_*`), kept out of the environment.
+    pub fn pins(&self) -> &BTreeMap<String, String> {
+        &self.pins
     }
 
     /// Sorted by name.
@@ -185,6 +198,9 @@ pub fn freeze(env: &EnvConfig, meta: &MetadataConfig, metadata: &Metadata) -> Re
             let Some(name) = tag.strip_prefix(prefix.as_str()) else {
                 continue;
             };
+            if tag.starts_with(pin::TAG_PREFIX) {
+                continue;
+            }
             admit(&format!("tag {tag}"), name, value)?;
             frozen.set(name, value.clone(), Source::Tag);
         }
@@ -194,6 +210,10 @@ pub fn freeze(env: &EnvConfig, meta: &MetadataConfig, metadata: &Metadata) -> Re
         let entries = user_data::parse(raw, meta.user_data, meta.user_data_limit)
             .map_err(|e| fail(&e.step, e.reason))?;
         for entry in entries {
+            if entry.name.starts_with(pin::USER_DATA_PREFIX) {
+                frozen.pins.insert(entry.name, entry.value);
+                continue;
+            }
             let step = match entry.line {
                 Some(line) => format!("user-data line {line}"),
                 None => "user-data".to_string(),

@@ -7,7 +7,7 @@
 //! The token is a credential: it is never logged or put in an error.
 
 use super::client::{Http, Request, json_string, parse_json, status_text, text};
-use super::{InstanceFacts, MetadataProvider, Result};
+use super::{InstanceFacts, MetadataProvider, Result, TagNames};
 use futures_util::future::try_join_all;
 use reqwest::StatusCode;
 use reqwest::header::HeaderValue;
@@ -180,7 +180,7 @@ impl MetadataProvider for Ec2 {
     }
 
     /// Instance tags, when "allow tags in instance metadata" is on (else the listing is 404).
-    async fn tags(&self, prefix: &str) -> Result<BTreeMap<String, String>> {
+    async fn tags(&self, wanted: &TagNames<'_>) -> Result<BTreeMap<String, String>> {
         let step = "instance tags";
         let Some(listing) = self.get(step, "/latest/meta-data/tags/instance").await? else {
             return Ok(BTreeMap::new());
@@ -189,7 +189,7 @@ impl MetadataProvider for Ec2 {
         let keys: Vec<&str> = listing
             .lines()
             .map(str::trim)
-            .filter(|k| k.starts_with(prefix))
+            .filter(|k| wanted.matches(k))
             .collect();
         let values = try_join_all(keys.iter().map(|key| async move {
             let path = format!("/latest/meta-data/tags/instance/{}", encode_segment(key));

@@ -41,7 +41,8 @@ pub struct Metadata {
     /// `user_data = "none"`.
     pub user_data: Option<Vec<u8>>,
     /// Tags / custom attributes whose name starts with `tags_prefix`, by full name (prefix
-    /// included). Empty when `tags_prefix` is unset.
+    /// included), and the tags that pin the image (`kiln-expect-*`, read whatever `tags_prefix`
+    /// says; see `seal::pin`).
     pub tags: BTreeMap<String, String>,
 }
 
@@ -75,10 +76,20 @@ pub trait MetadataProvider: Send + Sync {
         Ok(None)
     }
 
-    /// Tags or custom attributes whose name starts with `prefix`, by full name. Providers
-    /// without key/value tags keep this default.
-    async fn tags(&self, _prefix: &str) -> Result<BTreeMap<String, String>> {
+    /// Tags or custom attributes `wanted` names, by full name. Providers without key/value tags
+    /// keep this default.
+    async fn tags(&self, _wanted: &TagNames<'_>) -> Result<BTreeMap<String, String>> {
         Ok(BTreeMap::new())
+    }
+}
+
+/// Which tags to read: those whose name starts with one of these prefixes (`tags_prefix` and the
+/// pin's `kiln-expect-`), asked for in one go.
+pub struct TagNames<'a>(pub Vec<&'a str>);
+
+impl TagNames<'_> {
+    pub fn matches(&self, name: &str) -> bool {
+        self.0.iter().any(|prefix| name.starts_with(prefix))
     }
 }
 
@@ -97,10 +108,9 @@ pub async fn fetch(config: &MetadataConfig) -> Result<Metadata> {
                 }
             },
             async {
-                match &config.tags_prefix {
-                    Some(prefix) => provider.tags(prefix).await,
-                    None => Ok(BTreeMap::new()),
-                }
+                let mut wanted = TagNames(vec![crate::seal::pin::TAG_PREFIX]);
+                wanted.0.extend(config.tags_prefix.as_deref());
+                provider.tags(&wanted).await
             },
         )
     };
