@@ -185,6 +185,9 @@ async fn prepare(config: &Config, shared: &Shared) -> Result<Prepared, String> {
     let metadata = metadata::fetch(&config.metadata)
         .await
         .map_err(|e| e.to_string())?;
+    // The facts name the instance even when a later step refuses the boot (`kiln status`,
+    // `kiln fleet`); they hold no secret.
+    shared.update(|s| s.instance = Some(metadata.facts.clone()));
     shared.phase_done("metadata");
 
     shared.phase_begin("env");
@@ -197,10 +200,7 @@ async fn prepare(config: &Config, shared: &Shared) -> Result<Prepared, String> {
         .into_iter()
         .map(|(name, source)| EnvVarSource { name, source })
         .collect();
-    shared.update(|s| {
-        s.instance = Some(metadata.facts.clone());
-        s.env = names;
-    });
+    shared.update(|s| s.env = names);
     shared.phase_done("env");
     Ok(Prepared {
         env: frozen,
