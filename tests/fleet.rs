@@ -38,6 +38,7 @@ fn spec(id: &str, release: &str, lb: &toml::Table) -> InstanceSpec {
         id: id.into(),
         release: release.into(),
         lb: lb.clone(),
+        pin: None,
     }
 }
 
@@ -62,7 +63,12 @@ fn haproxy_fleet_uniform_rolling_and_members_that_do_not_answer() {
 
     let look = FleetLook::run(lan.hub(), KILN.as_ref(), &["--config", &config]);
     assert_eq!((look.verdict(), look.exit), ("uniform", 0), "{}", look.shown());
-    assert_eq!(look.images(), [(v1[0].root_hash.clone(), 2)], "{}", look.shown());
+    assert_eq!(
+        look.images(),
+        [("v1".to_string(), v1[0].root_hash.clone(), 2)],
+        "{}",
+        look.shown()
+    );
     let a = look.member("i-a").unwrap();
     assert_eq!(a["address"], v1[0].http_addr().to_string());
     assert_eq!(a["health"], v1[0].health_addr().to_string());
@@ -80,7 +86,7 @@ fn haproxy_fleet_uniform_rolling_and_members_that_do_not_answer() {
         .unwrap();
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(
-        table.starts_with(&format!("UNIFORM: 2 ready on {}\n", &v1[0].root_hash[..12])),
+        table.starts_with(&format!("UNIFORM: 2 ready on v1 ({})\n", &v1[0].root_hash[..12])),
         "{table}"
     );
     assert!(table.contains("\nADDRESS "), "{table}");
@@ -167,4 +173,60 @@ fn consul_fleet_from_the_config_or_from_flags() {
     assert_eq!((look.verdict(), look.exit), ("uniform", 0), "{}", look.shown());
     assert_eq!(look.members(), 1, "{}", look.shown());
     fleet.clear();
+}
+
+#[test]
+fn a_pinned_fleet_shows_what_is_expected_and_names_an_instance_on_the_wrong_image() {
+    let lan = Lan::create();
+    let dir = tempfile::tempdir().unwrap();
+    let haproxy = Haproxy::start_in(HaproxyConfig::new(dir.path()), lan.hub());
+    let lb = haproxy_lb(&haproxy);
+    let pinned = |id: &str, release: &str| InstanceSpec {
+        pin: Some("v1".into()),
+        ..spec(id, release, &lb)
+    };
+    let right = Instance::boot(&lan, &pinned("i-right", "v1"));
+    let wrong = Instance::boot(&lan, &pinned("i-wrong", "v2"));
+    wait_up(&haproxy, &right);
+    testkit::wait::wait_until("i-wrong refused", DEADLINE, || {
+        (wrong.status()?["phase"] == "failed").then_some(())
+    });
+    let config = right.example.config_path.to_str().unwrap().to_string();
+    let wrong_ip = wrong.health_addr().ip().to_string();
+    let look = FleetLook::run(
+        lan.hub(),
+        KILN.as_ref(),
+        &["--config", &config, "--instance", &wrong_ip],
+    );
+    assert_eq!((look.verdict(), look.exit), ("drift", 1), "{}", look.shown());
+    let r = look.member("i-right").unwrap();
+    assert_eq!(r["kiln"]["expected"]["release"], "v1", "{}", look.shown());
+    assert_eq!(r["state"], "ready");
+    // Never registered (the boot was refused), named by the instance list and its own id.
+    let w = look
+        .member("i-wrong")
+        .unwrap_or_else(|| panic!("{}", look.shown()));
+    assert_eq!(
+        (w["lb"].as_str(), w["state"].as_str()),
+        (Some("not_listed"), Some("failed"))
+    );
+    let problem = w["problem"].as_str().unwrap();
+    assert!(
+        problem.starts_with("runs v2 (") && problem.ends_with("but the launch configuration pins v1"),
+        "{problem}"
+    );
+
+    let out = lan
+        .hub()
+        .command(KILN)
+        .args(["fleet", "--config", &config, "--instance", &wrong_ip])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    let row = table.lines().find(|l| l.contains("i-right")).unwrap();
+    assert_eq!(
+        row.split_whitespace().collect::<Vec<_>>()[2..7],
+        ["ready", "i-right", "v1", &right.root_hash[..12], "v1"],
+        "{table}"
+    );
 }

@@ -227,8 +227,6 @@ struct Drill<'a> {
     lan: Lan,
     /// A copy of the image's kiln.toml, as an operator has it: what `kiln fleet` reads.
     fleet_config: PathBuf,
-    /// Root hash of each release's image.
-    images: BTreeMap<String, String>,
     looks: Vec<Look>,
     next_id: usize,
     _dir: tempfile::TempDir,
@@ -258,7 +256,6 @@ impl<'a> Drill<'a> {
             haproxy,
             lan,
             fleet_config: dir.path().join("fleet.toml"),
-            images: BTreeMap::new(),
             looks: Vec::new(),
             next_id: 1,
             _dir: dir,
@@ -304,6 +301,7 @@ impl<'a> Drill<'a> {
             id,
             release: release.into(),
             lb,
+            pin: None,
         }
     }
 
@@ -316,7 +314,6 @@ impl<'a> Drill<'a> {
             })
             .collect();
         for i in &fleet {
-            self.images.insert(i.release.clone(), i.root_hash.clone());
             self.wait_up(BACKEND, i);
         }
         fleet
@@ -553,31 +550,28 @@ impl<'a> Drill<'a> {
     }
 
     /// Expects what the drill's own inventory says: one release uniform, two rolling, with
-    /// the count of each.
+    /// the count of each (by release label and root hash).
     fn look_inventory(&mut self, step: &str) {
-        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+        let mut want: BTreeMap<(String, String), usize> = BTreeMap::new();
         for i in &self.instances {
-            *counts.entry(i.root_hash.as_str()).or_default() += 1;
+            *want.entry((i.release.clone(), i.root_hash.clone())).or_default() += 1;
         }
-        let verdict = if counts.len() == 1 { "uniform" } else { "rolling" };
+        let verdict = if want.len() == 1 { "uniform" } else { "rolling" };
         let look = self.fleet(&[]);
-        let mut got_counts: Vec<(String, usize)> = look.images();
-        got_counts.sort();
-        let want_counts: Vec<(String, usize)> = counts.iter().map(|(h, n)| (h.to_string(), *n)).collect();
-        let ok = look.verdict() == verdict && got_counts == want_counts;
-        let expected = format!("{verdict} {}", self.named_counts(&want_counts));
-        let got = format!("{} {}", look.verdict(), self.named_counts(&got_counts));
-        self.record(
-            step,
-            expected,
-            if ok {
-                got
-            } else {
-                format!("{got}: {}", look.shown())
-            },
-            ok,
-            &look,
-        );
+        let got: BTreeMap<(String, String), usize> = look
+            .images()
+            .into_iter()
+            .map(|(release, hash, n)| ((release, hash), n))
+            .collect();
+        let ok = look.verdict() == verdict && got == want;
+        let expected = format!("{verdict} {}", counts(&want));
+        let got = format!("{} {}", look.verdict(), counts(&got));
+        let got = if ok {
+            got
+        } else {
+            format!("{got}: {}", look.shown())
+        };
+        self.record(step, expected, got, ok, &look);
     }
 
     /// Expects drift naming the instance (by id, or by address where kiln does not say its id)
@@ -605,19 +599,6 @@ impl<'a> Drill<'a> {
             wall: look.wall,
         });
     }
-
-    /// `v1: 3, v2: 1`, naming images by the release the drill sealed them as.
-    fn named_counts(&self, counts: &[(String, usize)]) -> String {
-        let name = |hash: &str| {
-            self.images
-                .iter()
-                .find(|(_, h)| h.as_str() == hash)
-                .map_or_else(|| hash.chars().take(12).collect(), |(r, _)| r.clone())
-        };
-        let mut parts: Vec<String> = counts.iter().map(|(h, n)| format!("{}: {n}", name(h))).collect();
-        parts.sort();
-        parts.join(", ")
-    }
 }
 
 impl Drop for Drill<'_> {
@@ -629,6 +610,15 @@ impl Drop for Drill<'_> {
         }
         self.instances.clear();
     }
+}
+
+/// `v1 0ee5474bb94f: 3, v2 9696d5500e7b: 1`: members per image, by release label and root hash.
+fn counts(images: &BTreeMap<(String, String), usize>) -> String {
+    let parts: Vec<String> = images
+        .iter()
+        .map(|((release, hash), n)| format!("{release} {}: {n}", &hash[..hash.len().min(12)]))
+        .collect();
+    parts.join(", ")
 }
 
 /// A frontend on `port` for `backend`, whose retry settings are `retries`.

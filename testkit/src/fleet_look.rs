@@ -49,19 +49,21 @@ impl FleetLook {
     pub fn count_of(&self, root_hash: &str) -> usize {
         self.images()
             .into_iter()
-            .find(|(hash, _)| hash == root_hash)
-            .map_or(0, |(_, n)| n)
+            .find(|(_, hash, _)| hash == root_hash)
+            .map_or(0, |(_, _, n)| n)
     }
 
-    /// `(root hash, members)` per image, most members first.
-    pub fn images(&self) -> Vec<(String, usize)> {
+    /// `(release label, root hash, members)` per image, most members first; "" for no label.
+    pub fn images(&self) -> Vec<(String, String, usize)> {
+        let text = |v: &serde_json::Value| v.as_str().unwrap_or("").to_string();
         self.json["images"]
             .as_array()
             .into_iter()
             .flatten()
             .map(|i| {
                 (
-                    i["root_hash"].as_str().unwrap_or("").to_string(),
+                    text(&i["release"]),
+                    text(&i["root_hash"]),
                     i["members"].as_u64().unwrap_or(0) as usize,
                 )
             })

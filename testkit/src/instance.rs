@@ -1,7 +1,8 @@
 //! One instance of a fleet, as a separate host would be: the example app rendered for a host
 //! of its own on a [`Lan`], its app directory sealed for a release, and kiln as PID 1 of a PID
 //! namespace of its own in the host's network namespace. SIGKILL to that kiln ends the PID
-//! namespace and so every process of the instance at once, as a power loss would.
+//! namespace and so every process of the instance at once, as a power loss would. The seal
+//! carries the release label (`kiln seal --release`); the launch configuration may pin one.
 //!
 //! Every instance listens alike (nginx on `IP:8080`, kiln's health on `0.0.0.0:9100`) and takes
 //! its instance id and address from its nocloud seed, so one `[lb]` table with templates serves
@@ -30,10 +31,12 @@ pub struct InstanceSpec {
     pub kiln_bin: PathBuf,
     /// Instance id (nocloud `instance-id`), also the load balancer's name for it.
     pub id: String,
-    /// The release the app directory is sealed as (written into `app/RELEASE`).
+    /// The release the app directory is sealed as: its label, and written into `app/RELEASE`.
     pub release: String,
     /// The `[lb]` table.
     pub lb: toml::Table,
+    /// The release the launch configuration pins (user-data `KILN_EXPECT_RELEASE`), if any.
+    pub pin: Option<String>,
 }
 
 pub struct Instance {
@@ -65,6 +68,12 @@ impl Instance {
         std::fs::write(example.seed_dir.join("meta-data"), seed).expect("write meta-data");
         std::fs::write(example.app_dir.join("RELEASE"), format!("{}\n", spec.release))
             .expect("write RELEASE");
+        if let Some(pin) = &spec.pin {
+            let user_data = example.seed_dir.join("user-data");
+            let text = std::fs::read_to_string(&user_data).expect("read user-data");
+            std::fs::write(&user_data, format!("{text}KILN_EXPECT_RELEASE={pin}\n"))
+                .expect("write user-data");
+        }
         let greeting = format!("{} on {}", spec.id, spec.release);
         example.set_service_env("php-fpm", "GREETING", &greeting);
         let manifest = example.dir.path().join("seal");
@@ -77,7 +86,7 @@ impl Instance {
             seal.insert("on_drift".into(), "fail".into());
             t.insert("seal".into(), toml::Value::Table(seal));
         });
-        let root_hash = seal(&spec.kiln_bin, &example.config_path);
+        let root_hash = seal(&spec.kiln_bin, &example.config_path, &spec.release);
         let notify = NotifySocket::bind();
         let mut cmd = host.netns.command("unshare");
         // Should the test process die without running its drops (killed by a timeout), unshare
@@ -196,12 +205,13 @@ impl Drop for Instance {
     }
 }
 
-/// `kiln seal --config CONFIG`; the root hash it printed.
-fn seal(kiln_bin: &Path, config: &Path) -> String {
+/// `kiln seal --config CONFIG --release RELEASE`; the root hash it printed.
+fn seal(kiln_bin: &Path, config: &Path, release: &str) -> String {
     let out = Command::new(kiln_bin)
         .arg("seal")
         .arg("--config")
         .arg(config)
+        .args(["--release", release])
         .output()
         .expect("run kiln seal");
     let stdout = String::from_utf8_lossy(&out.stdout);
