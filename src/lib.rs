@@ -3,8 +3,9 @@
 //! One boot walks these rooms in order, and data only flows forward:
 //! `config` → `seal` → `metadata` → `env` → `supervise` (+ `probe`) → `serve` → `lb`,
 //! with `state` as the one live snapshot everyone reports into and `systemd` for
-//! notify and logging. `boot` is the walk itself; `status` is the client of `kiln status`;
-//! `fleet` looks at every instance behind the load balancer (`kiln fleet`).
+//! notify and logging. `process` (spawning, the one reaper, output forwarding) sits below both
+//! `probe` and `supervise` and imports neither. `boot` is the walk itself; `status` is the client
+//! of `kiln status`; `fleet` looks at every instance behind the load balancer (`kiln fleet`).
 
 pub mod boot;
 pub mod commands;
@@ -15,6 +16,7 @@ pub mod http_client;
 pub mod lb;
 pub mod metadata;
 pub mod probe;
+pub mod process;
 pub mod seal;
 pub mod serve;
 pub mod state;

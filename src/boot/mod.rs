@@ -20,10 +20,10 @@ use crate::config::Config;
 use crate::env::{self, FrozenEnv};
 use crate::lb::{self, Membership};
 use crate::metadata::{self, Metadata};
+use crate::process::reaper::{self, Reaper};
 use crate::seal::{self, DriftWatch, Pin, SealError, Verified};
 use crate::serve::{agent, control, health};
 use crate::state::{EnvVarSource, ExpectedImage, Phase, SealStatus, Shared, now_ms};
-use crate::supervise::reaper::{self, Reaper};
 use crate::supervise::{Supervisor, SupervisorHandle};
 use crate::systemd::{self, Notifier};
 use std::path::Path;
@@ -38,6 +38,8 @@ const EXIT_REFUSED: u8 = 1;
 
 pub fn run(config_path: &Path) -> ExitCode {
     systemd::log::init();
+    // Before the runtime starts its threads: they inherit the mask.
+    crate::process::signals::unblock_inherited();
     let shared = Shared::new();
     shared.phase_begin("config");
     let config = match Config::load(config_path) {

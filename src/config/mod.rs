@@ -17,7 +17,7 @@ pub use env::{BUILTIN_DENY, EnvConfig, RESERVED_PREFIX, check_name, glob_match, 
 pub use lb::LbConfig;
 pub use metadata::{MetadataConfig, ProviderKind, USER_DATA_LIMIT_MAX, UserDataFormat};
 pub use seal::{OnDrift, Release, SealConfig};
-pub use service::{FastCgiSocket, ProbeConfig, ProbeTarget, RestartPolicy, ServiceConfig};
+pub use service::{FastCgiSocket, ProbeConfig, ProbeTarget, RestartPolicy, ServiceConfig, StopSignalTo};
 pub use signal::SignalName;
 
 use serde::{Deserialize, Serialize};

@@ -24,6 +24,9 @@ pub struct ServiceConfig {
     /// Signal for a graceful stop (php-fpm and nginx: SIGQUIT).
     #[serde(default = "default_stop_signal")]
     pub stop_signal: SignalName,
+    /// Where `stop_signal` goes: the main process (default) or its whole process group.
+    #[serde(default)]
+    pub stop_signal_to: StopSignalTo,
     /// How long a graceful stop may take before SIGKILL goes to the process group.
     #[serde(default = "default_stop_timeout")]
     pub stop_timeout: HumanDuration,
@@ -56,6 +59,20 @@ pub enum RestartPolicy {
     Always,
     OnFailure,
     Never,
+}
+
+/// Where a service's `stop_signal` goes. The SIGKILL after `stop_timeout` always goes to the
+/// whole process group.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StopSignalTo {
+    /// The main process only, as systemd's `KillMode=mixed`: nginx and php-fpm masters stop their
+    /// own workers, and a worker signalled beside its master would be told twice.
+    #[default]
+    Main,
+    /// Every process of the service's group, for a main process that does not pass the signal on
+    /// (a shell script with children of its own).
+    Group,
 }
 
 /// One probe. Exactly one of `http`, `tcp`, `exec`, `fastcgi` is set.

@@ -7,6 +7,7 @@ use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::unix::pipe;
+use tokio::task::JoinHandle;
 
 /// Longer lines are cut into pieces of this size: a process that never writes a newline must not
 /// grow kiln's memory.
@@ -43,8 +44,9 @@ impl StderrTail {
     }
 }
 
-/// Spawns a task that logs every line read from `fd` until the writer closes it.
-pub fn forward(unit: Arc<str>, stream: Stream, fd: OwnedFd, tail: StderrTail) {
+/// Spawns a task that logs every line read from `fd` until the writer closes it. The task ends
+/// at end of file: await it to be sure a process's last words are in the log.
+pub fn forward(unit: Arc<str>, stream: Stream, fd: OwnedFd, tail: StderrTail) -> JoinHandle<()> {
     tokio::spawn(async move {
         let receiver = match pipe::Receiver::from_owned_fd(fd) {
             Ok(r) => r,
@@ -83,7 +85,7 @@ pub fn forward(unit: Arc<str>, stream: Stream, fd: OwnedFd, tail: StderrTail) {
         if !line.is_empty() {
             emit(&unit, stream, &line, &tail);
         }
-    });
+    })
 }
 
 fn emit(unit: &str, stream: Stream, raw: &[u8], tail: &StderrTail) {
