@@ -7,6 +7,7 @@
 //! `probe` and `supervise` and imports neither. `boot` is the walk itself; `status` is the client
 //! of `kiln status`; `fleet` looks at every instance behind the load balancer (`kiln fleet`).
 
+pub mod aws;
 pub mod boot;
 pub mod commands;
 pub mod config;
@@ -18,6 +19,7 @@ pub mod metadata;
 pub mod probe;
 pub mod process;
 pub mod seal;
+pub mod secrets;
 pub mod serve;
 pub mod state;
 pub mod status;

@@ -75,6 +75,9 @@ pub struct Snapshot {
     pub lb: Option<LbStatus>,
     /// The integrity seal, when `[seal]` is configured.
     pub seal: Option<SealStatus>,
+    /// Secret references, when `[secrets]` is configured.
+    #[serde(default)]
+    pub secrets: Option<SecretsStatus>,
     /// Things a person should know that do not change readiness (metadata changed since boot...).
     pub warnings: Vec<String>,
 }
@@ -107,6 +110,19 @@ pub enum LbState {
     Registered,
     Draining,
     Deregistered,
+}
+
+/// How the boot's secrets went. Names only, never values.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SecretsStatus {
+    /// Variables set from secret stores (references and `ssm_paths` parameters).
+    pub resolved: usize,
+    /// Requests sent to the stores and token endpoints, retries included.
+    pub requests: u64,
+    pub took_us: u64,
+    /// Variables whose secret changed since boot (`[metadata] recheck`).
+    #[serde(default)]
+    pub changed: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -228,6 +244,7 @@ impl Shared {
             env: Vec::new(),
             lb: None,
             seal: None,
+            secrets: None,
             warnings: Vec::new(),
         };
         Arc::new(Shared {

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! config → serve (health + control, answering "booting") → seal (verify, watch) → metadata
-//!        → env → pin → supervise (services in dependency order, READY=1) → lb → run … → stop
+//!        → env (→ pin → secrets) → supervise (services in dependency order, READY=1) → lb
+//!        → run … → stop
 //! ```
 //!
 //! A failure before services start refuses the boot: nothing is started or registered,
@@ -22,8 +23,9 @@ use crate::lb::{self, Membership};
 use crate::metadata::{self, Metadata};
 use crate::process::reaper::{self, Reaper};
 use crate::seal::{self, DriftWatch, Pin, SealError, Verified};
+use crate::secrets::{self, Plan, Stores};
 use crate::serve::{agent, control, health};
-use crate::state::{EnvVarSource, ExpectedImage, Phase, SealStatus, Shared, now_ms};
+use crate::state::{EnvVarSource, ExpectedImage, Phase, SealStatus, SecretsStatus, Shared, now_ms};
 use crate::supervise::{Supervisor, SupervisorHandle};
 use crate::systemd::{self, Notifier};
 use std::path::Path;
@@ -106,6 +108,7 @@ async fn walk(config: Config, shared: Arc<Shared>) -> ExitCode {
         env,
         seal_watch,
         metadata,
+        secrets,
     } = match prepared {
         Ok(p) => p,
         Err(reason) => return refuse(&shared, &notifier, &reason, stops).await,
@@ -116,9 +119,10 @@ async fn walk(config: Config, shared: Arc<Shared>) -> ExitCode {
         Err(e) => return refuse(&shared, &notifier, &format!("lb: {e}"), stops).await,
     };
 
+    let supervisor_env = Arc::new(env);
     let supervisor = match Supervisor::new(
         &config.services,
-        Arc::new(env),
+        supervisor_env.clone(),
         reaper,
         shared.clone(),
         notifier.clone(),
@@ -132,6 +136,17 @@ async fn walk(config: Config, shared: Arc<Shared>) -> ExitCode {
         guards::watch_seal(watch, config.seal.on_drift, shared.clone(), stopper);
     }
     guards::recheck_metadata(&config.metadata, metadata, shared.clone());
+    if let (Some(every), Some((plan, stores))) = (config.metadata.recheck, secrets) {
+        let budget = config.metadata.deadline.get();
+        secrets::recheck::start(
+            plan,
+            stores,
+            supervisor_env.as_ref(),
+            every.get(),
+            budget,
+            shared.clone(),
+        );
+    }
     // Joins the load balancer once every service is ready.
     let membership =
         registrar.map(|r| Membership::start(r, shared.clone(), notifier.clone(), config.lb.drain_timeout()));
@@ -173,18 +188,22 @@ struct Prepared {
     /// Watching the sealed paths since right after they were verified; None when not sealed.
     seal_watch: Option<DriftWatch>,
     metadata: Metadata,
+    /// What `[metadata] recheck` asks the stores again.
+    secrets: Option<(Plan, Stores)>,
 }
 
 /// The steps that must all pass before a single service starts: seal, metadata, environment,
-/// and the launch configuration's pin.
+/// the launch configuration's pin, and the secrets (only for an image the pin accepts).
 async fn prepare(config: &Config, shared: &Shared) -> Result<Prepared, String> {
     shared.phase_begin("seal");
     let verified = verify_seal(config, shared).await?;
     let seal_watch = guards::start_seal_watch(&config.seal, &verified, shared)?;
     shared.phase_done("seal");
 
+    // One deadline for the metadata and the secrets resolved from it.
+    let deadline = tokio::time::Instant::now() + config.metadata.deadline.get();
     shared.phase_begin("metadata");
-    let metadata = metadata::fetch(&config.metadata)
+    let metadata = metadata::fetch_by(&config.metadata, deadline)
         .await
         .map_err(|e| e.to_string())?;
     // The facts name the instance even when a later step refuses the boot (`kiln status`,
@@ -193,8 +212,32 @@ async fn prepare(config: &Config, shared: &Shared) -> Result<Prepared, String> {
     shared.phase_done("metadata");
 
     shared.phase_begin("env");
-    let frozen = env::freeze(&config.env, &config.metadata, &metadata).map_err(|e| e.to_string())?;
-    check_pin(&verified, &metadata, &frozen, shared)?;
+    let layered = env::layer(&config.env, &config.metadata, &metadata).map_err(|e| e.to_string())?;
+    check_pin(&verified, &metadata, layered.pins(), shared)?;
+    let resolved = match &config.secrets {
+        Some(secrets_config) => {
+            shared.phase_begin("secrets");
+            let resolved = resolve_secrets(config, secrets_config, &layered, &metadata, deadline).await?;
+            shared.phase_done("secrets");
+            Some(resolved)
+        }
+        None => None,
+    };
+    let (values, report, secrets) = match resolved {
+        Some(r) => (r.values, Some(r.report), Some(r.recheck)),
+        None => (env::Secrets::default(), None, None),
+    };
+    let frozen = layered.freeze(values).map_err(|e| e.to_string())?;
+    if let Some(mut report) = report {
+        report.resolved = frozen.secrets();
+        tracing::info!(
+            "secrets: {} resolved in {}ms ({} requests)",
+            report.resolved,
+            report.took_us / 1000,
+            report.requests
+        );
+        shared.update(|s| s.secrets = Some(report));
+    }
     env::write_files(&config.control.state_dir, &frozen, &metadata)
         .map_err(|e| format!("cannot write {}: {e}", config.control.state_dir.display()))?;
     let names: Vec<EnvVarSource> = frozen
@@ -208,6 +251,42 @@ async fn prepare(config: &Config, shared: &Shared) -> Result<Prepared, String> {
         env: frozen,
         seal_watch,
         metadata,
+        secrets,
+    })
+}
+
+/// What the `secrets` step gave.
+struct ResolvedSecrets {
+    values: env::Secrets,
+    /// For status; `resolved` is counted once the values are in the environment.
+    report: SecretsStatus,
+    /// What `[metadata] recheck` asks the stores again.
+    recheck: (Plan, Stores),
+}
+
+/// The `secrets` step: finds the references and resolves them by the boot's deadline. An error
+/// names every variable that failed, its reference and the store's error code.
+async fn resolve_secrets(
+    config: &Config,
+    secrets_config: &crate::config::SecretsConfig,
+    layered: &env::Layered,
+    metadata: &Metadata,
+    deadline: tokio::time::Instant,
+) -> Result<ResolvedSecrets, String> {
+    let plan = secrets::plan(secrets_config, layered).map_err(|e| e.to_string())?;
+    let stores = Stores::new(secrets_config, &config.metadata, &metadata.facts)
+        .map_err(|e| format!("secrets: {e}"))?;
+    let resolution = plan.resolve(&stores, deadline).await.map_err(|e| e.to_string())?;
+    let report = SecretsStatus {
+        resolved: 0,
+        requests: resolution.requests,
+        took_us: resolution.took.as_micros() as u64,
+        changed: Vec::new(),
+    };
+    Ok(ResolvedSecrets {
+        values: resolution.secrets,
+        report,
+        recheck: (plan, stores),
     })
 }
 
@@ -216,10 +295,10 @@ async fn prepare(config: &Config, shared: &Shared) -> Result<Prepared, String> {
 fn check_pin(
     verified: &Verified,
     metadata: &Metadata,
-    env: &FrozenEnv,
+    pins: &std::collections::BTreeMap<String, String>,
     shared: &Shared,
 ) -> Result<(), String> {
-    let pin = Pin::read(&metadata.tags, env.pins()).map_err(|e| e.to_string())?;
+    let pin = Pin::read(&metadata.tags, pins).map_err(|e| e.to_string())?;
     if pin.is_empty() {
         return Ok(());
     }

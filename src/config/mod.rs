@@ -8,6 +8,7 @@ mod env;
 pub mod lb;
 mod metadata;
 mod seal;
+mod secrets;
 mod service;
 mod signal;
 mod validate;
@@ -17,6 +18,7 @@ pub use env::{BUILTIN_DENY, EnvConfig, RESERVED_PREFIX, check_name, glob_match, 
 pub use lb::LbConfig;
 pub use metadata::{MetadataConfig, ProviderKind, USER_DATA_LIMIT_MAX, UserDataFormat};
 pub use seal::{OnDrift, Release, SealConfig};
+pub use secrets::{Scheme, SecretsConfig};
 pub use service::{FastCgiSocket, ProbeConfig, ProbeTarget, RestartPolicy, ServiceConfig, StopSignalTo};
 pub use signal::SignalName;
 
@@ -41,6 +43,8 @@ pub struct Config {
     pub lb: LbConfig,
     #[serde(default)]
     pub seal: SealConfig,
+    /// Secret references; None (no section): no value is a reference.
+    pub secrets: Option<SecretsConfig>,
     #[serde(default, rename = "service")]
     pub services: Vec<ServiceConfig>,
 }

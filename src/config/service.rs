@@ -21,6 +21,9 @@ pub struct ServiceConfig {
     /// Extra variables for this service only, on top of the frozen environment.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// Globs of the frozen environment's names this service gets (`["APP_*", "DATABASE_URL"]`);
+    /// unset: all of it. `PATH`, its own `env` and `KILN_SERVICE`/`KILN_REPLICA` always pass.
+    pub env_allow: Option<Vec<String>>,
     /// Signal for a graceful stop (php-fpm and nginx: SIGQUIT).
     #[serde(default = "default_stop_signal")]
     pub stop_signal: SignalName,
@@ -99,6 +102,16 @@ pub struct ProbeConfig {
     pub failure_threshold: u32,
     #[serde(default = "default_success_threshold")]
     pub success_threshold: u32,
+}
+
+impl ServiceConfig {
+    /// `env_allow` holds name globs.
+    pub fn check_env_allow(&self) -> Result<(), String> {
+        for pattern in self.env_allow.iter().flatten() {
+            super::env::check_pattern(pattern).map_err(|e| format!("env_allow: {pattern:?}: {e}"))?;
+        }
+        Ok(())
+    }
 }
 
 fn default_stop_signal() -> SignalName {

@@ -24,12 +24,18 @@ pub(super) fn check(config: &Config) -> Result<(), String> {
     config.metadata.check().map_err(|e| format!("[metadata] {e}"))?;
     config.env.check().map_err(|e| format!("[env] {e}"))?;
     config.lb.check()?;
+    if let Some(secrets) = &config.secrets {
+        secrets.check().map_err(|e| format!("[secrets] {e}"))?;
+    }
     if config.health.agent_listen == Some(config.health.listen) {
         return Err("[health] agent_listen must differ from listen".into());
     }
     let mut seen = HashSet::new();
     for service in &config.services {
         check_service(service).map_err(|e| format!("service {:?}: {e}", service.name))?;
+        service
+            .check_env_allow()
+            .map_err(|e| format!("service {:?}: {e}", service.name))?;
         if !seen.insert(service.name.as_str()) {
             return Err(format!("service {:?} is defined twice", service.name));
         }

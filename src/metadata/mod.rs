@@ -11,10 +11,12 @@ mod detect;
 mod digitalocean;
 mod ec2;
 mod gce;
+pub mod identity;
 mod nocloud;
 mod openstack;
 
 pub use detect::detect;
+pub use identity::{AccessToken, AwsRoleKeys, Identity};
 
 use crate::config::{MetadataConfig, ProviderKind, UserDataFormat};
 use std::collections::BTreeMap;
@@ -95,7 +97,12 @@ impl TagNames<'_> {
 
 /// Fetches facts, tags and user-data within the configured deadline.
 pub async fn fetch(config: &MetadataConfig) -> Result<Metadata> {
-    let deadline = Instant::now() + config.deadline.get();
+    fetch_by(config, Instant::now() + config.deadline.get()).await
+}
+
+/// [`fetch`] with the deadline given: the boot shares one deadline between the metadata and the
+/// secrets it resolves afterwards.
+pub async fn fetch_by(config: &MetadataConfig, deadline: Instant) -> Result<Metadata> {
     let provider = provider_for(config, deadline)?;
     let want_user_data = config.user_data != UserDataFormat::None;
     let work = async {

@@ -72,7 +72,7 @@ pub fn command(
     let mut cmd = Command::new(&service.command[0]);
     cmd.args(&service.command[1..])
         .env_clear()
-        .envs(env.vars())
+        .envs(env.for_service(service.env_allow.as_deref()))
         .envs(&service.env)
         .env("KILN_SERVICE", &service.name)
         .env("KILN_REPLICA", replica.to_string())

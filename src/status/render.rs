@@ -71,6 +71,20 @@ pub fn render(s: &Snapshot, now_ms: u64) -> String {
             s.env.len()
         );
     }
+    if let Some(secrets) = &s.secrets {
+        let _ = writeln!(
+            out,
+            "  secrets: {} resolved in {} ({} request{}){}",
+            secrets.resolved,
+            micros(secrets.took_us),
+            secrets.requests,
+            if secrets.requests == 1 { "" } else { "s" },
+            match secrets.changed.len() {
+                0 => String::new(),
+                n => format!(", {n} changed since boot"),
+            }
+        );
+    }
     if s.refused_mutations > 0 {
         let _ = writeln!(out, "  refused mutation attempts: {}", s.refused_mutations);
     }

@@ -15,5 +15,6 @@ pub mod net;
 pub mod netns;
 pub mod notify;
 pub mod peers;
+pub mod secrets_bench;
 pub mod server;
 pub mod wait;

@@ -130,6 +130,41 @@ pub enum Imds {
     Disabled,
 }
 
+/// EC2: the instance role whose keys IMDS serves at `meta-data/iam/security-credentials/NAME`.
+#[derive(Debug, Clone)]
+pub struct RoleKeys {
+    pub name: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub token: String,
+    /// RFC 3339, e.g. `2030-01-01T00:00:00Z`.
+    pub expiration: String,
+}
+
+/// The OAuth2 access tokens a metadata emulator issued (GCE service account, Azure managed
+/// identity), with their audience: a secret store emulator given this handle accepts exactly
+/// these bearer tokens. Clones share the set.
+#[derive(Debug, Clone, Default)]
+pub struct AccessTokens(Arc<Mutex<HashMap<String, String>>>);
+
+impl AccessTokens {
+    /// A new token for `audience`.
+    pub fn issue(&self, audience: &str) -> String {
+        let token = random_token();
+        self.0.lock().unwrap().insert(token.clone(), audience.to_string());
+        token
+    }
+
+    /// The audience `token` was issued for; None when it was never issued.
+    pub fn audience(&self, token: &str) -> Option<String> {
+        self.0.lock().unwrap().get(token).cloned()
+    }
+
+    pub fn issued(&self) -> usize {
+        self.0.lock().unwrap().len()
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Options {
     pub cloud: Cloud,
@@ -148,6 +183,13 @@ pub struct Options {
     pub first_token_ttl: Option<Duration>,
     /// EC2: "allow tags in instance metadata"; off, `meta-data/tags/` is 404.
     pub instance_tags: bool,
+    /// EC2: the attached instance role; None: `meta-data/iam/` is 404.
+    pub role: Option<RoleKeys>,
+    /// GCE: a default service account; Azure: a managed identity. Off: their token endpoints
+    /// answer as on an instance without one.
+    pub identity: bool,
+    /// Where GCE and Azure tokens are recorded (shared with secret store emulators).
+    pub access_tokens: AccessTokens,
 }
 
 impl Options {
@@ -162,7 +204,21 @@ impl Options {
             imds: Imds::V2Only,
             first_token_ttl: None,
             instance_tags: true,
+            role: None,
+            identity: true,
+            access_tokens: AccessTokens::default(),
         }
+    }
+
+    /// Records issued tokens in `tokens` (shared with another emulator's).
+    pub fn with_access_tokens(mut self, tokens: AccessTokens) -> Options {
+        self.access_tokens = tokens;
+        self
+    }
+
+    pub fn role(mut self, role: RoleKeys) -> Options {
+        self.role = Some(role);
+        self
     }
 
     pub fn user_data(mut self, data: impl Into<Vec<u8>>) -> Options {
@@ -317,6 +373,11 @@ impl MetadataEmulator {
     /// How many requests got an answer with `status` (0: dropped).
     pub fn count(&self, status: u16) -> usize {
         self.log().iter().filter(|l| l.status == status).count()
+    }
+
+    /// GCE and Azure: the access tokens issued, for a secret store emulator to check.
+    pub fn access_tokens(&self) -> AccessTokens {
+        self.state.options.access_tokens.clone()
     }
 
     /// EC2: how many tokens were issued.
