@@ -42,7 +42,10 @@ fn bad_input_is_named_and_exits_78_or_64() {
     assert!(err.contains("/nonexistent/kiln.toml: cannot read"), "{err}");
 
     for (args, needle) in [
-        (&["--socket", "/s", "--service", "app"][..], "give one pair"),
+        (
+            &["--socket", "/s", "--service", "app"][..],
+            "give the flags of one",
+        ),
         (&["--socket", "/s"][..], "give --backend"),
         (
             &["--socket", "/s", "--backend", "app", "--timeout", "0s"][..],

@@ -126,14 +126,15 @@ pub fn short_hash(hash: &str) -> &str {
     &hash[..hash.len().min(12)]
 }
 
-/// One member as both sides see it. `health` is where its kiln was asked.
+/// One member as both sides see it. `health` is where its kiln was asked; None when the load
+/// balancer names it by instance id only and no `--instance` answered for it.
 #[derive(Debug, Clone)]
 pub struct Sighting {
     /// The load balancer's name for it (server, service ID, target id); None when not listed.
     pub name: Option<String>,
     /// Where the load balancer sends its traffic.
     pub address: Option<String>,
-    pub health: String,
+    pub health: Option<String>,
     pub lb: LbView,
     /// The load balancer's own word (`UP`, `DRAIN`, `passing`, `healthy`...).
     pub lb_word: Option<String>,
@@ -144,23 +145,21 @@ pub struct Sighting {
 /// A member's state and, when it is not fine, the sentence saying why.
 pub fn classify(s: &Sighting) -> (MemberState, Option<String>) {
     let lb_word = s.lb_word.as_deref().unwrap_or("-");
-    let k = match &s.kiln {
-        Err(why) if s.lb == LbView::NotListed => {
-            return (
-                MemberState::Unreachable,
-                Some(format!("kiln does not answer at {}: {why}", s.health)),
-            );
+    let k = match (&s.kiln, &s.health) {
+        (Ok(k), _) => k,
+        (Err(why), Some(health)) if s.lb == LbView::NotListed => {
+            let problem = format!("kiln does not answer at {health}: {why}");
+            return (MemberState::Unreachable, Some(problem));
         }
-        Err(why) => {
-            return (
-                MemberState::Unreachable,
-                Some(format!(
-                    "the load balancer lists it ({lb_word}) but kiln does not answer at {}: {why}",
-                    s.health
-                )),
-            );
+        (Err(why), Some(health)) => {
+            let problem =
+                format!("the load balancer lists it ({lb_word}) but kiln does not answer at {health}: {why}");
+            return (MemberState::Unreachable, Some(problem));
         }
-        Ok(k) => k,
+        (Err(why), None) => {
+            let problem = format!("the load balancer lists it ({lb_word}); {why}");
+            return (MemberState::Unreachable, Some(problem));
+        }
     };
     let reason = || k.reason.clone().unwrap_or_else(|| "no reason given".into());
     if let Some(pin) = k.pin_mismatch() {
@@ -278,10 +277,11 @@ pub fn who(s: &Sighting) -> String {
         .ok()
         .and_then(|k| k.instance_id.clone())
         .or_else(|| s.name.clone());
-    let place = s.address.clone().unwrap_or_else(|| s.health.clone());
-    match id {
-        Some(id) => format!("{place} ({id})"),
-        None => place,
+    match (s.address.clone().or_else(|| s.health.clone()), id) {
+        (Some(place), Some(id)) => format!("{place} ({id})"),
+        (Some(place), None) => place,
+        (None, Some(id)) => id,
+        (None, None) => "a member without a name".into(),
     }
 }
 
@@ -304,7 +304,7 @@ mod tests {
         Sighting {
             name: (lb != LbView::NotListed).then(|| "srv".into()),
             address: Some("10.0.0.5:8080".into()),
-            health: "10.0.0.5:9100".into(),
+            health: Some("10.0.0.5:9100".into()),
             lb,
             lb_word: Some("UP".into()),
             kiln,

@@ -56,6 +56,10 @@ pub struct FleetArgs {
     /// Consul service name (overrides [lb] service).
     #[arg(long, value_name = "NAME", help_heading = "Consul")]
     pub service: Option<String>,
+    /// ELBv2 target group (overrides [lb] target_group_arn). Credentials: AWS_ACCESS_KEY_ID and
+    /// AWS_SECRET_ACCESS_KEY (AWS_SESSION_TOKEN), else the instance role.
+    #[arg(long, value_name = "ARN", help_heading = "ELBv2")]
+    pub target_group_arn: Option<String>,
 }
 
 /// The longest `--timeout`: a fleet view is a quick look, not a wait.
@@ -80,8 +84,9 @@ pub struct Report {
 pub struct Member {
     pub name: Option<String>,
     pub address: Option<String>,
-    /// Where its kiln was asked.
-    pub health: String,
+    /// Where its kiln was asked (None: the load balancer gave no address and no `--instance`
+    /// answered for it).
+    pub health: Option<String>,
     pub lb: LbView,
     pub lb_word: Option<String>,
     pub state: MemberState,
@@ -137,6 +142,7 @@ impl Plan {
             backend: args.backend.clone(),
             agent: args.agent.clone(),
             service: args.service.clone(),
+            target_group_arn: args.target_group_arn.clone(),
         };
         let source = Source::resolve(&lb, &flags, from.as_deref())?;
         let timeout = args.timeout.get();
@@ -238,13 +244,12 @@ pub async fn survey(plan: &Plan) -> Report {
         }
     };
     let mut sightings = sightings(listed, plan);
-    let healths: Vec<String> = sightings.iter().map(|s| s.health.clone()).collect();
-    for (s, answer) in sightings
-        .iter_mut()
-        .zip(ask::ask_all(&healths, plan.timeout).await)
-    {
-        s.kiln = answer;
+    let healths: Vec<String> = sightings.iter().filter_map(|s| s.health.clone()).collect();
+    let mut answers = ask::ask_all(&healths, plan.timeout).await.into_iter();
+    for s in sightings.iter_mut().filter(|s| s.health.is_some()) {
+        s.kiln = answers.next().unwrap_or_else(|| Err("not asked".into()));
     }
+    let sightings = match_by_instance_id(sightings);
     let rows: Vec<_> = sightings
         .into_iter()
         .map(|s| {
@@ -266,20 +271,26 @@ fn sightings(listed: Vec<source::Listed>, plan: &Plan) -> Vec<Sighting> {
     let mut sightings: Vec<Sighting> = listed
         .into_iter()
         .map(|l| Sighting {
-            health: source::join_host_port(&l.host, plan.health_port),
+            health: l
+                .host
+                .as_deref()
+                .map(|h| source::join_host_port(h, plan.health_port)),
+            kiln: Err(match l.host {
+                Some(_) => "not asked".into(),
+                None => NO_ADDRESS.into(),
+            }),
             name: Some(l.name),
-            address: Some(l.address),
+            address: l.address,
             lb: l.view,
             lb_word: Some(l.word),
-            kiln: Err("not asked".into()),
         })
         .collect();
     for health in &plan.extra {
-        if !sightings.iter().any(|s| &s.health == health) {
+        if !sightings.iter().any(|s| s.health.as_ref() == Some(health)) {
             sightings.push(Sighting {
                 name: None,
                 address: None,
-                health: health.clone(),
+                health: Some(health.clone()),
                 lb: LbView::NotListed,
                 lb_word: None,
                 kiln: Err("not asked".into()),
@@ -287,6 +298,33 @@ fn sightings(listed: Vec<source::Listed>, plan: &Plan) -> Vec<Sighting> {
         }
     }
     sightings
+}
+
+/// Why a member the load balancer names by instance id only was not asked.
+const NO_ADDRESS: &str = "it is named by instance id only: give its address with --instance \
+                          (or register targets by ip)";
+
+/// Members the load balancer names by instance id only (ELBv2 `instance` targets) take the
+/// answer of the `--instance` whose kiln says it is that instance.
+fn match_by_instance_id(sightings: Vec<Sighting>) -> Vec<Sighting> {
+    let (mut listed, extra): (Vec<Sighting>, Vec<Sighting>) =
+        sightings.into_iter().partition(|s| s.lb != LbView::NotListed);
+    let mut unmatched = Vec::new();
+    for e in extra {
+        let id = e.kiln.as_ref().ok().and_then(|k| k.instance_id.clone());
+        let member = listed
+            .iter_mut()
+            .find(|l| l.health.is_none() && id.is_some() && l.name == id);
+        match member {
+            Some(l) => {
+                l.health = e.health;
+                l.kiln = e.kiln;
+            }
+            None => unmatched.push(e),
+        }
+    }
+    listed.extend(unmatched);
+    listed
 }
 
 impl Member {
@@ -312,6 +350,47 @@ impl Member {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_member_named_by_instance_id_takes_the_answer_of_the_instance_that_says_so() {
+        let listed = |id: &str| Sighting {
+            name: Some(id.into()),
+            address: None,
+            health: None,
+            lb: LbView::InService,
+            lb_word: Some("healthy".into()),
+            kiln: Err(NO_ADDRESS.into()),
+        };
+        let extra = |health: &str, id: &str| Sighting {
+            name: None,
+            address: None,
+            health: Some(health.into()),
+            lb: LbView::NotListed,
+            lb_word: None,
+            kiln: Ok(KilnView {
+                instance_id: Some(id.into()),
+                ..KilnView::default()
+            }),
+        };
+        let merged = match_by_instance_id(vec![
+            listed("i-1"),
+            listed("i-2"),
+            extra("10.0.0.1:9100", "i-1"),
+            extra("10.0.0.9:9100", "i-9"),
+        ]);
+        let seen: Vec<(Option<&str>, Option<&str>, bool)> = merged
+            .iter()
+            .map(|s| (s.name.as_deref(), s.health.as_deref(), s.kiln.is_ok()))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (Some("i-1"), Some("10.0.0.1:9100"), true),
+                (Some("i-2"), None, false),
+                (None, Some("10.0.0.9:9100"), true),
+            ]
+        );
+    }
 
     #[test]
     fn instance_addresses_take_the_health_port_when_they_have_none() {

@@ -51,7 +51,10 @@ fn row(m: &super::Member) -> [String; 8] {
     let dash = || "-".to_string();
     let k = m.kiln.as_ref();
     [
-        m.address.clone().unwrap_or_else(|| m.health.clone()),
+        m.address
+            .clone()
+            .or_else(|| m.health.clone())
+            .unwrap_or_else(dash),
         m.lb_word.clone().unwrap_or_else(|| "not listed".into()),
         k.map_or_else(|| "no answer".into(), |k| k.phase_word.clone()),
         k.and_then(|k| k.instance_id.clone())

@@ -6,6 +6,7 @@ use crate::config::LbConfig;
 use crate::config::lb::LbKind;
 use crate::lb::LbError;
 use crate::lb::consul::{ConsulApi, DEFAULT_AGENT};
+use crate::lb::elbv2::{CredentialSource, TargetGroup};
 use crate::lb::haproxy::{RuntimeApi, SocketAddr};
 
 /// `[lb]` keys that flags override.
@@ -15,20 +16,25 @@ pub struct LbFlags {
     pub backend: Option<String>,
     pub agent: Option<String>,
     pub service: Option<String>,
+    pub target_group_arn: Option<String>,
 }
 
 impl LbFlags {
     /// The kind the flags given belong to, None when no flag is given.
     fn kind(&self) -> Result<Option<LbKind>, String> {
-        let haproxy = self.socket.is_some() || self.backend.is_some();
-        let consul = self.agent.is_some() || self.service.is_some();
-        match (haproxy, consul) {
-            (true, true) => Err(
-                "--socket/--backend (HAProxy) and --agent/--service (Consul) ask two different load balancers: give one pair".into(),
+        let given = [
+            (LbKind::Haproxy, self.socket.is_some() || self.backend.is_some()),
+            (LbKind::Consul, self.agent.is_some() || self.service.is_some()),
+            (LbKind::Elbv2, self.target_group_arn.is_some()),
+        ];
+        let mut kinds = given.iter().filter(|(_, given)| *given).map(|(kind, _)| *kind);
+        match (kinds.next(), kinds.next()) {
+            (Some(_), Some(_)) => Err(
+                "--socket/--backend (HAProxy), --agent/--service (Consul) and --target-group-arn \
+                 (ELBv2) ask different load balancers: give the flags of one"
+                    .into(),
             ),
-            (true, false) => Ok(Some(LbKind::Haproxy)),
-            (false, true) => Ok(Some(LbKind::Consul)),
-            (false, false) => Ok(None),
+            (kind, _) => Ok(kind),
         }
     }
 }
@@ -37,10 +43,11 @@ impl LbFlags {
 #[derive(Debug, Clone)]
 pub struct Listed {
     pub name: String,
-    /// Where the load balancer sends its traffic, `HOST:PORT`.
-    pub address: String,
+    /// Where the load balancer sends its traffic, `HOST:PORT`; None for an ELBv2 `instance`
+    /// target, which the target group names by instance id only.
+    pub address: Option<String>,
     /// The host part of `address`, where its kiln is asked too.
-    pub host: String,
+    pub host: Option<String>,
     pub view: LbView,
     /// The load balancer's own word for its state.
     pub word: String,
@@ -56,6 +63,9 @@ pub enum Source {
     Consul {
         api: ConsulApi,
         service: String,
+    },
+    Elbv2 {
+        group: TargetGroup,
     },
 }
 
@@ -109,9 +119,19 @@ impl Source {
                     service,
                 })
             }
-            LbKind::Elbv2 => Err(format!(
-                "[lb] kind = \"elbv2\" in {from}: kiln fleet cannot list ELBv2 target groups yet"
-            )),
+            LbKind::Elbv2 => {
+                let lb = LbConfig {
+                    target_group_arn: pick(&flags.target_group_arn, &lb.target_group_arn),
+                    ..lb.clone()
+                };
+                if let Some(arn) = &lb.target_group_arn {
+                    crate::config::lb::arn_region(arn).map_err(|e| format!("target group {arn:?}: {e}"))?;
+                }
+                let imds = lb.imds_endpoint.as_deref().unwrap_or("http://169.254.169.254");
+                let credentials = CredentialSource::from_env(imds).map_err(|e| format!("elbv2: {e}"))?;
+                let group = TargetGroup::new(&lb, credentials).map_err(|e| e.0)?;
+                Ok(Source::Elbv2 { group })
+            }
             LbKind::None => unreachable!("kind none is handled above"),
         }
     }
@@ -120,6 +140,7 @@ impl Source {
         match self {
             Source::Haproxy { .. } => "haproxy",
             Source::Consul { .. } => "consul",
+            Source::Elbv2 { .. } => "elbv2",
         }
     }
 
@@ -128,6 +149,7 @@ impl Source {
         match self {
             Source::Haproxy { backend, socket, .. } => format!("haproxy backend {backend} ({socket})"),
             Source::Consul { api, service } => format!("consul service {service} ({})", api.agent()),
+            Source::Elbv2 { group } => format!("elbv2 {}", group.describe()),
         }
     }
 
@@ -139,10 +161,10 @@ impl Source {
                 .await?
                 .into_iter()
                 .map(|s| Listed {
-                    host: host_of(&s.addr),
+                    host: Some(host_of(&s.addr)),
                     view: haproxy_view(&s.status),
                     name: s.name,
-                    address: s.addr,
+                    address: Some(s.addr),
                     word: s.status,
                 })
                 .collect()),
@@ -151,14 +173,41 @@ impl Source {
                 .await?
                 .into_iter()
                 .map(|h| Listed {
-                    address: join_host_port(&h.address, h.port),
+                    address: Some(join_host_port(&h.address, h.port)),
                     view: consul_view(&h.status),
                     name: h.id,
-                    host: h.address,
+                    host: Some(h.address),
                     word: h.status,
                 })
                 .collect()),
+            Source::Elbv2 { group } => Ok(group.members().await?.into_iter().map(elbv2_listed).collect()),
         }
+    }
+}
+
+/// An ELBv2 target: an `ip` target's id is its address; an `instance` target has none here.
+fn elbv2_listed(t: crate::lb::elbv2::TargetHealth) -> Listed {
+    let ip = t.id.parse::<std::net::IpAddr>().ok().map(|ip| ip.to_string());
+    Listed {
+        address: ip.as_deref().map(|ip| match t.port {
+            Some(port) => join_host_port(ip, port),
+            None => ip.to_string(),
+        }),
+        host: ip,
+        view: elbv2_view(&t.state),
+        name: t.id,
+        word: t.state,
+    }
+}
+
+/// ELBv2 target states: `initial`, `healthy`, `unhealthy`, `unused`, `draining`, `unavailable`.
+fn elbv2_view(state: &str) -> LbView {
+    match state {
+        "healthy" => LbView::InService,
+        "initial" => LbView::Joining,
+        "draining" => LbView::Draining,
+        "unused" => LbView::Maintenance,
+        _ => LbView::Down,
     }
 }
 
@@ -218,6 +267,28 @@ mod tests {
     }
 
     #[test]
+    fn elbv2_ip_targets_have_an_address_instance_targets_none() {
+        let target = |id: &str, state: &str| crate::lb::elbv2::TargetHealth {
+            id: id.into(),
+            port: Some(8080),
+            state: state.into(),
+            reason: None,
+        };
+        let ip = elbv2_listed(target("10.0.0.5", "healthy"));
+        assert_eq!(
+            (ip.address.as_deref(), ip.host.as_deref(), ip.view),
+            (Some("10.0.0.5:8080"), Some("10.0.0.5"), LbView::InService)
+        );
+        let instance = elbv2_listed(target("i-0abc", "draining"));
+        assert_eq!(
+            (instance.address, instance.host, instance.view),
+            (None, None, LbView::Draining)
+        );
+        assert_eq!(elbv2_view("initial"), LbView::Joining);
+        assert_eq!(elbv2_view("unhealthy"), LbView::Down);
+    }
+
+    #[test]
     fn haproxy_words_map_to_views() {
         assert_eq!(haproxy_view("UP 1/3"), LbView::InService);
         assert_eq!(haproxy_view("no check"), LbView::InService);
@@ -236,7 +307,7 @@ mod tests {
         let err = Source::resolve(&LbConfig::default(), &flags, Some("x.toml"))
             .err()
             .unwrap();
-        assert!(err.contains("give one pair"), "{err}");
+        assert!(err.contains("give the flags of one"), "{err}");
         let consul = LbConfig {
             kind: LbKind::Consul,
             service: Some("app".into()),
