@@ -5,7 +5,8 @@
 //!
 //! Each member's kiln is asked at the host the load balancer sends it traffic to, on the health
 //! port (`--health-port`, else the port of `[health] listen`): the instances of one fleet come
-//! from one image and listen alike.
+//! from one image and listen alike. ELBv2 `instance` targets have no address in the target
+//! group: they take the answer of the `--instance` whose kiln reports that instance id.
 
 mod ask;
 mod assess;
