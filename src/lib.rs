@@ -5,7 +5,7 @@
 //! with `state` as the one live snapshot everyone reports into and `systemd` for
 //! notify and logging. `process` (spawning, the one reaper, output forwarding) sits below both
 //! `probe` and `supervise` and imports neither. `boot` is the walk itself; `status` is the client
-//! of `kiln status`.
+//! of `kiln status`; `fleet` looks at every instance behind the load balancer (`kiln fleet`).
 
 pub mod aws;
 pub mod boot;
@@ -13,6 +13,7 @@ pub mod commands;
 pub mod config;
 pub mod env;
 pub mod fd_budget;
+pub mod fleet;
 pub mod http_client;
 pub mod lb;
 pub mod metadata;

@@ -197,6 +197,9 @@ async fn prepare(config: &Config, shared: &Shared) -> Result<Prepared, String> {
     let metadata = metadata::fetch_by(&config.metadata, deadline)
         .await
         .map_err(|e| e.to_string())?;
+    // The facts name the instance even when a later step refuses the boot (`kiln status`,
+    // `kiln fleet`); they hold no secret.
+    shared.update(|s| s.instance = Some(metadata.facts.clone()));
     shared.phase_done("metadata");
 
     shared.phase_begin("env");
@@ -233,10 +236,7 @@ async fn prepare(config: &Config, shared: &Shared) -> Result<Prepared, String> {
         .into_iter()
         .map(|(name, source)| EnvVarSource { name, source })
         .collect();
-    shared.update(|s| {
-        s.instance = Some(metadata.facts.clone());
-        s.env = names;
-    });
+    shared.update(|s| s.env = names);
     shared.phase_done("env");
     Ok(Prepared {
         env: frozen,

@@ -97,29 +97,13 @@ impl Elbv2Registrar {
         facts: &InstanceFacts,
         credentials: CredentialSource,
     ) -> Result<Elbv2Registrar, LbError> {
-        let arn = lb
-            .target_group_arn
-            .clone()
-            .ok_or_else(|| LbError("[lb] target_group_arn is required".into()))?;
-        let region = arn_region(&arn)
-            .map_err(|e| LbError(format!("[lb] target_group_arn = {arn:?}: {e}")))?
-            .to_string();
-        // The ARN's region is where the target group lives, whatever the instance's is.
-        let arn_facts = InstanceFacts {
-            region: Some(region.clone()),
-            ..facts.clone()
-        };
-        let endpoint = match &lb.endpoint {
-            Some(template) => Some(render("endpoint", template, &arn_facts)?),
-            None => None,
-        };
+        let (api, arn) = group_api(lb, facts, credentials)?;
         let target_id = match lb.target_type.unwrap_or_default() {
             TargetType::Instance => render("target_type", "{instance_id}", facts)?,
             TargetType::Ip => render("target_type", "{local_ipv4}", facts)?,
         };
-        let aws = AwsClient::new(credentials).map_err(LbError)?;
         Ok(Elbv2Registrar {
-            api: aws.api(&ELBV2, &region, endpoint.as_deref()),
+            api,
             target_group_arn: arn,
             target_id,
             port: lb.port,
@@ -147,24 +131,90 @@ impl Elbv2Registrar {
 
     /// This target's health as the target group sees it; None when it is not listed.
     pub async fn target_health(&self) -> Result<Option<TargetHealth>, LbError> {
-        let answer: DescribeTargetHealthResponse = self
-            .api
-            .query("DescribeTargetHealth", &self.target_params(), deadline())
-            .await
-            .map_err(lb_error)?;
-        Ok(answer
-            .result
-            .descriptions
-            .map(|d| d.member)
-            .unwrap_or_default()
+        Ok(describe_target_health(&self.api, &self.target_params())
+            .await?
             .into_iter()
-            .map(|d| TargetHealth {
-                id: d.target.id,
-                port: d.target.port,
-                state: d.target_health.state,
-                reason: d.target_health.reason,
-            })
             .find(|t| t.id == self.target_id && (self.port.is_none() || t.port == self.port)))
+    }
+}
+
+/// The target group's API (its region, the `[lb] endpoint` template filled with that region)
+/// and its ARN.
+fn group_api(
+    lb: &LbConfig,
+    facts: &InstanceFacts,
+    credentials: CredentialSource,
+) -> Result<(Api, String), LbError> {
+    let arn = lb
+        .target_group_arn
+        .clone()
+        .ok_or_else(|| LbError("[lb] target_group_arn is required".into()))?;
+    let region = arn_region(&arn)
+        .map_err(|e| LbError(format!("[lb] target_group_arn = {arn:?}: {e}")))?
+        .to_string();
+    // The ARN's region is where the target group lives, whatever the instance's is.
+    let arn_facts = InstanceFacts {
+        region: Some(region.clone()),
+        ..facts.clone()
+    };
+    let endpoint = match &lb.endpoint {
+        Some(template) => Some(render("endpoint", template, &arn_facts)?),
+        None => None,
+    };
+    let aws = AwsClient::new(credentials).map_err(LbError)?;
+    Ok((aws.api(&ELBV2, &region, endpoint.as_deref()), arn))
+}
+
+/// `DescribeTargetHealth` with `params`: every target it lists.
+async fn describe_target_health(api: &Api, params: &[(&str, String)]) -> Result<Vec<TargetHealth>, LbError> {
+    let answer: DescribeTargetHealthResponse = api
+        .query("DescribeTargetHealth", params, deadline())
+        .await
+        .map_err(lb_error)?;
+    Ok(answer
+        .result
+        .descriptions
+        .map(|d| d.member)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|d| TargetHealth {
+            id: d.target.id,
+            port: d.target.port,
+            state: d.target_health.state,
+            reason: d.target_health.reason,
+        })
+        .collect())
+}
+
+/// A target group, read-only: who is in it and how healthy (`kiln fleet`).
+pub struct TargetGroup {
+    api: Api,
+    arn: String,
+}
+
+impl TargetGroup {
+    /// The group of `[lb] target_group_arn`, at `[lb] endpoint` when set.
+    pub fn new(lb: &LbConfig, credentials: CredentialSource) -> Result<TargetGroup, LbError> {
+        let (api, arn) = group_api(lb, &InstanceFacts::default(), credentials)?;
+        Ok(TargetGroup { api, arn })
+    }
+
+    /// `targetgroup/app/0123 (eu-west-1, keys from the environment)`.
+    pub fn describe(&self) -> String {
+        let name = self
+            .arn
+            .split_once(":targetgroup/")
+            .map_or(self.arn.as_str(), |(_, n)| n);
+        format!(
+            "targetgroup/{name} ({}, {})",
+            self.api.endpoint().region,
+            self.api.client().credentials().describe()
+        )
+    }
+
+    /// Every target registered, with its health.
+    pub async fn members(&self) -> Result<Vec<TargetHealth>, LbError> {
+        describe_target_health(&self.api, &[("TargetGroupArn", self.arn.clone())]).await
     }
 }
 

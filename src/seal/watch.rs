@@ -386,11 +386,14 @@ impl Watcher {
                 return;
             }
         };
-        let appeared = now.iter().filter(|m| !self.baseline.contains_key(&m.id));
-        let gone = self
-            .baseline
-            .values()
-            .filter(|m| !now.iter().any(|n| n.id == m.id));
+        // Mount ids are reused once freed (by any namespace on the machine): a new mount may
+        // carry the id of one that was in the baseline, so a mount is the same only with the
+        // same id, point and source.
+        let same = |a: &Mount, b: &Mount| a.id == b.id && a.point == b.point && a.source == b.source;
+        let appeared = now
+            .iter()
+            .filter(|m| !self.baseline.get(&m.id).is_some_and(|b| same(b, m)));
+        let gone = self.baseline.values().filter(|m| !now.iter().any(|n| same(n, m)));
         let mut changed: Vec<(Mount, bool)> = appeared.map(|m| (m.clone(), true)).collect();
         changed.extend(gone.map(|m| (m.clone(), false)));
         let mut mounted = Vec::new();

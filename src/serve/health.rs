@@ -209,8 +209,9 @@ fn answer(req: &Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
                 .iter()
                 .map(|u| serde_json::json!({ "unit": u.unit, "state": u.state, "ready": u.ready }))
                 .collect();
-            // What `kiln fleet` needs of every instance: which image (seal, release), which
-            // instance, how long up, and whether the load balancer has it.
+            // What `kiln fleet` needs of every instance: which image (seal, release) and which
+            // one the launch configuration pins (expected), which instance, how long up, and
+            // whether the load balancer has it.
             let seal = snapshot.seal.as_ref();
             json(
                 code,
@@ -221,6 +222,7 @@ fn answer(req: &Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
                     "units": units,
                     "seal": seal.and_then(|s| s.root_hash.clone()),
                     "release": seal.and_then(|s| s.release.clone()),
+                    "expected": seal.and_then(|s| s.expected.clone()),
                     "instance_id": snapshot.instance.as_ref().and_then(|i| i.instance_id.clone()),
                     "uptime_ms": shared.elapsed().as_millis() as u64,
                     "lb": snapshot.lb.as_ref().map(|lb| lb.state),
