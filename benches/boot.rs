@@ -12,7 +12,7 @@
 
 use kiln::config::ProbeConfig;
 use kiln::probe::{Probe, Role};
-use kiln::supervise::reaper::Reaper;
+use kiln::process::Reaper;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use std::io::{Read, Write};

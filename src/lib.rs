@@ -3,17 +3,24 @@
 //! One boot walks these rooms in order, and data only flows forward:
 //! `config` → `seal` → `metadata` → `env` → `supervise` (+ `probe`) → `serve` → `lb`,
 //! with `state` as the one live snapshot everyone reports into and `systemd` for
-//! notify and logging. `boot` is the walk itself; `status` is the client of `kiln status`.
+//! notify and logging. `process` (spawning, the one reaper, output forwarding) sits below both
+//! `probe` and `supervise` and imports neither. `boot` is the walk itself; `status` is the client
+//! of `kiln status`; `fleet` looks at every instance behind the load balancer (`kiln fleet`).
 
+pub mod aws;
 pub mod boot;
 pub mod commands;
 pub mod config;
 pub mod env;
+pub mod fd_budget;
+pub mod fleet;
 pub mod http_client;
 pub mod lb;
 pub mod metadata;
 pub mod probe;
+pub mod process;
 pub mod seal;
+pub mod secrets;
 pub mod serve;
 pub mod state;
 pub mod state_dir;

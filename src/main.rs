@@ -38,6 +38,9 @@ enum Command {
     Seal {
         #[arg(long, default_value = kiln::config::DEFAULT_PATH)]
         config: PathBuf,
+        /// The image's label (e.g. v42), recorded in the manifest; wins over [seal] release.
+        #[arg(long, value_name = "LABEL")]
+        release: Option<String>,
     },
     /// Compare the [seal] paths with the manifest and list every difference. Exit code: 0 same, 1 differs, 2 cannot verify.
     Verify {
@@ -62,10 +65,26 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Every instance behind the load balancer: its image and state, and a verdict. Read-only.
+    /// Exit code: 0 uniform and ready, 2 rolling or degraded, 1 drift, empty or unreachable.
+    Fleet(kiln::fleet::FleetArgs),
 }
 
+/// Exit code of a command line that cannot be used (sysexits' EX_USAGE). Not clap's 2, which
+/// `kiln status` and `kiln fleet` use for "not ready yet".
+const EXIT_USAGE: u8 = 64;
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return match e.use_stderr() {
+                true => ExitCode::from(EXIT_USAGE),
+                false => ExitCode::SUCCESS, // --help, --version
+            };
+        }
+    };
     match cli.command {
         Command::Boot { config } => kiln::boot::run(&config),
         Command::Check { config } => kiln::commands::check::run(&config),
@@ -74,9 +93,10 @@ fn main() -> ExitCode {
             all,
             write_to,
         } => kiln::commands::env::run(&config, all, write_to.as_deref()),
-        Command::Seal { config } => kiln::commands::seal::run(&config),
+        Command::Seal { config, release } => kiln::commands::seal::run(&config, release.as_deref()),
         Command::Verify { config } => kiln::commands::verify::run(&config),
         Command::RemountReadonly { config } => kiln::commands::seal::remount(&config),
         Command::Status { json, socket, config } => kiln::status::run(json, socket, config),
+        Command::Fleet(args) => kiln::fleet::run(args),
     }
 }

@@ -75,8 +75,29 @@ pub struct Snapshot {
     pub lb: Option<LbStatus>,
     /// The integrity seal, when `[seal]` is configured.
     pub seal: Option<SealStatus>,
+    /// Secret references, when `[secrets]` is configured.
+    #[serde(default)]
+    pub secrets: Option<SecretsStatus>,
     /// Things a person should know that do not change readiness (metadata changed since boot...).
     pub warnings: Vec<String>,
+    /// kiln's own log: its sink and the lines it dropped. Filled in when status is asked.
+    #[serde(default)]
+    pub log: crate::systemd::log::LogStatus,
+    /// The health port, agent port and control socket: connections open, cap, shed at the cap.
+    /// Filled in when status is asked.
+    #[serde(default)]
+    pub listeners: Vec<ListenerStatus>,
+}
+
+/// One of kiln's listeners and the connections it holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListenerStatus {
+    /// `health`, `agent` or `control`.
+    pub name: String,
+    pub open: usize,
+    pub cap: usize,
+    /// Connections closed to make room for new ones since kiln started.
+    pub shed: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -109,13 +130,40 @@ pub enum LbState {
     Deregistered,
 }
 
+/// How the boot's secrets went. Names only, never values.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SecretsStatus {
+    /// Variables set from secret stores (references and `ssm_paths` parameters).
+    pub resolved: usize,
+    /// Requests sent to the stores and token endpoints, retries included.
+    pub requests: u64,
+    pub took_us: u64,
+    /// Variables whose secret changed since boot (`[metadata] recheck`).
+    #[serde(default)]
+    pub changed: Vec<String>,
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct SealStatus {
     pub root_hash: Option<String>,
+    /// The image's label from the manifest (`kiln seal --release`).
+    #[serde(default)]
+    pub release: Option<String>,
+    /// What the launch configuration pins (tags `kiln-expect-*`, user-data `KILN_EXPECT_*`);
+    /// None when it pins nothing.
+    #[serde(default)]
+    pub expected: Option<ExpectedImage>,
     pub last_verified_ms: Option<u64>,
     /// Read-only remount state, e.g. `read-only` or `not remounted: no privilege (EPERM)`.
     pub readonly: Option<String>,
     pub drift: Vec<String>,
+}
+
+/// The image the launch configuration says must run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExpectedImage {
+    pub release: Option<String>,
+    pub root_hash: Option<String>,
 }
 
 /// One running copy of a service (`name#N` when the service has replicas).
@@ -139,6 +187,9 @@ pub struct UnitStatus {
     pub last_exit: Option<String>,
     /// Last lines the service wrote to stderr.
     pub stderr_tail: Vec<String>,
+    /// Lines of its output not logged because it wrote more than kiln forwards a second.
+    #[serde(default)]
+    pub dropped_lines: u64,
     /// What the unit is waiting for, when it is waiting.
     pub waiting_for: Vec<String>,
 }
@@ -214,7 +265,10 @@ impl Shared {
             env: Vec::new(),
             lb: None,
             seal: None,
+            secrets: None,
             warnings: Vec::new(),
+            log: Default::default(),
+            listeners: Vec::new(),
         };
         Arc::new(Shared {
             snapshot: watch::Sender::new(Arc::new(snapshot)),

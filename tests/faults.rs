@@ -133,7 +133,9 @@ fn a_worker_that_exits_at_once_backs_off_and_keeps_the_instance_unready() {
         let s = control::status(&ex.socket())?;
         (control::try_unit(&s, "worker#1")?["restarts"].as_u64()? >= 6).then_some(())
     });
-    // The delays announced for worker#1 double up to the cap.
+    // The delays announced for worker#1 double up to the cap. The log has its own writer
+    // thread: the line of the sixth restart may reach the file just after status shows it.
+    kiln.wait_log_count("worker#1: crash loop", 4, BOOT);
     let delays: Vec<String> = kiln
         .log()
         .lines()

@@ -39,7 +39,7 @@ fn lb_config(agent: &str) -> LbConfig {
 /// end with the test process).
 fn readyz(shared: &Arc<Shared>) -> HealthConfig {
     let listen: SocketAddr = testkit::net::free_addr();
-    kiln::serve::health::start(listen, shared.clone()).unwrap();
+    kiln::serve::health::start(listen, shared.clone(), kiln::fd_budget::HEALTH_MAX).unwrap();
     HealthConfig {
         listen,
         agent_listen: None,

@@ -327,7 +327,11 @@ async fn haproxy_follows_the_agent_check() {
     shared.update(|s| s.phase = Phase::Ready);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let agent_port = listener.local_addr().unwrap().port();
-    let agent = tokio::spawn(kiln::serve::agent::serve_agent(listener, shared.clone()));
+    let agent = tokio::spawn(kiln::serve::agent::serve_agent(
+        listener,
+        shared.clone(),
+        kiln::serve::slots::Slots::new(kiln::fd_budget::AGENT_MAX),
+    ));
 
     let options = format!("check inter 200ms agent-check agent-port {agent_port} agent-inter 200ms");
     registrar(&haproxy, &target, &options).register().await.unwrap();
@@ -363,7 +367,11 @@ async fn the_agent_answers_one_line_per_connection() {
     let shared = Shared::new();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let agent = tokio::spawn(kiln::serve::agent::serve_agent(listener, shared.clone()));
+    let agent = tokio::spawn(kiln::serve::agent::serve_agent(
+        listener,
+        shared.clone(),
+        kiln::serve::slots::Slots::new(kiln::fd_budget::AGENT_MAX),
+    ));
     let ask = || async {
         let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
         let mut line = String::new();

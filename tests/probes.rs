@@ -2,7 +2,7 @@
 
 use kiln::config::ProbeConfig;
 use kiln::probe::{Probe, Role};
-use kiln::supervise::reaper::Reaper;
+use kiln::process::Reaper;
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
@@ -64,6 +64,148 @@ fn http_passes_on_2xx_and_3xx_and_checks_the_body() {
     let (ok, detail, _) = check(&probe(&format!("http = {url:?}\nexpect = \"fine\"")));
     assert!(!ok);
     assert_eq!(detail, "status 200 but the body lacks \"fine\"");
+}
+
+/// What a one-connection server saw: the request head, and whether the client closed the
+/// connection (EOF) within the deadline after the server's answer, if any.
+struct Saw {
+    request: String,
+    client_closed: bool,
+}
+
+/// Accepts one connection, reads a request head, sends `answer` (if any) and keeps the connection
+/// open from its side, waiting up to `CLOSE_DEADLINE` for the client to close it.
+fn one_connection_server(answer: Option<&'static str>) -> (String, std::sync::mpsc::Receiver<Saw>) {
+    const CLOSE_DEADLINE: Duration = Duration::from_secs(5);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/health", listener.local_addr().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        stream.set_read_timeout(Some(CLOSE_DEADLINE)).unwrap();
+        let mut head = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            match stream.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
+        }
+        if let Some(answer) = answer {
+            stream.write_all(answer.as_bytes()).unwrap();
+        }
+        let client_closed = loop {
+            match stream.read(&mut buf) {
+                Ok(0) => break true,
+                Ok(_) => continue,
+                Err(e) => break e.kind() == std::io::ErrorKind::ConnectionReset,
+            }
+        };
+        let request = String::from_utf8_lossy(&head).into_owned();
+        let _ = tx.send(Saw {
+            request,
+            client_closed,
+        });
+    });
+    (url, rx)
+}
+
+const KEEP_ALIVE_ANSWER: &str = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+
+/// Runs `probe` once, then waits for the server's verdict while the runtime (and so anything the
+/// check may have left running on it) is still alive.
+fn check_then_wait(probe: &Probe, saw: std::sync::mpsc::Receiver<Saw>) -> ((bool, String), Saw) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let reaper = Reaper::start().unwrap();
+        let (outcome, _) = probe.check(&reaper).await;
+        let saw = tokio::task::spawn_blocking(move || saw.recv_timeout(Duration::from_secs(30)))
+            .await
+            .unwrap()
+            .expect("the test server reports");
+        ((outcome.ok, outcome.detail), saw)
+    })
+}
+
+#[test]
+fn an_http_check_closes_its_connection_even_when_the_server_would_keep_it() {
+    let (url, saw) = one_connection_server(Some(KEEP_ALIVE_ANSWER));
+    let probe = probe(&format!("http = {url:?}\nexpect = \"ok\""));
+    let ((ok, detail), saw) = check_then_wait(&probe, saw);
+    assert!(ok, "{detail}");
+    assert!(
+        saw.client_closed,
+        "the probe kept its connection open after the check"
+    );
+    assert!(
+        saw.request.to_ascii_lowercase().contains("connection: close"),
+        "{}",
+        saw.request
+    );
+}
+
+#[test]
+fn an_http_check_that_times_out_closes_its_connection() {
+    let (url, saw) = one_connection_server(None);
+    let probe = probe(&format!("http = {url:?}\ntimeout = \"200ms\""));
+    let ((ok, detail), saw) = check_then_wait(&probe, saw);
+    assert_eq!((ok, detail.as_str()), (false, "timed out after 200ms"));
+    assert!(saw.client_closed, "the timed-out check left its connection open");
+}
+
+#[test]
+fn aborting_a_probe_task_closes_its_connection() {
+    let (url, saw) = one_connection_server(None);
+    let addr = url
+        .trim_start_matches("http://")
+        .trim_end_matches("/health")
+        .to_string();
+    let probe = probe(&format!("http = {url:?}\ntimeout = \"60s\""));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let saw = runtime.block_on(async {
+        let reaper = Reaper::start().unwrap();
+        let task = tokio::spawn(async move { probe.check(&reaper).await });
+        // Once the check has connected, abort it as the supervisor does when a unit stops.
+        wait_until_async(|| established_to(&addr)).await;
+        task.abort();
+        let _ = task.await;
+        tokio::task::spawn_blocking(move || saw.recv_timeout(Duration::from_secs(30)))
+            .await
+            .unwrap()
+            .expect("the test server reports")
+    });
+    assert!(saw.client_closed, "the aborted check left its connection open");
+}
+
+/// True when this process has an established TCP connection to `addr` (`127.0.0.1:port`).
+fn established_to(addr: &str) -> bool {
+    let port: u16 = addr.rsplit(':').next().unwrap().parse().unwrap();
+    let want = format!("0100007F:{port:04X}");
+    std::fs::read_to_string("/proc/self/net/tcp")
+        .unwrap()
+        .lines()
+        .skip(1)
+        .any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.get(2) == Some(&want.as_str()) && f.get(3) == Some(&"01")
+        })
+}
+
+async fn wait_until_async(mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !f() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for the probe to connect"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 #[test]

@@ -2,8 +2,10 @@
 //! boot is seen by the watch and handled per `on_drift`, sealed paths are read-only in kiln's
 //! mount namespace; and the metadata recheck announces a change without applying it.
 //!
-//! Tests that let kiln remount run it in a private mount namespace (`unshare -m`): a remount in
-//! the test's own namespace would outlive the test.
+//! Tests that let kiln remount or mount run it in a private mount namespace (`unshare -m`): a
+//! mount in the test's own namespace would outlive the test.
+
+mod seal_support;
 
 use nix::sys::signal::Signal;
 use std::process::Command;
@@ -20,7 +22,8 @@ const BOOT: Duration = Duration::from_secs(30);
 /// so only the watch can find the change.
 const DRIFT_SEEN: Duration = Duration::from_secs(2);
 
-/// Seals the example's app directory with `on_drift` and `readonly`, and runs `kiln seal`.
+/// Seals the example's app directory with `on_drift` and `readonly`, and runs `kiln seal
+/// --release v42`.
 fn sealed_example(on_drift: &str, readonly: bool) -> Example {
     let ex = Example::render();
     let manifest = ex.dir.path().join("seal");
@@ -32,7 +35,13 @@ fn sealed_example(on_drift: &str, readonly: bool) -> Example {
         )
     });
     let out = Command::new(KILN)
-        .args(["seal", "--config", ex.config_path.to_str().unwrap()])
+        .args([
+            "seal",
+            "--release",
+            "v42",
+            "--config",
+            ex.config_path.to_str().unwrap(),
+        ])
         .output()
         .unwrap();
     assert!(
@@ -103,10 +112,22 @@ fn drift_after_boot_fails_the_instance_through_the_watch_and_stays_failed() {
     let status = control::status(&ex.socket()).unwrap();
     let root = status["seal"]["root_hash"].as_str().unwrap().to_string();
     let verbose = testkit::wait::http_get_with(&ex.readyz_url(), &[("Accept", "application/json")]).unwrap();
+    let verbose: serde_json::Value = serde_json::from_str(&verbose.body).unwrap();
+    // What `kiln fleet` reads of every instance.
+    assert_eq!(verbose["seal"], root.as_str(), "{verbose}");
+    assert_eq!(verbose["release"], "v42", "{verbose}");
+    assert_eq!(verbose["phase"], "ready", "{verbose}");
+    assert_eq!(verbose["instance_id"], "iid-kiln-example-0001", "{verbose}");
     assert!(
-        verbose.body.contains(&root),
-        "the verbose /readyz carries the root hash: {}",
-        verbose.body
+        verbose["uptime_ms"].as_u64().is_some_and(|ms| ms > 0),
+        "{verbose}"
+    );
+    assert_eq!(verbose["lb"], serde_json::Value::Null, "no [lb]: {verbose}");
+    assert_eq!(status["seal"]["release"], "v42");
+    let (_, text) = ex.status_cli(KILN, &[]);
+    assert!(
+        text.contains(&format!("seal: {} release v42 verified", &root[..16])),
+        "{text}"
     );
 
     let original = std::fs::read(ex.app_dir.join("public/index.php")).unwrap();
@@ -262,4 +283,154 @@ fn changed_metadata_is_announced_and_never_applied() {
     let env_file = std::fs::read_to_string(ex.state_dir().join("env")).unwrap();
     assert!(!env_file.contains("changed later"), "the env file was rewritten");
     kiln.wait_log("nothing was applied", Duration::from_secs(5));
+}
+
+#[test]
+fn a_capability_added_to_a_sealed_file_refuses_to_boot() {
+    let ex = sealed_example("fail", false);
+    let page = ex.app_dir.join("public/index.php");
+    seal_support::setcap(&page, "cap_setuid+ep");
+    let mut kiln = Kiln::boot(KILN, &ex.config_path);
+    let status = wait_until("the refused boot in status", BOOT, || {
+        control::status(&ex.socket()).filter(|s| s["phase"] == "failed")
+    });
+    assert_eq!(
+        status["seal"]["drift"][0],
+        format!("capabilities added {} (cap_setuid=ep)", page.display())
+    );
+    let started: Vec<_> = tagged_processes(kiln.tag())
+        .into_iter()
+        .filter(|(pid, _)| *pid != kiln.pid())
+        .collect();
+    assert!(started.is_empty(), "a refused boot started {started:?}");
+    kiln.signal(Signal::SIGTERM);
+    assert_eq!(kiln.wait_exit(BOOT).code(), Some(1));
+}
+
+#[test]
+fn a_mount_over_a_sealed_directory_is_drift_seen_by_the_watch() {
+    let ex = sealed_example("fail", true);
+    let (_kiln, notify) = ex.boot_notified(KILN, &["unshare", "-m", "--propagation", "private"], &[]);
+    notify.wait_for("READY=1", BOOT, |l| l == "READY=1");
+    let kiln_pid = wait_until("kiln inside the namespace", Duration::from_secs(5), || {
+        tagged_processes(_kiln.tag())
+            .into_iter()
+            .find(|(_, comm)| comm == "kiln")
+            .map(|(pid, _)| pid)
+    });
+    // Same files, so only the mount itself differs: the watch must see the mount table.
+    let evil = ex.dir.path().join("evil");
+    std::fs::create_dir(&evil).unwrap();
+    std::fs::copy(ex.app_dir.join("public/index.php"), evil.join("index.php")).unwrap();
+    let public = ex.app_dir.join("public");
+    let mount = Command::new("nsenter")
+        .args(["-t", &kiln_pid.to_string(), "-m", "mount", "--bind"])
+        .args([&evil, &public])
+        .output()
+        .unwrap();
+    assert!(mount.status.success(), "{mount:?}");
+    let mounted = Instant::now();
+    wait_until("/readyz 503 after the mount", DRIFT_SEEN, || {
+        (http_get(&ex.readyz_url()).ok()?.0 == 503).then_some(())
+    });
+    eprintln!("the mount turned /readyz 503 after {:?}", mounted.elapsed());
+    let status = control::status(&ex.socket()).unwrap();
+    let drift: Vec<String> = serde_json::from_value(status["seal"]["drift"].clone()).unwrap();
+    let line = format!("mounted over {} (", public.display());
+    assert!(drift.iter().any(|d| d.starts_with(&line)), "{drift:?}");
+    assert!(
+        status["reason"].as_str().unwrap().starts_with("seal drift: "),
+        "{status}"
+    );
+    // The host never saw the mount.
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(public.to_str().unwrap()),
+        "the mount leaked into the host"
+    );
+}
+
+/// A small instance around a sealed fixture (one `sleep` service, nocloud metadata, no
+/// remount) for kiln in a user namespace, where the inotify watch limit can be lowered for kiln
+/// alone (`user.max_inotify_watches` is per user namespace).
+fn blind_instance(on_drift: &str) -> (seal_support::Fixture, Kiln) {
+    let fx = seal_support::Fixture::with(&[
+        &format!("on_drift = \"{on_drift}\""),
+        "rescan = \"1s\"",
+        "readonly = false",
+    ]);
+    fx.seal();
+    let (dir, seed) = (fx.dir.path(), fx.dir.path().join("seed"));
+    std::fs::create_dir(&seed).unwrap();
+    std::fs::write(seed.join("meta-data"), "instance-id: iid-blind\n").unwrap();
+    std::fs::write(seed.join("user-data"), "").unwrap();
+    let mut config = std::fs::read_to_string(&fx.config_path).unwrap();
+    config += &format!(
+        "[health]\nlisten = \"{}\"\n[control]\nsocket = {:?}\nstate_dir = {:?}\n\
+         [metadata]\nprovider = \"nocloud\"\nseed = {seed:?}\n\
+         [[service]]\nname = \"app\"\ncommand = [\"sleep\", \"1000\"]\nready_after = \"100ms\"\n",
+        testkit::net::free_addr(),
+        dir.join("run/control.sock"),
+        dir.join("run"),
+    );
+    std::fs::write(&fx.config_path, config).unwrap();
+    let script = "echo 3 > /proc/sys/user/max_inotify_watches && exec \"$0\" boot --config \"$1\"";
+    let config = fx.config_path.to_str().unwrap();
+    let kiln = Kiln::boot_with("unshare", &["-U", "-r", "sh", "-c", script, KILN, config], &[]);
+    (fx, kiln)
+}
+
+#[test]
+fn a_watch_that_cannot_be_set_up_refuses_the_boot() {
+    let (fx, mut kiln) = blind_instance("fail");
+    let socket = fx.dir.path().join("run/control.sock");
+    let status = wait_until("the refused boot in status", BOOT, || {
+        control::status(&socket).filter(|s| s["phase"] == "failed")
+    });
+    let reason = status["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("seal: the watch cannot see every sealed path: "),
+        "{reason}"
+    );
+    assert!(
+        reason.contains("not watched ") && reason.contains("inotify watch limit"),
+        "{reason}"
+    );
+    let started: Vec<_> = tagged_processes(kiln.tag())
+        .into_iter()
+        .filter(|(pid, _)| *pid != kiln.pid())
+        .collect();
+    assert!(started.is_empty(), "a refused boot started {started:?}");
+    kiln.signal(Signal::SIGTERM);
+    assert_eq!(kiln.wait_exit(BOOT).code(), Some(1));
+}
+
+#[test]
+fn with_the_report_policy_a_blind_watch_is_shown_and_the_rescan_still_runs() {
+    let (fx, kiln) = blind_instance("report");
+    let socket = fx.dir.path().join("run/control.sock");
+    let status = wait_until("ready", BOOT, || {
+        control::status(&socket).filter(|s| s["phase"] == "ready")
+    });
+    let drift: Vec<String> = serde_json::from_value(status["seal"]["drift"].clone()).unwrap();
+    let blind = drift
+        .iter()
+        .find_map(|d| d.strip_prefix("not watched ")?.split(' ').next())
+        .unwrap_or_else(|| panic!("no `not watched` line: {drift:?}"))
+        .to_string();
+    kiln.wait_log(
+        "on_drift = report: booting, the rescan still covers them",
+        Duration::from_secs(5),
+    );
+
+    // A change where inotify is blind: only the rescan (every second here) can find it.
+    let shell = std::path::Path::new(&blind).join("shell.php");
+    std::fs::write(&shell, "<?php").unwrap();
+    let added = format!("added {} (file)", shell.display());
+    wait_until("the rescan finds the change", Duration::from_secs(10), || {
+        let status = control::status(&socket)?;
+        let drift = status["seal"]["drift"].as_array()?;
+        drift.iter().any(|d| d == added.as_str()).then_some(())
+    });
+    assert_eq!(control::status(&socket).unwrap()["phase"], "ready");
 }

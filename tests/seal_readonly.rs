@@ -101,6 +101,44 @@ echo "mounts after again: $(mounts)"
     assert!(fx.path("bin/console").exists());
 }
 
+/// A hard link made from outside the tree would let writes reach a sealed file without an event
+/// in any watched directory (only the rescan would see them). Under the read-only remount no such
+/// link can be made: link(2) refuses to cross mounts (EXDEV), and inside the tree the mount is
+/// read-only.
+#[test]
+fn no_hard_link_can_be_made_to_a_sealed_file() {
+    let fx = Fixture::new();
+    fx.seal();
+    let script = format!(
+        r#"{TRY}
+try outcome "$KILN" remount-readonly --config "$CONFIG"
+try outside ln "$APP/public/index.php" "$DIR/hardlink"
+try inside ln "$APP/public/index.php" "$APP/public/copy.php"
+try excluded ln "$APP/public/index.php" "$APP/var/cache/copy.php"
+echo "links: $(stat -c %h "$APP/public/index.php")"
+"#
+    );
+    let out = in_private_namespace(&fx, &fx.config_path, &script);
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        line(&stdout, "outcome").starts_with("outcome: read-only: "),
+        "{stdout}"
+    );
+    for label in ["outside", "excluded"] {
+        assert!(
+            line(&stdout, label).contains("Invalid cross-device link"),
+            "{label}: {stdout}"
+        );
+    }
+    assert!(
+        line(&stdout, "inside").contains("Read-only file system"),
+        "{stdout}"
+    );
+    assert_eq!(line(&stdout, "links"), "links: 1");
+    assert!(!fx.dir.path().join("hardlink").exists());
+}
+
 #[test]
 fn mount_flags_are_kept_and_sealed_files_are_read_only_too() {
     let fx = Fixture::new();

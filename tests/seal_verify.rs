@@ -3,8 +3,8 @@
 
 mod seal_support;
 
-use kiln::seal::{self, Change, Difference, Manifest, SealError};
-use seal_support::{CONSOLE, Fixture, KERNEL, build_tree, set_mtimes};
+use kiln::seal::{self, Change, Difference, Link, Manifest, SealError};
+use seal_support::{CONSOLE, Fixture, KERNEL, build_tree, let_nobody_write, set_mtimes, setcap};
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::PathBuf;
@@ -364,9 +364,14 @@ fn bad_manifests_are_clear_errors() {
             "edited",
         ),
         (
-            "another version",
-            text.replacen("kiln-seal 1", "kiln-seal 2", 1).into_bytes(),
-            "format version 2",
+            "a newer version",
+            text.replacen("kiln-seal 2", "kiln-seal 3", 1).into_bytes(),
+            "format version 3",
+        ),
+        (
+            "version 1, which does not cover extended attributes",
+            text.replacen("kiln-seal 2", "kiln-seal 1", 1).into_bytes(),
+            "format version 1, written by an older kiln: it does not cover extended attributes",
         ),
         (
             "not a manifest",
@@ -407,7 +412,7 @@ fn a_missing_manifest_refuses_unless_not_required() {
     assert!(verified.skipped.unwrap().contains("required = false"));
 
     // required = false forgives a missing manifest, not a bad one.
-    fs::write(&relaxed.manifest, "kiln-seal 1\n").unwrap();
+    fs::write(&relaxed.manifest, "kiln-seal 2\n").unwrap();
     assert!(matches!(
         seal::verify_at_boot(&relaxed.config),
         Err(SealError::ManifestInvalid { .. })
@@ -446,4 +451,232 @@ fn a_missing_sealed_path_cannot_be_sealed() {
     let err = seal::seal(&config).unwrap_err();
     assert!(err.to_string().contains("nowhere"), "{err}");
     assert!(!fx.manifest.exists(), "nothing written");
+}
+
+/// `kiln verify`: exit code and the difference lines.
+fn verify_cli(fx: &Fixture) -> (Option<i32>, Vec<String>) {
+    let out = fx.kiln("verify").output().unwrap();
+    let lines = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(String::from)
+        .collect();
+    (out.status.code(), lines)
+}
+
+#[test]
+fn capabilities_acls_and_other_xattrs_are_sealed() {
+    let fx = Fixture::new();
+    fx.seal();
+    setcap(&fx.path("bin/console"), "cap_setuid+ep");
+    let_nobody_write(&fx.path("composer.json"));
+    xattr::set(fx.path("src/Kernel.php"), "user.origin", b"hotfix").unwrap();
+    let app = fx.app.display();
+    let expected = vec![
+        format!("capabilities added {app}/bin/console (cap_setuid=ep)"),
+        // setfacl also widens the group bits to the ACL mask.
+        format!("mode changed {app}/composer.json (0644 -> 0664)"),
+        format!(
+            "access ACL added {app}/composer.json \
+             (user::rw-,user:65534:rw-,group::r--,mask::rw-,other::r--)"
+        ),
+        format!("xattr user.origin added {app}/src/Kernel.php"),
+    ];
+    let found = differences(&fx);
+    assert_eq!(
+        found.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        expected
+    );
+    match seal::verify_at_boot(&fx.config) {
+        Err(SealError::Drift(at_boot)) => assert_eq!(at_boot, found),
+        other => panic!("the boot check gave {other:?}"),
+    }
+    assert_eq!(verify_cli(&fx), (Some(1), expected.clone()));
+
+    // The namespaces of the machine, not the image, are not sealed (see src/seal/xattrs.rs).
+    xattr::set(fx.path("public/index.php"), "trusted.overlay.origin", b"x").unwrap();
+    if xattr::set(
+        fx.path("public/index.php"),
+        "security.selinux",
+        b"system_u:object_r:httpd_sys_content_t:s0",
+    )
+    .is_err()
+    {
+        eprintln!("security.selinux cannot be set here; trusted.* alone is checked");
+    }
+    assert_eq!(differences(&fx), found);
+}
+
+#[test]
+fn a_capability_sealed_in_must_stay_as_it_was() {
+    let fx = Fixture::new();
+    let php = fx.path("bin/console");
+    setcap(&php, "cap_net_bind_service+ep");
+    fx.seal();
+    assert_eq!(differences(&fx), vec![]);
+    let text = fs::read_to_string(&fx.manifest).unwrap();
+    assert!(text.contains(" bin/console\nx security.capability 0"), "{text}");
+
+    setcap(&php, "cap_setuid+ep");
+    let app = fx.app.display();
+    assert_eq!(
+        verify_cli(&fx),
+        (
+            Some(1),
+            vec![format!(
+                "capabilities changed {app}/bin/console (cap_net_bind_service=ep -> cap_setuid=ep)"
+            )]
+        )
+    );
+    seal_support::run("setcap", &["-r".as_ref(), php.as_os_str()]);
+    assert_eq!(
+        verify_cli(&fx),
+        (
+            Some(1),
+            vec![format!(
+                "capabilities removed {app}/bin/console (cap_net_bind_service=ep)"
+            )]
+        )
+    );
+}
+
+#[test]
+fn a_sealed_symlink_seals_the_link_and_the_tree_it_leads_to() {
+    let fx = Fixture::release("current");
+    let manifest = fx.seal();
+    let root = &manifest.roots[0];
+    assert_eq!(
+        root.links,
+        vec![Link {
+            path: fx.sealed.clone(),
+            target: "releases/42".into()
+        }]
+    );
+    let paths: Vec<_> = root
+        .entries
+        .iter()
+        .map(|e| e.path.display().to_string())
+        .collect();
+    assert!(paths.contains(&"public/index.php".to_string()), "{paths:?}");
+    assert!(
+        !paths.iter().any(|p| p.starts_with("var/cache")),
+        "excluded through the link: {paths:?}"
+    );
+    assert_eq!(differences(&fx), vec![]);
+    let text = fs::read_to_string(&fx.manifest).unwrap();
+    assert!(
+        text.contains(&format!("\nvia {} releases/42\nd 0755 ", fx.sealed.display())),
+        "{text}"
+    );
+
+    // A change in the release is drift, named where it really is.
+    fs::write(fx.path("src/Kernel.php"), "<?php // hotfix").unwrap();
+    assert_eq!(
+        differences(&fx),
+        vec![at(
+            fx.path("src/Kernel.php"),
+            Change::ContentChanged {
+                from_size: KERNEL.len() as u64,
+                to_size: 15
+            }
+        )]
+    );
+    fs::write(fx.path("src/Kernel.php"), KERNEL).unwrap();
+
+    // Pointing the link at an identical copy is drift too: the link itself is sealed.
+    let srv = fx.dir.path().join("srv");
+    build_tree(&srv.join("releases/43"), true);
+    fs::remove_file(&fx.sealed).unwrap();
+    symlink("releases/43", &fx.sealed).unwrap();
+    assert_eq!(
+        differences(&fx),
+        vec![at(
+            fx.sealed.clone(),
+            Change::SymlinkRetargeted {
+                from: "releases/42".into(),
+                to: "releases/43".into()
+            }
+        )]
+    );
+    assert!(matches!(
+        seal::verify_at_boot(&fx.config),
+        Err(SealError::Drift(_))
+    ));
+}
+
+#[test]
+fn a_path_below_a_symlinked_release_is_sealed_through_the_link() {
+    let fx = Fixture::release("current/public");
+    let manifest = fx.seal();
+    let current = fx.dir.path().join("srv/current");
+    assert_eq!(
+        manifest.roots[0].links,
+        vec![Link {
+            path: current.clone(),
+            target: "releases/42".into()
+        }]
+    );
+    assert_eq!(manifest.roots[0].entries.len(), 2, "public and public/index.php");
+    assert_eq!(differences(&fx), vec![]);
+
+    // Another release behind `current`, with another page.
+    let next = fx.dir.path().join("srv/releases/43");
+    build_tree(&next, false);
+    fs::write(next.join("public/index.php"), "<?php echo 43;").unwrap();
+    fs::remove_file(&current).unwrap();
+    symlink("releases/43", &current).unwrap();
+    assert_eq!(
+        differences(&fx),
+        vec![
+            at(
+                current,
+                Change::SymlinkRetargeted {
+                    from: "releases/42".into(),
+                    to: "releases/43".into()
+                }
+            ),
+            at(
+                next.join("public/index.php"),
+                Change::ContentChanged {
+                    from_size: 40,
+                    to_size: 14
+                }
+            ),
+        ]
+    );
+}
+
+#[test]
+fn the_release_label_is_sealed_and_the_flag_wins_over_the_config() {
+    let fx = Fixture::with(&["release = \"v41\""]);
+    let release_of = |fx: &Fixture| {
+        Manifest::decode(&fs::read(&fx.manifest).unwrap())
+            .unwrap()
+            .release
+            .map(|r| r.to_string())
+    };
+    let out = fx.kiln("seal").output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\nrelease v41\n"));
+    assert_eq!(release_of(&fx).as_deref(), Some("v41"));
+
+    let out = fx.kiln("seal").args(["--release", "v42"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(release_of(&fx).as_deref(), Some("v42"));
+    let verified = seal::verify_at_boot(&fx.config).unwrap();
+    assert_eq!(verified.release.map(|r| r.to_string()).as_deref(), Some("v42"));
+    let out = fx.kiln("verify").output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("(release v42, "));
+
+    // A bad label is refused and changes nothing.
+    let before = fs::read(&fx.manifest).unwrap();
+    let out = fx.kiln("seal").args(["--release", "v 43"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--release: a release label is one word"));
+    assert_eq!(fs::read(&fx.manifest).unwrap(), before);
+
+    // The label cannot be edited without the manifest failing its own check.
+    let text = String::from_utf8(before).unwrap();
+    fs::write(&fx.manifest, text.replacen("release v42", "release v43", 1)).unwrap();
+    let out = fx.kiln("verify").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("edited"));
 }

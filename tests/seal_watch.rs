@@ -5,7 +5,7 @@
 mod seal_support;
 
 use kiln::seal::{self, Change, Difference, DriftReport, DriftWatch, FoundBy};
-use seal_support::{Fixture, KERNEL};
+use seal_support::{Fixture, KERNEL, build_tree, let_nobody_write, setcap};
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::time::{Duration, Instant};
@@ -28,6 +28,7 @@ async fn watching(fx: &Fixture) -> DriftWatch {
     let mut watch = seal::watch(&fx.config, &verified)
         .expect("watch starts")
         .expect("something to watch");
+    assert_eq!(watch.unwatched(), &[], "everything is watched");
     let first = next(&mut watch, Duration::from_secs(30)).await;
     assert_eq!(first.found_by, FoundBy::Rescan);
     assert_eq!(first.differences, vec![]);
@@ -247,4 +248,113 @@ async fn nothing_is_watched_without_a_seal() {
     let config = kiln::config::Config::parse("").unwrap().seal;
     let verified = seal::verify_at_boot(&config).unwrap();
     assert!(seal::watch(&config, &verified).unwrap().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_capability_or_an_acl_added_after_boot_is_seen() {
+    let fx = Fixture::new();
+    let mut watch = watching(&fx).await;
+    setcap(&fx.path("bin/console"), "cap_setuid+ep");
+    let capability = |fx: &Fixture| {
+        let value = xattr::get(fx.path("bin/console"), "security.capability").unwrap();
+        at(
+            fx,
+            "bin/console",
+            Change::XattrChanged {
+                name: "security.capability".into(),
+                from: None,
+                to: value,
+            },
+        )
+    };
+    let mut expected = vec![capability(&fx)];
+    expect_drift(&mut watch, &expected).await;
+
+    let_nobody_write(&fx.path("composer.json"));
+    let acl = xattr::get(fx.path("composer.json"), "system.posix_acl_access").unwrap();
+    expected.extend([
+        at(
+            &fx,
+            "composer.json",
+            Change::ModeChanged {
+                from: 0o644,
+                to: 0o664,
+            },
+        ),
+        at(
+            &fx,
+            "composer.json",
+            Change::XattrChanged {
+                name: "system.posix_acl_access".into(),
+                from: None,
+                to: acl,
+            },
+        ),
+    ]);
+    expect_drift(&mut watch, &expected).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_path_below_a_symlinked_release_is_watched_through_the_link() {
+    let fx = Fixture::release("current/public");
+    let mut watch = watching(&fx).await;
+    let page = fx.path("public/index.php");
+    fs::write(&page, "<?php // hotfix").unwrap();
+    let hotfix = at(
+        &fx,
+        "public/index.php",
+        Change::ContentChanged {
+            from_size: 40,
+            to_size: 15,
+        },
+    );
+    expect_drift(&mut watch, std::slice::from_ref(&hotfix)).await;
+
+    // `ln -sfn releases/43 current`, the way deploy tools do it: a new link renamed over the old.
+    let srv = fx.dir.path().join("srv");
+    build_tree(&srv.join("releases/43"), false);
+    symlink("releases/43", srv.join("current.new")).unwrap();
+    fs::rename(srv.join("current.new"), srv.join("current")).unwrap();
+    let swapped = Difference {
+        path: srv.join("current"),
+        change: Change::SymlinkRetargeted {
+            from: "releases/42".into(),
+            to: "releases/43".into(),
+        },
+    };
+    // Release 43's public folder is as sealed; only the link differs.
+    expect_drift(&mut watch, std::slice::from_ref(&swapped)).await;
+
+    // And the watch follows the link: a change in release 43 is seen too.
+    fs::write(srv.join("releases/43/public/shell.php"), "<?php").unwrap();
+    let added = Difference {
+        path: srv.join("releases/43/public/shell.php"),
+        change: Change::Added { kind: "file" },
+    };
+    expect_drift(&mut watch, &[swapped, added]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sealed_symlink_is_watched_as_a_link_and_a_tree() {
+    let fx = Fixture::release("current");
+    let mut watch = watching(&fx).await;
+    fs::create_dir(fx.path("src/Evil")).unwrap();
+    fs::write(fx.path("src/Evil/x.php"), "<?php").unwrap();
+    let added = vec![
+        at(&fx, "src/Evil", Change::Added { kind: "directory" }),
+        at(&fx, "src/Evil/x.php", Change::Added { kind: "file" }),
+    ];
+    expect_drift(&mut watch, &added).await;
+
+    fs::remove_file(&fx.sealed).unwrap();
+    symlink(&fx.app, &fx.sealed).unwrap();
+    let mut expected = vec![Difference {
+        path: fx.sealed.clone(),
+        change: Change::SymlinkRetargeted {
+            from: "releases/42".into(),
+            to: fx.app.clone(),
+        },
+    }];
+    expected.extend(added);
+    expect_drift(&mut watch, &expected).await;
 }

@@ -4,7 +4,9 @@
 //! - The seal watch: drift in the sealed paths is shown in status and, per `[seal] on_drift`,
 //!   reported only, fails the instance (readiness 503, agent down, the load balancer membership
 //!   leaves: the fleet replaces it), or drains and powers the machine off. A failure is sticky:
-//!   putting the file back does not make a tampered instance trustworthy again.
+//!   putting the file back does not make a tampered instance trustworthy again. The watch starts
+//!   right after the boot verification, before anything else: a sealed path it cannot watch
+//!   refuses the boot, unless `on_drift = "report"` (then status shows it).
 //! - The metadata recheck (`[metadata] recheck`): user-data or tags that changed since the boot
 //!   are announced ("replace this instance"), never applied.
 
@@ -17,18 +19,34 @@ use std::sync::Arc;
 
 pub const METADATA_CHANGED: &str = "metadata changed since boot: replace this instance";
 
-/// Starts watching the sealed paths; does nothing when nothing is sealed.
-pub fn watch_seal(config: &SealConfig, verified: &Verified, shared: Arc<Shared>, stopper: Stopper) {
-    let watch = match seal::watch(config, verified) {
-        Ok(Some(w)) => w,
-        Ok(None) => return,
-        Err(e) => {
-            tracing::error!("{e}; drift after boot will not be noticed");
-            shared.update(|s| s.warnings.push(e.to_string()));
-            return;
-        }
+/// Starts watching the sealed paths (None when nothing is sealed). What cannot be watched is
+/// drift: it refuses the boot, or with `on_drift = "report"` is shown in status.
+pub fn start_seal_watch(
+    config: &SealConfig,
+    verified: &Verified,
+    shared: &Shared,
+) -> Result<Option<DriftWatch>, String> {
+    let Some(watch) = seal::watch(config, verified).map_err(|e| format!("seal: {e}"))? else {
+        return Ok(None);
     };
-    tokio::spawn(on_drift(watch, config.on_drift, shared, stopper));
+    let blind = watch.unwatched();
+    if blind.is_empty() {
+        return Ok(Some(watch));
+    }
+    let lines = blind.iter().map(ToString::to_string).collect();
+    shared.update(|s| s.seal.get_or_insert_with(SealStatus::default).drift = lines);
+    let summary = seal::drift_summary(blind);
+    if config.on_drift != OnDrift::Report {
+        return Err(format!("seal: the watch cannot see every sealed path: {summary}"));
+    }
+    tracing::error!("seal watch: {summary}; on_drift = report: booting, the rescan still covers them");
+    shared.event("error", format!("seal watch: {summary}"));
+    Ok(Some(watch))
+}
+
+/// Applies `policy` to what the watch reports, for as long as kiln runs.
+pub fn watch_seal(watch: DriftWatch, policy: OnDrift, shared: Arc<Shared>, stopper: Stopper) {
+    tokio::spawn(on_drift(watch, policy, shared, stopper));
 }
 
 async fn on_drift(mut watch: DriftWatch, policy: OnDrift, shared: Arc<Shared>, stopper: Stopper) {
@@ -88,6 +106,7 @@ pub fn recheck_metadata(config: &MetadataConfig, at_boot: Metadata, shared: Arc<
         loop {
             tokio::time::sleep(every.get()).await;
             match metadata::fetch(&config).await {
+                // Tags include the pin tags: a changed pin is announced too.
                 Ok(now) if now.user_data != at_boot.user_data || now.tags != at_boot.tags => {
                     if !announced {
                         announced = true;

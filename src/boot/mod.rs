@@ -1,8 +1,9 @@
 //! `kiln boot`: the walk of one boot. Data flows one way:
 //!
 //! ```text
-//! config → serve (health + control, answering "booting") → seal → metadata → env
-//!        → supervise (services in dependency order, READY=1) → lb → run … → stop
+//! config → serve (health + control, answering "booting") → seal (verify, watch) → metadata
+//!        → env (→ pin → secrets) → supervise (services in dependency order, READY=1) → lb
+//!        → run … → stop
 //! ```
 //!
 //! A failure before services start refuses the boot: nothing is started or registered,
@@ -20,10 +21,11 @@ use crate::config::Config;
 use crate::env::{self, FrozenEnv};
 use crate::lb::{self, Membership};
 use crate::metadata::{self, Metadata};
-use crate::seal::{self, SealError, Verified};
-use crate::serve::{agent, control, health};
-use crate::state::{EnvVarSource, Phase, SealStatus, Shared, now_ms};
-use crate::supervise::reaper::{self, Reaper};
+use crate::process::reaper::{self, Reaper};
+use crate::seal::{self, DriftWatch, Pin, SealError, Verified};
+use crate::secrets::{self, Plan, Stores};
+use crate::serve;
+use crate::state::{EnvVarSource, ExpectedImage, Phase, SealStatus, SecretsStatus, Shared, now_ms};
 use crate::supervise::{Supervisor, SupervisorHandle};
 use crate::systemd::{self, Notifier};
 use std::path::Path;
@@ -37,7 +39,11 @@ use tokio::sync::watch;
 const EXIT_REFUSED: u8 = 1;
 
 pub fn run(config_path: &Path) -> ExitCode {
-    systemd::log::init();
+    // Before any thread starts (the log's writer, the runtime's): they inherit the mask.
+    crate::process::signals::unblock_inherited();
+    let _log = systemd::log::init();
+    // Before any listener sizes its cap from the limit.
+    crate::fd_budget::raise();
     let shared = Shared::new();
     shared.phase_begin("config");
     let config = match Config::load(config_path) {
@@ -105,8 +111,9 @@ async fn walk(config: Config, shared: Arc<Shared>) -> ExitCode {
     };
     let Prepared {
         env,
-        verified,
+        seal_watch,
         metadata,
+        secrets,
     } = match prepared {
         Ok(p) => p,
         Err(reason) => return refuse(&shared, &notifier, &reason, stops).await,
@@ -117,9 +124,10 @@ async fn walk(config: Config, shared: Arc<Shared>) -> ExitCode {
         Err(e) => return refuse(&shared, &notifier, &format!("lb: {e}"), stops).await,
     };
 
+    let supervisor_env = Arc::new(env);
     let supervisor = match Supervisor::new(
         &config.services,
-        Arc::new(env),
+        supervisor_env.clone(),
         reaper,
         shared.clone(),
         notifier.clone(),
@@ -129,8 +137,21 @@ async fn walk(config: Config, shared: Arc<Shared>) -> ExitCode {
     };
     let handle = supervisor.handle();
     let supervisor = tokio::spawn(supervisor.run());
-    guards::watch_seal(&config.seal, &verified, shared.clone(), stopper);
+    if let Some(watch) = seal_watch {
+        guards::watch_seal(watch, config.seal.on_drift, shared.clone(), stopper);
+    }
     guards::recheck_metadata(&config.metadata, metadata, shared.clone());
+    if let (Some(every), Some((plan, stores))) = (config.metadata.recheck, secrets) {
+        let budget = config.metadata.deadline.get();
+        secrets::recheck::start(
+            plan,
+            stores,
+            supervisor_env.as_ref(),
+            every.get(),
+            budget,
+            shared.clone(),
+        );
+    }
     // Joins the load balancer once every service is ready.
     let membership =
         registrar.map(|r| Membership::start(r, shared.clone(), notifier.clone(), config.lb.drain_timeout()));
@@ -152,41 +173,55 @@ async fn start_serving(config: &Config, shared: &Arc<Shared>) -> Result<(), Stri
     for (key, dir) in config.control.runtime_dirs() {
         crate::state_dir::prepare(dir).map_err(|e| format!("[control] {key} {}: {e}", dir.display()))?;
     }
-    let socket = control::bind(&config.control.socket)
-        .map_err(|e| format!("[control] socket {}: {e}", config.control.socket.display()))?;
-    health::start(config.health.listen, shared.clone())
-        .map_err(|e| format!("[health] listen {}: {e}", config.health.listen))?;
-    if let Some(addr) = config.health.agent_listen {
-        let agent_listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|e| format!("[health] agent_listen {addr}: {e}"))?;
-        tokio::spawn(agent::serve_agent(agent_listener, shared.clone()));
-    }
-    tokio::spawn(control::serve(socket, shared.clone()));
-    Ok(())
+    serve::start(&config.health, &config.control.socket, shared.clone())
 }
 
 /// What the boot steps produced, frozen from here on.
 struct Prepared {
     env: FrozenEnv,
-    verified: Verified,
+    /// Watching the sealed paths since right after they were verified; None when not sealed.
+    seal_watch: Option<DriftWatch>,
     metadata: Metadata,
+    /// What `[metadata] recheck` asks the stores again.
+    secrets: Option<(Plan, Stores)>,
 }
 
-/// The steps that must all pass before a single service starts: seal, metadata, environment.
+/// The steps that must all pass before a single service starts: seal, metadata, environment,
+/// the launch configuration's pin, and the secrets (only for an image the pin accepts).
 async fn prepare(config: &Config, shared: &Shared) -> Result<Prepared, String> {
     shared.phase_begin("seal");
     let verified = verify_seal(config, shared).await?;
+    let seal_watch = guards::start_seal_watch(&config.seal, &verified, shared)?;
     shared.phase_done("seal");
 
+    // One deadline for the metadata and the secrets resolved from it.
+    let deadline = tokio::time::Instant::now() + config.metadata.deadline.get();
     shared.phase_begin("metadata");
-    let metadata = metadata::fetch(&config.metadata)
+    let metadata = metadata::fetch_by(&config.metadata, deadline)
         .await
         .map_err(|e| e.to_string())?;
+    // The facts name the instance even when a later step refuses the boot (`kiln status`,
+    // `kiln fleet`); they hold no secret.
+    shared.update(|s| s.instance = Some(metadata.facts.clone()));
     shared.phase_done("metadata");
 
     shared.phase_begin("env");
-    let frozen = env::freeze(&config.env, &config.metadata, &metadata).map_err(|e| e.to_string())?;
+    let layered = env::layer(&config.env, &config.metadata, &metadata).map_err(|e| e.to_string())?;
+    check_pin(&verified, &metadata, layered.pins(), shared)?;
+    let resolved = match &config.secrets {
+        Some(secrets_config) => {
+            shared.phase_begin("secrets");
+            let resolved = resolve_secrets(config, secrets_config, &layered, &metadata, deadline).await?;
+            shared.phase_done("secrets");
+            Some(resolved)
+        }
+        None => None,
+    };
+    let (values, report, secrets) = match resolved {
+        Some(r) => (r.values, Some(r.report), Some(r.recheck)),
+        None => (env::Secrets::default(), None, None),
+    };
+    let frozen = layered.freeze(values).map_err(|e| e.to_string())?;
     env::check_exec_limits(
         &frozen,
         &config.services,
@@ -194,6 +229,16 @@ async fn prepare(config: &Config, shared: &Shared) -> Result<Prepared, String> {
         env::ExecLimits::of_this_machine(),
     )
     .map_err(|e| e.to_string())?;
+    if let Some(mut report) = report {
+        report.resolved = frozen.secrets();
+        tracing::info!(
+            "secrets: {} resolved in {}ms ({} requests)",
+            report.resolved,
+            report.took_us / 1000,
+            report.requests
+        );
+        shared.update(|s| s.secrets = Some(report));
+    }
     env::write_files(&config.control.state_dir, &frozen, &metadata)
         .map_err(|e| format!("cannot write {}: {e}", config.control.state_dir.display()))?;
     let names: Vec<EnvVarSource> = frozen
@@ -201,16 +246,73 @@ async fn prepare(config: &Config, shared: &Shared) -> Result<Prepared, String> {
         .into_iter()
         .map(|(name, source)| EnvVarSource { name, source })
         .collect();
-    shared.update(|s| {
-        s.instance = Some(metadata.facts.clone());
-        s.env = names;
-    });
+    shared.update(|s| s.env = names);
     shared.phase_done("env");
     Ok(Prepared {
         env: frozen,
-        verified,
+        seal_watch,
         metadata,
+        secrets,
     })
+}
+
+/// What the `secrets` step gave.
+struct ResolvedSecrets {
+    values: env::Secrets,
+    /// For status; `resolved` is counted once the values are in the environment.
+    report: SecretsStatus,
+    /// What `[metadata] recheck` asks the stores again.
+    recheck: (Plan, Stores),
+}
+
+/// The `secrets` step: finds the references and resolves them by the boot's deadline. An error
+/// names every variable that failed, its reference and the store's error code.
+async fn resolve_secrets(
+    config: &Config,
+    secrets_config: &crate::config::SecretsConfig,
+    layered: &env::Layered,
+    metadata: &Metadata,
+    deadline: tokio::time::Instant,
+) -> Result<ResolvedSecrets, String> {
+    let plan = secrets::plan(secrets_config, layered).map_err(|e| e.to_string())?;
+    let stores = Stores::new(secrets_config, &config.metadata, &metadata.facts)
+        .map_err(|e| format!("secrets: {e}"))?;
+    let resolution = plan.resolve(&stores, deadline).await.map_err(|e| e.to_string())?;
+    let report = SecretsStatus {
+        resolved: 0,
+        requests: resolution.requests,
+        took_us: resolution.took.as_micros() as u64,
+        changed: Vec::new(),
+    };
+    Ok(ResolvedSecrets {
+        values: resolution.secrets,
+        report,
+        recheck: (plan, stores),
+    })
+}
+
+/// Compares the pin of the launch configuration (tags `kiln-expect-*`, user-data
+/// `KILN_EXPECT_*`) with the verified seal; a pin that does not hold refuses the boot.
+fn check_pin(
+    verified: &Verified,
+    metadata: &Metadata,
+    pins: &std::collections::BTreeMap<String, String>,
+    shared: &Shared,
+) -> Result<(), String> {
+    let pin = Pin::read(&metadata.tags, pins).map_err(|e| e.to_string())?;
+    if pin.is_empty() {
+        return Ok(());
+    }
+    shared.phase_begin("pin");
+    let expected = ExpectedImage {
+        release: pin.release.as_ref().map(|r| r.value.to_string()),
+        root_hash: pin.root_hash.as_ref().map(|h| h.value.to_hex().to_string()),
+    };
+    shared.update(|s| s.seal.get_or_insert_with(SealStatus::default).expected = Some(expected));
+    pin.check(verified).map_err(|e| e.to_string())?;
+    tracing::info!("pin: this image is what the launch configuration expects: {pin}");
+    shared.phase_done("pin");
+    Ok(())
 }
 
 /// Remounts the sealed paths read-only first (nothing can change between the check and the
@@ -245,6 +347,7 @@ async fn verify_seal(config: &Config, shared: &Shared) -> Result<Verified, Strin
             shared.update(|s| {
                 let status = s.seal.get_or_insert_with(SealStatus::default);
                 status.root_hash = verified.root_hash.clone();
+                status.release = verified.release.as_ref().map(ToString::to_string);
                 status.last_verified_ms = verified.root_hash.as_ref().map(|_| now_ms());
             });
             Ok(verified)

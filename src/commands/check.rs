@@ -1,32 +1,70 @@
-//! `kiln check`: the config checks of `kiln boot`, without starting anything.
+//! `kiln check`: the config checks of `kiln boot`, without starting anything. With `[secrets]`
+//! it also checks the references in `[env] defaults` and lists them (user-data and tags are only
+//! known at boot: `kiln env` lists those). Every problem is listed at once.
 
 use crate::config::{Config, ConfigError};
+use crate::secrets::Reference;
 use std::path::Path;
 use std::process::ExitCode;
 
 pub fn run(path: &Path) -> ExitCode {
-    // The runtime directories as they are on this machine: `kiln boot` refuses the same.
-    let loaded = Config::load(path).and_then(|config| match config.control.runtime_dir_problems() {
-        problems if problems.is_empty() => Ok(config),
-        problems => Err(ConfigError {
-            file: path.to_path_buf(),
-            problems,
-        }),
-    });
-    match loaded {
-        Ok(config) => {
-            let replicas: u64 = config.services.iter().map(|s| u64::from(s.replicas)).sum();
-            println!(
-                "{}: ok ({} services, {} processes)",
-                path.display(),
-                config.services.len(),
-                replicas
-            );
-            ExitCode::SUCCESS
-        }
+    let config = match Config::load(path) {
+        Ok(config) => config,
         Err(e) => {
             eprintln!("kiln check: {e}");
-            ExitCode::from(crate::EXIT_CONFIG)
+            return ExitCode::from(crate::EXIT_CONFIG);
+        }
+    };
+    // The runtime directories as they are on this machine (`kiln boot` refuses the same), and
+    // the secret references.
+    let (references, bad_references) = default_references(&config);
+    let problems: Vec<String> = config
+        .control
+        .runtime_dir_problems()
+        .into_iter()
+        .chain(bad_references)
+        .collect();
+    if !problems.is_empty() {
+        let e = ConfigError {
+            file: path.to_path_buf(),
+            problems,
+        };
+        eprintln!("kiln check: {e}");
+        return ExitCode::from(crate::EXIT_CONFIG);
+    }
+    let replicas: u64 = config.services.iter().map(|s| u64::from(s.replicas)).sum();
+    println!(
+        "{}: ok ({} services, {} processes)",
+        path.display(),
+        config.services.len(),
+        replicas
+    );
+    if let Some(secrets) = &config.secrets {
+        let schemes: Vec<&str> = secrets.schemes.iter().map(|s| s.as_str()).collect();
+        println!("secrets: references on for {}", schemes.join(", "));
+        for p in &secrets.ssm_paths {
+            println!("  ssm path {p}: every parameter directly under it becomes a variable");
+        }
+        for line in references {
+            println!("  {line}");
         }
     }
+    ExitCode::SUCCESS
+}
+
+/// `NAME  secret (REFERENCE)` for each good reference in `[env] defaults`, and a problem for
+/// each bad one.
+fn default_references(config: &Config) -> (Vec<String>, Vec<String>) {
+    let (mut lines, mut problems) = (Vec::new(), Vec::new());
+    let Some(secrets) = &config.secrets else {
+        return (lines, problems);
+    };
+    for (name, value) in &config.env.defaults {
+        match Reference::parse(value, secrets) {
+            None => {}
+            Some(Ok(reference)) => lines.push(format!("{name}  secret ({reference})")),
+            Some(Err(e)) => problems.push(format!("[env] defaults: {name}: {e}")),
+        }
+    }
+    (lines, problems)
 }

@@ -1,7 +1,8 @@
 //! `kiln env`: the metadata and env steps of `kiln boot`, without starting anything.
 //!
-//! Prints each variable's name and where it came from, never a value; fails with the error a
-//! boot would fail with. For bake-time checks and for debugging an instance's user-data.
+//! Prints each variable's name and where it came from (`secret (ssm:/app/prod/db)` for a
+//! resolved reference), never a value; fails with the error a boot would fail with. Secrets are
+//! resolved as a boot resolves them, so it also tells whether the instance may read them.
 
 use crate::config::Config;
 use crate::env::Source;
@@ -20,7 +21,7 @@ pub fn run(path: &Path, all: bool, write_to: Option<&Path>) -> ExitCode {
             return ExitCode::from(crate::EXIT_CONFIG);
         }
     };
-    crate::systemd::log::init();
+    let _log = crate::systemd::log::init();
     let started = Instant::now();
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
@@ -29,7 +30,8 @@ pub fn run(path: &Path, all: bool, write_to: Option<&Path>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let metadata = match runtime.block_on(crate::metadata::fetch(&config.metadata)) {
+    let deadline = tokio::time::Instant::now() + config.metadata.deadline.get();
+    let metadata = match runtime.block_on(crate::metadata::fetch_by(&config.metadata, deadline)) {
         Ok(metadata) => metadata,
         Err(e) => {
             eprintln!("kiln env: {e}");
@@ -37,11 +39,13 @@ pub fn run(path: &Path, all: bool, write_to: Option<&Path>) -> ExitCode {
         }
     };
     let took = started.elapsed();
-    let limits = crate::env::ExecLimits::of_this_machine();
-    let frozen = match crate::env::freeze(&config.env, &config.metadata, &metadata).and_then(|frozen| {
-        crate::env::check_exec_limits(&frozen, &config.services, &metadata, limits).map(|()| frozen)
-    }) {
-        Ok(frozen) => frozen,
+    let frozen = match runtime.block_on(freeze(&config, &metadata, deadline)) {
+        Ok((frozen, line)) => {
+            if let Some(line) = line {
+                eprintln!("{line}");
+            }
+            frozen
+        }
         Err(e) => {
             eprintln!("kiln env: {e}");
             return ExitCode::FAILURE;
@@ -71,14 +75,14 @@ pub fn run(path: &Path, all: bool, write_to: Option<&Path>) -> ExitCode {
         printable(&metadata.endpoint),
         described.join(", ")
     );
-    let shown: Vec<(&str, Source)> = frozen
+    let shown: Vec<(&str, String)> = frozen
         .vars()
-        .filter_map(|(name, _)| Some((name, frozen.source(name)?)))
-        .filter(|(_, source)| all || *source != Source::Kiln)
+        .filter(|(name, _)| all || frozen.source(name) != Some(Source::Kiln))
+        .filter_map(|(name, _)| Some((name, frozen.describe_source(name)?)))
         .collect();
     let width = shown.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
     for (name, source) in &shown {
-        out.push_str(&format!("{name:width$}  {}\n", source.as_str()));
+        out.push_str(&format!("{name:width$}  {source}\n"));
     }
     let inherited = frozen
         .vars()
@@ -91,4 +95,42 @@ pub fn run(path: &Path, all: bool, write_to: Option<&Path>) -> ExitCode {
     }
     print!("{out}");
     ExitCode::SUCCESS
+}
+
+/// The env step of a boot: layers, then the secrets when `[secrets]` is set, then freeze.
+/// The line says how the secrets went.
+async fn freeze(
+    config: &Config,
+    metadata: &crate::metadata::Metadata,
+    deadline: tokio::time::Instant,
+) -> Result<(crate::env::FrozenEnv, Option<String>), String> {
+    let layered = crate::env::layer(&config.env, &config.metadata, metadata).map_err(|e| e.to_string())?;
+    let Some(secrets) = &config.secrets else {
+        let frozen = layered.freeze(Default::default()).map_err(|e| e.to_string())?;
+        check_exec_limits(config, &frozen, metadata)?;
+        return Ok((frozen, None));
+    };
+    let plan = crate::secrets::plan(secrets, &layered).map_err(|e| e.to_string())?;
+    let stores = crate::secrets::Stores::new(secrets, &config.metadata, &metadata.facts)
+        .map_err(|e| format!("secrets: {e}"))?;
+    let resolution = plan.resolve(&stores, deadline).await.map_err(|e| e.to_string())?;
+    let line = format!(
+        "secrets: {} resolved in {}ms ({} requests)",
+        resolution.secrets.references.len() + resolution.secrets.loaded.len(),
+        resolution.took.as_millis(),
+        resolution.requests
+    );
+    let frozen = layered.freeze(resolution.secrets).map_err(|e| e.to_string())?;
+    check_exec_limits(config, &frozen, metadata)?;
+    Ok((frozen, Some(line)))
+}
+
+/// As the boot does: an environment no exec of some service could carry is refused.
+fn check_exec_limits(
+    config: &Config,
+    frozen: &crate::env::FrozenEnv,
+    metadata: &crate::metadata::Metadata,
+) -> Result<(), String> {
+    let limits = crate::env::ExecLimits::of_this_machine();
+    crate::env::check_exec_limits(frozen, &config.services, metadata, limits).map_err(|e| e.to_string())
 }

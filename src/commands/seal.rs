@@ -1,14 +1,16 @@
 //! `kiln seal`: the last step of an image bake. Records the `[seal]` paths into the manifest
-//! that every boot verifies.
+//! that every boot verifies, labelled with the release: `--release` wins over `[seal] release`,
+//! since the pipeline that bakes the image knows its version and the config is the same for every
+//! bake.
 
-use crate::config::Config;
+use crate::config::{Config, Release};
 use crate::seal;
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Instant;
 
-pub fn run(path: &Path) -> ExitCode {
-    let config = match Config::load(path) {
+pub fn run(path: &Path, release: Option<&str>) -> ExitCode {
+    let mut config = match Config::load(path) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("kiln seal: {e}");
@@ -22,6 +24,15 @@ pub fn run(path: &Path) -> ExitCode {
         );
         return ExitCode::from(crate::EXIT_CONFIG);
     }
+    if let Some(label) = release {
+        match label.parse::<Release>() {
+            Ok(label) => config.seal.release = Some(label),
+            Err(e) => {
+                eprintln!("kiln seal: --release: {e}");
+                return ExitCode::from(crate::EXIT_CONFIG);
+            }
+        }
+    }
     let started = Instant::now();
     match seal::seal(&config.seal) {
         Ok(manifest) => {
@@ -32,6 +43,9 @@ pub fn run(path: &Path) -> ExitCode {
                 manifest.entry_count(),
                 started.elapsed()
             );
+            if let Some(release) = &manifest.release {
+                println!("release {release}");
+            }
             println!("root {}", manifest.root_hash_hex());
             println!("manifest {}", config.seal.manifest.display());
             ExitCode::SUCCESS

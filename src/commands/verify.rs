@@ -17,8 +17,14 @@ pub fn run(path: &Path) -> ExitCode {
     };
     match seal::verify(&config.seal) {
         Ok(v) if v.differences.is_empty() => {
+            let release = v
+                .manifest
+                .release
+                .as_ref()
+                .map(|r| format!("release {r}, "))
+                .unwrap_or_default();
             println!(
-                "ok: the sealed paths match {} ({} entries, root {})",
+                "ok: the sealed paths match {} ({release}{} entries, root {})",
                 config.seal.manifest.display(),
                 v.manifest.entry_count(),
                 v.manifest.root_hash_hex()

@@ -166,7 +166,7 @@ pub fn check_name(name: &str) -> Result<(), String> {
     ))
 }
 
-fn check_pattern(pattern: &str) -> Result<(), String> {
+pub(super) fn check_pattern(pattern: &str) -> Result<(), String> {
     let ok = !pattern.is_empty()
         && pattern
             .chars()

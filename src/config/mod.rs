@@ -13,6 +13,7 @@ mod env;
 pub mod lb;
 mod metadata;
 mod seal;
+mod secrets;
 mod service;
 mod signal;
 mod validate;
@@ -21,8 +22,9 @@ pub use duration::HumanDuration;
 pub use env::{BUILTIN_DENY, EnvConfig, RESERVED_PREFIX, check_name, glob_match, is_valid_name};
 pub use lb::LbConfig;
 pub use metadata::{MetadataConfig, ProviderKind, USER_DATA_LIMIT_MAX, UserDataFormat};
-pub use seal::{OnDrift, SealConfig};
-pub use service::{FastCgiSocket, ProbeConfig, ProbeTarget, RestartPolicy, ServiceConfig};
+pub use seal::{OnDrift, Release, SealConfig};
+pub use secrets::{Scheme, SecretsConfig};
+pub use service::{FastCgiSocket, ProbeConfig, ProbeTarget, RestartPolicy, ServiceConfig, StopSignalTo};
 pub use signal::SignalName;
 
 use serde::{Deserialize, Serialize};
@@ -46,6 +48,8 @@ pub struct Config {
     pub lb: LbConfig,
     #[serde(default)]
     pub seal: SealConfig,
+    /// Secret references; None (no section): no value is a reference.
+    pub secrets: Option<SecretsConfig>,
     #[serde(default, rename = "service")]
     pub services: Vec<ServiceConfig>,
 }

@@ -6,7 +6,9 @@
 
 use super::HumanDuration;
 use serde::{Deserialize, Serialize};
+use std::fmt;
 use std::path::{Component, Path, PathBuf};
+use std::str::FromStr;
 
 pub const DEFAULT_MANIFEST: &str = "/etc/kiln/seal";
 
@@ -27,6 +29,64 @@ pub struct SealConfig {
     pub readonly: bool,
     /// A missing manifest refuses the boot; `false` boots unsealed instead (development).
     pub required: bool,
+    /// The image's label, written into the manifest by `kiln seal` (`--release` wins over it).
+    pub release: Option<Release>,
+}
+
+/// A person's name for an image (`v42`, `2024.06.1+build.7`), recorded in the manifest beside the
+/// root hash. One word of `A-Z a-z 0-9 . _ - +`, at most 64 bytes, starting with a letter or
+/// digit: it is printed in status, logs and tables, and compared with the launch configuration's
+/// pin, so it must never need escaping.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Release(String);
+
+impl Release {
+    pub const MAX_LEN: usize = 64;
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for Release {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Release, String> {
+        let word = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '+');
+        match text.chars().next() {
+            None => Err("a release label is empty".into()),
+            _ if text.len() > Release::MAX_LEN => Err(format!(
+                "a release label is at most {} characters",
+                Release::MAX_LEN
+            )),
+            Some(first) if !first.is_ascii_alphanumeric() || !text.chars().all(word) => Err(
+                "a release label is one word of letters, digits and . _ - + starting with a letter or digit"
+                    .into(),
+            ),
+            Some(_) => Ok(Release(text.to_string())),
+        }
+    }
+}
+
+impl TryFrom<String> for Release {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Release, String> {
+        text.parse()
+    }
+}
+
+impl From<Release> for String {
+    fn from(release: Release) -> String {
+        release.0
+    }
+}
+
+impl fmt::Display for Release {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 /// What the running instance does once the sealed paths differ from the manifest.
@@ -52,6 +112,7 @@ impl Default for SealConfig {
             rescan: default_rescan(),
             readonly: true,
             required: true,
+            release: None,
         }
     }
 }
@@ -101,6 +162,8 @@ struct RawSealConfig {
     readonly: bool,
     #[serde(default = "yes")]
     required: bool,
+    #[serde(default)]
+    release: Option<String>,
 }
 
 impl TryFrom<RawSealConfig> for SealConfig {
@@ -112,6 +175,14 @@ impl TryFrom<RawSealConfig> for SealConfig {
         if raw.paths.is_empty() {
             return Err("[seal] paths is empty: list the paths to seal, or remove the [seal] section".into());
         }
+        // A label is a type of its own: parsed here, like a duration.
+        let release = raw
+            .release
+            .map(|text| {
+                text.parse::<Release>()
+                    .map_err(|e| format!("[seal] release: {e}"))
+            })
+            .transpose()?;
         Ok(SealConfig {
             paths: raw.paths,
             exclude: raw.exclude,
@@ -120,6 +191,7 @@ impl TryFrom<RawSealConfig> for SealConfig {
             rescan: raw.rescan,
             readonly: raw.readonly,
             required: raw.required,
+            release,
         })
     }
 }
@@ -228,6 +300,28 @@ mod tests {
     }
 
     #[test]
+    fn release_labels_are_one_printable_word() {
+        for good in ["v42", "2024.06.1+build.7", "release_42-rc1", "A"] {
+            assert_eq!(good.parse::<Release>().unwrap().as_str(), good);
+        }
+        let long = "v".repeat(Release::MAX_LEN + 1);
+        for bad in [
+            "",
+            "-v42",
+            ".hidden",
+            "v42 ",
+            "v4\n2",
+            "v42/x",
+            "caf\u{e9}",
+            long.as_str(),
+        ] {
+            assert!(bad.parse::<Release>().is_err(), "{bad:?}");
+        }
+        let seal = parse("[seal]\npaths = [\"/srv/app\"]\nrelease = \"v42\"\n").unwrap();
+        assert_eq!(seal.release.unwrap().as_str(), "v42");
+    }
+
+    #[test]
     fn the_absent_section_seals_nothing() {
         assert!(!SealConfig::default().is_enabled());
     }
@@ -260,6 +354,14 @@ mod tests {
             (
                 "[seal]\npaths = [\"/srv\"]\npath = \"/x\"\n",
                 "unknown field `path`",
+            ),
+            (
+                "[seal]\npaths = [\"/srv\"]\nrelease = \"\"\n",
+                "release: a release label is empty",
+            ),
+            (
+                "[seal]\npaths = [\"/srv\"]\nrelease = \"v 42\"\n",
+                "release: a release label is one word",
             ),
         ] {
             let err = parse(text).unwrap_err();

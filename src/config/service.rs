@@ -21,9 +21,15 @@ pub struct ServiceConfig {
     /// Extra variables for this service only, on top of the frozen environment.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// Globs of the frozen environment's names this service gets (`["APP_*", "DATABASE_URL"]`);
+    /// unset: all of it. `PATH`, its own `env` and `KILN_SERVICE`/`KILN_REPLICA` always pass.
+    pub env_allow: Option<Vec<String>>,
     /// Signal for a graceful stop (php-fpm and nginx: SIGQUIT).
     #[serde(default = "default_stop_signal")]
     pub stop_signal: SignalName,
+    /// Where `stop_signal` goes: the main process (default) or its whole process group.
+    #[serde(default)]
+    pub stop_signal_to: StopSignalTo,
     /// How long a graceful stop may take before SIGKILL goes to the process group.
     #[serde(default = "default_stop_timeout")]
     pub stop_timeout: HumanDuration,
@@ -58,6 +64,20 @@ pub enum RestartPolicy {
     Never,
 }
 
+/// Where a service's `stop_signal` goes. The SIGKILL after `stop_timeout` always goes to the
+/// whole process group.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StopSignalTo {
+    /// The main process only, as systemd's `KillMode=mixed`: nginx and php-fpm masters stop their
+    /// own workers, and a worker signalled beside its master would be told twice.
+    #[default]
+    Main,
+    /// Every process of the service's group, for a main process that does not pass the signal on
+    /// (a shell script with children of its own).
+    Group,
+}
+
 /// One probe. Exactly one of `http`, `tcp`, `exec`, `fastcgi` is set.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -82,6 +102,20 @@ pub struct ProbeConfig {
     pub failure_threshold: u32,
     #[serde(default = "default_success_threshold")]
     pub success_threshold: u32,
+}
+
+impl ServiceConfig {
+    /// `env_allow` holds name globs.
+    pub fn env_allow_problems(&self) -> Vec<String> {
+        self.env_allow
+            .iter()
+            .flatten()
+            .filter_map(|pattern| {
+                let e = super::env::check_pattern(pattern).err()?;
+                Some(format!("env_allow: {pattern:?}: {e}"))
+            })
+            .collect()
+    }
 }
 
 fn default_stop_signal() -> SignalName {

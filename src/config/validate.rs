@@ -29,6 +29,9 @@ pub(super) fn check(config: &Config) -> Vec<String> {
     problems.extend(within("[env]", config.env.check()));
     problems.extend(config.lb.check().err().unwrap_or_default());
     problems.extend(config.seal.check().err().unwrap_or_default());
+    if let Some(secrets) = &config.secrets {
+        problems.extend(within("[secrets]", secrets.check()));
+    }
     check_services(&config.services, &mut problems);
     problems
 }
@@ -115,6 +118,7 @@ fn service_problems(s: &ServiceConfig) -> Vec<String> {
         }
         _ => problems.push("command = []: give a program and its arguments".into()),
     }
+    problems.extend(s.env_allow_problems());
     if s.replicas == 0 || s.replicas > 256 {
         problems.push(format!("replicas = {}: must be between 1 and 256", s.replicas));
     }

@@ -135,6 +135,19 @@ impl RuntimeApi {
         }
         Ok(ServerStat::find(&answer, backend, server))
     }
+
+    /// Every server of `backend` as `show stat` lists it (read-only: `kiln fleet`).
+    pub async fn servers(&self, backend: &str) -> Result<Vec<ServerStat>, LbError> {
+        let answer = self.command(&format!("show stat {backend} 4 -1")).await?;
+        if !answer.starts_with('#') {
+            return Err(LbError(format!(
+                "haproxy runtime API at {}: show stat {backend}: {}",
+                self.addr,
+                one_line(&answer)
+            )));
+        }
+        Ok(ServerStat::all(&answer, backend))
+    }
 }
 
 /// One command line out, the whole answer back (HAProxy closes the connection after it).
@@ -171,6 +184,8 @@ fn one_line(s: &str) -> String {
 /// The fields of a `show stat` server row that kiln reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerStat {
+    /// The server's name in its backend.
+    pub name: String,
     /// UP, DOWN, MAINT, DRAIN, NOLB, `no check`, ... (with `UP 1/3`-style transitions).
     pub status: String,
     /// Current sessions.
@@ -186,26 +201,40 @@ pub struct ServerStat {
 impl ServerStat {
     /// Finds `backend/server` in `show stat` CSV (the header line names the columns).
     pub fn find(csv: &str, backend: &str, server: &str) -> Option<ServerStat> {
+        Self::all(csv, backend).into_iter().find(|s| s.name == server)
+    }
+
+    /// Every server row of `backend` in `show stat` CSV, in HAProxy's order.
+    pub fn all(csv: &str, backend: &str) -> Vec<ServerStat> {
         let mut lines = csv.lines();
-        let header: Vec<&str> = lines.next()?.trim_start_matches("# ").split(',').collect();
+        let Some(header) = lines.next() else {
+            return Vec::new();
+        };
+        let header: Vec<&str> = header.trim_start_matches("# ").split(',').collect();
         let col = |name: &str| header.iter().position(|h| *h == name);
-        let (px, sv) = (col("pxname")?, col("svname")?);
-        for line in lines {
-            let fields: Vec<&str> = line.split(',').collect();
-            if fields.get(px) == Some(&backend) && fields.get(sv) == Some(&server) {
+        let (Some(px), Some(sv)) = (col("pxname"), col("svname")) else {
+            return Vec::new();
+        };
+        lines
+            .map(|line| line.split(',').collect::<Vec<&str>>())
+            .filter(|fields| {
+                fields.get(px) == Some(&backend)
+                    && !matches!(fields.get(sv), None | Some(&"BACKEND") | Some(&"FRONTEND"))
+            })
+            .map(|fields| {
                 let get = |name: &str| col(name).and_then(|i| fields.get(i)).copied().unwrap_or("");
                 let num = |name: &str| get(name).parse().unwrap_or(0);
-                return Some(ServerStat {
+                ServerStat {
+                    name: get("svname").to_string(),
                     status: get("status").to_string(),
                     scur: num("scur"),
                     qcur: num("qcur"),
                     stot: num("stot"),
                     addr: get("addr").to_string(),
                     weight: num("weight"),
-                });
-            }
-        }
-        None
+                }
+            })
+            .collect()
     }
 }
 
@@ -407,6 +436,9 @@ mod tests {
         let b = ServerStat::find(csv, "app", "b").unwrap();
         assert_eq!((b.qcur, b.weight, b.addr.as_str()), (1, 0, "10.0.0.6:8080"));
         assert_eq!(ServerStat::find(csv, "app", "c"), None);
+        let names: Vec<String> = ServerStat::all(csv, "app").into_iter().map(|s| s.name).collect();
+        assert_eq!(names, ["a", "b"]);
+        assert!(ServerStat::all(csv, "other").is_empty());
     }
 
     #[test]

@@ -79,9 +79,25 @@ pub fn registrar(config: &Config, facts: &InstanceFacts) -> Result<Option<Box<dy
     Ok(match lb.kind {
         LbKind::None => None,
         LbKind::Haproxy => Some(Box::new(haproxy::HaproxyRegistrar::new(lb, facts)?)),
-        LbKind::Elbv2 => Some(Box::new(elbv2::Elbv2Registrar::new(lb, facts)?)),
+        LbKind::Elbv2 => Some(Box::new(elbv2::Elbv2Registrar::with_credentials(
+            lb,
+            facts,
+            aws_credentials(config)?,
+        )?)),
         LbKind::Consul => Some(Box::new(consul::ConsulRegistrar::new(lb, &config.health, facts)?)),
     })
+}
+
+/// kiln's `AWS_*` keys, else the instance role through the metadata service `[metadata]` names
+/// (or `[lb] imds_endpoint`), with its request timeout and `imdsv1` setting.
+fn aws_credentials(config: &Config) -> Result<crate::aws::CredentialSource, LbError> {
+    let meta = &config.metadata;
+    let identity = match &config.lb.imds_endpoint {
+        Some(imds) => crate::metadata::Identity::at(imds, meta.request_timeout.get(), meta.imdsv1),
+        None => crate::metadata::Identity::from_config(meta),
+    }
+    .map_err(|e| LbError(e.to_string()))?;
+    crate::aws::CredentialSource::from_env_or(identity).map_err(|e| LbError(format!("elbv2: {e}")))
 }
 
 /// Fills `{instance_id}`, `{local_ipv4}`, `{region}`, `{hostname}` in the value of `[lb] key`.

@@ -6,7 +6,7 @@
 //! like 5xx.
 
 use super::client::{Http, Request, json_string, parse_json, status_text, text};
-use super::{InstanceFacts, MetadataProvider, Result};
+use super::{InstanceFacts, MetadataProvider, Result, TagNames};
 use base64::Engine;
 use reqwest::StatusCode;
 use reqwest::header::HeaderValue;
@@ -90,7 +90,7 @@ impl MetadataProvider for Azure {
             .map_err(|_| self.http.error(step, "userData is not valid base64"))
     }
 
-    async fn tags(&self, prefix: &str) -> Result<BTreeMap<String, String>> {
+    async fn tags(&self, wanted: &TagNames<'_>) -> Result<BTreeMap<String, String>> {
         let doc = self.instance().await?;
         let list = doc
             .pointer("/compute/tagsList")
@@ -99,7 +99,7 @@ impl MetadataProvider for Azure {
             .flatten();
         Ok(list
             .filter_map(|tag| Some((tag.get("name")?.as_str()?, tag.get("value")?.as_str()?)))
-            .filter(|(name, _)| name.starts_with(prefix))
+            .filter(|(name, _)| wanted.matches(name))
             .map(|(name, value)| (name.to_string(), value.to_string()))
             .collect())
     }

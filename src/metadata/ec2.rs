@@ -4,10 +4,12 @@
 //! `X-aws-ec2-metadata-token`. A 401 means the token expired: get a new one and ask again. A 403
 //! on the token request means the endpoint is disabled for this instance. Token-less IMDSv1 is
 //! used only when `imdsv1 = true` and the endpoint has no token API (404/405 on the PUT).
-//! The token is a credential: it is never logged or put in an error.
+//! The token is a credential: it is never logged or put in an error. The instance role's keys
+//! (`meta-data/iam/security-credentials/ROLE`) come through here too, for the AWS client
+//! (`metadata::Identity`).
 
 use super::client::{Http, Request, json_string, parse_json, status_text, text};
-use super::{InstanceFacts, MetadataProvider, Result};
+use super::{InstanceFacts, MetadataProvider, Result, TagNames};
 use futures_util::future::try_join_all;
 use reqwest::StatusCode;
 use reqwest::header::HeaderValue;
@@ -140,6 +142,61 @@ impl Ec2 {
     }
 }
 
+/// The keys document at `meta-data/iam/security-credentials/ROLE`.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RoleKeysDocument {
+    code: Option<String>,
+    access_key_id: String,
+    secret_access_key: String,
+    token: Option<String>,
+    expiration: Option<String>,
+}
+
+impl Ec2 {
+    /// The role's name from the listing, then its keys. 404 on the listing: no role attached.
+    pub(super) async fn role_keys(&self) -> Result<super::AwsRoleKeys> {
+        const LISTING: &str = "/latest/meta-data/iam/security-credentials/";
+        let step = "instance role";
+        let listing = self.get(step, LISTING).await?.ok_or_else(|| {
+            self.http.error(
+                step,
+                "no instance role attached (404); attach one or give kiln AWS_ACCESS_KEY_ID",
+            )
+        })?;
+        let listing = text(&self.http, step, &listing)?;
+        let role = listing.lines().next().unwrap_or("").trim().to_string();
+        if role.is_empty() {
+            return Err(self.http.error(step, "no instance role attached (empty list)"));
+        }
+        let step = format!("keys of instance role {role:?}");
+        let path = format!("{LISTING}{}", encode_segment(&role));
+        let body = self
+            .get(&step, &path)
+            .await?
+            .ok_or_else(|| self.http.error(&step, "answered 404 Not Found"))?;
+        let keys: RoleKeysDocument = serde_json::from_slice(&body)
+            .map_err(|e| self.http.error(&step, format!("unexpected answer ({e})")))?;
+        if let Some(code) = keys.code.as_deref().filter(|c| *c != "Success") {
+            return Err(self.http.error(&step, format!("Code {code}")));
+        }
+        let expiry = match keys.expiration.as_deref() {
+            Some(e) => Some(
+                humantime::parse_rfc3339_weak(e.trim_end_matches('Z'))
+                    .map_err(|err| self.http.error(&step, format!("Expiration {e:?}: {err}")))?,
+            ),
+            None => None,
+        };
+        Ok(super::AwsRoleKeys {
+            role,
+            access_key_id: keys.access_key_id,
+            secret_access_key: keys.secret_access_key,
+            token: keys.token,
+            expiry,
+        })
+    }
+}
+
 #[async_trait::async_trait]
 impl MetadataProvider for Ec2 {
     fn name(&self) -> &'static str {
@@ -180,7 +237,7 @@ impl MetadataProvider for Ec2 {
     }
 
     /// Instance tags, when "allow tags in instance metadata" is on (else the listing is 404).
-    async fn tags(&self, prefix: &str) -> Result<BTreeMap<String, String>> {
+    async fn tags(&self, wanted: &TagNames<'_>) -> Result<BTreeMap<String, String>> {
         let step = "instance tags";
         let Some(listing) = self.get(step, "/latest/meta-data/tags/instance").await? else {
             return Ok(BTreeMap::new());
@@ -189,7 +246,7 @@ impl MetadataProvider for Ec2 {
         let keys: Vec<&str> = listing
             .lines()
             .map(str::trim)
-            .filter(|k| k.starts_with(prefix))
+            .filter(|k| wanted.matches(k))
             .collect();
         let values = try_join_all(keys.iter().map(|key| async move {
             let path = format!("/latest/meta-data/tags/instance/{}", encode_segment(key));

@@ -6,7 +6,7 @@
 //! custom attributes; instance attributes override project ones, as on GCE itself.
 
 use super::client::{Http, Request, json_string, parse_json};
-use super::{InstanceFacts, MetadataProvider, Result};
+use super::{InstanceFacts, MetadataProvider, Result, TagNames};
 use reqwest::header::HeaderValue;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -97,14 +97,15 @@ impl MetadataProvider for Gce {
             .map(|s| s.as_bytes().to_vec()))
     }
 
-    async fn tags(&self, prefix: &str) -> Result<BTreeMap<String, String>> {
-        let (instance, project) = tokio::try_join!(
-            self.instance(),
-            self.get_json(
+    async fn tags(&self, wanted: &TagNames<'_>) -> Result<BTreeMap<String, String>> {
+        // The instance first: a server that is not GCE's is then always named by that step.
+        let instance = self.instance().await?;
+        let project = self
+            .get_json(
                 "project attributes",
-                "/computeMetadata/v1/project/attributes/?recursive=true&alt=json"
-            ),
-        )?;
+                "/computeMetadata/v1/project/attributes/?recursive=true&alt=json",
+            )
+            .await?;
         let mut tags = BTreeMap::new();
         for attributes in [project.as_ref(), instance.get("attributes")]
             .into_iter()
@@ -112,7 +113,7 @@ impl MetadataProvider for Gce {
         {
             if let Some(map) = attributes.as_object() {
                 for (key, value) in map {
-                    if let (true, Some(value)) = (key.starts_with(prefix), value.as_str()) {
+                    if let (true, Some(value)) = (wanted.matches(key), value.as_str()) {
                         tags.insert(key.clone(), value.to_string());
                     }
                 }

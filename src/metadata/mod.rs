@@ -11,10 +11,12 @@ mod detect;
 mod digitalocean;
 mod ec2;
 mod gce;
+pub mod identity;
 mod nocloud;
 mod openstack;
 
 pub use detect::detect;
+pub use identity::{AccessToken, AwsRoleKeys, Identity};
 
 use crate::config::{MetadataConfig, ProviderKind, UserDataFormat};
 use std::collections::BTreeMap;
@@ -41,7 +43,8 @@ pub struct Metadata {
     /// `user_data = "none"`.
     pub user_data: Option<Vec<u8>>,
     /// Tags / custom attributes whose name starts with `tags_prefix`, by full name (prefix
-    /// included). Empty when `tags_prefix` is unset.
+    /// included), and the tags that pin the image (`kiln-expect-*`, read whatever `tags_prefix`
+    /// says; see `seal::pin`).
     pub tags: BTreeMap<String, String>,
 }
 
@@ -75,16 +78,31 @@ pub trait MetadataProvider: Send + Sync {
         Ok(None)
     }
 
-    /// Tags or custom attributes whose name starts with `prefix`, by full name. Providers
-    /// without key/value tags keep this default.
-    async fn tags(&self, _prefix: &str) -> Result<BTreeMap<String, String>> {
+    /// Tags or custom attributes `wanted` names, by full name. Providers without key/value tags
+    /// keep this default.
+    async fn tags(&self, _wanted: &TagNames<'_>) -> Result<BTreeMap<String, String>> {
         Ok(BTreeMap::new())
+    }
+}
+
+/// Which tags to read: those whose name starts with one of these prefixes (`tags_prefix` and the
+/// pin's `kiln-expect-`), asked for in one go.
+pub struct TagNames<'a>(pub Vec<&'a str>);
+
+impl TagNames<'_> {
+    pub fn matches(&self, name: &str) -> bool {
+        self.0.iter().any(|prefix| name.starts_with(prefix))
     }
 }
 
 /// Fetches facts, tags and user-data within the configured deadline.
 pub async fn fetch(config: &MetadataConfig) -> Result<Metadata> {
-    let deadline = Instant::now() + config.deadline.get();
+    fetch_by(config, Instant::now() + config.deadline.get()).await
+}
+
+/// [`fetch`] with the deadline given: the boot shares one deadline between the metadata and the
+/// secrets it resolves afterwards.
+pub async fn fetch_by(config: &MetadataConfig, deadline: Instant) -> Result<Metadata> {
     let provider = provider_for(config, deadline)?;
     let want_user_data = config.user_data != UserDataFormat::None;
     let work = async {
@@ -97,10 +115,9 @@ pub async fn fetch(config: &MetadataConfig) -> Result<Metadata> {
                 }
             },
             async {
-                match &config.tags_prefix {
-                    Some(prefix) => provider.tags(prefix).await,
-                    None => Ok(BTreeMap::new()),
-                }
+                let mut wanted = TagNames(vec![crate::seal::pin::TAG_PREFIX]);
+                wanted.0.extend(config.tags_prefix.as_deref());
+                provider.tags(&wanted).await
             },
         )
     };

@@ -6,7 +6,7 @@
 //! in its metadata.
 
 use super::client::{Http, Request, json_string, parse_json, text};
-use super::{InstanceFacts, MetadataProvider, Result};
+use super::{InstanceFacts, MetadataProvider, Result, TagNames};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use tokio::sync::OnceCell;
@@ -75,11 +75,11 @@ impl MetadataProvider for OpenStack {
             .map(|b| b.to_vec()))
     }
 
-    async fn tags(&self, prefix: &str) -> Result<BTreeMap<String, String>> {
+    async fn tags(&self, wanted: &TagNames<'_>) -> Result<BTreeMap<String, String>> {
         let doc = self.meta_data().await?;
         let meta = doc.get("meta").and_then(Value::as_object).into_iter().flatten();
         Ok(meta
-            .filter(|(k, _)| k.starts_with(prefix))
+            .filter(|(k, _)| wanted.matches(k))
             .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
             .collect())
     }

@@ -2,22 +2,14 @@
 //! everything it started, and it is reaped by kiln's one reaper like every other child.
 
 use super::Outcome;
-use crate::supervise::reaper::{Exit, Reaper};
+use crate::process::spawn::probe_command;
+use crate::process::{Exit, Reaper};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 pub async fn check(argv: &[String], env: &[(String, String)], reaper: &Reaper, timeout: Duration) -> Outcome {
-    let mut cmd = Command::new(&argv[0]);
-    cmd.args(&argv[1..])
-        .env_clear()
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .process_group(0);
+    let mut cmd = probe_command(argv, env);
     let (child, exit) = match reaper.spawn(&mut cmd) {
         Ok(spawned) => spawned,
         Err(e) => return Outcome::fail(format!("cannot run {:?}: {e}", argv[0])),

@@ -1,38 +1,165 @@
 //! Passes on a 2xx or 3xx answer (redirects are not followed), and on `expect` in the body.
+//!
+//! Every check opens its own connection, asks once with `Connection: close` and drops the socket
+//! when it returns, on a timeout, or when the probe task is aborted: nothing outlives the check.
+//! A shared client's pool would keep connections between checks, and could park one that never
+//! sent a request; nginx's graceful stop waits for such a connection (up to
+//! `client_header_timeout`), which turned a 20 ms stop into a SIGKILL after `stop_timeout`.
+//! Kubernetes' HTTP prober disables keep-alive for the same reason.
 
 use super::Outcome;
 use crate::http_client::root_cause;
-use std::sync::OnceLock;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper::client::conn::http1;
+use hyper::header::{CONNECTION, HOST, USER_AGENT};
+use hyper::{Request, Uri};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
 
-/// One client for every HTTP probe: no redirects (a 3xx passes as it is), plain HTTP only, so no
-/// trust roots are loaded (that would cost milliseconds on the way to READY=1).
-fn client() -> &'static reqwest::Client {
-    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
-    CLIENT.get_or_init(|| {
-        crate::http_client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .pool_max_idle_per_host(1)
-            .tls_certs_only(std::iter::empty())
-            .build()
-            .expect("an HTTP client without TLS always builds")
-    })
+/// At most this much of the body is read to look for `expect`.
+const MAX_BODY: usize = 64 * 1024;
+
+/// Where an `http` probe connects and what it asks for, parsed from its URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// Host name or address to connect to (an IPv6 address without brackets).
+    host: String,
+    port: u16,
+    /// `host[:port]` as written, for the Host header.
+    authority: String,
+    /// Path and query, `/` when the URL has none.
+    path: String,
 }
 
-pub async fn check(url: &str, expect: Option<&str>) -> Outcome {
-    let response = match client().get(url).send().await {
-        Ok(r) => r,
-        Err(e) => return Outcome::fail(root_cause(&e)),
-    };
-    let status = response.status();
-    if !(status.is_success() || status.is_redirection()) {
-        return Outcome::fail(format!("status {}", status.as_u16()));
+impl Target {
+    pub fn parse(url: &str) -> Result<Target, String> {
+        let uri: Uri = url.parse().map_err(|e| format!("http = {url:?}: {e}"))?;
+        if uri.scheme_str() != Some("http") {
+            return Err(format!("http = {url:?}: must start with http://"));
+        }
+        let authority = uri
+            .authority()
+            .ok_or_else(|| format!("http = {url:?}: no host"))?;
+        if authority.as_str().contains('@') {
+            return Err(format!("http = {url:?}: user info is not supported"));
+        }
+        let host = authority.host().trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() {
+            return Err(format!("http = {url:?}: no host"));
+        }
+        // `Uri` reads a port that is not a u16 as no port at all: that would be port 80.
+        let port = match &authority.as_str()[authority.host().len()..] {
+            "" => 80,
+            rest => rest
+                .strip_prefix(':')
+                .and_then(|p| p.parse::<u16>().ok())
+                .ok_or_else(|| format!("http = {url:?}: the port is not a number from 0 to 65535"))?,
+        };
+        Ok(Target {
+            host: host.to_string(),
+            port,
+            authority: authority.as_str().to_string(),
+            path: uri.path_and_query().map_or("/", |p| p.as_str()).to_string(),
+        })
     }
-    match expect {
-        None => Outcome::pass(format!("status {}", status.as_u16())),
-        Some(want) => match response.text().await {
-            Ok(body) if body.contains(want) => Outcome::pass(format!("status {}", status.as_u16())),
-            Ok(_) => Outcome::fail(format!("status {} but the body lacks {want:?}", status.as_u16())),
-            Err(e) => Outcome::fail(root_cause(&e)),
-        },
+}
+
+pub async fn check(target: &Target, expect: Option<&str>) -> Outcome {
+    let stream = match TcpStream::connect((target.host.as_str(), target.port)).await {
+        Ok(s) => s,
+        Err(e) => return Outcome::fail(format!("connect {}: {e}", target.authority)),
+    };
+    let _ = stream.set_nodelay(true);
+    match ask(stream, target, expect).await {
+        Ok(outcome) => outcome,
+        Err(detail) => Outcome::fail(detail),
+    }
+}
+
+/// One request on `stream`. The connection is driven here, not in a task of its own, so that it
+/// ends with this future.
+async fn ask(stream: TcpStream, target: &Target, expect: Option<&str>) -> Result<Outcome, String> {
+    let (mut sender, connection) = http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| root_cause(&e))?;
+    let request = Request::get(target.path.as_str())
+        .header(HOST, target.authority.as_str())
+        .header(CONNECTION, "close")
+        .header(USER_AGENT, concat!("kiln/", env!("CARGO_PKG_VERSION")))
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| e.to_string())?;
+    let exchange = async move {
+        let response = sender.send_request(request).await.map_err(|e| root_cause(&e))?;
+        let status = response.status();
+        if !(status.is_success() || status.is_redirection()) {
+            return Ok(Outcome::fail(format!("status {}", status.as_u16())));
+        }
+        let passed = format!("status {}", status.as_u16());
+        let Some(want) = expect else {
+            return Ok(Outcome::pass(passed));
+        };
+        if body_contains(response.into_body(), want.as_bytes()).await? {
+            Ok(Outcome::pass(passed))
+        } else {
+            Ok(Outcome::fail(format!("{passed} but the body lacks {want:?}")))
+        }
+    };
+    let mut exchange = std::pin::pin!(exchange);
+    let mut connection = std::pin::pin!(connection);
+    tokio::select! {
+        outcome = &mut exchange => return outcome,
+        done = &mut connection => done.map_err(|e| root_cause(&e))?,
+    }
+    // The connection finished cleanly first; the answer is complete in the exchange's hands.
+    exchange.await
+}
+
+/// Reads the body until `want` shows up, the body ends, or [`MAX_BODY`] bytes were read.
+async fn body_contains(mut body: hyper::body::Incoming, want: &[u8]) -> Result<bool, String> {
+    let mut seen: Vec<u8> = Vec::new();
+    while seen.len() < MAX_BODY {
+        let Some(frame) = body.frame().await else { break };
+        let frame = frame.map_err(|e| root_cause(&e))?;
+        if let Ok(data) = frame.into_data() {
+            let room = MAX_BODY - seen.len();
+            seen.extend_from_slice(&data[..data.len().min(room)]);
+            if contains(&seen, want) {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(contains(&seen, want))
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_split_into_where_to_connect_and_what_to_ask() {
+        let t = Target::parse("http://127.0.0.1:8080/healthz?x=1").unwrap();
+        assert_eq!(
+            (t.host.as_str(), t.port, t.authority.as_str(), t.path.as_str()),
+            ("127.0.0.1", 8080, "127.0.0.1:8080", "/healthz?x=1")
+        );
+        let t = Target::parse("http://[::1]/").unwrap();
+        assert_eq!((t.host.as_str(), t.port, t.path.as_str()), ("::1", 80, "/"));
+        let t = Target::parse("http://localhost:81").unwrap();
+        assert_eq!((t.host.as_str(), t.path.as_str()), ("localhost", "/"));
+        assert!(Target::parse("https://x/").is_err());
+        assert!(Target::parse("http://u:p@x/").is_err());
+        assert!(Target::parse("http://x:99999/").is_err());
+    }
+
+    #[test]
+    fn expect_is_a_byte_substring() {
+        assert!(contains(b"all is fine", b"fine"));
+        assert!(!contains(b"all is fin", b"fine"));
+        assert!(contains(b"", b""));
     }
 }

@@ -8,8 +8,8 @@ mod http;
 pub mod runner;
 mod tcp;
 
-use crate::config::{ProbeConfig, ProbeTarget};
-use crate::supervise::reaper::Reaper;
+use crate::config::{FastCgiSocket, ProbeConfig, ProbeTarget};
+use crate::process::Reaper;
 use std::time::{Duration, Instant};
 
 /// Which of a service's three probes this is.
@@ -48,11 +48,20 @@ impl Outcome {
     }
 }
 
+/// What a probe checks, parsed once from its config.
+#[derive(Debug, Clone)]
+enum Target {
+    Http(http::Target),
+    Tcp(String),
+    Exec(Vec<String>),
+    FastCgi { socket: FastCgiSocket, path: String },
+}
+
 /// One configured probe, ready to run.
 #[derive(Debug, Clone)]
 pub struct Probe {
     pub role: Role,
-    target: ProbeTarget,
+    target: Target,
     expect: Option<String>,
     /// The environment of exec probes (the service's).
     env: Vec<(String, String)>,
@@ -65,9 +74,15 @@ pub struct Probe {
 impl Probe {
     /// Builds a probe from a config the config checks already accepted.
     pub fn new(role: Role, config: &ProbeConfig, env: Vec<(String, String)>) -> Result<Probe, String> {
+        let target = match config.target()? {
+            ProbeTarget::Http { url } => Target::Http(http::Target::parse(&url)?),
+            ProbeTarget::Tcp { addr } => Target::Tcp(addr),
+            ProbeTarget::Exec { argv } => Target::Exec(argv),
+            ProbeTarget::FastCgi { socket, path } => Target::FastCgi { socket, path },
+        };
         Ok(Probe {
             role,
-            target: config.target()?,
+            target,
             expect: config.expect.clone(),
             env,
             period: config.period.get(),
@@ -79,10 +94,10 @@ impl Probe {
 
     pub fn kind(&self) -> &'static str {
         match self.target {
-            ProbeTarget::Http { .. } => "http",
-            ProbeTarget::Tcp { .. } => "tcp",
-            ProbeTarget::Exec { .. } => "exec",
-            ProbeTarget::FastCgi { .. } => "fastcgi",
+            Target::Http(_) => "http",
+            Target::Tcp(_) => "tcp",
+            Target::Exec(_) => "exec",
+            Target::FastCgi { .. } => "fastcgi",
         }
     }
 
@@ -92,14 +107,15 @@ impl Probe {
         let expect = self.expect.as_deref();
         let outcome = match &self.target {
             // Exec kills its process group on timeout, so it applies the timeout itself.
-            ProbeTarget::Exec { argv } => exec::check(argv, &self.env, reaper, self.timeout).await,
+            Target::Exec(argv) => exec::check(argv, &self.env, reaper, self.timeout).await,
             target => {
+                // Dropping a check (timeout, or the probe task aborted) closes what it opened.
                 let check = async {
                     match target {
-                        ProbeTarget::Http { url } => http::check(url, expect).await,
-                        ProbeTarget::Tcp { addr } => tcp::check(addr).await,
-                        ProbeTarget::FastCgi { socket, path } => fastcgi::check(socket, path, expect).await,
-                        ProbeTarget::Exec { .. } => unreachable!("handled above"),
+                        Target::Http(target) => http::check(target, expect).await,
+                        Target::Tcp(addr) => tcp::check(addr).await,
+                        Target::FastCgi { socket, path } => fastcgi::check(socket, path, expect).await,
+                        Target::Exec(_) => unreachable!("handled above"),
                     }
                 };
                 tokio::time::timeout(self.timeout, check)

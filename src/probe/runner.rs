@@ -6,8 +6,8 @@
 //! After the first pass the probe runs every period. The startup probe has `failure_threshold × period` in all to
 //! pass once, as in Kubernetes.
 
-use super::{Probe, Role};
-use crate::supervise::reaper::Reaper;
+use super::{Outcome, Probe, Role};
+use crate::process::Reaper;
 use std::time::{Duration, Instant};
 
 const MIN_POLL: Duration = Duration::from_millis(2);
@@ -38,14 +38,19 @@ pub enum ProbeEvent {
     Ready(bool, String),
     /// The liveness probe failed `failure_threshold` times in a row: restart the service.
     LiveFailed(String),
-    /// One check's result, for `kiln status`.
-    Report {
-        role: Role,
-        kind: &'static str,
-        ok: bool,
-        latency: Duration,
-        detail: String,
-    },
+    /// One check's result (for `kiln status`, and whoever counts checks).
+    Report(CheckReport),
+}
+
+/// The result of one check.
+#[derive(Debug, Clone)]
+pub struct CheckReport {
+    pub role: Role,
+    /// http, tcp, exec or fastcgi.
+    pub kind: &'static str,
+    pub ok: bool,
+    pub latency: Duration,
+    pub detail: String,
 }
 
 /// Runs until the task is aborted (the supervisor aborts it when the process exits).
@@ -53,110 +58,126 @@ pub async fn run<F>(probes: UnitProbes, reaper: Reaper, send: F)
 where
     F: Fn(ProbeEvent) + Send + Sync,
 {
-    let check = |probe: &Probe| {
-        let reaper = reaper.clone();
-        let send = &send;
-        let probe = probe.clone();
-        async move {
-            let (outcome, latency) = probe.check(&reaper).await;
-            send(ProbeEvent::Report {
-                role: probe.role,
-                kind: probe.kind(),
-                ok: outcome.ok,
-                latency,
-                detail: outcome.detail.clone(),
-            });
-            outcome
-        }
-    };
-
-    if let Some(probe) = &probes.startup {
-        let budget = probe.period * probe.failure_threshold;
-        let started = Instant::now();
-        let mut successes = 0;
-        loop {
-            let outcome = check(probe).await;
-            if outcome.ok {
-                successes += 1;
-                if successes >= probe.success_threshold {
-                    break;
-                }
-            } else {
-                successes = 0;
-                if started.elapsed() >= budget {
-                    send(ProbeEvent::StartupFailed(format!(
-                        "startup probe did not pass within {}: {}",
-                        humantime::format_duration(budget),
-                        outcome.detail
-                    )));
-                    return;
-                }
-            }
-            tokio::time::sleep(eager_pause(started.elapsed(), probe.period)).await;
-        }
+    let checker = Checker { reaper, send: &send };
+    if let Some(probe) = &probes.startup
+        && let Err(reason) = startup(&checker, probe).await
+    {
+        send(ProbeEvent::StartupFailed(reason));
+        return;
     }
     send(ProbeEvent::StartupPassed);
-
     let readiness = async {
-        let Some(probe) = &probes.ready else {
-            tokio::time::sleep(probes.ready_after).await;
-            send(ProbeEvent::Ready(
-                true,
-                format!("running for {}", humantime::format_duration(probes.ready_after)),
-            ));
-            return;
-        };
-        let (mut ready, mut ever_ready) = (false, false);
-        let (mut successes, mut failures) = (0, 0);
-        let started = Instant::now();
-        loop {
-            let outcome = check(probe).await;
-            if outcome.ok {
-                successes += 1;
-                failures = 0;
-                if !ready && successes >= probe.success_threshold {
-                    ready = true;
-                    ever_ready = true;
-                    send(ProbeEvent::Ready(true, outcome.detail));
-                }
-            } else {
-                failures += 1;
-                successes = 0;
-                if ready && failures >= probe.failure_threshold {
-                    ready = false;
-                    send(ProbeEvent::Ready(false, outcome.detail));
-                }
-            }
-            if ever_ready {
-                tokio::time::sleep(probe.period).await;
-            } else {
-                tokio::time::sleep(eager_pause(started.elapsed(), probe.period)).await;
+        match &probes.ready {
+            Some(probe) => readiness(&checker, probe).await,
+            None => {
+                tokio::time::sleep(probes.ready_after).await;
+                let detail = format!("running for {}", humantime::format_duration(probes.ready_after));
+                send(ProbeEvent::Ready(true, detail));
             }
         }
     };
-
     let liveness = async {
-        let Some(probe) = &probes.live else { return };
-        let mut failures = 0;
-        loop {
-            tokio::time::sleep(probe.period).await;
-            let outcome = check(probe).await;
-            if outcome.ok {
-                failures = 0;
-            } else {
-                failures += 1;
-                if failures >= probe.failure_threshold {
-                    send(ProbeEvent::LiveFailed(format!(
-                        "liveness probe failed {failures} times: {}",
-                        outcome.detail
-                    )));
-                    return;
-                }
-            }
+        if let Some(probe) = &probes.live {
+            let reason = liveness(&checker, probe).await;
+            send(ProbeEvent::LiveFailed(reason));
         }
     };
-
     tokio::join!(readiness, liveness);
+}
+
+/// Runs checks and reports each one.
+struct Checker<'a, F> {
+    reaper: Reaper,
+    send: &'a F,
+}
+
+impl<F: Fn(ProbeEvent)> Checker<'_, F> {
+    async fn check(&self, probe: &Probe) -> Outcome {
+        let (outcome, latency) = probe.check(&self.reaper).await;
+        (self.send)(ProbeEvent::Report(CheckReport {
+            role: probe.role,
+            kind: probe.kind(),
+            ok: outcome.ok,
+            latency,
+            detail: outcome.detail.clone(),
+        }));
+        outcome
+    }
+}
+
+/// Polls eagerly until `success_threshold` passes in a row; gives up (with the reason) once
+/// `failure_threshold × period` has gone by.
+async fn startup<F: Fn(ProbeEvent)>(checker: &Checker<'_, F>, probe: &Probe) -> Result<(), String> {
+    let budget = probe.period.saturating_mul(probe.failure_threshold);
+    let started = Instant::now();
+    let mut successes = 0u32;
+    loop {
+        let outcome = checker.check(probe).await;
+        if outcome.ok {
+            successes = successes.saturating_add(1);
+            if successes >= probe.success_threshold {
+                return Ok(());
+            }
+        } else {
+            successes = 0;
+            if started.elapsed() >= budget {
+                let budget = humantime::format_duration(budget);
+                return Err(format!(
+                    "startup probe did not pass within {budget}: {}",
+                    outcome.detail
+                ));
+            }
+        }
+        tokio::time::sleep(eager_pause(started.elapsed(), probe.period)).await;
+    }
+}
+
+/// Reports every change of readiness, forever: eager until the first pass, then every period.
+async fn readiness<F: Fn(ProbeEvent)>(checker: &Checker<'_, F>, probe: &Probe) {
+    let (mut ready, mut ever_ready) = (false, false);
+    let (mut successes, mut failures) = (0u32, 0u32);
+    let started = Instant::now();
+    loop {
+        let outcome = checker.check(probe).await;
+        if outcome.ok {
+            successes = successes.saturating_add(1);
+            failures = 0;
+            if !ready && successes >= probe.success_threshold {
+                (ready, ever_ready) = (true, true);
+                (checker.send)(ProbeEvent::Ready(true, outcome.detail));
+            }
+        } else {
+            failures = failures.saturating_add(1);
+            successes = 0;
+            if ready && failures >= probe.failure_threshold {
+                ready = false;
+                (checker.send)(ProbeEvent::Ready(false, outcome.detail));
+            }
+        }
+        let pause = if ever_ready {
+            probe.period
+        } else {
+            eager_pause(started.elapsed(), probe.period)
+        };
+        tokio::time::sleep(pause).await;
+    }
+}
+
+/// Returns why, once `failure_threshold` checks in a row have failed.
+async fn liveness<F: Fn(ProbeEvent)>(checker: &Checker<'_, F>, probe: &Probe) -> String {
+    let mut failures = 0u32;
+    loop {
+        tokio::time::sleep(probe.period).await;
+        let outcome = checker.check(probe).await;
+        if outcome.ok {
+            failures = 0;
+            continue;
+        }
+        failures = failures.saturating_add(1);
+        if failures >= probe.failure_threshold {
+            return format!("liveness probe failed {failures} times: {}", outcome.detail);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -176,5 +197,43 @@ mod tests {
             eager_pause(Duration::from_secs(60), Duration::from_millis(1)),
             MIN_POLL
         );
+    }
+
+    #[tokio::test]
+    async fn huge_periods_and_thresholds_do_not_panic() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = closed.local_addr().unwrap();
+        drop(closed);
+        let mut config: crate::config::ProbeConfig = toml::from_str(&format!(
+            "tcp = \"{addr}\"\nfailure_threshold = 4294967295\nsuccess_threshold = 4294967295"
+        ))
+        .unwrap();
+        // The config refuses durations over 10 years; the runner must not panic even so.
+        config.period = crate::config::HumanDuration(Duration::MAX);
+        let probe = Probe::new(Role::Startup, &config, Vec::new()).unwrap();
+        let probes = UnitProbes {
+            startup: Some(probe.clone()),
+            ready: Some(Probe {
+                role: Role::Ready,
+                ..probe.clone()
+            }),
+            live: Some(Probe {
+                role: Role::Live,
+                ..probe
+            }),
+            ready_after: Duration::MAX,
+        };
+        let reports = std::sync::atomic::AtomicU32::new(0);
+        let send = |event: ProbeEvent| {
+            assert!(matches!(event, ProbeEvent::Report(_)), "{event:?}");
+            reports.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        };
+        let ran =
+            tokio::time::timeout(Duration::from_millis(100), run(probes, Reaper::default(), send)).await;
+        assert!(
+            ran.is_err(),
+            "the startup probe keeps trying within its (huge) budget"
+        );
+        assert!(reports.load(std::sync::atomic::Ordering::Relaxed) > 0);
     }
 }

@@ -2,7 +2,10 @@
 
 use super::entry::{Entry, Kind, Mode, absolute};
 use super::escape::shown;
+use super::resolve::Link;
+use super::xattrs::{self, Xattr};
 use std::cmp::Ordering;
+use std::ffi::OsString;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -49,9 +52,32 @@ pub enum Change {
         from: (u32, u32),
         to: (u32, u32),
     },
+    /// An extended attribute (capabilities, an ACL, ...) appeared (`from` None), went away (`to`
+    /// None) or changed.
+    XattrChanged {
+        name: OsString,
+        from: Option<Vec<u8>>,
+        to: Option<Vec<u8>>,
+    },
     /// The watch could not read it back, so it cannot vouch for it (boot refuses with an error).
     Unreadable {
         error: String,
+    },
+    /// The watch cannot see changes here (an inotify watch or the mount table could not be
+    /// watched); only the periodic rescan can.
+    Unwatched {
+        error: String,
+    },
+    /// Something was mounted on or over a sealed path after the boot verified it.
+    Mounted {
+        fstype: String,
+        source: String,
+    },
+    /// A mount that was there when the boot verified the sealed paths (such as kiln's read-only
+    /// bind) is gone.
+    Unmounted {
+        fstype: String,
+        source: String,
     },
 }
 
@@ -142,6 +168,69 @@ fn compare_entry(root: &Path, was: &Entry, now: &Entry, out: &mut Vec<Difference
         };
         out.push(difference(root, now, change));
     }
+    for change in compare_xattrs(&was.xattrs, &now.xattrs) {
+        out.push(difference(root, now, change));
+    }
+}
+
+/// Two name-sorted attribute lists, merged.
+fn compare_xattrs(was: &[Xattr], now: &[Xattr]) -> Vec<Change> {
+    let mut out = Vec::new();
+    let (mut w, mut n) = (was.iter().peekable(), now.iter().peekable());
+    loop {
+        let (from, to) = match (w.peek(), n.peek()) {
+            (None, None) => return out,
+            (Some(a), Some(b)) if a.name == b.name => (w.next(), n.next()),
+            (Some(a), Some(b)) if a.name < b.name => (w.next(), None),
+            (Some(_), None) => (w.next(), None),
+            _ => (None, n.next()),
+        };
+        let name = from.or(to).map(|x| x.name.clone()).unwrap_or_default();
+        let (from, to) = (from.map(|x| x.value.clone()), to.map(|x| x.value.clone()));
+        if from != to {
+            out.push(Change::XattrChanged { name, from, to });
+        }
+    }
+}
+
+/// The symlinks recorded on the way to a sealed tree against those crossed now (see
+/// `resolve.rs`): a retargeted link, a link that became something else, a new link on the way.
+pub fn compare_links(recorded: &[Link], now: &[Link]) -> Vec<Difference> {
+    let mut out = Vec::new();
+    for was in recorded {
+        let change = match now.iter().find(|l| l.path == was.path) {
+            Some(l) if l.target != was.target => Change::SymlinkRetargeted {
+                from: was.target.clone(),
+                to: l.target.clone(),
+            },
+            Some(_) => continue,
+            None => match std::fs::symlink_metadata(&was.path) {
+                // No longer on the way, because a link before it changed (reported there).
+                Ok(m) if m.file_type().is_symlink() => continue,
+                Ok(m) => Change::TypeChanged {
+                    from: "symlink",
+                    to: Kind::of(&m).name(),
+                },
+                Err(_) => Change::Removed { kind: "symlink" },
+            },
+        };
+        out.push(Difference {
+            path: was.path.clone(),
+            change,
+        });
+    }
+    for link in now.iter().filter(|l| !recorded.iter().any(|r| r.path == l.path)) {
+        out.push(Difference {
+            path: link.path.clone(),
+            change: Change::Added { kind: "symlink" },
+        });
+    }
+    out
+}
+
+/// Text from the mount table, escaped like paths: anyone who may mount picks it.
+fn word(text: &str) -> String {
+    super::escape::escape(std::ffi::OsStr::new(text))
 }
 
 fn difference(root: &Path, entry: &Entry, change: Change) -> Difference {
@@ -178,7 +267,27 @@ impl fmt::Display for Difference {
                 "owner changed {path} ({}:{} -> {}:{})",
                 from.0, from.1, to.0, to.1
             ),
+            Change::XattrChanged { name, from, to } => {
+                let title = xattrs::title(name);
+                let describe =
+                    |value: &Option<Vec<u8>>| value.as_ref().and_then(|v| xattrs::describe(name, v));
+                match (describe(from), describe(to)) {
+                    (_, Some(now)) if from.is_none() => write!(f, "{title} added {path} ({now})"),
+                    (Some(was), _) if to.is_none() => write!(f, "{title} removed {path} ({was})"),
+                    (Some(was), Some(now)) => write!(f, "{title} changed {path} ({was} -> {now})"),
+                    _ if from.is_none() => write!(f, "{title} added {path}"),
+                    _ if to.is_none() => write!(f, "{title} removed {path}"),
+                    _ => write!(f, "{title} changed {path}"),
+                }
+            }
             Change::Unreadable { error } => write!(f, "unreadable {path} ({error})"),
+            Change::Unwatched { error } => write!(f, "not watched {path} ({error})"),
+            Change::Mounted { fstype, source } => {
+                write!(f, "mounted over {path} ({} {})", word(fstype), word(source))
+            }
+            Change::Unmounted { fstype, source } => {
+                write!(f, "unmounted {path} ({} {})", word(fstype), word(source))
+            }
         }
     }
 }

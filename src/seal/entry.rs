@@ -1,6 +1,7 @@
 //! One sealed path as the manifest records it: what it is and who may touch it. Times and inode
 //! numbers are left out on purpose: they differ between two copies of the same tree.
 
+use super::xattrs::Xattr;
 use std::fmt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -14,6 +15,8 @@ pub struct Entry {
     pub mode: u32,
     pub uid: u32,
     pub gid: u32,
+    /// Extended attributes (capabilities, ACLs, ...; see `xattrs.rs`), sorted by name.
+    pub xattrs: Vec<Xattr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,13 +83,14 @@ impl Kind {
 }
 
 impl Entry {
-    pub(crate) fn new(path: PathBuf, kind: Kind, metadata: &std::fs::Metadata) -> Entry {
+    pub(crate) fn new(path: PathBuf, kind: Kind, metadata: &std::fs::Metadata, xattrs: Vec<Xattr>) -> Entry {
         Entry {
             path,
             kind,
             mode: metadata.mode() & 0o7777,
             uid: metadata.uid(),
             gid: metadata.gid(),
+            xattrs,
         }
     }
 }

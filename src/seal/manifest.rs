@@ -1,53 +1,72 @@
 //! The manifest file: a versioned, line-based text format with one root hash over everything.
 //!
 //! ```text
-//! kiln-seal 1
-//! seal /srv/app
+//! kiln-seal 2
+//! release v42
+//! seal /srv/app/current
+//! via /srv/app/current releases/42
 //! d 0755 0 0 .
 //! f 0644 33 33 1234 <blake3 hex> composer.json
 //! l 0777 0 0 ../shared/.env .env
-//! seal /usr/bin/kiln
+//! seal /usr/bin/php
 //! f 0755 0 0 8123456 <blake3 hex> .
+//! x security.capability 0100000280000000...
 //! root <blake3 hex>
 //! ```
 //!
-//! One `seal` line per sealed path (in config order), then its entries sorted component by
-//! component (`d`irectory, `f`ile, `l`ink, `p`ipe, `s`ocket, `c`har and `b`lock devices with
-//! `major:minor`), paths relative to the sealed path and escaped (see `escape.rs`). Text, so two
-//! images' manifests can be compared with `diff`.
+//! An optional `release` line (the image's label), then one `seal` line per sealed path (in
+//! config order), the symlinks crossed on the way to its tree (`via <link> <target>`, see
+//! `resolve.rs`), then its entries sorted component by component (`d`irectory, `f`ile, `l`ink,
+//! `p`ipe, `s`ocket, `c`har and `b`lock devices with `major:minor`), paths relative to the tree
+//! and escaped (see `escape.rs`). `x <name> <hex value>` lines after an entry are its extended
+//! attributes (see `xattrs.rs`), sorted by name; `-` is an empty value. Text, so two images'
+//! manifests can be compared with `diff`.
 //!
 //! The root hash is BLAKE3 over every line before the `root` line, with each `seal <path>` line
-//! hashed as just `seal`: the same content sealed under another folder has the same root hash,
-//! so instances and rebuilds can be compared. The sealed paths themselves are checked against the
-//! config instead, and a manifest that does not end in its `root` line is truncated.
+//! hashed as just `seal` and each `via <link> <target>` as `via <target>`: the same content sealed
+//! under another folder has the same root hash, so instances and rebuilds can be compared. The
+//! release label is covered: it cannot be edited without the manifest failing its own check. The
+//! sealed paths themselves are checked against the config instead, the links against the paths as
+//! they resolve, and a manifest that does not end in its `root` line is truncated.
+//!
+//! Version 1 (no extended attributes, symlinked sealed paths recorded as bare links) is refused
+//! with a request to seal again: it cannot vouch for what version 2 covers.
 
 use super::SealError;
 use super::entry::{Entry, Kind, Mode};
 use super::escape::{escape, unescape};
+use super::resolve::Link;
+use super::xattrs::Xattr;
+use crate::config::Release;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 const MAGIC: &str = "kiln-seal";
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Manifest {
+    /// The image's label (`kiln seal --release`, `[seal] release`).
+    pub release: Option<Release>,
     pub roots: Vec<SealedRoot>,
     pub root_hash: blake3::Hash,
 }
 
-/// One sealed path (`[seal] paths`) and every entry under it.
+/// One sealed path (`[seal] paths`) and every entry of the tree it leads to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SealedRoot {
     pub path: PathBuf,
+    /// The symlinks crossed on the way to the tree, in order; empty when there are none.
+    pub links: Vec<Link>,
     /// Sorted by path, component by component (the order of a sorted depth-first walk).
     pub entries: Vec<Entry>,
 }
 
 impl Manifest {
-    pub fn new(roots: Vec<SealedRoot>) -> Manifest {
+    pub fn new(release: Option<Release>, roots: Vec<SealedRoot>) -> Manifest {
         let mut manifest = Manifest {
+            release,
             roots,
             root_hash: blake3::Hash::from_bytes([0; 32]),
         };
@@ -65,16 +84,22 @@ impl Manifest {
     /// Everything before the `root` line, and its root hash.
     fn body(&self) -> (String, blake3::Hash) {
         let mut text = format!("{MAGIC} {FORMAT_VERSION}\n");
-        let mut hasher = blake3::Hasher::new();
-        hasher.update(text.as_bytes());
+        if let Some(release) = &self.release {
+            text.push_str(&format!("release {release}\n"));
+        }
         for root in &self.roots {
             text.push_str(&format!("seal {}\n", escape(root.path.as_os_str())));
-            hasher.update(b"seal\n");
-            for entry in &root.entries {
-                let start = text.len();
-                entry_line(&mut text, entry);
-                hasher.update(&text.as_bytes()[start..]);
+            for link in &root.links {
+                let (path, target) = (escape(link.path.as_os_str()), escape(link.target.as_os_str()));
+                text.push_str(&format!("via {path} {target}\n"));
             }
+            for entry in &root.entries {
+                entry_lines(&mut text, entry);
+            }
+        }
+        let mut hasher = blake3::Hasher::new();
+        for line in text.split_terminator('\n') {
+            hash_line(&mut hasher, line);
         }
         (text, hasher.finalize())
     }
@@ -97,6 +122,15 @@ impl Manifest {
         };
         match version.strip_prefix(' ').map(str::parse::<u32>) {
             Some(Ok(FORMAT_VERSION)) if text.len() > first.len() => {}
+            Some(Ok(1)) => {
+                return Err(
+                    "format version 1, written by an older kiln: it does not cover extended \
+                            attributes (file capabilities, ACLs) nor the trees behind symlinked \
+                            sealed paths, so it cannot vouch for this image: seal again with this \
+                            kiln (`kiln seal`)"
+                        .into(),
+                );
+            }
             Some(Ok(v)) if v != FORMAT_VERSION => {
                 return Err(format!(
                     "format version {v}, but this kiln reads version {FORMAT_VERSION}: \
@@ -121,10 +155,7 @@ impl Manifest {
 
         let mut hasher = blake3::Hasher::new();
         for line in body.split('\n') {
-            match line.starts_with("seal ") {
-                true => hasher.update(b"seal\n"),
-                false => hasher.update(line.as_bytes()).update(b"\n"),
-            };
+            hash_line(&mut hasher, line);
         }
         let computed = hasher.finalize();
         if computed != recorded {
@@ -134,30 +165,9 @@ impl Manifest {
                 computed.to_hex()
             ));
         }
-
-        let mut roots: Vec<SealedRoot> = Vec::new();
-        for (i, line) in body.split('\n').enumerate().skip(1) {
-            let at = |e: String| format!("line {}: {e}", i + 1);
-            if let Some(path) = line.strip_prefix("seal ") {
-                let path = unescape(path).map_err(at)?;
-                roots.push(SealedRoot {
-                    path,
-                    entries: Vec::new(),
-                });
-                continue;
-            }
-            let entry = parse_entry(line).map_err(at)?;
-            let root = roots
-                .last_mut()
-                .ok_or_else(|| at("an entry before any `seal` line".into()))?;
-            if let Some(before) = root.entries.last()
-                && before.path >= entry.path
-            {
-                return Err(at(format!("{:?} is out of order", entry.path)));
-            }
-            root.entries.push(entry);
-        }
+        let (release, roots) = parse_body(body)?;
         Ok(Manifest {
+            release,
             roots,
             root_hash: recorded,
         })
@@ -250,7 +260,81 @@ pub fn temp_path(manifest: &Path) -> PathBuf {
     manifest.with_file_name(format!(".{name}.kiln-tmp"))
 }
 
-fn entry_line(out: &mut String, e: &Entry) {
+/// Feeds one body line to the root hash (see the module comment for `seal` and `via`).
+fn hash_line(hasher: &mut blake3::Hasher, line: &str) {
+    if line.starts_with("seal ") {
+        hasher.update(b"seal\n");
+    } else if let Some(rest) = line.strip_prefix("via ") {
+        let target = rest.rsplit(' ').next().unwrap_or_default();
+        hasher.update(b"via ").update(target.as_bytes()).update(b"\n");
+    } else {
+        hasher.update(line.as_bytes()).update(b"\n");
+    }
+}
+
+/// The lines after the first: the release, then each sealed path with its links and entries.
+fn parse_body(body: &str) -> Result<(Option<Release>, Vec<SealedRoot>), String> {
+    let mut release = None;
+    let mut roots: Vec<SealedRoot> = Vec::new();
+    for (i, line) in body.split('\n').enumerate().skip(1) {
+        let at = |e: String| format!("line {}: {e}", i + 1);
+        if let Some(label) = line.strip_prefix("release ") {
+            if i != 1 {
+                return Err(at("`release` must be the second line".into()));
+            }
+            release = Some(label.parse::<Release>().map_err(at)?);
+            continue;
+        }
+        if let Some(path) = line.strip_prefix("seal ") {
+            let path = unescape(path).map_err(at)?;
+            roots.push(SealedRoot {
+                path,
+                links: Vec::new(),
+                entries: Vec::new(),
+            });
+            continue;
+        }
+        let root = roots
+            .last_mut()
+            .ok_or_else(|| at("a line before any `seal` line".into()))?;
+        if let Some(words) = line.strip_prefix("via ") {
+            if !root.entries.is_empty() {
+                return Err(at("`via` after the entries of its sealed path".into()));
+            }
+            let (path, target) = words.split_once(' ').ok_or_else(|| at("bad `via` line".into()))?;
+            let (path, target) = (unescape(path).map_err(at)?, unescape(target).map_err(at)?);
+            root.links.push(Link { path, target });
+            continue;
+        }
+        if let Some(words) = line.strip_prefix("x ") {
+            let entry = root
+                .entries
+                .last_mut()
+                .ok_or_else(|| at("an attribute before any entry".into()))?;
+            let xattr = parse_xattr(words).map_err(at)?;
+            if entry
+                .xattrs
+                .last()
+                .is_some_and(|before| before.name >= xattr.name)
+            {
+                return Err(at(format!("attribute {:?} is out of order", xattr.name)));
+            }
+            entry.xattrs.push(xattr);
+            continue;
+        }
+        let entry = parse_entry(line).map_err(at)?;
+        if let Some(before) = root.entries.last()
+            && before.path >= entry.path
+        {
+            return Err(at(format!("{:?} is out of order", entry.path)));
+        }
+        root.entries.push(entry);
+    }
+    Ok((release, roots))
+}
+
+/// An entry's line and the lines of its attributes.
+fn entry_lines(out: &mut String, e: &Entry) {
     use std::fmt::Write;
     let path = if e.path.as_os_str().is_empty() {
         ".".to_string()
@@ -269,6 +353,38 @@ fn entry_line(out: &mut String, e: &Entry) {
         Kind::CharDevice { major, minor } => writeln!(out, "c {mode} {uid} {gid} {major}:{minor} {path}"),
         Kind::BlockDevice { major, minor } => writeln!(out, "b {mode} {uid} {gid} {major}:{minor} {path}"),
     };
+    for xattr in &e.xattrs {
+        let value = match xattr.value.is_empty() {
+            true => "-".to_string(),
+            false => xattr.value.iter().map(|b| format!("{b:02x}")).collect(),
+        };
+        let _ = writeln!(out, "x {} {value}", escape(&xattr.name));
+    }
+}
+
+fn parse_xattr(words: &str) -> Result<Xattr, String> {
+    let (name, value) = words
+        .split_once(' ')
+        .ok_or_else(|| format!("bad attribute line {words:?}"))?;
+    let name = unescape(name)?.into_os_string();
+    let value = match value {
+        "-" => Vec::new(),
+        hex if !hex.is_empty()
+            && hex.len() % 2 == 0
+            && hex.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')) =>
+        {
+            (0..hex.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&hex[i..i + 2], 16))
+                .collect::<Result<_, _>>()
+                .map_err(|_| format!("bad attribute value {hex:?}"))?
+        }
+        other => return Err(format!("bad attribute value {other:?}")),
+    };
+    if name.is_empty() {
+        return Err("an attribute without a name".into());
+    }
+    Ok(Xattr { name, value })
 }
 
 fn parse_entry(line: &str) -> Result<Entry, String> {
@@ -334,6 +450,7 @@ fn parse_entry(line: &str) -> Result<Entry, String> {
         mode,
         uid,
         gid,
+        xattrs: Vec::new(),
     })
 }
 
@@ -341,47 +458,65 @@ fn parse_entry(line: &str) -> Result<Entry, String> {
 mod tests {
     use super::*;
 
+    fn entry(path: &str, kind: Kind, mode: u32) -> Entry {
+        Entry {
+            path: path.into(),
+            kind,
+            mode,
+            uid: 0,
+            gid: 0,
+            xattrs: Vec::new(),
+        }
+    }
+
     fn sample(root: &str) -> Manifest {
         let file = |path: &str, content: &[u8]| Entry {
-            path: path.into(),
-            kind: Kind::File {
-                size: content.len() as u64,
-                hash: blake3::hash(content),
-            },
-            mode: 0o644,
             uid: 33,
             gid: 33,
+            ..entry(
+                path,
+                Kind::File {
+                    size: content.len() as u64,
+                    hash: blake3::hash(content),
+                },
+                0o644,
+            )
         };
-        Manifest::new(vec![SealedRoot {
-            path: root.into(),
-            entries: vec![
-                Entry {
-                    path: "".into(),
-                    kind: Kind::Dir,
-                    mode: 0o755,
-                    uid: 0,
-                    gid: 0,
-                },
-                file("a b", b"x"),
-                Entry {
-                    path: "link".into(),
-                    kind: Kind::Symlink {
-                        target: "../a b".into(),
-                    },
-                    mode: 0o777,
-                    uid: 0,
-                    gid: 0,
-                },
-                Entry {
-                    path: "null".into(),
-                    kind: Kind::CharDevice { major: 1, minor: 3 },
-                    mode: 0o666,
-                    uid: 0,
-                    gid: 0,
-                },
-                file("src/Kernel.php", b"<?php"),
-            ],
-        }])
+        let mut php = file("bin/php", b"\x7fELF");
+        php.xattrs = vec![
+            Xattr {
+                name: "security.capability".into(),
+                value: vec![1, 0, 0, 2, 0x80, 0, 0, 0],
+            },
+            Xattr {
+                name: "user.empty".into(),
+                value: Vec::new(),
+            },
+        ];
+        Manifest::new(
+            Some("v42".parse().unwrap()),
+            vec![SealedRoot {
+                path: root.into(),
+                links: vec![Link {
+                    path: format!("{root}/current").into(),
+                    target: "releases/42".into(),
+                }],
+                entries: vec![
+                    entry("", Kind::Dir, 0o755),
+                    file("a b", b"x"),
+                    php,
+                    entry(
+                        "link",
+                        Kind::Symlink {
+                            target: "../a b".into(),
+                        },
+                        0o777,
+                    ),
+                    entry("null", Kind::CharDevice { major: 1, minor: 3 }, 0o666),
+                    file("src/Kernel.php", b"<?php"),
+                ],
+            }],
+        )
     }
 
     #[test]
@@ -390,23 +525,35 @@ mod tests {
         let bytes = manifest.encode();
         assert_eq!(Manifest::decode(&bytes).unwrap(), manifest);
         let text = String::from_utf8(bytes).unwrap();
-        assert!(text.starts_with("kiln-seal 1\nseal /srv/app\nd 0755 0 0 .\nf 0644 33 33 1 "));
+        assert!(
+            text.starts_with(
+                "kiln-seal 2\nrelease v42\nseal /srv/app\nvia /srv/app/current releases/42\nd 0755 0 0 .\nf 0644 33 33 1 "
+            ),
+            "{text}"
+        );
         assert!(text.contains("\nl 0777 0 0 ../a\\x20b link\n"), "{text}");
         assert!(text.contains("\nc 0666 0 0 1:3 null\n"), "{text}");
+        assert!(
+            text.contains(" bin/php\nx security.capability 0100000280000000\nx user.empty -\nl "),
+            "{text}"
+        );
     }
 
     #[test]
-    fn the_root_hash_ignores_where_the_tree_is() {
+    fn the_root_hash_ignores_where_the_tree_is_but_not_the_release() {
         let (a, b) = (sample("/srv/app"), sample("/tmp/elsewhere/copy"));
         assert_ne!(a.encode(), b.encode());
         assert_eq!(a.root_hash, b.root_hash);
+        let other = Manifest::new(Some("v43".parse().unwrap()), a.roots.clone());
+        assert_ne!(other.root_hash, a.root_hash);
+        assert_ne!(Manifest::new(None, a.roots.clone()).root_hash, a.root_hash);
     }
 
     #[test]
     fn expected_finds_entries_and_subtrees() {
         let manifest = sample("/srv/app");
         let root = &manifest.roots[0];
-        assert_eq!(root.expected(Path::new(""), true).len(), 5);
+        assert_eq!(root.expected(Path::new(""), true).len(), 6);
         assert_eq!(root.expected(Path::new(""), false).len(), 1);
         assert_eq!(root.expected(Path::new("src"), true).len(), 1);
         assert_eq!(root.expected(Path::new("src"), false).len(), 0);
@@ -417,17 +564,29 @@ mod tests {
     #[test]
     fn refuses_bad_manifests_with_a_clear_reason() {
         let good = sample("/srv/app").encode();
+        let text = String::from_utf8(good.clone()).unwrap();
         let err = |bytes: &[u8]| Manifest::decode(bytes).unwrap_err();
         assert!(err(&good[..good.len() - 10]).contains("truncated"));
         assert!(err(&good[..good.len() / 2]).contains("truncated"));
         assert!(err(b"").contains("truncated"));
         assert!(err(b"kiln-se").contains("truncated"));
-        assert!(err(b"kiln-seal 1\n").contains("truncated"));
+        assert!(err(b"kiln-seal 2\n").contains("truncated"));
         assert!(err(b"hello world\n").contains("not a kiln seal manifest"));
-        assert!(err(b"kiln-seal 2\nseal /x\n").contains("format version 2"));
-        let edited = String::from_utf8(good.clone())
-            .unwrap()
-            .replace("f 0644 33 33 1 ", "f 0666 33 33 1 ");
-        assert!(err(edited.as_bytes()).contains("edited"));
+        assert!(err(b"kiln-seal 3\nseal /x\n").contains("format version 3"));
+        let v1 = err(b"kiln-seal 1\nseal /x\nd 0755 0 0 .\nroot 00\n");
+        assert!(
+            v1.contains("format version 1") && v1.contains("seal again"),
+            "{v1}"
+        );
+        for (from, to) in [
+            ("f 0644 33 33 1 ", "f 0666 33 33 1 "),
+            ("release v42", "release v43"),
+            ("x security.capability 01", "x security.capability 00"),
+            ("x user.empty -\n", ""),
+            ("releases/42", "releases/43"),
+        ] {
+            let edited = text.replacen(from, to, 1);
+            assert!(err(edited.as_bytes()).contains("edited"), "{from} -> {to}");
+        }
     }
 }

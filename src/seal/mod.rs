@@ -1,10 +1,12 @@
 //! The bake-time integrity manifest: written by `kiln seal`, verified at boot, watched after.
 //!
-//! - `manifest`: the versioned file format and its root hash.
-//! - `walk`: the sealed tree into sorted entries, hashed on every core.
+//! - `manifest`: the versioned file format, its release label and its root hash.
+//! - `resolve`: where a sealed path leads, through the symlinks on the way.
+//! - `walk`: the sealed tree into sorted entries (with their `xattrs`), hashed on every core.
 //! - `diff`: manifest against disk, as a sorted list of differences.
-//! - `watch`: inotify plus a periodic full rescan, after boot.
+//! - `watch`: inotify, the mount table (`mounts`) and a periodic full rescan, after boot.
 //! - `readonly`: bind-remounting the sealed paths read-only.
+//! - `pin`: the release or root hash the launch configuration expects.
 //!
 //! Without a `[seal]` section nothing is sealed, verified, watched or remounted.
 
@@ -12,21 +14,28 @@ mod diff;
 mod entry;
 mod escape;
 mod manifest;
+mod mounts;
+pub mod pin;
 mod readonly;
+mod resolve;
 mod scope;
 mod walk;
 mod watch;
+mod xattrs;
 
 pub use diff::{Change, Difference};
 pub use entry::{Entry, Kind};
 pub use manifest::{FORMAT_VERSION, Manifest, SealedRoot};
+pub use pin::Pin;
 pub use readonly::{ReadonlyOutcome, remount_readonly};
+pub use resolve::Link;
 pub use watch::{DriftReport, DriftWatch, FoundBy, watch};
+pub use xattrs::Xattr;
 
-use crate::config::SealConfig;
+use crate::config::{Release, SealConfig};
 use escape::shown;
 use rayon::prelude::*;
-use scope::Scope;
+use scope::{Located, Scope};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -96,6 +105,8 @@ pub fn drift_summary(differences: &[Difference]) -> String {
 pub struct Verified {
     /// The manifest's root hash (hex); None when nothing was verified.
     pub root_hash: Option<String>,
+    /// The manifest's release label, when it has one.
+    pub release: Option<Release>,
     pub manifest: Option<Arc<Manifest>>,
     /// Why nothing was verified, when nothing was (no `[seal]`, or no manifest and
     /// `required = false`).
@@ -110,30 +121,37 @@ pub struct Verification {
     pub differences: Vec<Difference>,
 }
 
-/// `kiln seal`: walks the sealed paths and writes the manifest atomically.
+/// `kiln seal`: walks the sealed paths (each through the symlinks on its way) and writes the
+/// manifest, labelled with `[seal] release`, atomically.
 pub fn seal(config: &SealConfig) -> Result<Manifest, SealError> {
     if !config.is_enabled() {
         return Err(SealError::NotConfigured);
     }
     let scope = Scope::new(config)?;
-    for root in &scope.roots {
-        std::fs::symlink_metadata(root).map_err(|source| SealError::Walk {
-            path: root.clone(),
-            source,
-        })?;
-    }
-    let roots = scope
+    let located = scope
         .roots
-        .par_iter()
+        .iter()
         .map(|root| {
-            let entries = walk::walk(&scope, root, "".as_ref(), true)?;
+            let at = Located::new(root)?;
+            std::fs::symlink_metadata(at.real()).map_err(|source| SealError::Walk {
+                path: at.real().to_path_buf(),
+                source,
+            })?;
+            Ok(at)
+        })
+        .collect::<Result<Vec<_>, SealError>>()?;
+    let roots = located
+        .par_iter()
+        .map(|at| {
+            let entries = walk::walk(&scope, at, "".as_ref(), true)?;
             Ok(SealedRoot {
-                path: root.clone(),
+                path: at.named.clone(),
+                links: at.resolved.links.clone(),
                 entries,
             })
         })
         .collect::<Result<Vec<_>, SealError>>()?;
-    let manifest = Manifest::new(roots);
+    let manifest = Manifest::new(config.release.clone(), roots);
     manifest.write(&config.manifest)?;
     Ok(manifest)
 }
@@ -167,6 +185,7 @@ pub fn verify_at_boot(config: &SealConfig) -> Result<Verified, SealError> {
             differences,
         }) if differences.is_empty() => Ok(Verified {
             root_hash: Some(manifest.root_hash_hex()),
+            release: manifest.release.clone(),
             manifest: Some(manifest),
             skipped: None,
         }),
@@ -182,7 +201,8 @@ pub fn verify_at_boot(config: &SealConfig) -> Result<Verified, SealError> {
     }
 }
 
-/// Compares every sealed path with the manifest, in parallel; differences in manifest order.
+/// Compares every sealed path with the manifest, in parallel; differences in manifest order,
+/// the links on the way to each tree before the tree.
 fn check(
     scope: &Scope,
     manifest: &Manifest,
@@ -200,8 +220,11 @@ fn check(
         .roots
         .par_iter()
         .map(|root| {
-            let actual = walk::walk(scope, &root.path, "".as_ref(), true)?;
-            Ok(diff::compare(&root.path, &root.entries, &actual))
+            let at = Located::new(&root.path)?;
+            let mut differences = diff::compare_links(&root.links, &at.resolved.links);
+            let actual = walk::walk(scope, &at, "".as_ref(), true)?;
+            differences.extend(diff::compare(at.real(), &root.entries, &actual));
+            Ok(differences)
         })
         .collect::<Result<Vec<_>, SealError>>()?;
     Ok(per_root.into_iter().flatten().collect())

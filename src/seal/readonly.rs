@@ -11,7 +11,7 @@
 
 use super::entry::absolute;
 use super::escape::shown;
-use super::scope::Scope;
+use super::scope::{Located, Scope};
 use crate::config::SealConfig;
 use nix::errno::Errno;
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
@@ -115,7 +115,11 @@ pub fn remount_readonly(config: &SealConfig) -> ReadonlyOutcome {
         if config.exclude.is_empty() {
             continue;
         }
-        for path in excluded_below(&scope, root, Path::new("")) {
+        let at = match Located::new(root) {
+            Ok(at) => at,
+            Err(e) => return failed(done, root, e.to_string()),
+        };
+        for path in excluded_below(&scope, &at, Path::new("")) {
             // Already writable when a kiln before this one (restarted) bound it.
             let read_only =
                 statvfs(path.as_path()).map_or(true, |st| st.flags().contains(FsFlags::ST_RDONLY));
@@ -163,23 +167,24 @@ fn bind(path: &Path, read_only: bool) -> nix::Result<()> {
     result
 }
 
-/// The outermost excluded directories and files below `rel` (which the walk skips).
-fn excluded_below(scope: &Scope, root: &Path, rel: &Path) -> Vec<PathBuf> {
+/// The outermost excluded directories and files below `rel` (which the walk skips), where they
+/// really are.
+fn excluded_below(scope: &Scope, at: &Located, rel: &Path) -> Vec<PathBuf> {
     let mut found = Vec::new();
-    let Ok(children) = std::fs::read_dir(absolute(root, rel)) else {
+    let Ok(children) = std::fs::read_dir(absolute(at.real(), rel)) else {
         return found;
     };
     let mut children: Vec<_> = children.flatten().collect();
     children.sort_by_key(|c| c.file_name());
     for child in children {
         let Ok(kind) = child.file_type() else { continue };
-        let path = child.path();
-        if scope.excluded(&path) {
+        let rel = rel.join(child.file_name());
+        if scope.excluded(at, &rel) {
             if kind.is_dir() || kind.is_file() {
-                found.push(path);
+                found.push(child.path());
             }
         } else if kind.is_dir() {
-            found.extend(excluded_below(scope, root, &rel.join(child.file_name())));
+            found.extend(excluded_below(scope, at, &rel));
         }
     }
     found

@@ -1,13 +1,15 @@
 //! Walking a sealed tree into sorted entries, hashing file contents on every core.
 //!
-//! The walk never follows symlinks and never leaves the sealed path, visits the children of a
-//! directory in parallel (rayon), and returns entries in the manifest's order: a sorted
-//! depth-first walk, which is the component-wise order of `Path`. An entry that disappears while
-//! being walked is simply absent (the comparison then reports it removed).
+//! The walk starts where the sealed path leads (see `resolve.rs`), never follows a symlink below
+//! it and never leaves it, visits the children of a directory in parallel (rayon), and returns
+//! entries in the manifest's order: a sorted depth-first walk, which is the component-wise order of
+//! `Path`. An entry that disappears while being walked is simply absent (the comparison then
+//! reports it removed). Each entry's extended attributes are read with it.
 
 use super::SealError;
-use super::entry::{Entry, Kind};
-use super::scope::Scope;
+use super::entry::{Entry, Kind, absolute};
+use super::scope::{Located, Scope};
+use super::xattrs::{self, Xattr};
 use rayon::prelude::*;
 use std::ffi::OsString;
 use std::fs::{File, Metadata};
@@ -18,21 +20,23 @@ use std::path::{Path, PathBuf};
 /// Below this a file is read in one go; above it, in chunks hashed with rayon.
 const CHUNK: usize = 1 << 20;
 
-/// The entry at `abs` (named `rel` in its sealed root) and, with `below`, everything under it.
-pub fn walk(scope: &Scope, abs: &Path, rel: &Path, below: bool) -> Result<Vec<Entry>, SealError> {
+/// The entry at `rel` in the tree of `at` and, with `below`, everything under it.
+pub fn walk(scope: &Scope, at: &Located, rel: &Path, below: bool) -> Result<Vec<Entry>, SealError> {
     let mut out = Vec::new();
-    visit(scope, abs.to_path_buf(), rel.to_path_buf(), below, &mut out)?;
+    let abs = absolute(at.real(), rel);
+    visit(scope, at, abs, rel.to_path_buf(), below, &mut out)?;
     Ok(out)
 }
 
 fn visit(
     scope: &Scope,
+    at: &Located,
     abs: PathBuf,
     rel: PathBuf,
     below: bool,
     out: &mut Vec<Entry>,
 ) -> Result<(), SealError> {
-    if scope.skips(&abs) {
+    if scope.skips(at, &rel) {
         return Ok(());
     }
     let fail = |source: std::io::Error| SealError::Walk {
@@ -45,10 +49,12 @@ fn visit(
     };
     let mut kind = Kind::of(&metadata);
     let mut metadata_now = metadata;
+    let mut file_xattrs = None;
     match &mut kind {
         Kind::File { size, hash } => match hash_file(&abs) {
-            Ok(Some((opened, len, digest))) => {
-                (*size, *hash, metadata_now) = (len, digest, opened);
+            Ok(Some(hashed)) => {
+                (*size, *hash, metadata_now) = (hashed.len, hashed.hash, hashed.metadata);
+                file_xattrs = Some(hashed.xattrs);
             }
             Ok(None) => return Ok(()),
             Err(e) => return Err(fail(e)),
@@ -58,14 +64,22 @@ fn visit(
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
                 // No longer a symlink: walk it again as whatever it is now.
-                return visit(scope, abs.clone(), rel, below, out);
+                return visit(scope, at, abs.clone(), rel, below, out);
             }
             Err(e) => return Err(fail(e)),
         },
         _ => {}
     }
+    let xattrs = match file_xattrs {
+        Some(xattrs) => xattrs,
+        None => match xattrs::of_path(&abs) {
+            Ok(xattrs) => xattrs,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(fail(e)),
+        },
+    };
     let is_dir = matches!(kind, Kind::Dir);
-    out.push(Entry::new(rel.clone(), kind, &metadata_now));
+    out.push(Entry::new(rel.clone(), kind, &metadata_now, xattrs));
     if !(is_dir && below) {
         return Ok(());
     }
@@ -82,7 +96,7 @@ fn visit(
         .into_par_iter()
         .map(|name| {
             let mut entries = Vec::new();
-            visit(scope, abs.join(&name), rel.join(&name), true, &mut entries)?;
+            visit(scope, at, abs.join(&name), rel.join(&name), true, &mut entries)?;
             Ok(entries)
         })
         .collect::<Result<Vec<_>, SealError>>()?;
@@ -90,9 +104,16 @@ fn visit(
     Ok(())
 }
 
+/// A regular file as it was read: its metadata and attributes are those of the very file hashed.
+struct Hashed {
+    metadata: Metadata,
+    xattrs: Vec<Xattr>,
+    len: u64,
+    hash: blake3::Hash,
+}
+
 /// Hashes a regular file without following a symlink that replaced it. `None`: it is gone.
-/// Returns the metadata of what was actually read, so size, mode and owner match the hash.
-fn hash_file(path: &Path) -> std::io::Result<Option<(Metadata, u64, blake3::Hash)>> {
+fn hash_file(path: &Path) -> std::io::Result<Option<Hashed>> {
     let mut file = match File::options()
         .read(true)
         // O_NONBLOCK: a fifo swapped in after the lstat must not hang the walk.
@@ -107,6 +128,7 @@ fn hash_file(path: &Path) -> std::io::Result<Option<(Metadata, u64, blake3::Hash
     if !metadata.is_file() {
         return Err(std::io::Error::other("changed type while being sealed"));
     }
+    let xattrs = xattrs::of_file(&file)?;
     let mut hasher = blake3::Hasher::new();
     let mut total = 0u64;
     if metadata.len() < CHUNK as u64 {
@@ -133,5 +155,10 @@ fn hash_file(path: &Path) -> std::io::Result<Option<(Metadata, u64, blake3::Hash
             total += filled as u64;
         }
     }
-    Ok(Some((metadata, total, hasher.finalize())))
+    Ok(Some(Hashed {
+        metadata,
+        xattrs,
+        len: total,
+        hash: hasher.finalize(),
+    }))
 }

@@ -5,6 +5,7 @@
 //! after its health check's fall count. `up ready 100%` also lifts a drain or a zeroed weight left
 //! by an earlier answer (HAProxy keeps `drain` until told `ready`).
 
+use super::slots::Slots;
 use crate::state::{Phase, Shared};
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,8 +14,9 @@ use tokio::io::AsyncWriteExt;
 /// A peer that does not take its line within this time is dropped.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Serves agent-check answers until the task is dropped.
-pub async fn serve_agent(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
+/// Serves agent-check answers until the task is dropped, holding at most `slots`' cap of
+/// connections (a peer that does not read its line gives way to new ones).
+pub async fn serve_agent(listener: tokio::net::TcpListener, shared: Arc<Shared>, slots: Arc<Slots>) {
     loop {
         let (mut stream, _) = match listener.accept().await {
             Ok(conn) => conn,
@@ -25,14 +27,20 @@ pub async fn serve_agent(listener: tokio::net::TcpListener, shared: Arc<Shared>)
                 continue;
             }
         };
+        let mut slot = slots.admit();
         let line = answer(&shared);
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(WRITE_TIMEOUT, async {
+            let write = tokio::time::timeout(WRITE_TIMEOUT, async {
                 stream.write_all(line.as_bytes()).await?;
                 stream.shutdown().await
-            })
-            .await;
+            });
+            tokio::select! {
+                _ = write => {}
+                _ = slot.evicted() => {}
+            }
         });
+        // The new connection gets its line before the next accept can evict it.
+        tokio::task::yield_now().await;
     }
 }
 

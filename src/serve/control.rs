@@ -6,10 +6,13 @@
 //! Verbs: `status` (the whole snapshot), `health` (phase, ready, reason), `env` (variable names
 //! and sources, never values), `events` (recent events). Errors are `{"error": "..."}`.
 
+use super::Listeners;
+use super::slots::Slots;
 use crate::state::Shared;
 use serde_json::json;
 use std::io;
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixListener as StdUnixListener;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,9 +23,12 @@ pub const VERBS: &[&str] = &["status", "health", "env", "events"];
 pub const IMMUTABLE: &str = "this instance is immutable: bake a new image and replace the instance";
 /// A request line longer than this is not a question kiln knows.
 const MAX_REQUEST: u64 = 1024;
+/// `kiln status` sends its line at once and reads its answer at once: a client slower than this
+/// for either is dropped (and one that holds its connection gives way to new ones at the cap).
+const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Binds the socket with mode 0600. Refuses to take over a socket another kiln still answers on.
-pub fn bind(path: &Path) -> io::Result<UnixListener> {
+pub fn bind(path: &Path) -> io::Result<StdUnixListener> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -35,23 +41,36 @@ pub fn bind(path: &Path) -> io::Result<UnixListener> {
     let _ = std::fs::remove_file(path);
     // Created 0600 from the start, not chmod'ed afterwards: no window where others may connect.
     let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
-    let listener = UnixListener::bind(path);
+    let listener = StdUnixListener::bind(path);
     nix::sys::stat::umask(old);
     let listener = listener?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    listener.set_nonblocking(true)?;
     Ok(listener)
 }
 
-pub async fn serve(listener: UnixListener, shared: Arc<Shared>) {
+/// Answers questions until the task is dropped, holding at most `listeners.control`'s cap of
+/// connections: a client that connects and sends nothing never keeps `kiln status` out.
+pub async fn serve(listener: UnixListener, shared: Arc<Shared>, listeners: Listeners) {
+    let slots: Arc<Slots> = listeners.control.clone();
+    let listeners = Arc::new(listeners);
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
-                let shared = shared.clone();
+                let mut slot = slots.admit();
+                let (shared, listeners) = (shared.clone(), listeners.clone());
                 tokio::spawn(async move {
-                    if let Err(e) = answer(stream, &shared).await {
-                        tracing::debug!("control socket: {e}");
+                    tokio::select! {
+                        result = answer(stream, &shared, &listeners) => {
+                            if let Err(e) = result {
+                                tracing::debug!("control socket: {e}");
+                            }
+                        }
+                        _ = slot.evicted() => {}
                     }
                 });
+                // The new client's question is read before the next accept can evict it.
+                tokio::task::yield_now().await;
             }
             Err(e) => {
                 tracing::warn!("control socket: {e}");
@@ -61,24 +80,31 @@ pub async fn serve(listener: UnixListener, shared: Arc<Shared>) {
     }
 }
 
-async fn answer(stream: UnixStream, shared: &Shared) -> io::Result<()> {
+async fn answer(stream: UnixStream, shared: &Shared, listeners: &Listeners) -> io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     let mut reader = BufReader::new(read.take(MAX_REQUEST));
-    tokio::time::timeout(Duration::from_secs(5), reader.read_line(&mut line))
+    tokio::time::timeout(EXCHANGE_TIMEOUT, reader.read_line(&mut line))
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no request line"))??;
-    let reply = respond(line.trim(), shared);
-    write.write_all(reply.to_string().as_bytes()).await?;
-    write.write_all(b"\n").await?;
-    write.shutdown().await
+    let mut reply = respond(line.trim(), shared, listeners).to_string();
+    reply.push('\n');
+    tokio::time::timeout(EXCHANGE_TIMEOUT, async {
+        write.write_all(reply.as_bytes()).await?;
+        write.shutdown().await
+    })
+    .await
+    .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "the answer was not read"))?
 }
 
-fn respond(request: &str, shared: &Shared) -> serde_json::Value {
+fn respond(request: &str, shared: &Shared, listeners: &Listeners) -> serde_json::Value {
     let verb = request.split_whitespace().next().unwrap_or("");
     match verb {
         "status" => {
-            serde_json::to_value(&*shared.snapshot()).unwrap_or_else(|e| json!({ "error": e.to_string() }))
+            let mut snapshot = (*shared.snapshot()).clone();
+            snapshot.log = crate::systemd::log::status();
+            snapshot.listeners = listeners.status();
+            serde_json::to_value(&snapshot).unwrap_or_else(|e| json!({ "error": e.to_string() }))
         }
         "health" => {
             let s = shared.snapshot();

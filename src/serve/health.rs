@@ -6,7 +6,14 @@
 //! [`MAX_THREADS`]), each with its own `SO_REUSEPORT` listener on the same address: the kernel
 //! spreads connections, no task ever changes threads, and a flood of health checks never delays
 //! the supervisor's loop.
+//!
+//! Hostile clients are bounded: each thread holds its share of a cap on open connections (at the
+//! cap the stalest connection gives way, see [`super::slots`]); the kernel hands kiln a connection
+//! only once its first bytes arrived ([`defer_accept`]); one that has not sent a whole request
+//! head within [`IDLE_TIMEOUT`] is closed (one that sends nothing, a slowloris, an idle keep-alive
+//! connection); and a request head may not outgrow hyper's smallest buffer.
 
+use super::slots::Slots;
 use crate::state::{Phase, Shared};
 use bytes::Bytes;
 use http_body_util::Full;
@@ -15,7 +22,7 @@ use hyper::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
@@ -28,8 +35,18 @@ const LIVENESS_WINDOW: Duration = Duration::from_secs(5);
 
 const MAX_THREADS: usize = 4;
 
+/// A connection whose next request head has not fully arrived within this time is closed. Load
+/// balancers send theirs at once; keep-alive pollers come back more often than this or reconnect.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// hyper's smallest buffer: a request head that does not fit is refused. `GET /readyz` with the
+/// headers of any load balancer takes a few hundred bytes.
+const MAX_HEAD: usize = 8 * 1024;
+
 /// Binds one listener per serving thread (so an address in use is reported now) and starts them.
-pub fn start(addr: SocketAddr, shared: Arc<Shared>) -> std::io::Result<()> {
+/// `cap` bounds the connections open at once, shared evenly by the threads. Returns each
+/// thread's connections, for status.
+pub fn start(addr: SocketAddr, shared: Arc<Shared>, cap: usize) -> std::io::Result<Vec<Arc<Slots>>> {
     // SO_REUSEPORT would also let a second kiln share the port unnoticed: a plain bind first
     // reports an address that is already taken.
     drop(std::net::TcpListener::bind(addr)?);
@@ -39,8 +56,12 @@ pub fn start(addr: SocketAddr, shared: Arc<Shared>) -> std::io::Result<()> {
     let listeners = (0..threads)
         .map(|_| bind_reuseport(addr))
         .collect::<std::io::Result<Vec<_>>>()?;
+    let per_thread = (cap / threads).max(1);
+    let mut all_slots = Vec::with_capacity(threads);
     for (n, listener) in listeners.into_iter().enumerate() {
         let shared = shared.clone();
+        let slots = Slots::new(per_thread);
+        all_slots.push(slots.clone());
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
@@ -49,13 +70,13 @@ pub fn start(addr: SocketAddr, shared: Arc<Shared>) -> std::io::Result<()> {
             .spawn(move || {
                 runtime.block_on(async move {
                     match TcpListener::from_std(listener) {
-                        Ok(listener) => serve(listener, shared).await,
+                        Ok(listener) => serve(listener, shared, slots).await,
                         Err(e) => tracing::error!("health listener: {e}"),
                     }
                 })
             })?;
     }
-    Ok(())
+    Ok(all_slots)
 }
 
 fn bind_reuseport(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
@@ -73,6 +94,7 @@ fn bind_reuseport(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     )?;
     socket::setsockopt(&fd, sockopt::ReuseAddr, &true)?;
     socket::setsockopt(&fd, sockopt::ReusePort, &true)?;
+    defer_accept(&fd, IDLE_TIMEOUT)?;
     let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
     match addr {
         SocketAddr::V4(v4) => socket::bind(raw, &SockaddrIn::from(v4))?,
@@ -85,8 +107,31 @@ fn bind_reuseport(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     Ok(std::net::TcpListener::from(fd))
 }
 
+/// The kernel holds a new connection until its first bytes arrive (`TCP_DEFER_ACCEPT`, as nginx's
+/// `deferred` and HAProxy's `defer-accept`), for about `wait`: a connection that sends nothing
+/// takes no descriptor of kiln's meanwhile, and a connection kiln accepts has its request in hand,
+/// so it is answered in the same turn, before any later arrival could push it out at the cap.
+fn defer_accept(fd: &OwnedFd, wait: Duration) -> std::io::Result<()> {
+    let seconds = libc::c_int::try_from(wait.as_secs()).unwrap_or(libc::c_int::MAX);
+    // SAFETY: a valid socket, and a pointer to a c_int with its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(fd),
+            libc::IPPROTO_TCP,
+            libc::TCP_DEFER_ACCEPT,
+            (&seconds as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// Serves one listener until its runtime ends.
-async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+async fn serve(listener: TcpListener, shared: Arc<Shared>, slots: Arc<Slots>) {
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -97,16 +142,28 @@ async fn serve(listener: TcpListener, shared: Arc<Shared>) {
             }
         };
         let _ = stream.set_nodelay(true);
+        let mut slot = slots.admit();
         let shared = shared.clone();
         tokio::spawn(async move {
+            let answered = slot.answered();
             let service = service_fn(move |req| {
                 let response = answer(&req, &shared);
+                answered.now();
                 async move { Ok::<_, Infallible>(response) }
             });
-            let _ = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let connection = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(IDLE_TIMEOUT)
+                .max_buf_size(MAX_HEAD)
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::select! {
+                _ = connection => {}
+                _ = slot.evicted() => {}
+            }
         });
+        // Let the new connection read the request that usually came with it before the next
+        // accept: in a flood, a burst of accepts could otherwise evict it unanswered.
+        tokio::task::yield_now().await;
     }
 }
 
@@ -152,6 +209,10 @@ fn answer(req: &Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
                 .iter()
                 .map(|u| serde_json::json!({ "unit": u.unit, "state": u.state, "ready": u.ready }))
                 .collect();
+            // What `kiln fleet` needs of every instance: which image (seal, release) and which
+            // one the launch configuration pins (expected), which instance, how long up, and
+            // whether the load balancer has it.
+            let seal = snapshot.seal.as_ref();
             json(
                 code,
                 serde_json::json!({
@@ -159,7 +220,12 @@ fn answer(req: &Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
                     "phase": phase,
                     "reason": snapshot.reason,
                     "units": units,
-                    "seal": snapshot.seal.as_ref().and_then(|s| s.root_hash.clone()),
+                    "seal": seal.and_then(|s| s.root_hash.clone()),
+                    "release": seal.and_then(|s| s.release.clone()),
+                    "expected": seal.and_then(|s| s.expected.clone()),
+                    "instance_id": snapshot.instance.as_ref().and_then(|i| i.instance_id.clone()),
+                    "uptime_ms": shared.elapsed().as_millis() as u64,
+                    "lb": snapshot.lb.as_ref().map(|lb| lb.state),
                 }),
             )
         }

@@ -1,6 +1,96 @@
-//! What kiln answers: `/livez` and `/readyz` for the load balancer, and the read-only control
-//! socket for `kiln status`. Both only read the shared snapshot.
+//! What kiln answers: `/livez` and `/readyz` for the load balancer, the HAProxy agent-check, and
+//! the read-only control socket for `kiln status`. All of them only read the shared snapshot.
+//!
+//! None of them runs on the supervisor's thread: the health port has threads of its own, the
+//! control socket and the agent port share one more. Each listener holds a bounded number of
+//! connections within kiln's descriptor budget (`fd_budget`), so that no client, hostile or
+//! careless, takes the supervisor's time or its file descriptors.
 
 pub mod agent;
 pub mod control;
 pub mod health;
+pub mod slots;
+
+use crate::config::HealthConfig;
+use crate::fd_budget::Caps;
+use crate::state::{ListenerStatus, Shared};
+use slots::Slots;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Every listener's connections, for `kiln status`.
+#[derive(Clone)]
+pub struct Listeners {
+    /// One per health thread.
+    health: Vec<Arc<Slots>>,
+    agent: Option<Arc<Slots>>,
+    control: Arc<Slots>,
+}
+
+impl Listeners {
+    pub fn status(&self) -> Vec<ListenerStatus> {
+        let health = ListenerStatus {
+            name: "health".into(),
+            open: self.health.iter().map(|s| s.open()).sum(),
+            cap: self.health.iter().map(|s| s.cap()).sum(),
+            shed: self.health.iter().map(|s| s.shed()).sum(),
+        };
+        let one = |name: &str, slots: &Slots| ListenerStatus {
+            name: name.into(),
+            open: slots.open(),
+            cap: slots.cap(),
+            shed: slots.shed(),
+        };
+        let mut all = vec![health];
+        all.extend(self.agent.as_deref().map(|s| one("agent", s)));
+        all.push(one("control", &self.control));
+        all
+    }
+}
+
+/// Binds the health port, the control socket and the agent-check port (an address in use is
+/// reported now, before anything starts) and serves them until kiln exits.
+pub fn start(health: &HealthConfig, control_socket: &Path, shared: Arc<Shared>) -> Result<(), String> {
+    let caps = Caps::now();
+    let control_listener = control::bind(control_socket)
+        .map_err(|e| format!("[control] socket {}: {e}", control_socket.display()))?;
+    let agent_listener = match health.agent_listen {
+        Some(addr) => Some(
+            std::net::TcpListener::bind(addr)
+                .and_then(|l| l.set_nonblocking(true).map(|()| l))
+                .map_err(|e| format!("[health] agent_listen {addr}: {e}"))?,
+        ),
+        None => None,
+    };
+    let health_slots = health::start(health.listen, shared.clone(), caps.health)
+        .map_err(|e| format!("[health] listen {}: {e}", health.listen))?;
+    let listeners = Listeners {
+        health: health_slots,
+        agent: agent_listener.as_ref().map(|_| Slots::new(caps.agent)),
+        control: Slots::new(caps.control),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the control socket's runtime: {e}"))?;
+    std::thread::Builder::new()
+        .name("kiln-serve".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                if let (Some(listener), Some(slots)) = (agent_listener, listeners.agent.clone()) {
+                    match tokio::net::TcpListener::from_std(listener) {
+                        Ok(listener) => {
+                            tokio::spawn(agent::serve_agent(listener, shared.clone(), slots));
+                        }
+                        Err(e) => tracing::error!("agent-check listener: {e}"),
+                    }
+                }
+                match tokio::net::UnixListener::from_std(control_listener) {
+                    Ok(listener) => control::serve(listener, shared, listeners).await,
+                    Err(e) => tracing::error!("control socket: {e}"),
+                }
+            })
+        })
+        .map_err(|e| format!("cannot start the control socket's thread: {e}"))?;
+    Ok(())
+}

@@ -96,7 +96,28 @@ fn show_refused_config(e: &ConfigError, json: bool) -> ExitCode {
 }
 
 /// Sends one request line and returns the whole answer.
+/// A connection closed before the answer is asked again, twice at most: at its connection cap
+/// kiln closes the stalest connections to make room, and under a flood of clients that connect
+/// and send nothing that can be this one before it had time to send its line.
 pub fn ask(socket: &Path, request: &str) -> std::io::Result<String> {
+    let mut attempt = 1;
+    loop {
+        match ask_once(socket, request) {
+            Ok(answer) if answer.is_empty() && attempt < 3 => {}
+            Err(e) if closed_early(&e) && attempt < 3 => {}
+            result => return result,
+        }
+        attempt += 1;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn closed_early(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionReset, UnexpectedEof};
+    matches!(e.kind(), BrokenPipe | ConnectionReset | UnexpectedEof)
+}
+
+fn ask_once(socket: &Path, request: &str) -> std::io::Result<String> {
     let mut stream = UnixStream::connect(socket)?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     stream.set_write_timeout(Some(Duration::from_secs(5)))?;

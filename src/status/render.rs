@@ -3,7 +3,7 @@
 //! outside kiln (facts, service output, probe and load balancer answers) goes through
 //! [`printable`]: it can neither drive the terminal nor forge a line.
 
-use crate::state::{LbState, Phase, Snapshot, UnitState, UnitStatus};
+use crate::state::{ExpectedImage, LbState, Phase, SealStatus, Snapshot, UnitState, UnitStatus};
 use crate::terminal::printable;
 use std::fmt::Write;
 use std::time::Duration;
@@ -71,28 +71,10 @@ pub fn render(s: &Snapshot, now_ms: u64) -> String {
         );
     }
     if let Some(seal) = &s.seal {
-        let verified = match (&seal.root_hash, seal.last_verified_ms) {
-            (Some(hash), Some(t)) => {
-                format!("{} verified {} ago", &hash[..hash.len().min(16)], ago(t, now_ms))
-            }
-            (Some(hash), None) => format!("{} not verified yet", &hash[..hash.len().min(16)]),
-            (None, _) if !seal.drift.is_empty() => {
-                let n = seal.drift.len();
-                format!(
-                    "{n} difference{} from the manifest",
-                    if n == 1 { "" } else { "s" }
-                )
-            }
-            (None, _) => "not verified yet".into(),
-        };
-        let _ = writeln!(
-            out,
-            "  seal: {verified}{}",
-            seal.readonly
-                .as_deref()
-                .map(|r| format!(", {r}"))
-                .unwrap_or_default()
-        );
+        let _ = writeln!(out, "  seal: {}", seal_line(seal, now_ms));
+        if let Some(expected) = &seal.expected {
+            let _ = writeln!(out, "  expected: {}", expected_line(expected, seal));
+        }
         for d in seal.drift.iter().take(10) {
             let _ = writeln!(out, "    drift: {d}");
         }
@@ -102,6 +84,40 @@ pub fn render(s: &Snapshot, now_ms: u64) -> String {
             out,
             "  environment: {} variables (`kiln env` lists names and sources)",
             s.env.len()
+        );
+    }
+    if s.log.dropped_lines > 0 {
+        let _ = writeln!(
+            out,
+            "  log: {} lines dropped ({} did not keep up)",
+            s.log.dropped_lines, s.log.sink
+        );
+    }
+    let shedding: Vec<String> = s
+        .listeners
+        .iter()
+        .filter(|l| l.shed > 0)
+        .map(|l| format!("{} {} ({} open of {})", l.name, l.shed, l.open, l.cap))
+        .collect();
+    if !shedding.is_empty() {
+        let _ = writeln!(
+            out,
+            "  connections closed at the cap to make room: {}",
+            shedding.join(", ")
+        );
+    }
+    if let Some(secrets) = &s.secrets {
+        let _ = writeln!(
+            out,
+            "  secrets: {} resolved in {} ({} request{}){}",
+            secrets.resolved,
+            micros(secrets.took_us),
+            secrets.requests,
+            if secrets.requests == 1 { "" } else { "s" },
+            match secrets.changed.len() {
+                0 => String::new(),
+                n => format!(", {n} changed since boot"),
+            }
         );
     }
     if s.refused_mutations > 0 {
@@ -141,6 +157,14 @@ pub fn render(s: &Snapshot, now_ms: u64) -> String {
         let _ = writeln!(out, "{}", line(&header.map(String::from)));
         for (row, u) in rows.iter().zip(&s.services) {
             let _ = writeln!(out, "{}", line(row));
+            if u.dropped_lines > 0 {
+                let _ = writeln!(
+                    out,
+                    "    output: {} lines dropped (more than {} a second)",
+                    u.dropped_lines,
+                    crate::process::output::RATE
+                );
+            }
             if !u.ready && u.state != UnitState::Stopped {
                 for l in u.stderr_tail.iter().rev().take(3).rev() {
                     let _ = writeln!(out, "    stderr| {}", printable(l));
@@ -169,6 +193,56 @@ pub fn render(s: &Snapshot, now_ms: u64) -> String {
         }
     }
     out
+}
+
+/// `2cd48efa9c7643f8 release v42 verified 5.4s ago, read-only: /srv/app`.
+fn seal_line(seal: &SealStatus, now_ms: u64) -> String {
+    let release = seal
+        .release
+        .as_deref()
+        .map(|r| format!(" release {r}"))
+        .unwrap_or_default();
+    let verified = match (&seal.root_hash, seal.last_verified_ms) {
+        (Some(hash), Some(t)) => format!("{}{release} verified {} ago", short(hash), ago(t, now_ms)),
+        (Some(hash), None) => format!("{}{release} not verified yet", short(hash)),
+        (None, _) if !seal.drift.is_empty() => {
+            let n = seal.drift.len();
+            format!(
+                "{n} difference{} from the manifest",
+                if n == 1 { "" } else { "s" }
+            )
+        }
+        (None, _) => "not verified yet".into(),
+    };
+    let readonly = seal
+        .readonly
+        .as_deref()
+        .map(|r| format!(", {r}"))
+        .unwrap_or_default();
+    format!("{verified}{readonly}")
+}
+
+/// What the launch configuration pins, each beside what runs:
+/// `release v43 (running v42), seal 2cd48efa9c7643f8 (matches)`.
+fn expected_line(expected: &ExpectedImage, seal: &SealStatus) -> String {
+    let side = |want: &str, running: Option<&str>, shown: fn(&str) -> &str| match running {
+        Some(r) if r == want => format!("{} (matches)", shown(want)),
+        Some(r) => format!("{} (running {})", shown(want), shown(r)),
+        None => format!("{} (running: none)", shown(want)),
+    };
+    let mut parts = Vec::new();
+    if let Some(want) = &expected.release {
+        parts.push(format!("release {}", side(want, seal.release.as_deref(), |r| r)));
+    }
+    if let Some(want) = &expected.root_hash {
+        parts.push(format!("seal {}", side(want, seal.root_hash.as_deref(), short)));
+    }
+    parts.join(", ")
+}
+
+/// The first 16 hex digits of a root hash: enough to tell images apart at a glance.
+fn short(hash: &str) -> &str {
+    &hash[..hash.len().min(16)]
 }
 
 fn unit_row(u: &UnitStatus, now_ms: u64) -> [String; 8] {
@@ -246,6 +320,38 @@ fn micros(us: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_seal_line_shows_release_and_what_the_launch_configuration_expects() {
+        let hash = "2cd48efa9c7643f8".to_string() + &"0".repeat(48);
+        let seal = SealStatus {
+            root_hash: Some(hash.clone()),
+            release: Some("v42".into()),
+            expected: Some(ExpectedImage {
+                release: Some("v43".into()),
+                root_hash: Some(hash.clone()),
+            }),
+            last_verified_ms: Some(1_000),
+            readonly: Some("read-only: /srv/app".into()),
+            drift: Vec::new(),
+        };
+        assert_eq!(
+            seal_line(&seal, 6_400),
+            "2cd48efa9c7643f8 release v42 verified 5.4s ago, read-only: /srv/app"
+        );
+        assert_eq!(
+            expected_line(seal.expected.as_ref().unwrap(), &seal),
+            "release v43 (running v42), seal 2cd48efa9c7643f8 (matches)"
+        );
+        let unsealed = SealStatus {
+            expected: seal.expected.clone(),
+            ..SealStatus::default()
+        };
+        assert_eq!(
+            expected_line(unsealed.expected.as_ref().unwrap(), &unsealed),
+            "release v43 (running: none), seal 2cd48efa9c7643f8 (running: none)"
+        );
+    }
 
     #[test]
     fn durations_read_like_a_person_writes_them() {

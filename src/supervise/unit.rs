@@ -1,16 +1,42 @@
-//! One running copy of a service and what kiln remembers about it across restarts.
+//! One running copy of a service and what kiln remembers about it across restarts: plain data,
+//! changed only by the machine.
 
-use super::output::StderrTail;
+use crate::process::Exit;
 use crate::state::{ProbeReport, UnitState, UnitStatus};
 use nix::unistd::Pid;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-use tokio::task::AbortHandle;
+use std::time::Duration;
 
 /// Failures in a row from which a unit counts as crash-looping (and the instance as not ready).
 pub const CRASH_LOOP_AFTER: u32 = 3;
 /// A run this long clears the failure count: the service is stable again.
 pub const SETTLE_AFTER: Duration = Duration::from_secs(10);
+
+/// How a unit's last run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ending {
+    /// The process ended: by itself, or by a signal kiln did not send on purpose.
+    Exited(Exit),
+    /// kiln killed it because a probe said so; the probe's words.
+    Killed(String),
+    /// The process could not be started; the error.
+    NotStarted(String),
+}
+
+impl Ending {
+    pub fn success(&self) -> bool {
+        matches!(self, Ending::Exited(exit) if exit.success())
+    }
+}
+
+impl std::fmt::Display for Ending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Ending::Exited(exit) => exit.fmt(f),
+            Ending::Killed(reason) | Ending::NotStarted(reason) => f.write_str(reason),
+        }
+    }
+}
 
 #[derive(Debug)]
 pub struct Unit {
@@ -20,19 +46,18 @@ pub struct Unit {
     /// `php-fpm`, or `worker#2` for replicated services.
     pub name: Arc<str>,
     pub state: UnitState,
-    /// Bumped on every spawn; events of an older process are ignored.
+    /// Bumped on every spawn; events about an older process are ignored.
     pub generation: u64,
     pub pid: Option<Pid>,
-    pub since: Option<(Instant, u64)>,
+    /// When the current process started (wall clock, ms since the epoch).
+    pub since_ms: Option<u64>,
     pub ready: bool,
     pub restarts: u32,
     pub failures_in_a_row: u32,
     pub next_restart_ms: Option<u64>,
-    pub last_exit: Option<String>,
+    pub last_exit: Option<Ending>,
     pub last_probe: Option<ProbeReport>,
-    pub tail: StderrTail,
-    pub probe_task: Option<AbortHandle>,
-    /// Why kiln itself killed the process (liveness, startup), shown instead of "killed by SIGKILL".
+    /// Why kiln is killing the process (liveness, startup): its ending instead of "killed by SIGKILL".
     pub kill_reason: Option<String>,
 }
 
@@ -50,15 +75,13 @@ impl Unit {
             state: UnitState::Waiting,
             generation: 0,
             pid: None,
-            since: None,
+            since_ms: None,
             ready: false,
             restarts: 0,
             failures_in_a_row: 0,
             next_restart_ms: None,
             last_exit: None,
             last_probe: None,
-            tail: StderrTail::default(),
-            probe_task: None,
             kill_reason: None,
         }
     }
@@ -90,12 +113,8 @@ impl Unit {
         first.saturating_mul(1u32 << doublings).min(max)
     }
 
-    pub fn stop_probes(&mut self) {
-        if let Some(task) = self.probe_task.take() {
-            task.abort();
-        }
-    }
-
+    /// The unit as `kiln status` shows it; the executor adds the stderr tail and the dropped
+    /// lines it keeps.
     pub fn status(&self, service: &str, waiting_for: Vec<String>) -> UnitStatus {
         UnitStatus {
             service: service.to_string(),
@@ -103,14 +122,15 @@ impl Unit {
             state: self.state,
             ready: self.state == UnitState::Running && self.ready,
             pid: self.pid.map(|p| p.as_raw() as u32),
-            since_ms: self.since.map(|(_, wall)| wall),
+            since_ms: self.since_ms,
             restarts: self.restarts,
             failures_in_a_row: self.failures_in_a_row,
             crash_loop: self.crash_loop(),
             next_restart_ms: self.next_restart_ms,
             last_probe: self.last_probe.clone(),
-            last_exit: self.last_exit.clone(),
-            stderr_tail: self.tail.lines(),
+            last_exit: self.last_exit.as_ref().map(ToString::to_string),
+            stderr_tail: Vec::new(),
+            dropped_lines: 0,
             waiting_for,
         }
     }
@@ -119,6 +139,7 @@ impl Unit {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nix::sys::signal::Signal;
 
     #[test]
     fn backoff_doubles_and_caps() {
@@ -134,8 +155,41 @@ mod tests {
     }
 
     #[test]
+    fn backoff_never_overflows() {
+        let mut u = Unit::new(0, "w", 1, 1);
+        u.failures_in_a_row = u32::MAX;
+        assert_eq!(u.backoff(Duration::MAX, Duration::MAX), Duration::MAX);
+    }
+
+    #[test]
     fn replicas_are_numbered_only_when_there_are_several() {
         assert_eq!(&*Unit::new(0, "php-fpm", 1, 1).name, "php-fpm");
         assert_eq!(&*Unit::new(0, "worker", 2, 3).name, "worker#2");
+    }
+
+    #[test]
+    fn only_a_clean_exit_is_a_success_and_endings_read_as_before() {
+        let endings = [
+            (Ending::Exited(Exit::Code(0)), true, "exit 0"),
+            (Ending::Exited(Exit::Code(1)), false, "exit 1"),
+            (
+                Ending::Exited(Exit::Signal(Signal::SIGKILL)),
+                false,
+                "killed by SIGKILL",
+            ),
+            (
+                Ending::Killed("liveness probe failed 3 times: x".into()),
+                false,
+                "liveness probe failed 3 times: x",
+            ),
+            (
+                Ending::NotStarted("cannot start \"nope\": x".into()),
+                false,
+                "cannot start \"nope\": x",
+            ),
+        ];
+        for (ending, success, text) in endings {
+            assert_eq!((ending.success(), ending.to_string().as_str()), (success, text));
+        }
     }
 }

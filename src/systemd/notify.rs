@@ -5,6 +5,17 @@ use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::time::Duration;
 
+/// The longest a notification may wait on a full systemd socket. The supervisor's thread sends
+/// them, and it must never stall on its supervisor: past this the notification is lost (and said).
+const SEND_TIMEOUT: Duration = Duration::from_millis(100);
+
+/// A datagram socket whose sends give up after [`SEND_TIMEOUT`].
+fn bounded_socket() -> std::io::Result<UnixDatagram> {
+    let socket = UnixDatagram::unbound()?;
+    socket.set_write_timeout(Some(SEND_TIMEOUT))?;
+    Ok(socket)
+}
+
 /// Sends notifications to systemd; does nothing when kiln was not started by a `Type=notify` unit.
 #[derive(Debug)]
 pub struct Notifier {
@@ -21,7 +32,7 @@ impl Notifier {
                 Some(name) => SocketAddr::from_abstract_name(name).ok()?,
                 None => SocketAddr::from_pathname(&path).ok()?,
             };
-            Some((UnixDatagram::unbound().ok()?, addr))
+            Some((bounded_socket().ok()?, addr))
         });
         let for_us = std::env::var("WATCHDOG_PID")
             .map(|p| p.parse::<u32>().ok() == Some(std::process::id()))
@@ -47,7 +58,8 @@ impl Notifier {
     }
 
     /// Sends `state` (newline-separated `KEY=VALUE` lines). Errors are logged, never fatal:
-    /// a lost notification must not take the instance down.
+    /// a lost notification must not take the instance down, and a full socket costs at most
+    /// [`SEND_TIMEOUT`].
     pub fn notify(&self, state: &str) {
         if let Some((socket, addr)) = &self.target
             && let Err(e) = socket.send_to_addr(state.as_bytes(), addr)
@@ -83,7 +95,7 @@ mod tests {
         let server = UnixDatagram::bind(&path).unwrap();
         let notifier = Notifier {
             target: Some((
-                UnixDatagram::unbound().unwrap(),
+                bounded_socket().unwrap(),
                 SocketAddr::from_pathname(&path).unwrap(),
             )),
             watchdog: None,
@@ -92,5 +104,31 @@ mod tests {
         let mut buf = [0u8; 128];
         let n = server.recv(&mut buf).unwrap();
         assert_eq!(&buf[..n], b"READY=1\nSTATUS=3/3 ready");
+    }
+
+    #[test]
+    fn a_socket_nobody_reads_never_blocks_the_sender() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify");
+        let _server = UnixDatagram::bind(&path).unwrap();
+        let addr = SocketAddr::from_pathname(&path).unwrap();
+        // Fill the receiver's queue until a non-blocking send would block.
+        let filler = UnixDatagram::unbound().unwrap();
+        filler.set_nonblocking(true).unwrap();
+        while filler.send_to_addr(b"WATCHDOG=1", &addr).is_ok() {}
+        let notifier = Notifier {
+            target: Some((bounded_socket().unwrap(), addr)),
+            watchdog: None,
+        };
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            notifier.notify("STATUS=stuck systemd");
+            let _ = done.send(());
+        });
+        // Without the send timeout the thread blocks for as long as nobody reads.
+        assert!(
+            finished.recv_timeout(Duration::from_secs(10)).is_ok(),
+            "notify blocked on a full socket"
+        );
     }
 }

@@ -184,13 +184,19 @@ pub struct Example {
 impl Example {
     /// Renders the example (as root when the test runs as root) into a new temp dir.
     pub fn render() -> Example {
+        Self::render_at(crate::net::free_addr(), crate::net::free_addr())
+    }
+
+    /// Renders the example with nginx on `http_addr` and kiln's health on `health_addr` (e.g.
+    /// an address of a host in a network namespace of its own).
+    pub fn render_at(http_addr: SocketAddr, health_addr: SocketAddr) -> Example {
         let dir = tempfile::Builder::new()
             .prefix("kiln-example-")
             .tempdir()
             .expect("create a temp dir for the example");
         let spec = RenderSpec {
-            http_addr: crate::net::free_addr(),
-            health_addr: crate::net::free_addr(),
+            http_addr,
+            health_addr,
             as_root: nix::unistd::geteuid().is_root(),
         };
         let rendered = render_into(dir.path(), &spec).unwrap_or_else(|e| panic!("render the example: {e}"));

@@ -34,6 +34,8 @@ pub struct HaproxyConfig {
     pub backend: String,
     /// Extra lines for the backend section (e.g. `default-server inter 500ms`).
     pub backend_lines: Vec<String>,
+    /// Whole sections after the backend (another frontend and backend), as written.
+    pub extra_sections: Vec<String>,
 }
 
 impl HaproxyConfig {
@@ -46,6 +48,7 @@ impl HaproxyConfig {
             frontend: crate::net::free_addr(),
             backend: "app".into(),
             backend_lines: Vec::new(),
+            extra_sections: Vec::new(),
         }
     }
 
@@ -75,6 +78,10 @@ impl HaproxyConfig {
         for line in &self.backend_lines {
             text.push_str(&format!("    {line}\n"));
         }
+        for section in &self.extra_sections {
+            text.push_str(section.trim_end());
+            text.push('\n');
+        }
         text
     }
 }
@@ -87,9 +94,21 @@ pub struct Haproxy {
 
 impl Haproxy {
     pub fn start(config: HaproxyConfig) -> Haproxy {
+        Self::start_with(config, Command::new("haproxy"))
+    }
+
+    /// HAProxy inside a network namespace: its frontends and checks are that namespace's; the
+    /// runtime API socket is a file, reached from anywhere. It dies with the test's thread.
+    pub fn start_in(config: HaproxyConfig, netns: &crate::netns::Netns) -> Haproxy {
+        let mut cmd = netns.command("haproxy");
+        crate::peers::die_with_test(&mut cmd);
+        Self::start_with(config, cmd)
+    }
+
+    /// `cmd` runs the `haproxy` program; the config's arguments are added.
+    fn start_with(config: HaproxyConfig, mut cmd: Command) -> Haproxy {
         let path = config.dir.join("haproxy.cfg");
         std::fs::write(&path, config.render()).expect("write haproxy.cfg");
-        let mut cmd = Command::new("haproxy");
         cmd.args(["-db", "-f"]).arg(&path);
         let process = Process::spawn(cmd);
         let haproxy = Haproxy { process, config };
@@ -111,8 +130,13 @@ impl Haproxy {
 
     /// The backend's row for `server` in `show stat`, None when there is no such server.
     pub fn server(&self, server: &str) -> Option<ServerRow> {
-        let csv = self.cmd(&format!("show stat {} 4 -1", self.config.backend));
-        ServerRow::find(&csv, &self.config.backend, server)
+        self.server_in(&self.config.backend, server)
+    }
+
+    /// The row for `server` of `backend`, None when there is no such server.
+    pub fn server_in(&self, backend: &str, server: &str) -> Option<ServerRow> {
+        let csv = self.cmd(&format!("show stat {backend} 4 -1"));
+        ServerRow::find(&csv, backend, server)
     }
 
     /// Waits until `server`'s status satisfies `f` (None: the server is absent); returns it.

@@ -35,12 +35,23 @@ pub struct Load {
 impl Load {
     /// `workers` threads, each pausing `pause` after every request.
     pub fn start(url: &str, workers: usize, pause: Duration) -> Load {
+        Self::start_in(None, url, workers, pause)
+    }
+
+    /// Like [`Load::start`], the workers sending from inside the network namespace at `netns`
+    /// (`/run/netns/NAME`), e.g. where the load balancer listens.
+    pub fn start_in(netns: Option<&std::path::Path>, url: &str, workers: usize, pause: Duration) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let samples = Arc::new(Mutex::new(Vec::new()));
         let workers = (0..workers)
             .map(|_| {
                 let (url, stop, samples) = (url.to_string(), stop.clone(), samples.clone());
+                let netns = netns.map(std::path::Path::to_path_buf);
                 std::thread::spawn(move || {
+                    if let Some(netns) = netns {
+                        crate::netns::enter_path(&netns)
+                            .unwrap_or_else(|e| panic!("enter {}: {e}", netns.display()));
+                    }
                     while !stop.load(Ordering::SeqCst) {
                         let start = Instant::now();
                         let answer = http_get(&url);

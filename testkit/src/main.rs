@@ -2,7 +2,9 @@
 //!
 //! Usage: `kiln-testkit metadata ...` or `kiln-testkit consul ...` (see each emulator's docs), and
 //! `kiln-testkit example render DIR` (renders examples/php-app; used by its run.sh), and
-//! `kiln-testkit zero-loss --kiln PATH` (the load balancer drill; used by bench/zero_loss.sh).
+//! `kiln-testkit zero-loss --kiln PATH` (the load balancer drill; used by bench/zero_loss.sh), and
+//! `kiln-testkit fleet-drill --kiln PATH` (the fleet drill; used by bench/fleet.sh), and
+//! `kiln-testkit secrets-bench --kiln PATH` (20 secret references against moto; bench/secrets.sh).
 
 use std::process::ExitCode;
 
@@ -13,8 +15,12 @@ fn main() -> ExitCode {
         Some("consul") => testkit::emulator::consul::main(&args[1..]),
         Some("example") => testkit::example::main(&args[1..]),
         Some("zero-loss") => testkit::drill::main(&args[1..]),
+        Some("fleet-drill") => testkit::fleet_drill::main(&args[1..]),
+        Some("secrets-bench") => testkit::secrets_bench::main(&args[1..]),
         _ => {
-            eprintln!("usage: kiln-testkit metadata|consul|example|zero-loss [ARGS...]");
+            eprintln!(
+                "usage: kiln-testkit metadata|consul|example|zero-loss|fleet-drill|secrets-bench [ARGS...]"
+            );
             ExitCode::from(2)
         }
     }

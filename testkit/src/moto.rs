@@ -1,5 +1,9 @@
-//! A real `moto_server` (moto from PyPI, in a venv) standing in for AWS ELBv2, with signature
-//! checking on.
+//! A real `moto_server` (moto from PyPI, in a venv) standing in for AWS (ELBv2, SSM, Secrets
+//! Manager, IAM, STS), with signature checking on.
+//!
+//! It runs through `testkit/moto_server.py`, moto's own server with one shim: SSM reads are
+//! authorized against each parameter's ARN, as AWS does, so an IAM policy can deny one parameter
+//! (moto alone checks every policy against the resource "*").
 //!
 //! moto checks SigV4 signatures only when started with `INITIAL_NO_AUTH_ACTION_COUNT=N`: the first
 //! N calls are free. [`Moto::start`] spends them on the setup, through boto3 from the same venv:
@@ -54,6 +58,8 @@ pub struct RoleCredentials {
 impl Moto {
     pub fn start() -> Moto {
         let bin = venv().join("bin/moto_server");
+        let interpreter = venv().join("bin/python");
+        let launcher = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("moto_server.py");
         assert!(
             bin.exists(),
             "{} not found: install moto with `python3 -m venv target/venv && target/venv/bin/pip install 'moto[server]'` \
@@ -61,8 +67,9 @@ impl Moto {
             bin.display()
         );
         let addr = crate::net::free_addr();
-        let mut cmd = Command::new(&bin);
-        cmd.args(["-H", "127.0.0.1", "-p", &addr.port().to_string()])
+        let mut cmd = Command::new(&interpreter);
+        cmd.arg(&launcher)
+            .args(["-H", "127.0.0.1", "-p", &addr.port().to_string()])
             .env("INITIAL_NO_AUTH_ACTION_COUNT", SETUP_CALLS.to_string())
             .env("AWS_DEFAULT_REGION", REGION);
         let process = Process::spawn(cmd);
@@ -128,6 +135,24 @@ print(json.dumps({{"id": key["AccessKeyId"], "secret": key["SecretAccessKey"],
 
     pub fn endpoint(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// Runs `script` with boto3 after a preamble that defines `client(name, region=REGION)`:
+    /// a boto3 client signed with the admin user's key (allowed everything, IAM included).
+    /// Returns what it printed.
+    pub fn boto3(&self, script: &str) -> String {
+        python(&format!(
+            r#"
+import boto3, json
+def client(name, region="{REGION}"):
+    return boto3.client(name, endpoint_url="{}", region_name=region,
+                        aws_access_key_id="{}", aws_secret_access_key="{}")
+{script}
+"#,
+            self.endpoint(),
+            self.access_key_id,
+            self.secret_access_key
+        ))
     }
 
     /// `(id, port, state)` of every target of the group, as boto3 (signed with the user's key)

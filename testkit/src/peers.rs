@@ -77,6 +77,14 @@ impl Kiln {
         }
     }
 
+    /// Any command that runs kiln (set up by the caller, e.g. to start in a network namespace):
+    /// tracked, logged and cleaned up like [`Kiln::boot_with`]'s.
+    pub fn spawn(cmd: Command) -> Kiln {
+        Kiln {
+            tree: Tree::spawn(cmd, "kiln"),
+        }
+    }
+
     /// Pid of the spawned process (kiln, or the wrapper given to `boot_with`).
     pub fn pid(&self) -> i32 {
         self.tree.pid
@@ -225,6 +233,19 @@ impl Process {
 impl Drop for Process {
     fn drop(&mut self) {
         self.tree.shut_down(&[], Signal::SIGTERM, PEER_STOP_GRACE);
+    }
+}
+
+/// Makes the process `cmd` starts die (SIGKILL) when the thread that starts it ends: for a
+/// peer that must not outlive a test process killed before its drops ran (a timeout). Start it
+/// from the test's own thread, which lives as long as the test.
+pub fn die_with_test(cmd: &mut Command) {
+    // SAFETY: between fork and exec, only the prctl system call runs.
+    unsafe {
+        cmd.pre_exec(|| match libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) {
+            0 => Ok(()),
+            _ => Err(std::io::Error::last_os_error()),
+        });
     }
 }
 

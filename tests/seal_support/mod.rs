@@ -14,8 +14,11 @@ pub const CONSOLE: &str = "#!/usr/bin/env php\n<?php\n";
 pub struct Fixture {
     /// Removed with everything in it when the fixture drops.
     pub dir: tempfile::TempDir,
-    /// The sealed path.
+    /// Where the sealed tree really is (the sealed path itself, unless it leads there through a
+    /// symlink: see [`Fixture::release`]).
     pub app: PathBuf,
+    /// As `[seal] paths` names it.
+    pub sealed: PathBuf,
     pub manifest: PathBuf,
     pub config_path: PathBuf,
     pub config: SealConfig,
@@ -34,6 +37,30 @@ impl Fixture {
         let dir = tempfile::tempdir().expect("temp dir");
         let app = dir.path().join("app");
         build_tree(&app, false);
+        let cache = app.join("var/cache");
+        Fixture::sealing(dir, app.clone(), app, cache, extra)
+    }
+
+    /// The usual PHP deploy layout: the tree is `<tmp>/srv/releases/42`, `<tmp>/srv/current ->
+    /// releases/42`, and `[seal] paths` names `<tmp>/srv/<sealed>` (`current`, or a folder below
+    /// it such as `current/public`). `exclude` names the cache through `current`.
+    pub fn release(sealed: &str) -> Fixture {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let srv = dir.path().join("srv");
+        let app = srv.join("releases/42");
+        build_tree(&app, false);
+        symlink("releases/42", srv.join("current")).unwrap();
+        let cache = srv.join("current/var/cache");
+        Fixture::sealing(dir, app, srv.join(sealed), cache, &[])
+    }
+
+    fn sealing(
+        dir: tempfile::TempDir,
+        app: PathBuf,
+        sealed: PathBuf,
+        cache: PathBuf,
+        extra: &[&str],
+    ) -> Fixture {
         fs::create_dir_all(dir.path().join("etc/kiln")).unwrap();
         let manifest = dir.path().join("etc/kiln/seal");
         let config_path = dir.path().join("etc/kiln/kiln.toml");
@@ -42,15 +69,15 @@ impl Fixture {
             false => "rescan = \"1h\"\n",
         };
         let text = format!(
-            "[seal]\npaths = [{app:?}]\nexclude = [{cache:?}]\nmanifest = {manifest:?}\n{rescan}{}\n",
+            "[seal]\npaths = [{sealed:?}]\nexclude = [{cache:?}]\nmanifest = {manifest:?}\n{rescan}{}\n",
             extra.join("\n"),
-            cache = app.join("var/cache"),
         );
         fs::write(&config_path, &text).unwrap();
         let config = Config::parse(&text).expect("fixture config").seal;
         Fixture {
             dir,
             app,
+            sealed,
             manifest,
             config_path,
             config,
@@ -139,4 +166,31 @@ pub fn set_mtimes(dir: &Path, secs: u64) {
             fs::File::open(entry.path()).unwrap().set_modified(when).unwrap();
         }
     }
+}
+
+/// Runs a tool a test needs (`setcap` from libcap2-bin, `setfacl` from acl; `packaging/dev-setup.sh
+/// --tests` installs them), failing the test if it fails.
+pub fn run(program: &str, args: &[&std::ffi::OsStr]) {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e} (packaging/dev-setup.sh --tests installs it)"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `setcap cap_setuid+ep FILE`: the file would make anyone who runs it root.
+pub fn setcap(file: &Path, caps: &str) {
+    run("setcap", &[caps.as_ref(), file.as_os_str()]);
+}
+
+/// `setfacl -m u:nobody:rw FILE`: nobody could write it.
+pub fn let_nobody_write(file: &Path) {
+    run(
+        "setfacl",
+        &["-m".as_ref(), "u:nobody:rw".as_ref(), file.as_os_str()],
+    );
 }

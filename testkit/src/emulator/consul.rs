@@ -10,6 +10,11 @@
 //!   (adds or removes the critical `_service_maintenance:<id>` check); unknown IDs are 404.
 //! - `GET /v1/agent/services`, `GET /v1/agent/checks`, `GET /v1/agent/health/service/id/<id>`
 //!   (200 passing, 429 warning, 503 critical or maintenance).
+//! - The catalog as a one-node cluster: `GET /v1/catalog/service/<name>` (one flat entry per
+//!   instance: `Node`, `Address`, `ServiceID`, `ServiceAddress`, `ServicePort`, ...) and
+//!   `GET /v1/health/service/<name>[?passing]` (`Node`, `Service` and `Checks` per instance, the
+//!   node's `serfHealth` check included; `passing` keeps instances whose checks all pass). An
+//!   unknown service is an empty list, as in Consul.
 //!
 //! Run in a test with [`ConsulAgent::start`], or standalone: `kiln-testkit consul --listen ADDR`.
 
@@ -73,14 +78,27 @@ impl ConsulAgent {
     }
 
     pub fn start_on(listen: SocketAddr) -> ConsulAgent {
+        Self::spawn(listen, None)
+    }
+
+    /// Listens on `listen` inside the network namespace at `netns` (`/run/netns/NAME`); its
+    /// HTTP checks run from there too. Only the emulator's own thread enters the namespace.
+    pub fn start_in(netns: &std::path::Path, listen: SocketAddr) -> ConsulAgent {
+        Self::spawn(listen, Some(netns.to_path_buf()))
+    }
+
+    fn spawn(listen: SocketAddr, netns: Option<std::path::PathBuf>) -> ConsulAgent {
         let state = State::default();
         let serving = state.clone();
-        let (server, addr) = Background::spawn(
-            "consul-emulator",
-            move || std::net::TcpListener::bind(listen),
-            move |listener| serve(listener, serving),
-        )
-        .unwrap_or_else(|e| panic!("bind {listen}: {e}"));
+        let bind = move || {
+            if let Some(netns) = &netns {
+                crate::netns::enter_path(netns)?;
+            }
+            std::net::TcpListener::bind(listen)
+        };
+        let (server, addr) =
+            Background::spawn("consul-emulator", bind, move |listener| serve(listener, serving))
+                .unwrap_or_else(|e| panic!("bind {listen}: {e}"));
         ConsulAgent {
             addr,
             state,
@@ -276,6 +294,24 @@ async fn handle(req: Request<hyper::body::Incoming>, state: State) -> Response<F
             &json!({"AggregatedStatus": status, "Service": service_json(service), "Checks": checks}),
         );
     }
+    if let Some(name) = path.strip_prefix("/v1/health/service/") {
+        if method != Method::GET {
+            return reply(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+        }
+        let passing_only = query
+            .split('&')
+            .any(|kv| kv == "passing" || kv.starts_with("passing="));
+        return json_reply(
+            StatusCode::OK,
+            &health_of_service(&state.lock().unwrap(), name, passing_only),
+        );
+    }
+    if let Some(name) = path.strip_prefix("/v1/catalog/service/") {
+        if method != Method::GET {
+            return reply(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+        }
+        return json_reply(StatusCode::OK, &catalog_of_service(&state.lock().unwrap(), name));
+    }
     match (method.clone(), path.as_str()) {
         (Method::PUT, "/v1/agent/service/register") => register(&body, &query, &state),
         (Method::GET, "/v1/agent/services") => {
@@ -301,6 +337,55 @@ async fn handle(req: Request<hyper::body::Incoming>, state: State) -> Response<F
         }
         _ => reply(StatusCode::NOT_FOUND, ""),
     }
+}
+
+/// The emulated cluster is this one agent's node.
+const NODE: &str = "emulator";
+const NODE_ADDRESS: &str = "127.0.0.1";
+
+fn node_json() -> Value {
+    json!({"ID": "00000000-0000-0000-0000-000000000001", "Node": NODE, "Address": NODE_ADDRESS,
+           "Datacenter": "dc1", "TaggedAddresses": {"lan": NODE_ADDRESS, "wan": NODE_ADDRESS}, "Meta": {}})
+}
+
+/// The node's own check, passing while the agent runs (Serf membership in a real cluster).
+fn serf_health_json() -> Value {
+    json!({"Node": NODE, "CheckID": "serfHealth", "Name": "Serf Health Status", "Status": "passing",
+           "Notes": "", "Output": "Agent alive and reachable", "ServiceID": "", "ServiceName": "", "Type": ""})
+}
+
+fn instances<'a>(agent: &'a Agent, name: &'a str) -> impl Iterator<Item = &'a Service> + 'a {
+    agent.services.values().filter(move |s| s.name == name)
+}
+
+fn health_of_service(agent: &Agent, name: &str, passing_only: bool) -> Value {
+    let entries: Vec<Value> = instances(agent, name)
+        .filter(|s| !passing_only || aggregate(agent, &s.id) == "passing")
+        .map(|s| {
+            let mut checks = vec![serf_health_json()];
+            checks.extend(agent.checks.values().filter(|c| c.service_id == s.id).map(|c| {
+                let mut c = check_json(c);
+                c["ServiceName"] = json!(s.name);
+                c["ServiceTags"] = json!(s.tags);
+                c
+            }));
+            json!({"Node": node_json(), "Service": service_json(s), "Checks": checks})
+        })
+        .collect();
+    Value::Array(entries)
+}
+
+fn catalog_of_service(agent: &Agent, name: &str) -> Value {
+    let node = node_json();
+    let entries: Vec<Value> = instances(agent, name)
+        .map(|s| {
+            json!({"ID": node["ID"], "Node": NODE, "Address": NODE_ADDRESS, "Datacenter": "dc1",
+                   "TaggedAddresses": node["TaggedAddresses"], "NodeMeta": {},
+                   "ServiceKind": "", "ServiceID": s.id, "ServiceName": s.name, "ServiceTags": s.tags,
+                   "ServiceAddress": s.address, "ServicePort": s.port, "ServiceMeta": s.meta})
+        })
+        .collect();
+    Value::Array(entries)
 }
 
 fn service_json(s: &Service) -> Value {

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 
 const VERSIONS: &[&str] = &[
     "2017-04-02",
+    "2018-02-01",
     "2018-10-01",
     "2019-06-01",
     "2020-09-01",
@@ -51,6 +52,9 @@ pub(super) fn handle(state: &State, req: &Req) -> Answer {
             "Bad request. api-version is invalid or was not specified in the request. For more information refer to aka.ms/azureimds",
         );
     }
+    if req.path == "/metadata/identity/oauth2/token" {
+        return identity_token(state, req);
+    }
     let Some(rest) = req.path.strip_prefix("/metadata/instance") else {
         return error(404, "Not found");
     };
@@ -73,6 +77,41 @@ pub(super) fn handle(state: &State, req: &Req) -> Answer {
         Value::String(s) => super::answer(200, "text/plain; charset=utf-8", s.clone()),
         other => super::answer(200, "text/plain; charset=utf-8", other.to_string()),
     }
+}
+
+/// A managed identity's token for `resource`, in the OAuth2 shape IMDS answers (numbers as
+/// strings); errors are OAuth2's `{"error", "error_description"}`.
+fn identity_token(state: &State, req: &Req) -> Answer {
+    let oauth_error = |status: u16, error: &str, description: &str| {
+        super::json(
+            status,
+            &json!({ "error": error, "error_description": description }),
+        )
+    };
+    let Some(resource) = req.query.get("resource").filter(|r| !r.is_empty()) else {
+        return oauth_error(
+            400,
+            "invalid_request",
+            "Required audience parameter not specified",
+        );
+    };
+    if !state.options.identity {
+        return oauth_error(400, "invalid_request", "Identity not found");
+    }
+    let token = state.options.access_tokens.issue(resource);
+    super::json(
+        200,
+        &json!({
+            "access_token": token,
+            "client_id": "5f4d3b56-6b9a-4d9b-a3c8-0cc17e1b4a0e",
+            "expires_in": "86399",
+            "expires_on": "4102444800",
+            "ext_expires_in": "86399",
+            "not_before": "1700000000",
+            "resource": resource,
+            "token_type": "Bearer",
+        }),
+    )
 }
 
 fn document(state: &State) -> Value {

@@ -107,7 +107,18 @@ fn resource(state: &State, path: &str) -> Option<Answer> {
             if tags_on {
                 entries.push("tags/");
             }
+            if state.options.role.is_some() {
+                entries.push("iam/");
+            }
             ok(listing(entries))
+        }
+        "/latest/meta-data/iam" | "/latest/meta-data/iam/" => state
+            .options
+            .role
+            .as_ref()
+            .map(|_| text(200, listing(["info", "security-credentials/"]))),
+        "/latest/meta-data/iam/security-credentials" | "/latest/meta-data/iam/security-credentials/" => {
+            state.options.role.as_ref().map(|r| text(200, r.name.clone()))
         }
         "/latest/meta-data/ami-id" => ok("ami-0abcdef1234567890".into()),
         "/latest/meta-data/instance-type" => ok("t3.small".into()),
@@ -143,6 +154,23 @@ fn resource(state: &State, path: &str) -> Option<Answer> {
             }),
         )),
         _ => {
+            if let Some(name) = path.strip_prefix("/latest/meta-data/iam/security-credentials/") {
+                let role = state.options.role.as_ref().filter(|r| r.name == name)?;
+                // The document EC2 serves for an instance role.
+                return Some(text(
+                    200,
+                    serde_json::json!({
+                        "Code": "Success",
+                        "LastUpdated": "2024-01-01T00:00:00Z",
+                        "Type": "AWS-HMAC",
+                        "AccessKeyId": role.access_key_id,
+                        "SecretAccessKey": role.secret_access_key,
+                        "Token": role.token,
+                        "Expiration": role.expiration,
+                    })
+                    .to_string(),
+                ));
+            }
             let key = path
                 .strip_prefix("/latest/meta-data/tags/instance/")
                 .filter(|_| tags_on)?;

@@ -40,6 +40,12 @@ fn route(state: &State, req: &Req) -> Answer {
     let Some(rest) = req.path.strip_prefix(PREFIX) else {
         return not_found();
     };
+    if let Some(account) = rest
+        .strip_prefix("/instance/service-accounts/")
+        .and_then(|r| r.strip_suffix("/token"))
+    {
+        return token(state, account);
+    }
     let tree = tree(state);
     let segments: Vec<&str> = rest
         .trim_matches('/')
@@ -91,6 +97,22 @@ fn route(state: &State, req: &Req) -> Answer {
     }
 }
 
+/// The service account's OAuth2 access token, as `gcloud` and the client libraries get it.
+fn token(state: &State, account: &str) -> Answer {
+    let known = account == "default" || account == SERVICE_ACCOUNT;
+    if !state.options.identity || !known {
+        return not_found();
+    }
+    let token = state.options.access_tokens.issue("gce");
+    super::json(
+        200,
+        &json!({ "access_token": token, "expires_in": 3599, "token_type": "Bearer" }),
+    )
+}
+
+/// The instance's default service account.
+const SERVICE_ACCOUNT: &str = "123456789012-compute@developer.gserviceaccount.com";
+
 fn not_found() -> Answer {
     super::answer(404, "text/html; charset=UTF-8", "Not Found")
 }
@@ -124,6 +146,7 @@ fn tree(state: &State) -> Value {
             "id": id,
             "machine-type": "projects/123456789012/machineTypes/e2-small",
             "name": i.hostname.split('.').next().unwrap_or(""),
+            "service-accounts": service_accounts(state),
             "network-interfaces": [{
                 "ip": i.local_ipv4,
                 "network": "projects/123456789012/networks/default",
@@ -137,6 +160,18 @@ fn tree(state: &State) -> Value {
             "project-id": "kiln-test",
         },
     })
+}
+
+fn service_accounts(state: &State) -> Value {
+    if !state.options.identity {
+        return json!({});
+    }
+    let account = json!({
+        "aliases": ["default"],
+        "email": SERVICE_ACCOUNT,
+        "scopes": ["https://www.googleapis.com/auth/cloud-platform"],
+    });
+    json!({ "default": account.clone(), SERVICE_ACCOUNT: account })
 }
 
 /// Recursive answers use camelCase keys (`networkInterfaces`), except inside attributes,

@@ -3,7 +3,8 @@
 //! OpenStack and DigitalOcean. One file per cloud holds its paths, headers and status codes.
 //!
 //! Knobs for the unhappy paths: latency before every answer, the first N answers 5xx, the first
-//! N connections dropped without an answer, the first token's TTL.
+//! N connections dropped without an answer, the first token's TTL, and answers written like
+//! Python's `http.server` writes them (head and body in two segments, Nagle on: see [`split`]).
 //!
 //! In a test: `MetadataEmulator::start(Options::new(Cloud::Ec2))` listens on 127.0.0.1:0 on a
 //! thread of its own, `url()` gives its address, and it stops when dropped. As a program:
@@ -15,6 +16,7 @@ mod digitalocean;
 mod ec2;
 mod gce;
 mod openstack;
+mod split;
 
 use crate::server::Background;
 use bytes::Bytes;
@@ -26,7 +28,7 @@ use hyper_util::rt::TokioIo;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -130,6 +132,41 @@ pub enum Imds {
     Disabled,
 }
 
+/// EC2: the instance role whose keys IMDS serves at `meta-data/iam/security-credentials/NAME`.
+#[derive(Debug, Clone)]
+pub struct RoleKeys {
+    pub name: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub token: String,
+    /// RFC 3339, e.g. `2030-01-01T00:00:00Z`.
+    pub expiration: String,
+}
+
+/// The OAuth2 access tokens a metadata emulator issued (GCE service account, Azure managed
+/// identity), with their audience: a secret store emulator given this handle accepts exactly
+/// these bearer tokens. Clones share the set.
+#[derive(Debug, Clone, Default)]
+pub struct AccessTokens(Arc<Mutex<HashMap<String, String>>>);
+
+impl AccessTokens {
+    /// A new token for `audience`.
+    pub fn issue(&self, audience: &str) -> String {
+        let token = random_token();
+        self.0.lock().unwrap().insert(token.clone(), audience.to_string());
+        token
+    }
+
+    /// The audience `token` was issued for; None when it was never issued.
+    pub fn audience(&self, token: &str) -> Option<String> {
+        self.0.lock().unwrap().get(token).cloned()
+    }
+
+    pub fn issued(&self) -> usize {
+        self.0.lock().unwrap().len()
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Options {
     pub cloud: Cloud,
@@ -148,6 +185,16 @@ pub struct Options {
     pub first_token_ttl: Option<Duration>,
     /// EC2: "allow tags in instance metadata"; off, `meta-data/tags/` is 404.
     pub instance_tags: bool,
+    /// Write each answer's head and body in two segments with Nagle's algorithm on, as Python's
+    /// `http.server` does, instead of one segment with `TCP_NODELAY`.
+    pub split_segments: bool,
+    /// EC2: the attached instance role; None: `meta-data/iam/` is 404.
+    pub role: Option<RoleKeys>,
+    /// GCE: a default service account; Azure: a managed identity. Off: their token endpoints
+    /// answer as on an instance without one.
+    pub identity: bool,
+    /// Where GCE and Azure tokens are recorded (shared with secret store emulators).
+    pub access_tokens: AccessTokens,
 }
 
 impl Options {
@@ -162,7 +209,22 @@ impl Options {
             imds: Imds::V2Only,
             first_token_ttl: None,
             instance_tags: true,
+            split_segments: false,
+            role: None,
+            identity: true,
+            access_tokens: AccessTokens::default(),
         }
+    }
+
+    /// Records issued tokens in `tokens` (shared with another emulator's).
+    pub fn with_access_tokens(mut self, tokens: AccessTokens) -> Options {
+        self.access_tokens = tokens;
+        self
+    }
+
+    pub fn role(mut self, role: RoleKeys) -> Options {
+        self.role = Some(role);
+        self
     }
 
     pub fn user_data(mut self, data: impl Into<Vec<u8>>) -> Options {
@@ -181,6 +243,8 @@ impl Options {
 pub struct Logged {
     /// Who asked.
     pub peer: SocketAddr,
+    /// Which connection carried the request: connections are numbered from 0 as accepted.
+    pub connection: u64,
     pub method: String,
     /// Path and query.
     pub path: String,
@@ -191,6 +255,7 @@ pub struct Logged {
 pub(crate) struct State {
     pub options: Options,
     requests: AtomicU32,
+    connections: AtomicU64,
     pub tokens: Mutex<HashMap<String, Instant>>,
     pub tokens_issued: AtomicU32,
     log: Mutex<Vec<Logged>>,
@@ -199,6 +264,7 @@ pub(crate) struct State {
 /// The parts of a request a handler needs.
 pub(crate) struct Req {
     pub peer: SocketAddr,
+    pub connection: u64,
     pub method: hyper::Method,
     pub path: String,
     pub query: BTreeMap<String, String>,
@@ -319,6 +385,20 @@ impl MetadataEmulator {
         self.log().iter().filter(|l| l.status == status).count()
     }
 
+    /// The most requests any one connection carried (1: no connection was reused).
+    pub fn max_requests_per_connection(&self) -> usize {
+        let mut per_connection = HashMap::new();
+        for logged in self.log() {
+            *per_connection.entry(logged.connection).or_insert(0) += 1;
+        }
+        per_connection.into_values().max().unwrap_or(0)
+    }
+
+    /// GCE and Azure: the access tokens issued, for a secret store emulator to check.
+    pub fn access_tokens(&self) -> AccessTokens {
+        self.state.options.access_tokens.clone()
+    }
+
     /// EC2: how many tokens were issued.
     pub fn tokens_issued(&self) -> u32 {
         self.state.tokens_issued.load(Ordering::SeqCst)
@@ -330,6 +410,7 @@ impl State {
         State {
             options,
             requests: AtomicU32::new(0),
+            connections: AtomicU64::new(0),
             tokens: Mutex::new(HashMap::new()),
             tokens_issued: AtomicU32::new(0),
             log: Mutex::new(Vec::new()),
@@ -346,6 +427,7 @@ impl State {
         };
         self.log.lock().unwrap().push(Logged {
             peer: req.peer,
+            connection: req.connection,
             method: req.method.to_string(),
             path,
             status,
@@ -358,13 +440,20 @@ async fn serve(listener: tokio::net::TcpListener, state: Arc<State>) {
         let Ok((stream, peer)) = listener.accept().await else {
             continue;
         };
-        let _ = stream.set_nodelay(true);
+        let connection = state.connections.fetch_add(1, Ordering::SeqCst);
         let state = state.clone();
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |request| handle(state.clone(), peer, request));
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let split = state.options.split_segments;
+            let service =
+                hyper::service::service_fn(move |request| handle(state.clone(), peer, connection, request));
+            let mut http = hyper::server::conn::http1::Builder::new();
+            if split {
+                let io = TokioIo::new(split::SplitWrites(stream));
+                let _ = http.writev(true).serve_connection(io, service).await;
+            } else {
+                let _ = stream.set_nodelay(true);
+                let _ = http.serve_connection(TokioIo::new(stream), service).await;
+            }
         });
     }
 }
@@ -381,9 +470,15 @@ impl std::fmt::Display for Dropped {
 
 impl std::error::Error for Dropped {}
 
-async fn handle(state: Arc<State>, peer: SocketAddr, request: Request<Incoming>) -> Result<Answer, Dropped> {
+async fn handle(
+    state: Arc<State>,
+    peer: SocketAddr,
+    connection: u64,
+    request: Request<Incoming>,
+) -> Result<Answer, Dropped> {
     let req = Req {
         peer,
+        connection,
         method: request.method().clone(),
         path: percent_decode(request.uri().path()),
         query: request.uri().query().map(parse_query).unwrap_or_default(),
@@ -467,7 +562,7 @@ const USAGE: &str = "usage: kiln-testkit metadata --provider ec2|gce|azure|opens
     [--listen ADDR (127.0.0.1:0)] [--user-data FILE] [--tag KEY=VALUE ...] [--project-attribute KEY=VALUE ...]
     [--instance-id ID] [--region R] [--zone Z] [--local-ipv4 IP] [--hostname H]
     [--imds v2-only|v1-allowed|v1-only|disabled] [--no-instance-tags] [--first-token-ttl-ms N]
-    [--latency-ms N] [--fail-first N] [--fail-status CODE] [--drop-first N]
+    [--latency-ms N] [--fail-first N] [--fail-status CODE] [--drop-first N] [--split-segments]
 Prints `listening on http://ADDR` once it accepts connections; stops on SIGINT or SIGTERM.";
 
 /// Entry point of `kiln-testkit metadata ...`.
@@ -491,7 +586,7 @@ fn run(args: &[String]) -> Result<(), String> {
             println!("{USAGE}");
             return Ok(());
         }
-        if flag == "--no-instance-tags" {
+        if flag == "--no-instance-tags" || flag == "--split-segments" {
             settings.push((flag.clone(), String::new()));
             continue;
         }
@@ -546,6 +641,7 @@ fn run(args: &[String]) -> Result<(), String> {
                 }
             }
             "--no-instance-tags" => options.instance_tags = false,
+            "--split-segments" => options.split_segments = true,
             "--first-token-ttl-ms" => {
                 options.first_token_ttl = Some(Duration::from_millis(number(&flag, &value)?))
             }

@@ -1,6 +1,9 @@
-//! Turning a service's config into a process: its own session and process group (so a stop or a
-//! kill reaches every process it forked), its identity, its environment, and pipes for its output.
+//! Turning a service's config into a process: its own session and process group (so a kill
+//! reaches every process it forked), its identity, its environment, pipes for its output, and
+//! default signal dispositions with an empty mask. Exec probes get their own process group and the
+//! same clean signal state.
 
+use super::signals;
 use crate::config::ServiceConfig;
 use crate::env::FrozenEnv;
 use nix::unistd::{Gid, Uid, User};
@@ -69,7 +72,7 @@ pub fn command(
     let mut cmd = Command::new(&service.command[0]);
     cmd.args(&service.command[1..])
         .env_clear()
-        .envs(env.vars())
+        .envs(env.for_service(service.env_allow.as_deref()))
         .envs(&service.env)
         .env("KILN_SERVICE", &service.name)
         .env("KILN_REPLICA", replica.to_string())
@@ -88,11 +91,13 @@ pub fn command(
         }
     }
     let identity = identity.cloned();
-    // SAFETY: the closure only makes async-signal-safe system calls (setsid, setgroups, setgid,
-    // setuid) on data prepared before fork.
+    // SAFETY: the closure only makes async-signal-safe system calls (rt_sigaction, sigprocmask,
+    // setsid, setrlimit, setgroups, setgid, setuid) on data prepared before fork.
     unsafe {
         cmd.pre_exec(move || {
+            signals::reset_in_child()?;
             nix::unistd::setsid()?;
+            crate::fd_budget::restore_in_child()?;
             if let Some(id) = &identity {
                 nix::unistd::setgroups(&id.groups)?;
                 nix::unistd::setgid(id.gid)?;
@@ -100,6 +105,24 @@ pub fn command(
             }
             Ok(())
         });
+    }
+    cmd
+}
+
+/// The command of an exec probe: the service's environment, no input or output, and a process
+/// group of its own so that a timeout kills everything it started.
+pub fn probe_command(argv: &[String], env: &[(String, String)]) -> Command {
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..])
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0);
+    // SAFETY: rt_sigaction and sigprocmask only (async-signal-safe).
+    unsafe {
+        cmd.pre_exec(signals::reset_in_child);
     }
     cmd
 }

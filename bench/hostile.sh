@@ -1,0 +1,136 @@
+#!/bin/bash
+# Measures kiln under hostile clients of its health port (issue 10 §2): the example app booted
+# under `prlimit --nofile=N`, then
+#   1. 1,100 idle connections (more than the fd limit allows): /readyz latency on fresh
+#      connections meanwhile, `kiln status`, and a SIGKILLed php-fpm restarted and ready again;
+#   2. `wrk -c 5000 -d 5s` on /readyz: RSS at its peak, 2 s and 10 s after;
+#   3. 2,000 slowloris connections, then 2,000 idle ones: RSS while they are held, and after.
+# A benchmark, not a test: it prints numbers and never fails on them. Loopback only; every
+# client stops by itself.
+# Usage: bench/hostile.sh [--bin PATH] [--nofile N]    (run as root; needs wrk, python3, curl)
+#   --bin defaults to the static release binary (packaging/build-static.sh), built if missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bin=target/x86_64-unknown-linux-musl/release/kiln nofile=1024
+while (($#)); do
+    case $1 in
+        --bin) bin=$2; shift ;;
+        --nofile) nofile=$2; shift ;;
+        *) echo "usage: $0 [--bin PATH] [--nofile N]" >&2; exit 2 ;;
+    esac
+    shift
+done
+[[ -x $bin ]] || packaging/build-static.sh
+[[ -x target/release/kiln-testkit ]] || cargo build --release -p testkit --bin kiln-testkit
+ulimit -n "$(ulimit -Hn)"  # for the clients; kiln gets its own limit from prlimit
+clients="python3 bench/hostile_clients.py"
+
+work=$(mktemp -d -p /dev/shm 2>/dev/null || mktemp -d)
+kiln=
+cleanup() {
+    if [[ -n $kiln ]]; then
+        kill -TERM "$kiln" 2>/dev/null && wait "$kiln" 2>/dev/null || true
+    fi
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+health=127.0.0.1:$(port)
+target/release/kiln-testkit example render "$work/example" --http "127.0.0.1:$(port)" --health "$health" >/dev/null
+config=$work/example/kiln.toml
+socket=$work/example/run/kiln/control.sock
+
+prlimit --nofile="$nofile" "$bin" boot --config "$config" >"$work/kiln.log" 2>&1 &
+kiln=$!
+ready() { [[ $(curl -s -o /dev/null -w '%{http_code}' "http://$health/readyz") == 200 ]]; }
+wait_ready() {
+    for _ in $(seq 300); do ready && return 0; sleep 0.1; done
+    echo "kiln is not ready after 30 s; its log:" >&2; tail -20 "$work/kiln.log" >&2; exit 1
+}
+wait_ready
+rss() { awk '/^VmRSS/ {print $2}' "/proc/$kiln/status"; }
+fds() { ls "/proc/$kiln/fd" | wc -l; }
+mib() { awk -v k="$1" 'BEGIN {printf "%.1f MiB", k/1024}'; }
+php_pid() {
+    "$bin" status --json --socket "$socket" 2>/dev/null |
+        python3 -c 'import json,sys; print(next(u["pid"] for u in json.load(sys.stdin)["services"] if u["unit"]=="php-fpm"))'
+}
+echo "kiln $("$bin" --version) ($bin), pid $kiln, nofile $(prlimit --nofile --output SOFT,HARD --noheadings --pid "$kiln")"
+sleep 2
+echo "steady: RSS $(mib "$(rss)"), $(fds) fds"
+
+echo
+echo "== 1. 1,100 idle connections under nofile=$nofile"
+$clients idle "$health" 1100 12 --ready "$work/held" >"$work/idle.out" 2>&1 &
+attack=$!
+for _ in $(seq 300); do [[ -e $work/held ]] && break; sleep 0.1; done
+sleep 1
+echo "held: $(head -1 "$work/idle.out"); kiln has $(fds) fds, RSS $(mib "$(rss)")"
+echo "/readyz on fresh connections for 3 s:"
+$clients probe "http://$health/readyz" 3 | sed 's/^/  /'
+started=$(date +%s%N)
+if status=$(timeout 10 "$bin" status --socket "$socket" 2>&1); then
+    echo "kiln status: answered in $((($(date +%s%N) - started) / 1000000)) ms: $(head -1 <<<"$status")"
+else
+    echo "kiln status: FAILED ($(head -1 <<<"$status"))"
+fi
+old=$(php_pid 2>/dev/null || echo "")
+if [[ $old =~ ^[0-9]+$ ]]; then
+    kill -KILL "$old"
+    started=$(date +%s%N)
+    back=""
+    for _ in $(seq 200); do
+        new=$(php_pid 2>/dev/null || echo "")
+        if [[ $new =~ ^[0-9]+$ && $new != "$old" ]] && ready; then back=yes; break; fi
+        sleep 0.1
+    done
+    if [[ -n $back ]]; then
+        echo "SIGKILLed php-fpm: restarted and ready again after $((($(date +%s%N) - started) / 1000000)) ms"
+    else
+        echo "SIGKILLed php-fpm: NOT back within 20 s"
+    fi
+else
+    echo "php-fpm pid unknown (kiln status did not answer, or php-fpm is down: $old)"
+fi
+wait "$attack" || true
+tail -1 "$work/idle.out"
+echo "'Too many open files' in kiln's log: $(grep -c 'Too many open files' "$work/kiln.log" || true)"
+wait_ready
+
+peak_during() {  # samples RSS every 100 ms while PID runs; prints the peak
+    local pid=$1 peak=0 now
+    while kill -0 "$pid" 2>/dev/null; do
+        now=$(rss); ((now > peak)) && peak=$now
+        sleep 0.1
+    done
+    echo "$peak"
+}
+
+echo
+echo "== 2. wrk -c 5000 -d 5s on /readyz"
+wrk -t 2 -c 5000 -d 5s "http://$health/readyz" >"$work/wrk.out" 2>&1 &
+load=$!
+peak=$(peak_during "$load")
+wait "$load" || true
+grep -E 'Requests/sec|Socket errors|Non-2xx' "$work/wrk.out" | sed 's/^ */  /'
+echo "RSS peak $(mib "$peak")"
+sleep 2; echo "RSS 2 s after $(mib "$(rss)"), $(fds) fds"
+sleep 8; echo "RSS 10 s after $(mib "$(rss)")"
+
+for mode in slowloris idle; do
+    echo
+    echo "== 3. 2,000 $mode connections, held 15 s"
+    before=$(rss)
+    rm -f "$work/held"
+    $clients "$mode" "$health" 2000 15 --ready "$work/held" >"$work/$mode.out" 2>&1 &
+    attack=$!
+    for _ in $(seq 300); do [[ -e $work/held ]] && break; sleep 0.1; done
+    sleep 3
+    held=$(rss)
+    echo "$(head -1 "$work/$mode.out"); after 3 s kiln has $(fds) fds, RSS $(mib "$held") ($(((held - before) * 1024 / 2000)) bytes per connection opened)"
+    wait "$attack" || true
+    tail -1 "$work/$mode.out"
+    sleep 2
+    echo "RSS 2 s after they closed: $(mib "$(rss)")"
+done

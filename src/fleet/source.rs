@@ -1,0 +1,331 @@
+//! Which load balancer `kiln fleet` asks, and its answer in one shape: the `[lb]` settings of
+//! the config, overridden by flags (for an operator's laptop), through kiln's own clients.
+
+use super::assess::LbView;
+use crate::config::LbConfig;
+use crate::config::lb::LbKind;
+use crate::lb::LbError;
+use crate::lb::consul::{ConsulApi, DEFAULT_AGENT};
+use crate::lb::elbv2::{CredentialSource, TargetGroup};
+use crate::lb::haproxy::{RuntimeApi, SocketAddr};
+
+/// `[lb]` keys that flags override.
+#[derive(Debug, Clone, Default)]
+pub struct LbFlags {
+    pub socket: Option<String>,
+    pub backend: Option<String>,
+    pub agent: Option<String>,
+    pub service: Option<String>,
+    pub target_group_arn: Option<String>,
+}
+
+impl LbFlags {
+    /// The kind the flags given belong to, None when no flag is given.
+    fn kind(&self) -> Result<Option<LbKind>, String> {
+        let given = [
+            (LbKind::Haproxy, self.socket.is_some() || self.backend.is_some()),
+            (LbKind::Consul, self.agent.is_some() || self.service.is_some()),
+            (LbKind::Elbv2, self.target_group_arn.is_some()),
+        ];
+        let mut kinds = given.iter().filter(|(_, given)| *given).map(|(kind, _)| *kind);
+        match (kinds.next(), kinds.next()) {
+            (Some(_), Some(_)) => Err(
+                "--socket/--backend (HAProxy), --agent/--service (Consul) and --target-group-arn \
+                 (ELBv2) ask different load balancers: give the flags of one"
+                    .into(),
+            ),
+            (kind, _) => Ok(kind),
+        }
+    }
+}
+
+/// One member as the load balancer lists it.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    pub name: String,
+    /// Where the load balancer sends its traffic, `HOST:PORT`; None for an ELBv2 `instance`
+    /// target, which the target group names by instance id only.
+    pub address: Option<String>,
+    /// The host part of `address`, where its kiln is asked too.
+    pub host: Option<String>,
+    pub view: LbView,
+    /// The load balancer's own word for its state.
+    pub word: String,
+}
+
+/// A load balancer to list the members of.
+pub enum Source {
+    Haproxy {
+        api: RuntimeApi,
+        backend: String,
+        socket: String,
+    },
+    Consul {
+        api: ConsulApi,
+        service: String,
+    },
+    Elbv2 {
+        group: TargetGroup,
+    },
+}
+
+impl Source {
+    /// From the config's `[lb]` (`from`: the file it was read from, if any) and the flags. Any
+    /// problem is a sentence naming the key or flag.
+    pub fn resolve(lb: &LbConfig, flags: &LbFlags, from: Option<&str>) -> Result<Source, String> {
+        let none = || {
+            let why = match from {
+                Some(file) => format!("{file} has no [lb]"),
+                None => format!("no --config and no {}", crate::config::DEFAULT_PATH),
+            };
+            format!(
+                "no load balancer to ask ({why}): give --socket and --backend (HAProxy) or \
+                 --service [--agent] (Consul)"
+            )
+        };
+        let from = from.unwrap_or("the config");
+        let kind = match (flags.kind()?, lb.kind) {
+            (None, LbKind::None) => return Err(none()),
+            (None, kind) => kind,
+            (Some(flagged), LbKind::None) => flagged,
+            (Some(flagged), kind) if flagged == kind => kind,
+            (Some(flagged), kind) => {
+                return Err(format!(
+                    "the flags ask {} but [lb] kind = {:?} in {from}",
+                    flagged.name(),
+                    kind.name()
+                ));
+            }
+        };
+        let pick = |flag: &Option<String>, key: &Option<String>| flag.clone().or_else(|| key.clone());
+        match kind {
+            LbKind::Haproxy => {
+                let socket = pick(&flags.socket, &lb.socket)
+                    .ok_or("HAProxy: give --socket (the runtime API: a path or tcp:HOST:PORT)")?;
+                let backend = pick(&flags.backend, &lb.backend).ok_or("HAProxy: give --backend")?;
+                crate::config::lb::check_name(&backend).map_err(|e| format!("backend {backend:?}: {e}"))?;
+                let api = RuntimeApi::new(SocketAddr::parse(&socket).map_err(|e| e.0)?);
+                Ok(Source::Haproxy { api, backend, socket })
+            }
+            LbKind::Consul => {
+                let service = pick(&flags.service, &lb.service).ok_or("Consul: give --service")?;
+                crate::config::lb::check_name(&service).map_err(|e| format!("service {service:?}: {e}"))?;
+                let agent = pick(&flags.agent, &lb.agent).unwrap_or_else(|| DEFAULT_AGENT.into());
+                if !(agent.starts_with("http://") || agent.starts_with("https://")) {
+                    return Err(format!("agent {agent:?}: give an http:// or https:// URL"));
+                }
+                Ok(Source::Consul {
+                    api: ConsulApi::new(&agent).map_err(|e| e.0)?,
+                    service,
+                })
+            }
+            LbKind::Elbv2 => {
+                let lb = LbConfig {
+                    target_group_arn: pick(&flags.target_group_arn, &lb.target_group_arn),
+                    ..lb.clone()
+                };
+                if let Some(arn) = &lb.target_group_arn {
+                    crate::config::lb::arn_region(arn).map_err(|e| format!("target group {arn:?}: {e}"))?;
+                }
+                let imds = lb.imds_endpoint.as_deref().unwrap_or("http://169.254.169.254");
+                let credentials = CredentialSource::from_env(imds).map_err(|e| format!("elbv2: {e}"))?;
+                let group = TargetGroup::new(&lb, credentials).map_err(|e| e.0)?;
+                Ok(Source::Elbv2 { group })
+            }
+            LbKind::None => unreachable!("kind none is handled above"),
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Source::Haproxy { .. } => "haproxy",
+            Source::Consul { .. } => "consul",
+            Source::Elbv2 { .. } => "elbv2",
+        }
+    }
+
+    /// `haproxy backend app (/run/haproxy/admin.sock)`.
+    pub fn describe(&self) -> String {
+        match self {
+            Source::Haproxy { backend, socket, .. } => format!("haproxy backend {backend} ({socket})"),
+            Source::Consul { api, service } => format!("consul service {service} ({})", api.agent()),
+            Source::Elbv2 { group } => format!("elbv2 {}", group.describe()),
+        }
+    }
+
+    /// Every member, as the load balancer sees it now.
+    pub async fn members(&self) -> Result<Vec<Listed>, LbError> {
+        match self {
+            Source::Haproxy { api, backend, .. } => Ok(api
+                .servers(backend)
+                .await?
+                .into_iter()
+                .map(|s| Listed {
+                    host: Some(host_of(&s.addr)),
+                    view: haproxy_view(&s.status),
+                    name: s.name,
+                    address: Some(s.addr),
+                    word: s.status,
+                })
+                .collect()),
+            Source::Consul { api, service } => Ok(api
+                .service_health(service)
+                .await?
+                .into_iter()
+                .map(|h| Listed {
+                    address: Some(join_host_port(&h.address, h.port)),
+                    view: consul_view(&h.status),
+                    name: h.id,
+                    host: Some(h.address),
+                    word: h.status,
+                })
+                .collect()),
+            Source::Elbv2 { group } => Ok(group.members().await?.into_iter().map(elbv2_listed).collect()),
+        }
+    }
+}
+
+/// An ELBv2 target: an `ip` target's id is its address; an `instance` target has none here.
+fn elbv2_listed(t: crate::lb::elbv2::TargetHealth) -> Listed {
+    let ip = t.id.parse::<std::net::IpAddr>().ok().map(|ip| ip.to_string());
+    Listed {
+        address: ip.as_deref().map(|ip| match t.port {
+            Some(port) => join_host_port(ip, port),
+            None => ip.to_string(),
+        }),
+        host: ip,
+        view: elbv2_view(&t.state),
+        name: t.id,
+        word: t.state,
+    }
+}
+
+/// ELBv2 target states: `initial`, `healthy`, `unhealthy`, `unused`, `draining`, `unavailable`.
+fn elbv2_view(state: &str) -> LbView {
+    match state {
+        "healthy" => LbView::InService,
+        "initial" => LbView::Joining,
+        "draining" => LbView::Draining,
+        "unused" => LbView::Maintenance,
+        _ => LbView::Down,
+    }
+}
+
+/// HAProxy's `show stat` status: `UP`, `UP 1/3` (going down, still taking traffic), `no check`,
+/// `DOWN`, `DOWN 1/2` (going up), `DRAIN`, `NOLB`, `MAINT`, `MAINT (via b/s)`...
+fn haproxy_view(status: &str) -> LbView {
+    match status {
+        s if s.starts_with("UP") || s == "no check" => LbView::InService,
+        s if s.starts_with("DRAIN") || s.starts_with("NOLB") => LbView::Draining,
+        s if s.starts_with("MAINT") => LbView::Maintenance,
+        _ => LbView::Down,
+    }
+}
+
+/// Consul's aggregated status; `warning` instances are still served (as Consul's DNS does).
+fn consul_view(status: &str) -> LbView {
+    match status {
+        "passing" | "warning" => LbView::InService,
+        "maintenance" => LbView::Maintenance,
+        _ => LbView::Down,
+    }
+}
+
+/// `10.0.0.5:8080` → `10.0.0.5`; `[::1]:8080` → `::1`; a bare host is returned as is.
+pub fn host_of(address: &str) -> String {
+    match address.rsplit_once(':') {
+        Some((host, port))
+            if port.parse::<u16>().is_ok() && (!host.contains(':') || host.starts_with('[')) =>
+        {
+            host.trim_start_matches('[').trim_end_matches(']').to_string()
+        }
+        _ => address.trim_start_matches('[').trim_end_matches(']').to_string(),
+    }
+}
+
+/// `HOST:PORT`, with an IPv6 host in brackets.
+pub fn join_host_port(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_split_into_hosts_and_back() {
+        assert_eq!(host_of("10.0.0.5:8080"), "10.0.0.5");
+        assert_eq!(host_of("[::1]:8080"), "::1");
+        assert_eq!(host_of("10.0.0.5"), "10.0.0.5");
+        assert_eq!(host_of("fd00::5"), "fd00::5");
+        assert_eq!(join_host_port("::1", 9100), "[::1]:9100");
+        assert_eq!(join_host_port("10.0.0.5", 9100), "10.0.0.5:9100");
+    }
+
+    #[test]
+    fn elbv2_ip_targets_have_an_address_instance_targets_none() {
+        let target = |id: &str, state: &str| crate::lb::elbv2::TargetHealth {
+            id: id.into(),
+            port: Some(8080),
+            state: state.into(),
+            reason: None,
+        };
+        let ip = elbv2_listed(target("10.0.0.5", "healthy"));
+        assert_eq!(
+            (ip.address.as_deref(), ip.host.as_deref(), ip.view),
+            (Some("10.0.0.5:8080"), Some("10.0.0.5"), LbView::InService)
+        );
+        let instance = elbv2_listed(target("i-0abc", "draining"));
+        assert_eq!(
+            (instance.address, instance.host, instance.view),
+            (None, None, LbView::Draining)
+        );
+        assert_eq!(elbv2_view("initial"), LbView::Joining);
+        assert_eq!(elbv2_view("unhealthy"), LbView::Down);
+    }
+
+    #[test]
+    fn haproxy_words_map_to_views() {
+        assert_eq!(haproxy_view("UP 1/3"), LbView::InService);
+        assert_eq!(haproxy_view("no check"), LbView::InService);
+        assert_eq!(haproxy_view("DOWN 1/2"), LbView::Down);
+        assert_eq!(haproxy_view("DRAIN (agent)"), LbView::Draining);
+        assert_eq!(haproxy_view("MAINT (via app/x)"), LbView::Maintenance);
+    }
+
+    #[test]
+    fn flags_of_two_kinds_or_against_the_config_are_refused() {
+        let flags = LbFlags {
+            socket: Some("/s".into()),
+            service: Some("app".into()),
+            ..LbFlags::default()
+        };
+        let err = Source::resolve(&LbConfig::default(), &flags, Some("x.toml"))
+            .err()
+            .unwrap();
+        assert!(err.contains("give the flags of one"), "{err}");
+        let consul = LbConfig {
+            kind: LbKind::Consul,
+            service: Some("app".into()),
+            ..LbConfig::default()
+        };
+        let flags = LbFlags {
+            socket: Some("/s".into()),
+            backend: Some("app".into()),
+            ..LbFlags::default()
+        };
+        let err = Source::resolve(&consul, &flags, Some("x.toml")).err().unwrap();
+        assert_eq!(err, "the flags ask haproxy but [lb] kind = \"consul\" in x.toml");
+        let err = Source::resolve(&LbConfig::default(), &LbFlags::default(), Some("x.toml"))
+            .err()
+            .unwrap();
+        assert!(
+            err.starts_with("no load balancer to ask (x.toml has no [lb])"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,389 @@
+//! The reference syntax: `<scheme>:<what>`, for schemes `[secrets] schemes` turns on.
+//!
+//! | scheme | form | as in |
+//! | --- | --- | --- |
+//! | `ssm` | `ssm:/app/prod/db`, `ssm:/app/prod/db:3` (version), `ssm:/app/prod/db:live` (label), `ssm:arn:aws:ssm:R:A:parameter/app/prod/db`, `ssm:///app/prod/db` | SSM's own `name:selector`; ssm-env's `ssm://`; secrets-init's ARNs |
+//! | `secretsmanager` | `secretsmanager:NAME-or-ARN[:json-key[:version-stage[:version-id]]]` | ECS task definitions' `valueFrom` |
+//! | `gcp` | `gcp:projects/P/secrets/S[/versions/N\|latest]`, also `gcp:secretmanager:projects/...` | GCP resource names; secrets-init |
+//! | `keyvault` | `keyvault:VAULT/NAME[/VERSION]`, `keyvault:https://VAULT.vault.azure.net/secrets/NAME[/VERSION]` | Key Vault secret identifiers |
+
+use crate::config::{Scheme, SecretsConfig};
+use std::fmt;
+
+/// A parsed reference. `Display` gives it back as written (names, never values).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Reference {
+    /// As written, e.g. `ssm:/app/prod/db:3`.
+    pub text: String,
+    pub target: Target,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Target {
+    Ssm(SsmParameter),
+    SecretsManager(SecretsManagerSecret),
+    Gcp(GcpSecret),
+    KeyVault(KeyVaultSecret),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SsmParameter {
+    /// What GetParameters is asked: name or ARN, with its `:selector`.
+    pub request: String,
+    /// The parameter's name (`/app/prod/db`), to find it in the answer.
+    pub name: String,
+    /// The ARN's region, when given by ARN.
+    pub region: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SecretsManagerSecret {
+    /// Name or ARN.
+    pub id: String,
+    pub json_key: Option<String>,
+    pub version_stage: Option<String>,
+    pub version_id: Option<String>,
+    pub region: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct GcpSecret {
+    pub project: String,
+    pub secret: String,
+    /// A number or `latest`.
+    pub version: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct KeyVaultSecret {
+    pub vault: String,
+    pub name: String,
+    pub version: Option<String>,
+}
+
+impl fmt::Display for Reference {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl Reference {
+    /// None when `value` is not a reference under `config` (no enabled scheme prefix); an error
+    /// when it has an enabled prefix but is not a valid reference. Errors quote the reference:
+    /// it names a secret, it is not one.
+    pub fn parse(value: &str, config: &SecretsConfig) -> Option<Result<Reference, String>> {
+        let (scheme, rest) = value.split_once(':')?;
+        let scheme = Scheme::ALL.into_iter().find(|s| s.as_str() == scheme)?;
+        if !config.enables(scheme) {
+            return None;
+        }
+        let target = match scheme {
+            Scheme::Ssm => parse_ssm(rest).map(Target::Ssm),
+            Scheme::Secretsmanager => parse_secrets_manager(rest).map(Target::SecretsManager),
+            Scheme::Gcp => parse_gcp(rest).map(Target::Gcp),
+            Scheme::Keyvault => parse_key_vault(rest).map(Target::KeyVault),
+        };
+        Some(
+            target
+                .map(|target| Reference {
+                    text: value.to_string(),
+                    target,
+                })
+                .map_err(|e| format!("{:?} is not a valid {scheme} reference: {e}", shorten(value))),
+        )
+    }
+
+    pub fn scheme(&self) -> Scheme {
+        match self.target {
+            Target::Ssm(_) => Scheme::Ssm,
+            Target::SecretsManager(_) => Scheme::Secretsmanager,
+            Target::Gcp(_) => Scheme::Gcp,
+            Target::KeyVault(_) => Scheme::Keyvault,
+        }
+    }
+}
+
+/// A value with a reference's prefix could also be a pasted secret: show only its start.
+fn shorten(value: &str) -> String {
+    match value.char_indices().nth(120) {
+        Some((cut, _)) => format!("{}…", &value[..cut]),
+        None => value.to_string(),
+    }
+}
+
+fn is_name_char(c: char, extra: &str) -> bool {
+    c.is_ascii_alphanumeric() || extra.contains(c)
+}
+
+/// `arn:PARTITION:SERVICE:REGION:ACCOUNT:RESOURCE` → (region, resource, what follows the resource
+/// after a `:`).
+fn split_arn<'a>(arn: &'a str, service: &str) -> Result<(&'a str, &'a str, Option<&'a str>), String> {
+    let parts: Vec<&str> = arn.splitn(7, ':').collect();
+    if parts.len() < 6 || parts[0] != "arn" || parts[2] != service {
+        return Err(format!("an ARN here is arn:aws:{service}:REGION:ACCOUNT:..."));
+    }
+    if parts[3].is_empty() {
+        return Err("the ARN has no region".into());
+    }
+    Ok((parts[3], parts[5], parts.get(6).copied()))
+}
+
+fn parse_ssm(rest: &str) -> Result<SsmParameter, String> {
+    // ssm-env writes ssm://NAME: the name follows the two slashes.
+    let rest = rest.strip_prefix("//").unwrap_or(rest);
+    let (name, selector, region, arn) = if rest.starts_with("arn:") {
+        let (region, resource, selector) = split_arn(rest, "ssm")?;
+        let path = resource
+            .strip_prefix("parameter/")
+            .ok_or("an SSM ARN's resource is parameter/NAME")?;
+        // arn:...:parameter/app/db names /app/db; arn:...:parameter/db names db.
+        let name = if path.contains('/') {
+            format!("/{path}")
+        } else {
+            path.to_string()
+        };
+        let arn = match selector {
+            Some(s) => &rest[..rest.len() - s.len() - 1],
+            None => rest,
+        };
+        (name, selector, Some(region.to_string()), Some(arn))
+    } else {
+        match rest.split_once(':') {
+            Some((name, selector)) => (name.to_string(), Some(selector), None, None),
+            None => (rest.to_string(), None, None, None),
+        }
+    };
+    if name.is_empty() || name.ends_with('/') || !name.chars().all(|c| is_name_char(c, "/_.-")) {
+        return Err(
+            "a parameter name holds letters, digits, '/', '_', '.', '-' and does not end in '/'".into(),
+        );
+    }
+    if let Some(selector) = selector
+        && (selector.is_empty() || selector.len() > 100 || !selector.chars().all(|c| is_name_char(c, "_.-")))
+    {
+        return Err("after ':' comes a version number or a label".into());
+    }
+    let base = arn.map(str::to_string).unwrap_or_else(|| name.clone());
+    let request = match selector {
+        Some(s) => format!("{base}:{s}"),
+        None => base,
+    };
+    Ok(SsmParameter {
+        request,
+        name,
+        region,
+    })
+}
+
+fn parse_secrets_manager(rest: &str) -> Result<SecretsManagerSecret, String> {
+    let (id, region, fields): (String, Option<String>, Vec<&str>) = if rest.starts_with("arn:") {
+        let (region, resource, extra) = split_arn(rest, "secretsmanager")?;
+        if resource != "secret" {
+            return Err("a Secrets Manager ARN is arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME".into());
+        }
+        let mut extra = extra.unwrap_or("").split(':');
+        let name = extra.next().unwrap_or("");
+        if name.is_empty() {
+            return Err("the ARN has no secret name".into());
+        }
+        let arn_len = rest.len() - extra.clone().map(|f| f.len() + 1).sum::<usize>();
+        (
+            rest[..arn_len].to_string(),
+            Some(region.to_string()),
+            extra.collect(),
+        )
+    } else {
+        let mut fields = rest.split(':');
+        let name = fields.next().unwrap_or("");
+        if name.is_empty() || !name.chars().all(|c| is_name_char(c, "/_+=.@-")) {
+            return Err("a secret name holds letters, digits and '/_+=.@-'".into());
+        }
+        (name.to_string(), None, fields.collect())
+    };
+    if fields.len() > 3 {
+        return Err("at most :json-key:version-stage:version-id after the secret".into());
+    }
+    let field = |i: usize| fields.get(i).filter(|f| !f.is_empty()).map(|f| f.to_string());
+    let (version_stage, version_id) = (field(1), field(2));
+    if version_stage.is_some() && version_id.is_some() {
+        return Err("give a version stage or a version id, not both".into());
+    }
+    Ok(SecretsManagerSecret {
+        id,
+        json_key: field(0),
+        version_stage,
+        version_id,
+        region,
+    })
+}
+
+fn parse_gcp(rest: &str) -> Result<GcpSecret, String> {
+    let rest = rest.strip_prefix("secretmanager:").unwrap_or(rest);
+    let parts: Vec<&str> = rest.split('/').collect();
+    let (project, secret, version) = match parts.as_slice() {
+        ["projects", p, "secrets", s] => (*p, *s, "latest"),
+        ["projects", p, "secrets", s, "versions", v] => (*p, *s, *v),
+        _ => return Err("give projects/PROJECT/secrets/SECRET[/versions/VERSION]".into()),
+    };
+    let ok = |s: &str| !s.is_empty() && s.chars().all(|c| is_name_char(c, "_-."));
+    if !ok(project) || !ok(secret) {
+        return Err("project and secret ids hold letters, digits, '_', '-', '.'".into());
+    }
+    if version != "latest" && !version.chars().all(|c| c.is_ascii_digit()) {
+        return Err("a version is a number or latest".into());
+    }
+    Ok(GcpSecret {
+        project: project.into(),
+        secret: secret.into(),
+        version: version.into(),
+    })
+}
+
+fn parse_key_vault(rest: &str) -> Result<KeyVaultSecret, String> {
+    let (vault, path) = match rest.strip_prefix("https://") {
+        Some(url) => {
+            let (host, path) = url
+                .split_once('/')
+                .ok_or("give https://VAULT.vault.azure.net/secrets/NAME")?;
+            let vault = host.split('.').next().unwrap_or("");
+            let path = path
+                .strip_prefix("secrets/")
+                .ok_or("a secret identifier's path is /secrets/NAME[/VERSION]")?;
+            (vault, path)
+        }
+        None => rest.split_once('/').ok_or("give VAULT/NAME[/VERSION]")?,
+    };
+    let mut parts = path.trim_end_matches('/').split('/');
+    let name = parts.next().unwrap_or("");
+    let version = parts.next().map(str::to_string);
+    if parts.next().is_some() {
+        return Err("give VAULT/NAME[/VERSION]".into());
+    }
+    if !(3..=24).contains(&vault.len()) || !vault.chars().all(|c| is_name_char(c, "-")) {
+        return Err("a vault name is 3 to 24 letters, digits and '-'".into());
+    }
+    if name.is_empty() || name.len() > 127 || !name.chars().all(|c| is_name_char(c, "-")) {
+        return Err("a secret name is 1 to 127 letters, digits and '-'".into());
+    }
+    if version
+        .as_deref()
+        .is_some_and(|v| v.is_empty() || !v.chars().all(|c| c.is_ascii_alphanumeric()))
+    {
+        return Err("a version is letters and digits".into());
+    }
+    Ok(KeyVaultSecret {
+        vault: vault.into(),
+        name: name.into(),
+        version,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(schemes: &str) -> SecretsConfig {
+        toml::from_str(schemes).unwrap()
+    }
+
+    fn parse(value: &str) -> Target {
+        Reference::parse(value, &config("")).unwrap().unwrap().target
+    }
+
+    fn error(value: &str) -> String {
+        Reference::parse(value, &config("")).unwrap().unwrap_err()
+    }
+
+    #[test]
+    fn only_enabled_schemes_make_references() {
+        let ssm_only = config("schemes = [\"ssm\"]");
+        assert!(Reference::parse("ssm:/app/db", &ssm_only).is_some());
+        assert!(Reference::parse("gcp:projects/p/secrets/s", &ssm_only).is_none());
+        assert!(Reference::parse("postgres://u@h/db", &ssm_only).is_none());
+        assert!(Reference::parse("plain value", &ssm_only).is_none());
+        assert!(Reference::parse("SSM:/app/db", &ssm_only).is_none());
+    }
+
+    #[test]
+    fn ssm_names_versions_labels_and_arns() {
+        let p = |v| match parse(v) {
+            Target::Ssm(p) => (p.request, p.name, p.region),
+            t => panic!("{t:?}"),
+        };
+        assert_eq!(p("ssm:/app/db"), ("/app/db".into(), "/app/db".into(), None));
+        assert_eq!(p("ssm:/app/db:3"), ("/app/db:3".into(), "/app/db".into(), None));
+        assert_eq!(
+            p("ssm:///app/db:live"),
+            ("/app/db:live".into(), "/app/db".into(), None)
+        );
+        assert_eq!(p("ssm://db"), ("db".into(), "db".into(), None));
+        assert_eq!(
+            p("ssm:arn:aws:ssm:eu-west-1:123456789012:parameter/app/db:2"),
+            (
+                "arn:aws:ssm:eu-west-1:123456789012:parameter/app/db:2".into(),
+                "/app/db".into(),
+                Some("eu-west-1".into())
+            )
+        );
+        assert!(error("ssm:").contains("parameter name"));
+        assert!(error("ssm:/app/").contains("parameter name"));
+        assert!(error("ssm:/app/db:").contains("version number or a label"));
+        assert!(error("ssm:arn:aws:s3:::bucket").contains("arn:aws:ssm"));
+    }
+
+    #[test]
+    fn secrets_manager_like_ecs_value_from() {
+        let s = |v| match parse(v) {
+            Target::SecretsManager(s) => s,
+            t => panic!("{t:?}"),
+        };
+        let plain = s("secretsmanager:app/rds");
+        assert_eq!(
+            (plain.id.as_str(), plain.json_key, plain.region),
+            ("app/rds", None, None)
+        );
+        let key = s("secretsmanager:app/rds:password::");
+        assert_eq!(key.json_key.as_deref(), Some("password"));
+        let staged = s("secretsmanager:app/rds::AWSPREVIOUS");
+        assert_eq!(staged.version_stage.as_deref(), Some("AWSPREVIOUS"));
+        let arn =
+            s("secretsmanager:arn:aws:secretsmanager:us-east-1:123456789012:secret:app/rds-AbCdEf:password");
+        assert_eq!(
+            arn.id,
+            "arn:aws:secretsmanager:us-east-1:123456789012:secret:app/rds-AbCdEf"
+        );
+        assert_eq!(arn.json_key.as_deref(), Some("password"));
+        assert_eq!(arn.region.as_deref(), Some("us-east-1"));
+        assert!(error("secretsmanager:a:k:STAGE:id").contains("not both"));
+        assert!(error("secretsmanager:a:1:2:3:4").contains("at most"));
+    }
+
+    #[test]
+    fn gcp_and_key_vault() {
+        assert_eq!(
+            parse("gcp:projects/p1/secrets/db"),
+            Target::Gcp(GcpSecret {
+                project: "p1".into(),
+                secret: "db".into(),
+                version: "latest".into()
+            })
+        );
+        assert!(
+            matches!(parse("gcp:secretmanager:projects/p1/secrets/db/versions/3"), Target::Gcp(g) if g.version == "3")
+        );
+        assert!(error("gcp:projects/p1/db").contains("projects/PROJECT"));
+        assert_eq!(
+            parse("keyvault:my-vault/db-password"),
+            Target::KeyVault(KeyVaultSecret {
+                vault: "my-vault".into(),
+                name: "db-password".into(),
+                version: None
+            })
+        );
+        assert!(matches!(
+            parse("keyvault:https://my-vault.vault.azure.net/secrets/db/0123abcd"),
+            Target::KeyVault(k) if k.vault == "my-vault" && k.version.as_deref() == Some("0123abcd")
+        ));
+        assert!(error("keyvault:v/db").contains("vault name"));
+    }
+}

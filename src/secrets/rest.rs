@@ -1,0 +1,103 @@
+//! The GET that GCP Secret Manager and Azure Key Vault share: a bearer token, a per-request
+//! timeout, and retries on connection errors, timeouts, 429 and 5xx with the metadata requests'
+//! capped exponential backoff, inside the deadline.
+
+use super::{Failure, Stores};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::time::Instant;
+
+const BACKOFF_FIRST: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// A secret is at most 64 KiB; its JSON envelope (base64 for GCP) a little more.
+const BODY_LIMIT: usize = 256 * 1024;
+
+/// A final answer (any status that is not retried).
+pub(super) struct Answer {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+/// GETs `url` with `token` until a final answer or the deadline. `what` names the store in
+/// messages (`gcp`, `keyvault`); the URL is not secret, the token never appears.
+pub(super) async fn get(
+    stores: &Stores,
+    what: &str,
+    url: &str,
+    token: &str,
+    deadline: Instant,
+) -> Result<Answer, Failure> {
+    let mut backoff = BACKOFF_FIRST;
+    let mut attempts = 0u32;
+    loop {
+        attempts += 1;
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let reason = match attempt(stores, url, token, remaining.min(REQUEST_TIMEOUT)).await {
+            Ok(answer) if !(answer.status >= 500 || answer.status == 429) => return Ok(answer),
+            Ok(answer) => format!("answered {}", answer.status),
+            Err(reason) => reason,
+        };
+        let pause = backoff.min(deadline.saturating_duration_since(Instant::now()));
+        if pause.is_zero() {
+            return Err(Failure::new(format!(
+                "{what} GET {url}: {reason} (gave up at the deadline after {attempts} attempts)"
+            )));
+        }
+        tracing::info!(
+            store = what,
+            attempt = attempts,
+            "secret request failed ({reason}); retrying"
+        );
+        tokio::time::sleep(pause).await;
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+async fn attempt(stores: &Stores, url: &str, token: &str, timeout: Duration) -> Result<Answer, String> {
+    if timeout.is_zero() {
+        return Err("the deadline passed".into());
+    }
+    stores.requests.fetch_add(1, Ordering::Relaxed);
+    let mut response = stores
+        .http
+        .get(url)
+        .bearer_auth(token)
+        .header("accept", "application/json")
+        .timeout(timeout)
+        .send()
+        .await
+        .map_err(|e| crate::http_client::root_cause(&e))?;
+    let status = response.status().as_u16();
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| crate::http_client::root_cause(&e))?
+    {
+        if body.len() + chunk.len() > BODY_LIMIT {
+            return Err(format!("answer is over the {BODY_LIMIT} byte limit"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Answer { status, body })
+}
+
+/// `{"error": {"code", "message", "status"}}`, the shape both Google and Azure use: the code
+/// (Google's `status` such as `NOT_FOUND`, Azure's `code` such as `SecretNotFound`) and message.
+pub(super) fn error(answer: &Answer, code_field: &str) -> (Option<String>, String) {
+    let doc: Option<serde_json::Value> = serde_json::from_slice(&answer.body).ok();
+    let error = doc.as_ref().and_then(|d| d.get("error"));
+    let field = |name: &str| {
+        error
+            .and_then(|e| e.get(name))
+            .and_then(|v| v.as_str())
+            .map(|s| s.split_whitespace().collect::<Vec<_>>().join(" "))
+    };
+    let message = field("message").unwrap_or_default();
+    let message = match message.char_indices().nth(300) {
+        Some((cut, _)) => format!("{}…", &message[..cut]),
+        None => message,
+    };
+    (field(code_field), message)
+}

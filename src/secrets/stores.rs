@@ -1,0 +1,115 @@
+//! The clients of every secret store, built once per resolution: the AWS client (credentials
+//! from kiln's environment or the instance role), the metadata identity (GCE and Azure tokens,
+//! each fetched once), and an HTTPS client for GCP and Key Vault.
+
+use super::Failure;
+use crate::aws::{Api, AwsClient, CredentialSource, SECRETS_MANAGER, SSM, Service};
+use crate::config::{MetadataConfig, SecretsConfig};
+use crate::metadata::{Identity, InstanceFacts};
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::sync::OnceCell;
+use tokio::time::Instant;
+
+pub struct Stores {
+    pub(super) config: SecretsConfig,
+    aws: Result<AwsClient, String>,
+    /// Region of AWS references that are not ARNs.
+    region: Option<String>,
+    identity: Identity,
+    pub(super) http: reqwest::Client,
+    /// Requests to GCP, Key Vault and token endpoints (AWS counts its own).
+    pub(super) requests: AtomicU64,
+    gce_token: OnceCell<String>,
+    azure_token: OnceCell<String>,
+}
+
+impl Stores {
+    pub fn new(
+        config: &SecretsConfig,
+        metadata: &MetadataConfig,
+        facts: &InstanceFacts,
+    ) -> Result<Stores, String> {
+        let identity = Identity::from_config(metadata).map_err(|e| e.to_string())?;
+        let aws = CredentialSource::from_env_or(identity.clone()).and_then(AwsClient::new);
+        let kiln_env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let region = config
+            .region
+            .clone()
+            .or_else(|| facts.region.clone().filter(|r| !r.is_empty()))
+            .or_else(|| kiln_env("AWS_REGION"))
+            .or_else(|| kiln_env("AWS_DEFAULT_REGION"));
+        let http = crate::http_client::builder()
+            .connect_timeout(std::time::Duration::from_secs(3))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| {
+                format!(
+                    "cannot build an HTTP client: {}",
+                    crate::http_client::root_cause(&e)
+                )
+            })?;
+        Ok(Stores {
+            config: config.clone(),
+            aws,
+            region,
+            identity,
+            http,
+            requests: AtomicU64::new(0),
+            gce_token: OnceCell::new(),
+            azure_token: OnceCell::new(),
+        })
+    }
+
+    /// Requests sent so far to every store (retries included).
+    pub fn requests(&self) -> u64 {
+        let aws = self.aws.as_ref().map(AwsClient::requests).unwrap_or(0);
+        aws + self.requests.load(Ordering::Relaxed)
+    }
+
+    /// The AWS API of `service` in the reference's region (from its ARN), else the default one.
+    pub(super) fn aws(&self, service: &'static Service, arn_region: Option<&str>) -> Result<Api, Failure> {
+        let client = self.aws.as_ref().map_err(|e| Failure::new(e.clone()))?;
+        let region = arn_region.or(self.region.as_deref()).ok_or_else(|| {
+            Failure::new("no AWS region: the instance has none; set [secrets] region or use an ARN")
+        })?;
+        let configured = match service.name {
+            name if name == SSM.name => self.config.ssm_endpoint.as_deref(),
+            name if name == SECRETS_MANAGER.name => self.config.secretsmanager_endpoint.as_deref(),
+            _ => None,
+        };
+        Ok(client.api(service, region, configured))
+    }
+
+    /// The region a reference is read in: its ARN's, else the default one (so references by
+    /// name and by ARN in one region share their batches).
+    pub(super) fn region<'a>(&'a self, arn_region: Option<&'a str>) -> Option<&'a str> {
+        arn_region.or(self.region.as_deref())
+    }
+
+    /// The GCE default service account's token, fetched once.
+    pub(super) async fn gce_token(&self, deadline: Instant) -> Result<&str, Failure> {
+        self.gce_token
+            .get_or_try_init(|| async {
+                self.requests.fetch_add(1, Ordering::Relaxed);
+                let token = self.identity.gce_token(deadline).await;
+                token.map(|t| t.token).map_err(|e| Failure::new(e.to_string()))
+            })
+            .await
+            .map(String::as_str)
+    }
+
+    /// The Azure managed identity's token for Key Vault, fetched once.
+    pub(super) async fn azure_token(&self, deadline: Instant) -> Result<&str, Failure> {
+        self.azure_token
+            .get_or_try_init(|| async {
+                self.requests.fetch_add(1, Ordering::Relaxed);
+                let token = self
+                    .identity
+                    .azure_token(super::keyvault::RESOURCE, deadline)
+                    .await;
+                token.map(|t| t.token).map_err(|e| Failure::new(e.to_string()))
+            })
+            .await
+            .map(String::as_str)
+    }
+}

@@ -1,0 +1,756 @@
+//! Every decision of the supervisor, as a pure state machine: [`Machine::step`] takes one
+//! [`Event`] and the wall-clock time, changes the units, and returns the [`Effect`]s the executor
+//! must perform, in order. No processes, no tokio, no clock reads: the transitions are tested as
+//! tables (`machine/tests.rs`).
+//!
+//! A spawn is answered at once: after [`Effect::Spawn`] the executor feeds back
+//! [`Event::Spawned`] or [`Event::SpawnFailed`] before any other event.
+
+use super::unit::{Ending, SETTLE_AFTER, Unit};
+use crate::config::{RestartPolicy, ServiceConfig, StopSignalTo};
+use crate::probe::runner::{CheckReport, ProbeEvent};
+use crate::process::Exit;
+use crate::state::{Phase, ProbeReport, UnitState, UnitStatus};
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+use std::ops::Range;
+use std::time::Duration;
+
+/// Index of a unit in the machine.
+pub type UnitId = usize;
+
+/// Something that happened to the supervisor.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// The supervisor begins: start what can start.
+    Start,
+    /// The process asked for by [`Effect::Spawn`] runs.
+    Spawned {
+        unit: UnitId,
+        generation: u64,
+        pid: Pid,
+    },
+    /// The process asked for by [`Effect::Spawn`] could not be started; why, in words.
+    SpawnFailed {
+        unit: UnitId,
+        generation: u64,
+        reason: String,
+    },
+    Exited {
+        unit: UnitId,
+        generation: u64,
+        exit: Exit,
+    },
+    Probe {
+        unit: UnitId,
+        generation: u64,
+        event: ProbeEvent,
+    },
+    Timer(Timer),
+    /// Stop every service gracefully, in reverse dependency order.
+    Stop,
+    /// The second stop request: kill every service now.
+    KillAll,
+}
+
+/// A timer about one process of a unit; it is ignored once that process is gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timer {
+    pub unit: UnitId,
+    pub generation: u64,
+    pub kind: TimerKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimerKind {
+    /// The backoff delay has passed: start the unit again.
+    Restart,
+    /// The stop signal was sent `stop_timeout` ago.
+    StopTimeout,
+    /// The process has run for [`SETTLE_AFTER`]: a crash loop is over.
+    Settled,
+}
+
+/// How loud a log line or incident is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Info,
+    Warn,
+    Error,
+}
+
+impl Level {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Info => "info",
+            Level::Warn => "warn",
+            Level::Error => "error",
+        }
+    }
+}
+
+/// A point of the boot timeline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Milestone {
+    Begin(String),
+    Done(String),
+}
+
+/// What the instance looks like after a step: the units, and where the instance is.
+#[derive(Debug, Clone)]
+pub struct View {
+    pub units: Vec<UnitStatus>,
+    /// Starting, Ready, Degraded or Stopping.
+    pub phase: Phase,
+    /// Why the instance is not ready; None when it is.
+    pub reason: Option<String>,
+}
+
+/// Something the executor must do.
+#[derive(Debug, Clone)]
+pub enum Effect {
+    /// Start a process for the unit; answer with `Spawned` or `SpawnFailed`.
+    Spawn {
+        unit: UnitId,
+        generation: u64,
+    },
+    /// Run the unit's probes for this process; their events carry the generation.
+    StartProbes {
+        unit: UnitId,
+        generation: u64,
+    },
+    /// Abort the unit's probes, and whatever a check has open.
+    StopProbes {
+        unit: UnitId,
+    },
+    /// A signal to the unit's main process, or to its process group.
+    Signal {
+        unit: UnitId,
+        pid: Pid,
+        signal: Signal,
+        to: StopSignalTo,
+    },
+    /// SIGKILL to everything the unit runs (today its process group).
+    KillTree {
+        unit: UnitId,
+        pid: Pid,
+    },
+    /// Deliver `Event::Timer(timer)` after `after`.
+    StartTimer {
+        after: Duration,
+        timer: Timer,
+    },
+    /// A line for kiln's log.
+    Log {
+        level: Level,
+        line: String,
+    },
+    /// A line for kiln's log that also goes into the recent events of `kiln status`.
+    Incident {
+        level: Level,
+        line: String,
+    },
+    Timeline(Milestone),
+    /// Write the view into the shared snapshot.
+    Publish(View),
+    /// Every service is ready for the first time: `READY=1`.
+    AnnounceReady,
+    /// A new systemd status line.
+    Status(String),
+    /// Every unit has stopped after a stop request.
+    Stopped,
+}
+
+/// One `[[service]]` and the units it runs.
+#[derive(Debug)]
+struct Service {
+    config: ServiceConfig,
+    /// Indexes of the services this one waits for.
+    after: Vec<usize>,
+    units: Range<UnitId>,
+    started: bool,
+    ready_once: bool,
+}
+
+/// The supervisor's state: every service and unit, and where the instance is.
+#[derive(Debug)]
+pub struct Machine {
+    services: Vec<Service>,
+    units: Vec<Unit>,
+    stopping: bool,
+    stopped: bool,
+    ready_announced: bool,
+    status_line: String,
+}
+
+/// The effects of one step, in order.
+type Effects = Vec<Effect>;
+
+fn log(out: &mut Effects, level: Level, line: String) {
+    out.push(Effect::Log { level, line });
+}
+
+fn incident(out: &mut Effects, level: Level, line: String) {
+    out.push(Effect::Incident { level, line });
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl Machine {
+    /// The services of a config the config checks accepted (`after` names existing services).
+    pub fn new(configs: &[ServiceConfig]) -> Machine {
+        let mut services = Vec::new();
+        let mut units = Vec::new();
+        for (index, config) in configs.iter().enumerate() {
+            let after = config
+                .after
+                .iter()
+                .filter_map(|name| configs.iter().position(|c| &c.name == name))
+                .collect();
+            let first = units.len();
+            for replica in 1..=config.replicas {
+                units.push(Unit::new(index, &config.name, replica, config.replicas));
+            }
+            services.push(Service {
+                config: config.clone(),
+                after,
+                units: first..units.len(),
+                started: false,
+                ready_once: false,
+            });
+        }
+        Machine {
+            services,
+            units,
+            stopping: false,
+            stopped: false,
+            ready_announced: false,
+            status_line: String::new(),
+        }
+    }
+
+    pub fn units(&self) -> &[Unit] {
+        &self.units
+    }
+
+    /// Handles one event at `now_ms` (wall clock, ms since the epoch).
+    pub fn step(&mut self, event: Event, now_ms: u64) -> Vec<Effect> {
+        let mut out = Effects::new();
+        match event {
+            Event::Start => {}
+            Event::Spawned {
+                unit,
+                generation,
+                pid,
+            } if self.current(unit, generation) => self.on_spawned(unit, pid, now_ms, &mut out),
+            Event::SpawnFailed {
+                unit,
+                generation,
+                reason,
+            } if self.current(unit, generation) => self.on_spawn_failed(unit, reason, now_ms, &mut out),
+            Event::Exited {
+                unit,
+                generation,
+                exit,
+            } if self.current(unit, generation) => self.on_exit(unit, exit, now_ms, &mut out),
+            Event::Probe {
+                unit,
+                generation,
+                event,
+            } if self.current(unit, generation) => self.on_probe(unit, event, now_ms, &mut out),
+            Event::Timer(timer) if self.current(timer.unit, timer.generation) => {
+                self.on_timer(timer, &mut out)
+            }
+            Event::Stop => self.on_stop(),
+            Event::KillAll => self.kill_all(&mut out),
+            _ => {} // about an older process of the unit
+        }
+        self.settle(&mut out);
+        out
+    }
+
+    fn current(&self, unit: UnitId, generation: u64) -> bool {
+        self.units[unit].generation == generation
+    }
+
+    fn config(&self, unit: UnitId) -> &ServiceConfig {
+        &self.services[self.units[unit].service].config
+    }
+
+    fn on_spawned(&mut self, unit: UnitId, pid: Pid, now_ms: u64, out: &mut Effects) {
+        let u = &mut self.units[unit];
+        u.pid = Some(pid);
+        u.since_ms = Some(now_ms);
+        log(out, Level::Info, format!("{}: started (pid {pid})", u.name));
+        let generation = u.generation;
+        out.push(Effect::StartProbes { unit, generation });
+        out.push(Effect::StartTimer {
+            after: SETTLE_AFTER,
+            timer: Timer {
+                unit,
+                generation,
+                kind: TimerKind::Settled,
+            },
+        });
+    }
+
+    fn on_spawn_failed(&mut self, unit: UnitId, reason: String, now_ms: u64, out: &mut Effects) {
+        incident(out, Level::Error, format!("{}: {reason}", self.units[unit].name));
+        self.units[unit].last_exit = Some(Ending::NotStarted(reason));
+        self.after_failure(unit, now_ms, out);
+    }
+
+    fn on_exit(&mut self, unit: UnitId, exit: Exit, now_ms: u64, out: &mut Effects) {
+        let u = &mut self.units[unit];
+        out.push(Effect::StopProbes { unit });
+        u.ready = false;
+        // Whatever the main process left behind (php-fpm children, nginx workers) goes too, so
+        // that a restart never runs beside leftovers.
+        if let Some(pid) = u.pid.take() {
+            out.push(Effect::KillTree { unit, pid });
+        }
+        if u.state == UnitState::Stopping || self.stopping {
+            u.state = UnitState::Stopped;
+            log(out, Level::Info, format!("{}: stopped ({exit})", u.name));
+            return;
+        }
+        let ending = match u.kill_reason.take() {
+            Some(reason) => Ending::Killed(reason),
+            None => Ending::Exited(exit),
+        };
+        let policy = self.services[u.service].config.restart;
+        let finished = match policy {
+            RestartPolicy::Never => true,
+            RestartPolicy::OnFailure => ending.success(),
+            RestartPolicy::Always => false,
+        };
+        let line = format!("{}: exited ({ending})", u.name);
+        if finished {
+            let level = if ending.success() {
+                Level::Info
+            } else {
+                Level::Error
+            };
+            let policy = policy_name(policy);
+            incident(out, level, format!("{line}; restart = {policy}: not restarted"));
+            u.state = UnitState::Exited;
+            u.last_exit = Some(ending);
+            return;
+        }
+        incident(out, Level::Warn, line);
+        u.last_exit = Some(ending);
+        self.after_failure(unit, now_ms, out);
+    }
+
+    /// Schedules the next start of a unit whose process ended, with capped exponential backoff.
+    fn after_failure(&mut self, unit: UnitId, now_ms: u64, out: &mut Effects) {
+        let config = &self.services[self.units[unit].service].config;
+        let (first, max) = (config.restart_delay.get(), config.restart_delay_max.get());
+        let u = &mut self.units[unit];
+        u.failures_in_a_row = u.failures_in_a_row.saturating_add(1);
+        u.restarts = u.restarts.saturating_add(1);
+        let delay = u.backoff(first, max);
+        u.state = UnitState::Backoff;
+        u.next_restart_ms = Some(now_ms.saturating_add(millis(delay)));
+        if u.crash_loop() {
+            log(
+                out,
+                Level::Warn,
+                format!(
+                    "{}: crash loop ({} failures in a row), next start in {}",
+                    u.name,
+                    u.failures_in_a_row,
+                    humantime::format_duration(delay)
+                ),
+            );
+        }
+        let timer = Timer {
+            unit,
+            generation: u.generation,
+            kind: TimerKind::Restart,
+        };
+        out.push(Effect::StartTimer { after: delay, timer });
+    }
+
+    fn on_probe(&mut self, unit: UnitId, event: ProbeEvent, now_ms: u64, out: &mut Effects) {
+        match event {
+            ProbeEvent::Report(report) => {
+                self.units[unit].last_probe = Some(status_report(report, now_ms));
+            }
+            ProbeEvent::StartupPassed => self.on_startup_passed(unit, now_ms, out),
+            ProbeEvent::Ready(ready, detail) => self.on_ready(unit, ready, &detail, out),
+            ProbeEvent::StartupFailed(reason) | ProbeEvent::LiveFailed(reason) => {
+                self.kill_for(unit, reason, out)
+            }
+        }
+    }
+
+    fn on_startup_passed(&mut self, unit: UnitId, now_ms: u64, out: &mut Effects) {
+        let u = &mut self.units[unit];
+        if u.state != UnitState::Starting {
+            return;
+        }
+        u.state = UnitState::Running;
+        // A run that lasted long before its startup probe passed has settled already.
+        let ran = now_ms.saturating_sub(u.since_ms.unwrap_or(now_ms));
+        if ran >= millis(SETTLE_AFTER) {
+            settle_unit(u, out);
+        }
+    }
+
+    /// Readiness changes are logged only for a ready probe (`ready_after` is not news).
+    fn on_ready(&mut self, unit: UnitId, ready: bool, detail: &str, out: &mut Effects) {
+        let has_ready_probe = self.config(unit).ready.is_some();
+        let u = &mut self.units[unit];
+        if u.ready != ready && has_ready_probe {
+            if ready {
+                log(out, Level::Info, format!("{}: ready ({detail})", u.name));
+            } else {
+                incident(out, Level::Warn, format!("{}: not ready: {detail}", u.name));
+            }
+        }
+        u.ready = ready;
+    }
+
+    /// A startup or liveness probe gave up on the unit: kill it, and remember why.
+    fn kill_for(&mut self, unit: UnitId, reason: String, out: &mut Effects) {
+        let u = &mut self.units[unit];
+        if u.state == UnitState::Stopping {
+            return;
+        }
+        incident(out, Level::Warn, format!("{}: {reason}: restarting", u.name));
+        u.kill_reason = Some(reason);
+        if let Some(pid) = u.pid {
+            out.push(Effect::KillTree { unit, pid });
+        }
+    }
+
+    fn on_timer(&mut self, timer: Timer, out: &mut Effects) {
+        let unit = timer.unit;
+        match timer.kind {
+            TimerKind::Restart => {
+                if self.units[unit].state == UnitState::Backoff && !self.stopping {
+                    self.spawn(unit, out);
+                }
+            }
+            TimerKind::StopTimeout => {
+                let timeout = self.config(unit).stop_timeout;
+                let u = &self.units[unit];
+                if let (UnitState::Stopping, Some(pid)) = (u.state, u.pid) {
+                    let line = format!(
+                        "{}: still running {timeout} after the stop signal: SIGKILL",
+                        u.name
+                    );
+                    incident(out, Level::Warn, line);
+                    out.push(Effect::KillTree { unit, pid });
+                }
+            }
+            TimerKind::Settled => {
+                let u = &mut self.units[unit];
+                if u.state == UnitState::Running {
+                    settle_unit(u, out);
+                }
+            }
+        }
+    }
+
+    fn spawn(&mut self, unit: UnitId, out: &mut Effects) {
+        let u = &mut self.units[unit];
+        u.generation += 1;
+        u.next_restart_ms = None;
+        u.ready = false;
+        u.pid = None;
+        u.kill_reason = None;
+        u.state = UnitState::Starting;
+        out.push(Effect::Spawn {
+            unit,
+            generation: u.generation,
+        });
+    }
+
+    fn on_stop(&mut self) {
+        if !self.stopping {
+            self.stopping = true;
+            self.cancel_pending();
+        }
+    }
+
+    fn kill_all(&mut self, out: &mut Effects) {
+        log(
+            out,
+            Level::Warn,
+            "second stop request: SIGKILL to every service".into(),
+        );
+        self.stopping = true;
+        self.cancel_pending();
+        for (unit, u) in self.units.iter_mut().enumerate() {
+            if u.is_live() {
+                out.push(Effect::StopProbes { unit });
+                u.ready = false;
+                u.state = UnitState::Stopping;
+                if let Some(pid) = u.pid {
+                    out.push(Effect::KillTree { unit, pid });
+                }
+            }
+        }
+    }
+
+    /// Units without a process are done at once when a stop begins.
+    fn cancel_pending(&mut self) {
+        for u in &mut self.units {
+            if matches!(u.state, UnitState::Waiting | UnitState::Backoff) {
+                u.state = UnitState::Stopped;
+                u.next_restart_ms = None;
+            }
+        }
+    }
+
+    /// What follows from any event: starts, stops, readiness, the published view.
+    fn settle(&mut self, out: &mut Effects) {
+        if self.stopping {
+            self.stop_what_can_stop(out);
+        } else {
+            self.start_what_can_start(out);
+        }
+        self.publish(out);
+        if self.stopping && !self.stopped && self.units.iter().all(|u| !u.is_live()) {
+            self.stopped = true;
+            out.push(Effect::Stopped);
+        }
+    }
+
+    /// Starts every service whose `after` services are all ready.
+    fn start_what_can_start(&mut self, out: &mut Effects) {
+        for s in 0..self.services.len() {
+            let service = &self.services[s];
+            if service.started || !service.after.iter().all(|&d| self.service_ready(d)) {
+                continue;
+            }
+            self.services[s].started = true;
+            let name = &self.services[s].config.name;
+            out.push(Effect::Timeline(Milestone::Begin(format!("start {name}"))));
+            for unit in self.services[s].units.clone() {
+                self.spawn(unit, out);
+            }
+        }
+    }
+
+    /// Signals every service whose dependents have all stopped (reverse dependency order).
+    fn stop_what_can_stop(&mut self, out: &mut Effects) {
+        for s in 0..self.services.len() {
+            let dependents_gone = self
+                .services
+                .iter()
+                .filter(|other| other.after.contains(&s))
+                .all(|other| self.units[other.units.clone()].iter().all(|u| !u.is_live()));
+            if dependents_gone {
+                for unit in self.services[s].units.clone() {
+                    self.begin_stop(unit, out);
+                }
+            }
+        }
+    }
+
+    /// The stop signal, then SIGCONT to the whole group (a stopped process acts on a signal only
+    /// once continued, and workers must act on the one their master passes on), and the timer
+    /// after which the unit is killed.
+    fn begin_stop(&mut self, unit: UnitId, out: &mut Effects) {
+        let config = &self.services[self.units[unit].service].config;
+        let (signal, to, timeout) = (
+            config.stop_signal.0,
+            config.stop_signal_to,
+            config.stop_timeout.get(),
+        );
+        let u = &mut self.units[unit];
+        if !matches!(u.state, UnitState::Starting | UnitState::Running) {
+            return;
+        }
+        out.push(Effect::StopProbes { unit });
+        u.ready = false;
+        u.state = UnitState::Stopping;
+        let target = match to {
+            StopSignalTo::Main => "",
+            StopSignalTo::Group => " to its process group",
+        };
+        log(
+            out,
+            Level::Info,
+            format!("{}: stopping ({}{target})", u.name, signal.as_str()),
+        );
+        if let Some(pid) = u.pid {
+            for (signal, to) in [(signal, to), (Signal::SIGCONT, StopSignalTo::Group)] {
+                out.push(Effect::Signal {
+                    unit,
+                    pid,
+                    signal,
+                    to,
+                });
+            }
+        }
+        let timer = Timer {
+            unit,
+            generation: u.generation,
+            kind: TimerKind::StopTimeout,
+        };
+        out.push(Effect::StartTimer {
+            after: timeout,
+            timer,
+        });
+    }
+
+    fn service_ready(&self, service: usize) -> bool {
+        self.units[self.services[service].units.clone()]
+            .iter()
+            .all(|u| u.counts_as_ready(self.completed_ok(u)))
+    }
+
+    /// A unit that exited and is not restarted counts as ready when its exit was a success its
+    /// restart policy accepts (a one-shot job that finished).
+    fn completed_ok(&self, u: &Unit) -> bool {
+        u.state == UnitState::Exited
+            && self.services[u.service].config.restart == RestartPolicy::OnFailure
+            && u.last_exit.as_ref().is_some_and(Ending::success)
+    }
+
+    /// Timeline milestones, the view, READY=1 the first time everything is ready, and the
+    /// systemd status line when it changes.
+    fn publish(&mut self, out: &mut Effects) {
+        for s in 0..self.services.len() {
+            if !self.services[s].ready_once && self.service_ready(s) {
+                self.services[s].ready_once = true;
+                let name = &self.services[s].config.name;
+                out.push(Effect::Timeline(Milestone::Done(format!("start {name}"))));
+            }
+        }
+        let all_ready = (0..self.services.len()).all(|s| self.service_ready(s));
+        let reason = (!all_ready).then(|| self.not_ready_reason());
+        let phase = match (self.stopping, all_ready, self.ready_announced) {
+            (true, _, _) => Phase::Stopping,
+            (false, true, _) => Phase::Ready,
+            (false, false, true) => Phase::Degraded,
+            (false, false, false) => Phase::Starting,
+        };
+        let units = self.unit_statuses();
+        out.push(Effect::Publish(View {
+            units,
+            phase,
+            reason: reason.clone(),
+        }));
+        if phase == Phase::Ready && !self.ready_announced {
+            self.ready_announced = true;
+            let line = format!("all {} services ready", self.services.len());
+            log(out, Level::Info, line);
+            out.push(Effect::AnnounceReady);
+        }
+        let phase_name = format!("{phase:?}").to_lowercase();
+        let line = match (phase, reason) {
+            (Phase::Ready, _) => format!("ready: {} units", self.units.len()),
+            (_, Some(reason)) => format!("{phase_name}: {reason}"),
+            (_, None) => phase_name,
+        };
+        if line != self.status_line {
+            self.status_line = line.clone();
+            out.push(Effect::Status(line));
+        }
+    }
+
+    fn unit_statuses(&self) -> Vec<UnitStatus> {
+        self.units
+            .iter()
+            .map(|u| {
+                let service = &self.services[u.service];
+                let waiting_for = if u.state == UnitState::Waiting {
+                    self.not_ready_dependencies(u.service)
+                } else {
+                    Vec::new()
+                };
+                u.status(&service.config.name, waiting_for)
+            })
+            .collect()
+    }
+
+    fn not_ready_dependencies(&self, service: usize) -> Vec<String> {
+        self.services[service]
+            .after
+            .iter()
+            .filter(|&&d| !self.service_ready(d))
+            .map(|&d| self.services[d].config.name.clone())
+            .collect()
+    }
+
+    /// The first thing standing between the instance and ready, in words.
+    fn not_ready_reason(&self) -> String {
+        let mut reasons = self
+            .units
+            .iter()
+            .filter(|u| !u.counts_as_ready(self.completed_ok(u)))
+            .map(|u| self.why_not_ready(u));
+        let first = reasons.next().unwrap_or_default();
+        match reasons.count() {
+            0 => first,
+            more => format!("{first} (+{more} more)"),
+        }
+    }
+
+    fn why_not_ready(&self, u: &Unit) -> String {
+        let last = u
+            .last_exit
+            .as_ref()
+            .map_or_else(|| "no exit yet".to_string(), ToString::to_string);
+        let name = &u.name;
+        match u.state {
+            _ if u.crash_loop() => format!("{name} crash-looping: {last} ({} restarts)", u.restarts),
+            UnitState::Waiting => {
+                let deps = self.not_ready_dependencies(u.service).join(", ");
+                format!("{name} waiting for {deps}")
+            }
+            UnitState::Starting => format!("{name} starting"),
+            UnitState::Running => match &u.last_probe {
+                Some(p) if !p.ok => format!("{name} not ready: {}", p.detail),
+                _ => format!("{name} not ready yet"),
+            },
+            UnitState::Backoff => format!("{name} restarting after {last}"),
+            UnitState::Exited => format!("{name} exited ({last}) and is not restarted"),
+            UnitState::Stopping | UnitState::Stopped => format!("{name} stopped"),
+        }
+    }
+}
+
+/// A run lasted: the failure count starts again from zero.
+fn settle_unit(u: &mut Unit, out: &mut Effects) {
+    if u.failures_in_a_row == 0 {
+        return;
+    }
+    if u.crash_loop() {
+        let line = format!(
+            "{}: stable again after {} failures in a row",
+            u.name, u.failures_in_a_row
+        );
+        log(out, Level::Info, line);
+    }
+    u.failures_in_a_row = 0;
+}
+
+fn status_report(report: CheckReport, at_ms: u64) -> ProbeReport {
+    ProbeReport {
+        probe: report.role.as_str().into(),
+        kind: report.kind.into(),
+        ok: report.ok,
+        latency_us: u64::try_from(report.latency.as_micros()).unwrap_or(u64::MAX),
+        detail: report.detail,
+        at_ms,
+    }
+}
+
+fn policy_name(policy: RestartPolicy) -> &'static str {
+    match policy {
+        RestartPolicy::Always => "always",
+        RestartPolicy::OnFailure => "on-failure",
+        RestartPolicy::Never => "never",
+    }
+}
+
+#[cfg(test)]
+mod tests;
