@@ -69,15 +69,24 @@ pub fn check_exec_limits(
             limits.per_string
         ))
     };
-    for (name, value) in env.vars() {
-        let bytes = string_bytes(name, value);
-        if bytes > limits.per_string {
-            let source = env.source(name).map_or("kiln", |s| s.as_str());
-            return Err(too_long(name, bytes, source));
+    let per_string = |vars: &mut dyn Iterator<Item = (&str, &str)>| {
+        for (name, value) in vars {
+            let bytes = string_bytes(name, value);
+            if bytes > limits.per_string {
+                let source = env.source(name).map_or("kiln", |s| s.as_str());
+                return Err(too_long(name, bytes, source));
+            }
         }
+        Ok(())
+    };
+    if services.is_empty() {
+        per_string(&mut env.vars())?;
     }
     for service in services {
-        let mut vars: BTreeMap<&str, u64> = env.vars().map(|(n, v)| (n, string_bytes(n, v))).collect();
+        // What this service gets (`env_allow`), as spawn hands it over.
+        let given = || env.for_service(service.env_allow.as_deref());
+        per_string(&mut given())?;
+        let mut vars: BTreeMap<&str, u64> = given().map(|(n, v)| (n, string_bytes(n, v))).collect();
         for (name, value) in &service.env {
             let bytes = string_bytes(name, value);
             if bytes > limits.per_string {
@@ -196,6 +205,15 @@ mod tests {
         );
         // Without a service, only the per-variable limit applies.
         assert_eq!(check(&env, &[]), Ok(()));
+    }
+
+    #[test]
+    fn only_what_a_service_is_given_counts() {
+        let big = env(&[("SMALL", 10), ("BLOB", 200 * 1024)]);
+        let mut php = service("php-fpm", &[]);
+        php.env_allow = Some(vec!["SMALL".into()]);
+        assert_eq!(check(&big, std::slice::from_ref(&php)), Ok(()));
+        assert!(check(&big, &[php, service("worker", &[])]).is_err());
     }
 
     #[test]
