@@ -159,13 +159,6 @@ pub fn zero_loss(opts: &DrillOptions) -> DrillReport {
     });
     let gone = Instant::now();
     let drain_seen = drain_seen.unwrap_or(gone);
-    // kiln reports the drain once the server is deleted: read it while kiln still answers.
-    if let Some(last) = crate::wait::poll_until(Duration::from_secs(5), || {
-        let lb = crate::control::status(&stopped.example.socket())?["lb"].clone();
-        (lb["state"] == "deregistered").then(|| lb["drain"].as_str().map(String::from))
-    }) {
-        kiln_drain = last;
-    }
     let survivor_before = load.served_by(&survivor.greeting);
     wait_until("the survivor to go on answering", Duration::from_secs(30), || {
         (load.served_by(&survivor.greeting) >= survivor_before + opts.warm_requests).then_some(())
@@ -174,6 +167,11 @@ pub fn zero_loss(opts: &DrillOptions) -> DrillReport {
     let exit = instances[0]
         .kiln
         .wait_exit(opts.drain_timeout + Duration::from_secs(30));
+    // kiln's last word on the drain is its log line `lb: left ... (drained in 0.01s)`: a fast
+    // stop can be over before `kiln status` is asked again.
+    if let Some(summary) = left_summary(&instances[0].kiln.log()) {
+        kiln_drain = Some(summary);
+    }
 
     let stopped_greeting = &instances[0].greeting;
     let failures: Vec<&Sample> = samples.iter().filter(|s| !s.ok()).collect();
@@ -330,4 +328,11 @@ pub fn main(args: &[String]) -> std::process::ExitCode {
     } else {
         std::process::ExitCode::FAILURE
     }
+}
+
+/// The summary in parentheses of kiln's `lb: left TARGET (SUMMARY)` log line.
+fn left_summary(log: &str) -> Option<String> {
+    let line = log.lines().rev().find(|l| l.contains("lb: left "))?;
+    let inner = line.rsplit_once('(')?.1;
+    Some(inner.trim_end().trim_end_matches(')').to_string())
 }
