@@ -16,6 +16,7 @@ mod seal;
 mod secrets;
 mod service;
 mod signal;
+mod size;
 mod validate;
 
 pub use duration::HumanDuration;
@@ -24,8 +25,11 @@ pub use lb::LbConfig;
 pub use metadata::{MetadataConfig, ProviderKind, USER_DATA_LIMIT_MAX, UserDataFormat};
 pub use seal::{OnDrift, Release, SealConfig};
 pub use secrets::{Scheme, SecretsConfig};
-pub use service::{FastCgiSocket, ProbeConfig, ProbeTarget, RestartPolicy, ServiceConfig, StopSignalTo};
+pub use service::{
+    FastCgiSocket, MEMORY_MAX_MIN, ProbeConfig, ProbeTarget, RestartPolicy, ServiceConfig, StopSignalTo,
+};
 pub use signal::SignalName;
+pub use size::ByteSize;
 
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
