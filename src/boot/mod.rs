@@ -242,16 +242,26 @@ fn report_cleared(cleared: &[cgroup::Cleared], shared: &Shared) {
             .iter()
             .map(|(pid, comm)| format!("{pid} {comm}"))
             .collect();
-        tracing::warn!(
-            "cgroup {}: killed {} processes an earlier kiln left: {}",
-            c.cgroup,
-            c.processes.len(),
-            processes.join(", ")
-        );
+        if processes.is_empty() {
+            tracing::warn!(
+                "cgroup {}: killed processes an earlier kiln left (in another PID namespace: not listed)",
+                c.cgroup
+            );
+        } else {
+            tracing::warn!(
+                "cgroup {}: killed {} processes an earlier kiln left: {}",
+                c.cgroup,
+                processes.len(),
+                processes.join(", ")
+            );
+        }
     }
     let summary: Vec<String> = cleared
         .iter()
-        .map(|c| format!("{} ({})", c.cgroup, c.processes.len()))
+        .map(|c| match c.processes.len() {
+            0 => format!("{} (not listed)", c.cgroup),
+            n => format!("{} ({n})", c.cgroup),
+        })
         .collect();
     shared.event(
         "warn",

@@ -54,9 +54,13 @@ pub fn populated(events: &std::fs::File) -> io::Result<bool> {
 /// rounds of SIGKILL to what `cgroup.procs` lists.
 pub fn kill_all(dir: &Path) -> io::Result<()> {
     match std::fs::write(dir.join("cgroup.kill"), "1") {
-        Err(e) if e.kind() == ErrorKind::NotFound => {}
-        done => return done,
+        Err(e) if e.kind() == ErrorKind::NotFound => kill_listed(dir),
+        done => done,
     }
+}
+
+/// SIGKILL to each process `cgroup.procs` lists in `dir` and below, again until none is left.
+fn kill_listed(dir: &Path) -> io::Result<()> {
     for _ in 0..KILL_ROUNDS {
         let mut any = false;
         for cgroup in subtree(dir) {
@@ -146,4 +150,49 @@ pub fn comm(pid: Pid) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/comm"))
         .map(|c| c.trim_end().to_string())
         .unwrap_or_else(|_| "?".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::CommandExt;
+    use testkit::cgroups::Scratch;
+
+    /// Kernels before 5.14 have no `cgroup.kill`: the rounds of SIGKILL reach a daemon that
+    /// double-forked out of its process group too.
+    #[test]
+    fn without_cgroup_kill_every_listed_process_is_killed() {
+        let scratch = Scratch::new("kill-listed");
+        let procs = std::fs::OpenOptions::new()
+            .write(true)
+            .open(scratch.dir.join("cgroup.procs"))
+            .unwrap();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&procs);
+        let mut cmd = std::process::Command::new("sh");
+        cmd.args(["-c", "(setsid sleep 1000 &); exec sleep 1000"]);
+        // SAFETY: one write(2) of a static buffer between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || match libc::write(fd, b"0".as_ptr().cast(), 1) {
+                1 => Ok(()),
+                _ => Err(io::Error::last_os_error()),
+            });
+        }
+        let mut main = cmd.spawn().unwrap();
+        let both = testkit::wait::wait_until(
+            "the daemon beside its main process",
+            Duration::from_secs(10),
+            || {
+                let pids = pids(&scratch.dir).ok()?;
+                (pids.len() == 2).then_some(pids)
+            },
+        );
+        kill_listed(&scratch.dir).unwrap();
+        main.wait().unwrap();
+        let events = std::fs::File::open(scratch.dir.join("cgroup.events")).unwrap();
+        testkit::wait::wait_until("the cgroup empty", Duration::from_secs(10), || {
+            (!populated(&events).ok()?).then_some(())
+        });
+        // Empty means dead: a zombie has left its cgroup already.
+        assert_eq!(both.len(), 2);
+    }
 }

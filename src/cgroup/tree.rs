@@ -99,8 +99,48 @@ fn place(state_dir: &Path) -> Result<(PathBuf, Option<PathBuf>), String> {
 
 /// Kills whatever is in `services/` (an earlier kiln's units, whatever its config was) and
 /// removes the cgroups below it: each unit starts in a fresh cgroup with this config's limits.
+/// Whether anything is there is `cgroup.events`' word, not what kiln can see: processes of another
+/// PID namespace are not listed, but they are killed all the same.
 fn clear(services: &Path) -> Result<Vec<Cleared>, String> {
-    let cleared: Vec<Cleared> = files::subtree(services)
+    let unreadable = |e: std::io::Error| format!("cannot read {}/cgroup.events: {e}", services.display());
+    let events = std::fs::File::open(services.join("cgroup.events")).map_err(unreadable)?;
+    if !files::populated(&events).map_err(unreadable)? {
+        remove_children(services)?;
+        return Ok(Vec::new());
+    }
+    let mut cleared = leftovers(services);
+    if cleared.is_empty() {
+        cleared.push(Cleared {
+            cgroup: ".".into(),
+            processes: Vec::new(),
+        });
+    }
+    let empty = files::kill_and_wait_blocking(services, CLEAR_DEADLINE).map_err(|e| {
+        format!(
+            "cannot kill what an earlier kiln left in {}: {e}",
+            services.display()
+        )
+    })?;
+    if !empty {
+        let left: Vec<String> = files::subtree(services)
+            .iter()
+            .flat_map(|c| files::pids(c).unwrap_or_default())
+            .map(|p| format!("{p} {}", files::comm(p)))
+            .collect();
+        return Err(format!(
+            "processes an earlier kiln left in {} did not die within {}s of SIGKILL: {}",
+            services.display(),
+            CLEAR_DEADLINE.as_secs(),
+            left.join(", ")
+        ));
+    }
+    remove_children(services)?;
+    Ok(cleared)
+}
+
+/// The processes kiln can see in each cgroup below `services/`, to say what it killed.
+fn leftovers(services: &Path) -> Vec<Cleared> {
+    files::subtree(services)
         .into_iter()
         .filter_map(|cgroup| {
             let pids = files::pids(&cgroup).ok().filter(|p| !p.is_empty())?;
@@ -114,28 +154,10 @@ fn clear(services: &Path) -> Result<Vec<Cleared>, String> {
                 processes: pids.into_iter().map(|p| (p, files::comm(p))).collect(),
             })
         })
-        .collect();
-    if !cleared.is_empty() {
-        let empty = files::kill_and_wait_blocking(services, CLEAR_DEADLINE).map_err(|e| {
-            format!(
-                "cannot kill what an earlier kiln left in {}: {e}",
-                services.display()
-            )
-        })?;
-        if !empty {
-            let left: Vec<String> = files::subtree(services)
-                .iter()
-                .flat_map(|c| files::pids(c).unwrap_or_default())
-                .map(|p| format!("{p} {}", files::comm(p)))
-                .collect();
-            return Err(format!(
-                "processes an earlier kiln left in {} did not die within {}s of SIGKILL: {}",
-                services.display(),
-                CLEAR_DEADLINE.as_secs(),
-                left.join(", ")
-            ));
-        }
-    }
+        .collect()
+}
+
+fn remove_children(services: &Path) -> Result<(), String> {
     let children = std::fs::read_dir(services)
         .map_err(|e| format!("cannot read {}: {e}", services.display()))?
         .filter_map(Result::ok)
@@ -144,7 +166,7 @@ fn clear(services: &Path) -> Result<Vec<Cleared>, String> {
         files::remove_tree(&child.path())
             .map_err(|e| format!("cannot remove an earlier kiln's cgroup: {e}"))?;
     }
-    Ok(cleared)
+    Ok(())
 }
 
 /// Enables each of `wanted` that `dir` offers for its children; returns those enabled.

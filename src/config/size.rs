@@ -49,7 +49,10 @@ impl fmt::Display for ByteSize {
     /// The largest unit that divides the size exactly: `512M`, `1536K`, `1000`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (unit, shift) in [("T", 40u32), ("G", 30), ("M", 20), ("K", 10)] {
-            let whole = self.0.checked_shr(shift).filter(|w| w.checked_shl(shift) == Some(self.0));
+            let whole = self
+                .0
+                .checked_shr(shift)
+                .filter(|w| w.checked_shl(shift) == Some(self.0));
             if let Some(whole) = whole.filter(|w| *w != 0) {
                 return write!(f, "{whole}{unit}");
             }
