@@ -80,6 +80,9 @@ pub struct Snapshot {
     pub secrets: Option<SecretsStatus>,
     /// Things a person should know that do not change readiness (metadata changed since boot...).
     pub warnings: Vec<String>,
+    /// How services are held: their cgroups, or process groups only and why.
+    #[serde(default)]
+    pub containment: Option<String>,
     /// kiln's own log: its sink and the lines it dropped. Filled in when status is asked.
     #[serde(default)]
     pub log: crate::systemd::log::LogStatus,
@@ -190,6 +193,15 @@ pub struct UnitStatus {
     /// Lines of its output not logged because it wrote more than kiln forwards a second.
     #[serde(default)]
     pub dropped_lines: u64,
+    /// Its cgroup, when kiln holds its services in cgroups.
+    #[serde(default)]
+    pub cgroup: Option<String>,
+    /// `memory.current` of its cgroup, read when a status is asked for.
+    #[serde(default)]
+    pub memory_bytes: Option<u64>,
+    /// CPU time its cgroup used (`cpu.stat` `usage_usec`), read when a status is asked for.
+    #[serde(default)]
+    pub cpu_usec: Option<u64>,
     /// What the unit is waiting for, when it is waiting.
     pub waiting_for: Vec<String>,
 }
@@ -267,6 +279,7 @@ impl Shared {
             seal: None,
             secrets: None,
             warnings: Vec::new(),
+            containment: None,
             log: Default::default(),
             listeners: Vec::new(),
         };

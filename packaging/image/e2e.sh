@@ -23,7 +23,8 @@
 # to 169.254.169.254, which the namespace answers.
 #
 # Checks: the page shows a user-data value; /readyz 200; every service up; `kiln status` in the
-# guest (through the qemu guest agent) says READY; `systemd-analyze verify kiln.service` in the
+# guest (through the qemu guest agent) says READY; each unit sits in its cgroup under
+# kiln.service with the workers' memory.max applied; `systemd-analyze verify kiln.service` in the
 # guest is clean; the instance registered itself in HAProxy and requests flow through HAProxy into
 # the guest; an ACPI power-off (QMP system_powerdown) makes kiln drain and deregister before the
 # guest powers off. Then the image with one sealed file changed after sealing boots to a refused
@@ -225,6 +226,19 @@ for unit in php-fpm nginx 'worker#1' 'worker#2'; do
 done
 pass "kiln status in the guest: READY, php-fpm, nginx, worker#1, worker#2 running and ready"
 sed 's/^/    | /' <<<"$status_out" >&2
+grep -qE "services held in: cgroup v2 /sys/fs/cgroup/system.slice/kiln.service/services \(memory cpu pids\)" <<<"$status_out" ||
+    fail "kiln status does not show the delegated cgroup with its controllers: $status_out"
+main_pid=$(guest /bin/systemctl show -p MainPID --value kiln.service)
+cg=/sys/fs/cgroup/system.slice/kiln.service
+guest /bin/grep -qx "$main_pid" "$cg/kiln/cgroup.procs" || fail "kiln ($main_pid) is not in $cg/kiln"
+for unit in php-fpm nginx worker@1 worker@2; do
+    procs=$(guest /bin/cat "$cg/services/$unit/cgroup.procs") || fail "no cgroup $cg/services/$unit"
+    [ -n "$procs" ] || fail "the cgroup of $unit is empty"
+done
+memory_max=$(guest /bin/cat "$cg/services/worker@1/memory.max")
+[ "$memory_max" = 134217728 ] || fail "worker@1's memory.max is $memory_max, not 128M"
+grep -qE "^php-fpm +running +yes +[0-9]+ +[^ ]+ +[0-9]+ +[0-9.]+M " <<<"$status_out" || fail "kiln status shows no memory for php-fpm: $status_out"
+pass "cgroup tree: kiln in kiln.service/kiln, each unit in kiln.service/services/<unit>, worker memory.max 128M, memory in status"
 mount_opts=$(guest /usr/bin/findmnt -n -o OPTIONS --target /srv/app/public)
 [ "${mount_opts%%,*}" = ro ] || fail "/srv/app is not mounted read-only in the guest: $mount_opts"
 write=$(guest /bin/sh -c 'echo x >/srv/app/public/x.php' 2>&1) && fail "root could write into the sealed /srv/app"

@@ -21,6 +21,7 @@ use crate::config::Config;
 use crate::env::{self, FrozenEnv};
 use crate::lb::{self, Membership};
 use crate::metadata::{self, Metadata};
+use crate::process::cgroup::{self, Cgroups, Containment};
 use crate::process::reaper::{self, Reaper};
 use crate::seal::{self, DriftWatch, Pin, SealError, Verified};
 use crate::secrets::{self, Plan, Stores};
@@ -100,6 +101,7 @@ async fn walk(config: Config, shared: Arc<Shared>) -> ExitCode {
         return ExitCode::FAILURE;
     }
     shared.phase_done("serve");
+    let cgroups = contain(&config, &shared).await;
 
     let prepared = tokio::select! {
         prepared = prepare(&config, &shared) => prepared,
@@ -124,11 +126,15 @@ async fn walk(config: Config, shared: Arc<Shared>) -> ExitCode {
         Err(e) => return refuse(&shared, &notifier, &format!("lb: {e}"), stops).await,
     };
 
+    if let Err(reason) = check_limits(&config, cgroups.as_deref()) {
+        return refuse(&shared, &notifier, &reason, stops).await;
+    }
     let supervisor_env = Arc::new(env);
     let supervisor = match Supervisor::new(
         &config.services,
         supervisor_env.clone(),
         reaper,
+        cgroups,
         shared.clone(),
         notifier.clone(),
     ) {
@@ -165,6 +171,57 @@ async fn walk(config: Config, shared: Arc<Shared>) -> ExitCode {
         power_off();
     }
     ExitCode::SUCCESS
+}
+
+/// Finds or makes the services' cgroups and kills what a previous kiln left in them, before
+/// anything starts (an orphaned php-fpm would hold the socket and pass the new one's probe).
+async fn contain(config: &Config, shared: &Shared) -> Option<Arc<Cgroups>> {
+    let state_dir = config.control.state_dir.clone();
+    let (containment, cleared) = tokio::task::spawn_blocking(move || cgroup::setup(&state_dir))
+        .await
+        .unwrap_or_else(|e| {
+            (
+                Containment::ProcessGroups(format!("cgroup setup stopped: {e}")),
+                Vec::new(),
+            )
+        });
+    for line in cleared {
+        tracing::warn!("{line}");
+        shared.event("warn", line);
+    }
+    let line = containment.describe();
+    match &containment {
+        Containment::Cgroups(_) => tracing::info!("services in {line}"),
+        Containment::ProcessGroups(_) => tracing::warn!("services in {line}"),
+    }
+    shared.update(|s| s.containment = Some(line));
+    match containment {
+        Containment::Cgroups(c) => Some(Arc::new(c)),
+        Containment::ProcessGroups(_) => None,
+    }
+}
+
+/// A limit that cannot be applied refuses the boot: a `memory_max` that silently does nothing
+/// would be found out by the OOM killer of the whole machine.
+fn check_limits(config: &Config, cgroups: Option<&Cgroups>) -> Result<(), String> {
+    let mut missing = Vec::new();
+    for service in &config.services {
+        for controller in crate::supervise::limits(service).needs() {
+            if !cgroups.is_some_and(|c| c.has(controller)) {
+                missing.push(format!(
+                    "service {:?}: {} needs the {} controller, which is not delegated to kiln",
+                    service.name,
+                    controller.limit_key(),
+                    controller.as_str()
+                ));
+            }
+        }
+    }
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(missing.join("; "))
+    }
 }
 
 /// Binds `/livez` + `/readyz` and the control socket first, so that a load balancer sees 503

@@ -16,6 +16,7 @@ mod seal;
 mod secrets;
 mod service;
 mod signal;
+mod size;
 mod validate;
 
 pub use duration::HumanDuration;
@@ -26,6 +27,7 @@ pub use seal::{OnDrift, Release, SealConfig};
 pub use secrets::{Scheme, SecretsConfig};
 pub use service::{FastCgiSocket, ProbeConfig, ProbeTarget, RestartPolicy, ServiceConfig, StopSignalTo};
 pub use signal::SignalName;
+pub use size::ByteSize;
 
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;

@@ -1,6 +1,6 @@
 //! `[[service]]` tables: what to run, in which order, as whom, and how to tell it is healthy.
 
-use super::{HumanDuration, SignalName};
+use super::{ByteSize, HumanDuration, SignalName};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -47,6 +47,11 @@ pub struct ServiceConfig {
     /// supervisord's `startsecs`): a worker that dies at once never makes the instance look ready.
     #[serde(default = "default_ready_after")]
     pub ready_after: HumanDuration,
+    /// Limits of the unit's cgroup (each replica's): `memory.max`, `cpu.weight` (1–10000),
+    /// `pids.max`. The boot is refused where the controller is not delegated to kiln.
+    pub memory_max: Option<ByteSize>,
+    pub cpu_weight: Option<u16>,
+    pub tasks_max: Option<u64>,
     /// Gates readiness and liveness until it passes once; failing it restarts the service.
     pub startup: Option<ProbeConfig>,
     /// Failing it takes the instance out of the load balancer; the service keeps running.

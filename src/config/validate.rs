@@ -119,6 +119,15 @@ fn service_problems(s: &ServiceConfig) -> Vec<String> {
         _ => problems.push("command = []: give a program and its arguments".into()),
     }
     problems.extend(s.env_allow_problems());
+    if s.cpu_weight.is_some_and(|w| !(1..=10_000).contains(&w)) {
+        problems.push("cpu_weight: must be between 1 and 10000 (cgroup v2 cpu.weight)".into());
+    }
+    if s.tasks_max == Some(0) {
+        problems.push("tasks_max: must be at least 1".into());
+    }
+    if s.memory_max.is_some_and(|m| m.0 < 1 << 20) {
+        problems.push("memory_max: must be at least 1M".into());
+    }
     if s.replicas == 0 || s.replicas > 256 {
         problems.push(format!("replicas = {}: must be between 1 and 256", s.replicas));
     }

@@ -8,6 +8,7 @@ use crate::config::ServiceConfig;
 use crate::env::FrozenEnv;
 use nix::unistd::{Gid, Uid, User};
 use std::ffi::CString;
+use std::os::fd::RawFd;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 
@@ -62,12 +63,15 @@ impl Identity {
 }
 
 /// The command for one replica of `service`. `replica` is 1-based and exported to the process as
-/// `KILN_REPLICA` so that workers can tell themselves apart.
+/// `KILN_REPLICA` so that workers can tell themselves apart. With `cgroup_procs` (the unit's
+/// `cgroup.procs`, open for writing) the child moves into the unit's cgroup before anything else,
+/// so no process it forks is ever outside it.
 pub fn command(
     service: &ServiceConfig,
     env: &FrozenEnv,
     identity: Option<&Identity>,
     replica: u32,
+    cgroup_procs: Option<RawFd>,
 ) -> Command {
     let mut cmd = Command::new(&service.command[0]);
     cmd.args(&service.command[1..])
@@ -91,10 +95,13 @@ pub fn command(
         }
     }
     let identity = identity.cloned();
-    // SAFETY: the closure only makes async-signal-safe system calls (rt_sigaction, sigprocmask,
-    // setsid, setrlimit, setgroups, setgid, setuid) on data prepared before fork.
+    // SAFETY: the closure only makes async-signal-safe system calls (write, rt_sigaction,
+    // sigprocmask, setsid, setrlimit, setgroups, setgid, setuid) on data prepared before fork.
     unsafe {
         cmd.pre_exec(move || {
+            if let Some(fd) = cgroup_procs {
+                join_cgroup(fd)?;
+            }
             signals::reset_in_child()?;
             nix::unistd::setsid()?;
             crate::fd_budget::restore_in_child()?;
@@ -107,6 +114,17 @@ pub fn command(
         });
     }
     cmd
+}
+
+/// Writes `0` (the calling process) into an open `cgroup.procs`. Async-signal-safe.
+fn join_cgroup(procs: RawFd) -> std::io::Result<()> {
+    // SAFETY: write(2) on a descriptor the parent opened before fork, from a static buffer.
+    let written = unsafe { libc::write(procs, b"0".as_ptr().cast(), 1) };
+    if written == 1 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 /// The command of an exec probe: the service's environment, no input or output, and a process

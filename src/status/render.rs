@@ -79,6 +79,9 @@ pub fn render(s: &Snapshot, now_ms: u64) -> String {
             let _ = writeln!(out, "    drift: {d}");
         }
     }
+    if let Some(containment) = &s.containment {
+        let _ = writeln!(out, "  services held in: {}", printable(containment));
+    }
     if !s.env.is_empty() {
         let _ = writeln!(
             out,
@@ -133,10 +136,12 @@ pub fn render(s: &Snapshot, now_ms: u64) -> String {
             "PID",
             "UPTIME",
             "RESTARTS",
+            "MEM",
+            "CPU",
             "LAST PROBE",
             "LAST EXIT",
         ];
-        let rows: Vec<[String; 8]> = s.services.iter().map(|u| unit_row(u, now_ms)).collect();
+        let rows: Vec<[String; 10]> = s.services.iter().map(|u| unit_row(u, now_ms)).collect();
         let mut widths = header.map(str::len);
         for row in &rows {
             for (w, cell) in widths.iter_mut().zip(row) {
@@ -245,7 +250,7 @@ fn short(hash: &str) -> &str {
     &hash[..hash.len().min(16)]
 }
 
-fn unit_row(u: &UnitStatus, now_ms: u64) -> [String; 8] {
+fn unit_row(u: &UnitStatus, now_ms: u64) -> [String; 10] {
     let state = match u.state {
         UnitState::Backoff => match u.next_restart_ms {
             Some(t) if t > now_ms => format!("backoff ({} left)", human(Duration::from_millis(t - now_ms))),
@@ -282,9 +287,18 @@ fn unit_row(u: &UnitStatus, now_ms: u64) -> [String; 8] {
             _ => "-".into(),
         },
         u.restarts.to_string(),
+        u.memory_bytes.map(mebibytes).unwrap_or_else(|| "-".into()),
+        u.cpu_usec
+            .map(|us| human(Duration::from_micros(us)))
+            .unwrap_or_else(|| "-".into()),
         probe,
         u.last_exit.clone().unwrap_or_else(|| "-".into()),
     ]
+}
+
+/// `12.3M`: memory the way `systemctl status` shows it.
+fn mebibytes(bytes: u64) -> String {
+    format!("{:.1}M", bytes as f64 / (1024.0 * 1024.0))
 }
 
 fn ago(then_ms: u64, now_ms: u64) -> String {

@@ -8,6 +8,7 @@ use crate::env::FrozenEnv;
 use crate::probe::runner::{self, UnitProbes};
 use crate::probe::{Probe, Role};
 use crate::process::Reaper;
+use crate::process::cgroup::{self, Cgroups, Limits, UnitCgroup};
 use crate::process::output::{self, Stream, UnitOutput};
 use crate::process::spawn::{self, Identity};
 use crate::state::{Phase, Shared, now_ms};
@@ -15,7 +16,7 @@ use crate::systemd::Notifier;
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 use std::collections::VecDeque;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -69,6 +70,8 @@ struct UnitRuntime {
     kept_output: UnitOutput,
     /// The tasks forwarding its stdout and stderr into the log, until end of file.
     output: Vec<JoinHandle<()>>,
+    /// Its cgroup, made at its first start, kept across restarts.
+    cgroup: Option<Arc<UnitCgroup>>,
 }
 
 pub struct Supervisor {
@@ -77,6 +80,8 @@ pub struct Supervisor {
     units: Vec<UnitRuntime>,
     env: Arc<FrozenEnv>,
     reaper: Reaper,
+    /// Where units' cgroups go; None: process groups only.
+    cgroups: Option<Arc<Cgroups>>,
     shared: Arc<Shared>,
     notifier: Arc<Notifier>,
     tx: mpsc::UnboundedSender<Input>,
@@ -91,6 +96,7 @@ impl Supervisor {
         configs: &[ServiceConfig],
         env: Arc<FrozenEnv>,
         reaper: Reaper,
+        cgroups: Option<Arc<Cgroups>>,
         shared: Arc<Shared>,
         notifier: Arc<Notifier>,
     ) -> Result<Supervisor, String> {
@@ -107,6 +113,7 @@ impl Supervisor {
             units,
             env,
             reaper,
+            cgroups,
             shared,
             notifier,
             tx,
@@ -140,6 +147,8 @@ impl Supervisor {
             }
         }
         self.drain_output().await;
+        // The units' cgroups go with the last reference to them.
+        self.cgroups = None;
         for waiter in self.stop_waiters.drain(..) {
             let _ = waiter.send(());
         }
@@ -185,7 +194,7 @@ impl Supervisor {
                 signal,
                 to,
             } => self.signal(unit, pid, signal, to),
-            Effect::KillTree { unit, pid } => self.signal(unit, pid, Signal::SIGKILL, StopSignalTo::Group),
+            Effect::KillTree { unit, pid } => self.kill_tree(unit, pid),
             Effect::StartTimer { after, timer } => {
                 let tx = self.tx.clone();
                 tokio::spawn(async move {
@@ -216,19 +225,33 @@ impl Supervisor {
 
     /// Starts the unit's process with its output forwarded and its exit sent back as an event.
     fn spawn(&mut self, unit: UnitId, generation: u64) -> Event {
+        let failed = |reason: String| Event::SpawnFailed {
+            unit,
+            generation,
+            reason,
+        };
+        let cgroup = match self.unit_cgroup(unit) {
+            Ok(cgroup) => cgroup,
+            Err(e) => return failed(format!("cannot make its cgroup: {e}")),
+        };
+        let procs = match cgroup.as_deref().map(UnitCgroup::procs_for_child).transpose() {
+            Ok(procs) => procs,
+            Err(e) => return failed(format!("cannot open its cgroup.procs: {e}")),
+        };
         let u = &self.machine.units()[unit];
         let service = &self.services[u.service];
-        let mut command = spawn::command(&service.config, &self.env, service.identity.as_ref(), u.replica);
-        let (mut child, exit) = match self.reaper.spawn(&mut command) {
+        let mut command = spawn::command(
+            &service.config,
+            &self.env,
+            service.identity.as_ref(),
+            u.replica,
+            procs.as_ref().map(|f| f.as_raw_fd()),
+        );
+        let spawned = self.reaper.spawn(&mut command);
+        drop(procs);
+        let (mut child, exit) = match spawned {
             Ok(spawned) => spawned,
-            Err(e) => {
-                let reason = format!("cannot start {:?}: {e}", service.config.command[0]);
-                return Event::SpawnFailed {
-                    unit,
-                    generation,
-                    reason,
-                };
-            }
+            Err(e) => return failed(format!("cannot start {:?}: {e}", service.config.command[0])),
         };
         let runtime = &mut self.units[unit];
         runtime.output.retain(|forwarder| !forwarder.is_finished());
@@ -242,8 +265,20 @@ impl Supervisor {
             }
         }
         let tx = self.tx.clone();
+        let name = u.name.clone();
         tokio::spawn(async move {
             if let Ok(exit) = exit.await {
+                // The unit is gone only once its cgroup is: whatever the main process left
+                // behind, daemons that called setsid() included, is killed first.
+                if let Some(cgroup) = cgroup {
+                    let _ = cgroup.kill();
+                    if !cgroup.wait_empty(cgroup::EMPTY_WITHIN).await {
+                        tracing::warn!(
+                            "{name}: processes left in its cgroup {:?} after SIGKILL",
+                            cgroup::EMPTY_WITHIN
+                        );
+                    }
+                }
                 let exited = Event::Exited {
                     unit,
                     generation,
@@ -279,10 +314,41 @@ impl Supervisor {
         }
     }
 
+    /// The unit's cgroup, made at its first start (None: process groups only).
+    fn unit_cgroup(&mut self, unit: UnitId) -> std::io::Result<Option<Arc<UnitCgroup>>> {
+        let Some(cgroups) = &self.cgroups else {
+            return Ok(None);
+        };
+        if let Some(cgroup) = &self.units[unit].cgroup {
+            return Ok(Some(cgroup.clone()));
+        }
+        let u = &self.machine.units()[unit];
+        let limits = limits(&self.services[u.service].config);
+        let cgroup = Arc::new(cgroups.unit(&u.name, &limits)?);
+        self.units[unit].cgroup = Some(cgroup.clone());
+        Ok(Some(cgroup))
+    }
+
+    /// SIGKILL to everything the unit started: its cgroup, else its process group.
+    fn kill_tree(&self, unit: UnitId, pid: Pid) {
+        match &self.units[unit].cgroup {
+            Some(cgroup) => {
+                if let Err(e) = cgroup.kill() {
+                    tracing::debug!("{}: cgroup.kill: {e}", self.machine.units()[unit].name);
+                }
+            }
+            None => self.signal(unit, pid, Signal::SIGKILL, StopSignalTo::Group),
+        }
+    }
+
     fn signal(&self, unit: UnitId, pid: Pid, signal: Signal, to: StopSignalTo) {
-        let sent = match to {
-            StopSignalTo::Main => kill(pid, signal),
-            StopSignalTo::Group => killpg(pid, signal),
+        let sent = match (to, &self.units[unit].cgroup) {
+            (StopSignalTo::Main, _) => kill(pid, signal),
+            (StopSignalTo::Group, Some(cgroup)) => {
+                cgroup.signal_all(signal);
+                Ok(())
+            }
+            (StopSignalTo::Group, None) => killpg(pid, signal),
         };
         if let Err(e) = sent {
             let name = &self.machine.units()[unit].name;
@@ -302,6 +368,7 @@ impl Supervisor {
         for (status, runtime) in units.iter_mut().zip(&self.units) {
             status.stderr_tail = runtime.kept_output.stderr_tail();
             status.dropped_lines = runtime.kept_output.dropped_lines();
+            status.cgroup = runtime.cgroup.as_ref().map(|c| c.path().display().to_string());
         }
         self.shared.update(|snap| {
             snap.services = units;
@@ -310,6 +377,15 @@ impl Supervisor {
                 snap.reason = reason;
             }
         });
+    }
+}
+
+/// The cgroup limits of each of the service's units.
+pub fn limits(config: &ServiceConfig) -> Limits {
+    Limits {
+        memory_max: config.memory_max.map(|m| m.0),
+        cpu_weight: config.cpu_weight,
+        tasks_max: config.tasks_max,
     }
 }
 

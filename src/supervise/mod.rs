@@ -45,4 +45,4 @@ mod executor;
 mod machine;
 mod unit;
 
-pub use executor::{Supervisor, SupervisorHandle};
+pub use executor::{Supervisor, SupervisorHandle, limits};

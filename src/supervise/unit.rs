@@ -131,6 +131,9 @@ impl Unit {
             last_exit: self.last_exit.as_ref().map(ToString::to_string),
             stderr_tail: Vec::new(),
             dropped_lines: 0,
+            cgroup: None,
+            memory_bytes: None,
+            cpu_usec: None,
             waiting_for,
         }
     }

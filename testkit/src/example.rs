@@ -181,6 +181,35 @@ pub struct Example {
     pub health_addr: SocketAddr,
 }
 
+/// A kiln killed with SIGKILL (a test's hard kill) could not remove its cgroups: the tree it
+/// named in `state_dir/cgroup` goes with the example, once its processes are gone.
+impl Drop for Example {
+    fn drop(&mut self) {
+        let Ok(base) = std::fs::read_to_string(self.state_dir().join("cgroup")) else {
+            return;
+        };
+        let base = PathBuf::from(base.trim());
+        if base
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("kiln-"))
+        {
+            remove_cgroup_tree(&base);
+        }
+    }
+}
+
+/// rmdir, leaves first (a cgroup's files cannot be deleted; a populated one stays).
+fn remove_cgroup_tree(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_cgroup_tree(&entry.path());
+            }
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
+}
+
 impl Example {
     /// Renders the example (as root when the test runs as root) into a new temp dir.
     pub fn render() -> Example {
