@@ -219,8 +219,9 @@ impl Cgroups {
         let mut cleared = Vec::new();
         for dir in sub_dirs(&self.services) {
             let unit = UnitCgroup { path: dir };
-            let left = unit.pids().len();
-            if left > 0 {
+            // By `populated`, not by pids: processes of another PID namespace are listed as 0.
+            if !unit.is_empty() {
+                let left = unit.pids().len();
                 let _ = unit.kill();
                 let empty = unit.wait_empty_blocking(EMPTY_WITHIN);
                 let name = unit
@@ -233,7 +234,12 @@ impl Cgroups {
                 } else {
                     "killed, some still dying"
                 };
-                cleared.push(format!("{name}: {left} processes left by a previous kiln, {how}"));
+                let left = if left == 0 {
+                    "processes".to_string()
+                } else {
+                    format!("{left} processes")
+                };
+                cleared.push(format!("{name}: {left} left by a previous kiln, {how}"));
             }
             remove_tree(&unit.path);
         }
@@ -299,11 +305,14 @@ impl UnitCgroup {
         }
     }
 
+    /// The processes of the cgroup that kiln can see: those of other PID namespaces are listed
+    /// as 0, and `kill(0, …)` would signal kiln's own process group.
     pub fn pids(&self) -> Vec<i32> {
         read(&self.path.join("cgroup.procs"))
             .unwrap_or_default()
             .lines()
             .filter_map(|l| l.trim().parse().ok())
+            .filter(|&pid| pid > 0)
             .collect()
     }
 
