@@ -323,44 +323,35 @@ fn a_limit_kiln_cannot_apply_refuses_the_boot() {
     assert!(!cgroups::kiln_dir(&ex.state_dir()).unwrap().exists());
 }
 
-/// `kiln boot` where cgroup2 is mounted read-only (Docker's default): process groups, as before
-/// cgroups, said in status; a limit then refuses the boot.
-#[test]
-fn without_a_writable_cgroup_services_get_process_groups_and_status_says_so() {
-    let ex = with_services(&forker(7005, ""));
-    let unified = cgroups::own_dir().unwrap();
-    let config = ex.config_path.to_str().unwrap().to_string();
-    let script = format!(
-        "mount -o remount,bind,ro {} && exec \"$0\" boot --config \"$1\"",
-        unified.display()
-    );
-    let readonly = |config: &str| {
-        let args = [
-            "--mount",
-            "--propagation",
-            "private",
-            "sh",
-            "-c",
-            &script,
-            KILN,
-            config,
-        ];
-        let (kiln, notify) = {
-            let notify = testkit::notify::NotifySocket::bind();
-            let (key, value) = notify.env();
-            (
-                Kiln::boot_with("unshare", &args, &[(key, value.as_str())]),
-                notify,
-            )
-        };
-        (kiln, notify)
-    };
-    let (mut kiln, notify) = readonly(&config);
+/// `kiln boot --config CONFIG` in a mount namespace of its own where `prepare` (a shell
+/// command) ran first, e.g. to take cgroup2 away from kiln.
+fn boot_in_mount_namespace(prepare: &str, config: &Path) -> (Kiln, testkit::notify::NotifySocket) {
+    let script = format!("{prepare} && exec \"$0\" boot --config \"$1\"");
+    let config = config.to_str().unwrap();
+    let args = [
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        &script,
+        KILN,
+        config,
+    ];
+    let notify = testkit::notify::NotifySocket::bind();
+    let (key, value) = notify.env();
+    let kiln = Kiln::boot_with("unshare", &args, &[(key, value.as_str())]);
+    (kiln, notify)
+}
+
+/// Boots `ex` with `prepare` run first; asserts that the units get process groups for `why`, in
+/// `--json` and in the one line of `kiln status`; stops kiln.
+fn assert_process_groups(ex: &Example, prepare: &str, why: &str) {
+    let (mut kiln, notify) = boot_in_mount_namespace(prepare, &ex.config_path);
     notify.wait_for("READY=1", BOOT_DEADLINE, |l| l == "READY=1");
     let status = control::status(&ex.socket()).unwrap();
-    let why = format!("cgroup2 at {} is mounted read-only", unified.display());
     assert_eq!(status["containment"]["kind"], "process_groups", "{status}");
-    assert_eq!(status["containment"]["why"], why.as_str());
+    assert_eq!(status["containment"]["why"], why);
     assert_eq!(
         control::unit(&status, "forker")["cgroup"],
         serde_json::Value::Null
@@ -376,9 +367,26 @@ fn without_a_writable_cgroup_services_get_process_groups_and_status_says_so() {
     let tag = kiln.tag().to_string();
     drop(kiln);
     wait_no_tagged_processes(&tag, DEADLINE);
+}
+
+/// Where cgroup2 is mounted read-only (Docker's default) or not at all, services get process
+/// groups, as before cgroups, and status says why; a limit then refuses the boot.
+#[test]
+fn without_a_writable_cgroup_services_get_process_groups_and_status_says_so() {
+    let ex = with_services(&forker(7005, ""));
+    let unified = cgroups::own_dir().unwrap();
+    let readonly = format!("mount -o remount,bind,ro {}", unified.display());
+    let why = format!("cgroup2 at {} is mounted read-only", unified.display());
+    assert_process_groups(&ex, &readonly, &why);
+    let unmounted = format!("umount -l {}", unified.display());
+    assert_process_groups(
+        &ex,
+        &unmounted,
+        "no cgroup2 file system mounted that shows kiln's cgroup /",
+    );
 
     ex.edit_config(|c| c + "tasks_max = 64\n");
-    let (mut kiln, _notify) = readonly(&config);
+    let (mut kiln, _notify) = boot_in_mount_namespace(&readonly, &ex.config_path);
     let status = wait_until("the refused boot", DEADLINE, || {
         let s = control::status(&ex.socket())?;
         (s["phase"] == "failed").then_some(s)
@@ -390,6 +398,7 @@ fn without_a_writable_cgroup_services_get_process_groups_and_status_says_so() {
         )
         .as_str()
     );
+    assert_eq!(daemons(7005), Vec::<i32>::new(), "the service started");
     kiln.signal(Signal::SIGTERM);
     assert_eq!(kiln.wait_exit(DEADLINE).code(), Some(1));
 }
