@@ -7,6 +7,7 @@
 //! `probe` and `supervise` and imports neither; so does `cgroup` (each unit's cgroup, below
 //! `supervise` and `boot`). `boot` is the walk itself; `status` is the client
 //! of `kiln status`; `fleet` looks at every instance behind the load balancer (`kiln fleet`).
+//! `metrics` renders the snapshot (and what the `state`'s recorder counted) for Prometheus.
 
 pub mod aws;
 pub mod boot;
@@ -19,6 +20,7 @@ pub mod fleet;
 pub mod http_client;
 pub mod lb;
 pub mod metadata;
+pub mod metrics;
 pub mod probe;
 pub mod process;
 pub mod seal;

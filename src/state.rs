@@ -2,6 +2,7 @@
 //! that `/readyz`, the control socket and `kiln status` read. Values of the environment never
 //! enter it: only names and where they came from.
 
+use crate::metrics::Recorder;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -145,6 +146,18 @@ pub struct LbStatus {
     pub since_ms: u64,
     /// Progress of the drain while draining, e.g. `3 sessions, 4.1s of 30s`.
     pub drain: Option<String>,
+    /// How the last drain ended, once one has.
+    #[serde(default)]
+    pub last_drain: Option<DrainSummary>,
+}
+
+/// The end of a drain, as numbers (for metrics; `drain` says it in words).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrainSummary {
+    pub took_us: u64,
+    /// Sessions still in flight when it ended (0 once drained); None where the load balancer
+    /// does not count them (ELBv2, Consul).
+    pub sessions_left: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -180,6 +193,9 @@ pub struct SealStatus {
     #[serde(default)]
     pub expected: Option<ExpectedImage>,
     pub last_verified_ms: Option<u64>,
+    /// How long the verification at boot took.
+    #[serde(default)]
+    pub verify_us: Option<u64>,
     /// Read-only remount state, e.g. `read-only` or `not remounted: no privilege (EPERM)`.
     pub readonly: Option<String>,
     pub drift: Vec<String>,
@@ -211,6 +227,10 @@ pub struct UnitStatus {
     pub next_restart_ms: Option<u64>,
     pub last_probe: Option<ProbeReport>,
     pub last_exit: Option<String>,
+    /// The last exit as a shell shows it: the exit code, or 128 + the signal's number; None
+    /// before the first exit and when the process could not be started.
+    #[serde(default)]
+    pub last_exit_code: Option<i32>,
     /// Last lines the service wrote to stderr.
     pub stderr_tail: Vec<String>,
     /// Lines of its output not logged because it wrote more than kiln forwards a second.
@@ -266,6 +286,9 @@ pub struct TimelineEntry {
     /// Offset from kiln's start.
     pub start_us: u64,
     pub duration_us: Option<u64>,
+    /// A point in time (`READY=1`), not a phase that lasted.
+    #[serde(default)]
+    pub point: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -284,6 +307,8 @@ pub struct Shared {
     started: Instant,
     /// Milliseconds since `started` at which the main loop last ticked (for `/livez`).
     heartbeat_ms: AtomicU64,
+    /// What the snapshot cannot hold (probe latencies, fetch durations, notices), for metrics.
+    recorder: Recorder,
 }
 
 impl Shared {
@@ -313,6 +338,7 @@ impl Shared {
             phase: AtomicU8::new(Phase::Booting as u8),
             started: Instant::now(),
             heartbeat_ms: AtomicU64::new(0),
+            recorder: Recorder::default(),
         })
     }
 
@@ -323,6 +349,11 @@ impl Shared {
     /// A receiver that wakes on every change.
     pub fn subscribe(&self) -> watch::Receiver<Arc<Snapshot>> {
         self.snapshot.subscribe()
+    }
+
+    /// Where probe checks, fetches and notices are counted for `/metrics`.
+    pub fn recorder(&self) -> &Recorder {
+        &self.recorder
     }
 
     pub fn phase(&self) -> Phase {
@@ -368,6 +399,7 @@ impl Shared {
                 phase: phase.into(),
                 start_us,
                 duration_us: None,
+                point: false,
             })
         });
     }
@@ -394,6 +426,7 @@ impl Shared {
                 phase: phase.into(),
                 start_us,
                 duration_us: Some(0),
+                point: true,
             })
         });
     }

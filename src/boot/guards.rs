@@ -105,7 +105,10 @@ pub fn recheck_metadata(config: &MetadataConfig, at_boot: Metadata, shared: Arc<
         let mut announced = false;
         loop {
             tokio::time::sleep(every.get()).await;
-            match metadata::fetch(&config).await {
+            let started = std::time::Instant::now();
+            let fetched = metadata::fetch(&config).await;
+            shared.recorder().metadata_fetched(started.elapsed());
+            match fetched {
                 // Tags include the pin tags: a changed pin is announced too.
                 Ok(now) if now.user_data != at_boot.user_data || now.tags != at_boot.tags => {
                     if !announced {

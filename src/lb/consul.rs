@@ -8,7 +8,7 @@
 //! [`ConsulApi`] is the one client of the agent's HTTP API: the registrar writes through it,
 //! `kiln fleet` reads the service's health through it (`/v1/health/service/<name>`).
 
-use super::{LbError, Registrar, http_client, render, value_or};
+use super::{DrainProgress, LbError, Registrar, http_client, render, value_or};
 use crate::config::{HealthConfig, LbConfig};
 use crate::http_client::root_cause;
 use crate::metadata::InstanceFacts;
@@ -301,10 +301,10 @@ impl Registrar for ConsulRegistrar {
     async fn wait_drained(
         &self,
         deadline: Instant,
-        progress: &(dyn Fn(String) + Send + Sync),
+        progress: &(dyn Fn(DrainProgress) + Send + Sync),
     ) -> Result<(), LbError> {
         while Instant::now() < deadline {
-            progress("in maintenance, waiting out drain_timeout".into());
+            progress(String::from("in maintenance, waiting out drain_timeout").into());
             tokio::time::sleep(
                 Duration::from_secs(1).min(deadline.saturating_duration_since(Instant::now())),
             )

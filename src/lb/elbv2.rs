@@ -8,7 +8,7 @@
 //! Credentials: `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` / `AWS_SESSION_TOKEN` from kiln's
 //! environment, else the instance role through the metadata room's IMDS client.
 
-use super::{LbError, Registrar, render};
+use super::{DrainProgress, LbError, Registrar, render};
 use crate::aws::{Api, AwsClient, CallError, ELBV2, Members};
 use crate::config::LbConfig;
 use crate::config::lb::{TargetType, arn_region};
@@ -255,16 +255,16 @@ impl Registrar for Elbv2Registrar {
     async fn wait_drained(
         &self,
         deadline: Instant,
-        progress: &(dyn Fn(String) + Send + Sync),
+        progress: &(dyn Fn(DrainProgress) + Send + Sync),
     ) -> Result<(), LbError> {
         let in_flight = || async {
             Ok(match self.target_health().await? {
                 None => None,
                 Some(t) if t.state == "unused" => None,
-                Some(t) => Some(match t.reason {
+                Some(t) => Some(DrainProgress::from(match t.reason {
                     Some(r) => format!("target {} ({r})", t.state),
                     None => format!("target {}", t.state),
-                }),
+                })),
             })
         };
         match super::poll_until_drained(deadline, DRAIN_POLL, progress, in_flight).await? {

@@ -10,7 +10,7 @@
 //! mode). Answers are free text: each command lists the answers that mean success, and anything
 //! else is shown as HAProxy's own words.
 
-use super::{LbError, Registrar, render, value_or};
+use super::{DrainProgress, LbError, Registrar, render, value_or};
 use crate::config::LbConfig;
 use crate::metadata::InstanceFacts;
 use std::path::PathBuf;
@@ -362,17 +362,21 @@ impl Registrar for HaproxyRegistrar {
     async fn wait_drained(
         &self,
         deadline: Instant,
-        progress: &(dyn Fn(String) + Send + Sync),
+        progress: &(dyn Fn(DrainProgress) + Send + Sync),
     ) -> Result<(), LbError> {
         let in_flight = || async {
             Ok(self
                 .api
                 .server_stat(&self.backend, &self.server)
                 .await?
-                .and_then(|stat| match (stat.scur, stat.qcur) {
-                    (0, 0) => None,
-                    (scur, 0) => Some(format!("{scur} sessions")),
-                    (scur, qcur) => Some(format!("{scur} sessions, {qcur} queued")),
+                .and_then(|stat| {
+                    let line = match (stat.scur, stat.qcur) {
+                        (0, 0) => return None,
+                        (scur, 0) => format!("{scur} sessions"),
+                        (scur, qcur) => format!("{scur} sessions, {qcur} queued"),
+                    };
+                    let sessions = Some(stat.scur.saturating_add(stat.qcur));
+                    Some(DrainProgress { line, sessions })
                 }))
         };
         match super::poll_until_drained(deadline, DRAIN_POLL, progress, in_flight).await? {
@@ -382,6 +386,10 @@ impl Registrar for HaproxyRegistrar {
                 self.target()
             ))),
         }
+    }
+
+    fn counts_sessions(&self) -> bool {
+        true
     }
 
     async fn remove(&self) -> Result<(), LbError> {

@@ -7,8 +7,8 @@
 //! fail. `Phase::Failed` (seal drift with the `fail` policy) is terminal: the instance is to be
 //! replaced, so it leaves the load balancer as on stop.
 
-use super::{LbError, Registrar};
-use crate::state::{LbState, LbStatus, Phase, Shared, Snapshot, now_ms};
+use super::{DrainProgress, LbError, Registrar};
+use crate::state::{DrainSummary, LbState, LbStatus, Phase, Shared, Snapshot, now_ms};
 use crate::systemd::notify::Notifier;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -191,21 +191,35 @@ impl Inner {
         }
 
         let last_line = Mutex::new(String::new());
-        let progress = |line: String| {
+        let last_sessions = Mutex::new(None);
+        let progress = |left: DrainProgress| {
             let text = format!(
-                "{line}, {:.1}s of {}",
+                "{left}, {:.1}s of {}",
                 start.elapsed().as_secs_f64(),
                 humantime::format_duration(timeout)
             );
             self.report(LbState::Draining, None, Some(text));
+            *last_sessions.lock().unwrap() = left.sessions;
             let mut last = last_line.lock().unwrap();
-            if *last != line {
-                self.notifier.status(&format!("draining: {line}"));
-                *last = line;
+            if *last != left.line {
+                self.notifier.status(&format!("draining: {left}"));
+                *last = left.line;
             }
         };
         let drained = self.registrar.wait_drained(deadline, &progress).await;
         let took = start.elapsed();
+        let sessions_left = match &drained {
+            Ok(()) => self.registrar.counts_sessions().then_some(0),
+            Err(_) => *last_sessions.lock().unwrap(),
+        };
+        self.shared.update(|s| {
+            if let Some(lb) = &mut s.lb {
+                lb.last_drain = Some(DrainSummary {
+                    took_us: u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+                    sessions_left,
+                });
+            }
+        });
         let mut summary = match &drained {
             Ok(()) => format!("drained in {:.2}s", took.as_secs_f64()),
             Err(LbError(e)) => {
@@ -236,6 +250,7 @@ impl Inner {
                 Some(lb) if lb.state == state => lb.since_ms,
                 _ => now_ms(),
             };
+            let last_drain = s.lb.as_ref().and_then(|lb| lb.last_drain);
             s.lb = Some(LbStatus {
                 kind,
                 target,
@@ -243,6 +258,7 @@ impl Inner {
                 reason,
                 since_ms,
                 drain,
+                last_drain,
             });
         });
     }

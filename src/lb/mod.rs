@@ -35,15 +35,41 @@ pub trait Registrar: Send + Sync {
     /// Stops new requests from coming (the start of the drain). Done already is not an error.
     async fn deregister(&self) -> Result<(), LbError>;
     /// Waits until no request is in flight to this instance, or `deadline` (then an error saying
-    /// what is left). Reports a progress line (e.g. "3 sessions") through `progress`.
+    /// what is left). Reports what is left (e.g. "3 sessions") through `progress`.
     async fn wait_drained(
         &self,
         deadline: Instant,
-        progress: &(dyn Fn(String) + Send + Sync),
+        progress: &(dyn Fn(DrainProgress) + Send + Sync),
     ) -> Result<(), LbError>;
+    /// Whether [`Registrar::wait_drained`] counts the sessions in flight (so a drain that ended
+    /// well left 0), rather than waiting for a state or a time.
+    fn counts_sessions(&self) -> bool {
+        false
+    }
     /// After the drain: removes what is left of the registration (HAProxy's server entry).
     async fn remove(&self) -> Result<(), LbError> {
         Ok(())
+    }
+}
+
+/// What is still in flight while a drain runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DrainProgress {
+    /// For people: `3 sessions, 1 queued`, `target draining`.
+    pub line: String,
+    /// Sessions in flight, where the load balancer counts them.
+    pub sessions: Option<u64>,
+}
+
+impl From<String> for DrainProgress {
+    fn from(line: String) -> DrainProgress {
+        DrainProgress { line, sessions: None }
+    }
+}
+
+impl std::fmt::Display for DrainProgress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.line)
     }
 }
 
@@ -53,21 +79,21 @@ pub trait Registrar: Send + Sync {
 pub(crate) async fn poll_until_drained<F, Fut>(
     deadline: Instant,
     poll: std::time::Duration,
-    progress: &(dyn Fn(String) + Send + Sync),
+    progress: &(dyn Fn(DrainProgress) + Send + Sync),
     mut in_flight: F,
-) -> Result<Option<String>, LbError>
+) -> Result<Option<DrainProgress>, LbError>
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<Option<String>, LbError>>,
+    Fut: std::future::Future<Output = Result<Option<DrainProgress>, LbError>>,
 {
     loop {
-        let Some(line) = in_flight().await? else {
+        let Some(left) = in_flight().await? else {
             return Ok(None);
         };
+        progress(left.clone());
         if Instant::now() >= deadline {
-            return Ok(Some(line));
+            return Ok(Some(left));
         }
-        progress(line);
         tokio::time::sleep(poll.min(deadline.saturating_duration_since(Instant::now()))).await;
     }
 }

@@ -27,6 +27,16 @@ pub struct UnitProbes {
     pub ready_after: Duration,
 }
 
+impl UnitProbes {
+    /// The roles of the probes configured.
+    pub fn roles(&self) -> impl Iterator<Item = Role> + '_ {
+        [&self.startup, &self.ready, &self.live]
+            .into_iter()
+            .flatten()
+            .map(|probe| probe.role)
+    }
+}
+
 /// What the runner tells the supervisor.
 #[derive(Debug, Clone)]
 pub enum ProbeEvent {

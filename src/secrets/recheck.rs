@@ -43,7 +43,9 @@ pub fn start(
         let mut announced = BTreeSet::new();
         loop {
             tokio::time::sleep(every).await;
-            let now = plan.fetch(&stores, Instant::now() + budget).await;
+            let started = Instant::now();
+            let now = plan.fetch(&stores, started + budget).await;
+            shared.recorder().secrets_fetched(started.elapsed());
             for (reference, result) in now {
                 let Ok(value) = result else {
                     tracing::debug!("secret recheck: {} could not be read", reference.text);

@@ -374,6 +374,7 @@ mod tests {
                 root_hash: Some(hash.clone()),
             }),
             last_verified_ms: Some(1_000),
+            verify_us: None,
             readonly: Some("read-only: /srv/app".into()),
             drift: Vec::new(),
         };

@@ -7,7 +7,8 @@ use super::machine::{Effect, Event, Level, Machine, Milestone, UnitId, View};
 use crate::cgroup::{Limits, ServiceTree, UnitCgroup};
 use crate::config::{ServiceConfig, StopSignalTo};
 use crate::env::FrozenEnv;
-use crate::probe::runner::{self, UnitProbes};
+use crate::metrics::ProbeSeries;
+use crate::probe::runner::{self, CheckReport, ProbeEvent, UnitProbes};
 use crate::probe::{Probe, Role};
 use crate::process::Reaper;
 use crate::process::output::{self, Stream, UnitOutput};
@@ -73,6 +74,8 @@ struct UnitRuntime {
     output: Vec<JoinHandle<()>>,
     /// Its cgroup, the same across restarts; None where services get process groups only.
     cgroup: Option<Arc<UnitCgroup>>,
+    /// Where each of its probes' checks is counted for `/metrics`, by role.
+    probe_series: Arc<[(Role, ProbeSeries)]>,
 }
 
 pub struct Supervisor {
@@ -111,8 +114,20 @@ impl Supervisor {
             .iter()
             .map(|u| {
                 let cgroup = unit_cgroup(&configs[u.service], &u.name, cgroups)?;
+                let service = &services[u.service];
+                let probe_series = service
+                    .probes
+                    .roles()
+                    .map(|role| {
+                        let series = shared
+                            .recorder()
+                            .probe(&service.config.name, &u.name, role.as_str());
+                        (role, series)
+                    })
+                    .collect();
                 Ok(UnitRuntime {
                     cgroup: cgroup.map(Arc::new),
+                    probe_series,
                     ..UnitRuntime::default()
                 })
             })
@@ -294,7 +309,11 @@ impl Supervisor {
     fn start_probes(&mut self, unit: UnitId, generation: u64) {
         let probes = self.services[self.machine.units()[unit].service].probes.clone();
         let tx = self.tx.clone();
+        let series = self.units[unit].probe_series.clone();
         let task = runner::run(probes, self.reaper.clone(), move |event| {
+            if let ProbeEvent::Report(report) = &event {
+                record_check(&series, report);
+            }
             let probed = Event::Probe {
                 unit,
                 generation,
@@ -407,6 +426,13 @@ fn service_runtime(config: &ServiceConfig, env: &FrozenEnv) -> Result<ServiceRun
         identity,
         probes,
     })
+}
+
+/// One probe check into its unit's series (the machine only keeps the last one, for status).
+fn record_check(series: &[(Role, ProbeSeries)], report: &CheckReport) {
+    if let Some((_, series)) = series.iter().find(|(role, _)| *role == report.role) {
+        series.record(report.latency, report.ok);
+    }
 }
 
 fn log(level: Level, line: &str) {

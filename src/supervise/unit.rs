@@ -27,6 +27,17 @@ impl Ending {
     pub fn success(&self) -> bool {
         matches!(self, Ending::Exited(exit) if exit.success())
     }
+
+    /// The exit as a shell reports it: the code, or 128 + the signal's number. A process kiln
+    /// killed for a probe died of SIGKILL (137); one that never started has none.
+    pub fn code(&self) -> Option<i32> {
+        match self {
+            Ending::Exited(Exit::Code(code)) => Some(*code),
+            Ending::Exited(Exit::Signal(signal)) => Some(128 + *signal as i32),
+            Ending::Killed(_) => Some(128 + nix::sys::signal::Signal::SIGKILL as i32),
+            Ending::NotStarted(_) => None,
+        }
+    }
 }
 
 impl std::fmt::Display for Ending {
@@ -129,6 +140,7 @@ impl Unit {
             next_restart_ms: self.next_restart_ms,
             last_probe: self.last_probe.clone(),
             last_exit: self.last_exit.as_ref().map(ToString::to_string),
+            last_exit_code: self.last_exit.as_ref().and_then(Ending::code),
             stderr_tail: Vec::new(),
             dropped_lines: 0,
             cgroup: None,
@@ -193,6 +205,19 @@ mod tests {
         ];
         for (ending, success, text) in endings {
             assert_eq!((ending.success(), ending.to_string().as_str()), (success, text));
+        }
+    }
+
+    #[test]
+    fn exit_codes_read_as_a_shell_shows_them() {
+        let codes = [
+            (Ending::Exited(Exit::Code(3)), Some(3)),
+            (Ending::Exited(Exit::Signal(Signal::SIGTERM)), Some(143)),
+            (Ending::Killed("liveness probe failed".into()), Some(137)),
+            (Ending::NotStarted("cannot start".into()), None),
+        ];
+        for (ending, code) in codes {
+            assert_eq!(ending.code(), code, "{ending}");
         }
     }
 }
