@@ -19,6 +19,8 @@ pub const HEALTH_MAX: usize = 128;
 pub const AGENT_MAX: usize = 32;
 /// Most connections the control socket holds at once.
 pub const CONTROL_MAX: usize = 16;
+/// Most connections the metrics listener holds at once (a Prometheus pair needs two).
+pub const METRICS_MAX: usize = 16;
 
 /// The soft limit kiln was started with, given back to the services it spawns. 0: not raised.
 static STARTED_WITH: AtomicU64 = AtomicU64::new(0);
@@ -29,11 +31,13 @@ pub struct Caps {
     pub health: usize,
     pub agent: usize,
     pub control: usize,
+    pub metrics: usize,
 }
 
 impl Caps {
     /// The caps for a descriptor limit: the listeners share what [`RESERVED`] leaves (health half
-    /// of it, the agent an eighth, the control socket a thirty-second), each within its maximum.
+    /// of it, the agent an eighth, the control socket and the metrics listener a thirty-second
+    /// each), each within its maximum.
     /// Under a limit too small to leave anything, each still gets a few.
     pub fn for_limit(nofile: u64) -> Caps {
         let spare = usize::try_from(nofile.saturating_sub(RESERVED)).unwrap_or(usize::MAX);
@@ -41,6 +45,7 @@ impl Caps {
             health: (spare / 2).clamp(8, HEALTH_MAX),
             agent: (spare / 8).clamp(2, AGENT_MAX),
             control: (spare / 32).clamp(2, CONTROL_MAX),
+            metrics: (spare / 32).clamp(2, METRICS_MAX),
         }
     }
 
@@ -95,20 +100,22 @@ mod tests {
             Caps {
                 health: 128,
                 agent: 32,
-                control: 16
+                control: 16,
+                metrics: 16
             }
         );
-        assert!(1024 - (caps.health + caps.agent + caps.control) as u64 >= RESERVED);
+        assert!(1024 - (caps.health + caps.agent + caps.control + caps.metrics) as u64 >= RESERVED);
         let tight = Caps::for_limit(400);
         assert_eq!(
             tight,
             Caps {
                 health: 72,
                 agent: 18,
-                control: 4
+                control: 4,
+                metrics: 4
             }
         );
-        assert!(400 - (tight.health + tight.agent + tight.control) as u64 >= RESERVED);
+        assert!(400 - (tight.health + tight.agent + tight.control + tight.metrics) as u64 >= RESERVED);
     }
 
     #[test]
@@ -118,7 +125,8 @@ mod tests {
             Caps {
                 health: 8,
                 agent: 2,
-                control: 2
+                control: 2,
+                metrics: 2
             }
         );
         assert_eq!(Caps::for_limit(u64::MAX).health, HEALTH_MAX);

@@ -275,7 +275,12 @@ async fn start_serving(config: &Config, shared: &Arc<Shared>) -> Result<(), Stri
     for (key, dir) in config.control.runtime_dirs() {
         crate::state_dir::prepare(dir).map_err(|e| format!("[control] {key} {}: {e}", dir.display()))?;
     }
-    serve::start(&config.health, &config.control.socket, shared.clone())
+    serve::start(
+        &config.health,
+        config.metrics.as_ref(),
+        &config.control.socket,
+        shared.clone(),
+    )
 }
 
 /// What the boot steps produced, frozen from here on.
@@ -299,9 +304,10 @@ async fn prepare(config: &Config, shared: &Shared) -> Result<Prepared, String> {
     // One deadline for the metadata and the secrets resolved from it.
     let deadline = tokio::time::Instant::now() + config.metadata.deadline.get();
     shared.phase_begin("metadata");
-    let metadata = metadata::fetch_by(&config.metadata, deadline)
-        .await
-        .map_err(|e| e.to_string())?;
+    let fetch_started = std::time::Instant::now();
+    let fetched = metadata::fetch_by(&config.metadata, deadline).await;
+    shared.recorder().metadata_fetched(fetch_started.elapsed());
+    let metadata = fetched.map_err(|e| e.to_string())?;
     // The facts name the instance even when a later step refuses the boot (`kiln status`,
     // `kiln fleet`); they hold no secret.
     shared.update(|s| s.instance = Some(metadata.facts.clone()));
@@ -313,7 +319,10 @@ async fn prepare(config: &Config, shared: &Shared) -> Result<Prepared, String> {
     let resolved = match &config.secrets {
         Some(secrets_config) => {
             shared.phase_begin("secrets");
-            let resolved = resolve_secrets(config, secrets_config, &layered, &metadata, deadline).await?;
+            let resolve_started = std::time::Instant::now();
+            let resolved = resolve_secrets(config, secrets_config, &layered, &metadata, deadline).await;
+            shared.recorder().secrets_fetched(resolve_started.elapsed());
+            let resolved = resolved?;
             shared.phase_done("secrets");
             Some(resolved)
         }
@@ -438,9 +447,12 @@ async fn verify_seal(config: &Config, shared: &Shared) -> Result<Verified, Strin
         tracing::info!("sealed paths: {line}");
     }
     let seal_config = config.seal.clone();
+    let verify_started = std::time::Instant::now();
     let verified = tokio::task::spawn_blocking(move || seal::verify_at_boot(&seal_config))
         .await
         .map_err(|e| format!("seal: verification stopped: {e}"))?;
+    let verify_us = u64::try_from(verify_started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    shared.update(|s| s.seal.get_or_insert_with(SealStatus::default).verify_us = Some(verify_us));
     match verified {
         Ok(verified) => {
             if let Some(skipped) = &verified.skipped {

@@ -12,6 +12,7 @@ mod duration;
 mod env;
 pub mod lb;
 mod metadata;
+mod metrics;
 mod seal;
 mod secrets;
 mod service;
@@ -23,6 +24,7 @@ pub use duration::HumanDuration;
 pub use env::{BUILTIN_DENY, EnvConfig, RESERVED_PREFIX, check_name, glob_match, is_valid_name};
 pub use lb::LbConfig;
 pub use metadata::{MetadataConfig, ProviderKind, USER_DATA_LIMIT_MAX, UserDataFormat};
+pub use metrics::MetricsConfig;
 pub use seal::{OnDrift, Release, SealConfig};
 pub use secrets::{Scheme, SecretsConfig};
 pub use service::{
@@ -44,6 +46,8 @@ pub struct Config {
     pub health: HealthConfig,
     #[serde(default)]
     pub control: ControlConfig,
+    /// `GET /metrics` for Prometheus; None (no section): no metrics port.
+    pub metrics: Option<MetricsConfig>,
     #[serde(default)]
     pub metadata: MetadataConfig,
     #[serde(default)]

@@ -25,6 +25,10 @@ pub(super) fn check(config: &Config) -> Vec<String> {
             problems.push(format!("[control] {key} = {path:?}: must be an absolute path"));
         }
     }
+    if let Some(metrics) = &config.metrics {
+        let checked = metrics.check(config.health.listen, config.health.agent_listen);
+        problems.extend(within("[metrics]", checked));
+    }
     problems.extend(within("[metadata]", config.metadata.check()));
     problems.extend(within("[env]", config.env.check()));
     problems.extend(config.lb.check().err().unwrap_or_default());

@@ -43,6 +43,25 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 /// headers of any load balancer takes a few hundred bytes.
 const MAX_HEAD: usize = 8 * 1024;
 
+/// Answers one request of a bounded listener ([`serve`]).
+pub(super) type Answer = Arc<dyn Fn(&Request<Incoming>) -> Response<Full<Bytes>> + Send + Sync>;
+
+/// How long a connection of a bounded listener may live, beyond the limits on request heads.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Lifetime {
+    /// Serve further requests on the connection (load balancers poll on one).
+    pub keep_alive: bool,
+    /// Close the connection this long after its accept, whatever it is doing: a client that
+    /// stops reading its answer holds nothing for longer. None: no bound but the idle timeout.
+    pub at_most: Option<Duration>,
+}
+
+/// The health port's connections: kept alive while polled, closed when idle.
+const HEALTH_LIFETIME: Lifetime = Lifetime {
+    keep_alive: true,
+    at_most: None,
+};
+
 /// Binds one listener per serving thread (so an address in use is reported now) and starts them.
 /// `cap` bounds the connections open at once, shared evenly by the threads. Returns each
 /// thread's connections, for status.
@@ -58,8 +77,9 @@ pub fn start(addr: SocketAddr, shared: Arc<Shared>, cap: usize) -> std::io::Resu
         .collect::<std::io::Result<Vec<_>>>()?;
     let per_thread = (cap / threads).max(1);
     let mut all_slots = Vec::with_capacity(threads);
+    let answer: Answer = Arc::new(move |req| answer(req, &shared));
     for (n, listener) in listeners.into_iter().enumerate() {
-        let shared = shared.clone();
+        let answer = answer.clone();
         let slots = Slots::new(per_thread);
         all_slots.push(slots.clone());
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -70,7 +90,7 @@ pub fn start(addr: SocketAddr, shared: Arc<Shared>, cap: usize) -> std::io::Resu
             .spawn(move || {
                 runtime.block_on(async move {
                     match TcpListener::from_std(listener) {
-                        Ok(listener) => serve(listener, shared, slots).await,
+                        Ok(listener) => serve(listener, slots, answer, HEALTH_LIFETIME).await,
                         Err(e) => tracing::error!("health listener: {e}"),
                     }
                 })
@@ -79,7 +99,7 @@ pub fn start(addr: SocketAddr, shared: Arc<Shared>, cap: usize) -> std::io::Resu
     Ok(all_slots)
 }
 
-fn bind_reuseport(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+pub(super) fn bind_reuseport(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, SockaddrIn, SockaddrIn6, sockopt};
     let family = if addr.is_ipv4() {
         AddressFamily::Inet
@@ -130,24 +150,26 @@ fn defer_accept(fd: &OwnedFd, wait: Duration) -> std::io::Result<()> {
     }
 }
 
-/// Serves one listener until its runtime ends.
-async fn serve(listener: TcpListener, shared: Arc<Shared>, slots: Arc<Slots>) {
+/// Serves one listener until its runtime ends: at most `slots`' cap of connections, each
+/// within `lifetime`, each request answered by `answer`.
+pub(super) async fn serve(listener: TcpListener, slots: Arc<Slots>, answer: Answer, lifetime: Lifetime) {
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
             Err(e) => {
-                tracing::warn!("health listener: {e}");
+                let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+                tracing::warn!("listener {addr}: {e}");
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
         let _ = stream.set_nodelay(true);
         let mut slot = slots.admit();
-        let shared = shared.clone();
+        let answer = answer.clone();
         tokio::spawn(async move {
             let answered = slot.answered();
             let service = service_fn(move |req| {
-                let response = answer(&req, &shared);
+                let response = answer(&req);
                 answered.now();
                 async move { Ok::<_, Infallible>(response) }
             });
@@ -155,10 +177,18 @@ async fn serve(listener: TcpListener, shared: Arc<Shared>, slots: Arc<Slots>) {
                 .timer(TokioTimer::new())
                 .header_read_timeout(IDLE_TIMEOUT)
                 .max_buf_size(MAX_HEAD)
+                .keep_alive(lifetime.keep_alive)
                 .serve_connection(TokioIo::new(stream), service);
+            let at_most = async {
+                match lifetime.at_most {
+                    Some(at_most) => tokio::time::sleep(at_most).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = connection => {}
                 _ = slot.evicted() => {}
+                _ = at_most => {}
             }
         });
         // Let the new connection read the request that usually came with it before the next

@@ -1,19 +1,21 @@
-//! What kiln answers: `/livez` and `/readyz` for the load balancer, the HAProxy agent-check, and
-//! the read-only control socket for `kiln status`. All of them only read the shared snapshot.
+//! What kiln answers: `/livez` and `/readyz` for the load balancer, the HAProxy agent-check, the
+//! read-only control socket for `kiln status`, and `/metrics` for Prometheus when `[metrics]`
+//! asks for it. All of them only read the shared snapshot.
 //!
 //! None of them runs on the supervisor's thread: the health port has threads of its own, the
-//! control socket and the agent port share one more. Each listener holds a bounded number of
-//! connections within kiln's descriptor budget (`fd_budget`), so that no client, hostile or
-//! careless, takes the supervisor's time or its file descriptors.
+//! metrics listener one, the control socket and the agent port share one more. Each listener
+//! holds a bounded number of connections within kiln's descriptor budget (`fd_budget`), so that
+//! no client, hostile or careless, takes the supervisor's time or its file descriptors.
 
 pub mod agent;
 pub mod control;
 pub mod health;
+pub mod metrics;
 pub mod slots;
 
-use crate::config::HealthConfig;
+use crate::config::{HealthConfig, MetricsConfig};
 use crate::fd_budget::Caps;
-use crate::state::{ListenerStatus, Shared};
+use crate::state::{ListenerStatus, Shared, Snapshot};
 use slots::Slots;
 use std::path::Path;
 use std::sync::Arc;
@@ -25,6 +27,7 @@ pub struct Listeners {
     health: Vec<Arc<Slots>>,
     agent: Option<Arc<Slots>>,
     control: Arc<Slots>,
+    metrics: Option<Arc<Slots>>,
 }
 
 impl Listeners {
@@ -44,13 +47,36 @@ impl Listeners {
         let mut all = vec![health];
         all.extend(self.agent.as_deref().map(|s| one("agent", s)));
         all.push(one("control", &self.control));
+        all.extend(self.metrics.as_deref().map(|s| one("metrics", s)));
         all
     }
 }
 
-/// Binds the health port, the control socket and the agent-check port (an address in use is
-/// reported now, before anything starts) and serves them until kiln exits.
-pub fn start(health: &HealthConfig, control_socket: &Path, shared: Arc<Shared>) -> Result<(), String> {
+/// The snapshot with what is read only when asked: the log's figures, every listener's
+/// connections, and each unit's memory and CPU from its cgroup (a few small files per unit,
+/// never read while nobody asks). What `kiln status` and `/metrics` show.
+fn full_snapshot(shared: &Shared, listeners: &Listeners) -> Snapshot {
+    let mut snapshot = (*shared.snapshot()).clone();
+    snapshot.log = crate::systemd::log::status();
+    snapshot.listeners = listeners.status();
+    for unit in &mut snapshot.services {
+        if let Some(dir) = &unit.cgroup {
+            let usage = crate::cgroup::usage(Path::new(dir));
+            unit.memory_bytes = usage.memory_bytes;
+            unit.cpu_usec = usage.cpu_usec;
+        }
+    }
+    snapshot
+}
+
+/// Binds the health port, the control socket, the agent-check port and the metrics listener (an
+/// address in use is reported now, before anything starts) and serves them until kiln exits.
+pub fn start(
+    health: &HealthConfig,
+    metrics_config: Option<&MetricsConfig>,
+    control_socket: &Path,
+    shared: Arc<Shared>,
+) -> Result<(), String> {
     let caps = Caps::now();
     let control_listener = control::bind(control_socket)
         .map_err(|e| format!("[control] socket {}: {e}", control_socket.display()))?;
@@ -62,13 +88,25 @@ pub fn start(health: &HealthConfig, control_socket: &Path, shared: Arc<Shared>) 
         ),
         None => None,
     };
+    let metrics_bound = match metrics_config {
+        Some(m) => Some(
+            metrics::bind(m.listen, caps.metrics)
+                .map_err(|e| format!("[metrics] listen {}: {e}", m.listen))?,
+        ),
+        None => None,
+    };
     let health_slots = health::start(health.listen, shared.clone(), caps.health)
         .map_err(|e| format!("[health] listen {}: {e}", health.listen))?;
     let listeners = Listeners {
         health: health_slots,
         agent: agent_listener.as_ref().map(|_| Slots::new(caps.agent)),
         control: Slots::new(caps.control),
+        metrics: metrics_bound.as_ref().map(|b| b.slots.clone()),
     };
+    if let Some(bound) = metrics_bound {
+        metrics::start(bound, shared.clone(), listeners.clone())
+            .map_err(|e| format!("cannot start the metrics listener: {e}"))?;
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
