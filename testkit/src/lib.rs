@@ -16,6 +16,7 @@ pub mod net;
 pub mod netns;
 pub mod notify;
 pub mod peers;
+pub mod prometheus;
 pub mod secrets_bench;
 pub mod server;
 pub mod wait;
