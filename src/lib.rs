@@ -16,6 +16,8 @@ pub mod config;
 pub mod env;
 pub mod fd_budget;
 pub mod fleet;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http_client;
 pub mod lb;
 pub mod metadata;

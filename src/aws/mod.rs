@@ -20,6 +20,8 @@ mod sign;
 
 pub use credentials::CredentialSource;
 pub use endpoint::{AUTOSCALING, ELBV2, Endpoint, Protocol, SECRETS_MANAGER, SSM, Service};
+#[doc(hidden)]
+pub use error::parse as parse_error_answer;
 pub use error::{AwsError, CallError};
 pub use protocol::Members;
 

@@ -219,14 +219,7 @@ impl MetadataProvider for Ec2 {
             Some(body) => Some(text(&self.http, "local-hostname", &body)?).filter(|h| !h.is_empty()),
             None => None,
         };
-        Ok(InstanceFacts {
-            provider: "ec2".into(),
-            instance_id: json_string(&doc, "/instanceId"),
-            region: json_string(&doc, "/region"),
-            zone: json_string(&doc, "/availabilityZone"),
-            local_ipv4: json_string(&doc, "/privateIp"),
-            hostname,
-        })
+        Ok(facts_from(&doc, hostname))
     }
 
     async fn user_data(&self) -> Result<Option<Vec<u8>>> {
@@ -278,6 +271,18 @@ fn encode_segment(segment: &str) -> String {
         }
     }
     out
+}
+
+/// The facts in the instance identity document, with the `local-hostname` answer.
+pub(super) fn facts_from(doc: &serde_json::Value, hostname: Option<String>) -> InstanceFacts {
+    InstanceFacts {
+        provider: "ec2".into(),
+        instance_id: json_string(doc, "/instanceId"),
+        region: json_string(doc, "/region"),
+        zone: json_string(doc, "/availabilityZone"),
+        local_ipv4: json_string(doc, "/privateIp"),
+        hostname,
+    }
 }
 
 #[cfg(test)]

@@ -155,6 +155,35 @@ pub async fn fetch_by(config: &MetadataConfig, deadline: Instant) -> Result<Meta
     })
 }
 
+/// For the fuzz targets (`fuzz/`): the facts a provider reads from a metadata document, checked
+/// as a boot checks them. `body` is the provider's document (nocloud: its `meta-data`).
+#[doc(hidden)]
+pub fn facts_from_document(
+    provider: ProviderKind,
+    body: &[u8],
+) -> std::result::Result<InstanceFacts, String> {
+    let text = std::str::from_utf8(body).map_err(|e| e.to_string())?;
+    let json = || serde_json::from_str::<serde_json::Value>(text).map_err(|e| e.to_string());
+    let facts = match provider {
+        ProviderKind::Ec2 => ec2::facts_from(&json()?, None),
+        ProviderKind::Gce => gce::facts_from(&json()?),
+        ProviderKind::Azure => azure::facts_from(&json()?),
+        ProviderKind::Openstack => openstack::facts_from(&json()?, None),
+        ProviderKind::Digitalocean => digitalocean::facts_from(&json()?),
+        ProviderKind::Nocloud | ProviderKind::Auto => {
+            let fields = nocloud::parse_meta_data(text)?;
+            InstanceFacts {
+                provider: "nocloud".into(),
+                instance_id: fields.get("instance-id").cloned(),
+                hostname: fields.get("local-hostname").cloned(),
+                ..InstanceFacts::default()
+            }
+        }
+    };
+    check_facts(&facts)?;
+    Ok(facts)
+}
+
 /// The longest fact kiln takes: host names stop at 253, ids and regions are far shorter.
 const FACT_MAX_CHARS: usize = 255;
 
