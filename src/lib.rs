@@ -16,6 +16,7 @@ pub mod fd_budget;
 pub mod fleet;
 pub mod http_client;
 pub mod lb;
+pub mod lifecycle;
 pub mod metadata;
 pub mod probe;
 pub mod process;

@@ -164,6 +164,12 @@ impl LifecycleConfig {
                 metadata.provider
             ));
         }
+        if self.terminate_hook.is_some() && self.on_termination != NoticeAction::Leave {
+            problems.push(format!(
+                "terminate_hook needs on_termination = \"leave\" (it is \"{}\"): the hook is answered once kiln has left",
+                self.on_termination
+            ));
+        }
         let timeout = self.heartbeat_timeout;
         if timeout < HEARTBEAT_TIMEOUT_MIN || timeout > HEARTBEAT_TIMEOUT_MAX {
             problems.push(format!(
@@ -286,5 +292,9 @@ mod tests {
         assert!(parse("launch_hook = \"kiln/launch-1\"").check(&ec2()).is_ok());
         let problems = parse("group = \"web\"").check(&ec2()).unwrap_err();
         assert!(problems[0].starts_with("group is only used"), "{problems:?}");
+        let problems = parse("terminate_hook = \"t\"\non_termination = \"report\"")
+            .check(&ec2())
+            .unwrap_err();
+        assert!(problems[0].starts_with("terminate_hook needs on_termination"), "{problems:?}");
     }
 }
