@@ -131,6 +131,7 @@ pub(super) async fn wait_for_change(state: &State, req: &Req) -> Answer {
         .get("timeout_sec")
         .and_then(|t| t.parse::<u64>().ok())
         .map(Duration::from_secs);
+    let _waiting = Waiting::count(state);
     let changed = async {
         loop {
             if changes.changed().await.is_err() {
@@ -148,6 +149,22 @@ pub(super) async fn wait_for_change(state: &State, req: &Req) -> Answer {
             Err(_) => handle(state, req),
         },
         None => changed.await,
+    }
+}
+
+/// Counts a hanging GET in `State::waiting` while it waits (however its wait ends).
+struct Waiting<'a>(&'a State);
+
+impl<'a> Waiting<'a> {
+    fn count(state: &'a State) -> Waiting<'a> {
+        state.waiting.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Waiting(state)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }
 }
 

@@ -266,6 +266,8 @@ pub(crate) struct State {
     pub notices: Mutex<Notices>,
     /// Bumped on every change of `notices`: GCE's hanging GETs wait on it.
     pub changes: tokio::sync::watch::Sender<u64>,
+    /// GCE: hanging GETs waiting for a change now.
+    pub waiting: AtomicU32,
 }
 
 /// The parts of a request a handler needs.
@@ -424,6 +426,11 @@ impl MetadataEmulator {
         result
     }
 
+    /// GCE: how many hanging GETs (`wait_for_change`) are waiting for a change now.
+    pub fn waiting(&self) -> u32 {
+        self.state.waiting.load(Ordering::SeqCst)
+    }
+
     /// What the platform announces now, acknowledgements included.
     pub fn notices_now(&self) -> Notices {
         self.state.notices.lock().unwrap().clone()
@@ -441,6 +448,7 @@ impl State {
             log: Mutex::new(Vec::new()),
             notices: Mutex::new(Notices::default()),
             changes: tokio::sync::watch::Sender::new(0),
+            waiting: AtomicU32::new(0),
         }
     }
 
