@@ -6,8 +6,8 @@ mod lifecycle_support;
 use lifecycle_support::*;
 use nix::sys::signal::Signal;
 use std::time::{Duration, SystemTime};
-use testkit::emulator::metadata::{Cloud, MetadataEmulator, Options};
 use testkit::control;
+use testkit::emulator::metadata::{Cloud, MetadataEmulator, Options};
 use testkit::wait::{http_get, wait_until};
 
 #[test]
@@ -30,7 +30,8 @@ fn a_spot_interruption_makes_kiln_leave_then_wait_for_the_power_off() {
     assert_eq!(status["phase"], "stopped", "{status}");
     let reason = status["reason"].as_str().unwrap();
     assert!(
-        reason.starts_with("left (spot interruption: terminate at ") && reason.ends_with("); waiting for the power-off"),
+        reason.starts_with("left (spot interruption: terminate at ")
+            && reason.ends_with("); waiting for the power-off"),
         "{reason}"
     );
     // kiln stays up, not ready, explaining; every service is stopped.
@@ -39,14 +40,26 @@ fn a_spot_interruption_makes_kiln_leave_then_wait_for_the_power_off() {
     for unit in status["services"].as_array().unwrap() {
         assert_eq!(unit["state"], "stopped", "{unit}");
     }
-    assert!(kiln.try_exit().is_none(), "kiln exited after the leave: {}", kiln.log());
+    assert!(
+        kiln.try_exit().is_none(),
+        "kiln exited after the leave: {}",
+        kiln.log()
+    );
     let lines = notify.lines();
     assert!(!lines.iter().any(|l| l == "STOPPING=1"), "{lines:?}");
-    assert!(lines.iter().any(|l| l.starts_with("STATUS=left (spot interruption")), "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("STATUS=left (spot interruption")),
+        "{lines:?}"
+    );
     assert!(ex.state_dir().join("left").exists());
     let (code, text) = ex.status_cli(KILN, &[]);
     assert_eq!(code, 2, "{text}");
-    assert!(text.contains("notice: spot interruption: terminate at "), "{text}");
+    assert!(
+        text.contains("notice: spot interruption: terminate at "),
+        "{text}"
+    );
     assert!(text.contains("left: spot interruption: terminate at "), "{text}");
 
     // The power-off's SIGTERM: kiln has nothing left to stop.
@@ -80,12 +93,18 @@ fn a_rebalance_recommendation_is_reported_with_its_time_and_kiln_stays() {
     let notice = wait_notice(&ex, "rebalance");
     assert_eq!(notice["action"], "report", "{notice}");
     assert!(
-        notice["detail"].as_str().unwrap().starts_with("elevated risk of interruption since "),
+        notice["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("elevated risk of interruption since "),
         "{notice}"
     );
     assert_still_serving(&ex);
     let (_, text) = ex.status_cli(KILN, &[]);
-    assert!(text.contains("notice: rebalance recommendation: elevated risk"), "{text}");
+    assert!(
+        text.contains("notice: rebalance recommendation: elevated risk"),
+        "{text}"
+    );
     assert!(text.trim_end().contains("): report"), "{text}");
 }
 
@@ -124,14 +143,26 @@ fn maintenance_far_away_waits_and_leaves_once_due_within_the_lead() {
     );
     let (_kiln, _notify) = ex.boot_ready(KILN);
     let notice = wait_notice(&ex, "maintenance");
-    assert_eq!((notice["action"].as_str(), notice["deferred"].as_bool()), (Some("leave"), Some(true)));
-    assert!(notice["detail"].as_str().unwrap().starts_with("system-reboot (instance-event-"), "{notice}");
+    assert_eq!(
+        (notice["action"].as_str(), notice["deferred"].as_bool()),
+        (Some("leave"), Some(true))
+    );
+    assert!(
+        notice["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("system-reboot (instance-event-"),
+        "{notice}"
+    );
     assert_still_serving(&ex);
 
     emulator.notices(|n| n.ec2_scheduled("instance-stop", now + Duration::from_secs(300), now + hour));
     let status = wait_step(&ex, "all services stopped", LEAVE);
     let reason = status["lifecycle"]["leave"]["reason"].as_str().unwrap();
-    assert!(reason.starts_with("maintenance: instance-stop (instance-event-"), "{reason}");
+    assert!(
+        reason.starts_with("maintenance: instance-stop (instance-event-"),
+        "{reason}"
+    );
 }
 
 #[test]
@@ -146,18 +177,26 @@ fn a_gce_preemption_is_heard_on_a_hanging_get_and_kiln_leaves() {
     emulator.notices(|n| n.preempted = true);
     let status = wait_step(&ex, "all services stopped", LEAVE);
     let reason = status["lifecycle"]["leave"]["reason"].as_str().unwrap();
-    assert!(reason.starts_with("preemption: the VM is being preempted"), "{reason}");
+    assert!(
+        reason.starts_with("preemption: the VM is being preempted"),
+        "{reason}"
+    );
     let log = emulator.log();
     let hanging: Vec<_> = log
         .iter()
         .filter(|l| l.path.contains("preempted") && l.path.contains("wait_for_change=true"))
         .collect();
     assert!(
-        hanging.iter().all(|l| l.path.contains("last_etag=") && l.path.contains("timeout_sec=300")),
+        hanging
+            .iter()
+            .all(|l| l.path.contains("last_etag=") && l.path.contains("timeout_sec=300")),
         "{hanging:?}"
     );
     // One plain GET for the first value, then hanging GETs only: nothing polled.
-    let preempted_requests = log.iter().filter(|l| l.path.contains("/instance/preempted")).count();
+    let preempted_requests = log
+        .iter()
+        .filter(|l| l.path.contains("/instance/preempted"))
+        .count();
     assert_eq!(preempted_requests, hanging.len() + 1, "{log:?}");
 }
 
@@ -182,7 +221,11 @@ fn an_azure_preempt_for_this_vm_is_left_for_then_acknowledged_after_the_stop() {
     // A neighbour's event first: not this VM's business.
     emulator.notices(|n| n.azure_event("Preempt", &["web-2"], soon));
     wait_until("two more looks at the document", LEAVE, || {
-        let polls = emulator.log().iter().filter(|l| l.path.contains("scheduledevents")).count();
+        let polls = emulator
+            .log()
+            .iter()
+            .filter(|l| l.path.contains("scheduledevents"))
+            .count();
         (polls >= 3).then_some(())
     });
     assert_still_serving(&ex);
@@ -195,7 +238,10 @@ fn an_azure_preempt_for_this_vm_is_left_for_then_acknowledged_after_the_stop() {
     assert!(stopped.is_some() && stopped < acknowledged, "{steps:?}");
     assert_eq!(emulator.notices_now().acknowledged, vec![id]);
     let reason = status["lifecycle"]["leave"]["reason"].as_str().unwrap();
-    assert!(reason.starts_with("preemption: Preempt scheduled (event "), "{reason}");
+    assert!(
+        reason.starts_with("preemption: Preempt scheduled (event "),
+        "{reason}"
+    );
 }
 
 #[test]
@@ -216,7 +262,8 @@ fn a_kiln_restarted_after_the_leave_does_not_rejoin() {
     assert_eq!(status["phase"], "failed", "{status}");
     let reason = status["reason"].as_str().unwrap();
     assert!(
-        reason.starts_with("this instance left (spot interruption: terminate at ") && reason.contains("does not rejoin"),
+        reason.starts_with("this instance left (spot interruption: terminate at ")
+            && reason.contains("does not rejoin"),
         "{reason}"
     );
     assert!(status["services"].as_array().unwrap().is_empty(), "{status}");

@@ -180,7 +180,15 @@ async fn walk(config: Config, shared: Arc<Shared>) -> ExitCode {
     if let Some(leave) = &leave {
         mark_left(&config, leave);
     }
-    shutdown(&shared, &notifier, &handle, membership, stops.clone(), leave.as_ref()).await;
+    shutdown(
+        &shared,
+        &notifier,
+        &handle,
+        membership,
+        stops.clone(),
+        leave.as_ref(),
+    )
+    .await;
     let _ = supervisor.await;
     if let Some(leave) = &leave {
         if let Some(lifecycle) = &lifecycle {
@@ -209,7 +217,10 @@ fn left_marker(config: &Config) -> std::path::PathBuf {
 fn mark_left(config: &Config, leave: &LeaveRequest) {
     let path = left_marker(config);
     if let Err(e) = std::fs::write(&path, format!("{}\n", leave.reason.replace('\n', " "))) {
-        tracing::warn!("cannot write {}: {e}; a restarted kiln would not know it left", path.display());
+        tracing::warn!(
+            "cannot write {}: {e}; a restarted kiln would not know it left",
+            path.display()
+        );
     }
 }
 
@@ -217,7 +228,9 @@ fn mark_left(config: &Config, leave: &LeaveRequest) {
 fn left_before(config: &Config) -> Option<String> {
     let path = left_marker(config);
     let text = std::fs::read(&path).ok()?;
-    let reason = String::from_utf8_lossy(&text[..text.len().min(512)]).trim().to_string();
+    let reason = String::from_utf8_lossy(&text[..text.len().min(512)])
+        .trim()
+        .to_string();
     Some(format!(
         "this instance left ({}) and does not rejoin; it waits for the power-off ({} is removed by the next boot)",
         crate::terminal::printable(&reason),
@@ -229,7 +242,11 @@ fn left_before(config: &Config) -> Option<String> {
 /// refusal is explained at once, the answer follows).
 fn abandon_launch(config: &Config, metadata: Option<Metadata>, shared: &Arc<Shared>) {
     if config.lifecycle.as_ref().is_some_and(|l| l.launch_hook.is_some()) {
-        tokio::spawn(lifecycle::abandon_refused_boot(config.clone(), metadata, shared.clone()));
+        tokio::spawn(lifecycle::abandon_refused_boot(
+            config.clone(),
+            metadata,
+            shared.clone(),
+        ));
     }
 }
 

@@ -197,7 +197,11 @@ impl LifecycleConfig {
         {
             problems.push(format!("endpoint = {url:?}: give an http:// or https:// URL"));
         }
-        if problems.is_empty() { Ok(()) } else { Err(problems) }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems)
+        }
     }
 }
 
@@ -295,6 +299,9 @@ mod tests {
         let problems = parse("terminate_hook = \"t\"\non_termination = \"report\"")
             .check(&ec2())
             .unwrap_err();
-        assert!(problems[0].starts_with("terminate_hook needs on_termination"), "{problems:?}");
+        assert!(
+            problems[0].starts_with("terminate_hook needs on_termination"),
+            "{problems:?}"
+        );
     }
 }

@@ -222,7 +222,10 @@ impl Hooks {
         loop {
             attempt += 1;
             let deadline = (Instant::now() + CALL_BUDGET).min(bound);
-            match self.call("CompleteLifecycleAction", hook, Some(result), deadline).await {
+            match self
+                .call("CompleteLifecycleAction", hook, Some(result), deadline)
+                .await
+            {
                 Ok(()) => {
                     let state = match result {
                         HookResult::Continue => HookState::Continued,
@@ -251,7 +254,11 @@ impl Hooks {
                     let line = format!("{transition} hook {hook}: {result} not sent: {e}");
                     tracing::error!("lifecycle: {line}");
                     self.shared.event("error", line.clone());
-                    self.set(transition, HookState::Failed, Some(format!("{result} not sent: {e}")));
+                    self.set(
+                        transition,
+                        HookState::Failed,
+                        Some(format!("{result} not sent: {e}")),
+                    );
                     return line;
                 }
             }

@@ -71,9 +71,8 @@ impl AzureNotices {
             .get("scheduledevents", EVENTS, deadline)
             .await
             .map_err(|e| format!("cannot read Scheduled Events: {e}"))?;
-        let document: Document = serde_json::from_slice(&body).map_err(|e| {
-            format!("scheduledevents: not the documented document ({e}); not acted on")
-        })?;
+        let document: Document = serde_json::from_slice(&body)
+            .map_err(|e| format!("scheduledevents: not the documented document ({e}); not acted on"))?;
         if let Some((incarnation, notices, problems)) = &self.last
             && *incarnation == document.incarnation
         {
@@ -259,7 +258,10 @@ mod tests {
         assert_eq!(notices[1].kind, NoticeKind::Maintenance);
         assert_eq!(notices[1].due, None);
         assert_eq!(problems.len(), 1);
-        assert!(problems[0].contains("unknown EventType \"Explode\""), "{problems:?}");
+        assert!(
+            problems[0].contains("unknown EventType \"Explode\""),
+            "{problems:?}"
+        );
         let no_maintenance = Wanted {
             maintenance: false,
             ..all()

@@ -308,7 +308,10 @@ mod tests {
         assert_eq!(n.detail, "terminate at 2017-09-18T08:22:00Z");
         assert!(n.due.is_some());
         let e = spot_notice(r#"{"action": "explode", "time": "2017-09-18T08:22:00Z"}"#).unwrap_err();
-        assert!(e.contains("unknown action \"explode\"") && e.ends_with("not acted on"), "{e}");
+        assert!(
+            e.contains("unknown action \"explode\"") && e.ends_with("not acted on"),
+            "{e}"
+        );
         assert!(spot_notice(r#"{"action": "stop", "time": "soon"}"#).is_err());
         assert!(spot_notice("<html>").is_err());
     }

@@ -209,14 +209,12 @@ fn open_source(
 ) -> Result<Option<Box<dyn NoticeSource>>, String> {
     let wanted = Wanted::of(config);
     let every = config.poll_interval.get();
-    Ok(
-        match MetadataWatch::open(metadata).map_err(|e| e.to_string())? {
-            Some(MetadataWatch::Ec2(imds)) => Some(Box::new(ec2::Ec2Notices::new(imds, every, wanted))),
-            Some(MetadataWatch::Gce(server)) => Some(Box::new(gce::GceNotices::new(server, wanted))),
-            Some(MetadataWatch::Azure(imds)) => Some(Box::new(azure::AzureNotices::new(imds, every, wanted))),
-            None => None,
-        },
-    )
+    Ok(match MetadataWatch::open(metadata).map_err(|e| e.to_string())? {
+        Some(MetadataWatch::Ec2(imds)) => Some(Box::new(ec2::Ec2Notices::new(imds, every, wanted))),
+        Some(MetadataWatch::Gce(server)) => Some(Box::new(gce::GceNotices::new(server, wanted))),
+        Some(MetadataWatch::Azure(imds)) => Some(Box::new(azure::AzureNotices::new(imds, every, wanted))),
+        None => None,
+    })
 }
 
 /// Applies `[lifecycle]`'s `on_*` to what the source sees, for as long as kiln runs.
@@ -281,7 +279,11 @@ impl Watcher {
             let action = self.action(notice.kind);
             let deferred = action == NoticeAction::Leave && !self.due_to_leave(notice, now);
             let seen_ms = *memory.seen.entry(notice.id.clone()).or_insert_with(|| {
-                let line = format!("notice: {}: {}", notice.kind.describe(), describe(notice, action, deferred, now));
+                let line = format!(
+                    "notice: {}: {}",
+                    notice.kind.describe(),
+                    describe(notice, action, deferred, now)
+                );
                 tracing::warn!("lifecycle: {line}");
                 self.shared.event("warn", line);
                 now_ms
@@ -354,7 +356,8 @@ impl Watcher {
                     Ok(done) => step(&self.shared, &done),
                     Err(e) => {
                         tracing::error!("lifecycle: cannot start event {id}: {e}");
-                        self.shared.event("error", format!("lifecycle: cannot start event {id}: {e}"));
+                        self.shared
+                            .event("error", format!("lifecycle: cannot start event {id}: {e}"));
                         step(&self.shared, &format!("event {id} not acknowledged: {e}"));
                     }
                 },
@@ -406,14 +409,19 @@ impl Watcher {
 fn describe(notice: &Notice, action: NoticeAction, deferred: bool, now: SystemTime) -> String {
     let left = match notice.due {
         Some(due) => match due.duration_since(now) {
-            Ok(left) => format!(" ({} left)", humantime::format_duration(Duration::from_secs(left.as_secs()))),
+            Ok(left) => format!(
+                " ({} left)",
+                humantime::format_duration(Duration::from_secs(left.as_secs()))
+            ),
             Err(_) => " (due now)".into(),
         },
         None => String::new(),
     };
     let what = match (action, deferred) {
         (NoticeAction::Leave, false) => "leaving".to_string(),
-        (NoticeAction::Leave, true) => "reported; kiln leaves once it is due within maintenance_leave_before".into(),
+        (NoticeAction::Leave, true) => {
+            "reported; kiln leaves once it is due within maintenance_leave_before".into()
+        }
         (NoticeAction::Report, _) => format!("reported ({} = \"report\")", key(notice.kind)),
         (NoticeAction::Ignore, _) => format!("ignored ({} = \"ignore\")", key(notice.kind)),
     };
@@ -454,10 +462,7 @@ pub fn step(shared: &Shared, what: &str) {
         }
     });
     if let Some(since) = since {
-        tracing::info!(
-            "lifecycle: {what} {:.2}s after the notice",
-            since as f64 / 1000.0
-        );
+        tracing::info!("lifecycle: {what} {:.2}s after the notice", since as f64 / 1000.0);
     }
 }
 

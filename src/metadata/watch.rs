@@ -39,17 +39,17 @@ impl MetadataWatch {
     /// The watch for the cloud `[metadata]` names (detected for `auto`); None for clouds
     /// without notices (OpenStack, DigitalOcean, nocloud).
     pub fn open(config: &MetadataConfig) -> Result<Option<MetadataWatch>> {
-        let kind = match config.provider {
-            ProviderKind::Auto => super::detect::detect(&config.dmi_dir, &config.hypervisor_uuid).map_err(
-                |reason| MetadataError {
-                    provider: "auto".into(),
-                    endpoint: config.dmi_dir.display().to_string(),
-                    step: "detect the cloud".into(),
-                    reason,
-                },
-            )?,
-            kind => kind,
-        };
+        let kind =
+            match config.provider {
+                ProviderKind::Auto => super::detect::detect(&config.dmi_dir, &config.hypervisor_uuid)
+                    .map_err(|reason| MetadataError {
+                        provider: "auto".into(),
+                        endpoint: config.dmi_dir.display().to_string(),
+                        step: "detect the cloud".into(),
+                        reason,
+                    })?,
+                kind => kind,
+            };
         let base = config.endpoint_or(super::DEFAULT_ENDPOINT);
         let client = client::build_client().map_err(|reason| MetadataError {
             provider: kind.to_string(),
@@ -136,14 +136,16 @@ impl GceWatch {
         last_etag: Option<&str>,
         hang: Duration,
     ) -> Result<Option<GceValue>> {
-        let mut query = form_urlencoded::Serializer::new(String::new());
-        if let Some(etag) = last_etag {
-            query
-                .append_pair("wait_for_change", "true")
-                .append_pair("last_etag", etag)
-                .append_pair("timeout_sec", &hang.as_secs().max(1).to_string());
-        }
-        let query = query.finish();
+        let query = {
+            let mut query = form_urlencoded::Serializer::new(String::new());
+            if let Some(etag) = last_etag {
+                query
+                    .append_pair("wait_for_change", "true")
+                    .append_pair("last_etag", etag)
+                    .append_pair("timeout_sec", &hang.as_secs().max(1).to_string());
+            }
+            query.finish()
+        };
         let full = match query.is_empty() {
             true => path.to_string(),
             false => format!("{path}?{query}"),
@@ -205,7 +207,13 @@ impl AzureWatch {
     }
 
     /// POST a JSON document to `path_and_query`; any 2xx will do.
-    pub async fn post(&self, step: &str, path_and_query: &str, body: String, deadline: Instant) -> Result<()> {
+    pub async fn post(
+        &self,
+        step: &str,
+        path_and_query: &str,
+        body: String,
+        deadline: Instant,
+    ) -> Result<()> {
         let mut http = self.http.clone();
         http.set_deadline(deadline);
         let request =

@@ -122,7 +122,11 @@ pub(super) async fn wait_for_change(state: &State, req: &Req) -> Answer {
     let Some(current) = etag_of(&now) else {
         return now;
     };
-    let known = req.query.get("last_etag").cloned().unwrap_or_else(|| current.clone());
+    let known = req
+        .query
+        .get("last_etag")
+        .cloned()
+        .unwrap_or_else(|| current.clone());
     if known != current {
         return now;
     }

@@ -154,7 +154,8 @@ pub fn rfc3339(t: SystemTime) -> String {
 /// `21 Jan 2019 09:00:43 GMT`, as EC2's scheduled events write times.
 pub fn ec2_date(t: SystemTime) -> String {
     let full = httpdate::fmt_http_date(t);
-    full.split_once(", ").map_or(full.clone(), |(_, rest)| rest.to_string())
+    full.split_once(", ")
+        .map_or(full.clone(), |(_, rest)| rest.to_string())
 }
 
 /// `Mon, 19 Sep 2016 18:29:47 GMT`, as Azure writes `NotBefore`.
@@ -164,7 +165,10 @@ pub fn http_date(t: SystemTime) -> String {
 
 /// An id in the shape of Azure's event ids (`602d9444-d2cd-49c7-8624-8643e7171297`).
 fn uuid_like(n: u64) -> String {
-    let hex = format!("{:032x}", u128::from(n).wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835));
+    let hex = format!(
+        "{:032x}",
+        u128::from(n).wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835)
+    );
     format!(
         "{}-{}-{}-{}-{}",
         &hex[0..8],
