@@ -132,7 +132,7 @@ impl LifecycleConfig {
     pub fn heartbeat_every(&self) -> std::time::Duration {
         match self.heartbeat_interval {
             Some(every) => every.get(),
-            None => self.heartbeat_timeout.get() / 2,
+            None => self.heartbeat_timeout.get().checked_div(2).unwrap_or_default(),
         }
     }
 

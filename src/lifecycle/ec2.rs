@@ -76,7 +76,7 @@ impl NoticeSource for Ec2Notices {
         if self.polls > 0 {
             tokio::time::sleep(self.every).await;
         }
-        let slow = self.polls % SLOW_EVERY == 0;
+        let slow = self.polls.is_multiple_of(SLOW_EVERY);
         self.polls = self.polls.wrapping_add(1);
         let deadline = Instant::now() + self.every.max(READ_BUDGET_MIN);
         let mut look = Look::default();
