@@ -311,9 +311,10 @@ impl Hooks {
         Some(tokio::spawn(self.clone().keep_alive(Transition::Terminate)))
     }
 
-    /// After the drain and the stop: `CONTINUE` on the terminate hook.
-    pub(super) async fn complete_terminate(&self) -> String {
-        self.complete(Transition::Terminate, HookResult::Continue).await
+    /// After the drain and the stop: `CONTINUE` on the terminate hook (None without one).
+    pub(super) async fn complete_terminate(&self) -> Option<String> {
+        self.terminate.as_ref()?;
+        Some(self.complete(Transition::Terminate, HookResult::Continue).await)
     }
 }
 

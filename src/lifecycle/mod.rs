@@ -365,12 +365,10 @@ impl Watcher {
                     if let Some(beats) = memory.terminate_heartbeats.take() {
                         beats.abort();
                     }
-                    match &self.hooks {
-                        Some(hooks) => {
-                            let done = hooks.complete_terminate().await;
-                            step(&self.shared, &done);
-                        }
-                        None => tracing::debug!("lifecycle: no terminate hook to answer"),
+                    if let Some(hooks) = &self.hooks
+                        && let Some(done) = hooks.complete_terminate().await
+                    {
+                        step(&self.shared, &done);
                     }
                 }
             }
