@@ -362,8 +362,9 @@ fn boot_instance(name: &str, haproxy: &Haproxy, opts: &LifecycleDrillOptions) ->
 }
 
 /// An idle kiln with `[lifecycle]` on `cloud`: how many requests it sends the metadata service
-/// in `window`, counted from when it is ready (the boot's own fetch excluded).
-pub fn idle_requests(kiln_bin: &str, cloud: Cloud, poll_interval: Duration, window: Duration) -> usize {
+/// in `window`, counted from when it is ready (the boot's own fetch excluded), and its resident
+/// memory at the end (KiB).
+pub fn idle_requests(kiln_bin: &str, cloud: Cloud, poll_interval: Duration, window: Duration) -> (usize, u64) {
     let emulator = MetadataEmulator::start(Options::new(cloud));
     let example = Example::render();
     let url = emulator.url();
@@ -379,7 +380,7 @@ pub fn idle_requests(kiln_bin: &str, cloud: Cloud, poll_interval: Duration, wind
         );
         t.insert("lifecycle".into(), lifecycle.into());
     });
-    let (_kiln, _notify) = example.boot_ready(kiln_bin);
+    let (kiln, _notify) = example.boot_ready(kiln_bin);
     // The watch starts right after the metadata: let its first look pass, then count.
     wait_until("the first look at the notices", Duration::from_secs(30), || {
         crate::control::status(&example.socket())
@@ -389,7 +390,16 @@ pub fn idle_requests(kiln_bin: &str, cloud: Cloud, poll_interval: Duration, wind
     std::thread::sleep(Duration::from_secs(1));
     let before = emulator.log().len();
     std::thread::sleep(window);
-    emulator.log().len() - before
+    let requests = emulator.log().len() - before;
+    let rss_kib = std::fs::read_to_string(format!("/proc/{}/status", kiln.pid()))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0);
+    (requests, rss_kib)
 }
 
 const USAGE: &str = "usage: kiln-testkit lifecycle-bench --kiln PATH [--runs N] [--poll-interval MS] [--idle-seconds N] [--clouds ec2,azure,gce]
@@ -454,15 +464,16 @@ fn run(args: &[String]) -> Result<bool, String> {
             sent += report.sent;
             failed += report.failed;
         }
-        let idle = idle_requests(&kiln, cloud, poll, Duration::from_secs(idle_seconds));
+        let (idle, rss_kib) = idle_requests(&kiln, cloud, poll, Duration::from_secs(idle_seconds));
         println!(
-            "{:<6} notice -> out of LB: median {}, max {}; notice -> all stopped: median {}, max {}; {sent} requests, {failed} failed; idle: {:.1} metadata requests/min",
+            "{:<6} notice -> out of LB: median {}, max {}; notice -> all stopped: median {}, max {}; {sent} requests, {failed} failed; idle: {:.1} metadata requests/min, kiln RSS {:.1} MiB",
             cloud.name(),
             ms(median(&out)),
             ms(max(&out)),
             ms(median(&stopped)),
             ms(max(&stopped)),
             idle as f64 * 60.0 / idle_seconds as f64,
+            rss_kib as f64 / 1024.0,
         );
     }
     Ok(all_passed)
