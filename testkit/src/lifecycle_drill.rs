@@ -32,6 +32,9 @@ pub struct LifecycleDrillOptions {
     /// How long each queue-worker job takes (`WORKER_JOB_SECONDS`): a job is in hand when the
     /// notice comes.
     pub worker_job: Duration,
+    /// Announce at a random moment of kiln's poll period (the benchmark: a poll-driven figure
+    /// is then a fair sample, not the same phase every run).
+    pub random_phase: bool,
 }
 
 impl LifecycleDrillOptions {
@@ -46,6 +49,7 @@ impl LifecycleDrillOptions {
             drain_timeout: Duration::from_secs(10),
             warm_requests: 50,
             worker_job: Duration::from_secs(1),
+            random_phase: false,
         }
     }
 }
@@ -178,6 +182,10 @@ pub fn drill(opts: &LifecycleDrillOptions) -> LifecycleReport {
         );
     }
     let (leaving, survivor) = (&instances[0], &instances[1]);
+    if opts.random_phase {
+        // The drill's input, drawn at random: where in the poll period the notice lands.
+        std::thread::sleep(opts.poll_interval.mul_f64(random_fraction()));
+    }
     let noticed = Instant::now();
     announce(leaving, opts.cloud);
     let timeout = opts.drain_timeout + opts.poll_interval + Duration::from_secs(60);
@@ -288,6 +296,16 @@ fn announce(instance: &DrillInstance, cloud: Cloud) {
         }
         other => panic!("no lifecycle notices on {other:?}"),
     }
+}
+
+/// A uniform draw from [0, 1).
+fn random_fraction() -> f64 {
+    use std::io::Read;
+    let mut bytes = [0u8; 8];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .expect("/dev/urandom");
+    (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// kiln says every service is stopped after its leave.
@@ -452,6 +470,7 @@ fn run(args: &[String]) -> Result<bool, String> {
     for cloud in clouds {
         let mut opts = LifecycleDrillOptions::new(&kiln, cloud);
         opts.poll_interval = poll;
+        opts.random_phase = true;
         let (mut out, mut stopped, mut sent, mut failed) = (Vec::new(), Vec::new(), 0, 0);
         for _ in 0..runs {
             let report = drill(&opts);
