@@ -240,6 +240,15 @@ struct Memory {
     terminate_heartbeats: Option<JoinHandle<()>>,
 }
 
+impl Drop for Memory {
+    /// The watcher ends with kiln: so do the heartbeats it started.
+    fn drop(&mut self) {
+        if let Some(beats) = &self.terminate_heartbeats {
+            beats.abort();
+        }
+    }
+}
+
 impl Watcher {
     async fn run(mut self, mut source: Box<dyn NoticeSource>) {
         let describe = source.describe();
