@@ -25,19 +25,33 @@ fn every_lifecycle_problem_is_listed_and_nothing_starts() {
         "[lifecycle] poll_interval = \"2m\": 1s to 1m (a spot interruption is announced 2 minutes ahead)",
         "[lifecycle] endpoint = \"autoscaling.internal\": give an http:// or https:// URL",
     ];
-    let check = Command::new(KILN).args(["check", "--config", config]).output().unwrap();
+    let check = Command::new(KILN)
+        .args(["check", "--config", config])
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&check.stderr);
     assert_eq!(check.status.code(), Some(78), "{stderr}");
     assert!(stderr.contains(&format!("{config}: 6 errors:")), "{stderr}");
     for problem in expected {
-        assert!(stderr.contains(problem), "kiln check said:\n{stderr}\nexpected: {problem}");
+        assert!(
+            stderr.contains(problem),
+            "kiln check said:\n{stderr}\nexpected: {problem}"
+        );
     }
 
     let mut kiln = Kiln::boot(KILN, &ex.config_path);
-    assert_eq!(kiln.wait_exit(Duration::from_secs(10)).code(), Some(78), "{}", kiln.log());
+    assert_eq!(
+        kiln.wait_exit(Duration::from_secs(10)).code(),
+        Some(78),
+        "{}",
+        kiln.log()
+    );
     let log = kiln.log();
     for problem in expected {
-        assert!(log.contains(problem), "kiln boot said:\n{log}\nexpected: {problem}");
+        assert!(
+            log.contains(problem),
+            "kiln boot said:\n{log}\nexpected: {problem}"
+        );
     }
     assert!(log.contains("nothing was started"), "{log}");
     assert!(tagged_processes(kiln.tag()).is_empty(), "boot started something");
@@ -48,7 +62,10 @@ fn an_unknown_key_is_refused_with_its_name() {
     let ex = Example::render();
     ex.edit_config(|c| c + "\n[lifecycle]\non_spot = \"leave\"\n");
     let config = ex.config_path.to_str().unwrap();
-    let check = Command::new(KILN).args(["check", "--config", config]).output().unwrap();
+    let check = Command::new(KILN)
+        .args(["check", "--config", config])
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&check.stderr);
     assert_eq!(check.status.code(), Some(78), "{stderr}");
     assert!(stderr.contains("unknown field `on_spot`"), "{stderr}");
