@@ -205,7 +205,6 @@ pub fn drill(opts: &LifecycleDrillOptions) -> LifecycleReport {
         },
     );
     let (notice_to_out, notice_to_stopped) = (out.unwrap(), stopped.unwrap());
-    let out_at = noticed + notice_to_out;
     let acknowledged = match opts.cloud {
         Cloud::Azure => wait_until("the event acknowledged", Duration::from_secs(30), || {
             let acks = leaving.emulator.notices_now().acknowledged;
@@ -218,6 +217,32 @@ pub fn drill(opts: &LifecycleDrillOptions) -> LifecycleReport {
         (load.served_by(&survivor.greeting) >= survivor_before + opts.warm_requests).then_some(())
     });
     let samples = load.stop();
+    let timing = Timing {
+        noticed,
+        notice_to_out,
+        notice_to_stopped,
+    };
+    report(opts.cloud, &instances, &haproxy, &samples, timing, acknowledged)
+}
+
+/// When the notice came, and what was seen from outside.
+struct Timing {
+    noticed: Instant,
+    notice_to_out: Duration,
+    notice_to_stopped: Duration,
+}
+
+/// What the run showed: the load's samples, kiln's status and log, HAProxy's backend.
+fn report(
+    cloud: Cloud,
+    instances: &[DrillInstance],
+    haproxy: &Haproxy,
+    samples: &[Sample],
+    timing: Timing,
+    acknowledged: Vec<String>,
+) -> LifecycleReport {
+    let (leaving, survivor) = (&instances[0], &instances[1]);
+    let out_at = timing.noticed + timing.notice_to_out;
     let status = crate::control::status(&leaving.example.socket()).unwrap_or(serde_json::Value::Null);
     let steps = &status["lifecycle"]["leave"]["steps"];
     let step_index = |name: &str| {
@@ -231,9 +256,15 @@ pub fn drill(opts: &LifecycleDrillOptions) -> LifecycleReport {
         (Some(stop), Some(ack)) if stop < ack
     );
     let log = leaving.kiln.log();
+    let served = |greeting: &str| -> Vec<&Sample> {
+        samples
+            .iter()
+            .filter(|s| s.ok() && s.first_line == greeting)
+            .collect()
+    };
     let failures: Vec<&Sample> = samples.iter().filter(|s| !s.ok()).collect();
     LifecycleReport {
-        cloud: opts.cloud,
+        cloud,
         sent: samples.len(),
         failed: failures.len(),
         failures: failures
@@ -242,34 +273,27 @@ pub fn drill(opts: &LifecycleDrillOptions) -> LifecycleReport {
             .map(|s| match &s.result {
                 Ok(code) => format!(
                     "HTTP {code} at +{:.3}s",
-                    s.start.saturating_duration_since(noticed).as_secs_f64()
+                    s.start.saturating_duration_since(timing.noticed).as_secs_f64()
                 ),
                 Err(e) => e.clone(),
             })
             .collect(),
-        notice_to_out,
-        notice_to_stopped,
+        notice_to_out: timing.notice_to_out,
+        notice_to_stopped: timing.notice_to_stopped,
         kiln_out: kiln_step(&status, "out of the load balancer"),
         kiln_stopped: kiln_step(&status, "all services stopped"),
         jobs_started: log.matches(": started job ").count(),
         jobs_finished: log.matches(": finished job ").count(),
-        workers_clean: log.matches("worker#").count() > 0
-            && log.contains("worker#1: stopped (exit 0)")
+        workers_clean: log.contains("worker#1: stopped (exit 0)")
             && log.contains("worker#2: stopped (exit 0)")
             && !log.contains("SIGKILL"),
         acknowledged,
         acknowledged_after_stop,
-        served_by_leaving: samples
+        served_by_leaving: served(&leaving.greeting).len(),
+        served_by_survivor: served(&survivor.greeting).len(),
+        to_leaving_after_out: served(&leaving.greeting)
             .iter()
-            .filter(|s| s.ok() && s.first_line == leaving.greeting)
-            .count(),
-        served_by_survivor: samples
-            .iter()
-            .filter(|s| s.ok() && s.first_line == survivor.greeting)
-            .count(),
-        to_leaving_after_out: samples
-            .iter()
-            .filter(|s| s.ok() && s.first_line == leaving.greeting && s.start > out_at)
+            .filter(|s| s.start > out_at)
             .count(),
         server_gone: haproxy.server(&leaving.server).is_none(),
         survivor_up: haproxy.server(&survivor.server).is_some_and(|r| r.is_up()),
@@ -382,7 +406,12 @@ fn boot_instance(name: &str, haproxy: &Haproxy, opts: &LifecycleDrillOptions) ->
 /// An idle kiln with `[lifecycle]` on `cloud`: how many requests it sends the metadata service
 /// in `window`, counted from when it is ready (the boot's own fetch excluded), and its resident
 /// memory at the end (KiB).
-pub fn idle_requests(kiln_bin: &str, cloud: Cloud, poll_interval: Duration, window: Duration) -> (usize, u64) {
+pub fn idle_requests(
+    kiln_bin: &str,
+    cloud: Cloud,
+    poll_interval: Duration,
+    window: Duration,
+) -> (usize, u64) {
     let emulator = MetadataEmulator::start(Options::new(cloud));
     let example = Example::render();
     let url = emulator.url();
