@@ -113,7 +113,7 @@ fn launch_continues_once_after_ready_and_registered() {
     assert_eq!(status["lifecycle"]["hooks"]["group"], group.asg.group.as_str());
     let (_, text) = ex.status_cli(KILN, &[]);
     assert!(
-        text.contains("auto scaling group kiln-asg; launch hook kiln-launch CONTINUE for "),
+        text.contains("\n    auto scaling group kiln-asg\n    launch hook kiln-launch: CONTINUE sent "),
         "{text}"
     );
 }
@@ -274,7 +274,7 @@ print(key["AccessKeyId"], key["SecretAccessKey"])
             "{detail}"
         );
         let (_, text) = ex.status_cli(KILN, &[]);
-        assert!(text.contains("launch hook kiln-launch FAILED for "), "{text}");
+        assert!(text.contains("    launch hook kiln-launch: FAILED "), "{text}");
         for output in [text, status.to_string(), kiln.log()] {
             assert!(!output.contains(secret), "a secret leaked: {output}");
         }

@@ -263,19 +263,17 @@ fn lifecycle_lines(l: &LifecycleStatus, now_ms: u64) -> Vec<String> {
         lines.push(format!("  problem: {}", printable(problem)));
     }
     if let Some(hooks) = &l.hooks {
-        let group = match &hooks.group {
-            Some(group) => format!("auto scaling group {}", printable(group)),
-            None => "auto scaling group unknown".into(),
-        };
-        let mut parts = vec![group];
-        for (transition, hook) in [("launch", &hooks.launch), ("terminate", &hooks.terminate)] {
-            if let Some(hook) = hook {
-                parts.push(hook_line(transition, hook, now_ms));
-            }
+        match &hooks.group {
+            Some(group) => lines.push(format!("  auto scaling group {}", printable(group))),
+            None => lines.push("  auto scaling group unknown".into()),
         }
-        lines.push(format!("  {}", parts.join("; ")));
         if let Some(problem) = &hooks.problem {
             lines.push(format!("  hooks: {}", printable(problem)));
+        }
+        for (transition, hook) in [("launch", &hooks.launch), ("terminate", &hooks.terminate)] {
+            if let Some(hook) = hook {
+                lines.push(format!("  {}", hook_line(transition, hook, now_ms)));
+            }
         }
     }
     for n in &l.notices {
@@ -333,28 +331,28 @@ fn lifecycle_lines(l: &LifecycleStatus, now_ms: u64) -> Vec<String> {
 
 /// `launch hook kiln-launch: CONTINUE sent 2.1s ago (3 heartbeats)`.
 fn hook_line(transition: &str, hook: &HookStatus, now_ms: u64) -> String {
+    let since = ago(hook.since_ms, now_ms);
     let state = match hook.state {
         HookState::Idle => "idle".to_string(),
-        HookState::Waiting => "waiting".into(),
-        HookState::Continued => "CONTINUE".into(),
-        HookState::Abandoned => "ABANDON".into(),
-        HookState::Failed => "FAILED".into(),
+        HookState::Waiting => format!("waiting for {since}"),
+        HookState::Continued => format!("CONTINUE sent {since} ago"),
+        HookState::Abandoned => format!("ABANDON sent {since} ago"),
+        HookState::Failed => format!("FAILED {since} ago"),
         HookState::Skipped => "not answered".into(),
     };
-    let detail = hook
-        .detail
-        .as_deref()
-        .map(|d| format!(": {}", printable(d)))
-        .unwrap_or_default();
     let beats = match hook.heartbeats {
         0 => String::new(),
-        1 => ", 1 heartbeat".into(),
-        n => format!(", {n} heartbeats"),
+        1 => " (1 heartbeat)".into(),
+        n => format!(" ({n} heartbeats)"),
+    };
+    // An answer says it all; otherwise the detail says what is awaited or what failed.
+    let detail = match (hook.state, &hook.detail) {
+        (HookState::Continued | HookState::Abandoned, _) | (_, None) => String::new(),
+        (_, Some(detail)) => format!(": {}", printable(detail)),
     };
     format!(
-        "{transition} hook {} {state} for {}{beats}{detail}",
-        printable(&hook.name),
-        ago(hook.since_ms, now_ms)
+        "{transition} hook {}: {state}{beats}{detail}",
+        printable(&hook.name)
     )
 }
 
