@@ -414,3 +414,116 @@ pub async fn abandon_refused_boot(config: Config, metadata: Option<Metadata>, sh
         hooks.complete(Transition::Launch, HookResult::Abandon).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// An endpoint answering `503` to the first `failures` requests, then an empty answer.
+    async fn endpoint(failures: usize) -> (String, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counted = hits.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut stream, _) = listener.accept().await.unwrap();
+                let n = counted.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut request = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(read) => request.extend_from_slice(&buf[..read]),
+                        }
+                    }
+                    let (status, body) = match n < failures {
+                        true => ("503 Service Unavailable", "unavailable"),
+                        false => ("200 OK", "<CompleteLifecycleActionResponse/>"),
+                    };
+                    let answer = format!(
+                        "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = stream.write_all(answer.as_bytes()).await;
+                });
+            }
+        });
+        (url, hits)
+    }
+
+    fn hooks(url: &str, bound: Duration) -> (Hooks, Arc<Shared>) {
+        let shared = Shared::new();
+        let status = HooksStatus {
+            launch: Some(HookStatus {
+                name: "kiln-launch".into(),
+                state: HookState::Idle,
+                detail: None,
+                heartbeats: 0,
+                since_ms: 0,
+            }),
+            ..HooksStatus::default()
+        };
+        update(&shared, |l| l.hooks = Some(status));
+        let credentials = CredentialSource::Static(aws_credential_types::Credentials::new(
+            "AKIDEXAMPLE",
+            "not-a-real-secret",
+            None,
+            None,
+            "test",
+        ));
+        let api = AwsClient::new(credentials)
+            .unwrap()
+            .api(&AUTOSCALING, "us-east-1", Some(url));
+        let hooks = Hooks {
+            api,
+            group: "web".into(),
+            instance_id: "i-0abc".into(),
+            launch: Some("kiln-launch".into()),
+            terminate: None,
+            heartbeat_every: Duration::from_secs(60),
+            bound,
+            shared: shared.clone(),
+        };
+        (hooks, shared)
+    }
+
+    fn launch(shared: &Shared) -> HookStatus {
+        let snapshot = shared.snapshot();
+        let hooks = snapshot.lifecycle.as_ref().unwrap().hooks.as_ref().unwrap();
+        hooks.launch.clone().unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_unavailable_endpoint_is_retried_until_it_answers() {
+        let (url, hits) = endpoint(3).await;
+        let (hooks, shared) = hooks(&url, Duration::from_secs(30));
+        let done = hooks.complete(Transition::Launch, HookResult::Continue).await;
+        assert_eq!(done, "launch hook kiln-launch: CONTINUE sent");
+        assert_eq!(hits.load(Ordering::SeqCst), 4);
+        assert_eq!(launch(&shared).state, HookState::Continued);
+    }
+
+    #[tokio::test]
+    async fn a_call_that_keeps_failing_is_reported_at_its_bound() {
+        let (url, hits) = endpoint(usize::MAX).await;
+        let (hooks, shared) = hooks(&url, Duration::from_secs(2));
+        let done = hooks.complete(Transition::Launch, HookResult::Continue).await;
+        assert!(
+            done.starts_with("launch hook kiln-launch: CONTINUE not sent: "),
+            "{done}"
+        );
+        assert!(hits.load(Ordering::SeqCst) > 1, "not retried");
+        let hook = launch(&shared);
+        assert_eq!(hook.state, HookState::Failed);
+        let detail = hook.detail.unwrap();
+        assert!(
+            detail.contains("HTTP 503") && detail.contains("gave up at the deadline after"),
+            "{detail}"
+        );
+        assert!(!detail.contains("not-a-real-secret"), "{detail}");
+    }
+}
