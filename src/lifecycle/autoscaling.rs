@@ -250,6 +250,18 @@ impl Hooks {
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(PAUSE_MAX);
                 }
+                Err(e) if nothing_waiting(&e) => {
+                    // A kiln restarted on an instance already in service, a launch outside a
+                    // group's scaling: nothing to answer, and nothing wrong.
+                    let line = format!("{transition} hook {hook}: nothing was waiting ({e})");
+                    tracing::info!("lifecycle: {line}");
+                    self.set(
+                        transition,
+                        HookState::Skipped,
+                        Some(format!("nothing was waiting: {e}")),
+                    );
+                    return line;
+                }
                 Err(e) => {
                     let line = format!("{transition} hook {hook}: {result} not sent: {e}");
                     tracing::error!("lifecycle: {line}");
@@ -315,6 +327,17 @@ impl Hooks {
     pub(super) async fn complete_terminate(&self) -> Option<String> {
         self.terminate.as_ref()?;
         Some(self.complete(Transition::Terminate, HookResult::Continue).await)
+    }
+}
+
+/// AWS's answer when no lifecycle action of this instance waits on the hook. Its code,
+/// `ValidationError`, covers every malformed call too; only the message tells them apart.
+fn nothing_waiting(e: &CallError) -> bool {
+    match e {
+        CallError::Aws { error, .. } => {
+            error.code == "ValidationError" && error.message.starts_with("No active Lifecycle Action found")
+        }
+        CallError::Failed { .. } => false,
     }
 }
 
