@@ -4,11 +4,13 @@
 //! `config` → `seal` → `metadata` → `env` → `supervise` (+ `probe`) → `serve` → `lb`,
 //! with `state` as the one live snapshot everyone reports into and `systemd` for
 //! notify and logging. `process` (spawning, the one reaper, output forwarding) sits below both
-//! `probe` and `supervise` and imports neither. `boot` is the walk itself; `status` is the client
+//! `probe` and `supervise` and imports neither; so does `cgroup` (each unit's cgroup, below
+//! `supervise` and `boot`). `boot` is the walk itself; `status` is the client
 //! of `kiln status`; `fleet` looks at every instance behind the load balancer (`kiln fleet`).
 
 pub mod aws;
 pub mod boot;
+pub mod cgroup;
 pub mod commands;
 pub mod config;
 pub mod env;

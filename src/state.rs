@@ -83,6 +83,10 @@ pub struct Snapshot {
     pub lifecycle: Option<LifecycleStatus>,
     /// Things a person should know that do not change readiness (metadata changed since boot...).
     pub warnings: Vec<String>,
+    /// How the services' processes are held (a cgroup per unit, or process groups and why);
+    /// None until the boot has looked.
+    #[serde(default)]
+    pub containment: Option<Containment>,
     /// kiln's own log: its sink and the lines it dropped. Filled in when status is asked.
     #[serde(default)]
     pub log: crate::systemd::log::LogStatus,
@@ -90,6 +94,28 @@ pub struct Snapshot {
     /// Filled in when status is asked.
     #[serde(default)]
     pub listeners: Vec<ListenerStatus>,
+}
+
+/// How kiln holds each unit's processes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Containment {
+    pub kind: ContainmentKind,
+    /// The cgroup every unit's cgroup is a child of (`…/services`), with cgroups.
+    pub cgroup: Option<String>,
+    /// Controllers enabled in each unit's cgroup (`memory`, `pids`, `cpu`), with cgroups.
+    pub controllers: Vec<String>,
+    /// Why there are no cgroups, with process groups.
+    pub why: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ContainmentKind {
+    /// A cgroup v2 per unit: nothing a unit forks escapes its stop.
+    Cgroups,
+    /// Each unit's own session and process group: a process that leaves its group (`setsid`
+    /// after a double fork) outlives the unit's stop.
+    ProcessGroups,
 }
 
 /// One of kiln's listeners and the connections it holds.
@@ -302,6 +328,17 @@ pub struct UnitStatus {
     /// Lines of its output not logged because it wrote more than kiln forwards a second.
     #[serde(default)]
     pub dropped_lines: u64,
+    /// Its cgroup's directory, when kiln holds units in cgroups.
+    #[serde(default)]
+    pub cgroup: Option<String>,
+    /// `memory.current` of its cgroup (where the memory controller is enabled), read when a
+    /// status is asked for.
+    #[serde(default)]
+    pub memory_bytes: Option<u64>,
+    /// CPU time of everything in its cgroup, microseconds (`cpu.stat` `usage_usec`), read when a
+    /// status is asked for.
+    #[serde(default)]
+    pub cpu_usec: Option<u64>,
     /// What the unit is waiting for, when it is waiting.
     pub waiting_for: Vec<String>,
 }
@@ -380,6 +417,7 @@ impl Shared {
             secrets: None,
             lifecycle: None,
             warnings: Vec::new(),
+            containment: None,
             log: Default::default(),
             listeners: Vec::new(),
         };

@@ -24,7 +24,8 @@
 #
 # Checks: the page shows a user-data value; /readyz 200; every service up; `kiln status` in the
 # guest (through the qemu guest agent) says READY; `systemd-analyze verify kiln.service` in the
-# guest is clean; the instance registered itself in HAProxy and requests flow through HAProxy into
+# guest is clean; kiln sits in kiln.service/kiln and each unit in kiln.service/services/<unit>
+# with the memory and pids controllers, the workers' limits written, memory and CPU in status; the instance registered itself in HAProxy and requests flow through HAProxy into
 # the guest; an ACPI power-off (QMP system_powerdown) makes kiln drain and deregister before the
 # guest powers off. Then the image with one sealed file changed after sealing boots to a refused
 # boot and never registers. Prints the boot timeline. Cleans up every process, the namespace and
@@ -234,6 +235,43 @@ pass "sealed paths read-only for root in the guest (EROFS), the excluded /srv/ap
 verify_out=$(guest /usr/bin/systemd-analyze verify --man=no kiln.service 2>&1) || fail "systemd-analyze verify in the guest: $verify_out"
 [ -z "$verify_out" ] || fail "systemd-analyze verify kiln.service in the guest: $verify_out"
 pass "systemd-analyze verify kiln.service, by the guest's systemd (PID 1): clean"
+
+
+# ---- 1b. every unit in a cgroup of its own, under kiln.service (unified, with controllers) ----
+unit_cg=/sys/fs/cgroup/system.slice/kiln.service
+status_json=$(guest /usr/bin/kiln status --json) || fail "kiln status --json in the guest"
+# One line per unit: UNIT CGROUP PID MEMORY_BYTES CPU_USEC; first line: kiln's pid, the kind
+# of containment, the services' cgroup and its controllers.
+cg_report=$(python3 -c '
+import json, sys
+s = json.load(sys.stdin)
+c = s["containment"]
+print(s["pid"], c["kind"], c["cgroup"], ",".join(c["controllers"]))
+for u in s["services"]:
+    print(u["unit"], u["cgroup"], u["pid"], u["memory_bytes"], u["cpu_usec"])
+' <<<"$status_json") || fail "kiln status --json: $status_json"
+read -r kiln_pid kind services_cg controllers <<<"$(head -n1 <<<"$cg_report")"
+[ "$kind" = cgroups ] && [ "$services_cg" = "$unit_cg/services" ] ||
+    fail "kiln status --json: units not in cgroups under $unit_cg/services: $(head -n1 <<<"$cg_report")"
+[ "$controllers" = memory,pids ] || fail "controllers enabled for the units: $controllers (want memory,pids)"
+kiln_cg=$(guest /bin/cat "/proc/$kiln_pid/cgroup")
+[ "$kiln_cg" = "0::/system.slice/kiln.service/kiln" ] || fail "kiln itself is in $kiln_cg, not in kiln.service/kiln"
+inner=$(guest /bin/cat "$unit_cg/cgroup.procs" "$unit_cg/services/cgroup.procs")
+[ -z "$inner" ] || fail "processes in an inner cgroup of kiln.service: $inner"
+while read -r unit cg pid mem cpu; do
+    [ "$cg" = "$unit_cg/services/$unit" ] || fail "$unit's cgroup is $cg"
+    guest /bin/cat "$cg/cgroup.procs" | grep -qx "$pid" || fail "$unit's main process $pid is not in $cg"
+    [ "$mem" != None ] && [ "$mem" -gt 0 ] || fail "$unit: no memory figure ($mem) from its cgroup"
+    [ "$cpu" != None ] && [ "$cpu" -gt 0 ] || fail "$unit: no CPU figure ($cpu) from its cgroup"
+done < <(tail -n +2 <<<"$cg_report")
+for worker in 'worker#1' 'worker#2'; do
+    limits=$(guest /bin/cat "$unit_cg/services/$worker/memory.max" "$unit_cg/services/$worker/pids.max" | tr '\n' ' ')
+    [ "$limits" = "268435456 64 " ] || fail "$worker: memory.max and pids.max are $limits (want 268435456 64: memory_max 256M, tasks_max 64)"
+done
+grep -qF "services: a cgroup each under $unit_cg/services (controllers: memory pids)" <<<"$status_out" ||
+    fail "kiln status does not say how the units are held: $status_out"
+pass "cgroups: kiln in kiln.service/kiln, each unit's processes in kiln.service/services/<unit> (memory, pids), workers' memory_max 256M and tasks_max 64 applied, memory and CPU in kiln status"
+guest /usr/bin/systemd-cgls --no-pager -u kiln.service | sed 's/^/    | /' >&2
 
 t_qemu1=$t_qemu
 

@@ -61,7 +61,7 @@ in_root() {
         mount -t proc proc "$root/proc"
         mount -t sysfs sysfs "$root/sys"
         mount --rbind /dev "$root/dev"
-        mount -t tmpfs tmpfs "$root/run"
+        mount -t tmpfs -o mode=0755 tmpfs "$root/run"   # as systemd mounts it: kiln check refuses a state_dir under a world-writable /run
         exec chroot "$root" "$@"
     ' in_root "$root" env -i LC_ALL=C.UTF-8 DEBIAN_FRONTEND=noninteractive HOME=/root \
         PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin "$@" || status=$?

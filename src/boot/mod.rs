@@ -1,9 +1,9 @@
 //! `kiln boot`: the walk of one boot. Data flows one way:
 //!
 //! ```text
-//! config → serve (health + control, answering "booting") → seal (verify, watch) → metadata
-//!        → env (→ pin → secrets) → supervise (services in dependency order, READY=1) → lb
-//!        → run … → stop
+//! config → serve (health + control, answering "booting") → cgroups (found, cleared of what a
+//!        killed kiln left) → seal (verify, watch) → metadata → env (→ pin → secrets)
+//!        → supervise (services in dependency order, READY=1) → lb → run … → stop
 //! ```
 //!
 //! A failure before services start refuses the boot: nothing is started or registered,
@@ -18,6 +18,7 @@
 mod guards;
 mod stops;
 
+use crate::cgroup::{self, Containment};
 use crate::config::Config;
 use crate::env::{self, FrozenEnv};
 use crate::lb::{self, Membership};
@@ -27,7 +28,9 @@ use crate::process::reaper::{self, Reaper};
 use crate::seal::{self, DriftWatch, Pin, SealError, Verified};
 use crate::secrets::{self, Plan, Stores};
 use crate::serve;
-use crate::state::{EnvVarSource, ExpectedImage, Phase, SealStatus, SecretsStatus, Shared, now_ms};
+use crate::state::{
+    ContainmentKind, EnvVarSource, ExpectedImage, Phase, SealStatus, SecretsStatus, Shared, now_ms,
+};
 use crate::supervise::{Supervisor, SupervisorHandle};
 use crate::systemd::{self, Notifier};
 use std::path::Path;
@@ -106,6 +109,14 @@ async fn walk(config: Config, shared: Arc<Shared>) -> ExitCode {
     if let Some(left) = left_before(&config) {
         return refuse(&shared, &notifier, &left, stops).await;
     }
+    // After the control socket is ours (no other kiln answers on it), before anything starts.
+    shared.phase_begin("cgroups");
+    let containment = match contain(&config, &shared).await {
+        Ok(containment) => containment,
+        Err(reason) => return refuse(&shared, &notifier, &reason, stops).await,
+    };
+    shared.phase_done("cgroups");
+
     let prepared = tokio::select! {
         prepared = prepare(&config, &shared) => prepared,
         _ = stop_or_leave(stops.clone()) => {
@@ -136,10 +147,15 @@ async fn walk(config: Config, shared: Arc<Shared>) -> ExitCode {
     };
 
     let supervisor_env = Arc::new(env);
+    let cgroups = match &containment {
+        Containment::Cgroups { tree, .. } => Ok(tree),
+        Containment::ProcessGroups { why } => Err(why.as_str()),
+    };
     let supervisor = match Supervisor::new(
         &config.services,
         supervisor_env.clone(),
         reaper,
+        cgroups,
         shared.clone(),
         notifier.clone(),
     ) {
@@ -270,6 +286,92 @@ async fn wait_for_power_off(
     notifier.status(&line);
     tracing::info!("{line}; kiln stays up to explain it (kiln status)");
     requested(stops, 1).await;
+}
+
+/// Finds or makes the units' cgroups and kills what an earlier kiln left in them: an orphaned
+/// php-fpm would hold the socket and pass the new php-fpm's probe. Without a cgroup kiln may
+/// use, services get process groups, and status says so. The error (leftovers that would not
+/// die) refuses the boot.
+async fn contain(config: &Config, shared: &Shared) -> Result<Containment, String> {
+    let state_dir = config.control.state_dir.clone();
+    let wanted = cgroup::wanted(&config.services);
+    let containment = tokio::task::spawn_blocking(move || cgroup::contain(&state_dir, &wanted))
+        .await
+        .map_err(|e| format!("cgroups: stopped: {e}"))?
+        .map_err(|e| format!("cgroups: {e}"))?;
+    let status = match &containment {
+        Containment::Cgroups { tree, cleared } => {
+            let controllers: Vec<String> = tree.controllers().iter().map(|c| c.to_string()).collect();
+            tracing::info!(
+                "services: a cgroup each under {} (controllers: {})",
+                tree.dir().display(),
+                if controllers.is_empty() {
+                    "none".into()
+                } else {
+                    controllers.join(" ")
+                }
+            );
+            report_cleared(cleared, shared);
+            crate::state::Containment {
+                kind: ContainmentKind::Cgroups,
+                cgroup: Some(tree.dir().display().to_string()),
+                controllers,
+                why: None,
+            }
+        }
+        Containment::ProcessGroups { why } => {
+            tracing::warn!(
+                "services: process groups only ({why}): a process that leaves its group outlives its service's stop"
+            );
+            crate::state::Containment {
+                kind: ContainmentKind::ProcessGroups,
+                cgroup: None,
+                controllers: Vec::new(),
+                why: Some(why.clone()),
+            }
+        }
+    };
+    shared.update(|s| s.containment = Some(status));
+    Ok(containment)
+}
+
+/// What an earlier kiln left and this one killed: each cgroup in the log with its processes,
+/// and one event for `kiln status`.
+fn report_cleared(cleared: &[cgroup::Cleared], shared: &Shared) {
+    if cleared.is_empty() {
+        return;
+    }
+    for c in cleared {
+        let processes: Vec<String> = c
+            .processes
+            .iter()
+            .map(|(pid, comm)| format!("{pid} {comm}"))
+            .collect();
+        if processes.is_empty() {
+            tracing::warn!(
+                "cgroup {}: killed processes an earlier kiln left (in another PID namespace: not listed)",
+                c.cgroup
+            );
+        } else {
+            tracing::warn!(
+                "cgroup {}: killed {} processes an earlier kiln left: {}",
+                c.cgroup,
+                processes.len(),
+                processes.join(", ")
+            );
+        }
+    }
+    let summary: Vec<String> = cleared
+        .iter()
+        .map(|c| match c.processes.len() {
+            0 => format!("{} (not listed)", c.cgroup),
+            n => format!("{} ({n})", c.cgroup),
+        })
+        .collect();
+    shared.event(
+        "warn",
+        format!("killed what an earlier kiln left running: {}", summary.join(", ")),
+    );
 }
 
 /// Binds `/livez` + `/readyz` and the control socket first, so that a load balancer sees 503

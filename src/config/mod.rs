@@ -17,6 +17,7 @@ mod seal;
 mod secrets;
 mod service;
 mod signal;
+mod size;
 mod validate;
 
 pub use duration::HumanDuration;
@@ -26,8 +27,11 @@ pub use lifecycle::{LifecycleConfig, NoticeAction};
 pub use metadata::{MetadataConfig, ProviderKind, USER_DATA_LIMIT_MAX, UserDataFormat};
 pub use seal::{OnDrift, Release, SealConfig};
 pub use secrets::{Scheme, SecretsConfig};
-pub use service::{FastCgiSocket, ProbeConfig, ProbeTarget, RestartPolicy, ServiceConfig, StopSignalTo};
+pub use service::{
+    FastCgiSocket, MEMORY_MAX_MIN, ProbeConfig, ProbeTarget, RestartPolicy, ServiceConfig, StopSignalTo,
+};
 pub use signal::SignalName;
+pub use size::ByteSize;
 
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;

@@ -1,6 +1,6 @@
 //! `[[service]]` tables: what to run, in which order, as whom, and how to tell it is healthy.
 
-use super::{HumanDuration, SignalName};
+use super::{ByteSize, HumanDuration, SignalName};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -47,6 +47,12 @@ pub struct ServiceConfig {
     /// supervisord's `startsecs`): a worker that dies at once never makes the instance look ready.
     #[serde(default = "default_ready_after")]
     pub ready_after: HumanDuration,
+    /// `memory.max` of each unit's cgroup: the kernel reclaims, then OOM-kills inside the unit.
+    pub memory_max: Option<ByteSize>,
+    /// `cpu.weight` of each unit's cgroup (1 to 10000, default 100): its share under contention.
+    pub cpu_weight: Option<u16>,
+    /// `pids.max` of each unit's cgroup: a fork bomb stops at this many tasks.
+    pub tasks_max: Option<u64>,
     /// Gates readiness and liveness until it passes once; failing it restarts the service.
     pub startup: Option<ProbeConfig>,
     /// Failing it takes the instance out of the load balancer; the service keeps running.
@@ -104,7 +110,30 @@ pub struct ProbeConfig {
     pub success_threshold: u32,
 }
 
+/// The smallest `memory_max` taken: below it php-fpm or nginx cannot even start, and a typo
+/// (`"512"` for `"512M"`) would show up as an OOM loop instead of a config error.
+pub const MEMORY_MAX_MIN: ByteSize = ByteSize(1 << 20);
+
 impl ServiceConfig {
+    /// The cgroup limits hold values the kernel takes.
+    pub fn limit_problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if let Some(m) = self.memory_max
+            && m < MEMORY_MAX_MIN
+        {
+            problems.push(format!("memory_max = \"{m}\": at least \"{MEMORY_MAX_MIN}\""));
+        }
+        if let Some(w) = self.cpu_weight
+            && !(1..=10_000).contains(&w)
+        {
+            problems.push(format!("cpu_weight = {w}: must be between 1 and 10000"));
+        }
+        if self.tasks_max == Some(0) {
+            problems.push("tasks_max = 0: must be at least 1".into());
+        }
+        problems
+    }
+
     /// `env_allow` holds name globs.
     pub fn env_allow_problems(&self) -> Vec<String> {
         self.env_allow

@@ -122,6 +122,7 @@ fn service_problems(s: &ServiceConfig) -> Vec<String> {
         _ => problems.push("command = []: give a program and its arguments".into()),
     }
     problems.extend(s.env_allow_problems());
+    problems.extend(s.limit_problems());
     if s.replicas == 0 || s.replicas > 256 {
         problems.push(format!("replicas = {}: must be between 1 and 256", s.replicas));
     }

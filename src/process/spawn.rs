@@ -1,6 +1,7 @@
-//! Turning a service's config into a process: its own session and process group (so a kill
-//! reaches every process it forked), its identity, its environment, pipes for its output, and
-//! default signal dispositions with an empty mask. Exec probes get their own process group and the
+//! Turning a service's config into a process: its unit's cgroup (joined before exec, so nothing
+//! it forks is ever outside it), its own session and process group (what a kill reaches where
+//! there is no cgroup), its identity, its environment, pipes for its output, and default signal
+//! dispositions with an empty mask. Exec probes get their own process group and the
 //! same clean signal state.
 
 use super::signals;
@@ -8,6 +9,7 @@ use crate::config::ServiceConfig;
 use crate::env::FrozenEnv;
 use nix::unistd::{Gid, Uid, User};
 use std::ffi::CString;
+use std::os::fd::RawFd;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 
@@ -62,12 +64,15 @@ impl Identity {
 }
 
 /// The command for one replica of `service`. `replica` is 1-based and exported to the process as
-/// `KILN_REPLICA` so that workers can tell themselves apart.
+/// `KILN_REPLICA` so that workers can tell themselves apart. `cgroup_procs` is the unit's
+/// `cgroup.procs`, open for writing (close-on-exec): the child moves itself there first thing
+/// after fork, before it can fork anything of its own.
 pub fn command(
     service: &ServiceConfig,
     env: &FrozenEnv,
     identity: Option<&Identity>,
     replica: u32,
+    cgroup_procs: Option<RawFd>,
 ) -> Command {
     let mut cmd = Command::new(&service.command[0]);
     cmd.args(&service.command[1..])
@@ -91,10 +96,13 @@ pub fn command(
         }
     }
     let identity = identity.cloned();
-    // SAFETY: the closure only makes async-signal-safe system calls (rt_sigaction, sigprocmask,
-    // setsid, setrlimit, setgroups, setgid, setuid) on data prepared before fork.
+    // SAFETY: the closure only makes async-signal-safe system calls (write, rt_sigaction,
+    // sigprocmask, setsid, setrlimit, setgroups, setgid, setuid) on data prepared before fork.
     unsafe {
         cmd.pre_exec(move || {
+            if let Some(procs) = cgroup_procs {
+                join_cgroup(procs)?;
+            }
             signals::reset_in_child()?;
             nix::unistd::setsid()?;
             crate::fd_budget::restore_in_child()?;
@@ -107,6 +115,18 @@ pub fn command(
         });
     }
     cmd
+}
+
+/// Writes `0` ("the calling process") into an open `cgroup.procs`. Runs between fork and
+/// exec: one write(2) of a static buffer, async-signal-safe.
+fn join_cgroup(procs: RawFd) -> std::io::Result<()> {
+    // SAFETY: write(2) from a static buffer to a descriptor the parent opened before fork.
+    let written = unsafe { libc::write(procs, b"0".as_ptr().cast(), 1) };
+    if written == 1 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 /// The command of an exec probe: the service's environment, no input or output, and a process

@@ -104,6 +104,7 @@ fn respond(request: &str, shared: &Shared, listeners: &Listeners) -> serde_json:
             let mut snapshot = (*shared.snapshot()).clone();
             snapshot.log = crate::systemd::log::status();
             snapshot.listeners = listeners.status();
+            read_cgroup_usage(&mut snapshot);
             serde_json::to_value(&snapshot).unwrap_or_else(|e| json!({ "error": e.to_string() }))
         }
         "health" => {
@@ -122,6 +123,18 @@ fn respond(request: &str, shared: &Shared, listeners: &Listeners) -> serde_json:
             shared.update(|s| s.refused_mutations += 1);
             shared.event("warn", format!("refused control verb {shown:?}"));
             json!({ "error": message })
+        }
+    }
+}
+
+/// Each unit's memory and CPU from its cgroup, read when a status is asked for (a few small
+/// files per unit) and never while nobody asks.
+fn read_cgroup_usage(snapshot: &mut crate::state::Snapshot) {
+    for unit in &mut snapshot.services {
+        if let Some(dir) = &unit.cgroup {
+            let usage = crate::cgroup::usage(Path::new(dir));
+            unit.memory_bytes = usage.memory_bytes;
+            unit.cpu_usec = usage.cpu_usec;
         }
     }
 }

@@ -4,8 +4,8 @@
 //! [`printable`]: it can neither drive the terminal nor forge a line.
 
 use crate::state::{
-    ExpectedImage, HookState, HookStatus, LbState, LifecycleStatus, Phase, SealStatus, Snapshot, UnitState,
-    UnitStatus,
+    Containment, ContainmentKind, ExpectedImage, HookState, HookStatus, LbState, LifecycleStatus, Phase,
+    SealStatus, Snapshot, UnitState, UnitStatus,
 };
 use crate::terminal::printable;
 use std::fmt::Write;
@@ -47,6 +47,9 @@ pub fn render(s: &Snapshot, now_ms: u64) -> String {
             printable(&i.provider),
             facts.join(", ")
         );
+    }
+    if let Some(c) = &s.containment {
+        let _ = writeln!(out, "  services: {}", containment_line(c));
     }
     if let Some(lb) = &s.lb {
         let state = match lb.state {
@@ -141,10 +144,12 @@ pub fn render(s: &Snapshot, now_ms: u64) -> String {
             "PID",
             "UPTIME",
             "RESTARTS",
+            "MEM",
+            "CPU",
             "LAST PROBE",
             "LAST EXIT",
         ];
-        let rows: Vec<[String; 8]> = s.services.iter().map(|u| unit_row(u, now_ms)).collect();
+        let rows: Vec<[String; 10]> = s.services.iter().map(|u| unit_row(u, now_ms)).collect();
         let mut widths = header.map(str::len);
         for row in &rows {
             for (w, cell) in widths.iter_mut().zip(row) {
@@ -361,7 +366,38 @@ fn short(hash: &str) -> &str {
     &hash[..hash.len().min(16)]
 }
 
-fn unit_row(u: &UnitStatus, now_ms: u64) -> [String; 8] {
+/// `a cgroup each under …/services (controllers: memory pids)`, or process groups and why.
+fn containment_line(c: &Containment) -> String {
+    match c.kind {
+        ContainmentKind::Cgroups => {
+            let controllers = match c.controllers.is_empty() {
+                true => "no controllers: no memory figures, no limits".to_string(),
+                false => format!("controllers: {}", c.controllers.join(" ")),
+            };
+            format!(
+                "a cgroup each under {} ({controllers})",
+                printable(c.cgroup.as_deref().unwrap_or("?"))
+            )
+        }
+        ContainmentKind::ProcessGroups => format!(
+            "process groups only ({}): a process that leaves its group outlives its service's stop",
+            printable(c.why.as_deref().unwrap_or("no cgroup"))
+        ),
+    }
+}
+
+/// `12.3M`, `1.5G`: memory as `systemctl status` shows it.
+fn memory(bytes: u64) -> String {
+    const MIB: f64 = 1024.0 * 1024.0;
+    let mib = bytes as f64 / MIB;
+    if mib >= 1024.0 {
+        format!("{:.1}G", mib / 1024.0)
+    } else {
+        format!("{mib:.1}M")
+    }
+}
+
+fn unit_row(u: &UnitStatus, now_ms: u64) -> [String; 10] {
     let state = match u.state {
         UnitState::Backoff => match u.next_restart_ms {
             Some(t) if t > now_ms => format!("backoff ({} left)", human(Duration::from_millis(t - now_ms))),
@@ -398,6 +434,10 @@ fn unit_row(u: &UnitStatus, now_ms: u64) -> [String; 8] {
             _ => "-".into(),
         },
         u.restarts.to_string(),
+        u.memory_bytes.map(memory).unwrap_or_else(|| "-".into()),
+        u.cpu_usec
+            .map(|us| human(Duration::from_micros(us)))
+            .unwrap_or_else(|| "-".into()),
         probe,
         u.last_exit.clone().unwrap_or_else(|| "-".into()),
     ]
@@ -467,6 +507,37 @@ mod tests {
             expected_line(unsealed.expected.as_ref().unwrap(), &unsealed),
             "release v43 (running: none), seal 2cd48efa9c7643f8 (running: none)"
         );
+    }
+
+    #[test]
+    fn the_containment_line_says_what_holds_the_services() {
+        let cgroups = Containment {
+            kind: ContainmentKind::Cgroups,
+            cgroup: Some("/sys/fs/cgroup/system.slice/kiln.service/services".into()),
+            controllers: vec!["memory".into(), "pids".into()],
+            why: None,
+        };
+        assert_eq!(
+            containment_line(&cgroups),
+            "a cgroup each under /sys/fs/cgroup/system.slice/kiln.service/services (controllers: memory pids)"
+        );
+        let bare = Containment {
+            controllers: Vec::new(),
+            ..cgroups
+        };
+        assert!(containment_line(&bare).ends_with("(no controllers: no memory figures, no limits)"));
+        let groups = Containment {
+            kind: ContainmentKind::ProcessGroups,
+            cgroup: None,
+            controllers: Vec::new(),
+            why: Some("cgroup2 at /sys/fs/cgroup is mounted read-only".into()),
+        };
+        assert_eq!(
+            containment_line(&groups),
+            "process groups only (cgroup2 at /sys/fs/cgroup is mounted read-only): a process that leaves its group outlives its service's stop"
+        );
+        assert_eq!(memory(12_900_000), "12.3M");
+        assert_eq!(memory(3 << 30), "3.0G");
     }
 
     #[test]

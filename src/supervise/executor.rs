@@ -1,8 +1,10 @@
-//! Performs what the machine decides, and nothing else: spawns through the reaper, signals,
-//! timers, probe tasks, the shared snapshot and sd_notify. Every fact it learns (an exit, a probe
-//! event, a timer) goes back to the machine as an event, one at a time, on one task.
+//! Performs what the machine decides, and nothing else: spawns through the reaper into each
+//! unit's cgroup, signals, timers, probe tasks, the shared snapshot and sd_notify. Every fact it
+//! learns (an exit, a probe event, a timer) goes back to the machine as an event, one at a time,
+//! on one task. With cgroups, an exit is a fact only once the unit's cgroup is empty.
 
 use super::machine::{Effect, Event, Level, Machine, Milestone, UnitId, View};
+use crate::cgroup::{Limits, ServiceTree, UnitCgroup};
 use crate::config::{ServiceConfig, StopSignalTo};
 use crate::env::FrozenEnv;
 use crate::probe::runner::{self, UnitProbes};
@@ -69,6 +71,8 @@ struct UnitRuntime {
     kept_output: UnitOutput,
     /// The tasks forwarding its stdout and stderr into the log, until end of file.
     output: Vec<JoinHandle<()>>,
+    /// Its cgroup, the same across restarts; None where services get process groups only.
+    cgroup: Option<Arc<UnitCgroup>>,
 }
 
 pub struct Supervisor {
@@ -86,11 +90,14 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    /// Prepares the services; resolves users and probes. Nothing is started yet.
+    /// Prepares the services; resolves users and probes, and makes each unit's cgroup in
+    /// `cgroups` with its service's limits (`Err`: process groups only, and why). Nothing is
+    /// started yet.
     pub fn new(
         configs: &[ServiceConfig],
         env: Arc<FrozenEnv>,
         reaper: Reaper,
+        cgroups: Result<&ServiceTree, &str>,
         shared: Arc<Shared>,
         notifier: Arc<Notifier>,
     ) -> Result<Supervisor, String> {
@@ -99,7 +106,17 @@ impl Supervisor {
             .map(|config| service_runtime(config, &env))
             .collect::<Result<Vec<_>, _>>()?;
         let machine = Machine::new(configs);
-        let units = machine.units().iter().map(|_| UnitRuntime::default()).collect();
+        let units = machine
+            .units()
+            .iter()
+            .map(|u| {
+                let cgroup = unit_cgroup(&configs[u.service], &u.name, cgroups)?;
+                Ok(UnitRuntime {
+                    cgroup: cgroup.map(Arc::new),
+                    ..UnitRuntime::default()
+                })
+            })
+            .collect::<Result<Vec<_>, String>>()?;
         let (tx, rx) = mpsc::unbounded_channel();
         Ok(Supervisor {
             machine,
@@ -185,7 +202,7 @@ impl Supervisor {
                 signal,
                 to,
             } => self.signal(unit, pid, signal, to),
-            Effect::KillTree { unit, pid } => self.signal(unit, pid, Signal::SIGKILL, StopSignalTo::Group),
+            Effect::KillTree { unit, pid } => self.kill_tree(unit, pid),
             Effect::StartTimer { after, timer } => {
                 let tx = self.tx.clone();
                 tokio::spawn(async move {
@@ -218,7 +235,15 @@ impl Supervisor {
     fn spawn(&mut self, unit: UnitId, generation: u64) -> Event {
         let u = &self.machine.units()[unit];
         let service = &self.services[u.service];
-        let mut command = spawn::command(&service.config, &self.env, service.identity.as_ref(), u.replica);
+        let cgroup = self.units[unit].cgroup.clone();
+        let join = cgroup.as_ref().map(|c| c.join_fd());
+        let mut command = spawn::command(
+            &service.config,
+            &self.env,
+            service.identity.as_ref(),
+            u.replica,
+            join,
+        );
         let (mut child, exit) = match self.reaper.spawn(&mut command) {
             Ok(spawned) => spawned,
             Err(e) => {
@@ -242,8 +267,14 @@ impl Supervisor {
             }
         }
         let tx = self.tx.clone();
+        let name = u.name.clone();
         tokio::spawn(async move {
             if let Ok(exit) = exit.await {
+                // What the main process left (its workers, a daemon that double-forked out of
+                // its group) goes too, and the unit is gone only once its cgroup is empty.
+                if let Some(cgroup) = cgroup {
+                    cgroup.kill_and_wait_empty(&name).await;
+                }
                 let exited = Event::Exited {
                     unit,
                     generation,
@@ -279,14 +310,29 @@ impl Supervisor {
         }
     }
 
+    /// `signal` to the main process, or to every process of the unit: its cgroup, or its
+    /// process group without one.
     fn signal(&self, unit: UnitId, pid: Pid, signal: Signal, to: StopSignalTo) {
-        let sent = match to {
-            StopSignalTo::Main => kill(pid, signal),
-            StopSignalTo::Group => killpg(pid, signal),
+        let sent = match (to, &self.units[unit].cgroup) {
+            (StopSignalTo::Main, _) => kill(pid, signal).map_err(std::io::Error::from),
+            (StopSignalTo::Group, Some(cgroup)) => cgroup.signal(signal),
+            (StopSignalTo::Group, None) => killpg(pid, signal).map_err(std::io::Error::from),
         };
         if let Err(e) = sent {
             let name = &self.machine.units()[unit].name;
             tracing::debug!("{name}: {signal} to {to:?}: {e}");
+        }
+    }
+
+    /// SIGKILL to everything the unit runs: its cgroup (`cgroup.kill`), or its process group.
+    fn kill_tree(&self, unit: UnitId, pid: Pid) {
+        let killed = match &self.units[unit].cgroup {
+            Some(cgroup) => cgroup.kill(),
+            None => killpg(pid, Signal::SIGKILL).map_err(std::io::Error::from),
+        };
+        if let Err(e) = killed {
+            let name = &self.machine.units()[unit].name;
+            tracing::debug!("{name}: SIGKILL to everything it runs: {e}");
         }
     }
 
@@ -302,6 +348,7 @@ impl Supervisor {
         for (status, runtime) in units.iter_mut().zip(&self.units) {
             status.stderr_tail = runtime.kept_output.stderr_tail();
             status.dropped_lines = runtime.kept_output.dropped_lines();
+            status.cgroup = runtime.cgroup.as_ref().map(|c| c.dir().display().to_string());
         }
         self.shared.update(|snap| {
             snap.services = units;
@@ -310,6 +357,28 @@ impl Supervisor {
                 snap.reason = reason;
             }
         });
+    }
+}
+
+/// The cgroup of one unit of `config`, with its limits. A limit without a cgroup to hold it
+/// refuses the boot, as a limit without its controller does (`ServiceTree::unit`).
+fn unit_cgroup(
+    config: &ServiceConfig,
+    unit: &str,
+    cgroups: Result<&ServiceTree, &str>,
+) -> Result<Option<UnitCgroup>, String> {
+    let limits = Limits::of(config);
+    let refused = |e: String| format!("service {:?}: {e}", config.name);
+    match cgroups {
+        Ok(tree) => tree.unit(unit, &limits).map(Some).map_err(refused),
+        Err(_) if limits.is_empty() => Ok(None),
+        Err(why) => {
+            let keys: Vec<&str> = limits.settings().iter().map(|s| s.key).collect();
+            Err(refused(format!(
+                "{} needs a cgroup, and kiln holds services in process groups only ({why}); a limit kiln cannot apply is refused, not ignored",
+                keys.join(", ")
+            )))
+        }
     }
 }
 

@@ -36,6 +36,8 @@ pub enum Event {
         generation: u64,
         reason: String,
     },
+    /// The unit's main process exited and (with cgroups) its cgroup is empty: nothing of the
+    /// unit runs any more. `exit` is the main process's.
     Exited {
         unit: UnitId,
         generation: u64,
@@ -123,14 +125,16 @@ pub enum Effect {
     StopProbes {
         unit: UnitId,
     },
-    /// A signal to the unit's main process, or to its process group.
+    /// A signal to the unit's main process, or to every process of the unit (its cgroup, or its
+    /// process group without cgroups).
     Signal {
         unit: UnitId,
         pid: Pid,
         signal: Signal,
         to: StopSignalTo,
     },
-    /// SIGKILL to everything the unit runs (today its process group).
+    /// SIGKILL to everything the unit runs: its cgroup (`cgroup.kill`), or its process group
+    /// without cgroups.
     KillTree {
         unit: UnitId,
         pid: Pid,

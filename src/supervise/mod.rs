@@ -6,14 +6,16 @@
 //!   incident, publish the view, announce READY=1). Transitions, backoff, crash loops,
 //!   readiness, the stop order and the stop timeouts all live there, and are tested as tables
 //!   without a process.
-//! - `executor`: performs the effects (the reaper, signals, tokio timers, probe tasks, the shared
-//!   snapshot, sd_notify) and feeds every fact back as an event, one at a time.
+//! - `executor`: performs the effects (the reaper, each unit's cgroup, signals, tokio timers,
+//!   probe tasks, the shared snapshot, sd_notify) and feeds every fact back as an event, one at a
+//!   time. An exit is fed back once the unit's cgroup is empty.
 //!
 //! Order: a service starts once every service in its `after` is ready; on stop, a service is
 //! signalled once every service that waits for it has stopped (reverse dependency order). The
-//! stop signal goes to the main process (`stop_signal_to = "group"`: to its process group); the
-//! SIGKILL after `stop_timeout`, after a failed liveness or startup probe, after a second stop
-//! request, and for whatever is left once the main process exits, goes to the whole group.
+//! stop signal goes to the main process (`stop_signal_to = "group"`: to every process of the
+//! unit); the SIGKILL after `stop_timeout`, after a failed liveness or startup probe, after a
+//! second stop request, and for whatever is left once the main process exits, goes to the whole
+//! unit: its cgroup, or its process group where kiln has no cgroups.
 //!
 //! One unit (one copy of a service) moves like this:
 //!

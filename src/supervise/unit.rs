@@ -113,8 +113,8 @@ impl Unit {
         first.saturating_mul(1u32 << doublings).min(max)
     }
 
-    /// The unit as `kiln status` shows it; the executor adds the stderr tail and the dropped
-    /// lines it keeps.
+    /// The unit as `kiln status` shows it; the executor adds the stderr tail, the dropped lines
+    /// and the cgroup it keeps.
     pub fn status(&self, service: &str, waiting_for: Vec<String>) -> UnitStatus {
         UnitStatus {
             service: service.to_string(),
@@ -131,6 +131,9 @@ impl Unit {
             last_exit: self.last_exit.as_ref().map(ToString::to_string),
             stderr_tail: Vec::new(),
             dropped_lines: 0,
+            cgroup: None,
+            memory_bytes: None,
+            cpu_usec: None,
             waiting_for,
         }
     }

@@ -403,6 +403,24 @@ impl Example {
     }
 }
 
+/// kiln's cgroups for this example go with it: a kiln killed with SIGKILL leaves them (see
+/// [`crate::cgroups`]). Both the state directory the config names now and the rendered one, as a
+/// test may have changed or broken the config.
+impl Drop for Example {
+    fn drop(&mut self) {
+        let named = std::fs::read_to_string(&self.config_path)
+            .ok()
+            .and_then(|text| text.parse::<toml::Table>().ok())
+            .and_then(|t| Some(PathBuf::from(t.get("control")?.get("state_dir")?.as_str()?)));
+        let rendered = self.run_dir.join("kiln");
+        for state_dir in named.into_iter().chain([rendered]) {
+            if let Some(dir) = crate::cgroups::kiln_dir(&state_dir) {
+                crate::cgroups::remove_tree(&dir);
+            }
+        }
+    }
+}
+
 fn service_table_mut<'a>(table: &'a mut toml::Table, name: &str, path: &Path) -> &'a mut toml::Table {
     table
         .get_mut("service")

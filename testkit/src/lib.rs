@@ -1,6 +1,7 @@
 //! Test support for kiln: real peers started by the tests, emulators for what has no real server
 //! here (cloud metadata services, the Consul agent), and helpers to wait on conditions.
 
+pub mod cgroups;
 pub mod control;
 pub mod drill;
 pub mod emulator;
