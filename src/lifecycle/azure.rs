@@ -4,7 +4,7 @@
 //! too), so only those naming this VM (`compute/name`) count. `Preempt` (at least 30 s ahead) is
 //! a preemption, `Terminate` a termination, `Reboot`, `Redeploy` and `Freeze` maintenance.
 //!
-//! The document is only read again when its `DocumentIncarnation` changes. Once kiln has left
+//! Its events are taken afresh only when `DocumentIncarnation` changes. Once kiln has left
 //! for an event, it starts it (`POST {"StartRequests": [{"EventId": ...}]}`) so the platform
 //! goes ahead at once instead of waiting out `NotBefore`. The first request of a VM enables the
 //! service and may take up to two minutes to answer (Azure's documentation).
