@@ -20,6 +20,7 @@ pub mod fleet;
 pub mod fuzzing;
 pub mod http_client;
 pub mod lb;
+pub mod lifecycle;
 pub mod metadata;
 pub mod probe;
 pub mod process;

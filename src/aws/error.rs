@@ -68,7 +68,7 @@ impl CallError {
     }
 
     /// Worth another attempt: throttling, 5xx, 429, no answer.
-    pub(super) fn is_transient(&self) -> bool {
+    pub fn is_transient(&self) -> bool {
         match self {
             CallError::Aws { status, error, .. } => *status >= 500 || *status == 429 || error.is_throttling(),
             CallError::Failed { transient, .. } => *transient,

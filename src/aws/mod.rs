@@ -142,6 +142,11 @@ impl Api {
                 pause.as_millis()
             );
             tokio::time::sleep(pause).await;
+            // A pause that ran to the deadline leaves no time for another attempt: the last
+            // answer is the reason, not "the deadline passed before the request was sent".
+            if Instant::now() >= deadline {
+                return Err(last.gave_up(attempts));
+            }
             backoff = (backoff * 2).min(BACKOFF_MAX);
         }
     }

@@ -105,8 +105,13 @@ impl Ec2 {
         }
     }
 
+    /// Later requests give up at `deadline`; the session (token) is kept.
+    pub(super) fn set_deadline(&mut self, deadline: tokio::time::Instant) {
+        self.http.set_deadline(deadline);
+    }
+
     /// GET under the session; 404 is None, 401 renews the token.
-    async fn get(&self, step: &str, path: &str) -> Result<Option<bytes::Bytes>> {
+    pub(super) async fn get(&self, step: &str, path: &str) -> Result<Option<bytes::Bytes>> {
         for _ in 0..=TOKEN_RENEWALS {
             let session = self.session().await?;
             let mut request = Request::get(path);

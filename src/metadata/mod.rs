@@ -14,9 +14,11 @@ mod gce;
 pub mod identity;
 mod nocloud;
 mod openstack;
+pub mod watch;
 
 pub use detect::detect;
 pub use identity::{AccessToken, AwsRoleKeys, Identity};
+pub use watch::MetadataWatch;
 
 use crate::config::{MetadataConfig, ProviderKind, UserDataFormat};
 use std::collections::BTreeMap;
@@ -85,8 +87,12 @@ pub trait MetadataProvider: Send + Sync {
     }
 }
 
-/// Which tags to read: those whose name starts with one of these prefixes (`tags_prefix` and the
-/// pin's `kiln-expect-`), asked for in one go.
+/// The tag EC2 Auto Scaling puts on the instances of a group: its name, for the lifecycle hooks
+/// when `[lifecycle] group` is not given. Read like the pin tags, whatever `tags_prefix` says.
+pub const AUTOSCALING_GROUP_TAG: &str = "aws:autoscaling:groupName";
+
+/// Which tags to read: those whose name starts with one of these prefixes (`tags_prefix`, the
+/// pin's `kiln-expect-`, the Auto Scaling group's tag), asked for in one go.
 pub struct TagNames<'a>(pub Vec<&'a str>);
 
 impl TagNames<'_> {
@@ -115,7 +121,7 @@ pub async fn fetch_by(config: &MetadataConfig, deadline: Instant) -> Result<Meta
                 }
             },
             async {
-                let mut wanted = TagNames(vec![crate::seal::pin::TAG_PREFIX]);
+                let mut wanted = TagNames(vec![crate::seal::pin::TAG_PREFIX, AUTOSCALING_GROUP_TAG]);
                 wanted.0.extend(config.tags_prefix.as_deref());
                 provider.tags(&wanted).await
             },
