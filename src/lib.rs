@@ -22,6 +22,7 @@ pub mod http_client;
 pub mod lb;
 pub mod lifecycle;
 pub mod metadata;
+pub mod mountinfo;
 pub mod probe;
 pub mod process;
 pub mod seal;
