@@ -81,14 +81,8 @@ fn launch_continues_once_after_ready_and_registered() {
     let dir = tempfile::tempdir().unwrap();
     let haproxy = Haproxy::start(HaproxyConfig::new(dir.path()));
     let ex = example_on(&group.emulator, &hooks_section(&group));
-    let socket = haproxy.config.socket.display().to_string();
-    let address = ex.http_addr.to_string();
+    let lb = haproxy.lb_table(ex.http_addr, None, None, None);
     ex.edit_toml(|t| {
-        let mut lb = toml::Table::new();
-        lb.insert("kind".into(), "haproxy".into());
-        lb.insert("socket".into(), socket.into());
-        lb.insert("backend".into(), "app".into());
-        lb.insert("address".into(), address.into());
         t.insert("lb".into(), lb.into());
     });
     let (_kiln, _notify) = ex.boot_ready(KILN);
