@@ -28,7 +28,7 @@ status=0
 for t in $targets; do
     mkdir -p "$work/$t"
     log="$work/$t.log"
-    if cargo fuzz run -O "$t" "$work/$t" "corpus/$t" -- -max_total_time="$seconds" -jobs=1 -workers=1 \
+    if cargo fuzz run -O "$t" "$work/$t" "corpus/$t" -- -max_total_time="$seconds" \
         -max_len=65536 -print_final_stats=1 >"$log" 2>&1; then
         runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
         cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1)
