@@ -17,10 +17,14 @@ pub mod config;
 pub mod env;
 pub mod fd_budget;
 pub mod fleet;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http_client;
 pub mod lb;
+pub mod lifecycle;
 pub mod metadata;
 pub mod metrics;
+pub mod mountinfo;
 pub mod probe;
 pub mod process;
 pub mod seal;

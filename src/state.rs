@@ -79,6 +79,9 @@ pub struct Snapshot {
     /// Secret references, when `[secrets]` is configured.
     #[serde(default)]
     pub secrets: Option<SecretsStatus>,
+    /// Auto Scaling hooks, platform notices and the leave, when `[lifecycle]` is configured.
+    #[serde(default)]
+    pub lifecycle: Option<LifecycleStatus>,
     /// Things a person should know that do not change readiness (metadata changed since boot...).
     pub warnings: Vec<String>,
     /// How the services' processes are held (a cgroup per unit, or process groups and why);
@@ -180,6 +183,115 @@ pub struct SecretsStatus {
     /// Variables whose secret changed since boot (`[metadata] recheck`).
     #[serde(default)]
     pub changed: Vec<String>,
+}
+
+/// What the platform says about the instance's future and what kiln did about it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct LifecycleStatus {
+    /// Where notices come from, e.g. `ec2 instance metadata, every 5s`; None: not watched.
+    pub source: Option<String>,
+    /// Why notices are not watched, or the last problem reading them (cleared by a good read).
+    pub problem: Option<String>,
+    /// Notices in force, oldest first.
+    pub notices: Vec<NoticeStatus>,
+    /// Auto Scaling's target lifecycle state (EC2), as last read.
+    pub target_state: Option<String>,
+    /// The Auto Scaling hooks, when `launch_hook` or `terminate_hook` is set.
+    pub hooks: Option<HooksStatus>,
+    /// The leave, once a notice made kiln leave.
+    pub leave: Option<LeaveStatus>,
+}
+
+/// One notice of the platform.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NoticeStatus {
+    pub kind: NoticeKind,
+    /// What the platform said, e.g. `terminate at 2024-06-01T12:00:00Z`.
+    pub detail: String,
+    /// When kiln first saw it, ms since the Unix epoch.
+    pub seen_ms: u64,
+    /// When it takes effect, if the platform says, ms since the Unix epoch.
+    pub due_ms: Option<u64>,
+    /// What `[lifecycle]` says to do with it.
+    pub action: crate::config::NoticeAction,
+    /// `leave` that waits for its time (maintenance further away than `maintenance_leave_before`).
+    #[serde(default)]
+    pub deferred: bool,
+}
+
+/// The kinds of notice, each with its own `on_*` key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NoticeKind {
+    SpotInterruption,
+    Preemption,
+    Termination,
+    Rebalance,
+    Maintenance,
+}
+
+impl NoticeKind {
+    pub fn describe(self) -> &'static str {
+        match self {
+            NoticeKind::SpotInterruption => "spot interruption",
+            NoticeKind::Preemption => "preemption",
+            NoticeKind::Termination => "termination",
+            NoticeKind::Rebalance => "rebalance recommendation",
+            NoticeKind::Maintenance => "maintenance",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct HooksStatus {
+    /// The Auto Scaling group; None when it is not known (see `problem`).
+    pub group: Option<String>,
+    /// Why the hooks cannot be answered (no group, no instance id, no credentials).
+    pub problem: Option<String>,
+    pub launch: Option<HookStatus>,
+    pub terminate: Option<HookStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HookStatus {
+    pub name: String,
+    pub state: HookState,
+    /// What happened last: the answer and when, or the AWS error with its code.
+    pub detail: Option<String>,
+    pub heartbeats: u32,
+    pub since_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HookState {
+    /// Not due yet (terminate: the instance is not leaving).
+    Idle,
+    /// The instance waits on this hook; heartbeats keep it inside the hook's timeout.
+    Waiting,
+    /// Answered `CONTINUE`.
+    Continued,
+    /// Answered `ABANDON`.
+    Abandoned,
+    /// Not answered: the call failed for good (the detail has AWS's code).
+    Failed,
+    /// Not answered: nothing was waiting, or the instance left first.
+    Skipped,
+}
+
+/// A leave for a notice: why, and each step with its time.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LeaveStatus {
+    pub reason: String,
+    /// When kiln saw the notice, ms since the Unix epoch.
+    pub noticed_ms: u64,
+    pub steps: Vec<LeaveStep>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LeaveStep {
+    pub step: String,
+    pub at_ms: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -328,6 +440,7 @@ impl Shared {
             lb: None,
             seal: None,
             secrets: None,
+            lifecycle: None,
             warnings: Vec::new(),
             containment: None,
             log: Default::default(),

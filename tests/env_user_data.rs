@@ -315,13 +315,13 @@ fn bad_names() {
         format!("1APP_SECRET={SECRET}\n"),
         "",
         "",
-        "user-data line 1: \"1APP_SECRET\" is not a valid variable name (letters, digits and '_', not starting with a digit)",
+        "user-data line 1: a name starting with a digit is not a valid variable name (letters, digits and '_', not starting with a digit)",
     );
     bad(
         format!("{{\"APP-SECRET\": \"{SECRET}\"}}"),
         "",
         "",
-        "user-data: \"APP-SECRET\" is not a valid variable name (letters, digits and '_', not starting with a digit)",
+        "user-data: a name with '-' at character 4 is not a valid variable name (letters, digits and '_', not starting with a digit)",
     );
 }
 

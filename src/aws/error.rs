@@ -68,7 +68,7 @@ impl CallError {
     }
 
     /// Worth another attempt: throttling, 5xx, 429, no answer.
-    pub(super) fn is_transient(&self) -> bool {
+    pub fn is_transient(&self) -> bool {
         match self {
             CallError::Aws { status, error, .. } => *status >= 500 || *status == 429 || error.is_throttling(),
             CallError::Failed { transient, .. } => *transient,
@@ -142,8 +142,10 @@ pub fn parse(body: &[u8]) -> Option<AwsError> {
     } else {
         return None;
     };
+    // Both come from whoever answered (an endpoint override can point anywhere): one line,
+    // printable, bounded, before they reach a log or a terminal.
     Some(AwsError {
-        code,
+        code: tidy(&code),
         message: tidy(&message),
     })
 }
@@ -208,7 +210,13 @@ fn from_xml(text: &str) -> Option<(String, String)> {
 }
 
 fn tidy(message: &str) -> String {
-    let one_line: String = message.split_whitespace().collect::<Vec<_>>().join(" ");
+    let one_line: String = message
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
     match one_line.char_indices().nth(MESSAGE_MAX) {
         Some((cut, _)) => format!("{}…", &one_line[..cut]),
         None => one_line,

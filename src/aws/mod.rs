@@ -20,6 +20,8 @@ mod sign;
 
 pub use credentials::CredentialSource;
 pub use endpoint::{AUTOSCALING, ELBV2, Endpoint, Protocol, SECRETS_MANAGER, SSM, Service};
+#[doc(hidden)]
+pub use error::parse as parse_error_answer;
 pub use error::{AwsError, CallError};
 pub use protocol::Members;
 
@@ -140,6 +142,11 @@ impl Api {
                 pause.as_millis()
             );
             tokio::time::sleep(pause).await;
+            // A pause that ran to the deadline leaves no time for another attempt: the last
+            // answer is the reason, not "the deadline passed before the request was sent".
+            if Instant::now() >= deadline {
+                return Err(last.gave_up(attempts));
+            }
             backoff = (backoff * 2).min(BACKOFF_MAX);
         }
     }

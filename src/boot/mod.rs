@@ -12,7 +12,8 @@
 //! Signals (`stops`): SIGTERM or SIGINT stop the instance (readiness 503 first, then the load
 //! balancer is left, then services stop in reverse order); a second one kills what is left.
 //! SIGHUP is refused: an immutable instance never reloads. After the boot, `guards` watch the
-//! seal and the metadata.
+//! seal and the metadata, and `[lifecycle]` the platform's notices: a notice that says to leave
+//! takes the same stop path, then kiln waits for the power-off (see [`wait_for_power_off`]).
 
 mod guards;
 mod stops;
@@ -21,6 +22,7 @@ use crate::cgroup::{self, Containment};
 use crate::config::Config;
 use crate::env::{self, FrozenEnv};
 use crate::lb::{self, Membership};
+use crate::lifecycle::{self, LeaveRequest, Lifecycle};
 use crate::metadata::{self, Metadata};
 use crate::process::reaper::{self, Reaper};
 use crate::seal::{self, DriftWatch, Pin, SealError, Verified};
@@ -35,7 +37,7 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
-use stops::{StopRequests, requested};
+use stops::{StopRequests, requested, stop_or_leave};
 use tokio::sync::watch;
 
 /// Exit code after a refused boot was stopped.
@@ -104,6 +106,9 @@ async fn walk(config: Config, shared: Arc<Shared>) -> ExitCode {
     }
     shared.phase_done("serve");
 
+    if let Some(left) = left_before(&config) {
+        return refuse(&shared, &notifier, &left, stops).await;
+    }
     // After the control socket is ours (no other kiln answers on it), before anything starts.
     shared.phase_begin("cgroups");
     let containment = match contain(&config, &shared).await {
@@ -114,7 +119,7 @@ async fn walk(config: Config, shared: Arc<Shared>) -> ExitCode {
 
     let prepared = tokio::select! {
         prepared = prepare(&config, &shared) => prepared,
-        _ = requested(stops.clone(), 1) => {
+        _ = stop_or_leave(stops.clone()) => {
             tracing::info!("stopped during boot; nothing was started");
             shared.update(|s| s.phase = Phase::Stopped);
             return ExitCode::SUCCESS;
@@ -127,12 +132,18 @@ async fn walk(config: Config, shared: Arc<Shared>) -> ExitCode {
         secrets,
     } = match prepared {
         Ok(p) => p,
-        Err(reason) => return refuse(&shared, &notifier, &reason, stops).await,
+        Err(Refusal { reason, metadata }) => {
+            abandon_launch(&config, metadata, &shared);
+            return refuse(&shared, &notifier, &reason, stops).await;
+        }
     };
 
     let registrar = match lb::registrar(&config, &metadata.facts) {
         Ok(r) => r,
-        Err(e) => return refuse(&shared, &notifier, &format!("lb: {e}"), stops).await,
+        Err(e) => {
+            abandon_launch(&config, Some(metadata), &shared);
+            return refuse(&shared, &notifier, &format!("lb: {e}"), stops).await;
+        }
     };
 
     let supervisor_env = Arc::new(env);
@@ -149,10 +160,17 @@ async fn walk(config: Config, shared: Arc<Shared>) -> ExitCode {
         notifier.clone(),
     ) {
         Ok(s) => s,
-        Err(reason) => return refuse(&shared, &notifier, &reason, stops).await,
+        Err(reason) => {
+            abandon_launch(&config, Some(metadata), &shared);
+            return refuse(&shared, &notifier, &reason, stops).await;
+        }
     };
     let handle = supervisor.handle();
     let supervisor = tokio::spawn(supervisor.run());
+    let leaver = stopper.clone();
+    let lifecycle = Lifecycle::start(&config, &metadata, shared.clone(), move |request| {
+        leaver.leave(request)
+    });
     if let Some(watch) = seal_watch {
         guards::watch_seal(watch, config.seal.on_drift, shared.clone(), stopper);
     }
@@ -172,15 +190,102 @@ async fn walk(config: Config, shared: Arc<Shared>) -> ExitCode {
     let membership =
         registrar.map(|r| Membership::start(r, shared.clone(), notifier.clone(), config.lb.drain_timeout()));
 
-    let request = requested(stops.clone(), 1).await;
-    shutdown(&shared, &notifier, &handle, membership, stops).await;
+    let request = stop_or_leave(stops.clone()).await;
+    // A signal that came with (or before) the leave is a stop: nothing to wait for then.
+    let leave = request.leave.filter(|_| request.count == 0);
+    if let Some(leave) = &leave {
+        mark_left(&config, leave);
+    }
+    shutdown(
+        &shared,
+        &notifier,
+        &handle,
+        membership,
+        stops.clone(),
+        leave.as_ref(),
+    )
+    .await;
     let _ = supervisor.await;
+    if let Some(leave) = &leave {
+        if let Some(lifecycle) = &lifecycle {
+            lifecycle.services_stopped();
+        }
+        wait_for_power_off(&shared, &notifier, stops, leave).await;
+        shared.update(|s| s.phase = Phase::Stopped);
+        tracing::info!("stopped after the leave; bye");
+        return ExitCode::SUCCESS;
+    }
     shared.update(|s| s.phase = Phase::Stopped);
     tracing::info!("all services stopped; bye");
     if request.poweroff {
         power_off();
     }
     ExitCode::SUCCESS
+}
+
+/// The file under the state dir (on /run: gone at the next boot) that says this instance left.
+fn left_marker(config: &Config) -> std::path::PathBuf {
+    config.control.state_dir.join("left")
+}
+
+/// Leaving is final: the reason is written down, so that a kiln restarted by systemd before the
+/// power-off does not start the services and rejoin the load balancer.
+fn mark_left(config: &Config, leave: &LeaveRequest) {
+    let path = left_marker(config);
+    if let Err(e) = std::fs::write(&path, format!("{}\n", leave.reason.replace('\n', " "))) {
+        tracing::warn!(
+            "cannot write {}: {e}; a restarted kiln would not know it left",
+            path.display()
+        );
+    }
+}
+
+/// Why this boot must not start anything, when an earlier kiln of this boot left for a notice.
+fn left_before(config: &Config) -> Option<String> {
+    let path = left_marker(config);
+    let text = std::fs::read(&path).ok()?;
+    let reason = String::from_utf8_lossy(&text[..text.len().min(512)])
+        .trim()
+        .to_string();
+    Some(format!(
+        "this instance left ({}) and does not rejoin; it waits for the power-off ({} is removed by the next boot)",
+        crate::terminal::printable(&reason),
+        path.display()
+    ))
+}
+
+/// A refused boot under an Auto Scaling launch hook answers `ABANDON` (in the background: the
+/// refusal is explained at once, the answer follows).
+fn abandon_launch(config: &Config, metadata: Option<Metadata>, shared: &Arc<Shared>) {
+    if config.lifecycle.as_ref().is_some_and(|l| l.launch_hook.is_some()) {
+        tokio::spawn(lifecycle::abandon_refused_boot(
+            config.clone(),
+            metadata,
+            shared.clone(),
+        ));
+    }
+}
+
+/// After a leave: the services are stopped and the platform answered; the machine goes away on
+/// the platform's schedule. kiln stays up, not ready, explaining itself in `kiln status`, until
+/// that power-off's SIGTERM (then it exits 0). It told systemd only `STATUS=`, never
+/// `STOPPING=1`: that would start the unit's stop timeout, and systemd would kill kiln after
+/// `TimeoutStopSec` and, the kill being a failure, restart it under `Restart=on-failure`.
+async fn wait_for_power_off(
+    shared: &Shared,
+    notifier: &Notifier,
+    stops: watch::Receiver<StopRequests>,
+    leave: &LeaveRequest,
+) {
+    let line = format!("left ({}); waiting for the power-off", leave.reason);
+    shared.update(|s| {
+        s.phase = Phase::Stopped;
+        s.reason = Some(line.clone());
+    });
+    lifecycle::step(shared, "all services stopped");
+    notifier.status(&line);
+    tracing::info!("{line}; kiln stays up to explain it (kiln status)");
+    requested(stops, 1).await;
 }
 
 /// Finds or makes the units' cgroups and kills what an earlier kiln left in them: an orphaned
@@ -293,12 +398,23 @@ struct Prepared {
     secrets: Option<(Plan, Stores)>,
 }
 
+/// Why the boot is refused, and the instance's metadata when it was fetched before the refusal
+/// (the launch hook's `ABANDON` names the instance and its group).
+struct Refusal {
+    reason: String,
+    metadata: Option<Metadata>,
+}
+
 /// The steps that must all pass before a single service starts: seal, metadata, environment,
 /// the launch configuration's pin, and the secrets (only for an image the pin accepts).
-async fn prepare(config: &Config, shared: &Shared) -> Result<Prepared, String> {
+async fn prepare(config: &Config, shared: &Shared) -> Result<Prepared, Refusal> {
+    let refused = |reason| Refusal {
+        reason,
+        metadata: None,
+    };
     shared.phase_begin("seal");
-    let verified = verify_seal(config, shared).await?;
-    let seal_watch = guards::start_seal_watch(&config.seal, &verified, shared)?;
+    let verified = verify_seal(config, shared).await.map_err(refused)?;
+    let seal_watch = guards::start_seal_watch(&config.seal, &verified, shared).map_err(refused)?;
     shared.phase_done("seal");
 
     // One deadline for the metadata and the secrets resolved from it.
@@ -307,20 +423,41 @@ async fn prepare(config: &Config, shared: &Shared) -> Result<Prepared, String> {
     let fetch_started = std::time::Instant::now();
     let fetched = metadata::fetch_by(&config.metadata, deadline).await;
     shared.recorder().metadata_fetched(fetch_started.elapsed());
-    let metadata = fetched.map_err(|e| e.to_string())?;
+    let metadata = fetched.map_err(|e| refused(e.to_string()))?;
     // The facts name the instance even when a later step refuses the boot (`kiln status`,
     // `kiln fleet`); they hold no secret.
     shared.update(|s| s.instance = Some(metadata.facts.clone()));
     shared.phase_done("metadata");
+    match prepare_env(config, shared, &verified, &metadata, deadline).await {
+        Ok((env, secrets)) => Ok(Prepared {
+            env,
+            seal_watch,
+            metadata,
+            secrets,
+        }),
+        Err(reason) => Err(Refusal {
+            reason,
+            metadata: Some(metadata),
+        }),
+    }
+}
 
+/// The environment from the metadata: layers, the pin, the secrets, the exec limits, the files.
+async fn prepare_env(
+    config: &Config,
+    shared: &Shared,
+    verified: &Verified,
+    metadata: &Metadata,
+    deadline: tokio::time::Instant,
+) -> Result<(FrozenEnv, Option<(Plan, Stores)>), String> {
     shared.phase_begin("env");
-    let layered = env::layer(&config.env, &config.metadata, &metadata).map_err(|e| e.to_string())?;
-    check_pin(&verified, &metadata, layered.pins(), shared)?;
+    let layered = env::layer(&config.env, &config.metadata, metadata).map_err(|e| e.to_string())?;
+    check_pin(verified, metadata, layered.pins(), shared)?;
     let resolved = match &config.secrets {
         Some(secrets_config) => {
             shared.phase_begin("secrets");
             let resolve_started = std::time::Instant::now();
-            let resolved = resolve_secrets(config, secrets_config, &layered, &metadata, deadline).await;
+            let resolved = resolve_secrets(config, secrets_config, &layered, metadata, deadline).await;
             shared.recorder().secrets_fetched(resolve_started.elapsed());
             let resolved = resolved?;
             shared.phase_done("secrets");
@@ -336,7 +473,7 @@ async fn prepare(config: &Config, shared: &Shared) -> Result<Prepared, String> {
     env::check_exec_limits(
         &frozen,
         &config.services,
-        &metadata,
+        metadata,
         env::ExecLimits::of_this_machine(),
     )
     .map_err(|e| e.to_string())?;
@@ -350,7 +487,7 @@ async fn prepare(config: &Config, shared: &Shared) -> Result<Prepared, String> {
         );
         shared.update(|s| s.secrets = Some(report));
     }
-    env::write_files(&config.control.state_dir, &frozen, &metadata)
+    env::write_files(&config.control.state_dir, &frozen, metadata)
         .map_err(|e| format!("cannot write {}: {e}", config.control.state_dir.display()))?;
     let names: Vec<EnvVarSource> = frozen
         .sources()
@@ -359,12 +496,7 @@ async fn prepare(config: &Config, shared: &Shared) -> Result<Prepared, String> {
         .collect();
     shared.update(|s| s.env = names);
     shared.phase_done("env");
-    Ok(Prepared {
-        env: frozen,
-        seal_watch,
-        metadata,
-        secrets,
-    })
+    Ok((frozen, secrets))
 }
 
 /// What the `secrets` step gave.
@@ -503,26 +635,38 @@ async fn refuse(
 }
 
 /// Readiness goes first (the load balancer stops sending), then the services stop in reverse
-/// dependency order. A second stop request kills what is left.
+/// dependency order. A second stop request kills what is left. A leave takes the same path; it
+/// tells systemd only its status (see [`wait_for_power_off`]) and records each step.
 async fn shutdown(
     shared: &Shared,
     notifier: &Notifier,
     handle: &SupervisorHandle,
     membership: Option<Membership>,
     stops: watch::Receiver<StopRequests>,
+    leave: Option<&LeaveRequest>,
 ) {
-    tracing::info!("stopping: readiness off, then services in reverse order");
+    let why = match leave {
+        Some(leave) => format!("leaving: {}", leave.reason),
+        None => "stopping".to_string(),
+    };
+    tracing::info!("{why}: readiness off, then services in reverse order");
     shared.update(|s| {
         s.phase = Phase::Stopping;
-        s.reason = Some("stopping".into());
+        s.reason = Some(why.clone());
     });
-    shared.event("info", "stop requested");
-    notifier.notify("STOPPING=1\nSTATUS=stopping");
+    match leave {
+        Some(_) => notifier.status(&why),
+        None => {
+            shared.event("info", "stop requested");
+            notifier.notify("STOPPING=1\nSTATUS=stopping");
+        }
+    }
+    lifecycle::step(shared, "readiness off (/readyz 503, agent drain)");
     if let Some(membership) = membership {
         // Leave the load balancer (deregister, drain) while services still serve what is in
         // flight; a second stop request cuts the drain short.
         tokio::select! {
-            _ = membership.leave() => {}
+            _ = membership.leave() => lifecycle::step(shared, "out of the load balancer"),
             _ = requested(stops.clone(), 2) => tracing::warn!("drain cut short by a second stop request"),
         }
     }
@@ -536,13 +680,14 @@ async fn shutdown(
     }
 }
 
-/// Before the supervisor runs (and after a refused boot) the walk itself is kiln's loop: beat for
-/// it, so `/livez` stays 200. Once services run, the supervisor's loop beats.
+/// Before the supervisor runs (after a refused boot, after a leave) the walk itself is kiln's
+/// loop: beat for it, so `/livez` stays 200. Once services run, the supervisor's loop beats.
 fn spawn_heartbeat(shared: &Arc<Shared>) {
     let shared = shared.clone();
     tokio::spawn(async move {
         loop {
-            if matches!(shared.phase(), Phase::Booting | Phase::Failed) {
+            // Stopped: waiting for the power-off after a leave, still explaining.
+            if matches!(shared.phase(), Phase::Booting | Phase::Failed | Phase::Stopped) {
                 shared.beat();
             }
             tokio::time::sleep(Duration::from_millis(500)).await;

@@ -1,18 +1,25 @@
 //! Requests to stop the instance, from signals or from kiln itself (seal drift with
-//! `on_drift = "poweroff"`), counted so that a second request can kill what is left.
+//! `on_drift = "poweroff"`), counted so that a second request can kill what is left, and
+//! requests to leave (a platform notice, `crate::lifecycle`), which take the same stop path and
+//! then wait for the power-off. A leave is not counted: the SIGTERM of the power-off that
+//! follows it is a first stop request, not a second one.
 //! SIGHUP is refused here: an immutable instance never reloads.
 
+use crate::lifecycle::LeaveRequest;
 use crate::serve::control;
 use crate::state::Shared;
 use std::sync::Arc;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StopRequests {
+    /// Signals and kiln's own stop requests.
     pub count: u32,
     /// Power the machine off once stopped.
     pub poweroff: bool,
+    /// The first leave asked for by a notice.
+    pub leave: Option<LeaveRequest>,
 }
 
 /// The sending side, shared by the signal task and the guards.
@@ -24,6 +31,13 @@ impl Stopper {
         self.0.send_modify(|r| {
             r.count += 1;
             r.poweroff |= poweroff;
+        });
+    }
+
+    /// Leave for a notice; later leave requests change nothing.
+    pub fn leave(&self, request: LeaveRequest) {
+        self.0.send_modify(|r| {
+            r.leave.get_or_insert(request);
         });
     }
 }
@@ -55,10 +69,18 @@ pub fn watch_signals(shared: Arc<Shared>) -> std::io::Result<(Stopper, watch::Re
     Ok((stopper, rx))
 }
 
-/// Resolves once at least `count` stop requests have arrived.
+/// Resolves once at least `count` stop requests have arrived (leaves not counted).
 pub async fn requested(mut stops: watch::Receiver<StopRequests>, count: u32) -> StopRequests {
     match stops.wait_for(|r| r.count >= count).await {
-        Ok(r) => *r,
+        Ok(r) => r.clone(),
+        Err(_) => std::future::pending().await,
+    }
+}
+
+/// Resolves at the first stop or leave request.
+pub async fn stop_or_leave(mut stops: watch::Receiver<StopRequests>) -> StopRequests {
+    match stops.wait_for(|r| r.count >= 1 || r.leave.is_some()).await {
+        Ok(r) => r.clone(),
         Err(_) => std::future::pending().await,
     }
 }

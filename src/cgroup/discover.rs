@@ -93,48 +93,17 @@ struct Mount {
 
 /// Every cgroup2 mount, `/sys/fs/cgroup` and `/sys/fs/cgroup/unified` first.
 fn cgroup2_mounts(mountinfo: &str) -> Vec<Mount> {
-    let mut mounts: Vec<Mount> = mountinfo
-        .lines()
-        .filter_map(|line| {
-            // ID PARENT MAJ:MIN ROOT POINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPER_OPTIONS
-            let (before, after) = line.split_once(" - ")?;
-            if after.split(' ').next()? != "cgroup2" {
-                return None;
-            }
-            let fields: Vec<&str> = before.split(' ').collect();
-            Some(Mount {
-                root: unescape(fields.get(3)?),
-                point: PathBuf::from(unescape(fields.get(4)?)),
-                read_only: fields.get(5)?.split(',').any(|o| o == "ro"),
-            })
+    let mut mounts: Vec<Mount> = crate::mountinfo::parse(mountinfo)
+        .into_iter()
+        .filter(|m| m.fstype == "cgroup2")
+        .map(|m| Mount {
+            read_only: m.read_only(),
+            root: m.root,
+            point: m.point,
         })
         .collect();
     mounts.sort_by_key(|m| !m.point.starts_with("/sys/fs/cgroup"));
     mounts
-}
-
-/// mountinfo writes space, tab, newline and backslash as `\NNN` (octal).
-fn unescape(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let octal = bytes
-            .get(i + 1..i + 4)
-            .filter(|d| bytes[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)))
-            .and_then(|d| u8::from_str_radix(std::str::from_utf8(d).ok()?, 8).ok());
-        match octal {
-            Some(byte) => {
-                out.push(byte);
-                i += 4;
-            }
-            None => {
-                out.push(bytes[i]);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]

@@ -154,16 +154,31 @@ pub fn check_name(name: &str) -> Result<(), String> {
     if is_valid_name(name) {
         return Ok(());
     }
-    let shown = if name.is_empty() {
-        "an empty name".to_string()
-    } else if name.chars().count() > 64 || name.chars().any(char::is_control) {
-        format!("a name of {} characters", name.chars().count())
-    } else {
-        format!("{name:?}")
-    };
     Err(format!(
-        "{shown} is not a valid variable name (letters, digits and '_', not starting with a digit)"
+        "{} is not a valid variable name (letters, digits and '_', not starting with a digit)",
+        describe_bad_name(name)
     ))
+}
+
+/// What is wrong with a name, without showing it: a line that is not a name may be a value
+/// (a base64 secret ends in `=`, so it reads as `NAME=`), and no value is ever shown.
+fn describe_bad_name(name: &str) -> String {
+    let bad = name
+        .chars()
+        .enumerate()
+        .find(|&(i, c)| !(c.is_ascii_alphabetic() || c == '_' || (i > 0 && c.is_ascii_digit())));
+    match bad {
+        None => "an empty name".to_string(),
+        Some((0, c)) if c.is_ascii_digit() => "a name starting with a digit".to_string(),
+        Some((i, c)) if c.is_ascii_graphic() || c == ' ' => {
+            format!("a name with {c:?} at character {}", i.saturating_add(1))
+        }
+        Some((i, c)) => format!(
+            "a name with U+{:04X} at character {}",
+            u32::from(c),
+            i.saturating_add(1)
+        ),
+    }
 }
 
 pub(super) fn check_pattern(pattern: &str) -> Result<(), String> {
@@ -233,11 +248,19 @@ mod tests {
         assert!(!is_valid_name("A-B"));
         assert!(!is_valid_name(""));
         assert!(!is_valid_name("É"));
-        let long = "x".repeat(65) + "-";
+        // A "name" may be a value written where a name belongs: it is described, never shown.
+        let err = check_name("dG9rZW4+Kw").unwrap_err();
+        assert!(err.starts_with("a name with '+' at character 8"), "{err}");
+        assert!(!err.contains("dG9rZW4"), "{err}");
         assert!(
-            check_name(&long)
+            check_name("1X")
                 .unwrap_err()
-                .starts_with("a name of 66 characters")
+                .starts_with("a name starting with a digit")
+        );
+        assert!(
+            check_name("A\u{1b}B")
+                .unwrap_err()
+                .starts_with("a name with U+001B at character 2")
         );
     }
 

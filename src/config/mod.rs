@@ -11,6 +11,7 @@
 mod duration;
 mod env;
 pub mod lb;
+mod lifecycle;
 mod metadata;
 mod metrics;
 mod seal;
@@ -23,6 +24,7 @@ mod validate;
 pub use duration::HumanDuration;
 pub use env::{BUILTIN_DENY, EnvConfig, RESERVED_PREFIX, check_name, glob_match, is_valid_name};
 pub use lb::LbConfig;
+pub use lifecycle::{LifecycleConfig, NoticeAction};
 pub use metadata::{MetadataConfig, ProviderKind, USER_DATA_LIMIT_MAX, UserDataFormat};
 pub use metrics::MetricsConfig;
 pub use seal::{OnDrift, Release, SealConfig};
@@ -58,6 +60,8 @@ pub struct Config {
     pub seal: SealConfig,
     /// Secret references; None (no section): no value is a reference.
     pub secrets: Option<SecretsConfig>,
+    /// Auto Scaling hooks and interruption notices; None (no section): neither.
+    pub lifecycle: Option<LifecycleConfig>,
     #[serde(default, rename = "service")]
     pub services: Vec<ServiceConfig>,
 }

@@ -36,6 +36,9 @@ pub(super) fn check(config: &Config) -> Vec<String> {
     if let Some(secrets) = &config.secrets {
         problems.extend(within("[secrets]", secrets.check()));
     }
+    if let Some(lifecycle) = &config.lifecycle {
+        problems.extend(within("[lifecycle]", lifecycle.check(&config.metadata)));
+    }
     check_services(&config.services, &mut problems);
     problems
 }

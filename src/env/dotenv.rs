@@ -218,7 +218,7 @@ mod tests {
         let (line, reason) = err("1A=x\n");
         assert_eq!(line, 1);
         assert!(
-            reason.starts_with("\"1A\" is not a valid variable name"),
+            reason.starts_with("a name starting with a digit is not a valid variable name"),
             "{reason}"
         );
         assert_eq!(

@@ -440,3 +440,16 @@ pub fn layer(env: &EnvConfig, meta: &MetadataConfig, metadata: &Metadata) -> Res
         endpoint: metadata.endpoint.clone(),
     })
 }
+
+/// For the fuzz targets (`fuzz/`): user-data decoded and parsed as a boot does, as
+/// `(name, value)` pairs, or the error as a boot would show it.
+#[doc(hidden)]
+pub fn parse_user_data(
+    raw: &[u8],
+    format: UserDataFormat,
+    limit: u64,
+) -> Result<Vec<(String, String)>, String> {
+    user_data::parse(raw, format, limit)
+        .map(|entries| entries.into_iter().map(|e| (e.name, e.value)).collect())
+        .map_err(|e| format!("{}: {}", e.step, e.reason))
+}

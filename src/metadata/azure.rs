@@ -65,16 +65,7 @@ impl MetadataProvider for Azure {
     }
 
     async fn facts(&self) -> Result<InstanceFacts> {
-        let doc = self.instance().await?;
-        Ok(InstanceFacts {
-            provider: "azure".into(),
-            instance_id: json_string(doc, "/compute/vmId"),
-            region: json_string(doc, "/compute/location"),
-            zone: json_string(doc, "/compute/zone"),
-            local_ipv4: json_string(doc, "/network/interface/0/ipv4/ipAddress/0/privateIpAddress"),
-            hostname: json_string(doc, "/compute/osProfile/computerName")
-                .or_else(|| json_string(doc, "/compute/name")),
-        })
+        Ok(facts_from(self.instance().await?))
     }
 
     async fn user_data(&self) -> Result<Option<Vec<u8>>> {
@@ -102,5 +93,18 @@ impl MetadataProvider for Azure {
             .filter(|(name, _)| wanted.matches(name))
             .map(|(name, value)| (name.to_string(), value.to_string()))
             .collect())
+    }
+}
+
+/// The facts in the `/metadata/instance` document.
+pub(super) fn facts_from(doc: &Value) -> InstanceFacts {
+    InstanceFacts {
+        provider: "azure".into(),
+        instance_id: json_string(doc, "/compute/vmId"),
+        region: json_string(doc, "/compute/location"),
+        zone: json_string(doc, "/compute/zone"),
+        local_ipv4: json_string(doc, "/network/interface/0/ipv4/ipAddress/0/privateIpAddress"),
+        hostname: json_string(doc, "/compute/osProfile/computerName")
+            .or_else(|| json_string(doc, "/compute/name")),
     }
 }

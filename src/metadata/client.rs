@@ -46,6 +46,8 @@ pub(super) struct Request {
     /// Path and query, from the first `/`.
     pub path: String,
     pub headers: HeaderMap,
+    /// Empty for GET and PUT.
+    pub body: Bytes,
 }
 
 impl Request {
@@ -54,7 +56,18 @@ impl Request {
             method: Method::GET,
             path: path.into(),
             headers: HeaderMap::new(),
+            body: Bytes::new(),
         }
+    }
+
+    /// A POST of a JSON document (Azure's Scheduled Events acknowledgement).
+    pub fn post_json(path: impl Into<String>, body: impl Into<Bytes>) -> Request {
+        Request {
+            method: Method::POST,
+            body: body.into(),
+            ..Request::get(path)
+        }
+        .header("content-type", HeaderValue::from_static("application/json"))
     }
 
     pub fn put(path: impl Into<String>) -> Request {
@@ -116,6 +129,11 @@ impl Http {
         }
     }
 
+    /// Later requests give up at `deadline` (a watcher gives each read a deadline of its own).
+    pub fn set_deadline(&mut self, deadline: Instant) {
+        self.deadline = deadline;
+    }
+
     pub fn error(&self, step: &str, reason: impl Into<String>) -> MetadataError {
         MetadataError {
             provider: self.provider.to_string(),
@@ -172,13 +190,14 @@ impl Http {
 
     /// One attempt. The error is a reason fit for a message: no URL query, no body.
     async fn attempt(&self, url: &str, request: &Request) -> Result<Answer, String> {
-        let mut response = self
+        let mut builder = self
             .client
             .request(request.method.clone(), url)
-            .headers(request.headers.clone())
-            .send()
-            .await
-            .map_err(|e| describe(&e))?;
+            .headers(request.headers.clone());
+        if !request.body.is_empty() {
+            builder = builder.body(request.body.clone());
+        }
+        let mut response = builder.send().await.map_err(|e| describe(&e))?;
         let status = response.status();
         let headers = std::mem::take(response.headers_mut());
         if let Some(len) = response.content_length()

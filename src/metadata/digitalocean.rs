@@ -46,15 +46,7 @@ impl MetadataProvider for DigitalOcean {
     }
 
     async fn facts(&self) -> Result<InstanceFacts> {
-        let doc = self.document().await?;
-        Ok(InstanceFacts {
-            provider: "digitalocean".into(),
-            instance_id: json_string(doc, "/droplet_id"),
-            region: json_string(doc, "/region"),
-            zone: None,
-            local_ipv4: json_string(doc, "/interfaces/private/0/ipv4/ip_address"),
-            hostname: json_string(doc, "/hostname"),
-        })
+        Ok(facts_from(self.document().await?))
     }
 
     async fn user_data(&self) -> Result<Option<Vec<u8>>> {
@@ -63,5 +55,17 @@ impl MetadataProvider for DigitalOcean {
             .get("user_data")
             .and_then(Value::as_str)
             .map(|s| s.as_bytes().to_vec()))
+    }
+}
+
+/// The facts in the `metadata/v1.json` document.
+pub(super) fn facts_from(doc: &Value) -> InstanceFacts {
+    InstanceFacts {
+        provider: "digitalocean".into(),
+        instance_id: json_string(doc, "/droplet_id"),
+        region: json_string(doc, "/region"),
+        zone: None,
+        local_ipv4: json_string(doc, "/interfaces/private/0/ipv4/ip_address"),
+        hostname: json_string(doc, "/hostname"),
     }
 }

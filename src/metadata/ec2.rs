@@ -105,8 +105,13 @@ impl Ec2 {
         }
     }
 
+    /// Later requests give up at `deadline`; the session (token) is kept.
+    pub(super) fn set_deadline(&mut self, deadline: tokio::time::Instant) {
+        self.http.set_deadline(deadline);
+    }
+
     /// GET under the session; 404 is None, 401 renews the token.
-    async fn get(&self, step: &str, path: &str) -> Result<Option<bytes::Bytes>> {
+    pub(super) async fn get(&self, step: &str, path: &str) -> Result<Option<bytes::Bytes>> {
         for _ in 0..=TOKEN_RENEWALS {
             let session = self.session().await?;
             let mut request = Request::get(path);
@@ -219,14 +224,7 @@ impl MetadataProvider for Ec2 {
             Some(body) => Some(text(&self.http, "local-hostname", &body)?).filter(|h| !h.is_empty()),
             None => None,
         };
-        Ok(InstanceFacts {
-            provider: "ec2".into(),
-            instance_id: json_string(&doc, "/instanceId"),
-            region: json_string(&doc, "/region"),
-            zone: json_string(&doc, "/availabilityZone"),
-            local_ipv4: json_string(&doc, "/privateIp"),
-            hostname,
-        })
+        Ok(facts_from(&doc, hostname))
     }
 
     async fn user_data(&self) -> Result<Option<Vec<u8>>> {
@@ -278,6 +276,18 @@ fn encode_segment(segment: &str) -> String {
         }
     }
     out
+}
+
+/// The facts in the instance identity document, with the `local-hostname` answer.
+pub(super) fn facts_from(doc: &serde_json::Value, hostname: Option<String>) -> InstanceFacts {
+    InstanceFacts {
+        provider: "ec2".into(),
+        instance_id: json_string(doc, "/instanceId"),
+        region: json_string(doc, "/region"),
+        zone: json_string(doc, "/availabilityZone"),
+        local_ipv4: json_string(doc, "/privateIp"),
+        hostname,
+    }
 }
 
 #[cfg(test)]

@@ -71,22 +71,7 @@ impl MetadataProvider for Gce {
     }
 
     async fn facts(&self) -> Result<InstanceFacts> {
-        let doc = self.instance().await?;
-        // `projects/123456/zones/europe-west1-b`: the zone is the last part, its region the zone
-        // without its last `-x`.
-        let zone = json_string(doc, "/zone").and_then(|z| z.rsplit('/').next().map(str::to_string));
-        let region = zone
-            .as_deref()
-            .and_then(|z| z.rsplit_once('-'))
-            .map(|(region, _)| region.to_string());
-        Ok(InstanceFacts {
-            provider: "gce".into(),
-            instance_id: json_string(doc, "/id"),
-            region,
-            zone,
-            local_ipv4: json_string(doc, "/networkInterfaces/0/ip"),
-            hostname: json_string(doc, "/hostname"),
-        })
+        Ok(facts_from(self.instance().await?))
     }
 
     async fn user_data(&self) -> Result<Option<Vec<u8>>> {
@@ -120,5 +105,24 @@ impl MetadataProvider for Gce {
             }
         }
         Ok(tags)
+    }
+}
+
+/// The facts in the `instance/?recursive=true` document.
+pub(super) fn facts_from(doc: &Value) -> InstanceFacts {
+    // `projects/123456/zones/europe-west1-b`: the zone is the last part, its region the zone
+    // without its last `-x`.
+    let zone = json_string(doc, "/zone").and_then(|z| z.rsplit('/').next().map(str::to_string));
+    let region = zone
+        .as_deref()
+        .and_then(|z| z.rsplit_once('-'))
+        .map(|(region, _)| region.to_string());
+    InstanceFacts {
+        provider: "gce".into(),
+        instance_id: json_string(doc, "/id"),
+        region,
+        zone,
+        local_ipv4: json_string(doc, "/networkInterfaces/0/ip"),
+        hostname: json_string(doc, "/hostname"),
     }
 }

@@ -14,9 +14,11 @@ mod gce;
 pub mod identity;
 mod nocloud;
 mod openstack;
+pub mod watch;
 
 pub use detect::detect;
 pub use identity::{AccessToken, AwsRoleKeys, Identity};
+pub use watch::MetadataWatch;
 
 use crate::config::{MetadataConfig, ProviderKind, UserDataFormat};
 use std::collections::BTreeMap;
@@ -85,8 +87,12 @@ pub trait MetadataProvider: Send + Sync {
     }
 }
 
-/// Which tags to read: those whose name starts with one of these prefixes (`tags_prefix` and the
-/// pin's `kiln-expect-`), asked for in one go.
+/// The tag EC2 Auto Scaling puts on the instances of a group: its name, for the lifecycle hooks
+/// when `[lifecycle] group` is not given. Read like the pin tags, whatever `tags_prefix` says.
+pub const AUTOSCALING_GROUP_TAG: &str = "aws:autoscaling:groupName";
+
+/// Which tags to read: those whose name starts with one of these prefixes (`tags_prefix`, the
+/// pin's `kiln-expect-`, the Auto Scaling group's tag), asked for in one go.
 pub struct TagNames<'a>(pub Vec<&'a str>);
 
 impl TagNames<'_> {
@@ -115,7 +121,7 @@ pub async fn fetch_by(config: &MetadataConfig, deadline: Instant) -> Result<Meta
                 }
             },
             async {
-                let mut wanted = TagNames(vec![crate::seal::pin::TAG_PREFIX]);
+                let mut wanted = TagNames(vec![crate::seal::pin::TAG_PREFIX, AUTOSCALING_GROUP_TAG]);
                 wanted.0.extend(config.tags_prefix.as_deref());
                 provider.tags(&wanted).await
             },
@@ -153,6 +159,35 @@ pub async fn fetch_by(config: &MetadataConfig, deadline: Instant) -> Result<Meta
         user_data,
         tags,
     })
+}
+
+/// For the fuzz targets (`fuzz/`): the facts a provider reads from a metadata document, checked
+/// as a boot checks them. `body` is the provider's document (nocloud: its `meta-data`).
+#[doc(hidden)]
+pub fn facts_from_document(
+    provider: ProviderKind,
+    body: &[u8],
+) -> std::result::Result<InstanceFacts, String> {
+    let text = std::str::from_utf8(body).map_err(|e| e.to_string())?;
+    let json = || serde_json::from_str::<serde_json::Value>(text).map_err(|e| e.to_string());
+    let facts = match provider {
+        ProviderKind::Ec2 => ec2::facts_from(&json()?, None),
+        ProviderKind::Gce => gce::facts_from(&json()?),
+        ProviderKind::Azure => azure::facts_from(&json()?),
+        ProviderKind::Openstack => openstack::facts_from(&json()?, None),
+        ProviderKind::Digitalocean => digitalocean::facts_from(&json()?),
+        ProviderKind::Nocloud | ProviderKind::Auto => {
+            let fields = nocloud::parse_meta_data(text)?;
+            InstanceFacts {
+                provider: "nocloud".into(),
+                instance_id: fields.get("instance-id").cloned(),
+                hostname: fields.get("local-hostname").cloned(),
+                ..InstanceFacts::default()
+            }
+        }
+    };
+    check_facts(&facts)?;
+    Ok(facts)
 }
 
 /// The longest fact kiln takes: host names stop at 253, ids and regions are far shorter.

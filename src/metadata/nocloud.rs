@@ -99,7 +99,7 @@ impl MetadataProvider for NoCloud {
 }
 
 /// Flat `key: value` lines or a JSON object; empty values are dropped.
-fn parse_meta_data(text: &str) -> std::result::Result<BTreeMap<String, String>, String> {
+pub(super) fn parse_meta_data(text: &str) -> std::result::Result<BTreeMap<String, String>, String> {
     if text.trim_start().starts_with('{') {
         let doc: serde_json::Value =
             serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;

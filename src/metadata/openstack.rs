@@ -56,14 +56,7 @@ impl MetadataProvider for OpenStack {
             Some(body) => Some(text(&self.http, step, &body)?).filter(|s| !s.is_empty()),
             None => None,
         };
-        Ok(InstanceFacts {
-            provider: "openstack".into(),
-            instance_id: json_string(doc, "/uuid"),
-            region: None,
-            zone: json_string(doc, "/availability_zone"),
-            local_ipv4,
-            hostname: json_string(doc, "/hostname"),
-        })
+        Ok(facts_from(doc, local_ipv4))
     }
 
     async fn user_data(&self) -> Result<Option<Vec<u8>>> {
@@ -82,5 +75,17 @@ impl MetadataProvider for OpenStack {
             .filter(|(k, _)| wanted.matches(k))
             .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
             .collect())
+    }
+}
+
+/// The facts in `meta_data.json`, with the address EC2-style metadata gave.
+pub(super) fn facts_from(doc: &Value, local_ipv4: Option<String>) -> InstanceFacts {
+    InstanceFacts {
+        provider: "openstack".into(),
+        instance_id: json_string(doc, "/uuid"),
+        region: None,
+        zone: json_string(doc, "/availability_zone"),
+        local_ipv4,
+        hostname: json_string(doc, "/hostname"),
     }
 }

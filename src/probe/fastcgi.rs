@@ -15,6 +15,8 @@ const STDOUT: u8 = 6;
 const STDERR: u8 = 7;
 const RESPONDER: u16 = 1;
 const REQUEST_ID: u16 = 1;
+/// php-fpm's STDERR shown in a failed check's detail (`kiln status`), at most.
+const DETAIL_CHARS: usize = 200;
 /// A ping answer is a few bytes; anything past this is not read.
 const MAX_RESPONSE: usize = 64 * 1024;
 
@@ -60,7 +62,12 @@ async fn request<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, path: &str) -
     record(&mut out, PARAMS, &[]);
     record(&mut out, STDIN, &[]);
     stream.write_all(&out).await.map_err(|e| format!("write: {e}"))?;
+    read_response(&mut stream).await
+}
 
+/// Reads records until END_REQUEST; returns STDOUT (headers and body), at most about
+/// [`MAX_RESPONSE`] of it, or php-fpm's STDERR as the error when it wrote nothing else.
+async fn read_response<S: AsyncRead + Unpin>(stream: &mut S) -> Result<Vec<u8>, String> {
     let mut stdout = Vec::new();
     let mut stderr = Vec::new();
     loop {
@@ -86,12 +93,30 @@ async fn request<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, path: &str) -
         }
     }
     if stdout.is_empty() && !stderr.is_empty() {
-        return Err(format!(
-            "php-fpm error: {}",
-            String::from_utf8_lossy(&stderr).trim()
-        ));
+        let text = String::from_utf8_lossy(&stderr);
+        let first: String = text.trim().chars().take(DETAIL_CHARS).collect();
+        return Err(format!("php-fpm error: {first}"));
     }
     Ok(stdout)
+}
+
+/// For the fuzz targets (`fuzz/`): php-fpm's answer `bytes` read as kiln reads it, then judged.
+/// Returns the STDOUT kept (or the error) and the probe's verdict on it.
+#[doc(hidden)]
+pub fn answer_of(bytes: &[u8], expect: Option<&str>) -> (Result<Vec<u8>, String>, super::Outcome) {
+    let mut reader = bytes;
+    let mut read = std::pin::pin!(read_response(&mut reader));
+    let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+    // A byte slice is always ready: one poll reads to the end or to END_REQUEST.
+    let response = match read.as_mut().poll(&mut context) {
+        std::task::Poll::Ready(response) => response,
+        std::task::Poll::Pending => Err("pending on a byte slice".into()),
+    };
+    let outcome = match &response {
+        Ok(stdout) => judge(stdout, expect),
+        Err(e) => super::Outcome::fail(e.clone()),
+    };
+    (response, outcome)
 }
 
 /// Passes on a 2xx status (no `Status:` header means 200) whose body contains `expect`.
@@ -107,12 +132,17 @@ fn judge(response: &[u8], expect: Option<&str>) -> Outcome {
         .and_then(|s| s.trim().split(' ').next()?.parse::<u16>().ok())
         .unwrap_or(200);
     let body = body.trim();
-    let short: String = body.chars().take(60).collect();
+    // What php-fpm wrote, as status shows it: 60 characters, control characters as `?`.
+    let short: String = body
+        .chars()
+        .take(60)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
     if !(200..300).contains(&status) {
         return Outcome::fail(format!("status {status}: {short}"));
     }
     match expect {
-        Some(want) if !body.contains(want) => Outcome::fail(format!("body {short:?} lacks {want:?}")),
+        Some(want) if !body.contains(want) => Outcome::fail(format!("body \"{short}\" lacks {want:?}")),
         _ => Outcome::pass(format!("{status} {short}")),
     }
 }
@@ -172,5 +202,19 @@ mod tests {
     fn pong_passes_and_expect_is_checked() {
         assert!(judge(b"Content-type: text/plain\r\n\r\npong", Some("pong")).ok);
         assert!(!judge(b"Content-type: text/plain\r\n\r\npung", Some("pong")).ok);
+    }
+
+    #[test]
+    fn a_long_stderr_is_cut_in_the_detail() {
+        let mut answer = Vec::new();
+        record(&mut answer, STDERR, "x".repeat(5000).as_bytes());
+        record(&mut answer, END_REQUEST, &[0; 8]);
+        let (response, outcome) = answer_of(&answer, None);
+        assert!(response.is_err());
+        assert!(
+            outcome.detail.chars().count() <= DETAIL_CHARS + 20,
+            "{}",
+            outcome.detail.len()
+        );
     }
 }

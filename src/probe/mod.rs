@@ -3,7 +3,7 @@
 //! that hangs. One file per kind of check; `runner` applies periods and thresholds.
 
 mod exec;
-mod fastcgi;
+pub mod fastcgi;
 mod http;
 pub mod runner;
 mod tcp;

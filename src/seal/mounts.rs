@@ -8,7 +8,7 @@ use std::io::{self, Read, Seek, SeekFrom};
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
 
-pub const MOUNTINFO: &str = "/proc/self/mountinfo";
+pub const MOUNTINFO: &str = crate::mountinfo::PATH;
 
 /// One line of the mount table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,53 +49,20 @@ impl AsRawFd for MountTable {
     }
 }
 
-/// `36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw,errors=continue`
-/// (proc(5)): id, parent, device, root, mount point, options, optional fields, `-`, type,
-/// source, super options. Lines that do not parse are skipped.
+/// The mount table's lines as the watch compares them.
 pub fn parse(text: &str) -> Vec<Mount> {
-    text.lines().filter_map(parse_line).collect()
-}
-
-fn parse_line(line: &str) -> Option<Mount> {
-    let fields: Vec<&str> = line.split(' ').collect();
-    let id = fields.first()?.parse().ok()?;
-    let (root, point) = (fields.get(3)?, fields.get(4)?);
-    let dash = fields.iter().position(|f| *f == "-")?;
-    let (fstype, device) = (fields.get(dash + 1)?, fields.get(dash + 2)?);
-    let source = match unescape(root).as_str() {
-        "/" => unescape(device),
-        folder => format!("{}:{folder}", unescape(device)),
-    };
-    Some(Mount {
-        id,
-        point: PathBuf::from(unescape(point)),
-        fstype: unescape(fstype),
-        source,
-    })
-}
-
-/// The kernel writes space, tab, newline and backslash as `\040`, `\011`, `\012`, `\134`.
-fn unescape(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let octal = bytes
-            .get(i + 1..i + 4)
-            .filter(|d| bytes[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)))
-            .map(|d| (d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
-        match octal {
-            Some(byte) => {
-                out.push(byte);
-                i += 4;
-            }
-            None => {
-                out.push(bytes[i]);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    crate::mountinfo::parse(text)
+        .into_iter()
+        .map(|m| Mount {
+            id: m.id,
+            source: match m.root.as_str() {
+                "/" => m.device,
+                folder => format!("{}:{folder}", m.device),
+            },
+            point: m.point,
+            fstype: m.fstype,
+        })
+        .collect()
 }
 
 /// Whether a mount at `point` changes what `tree` (a real path) or the way to it shows: it is on

@@ -4,7 +4,8 @@
 //! [`printable`]: it can neither drive the terminal nor forge a line.
 
 use crate::state::{
-    Containment, ContainmentKind, ExpectedImage, LbState, Phase, SealStatus, Snapshot, UnitState, UnitStatus,
+    Containment, ContainmentKind, ExpectedImage, HookState, HookStatus, LbState, LifecycleStatus, Phase,
+    SealStatus, Snapshot, UnitState, UnitStatus,
 };
 use crate::terminal::printable;
 use std::fmt::Write;
@@ -124,6 +125,11 @@ pub fn render(s: &Snapshot, now_ms: u64) -> String {
                 n => format!(", {n} changed since boot"),
             }
         );
+    }
+    if let Some(lifecycle) = &s.lifecycle {
+        for line in lifecycle_lines(lifecycle, now_ms) {
+            let _ = writeln!(out, "  {line}");
+        }
     }
     if s.refused_mutations > 0 {
         let _ = writeln!(out, "  refused mutation attempts: {}", s.refused_mutations);
@@ -245,6 +251,114 @@ fn expected_line(expected: &ExpectedImage, seal: &SealStatus) -> String {
         parts.push(format!("seal {}", side(want, seal.root_hash.as_deref(), short)));
     }
     parts.join(", ")
+}
+
+/// `[lifecycle]`: where notices come from, the hooks, each notice with the time left, and the
+/// leave step by step, timed from the notice.
+fn lifecycle_lines(l: &LifecycleStatus, now_ms: u64) -> Vec<String> {
+    let mut lines = Vec::new();
+    let source = l.source.as_deref().unwrap_or("notices not watched");
+    let target = l
+        .target_state
+        .as_deref()
+        .map(|t| format!(" (auto scaling target state {})", printable(t)))
+        .unwrap_or_default();
+    lines.push(format!("lifecycle: {}{target}", printable(source)));
+    if let Some(problem) = &l.problem {
+        lines.push(format!("  problem: {}", printable(problem)));
+    }
+    if let Some(hooks) = &l.hooks {
+        match &hooks.group {
+            Some(group) => lines.push(format!("  auto scaling group {}", printable(group))),
+            None => lines.push("  auto scaling group unknown".into()),
+        }
+        if let Some(problem) = &hooks.problem {
+            lines.push(format!("  hooks: {}", printable(problem)));
+        }
+        for (transition, hook) in [("launch", &hooks.launch), ("terminate", &hooks.terminate)] {
+            if let Some(hook) = hook {
+                lines.push(format!("  {}", hook_line(transition, hook, now_ms)));
+            }
+        }
+    }
+    for n in &l.notices {
+        let left = match n.due_ms {
+            Some(due) if due > now_ms => format!(", {} left", human(Duration::from_millis(due - now_ms))),
+            Some(_) => ", due".into(),
+            None => String::new(),
+        };
+        let action = match (n.action, n.deferred) {
+            (crate::config::NoticeAction::Leave, true) => "leave when due".to_string(),
+            (action, _) => action.to_string(),
+        };
+        lines.push(format!(
+            "  notice: {}: {} (seen {} ago{left}): {action}",
+            n.kind.describe(),
+            printable(&n.detail),
+            ago(n.seen_ms, now_ms)
+        ));
+    }
+    if let Some(leave) = &l.leave {
+        let at = |step: &str| {
+            leave
+                .steps
+                .iter()
+                .find(|s| s.step == step)
+                .map(|s| micros(s.at_ms.saturating_sub(leave.noticed_ms) * 1000))
+        };
+        let mut timing = Vec::new();
+        if let Some(t) = at("out of the load balancer") {
+            timing.push(format!("out of the load balancer {t}"));
+        }
+        if let Some(t) = at("all services stopped") {
+            timing.push(format!("all services stopped {t}"));
+        }
+        let timing = match timing.is_empty() {
+            true => String::new(),
+            false => format!("; after the notice: {}", timing.join(", ")),
+        };
+        lines.push(format!("left: {}{timing}", printable(&leave.reason)));
+        let steps: Vec<String> = leave
+            .steps
+            .iter()
+            .map(|s| {
+                format!(
+                    "+{} {}",
+                    micros(s.at_ms.saturating_sub(leave.noticed_ms) * 1000),
+                    printable(&s.step)
+                )
+            })
+            .collect();
+        lines.push(format!("  steps: {}", steps.join(", ")));
+    }
+    lines
+}
+
+/// `launch hook kiln-launch: CONTINUE sent 2.1s ago (3 heartbeats)`.
+fn hook_line(transition: &str, hook: &HookStatus, now_ms: u64) -> String {
+    let since = ago(hook.since_ms, now_ms);
+    let state = match hook.state {
+        HookState::Idle => "idle".to_string(),
+        HookState::Waiting => format!("waiting for {since}"),
+        HookState::Continued => format!("CONTINUE sent {since} ago"),
+        HookState::Abandoned => format!("ABANDON sent {since} ago"),
+        HookState::Failed => format!("FAILED {since} ago"),
+        HookState::Skipped => "not answered".into(),
+    };
+    let beats = match hook.heartbeats {
+        0 => String::new(),
+        1 => " (1 heartbeat)".into(),
+        n => format!(" ({n} heartbeats)"),
+    };
+    // An answer says it all; otherwise the detail says what is awaited or what failed.
+    let detail = match (hook.state, &hook.detail) {
+        (HookState::Continued | HookState::Abandoned, _) | (_, None) => String::new(),
+        (_, Some(detail)) => format!(": {}", printable(detail)),
+    };
+    format!(
+        "{transition} hook {}: {state}{beats}{detail}",
+        printable(&hook.name)
+    )
 }
 
 /// The first 16 hex digits of a root hash: enough to tell images apart at a glance.

@@ -217,20 +217,13 @@ fn boot_instance(name: &str, haproxy: &Haproxy, opts: &DrillOptions) -> Instance
     let server = format!("kiln-{name}");
     let greeting = format!("hello from {name}");
     example.set_service_env("php-fpm", "GREETING", &greeting);
-    let address = example.http_addr.to_string();
-    let socket = haproxy.config.socket.display().to_string();
+    let lb = haproxy.lb_table(
+        example.http_addr,
+        Some(&server),
+        Some(&opts.server_options),
+        Some(opts.drain_timeout),
+    );
     example.edit_toml(|t| {
-        let mut lb = toml::Table::new();
-        lb.insert("kind".into(), "haproxy".into());
-        lb.insert("socket".into(), socket.into());
-        lb.insert("backend".into(), haproxy.config.backend.clone().into());
-        lb.insert("server".into(), server.clone().into());
-        lb.insert("address".into(), address.into());
-        lb.insert("options".into(), opts.server_options.clone().into());
-        lb.insert(
-            "drain_timeout".into(),
-            format!("{}ms", opts.drain_timeout.as_millis()).into(),
-        );
         t.insert("lb".into(), toml::Value::Table(lb));
     });
     let notify = NotifySocket::bind();

@@ -93,6 +93,32 @@ pub struct Haproxy {
 }
 
 impl Haproxy {
+    /// The `[lb]` table that makes kiln register `address` in this HAProxy's backend (as
+    /// `server`, with `options` and `drain_timeout`, when given).
+    pub fn lb_table(
+        &self,
+        address: SocketAddr,
+        server: Option<&str>,
+        options: Option<&str>,
+        drain_timeout: Option<Duration>,
+    ) -> toml::Table {
+        let mut lb = toml::Table::new();
+        lb.insert("kind".into(), "haproxy".into());
+        lb.insert("socket".into(), self.config.socket.display().to_string().into());
+        lb.insert("backend".into(), self.config.backend.clone().into());
+        lb.insert("address".into(), address.to_string().into());
+        if let Some(server) = server {
+            lb.insert("server".into(), server.into());
+        }
+        if let Some(options) = options {
+            lb.insert("options".into(), options.into());
+        }
+        if let Some(drain) = drain_timeout {
+            lb.insert("drain_timeout".into(), format!("{}ms", drain.as_millis()).into());
+        }
+        lb
+    }
+
     pub fn start(config: HaproxyConfig) -> Haproxy {
         Self::start_with(config, Command::new("haproxy"))
     }

@@ -10,6 +10,7 @@ pub mod fleet_drill;
 pub mod fleet_look;
 pub mod haproxy;
 pub mod instance;
+pub mod lifecycle_drill;
 pub mod load;
 pub mod moto;
 pub mod net;

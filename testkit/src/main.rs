@@ -4,7 +4,8 @@
 //! `kiln-testkit example render DIR` (renders examples/php-app; used by its run.sh), and
 //! `kiln-testkit zero-loss --kiln PATH` (the load balancer drill; used by bench/zero_loss.sh), and
 //! `kiln-testkit fleet-drill --kiln PATH` (the fleet drill; used by bench/fleet.sh), and
-//! `kiln-testkit secrets-bench --kiln PATH` (20 secret references against moto; bench/secrets.sh).
+//! `kiln-testkit secrets-bench --kiln PATH` (20 secret references against moto; bench/secrets.sh), and
+//! `kiln-testkit lifecycle-bench --kiln PATH` (notices behind HAProxy; bench/lifecycle.sh).
 
 use std::process::ExitCode;
 
@@ -17,9 +18,10 @@ fn main() -> ExitCode {
         Some("zero-loss") => testkit::drill::main(&args[1..]),
         Some("fleet-drill") => testkit::fleet_drill::main(&args[1..]),
         Some("secrets-bench") => testkit::secrets_bench::main(&args[1..]),
+        Some("lifecycle-bench") => testkit::lifecycle_drill::main(&args[1..]),
         _ => {
             eprintln!(
-                "usage: kiln-testkit metadata|consul|example|zero-loss|fleet-drill|secrets-bench [ARGS...]"
+                "usage: kiln-testkit metadata|consul|example|zero-loss|fleet-drill|secrets-bench|lifecycle-bench [ARGS...]"
             );
             ExitCode::from(2)
         }

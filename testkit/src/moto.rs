@@ -1,9 +1,13 @@
 //! A real `moto_server` (moto from PyPI, in a venv) standing in for AWS (ELBv2, SSM, Secrets
-//! Manager, IAM, STS), with signature checking on.
+//! Manager, Auto Scaling, IAM, STS), with signature checking on.
 //!
-//! It runs through `testkit/moto_server.py`, moto's own server with one shim: SSM reads are
+//! It runs through `testkit/moto_server.py`, moto's own server with a small shim: SSM reads are
 //! authorized against each parameter's ARN, as AWS does, so an IAM policy can deny one parameter
-//! (moto alone checks every policy against the resource "*").
+//! (moto alone checks every policy against the resource "*"); and Auto Scaling's
+//! `CompleteLifecycleAction` and `RecordLifecycleActionHeartbeat`, which moto lacks, are added
+//! behind moto's own authentication, with a test-only endpoint to put an instance in a hook's wait
+//! state and to read what the two actions accepted ([`Moto::lifecycle_wait`],
+//! [`Moto::lifecycle_calls`]).
 //!
 //! moto checks SigV4 signatures only when started with `INITIAL_NO_AUTH_ACTION_COUNT=N`: the first
 //! N calls are free. [`Moto::start`] spends them on the setup, through boto3 from the same venv:
@@ -174,6 +178,121 @@ print(json.dumps([[t["Target"]["Id"], t["Target"].get("Port", 0), t["TargetHealt
         let v: Vec<(String, u16, String)> = serde_json::from_str(out.trim())
             .unwrap_or_else(|e| panic!("describe_target_health printed {out:?}: {e}"));
         v
+    }
+}
+
+/// An Auto Scaling group of one instance with a launch hook and a terminate hook.
+#[derive(Debug, Clone)]
+pub struct AutoScaling {
+    pub group: String,
+    pub instance_id: String,
+    pub launch_hook: String,
+    pub terminate_hook: String,
+}
+
+/// Which wait state of an instance, and so which hook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition {
+    /// `Pending:Wait`, on the launch hook.
+    Launch,
+    /// `Terminating:Wait`, on the terminate hook.
+    Terminate,
+}
+
+/// One call the shim accepted (`CompleteLifecycleAction`, `RecordLifecycleActionHeartbeat`).
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct LifecycleCall {
+    pub action: String,
+    pub group: String,
+    pub instance: String,
+    pub hook: String,
+    /// `CONTINUE` or `ABANDON` for `CompleteLifecycleAction`.
+    pub result: Option<String>,
+    /// Wall clock, ms since the Unix epoch.
+    pub time_ms: u64,
+}
+
+/// What the shim recorded: the calls in order, and each instance's lifecycle state.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct LifecycleRecord {
+    pub record: Vec<LifecycleCall>,
+    pub states: std::collections::BTreeMap<String, String>,
+}
+
+impl LifecycleRecord {
+    /// The `CompleteLifecycleAction` calls on `hook`: their results.
+    pub fn completed(&self, hook: &str) -> Vec<(String, u64)> {
+        self.record
+            .iter()
+            .filter(|c| c.action == "CompleteLifecycleAction" && c.hook == hook)
+            .map(|c| (c.result.clone().unwrap_or_default(), c.time_ms))
+            .collect()
+    }
+
+    /// When each `RecordLifecycleActionHeartbeat` on `hook` was accepted.
+    pub fn heartbeats(&self, hook: &str) -> Vec<u64> {
+        self.record
+            .iter()
+            .filter(|c| c.action == "RecordLifecycleActionHeartbeat" && c.hook == hook)
+            .map(|c| c.time_ms)
+            .collect()
+    }
+}
+
+impl Moto {
+    /// A group `kiln-asg` of one instance (a launch configuration, a group, its two hooks with
+    /// `heartbeat_timeout` seconds), created with the admin user's key.
+    pub fn autoscaling_group(&self, heartbeat_timeout: u32) -> AutoScaling {
+        let out = self.boto3(&format!(
+            r#"
+ec2 = client("ec2")
+ami = ec2.describe_images()["Images"][0]["ImageId"]
+asg = client("autoscaling")
+asg.create_launch_configuration(LaunchConfigurationName="kiln", ImageId=ami, InstanceType="t3.small")
+asg.create_auto_scaling_group(AutoScalingGroupName="kiln-asg", LaunchConfigurationName="kiln",
+    MinSize=1, MaxSize=1, DesiredCapacity=1, AvailabilityZones=["{REGION}a"])
+for name, transition in [("kiln-launch", "LAUNCHING"), ("kiln-terminate", "TERMINATING")]:
+    asg.put_lifecycle_hook(LifecycleHookName=name, AutoScalingGroupName="kiln-asg",
+        LifecycleTransition="autoscaling:EC2_INSTANCE_" + transition,
+        HeartbeatTimeout={heartbeat_timeout}, DefaultResult="ABANDON")
+print(asg.describe_auto_scaling_groups()["AutoScalingGroups"][0]["Instances"][0]["InstanceId"])
+"#
+        ));
+        AutoScaling {
+            group: "kiln-asg".into(),
+            instance_id: out.trim().to_string(),
+            launch_hook: "kiln-launch".into(),
+            terminate_hook: "kiln-terminate".into(),
+        }
+    }
+
+    /// Puts the group's instance in `Pending:Wait` (launch) or `Terminating:Wait` (terminate),
+    /// waiting on that hook, as Auto Scaling does when it launches or terminates it.
+    pub fn lifecycle_wait(&self, asg: &AutoScaling, transition: Transition) {
+        let (hook, name) = match transition {
+            Transition::Launch => (&asg.launch_hook, "launch"),
+            Transition::Terminate => (&asg.terminate_hook, "terminate"),
+        };
+        let body = serde_json::json!({
+            "group": asg.group, "instance": asg.instance_id, "hook": hook, "transition": name,
+        })
+        .to_string();
+        let answer = crate::wait::http_request(
+            "POST",
+            &format!("{}/moto-api/kiln/lifecycle", self.endpoint()),
+            &[("Content-Type", "application/json")],
+            body.as_bytes(),
+        )
+        .unwrap_or_else(|e| panic!("moto's lifecycle endpoint: {e}"));
+        assert_eq!(answer.status, 200, "moto's lifecycle endpoint: {}", answer.body);
+    }
+
+    /// Every call the lifecycle actions accepted, and the instances' states.
+    pub fn lifecycle_calls(&self) -> LifecycleRecord {
+        let (status, body) = crate::wait::http_get(&format!("{}/moto-api/kiln/lifecycle", self.endpoint()))
+            .unwrap_or_else(|e| panic!("moto's lifecycle endpoint: {e}"));
+        assert_eq!(status, 200, "moto's lifecycle endpoint: {body}");
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("moto's lifecycle record {body:?}: {e}"))
     }
 }
 

@@ -1,6 +1,8 @@
 <?php
 // Queue worker of the kiln example: "processes a job" every WORKER_INTERVAL seconds (default 3),
 // logs one short line per job, and on SIGTERM or SIGINT finishes the job in hand and exits 0.
+// WORKER_JOB_SECONDS (default 0: instant) makes each job take that long, logged as "started job N"
+// and "finished job N": a stop signal during a job waits for the job to finish.
 // WORKER_FAIL=1 makes it exit 1 at once (crash-loop tests).
 declare(strict_types=1);
 
@@ -25,11 +27,23 @@ foreach ([SIGTERM => 'SIGTERM', SIGINT => 'SIGINT'] as $signal => $name) {
     });
 }
 
+$jobSeconds = (float) (getenv('WORKER_JOB_SECONDS') ?: 0);
+
 fwrite(STDOUT, "worker[$pid]: started, one job every {$interval}s\n");
 $jobs = 0;
 while ($stopSignal === null) {
     $jobs++;
-    fwrite(STDOUT, "worker[$pid]: processed job $jobs\n");
+    if ($jobSeconds > 0) {
+        fwrite(STDOUT, "worker[$pid]: started job $jobs\n");
+        // The job runs to its end whatever signal comes meanwhile.
+        $done = microtime(true) + $jobSeconds;
+        while (($left = $done - microtime(true)) > 0) {
+            time_nanosleep((int) $left, (int) (fmod($left, 1.0) * 1e9));
+        }
+        fwrite(STDOUT, "worker[$pid]: finished job $jobs\n");
+    } else {
+        fwrite(STDOUT, "worker[$pid]: processed job $jobs\n");
+    }
     // Sleep until the next job; a signal cuts the sleep short and the loop condition sees it.
     $until = microtime(true) + $interval;
     while ($stopSignal === null && ($left = $until - microtime(true)) > 0) {

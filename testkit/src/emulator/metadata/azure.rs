@@ -3,6 +3,12 @@
 //! Requests need `Metadata: true` (else 400) and a supported `api-version` (else 400 with the
 //! newest versions); `X-Forwarded-For` is refused (403). `/metadata/instance` answers the JSON
 //! document; leaves below it (e.g. `compute/userData`, base64) need `format=text`.
+//!
+//! Scheduled Events (`/metadata/scheduledevents`, versions of their own): GET answers
+//! `{"DocumentIncarnation", "Events": [...]}` from [`super::Notices`]; POST
+//! `{"StartRequests": [{"EventId": ...}]}` starts those events (`EventStatus` `Started`, the
+//! incarnation goes up) and records the acknowledgement; an unknown `EventId` or a body without
+//! `StartRequests` is 400.
 
 use super::{Answer, Req, State};
 use base64::Engine;
@@ -38,6 +44,9 @@ pub(super) fn handle(state: &State, req: &Req) -> Answer {
     }
     if req.headers.contains_key("x-forwarded-for") {
         return error(403, "Forbidden. Request contains X-Forwarded-For header");
+    }
+    if req.path == "/metadata/scheduledevents" {
+        return scheduled_events(state, req);
     }
     if req.method != hyper::Method::GET {
         return error(405, "Method not allowed");
@@ -76,6 +85,37 @@ pub(super) fn handle(state: &State, req: &Req) -> Answer {
         ),
         Value::String(s) => super::answer(200, "text/plain; charset=utf-8", s.clone()),
         other => super::answer(200, "text/plain; charset=utf-8", other.to_string()),
+    }
+}
+
+/// The api-versions of Scheduled Events (they have their own).
+const SCHEDULED_EVENTS_VERSIONS: &[&str] = &[
+    "2017-03-01",
+    "2017-08-01",
+    "2017-11-01",
+    "2019-01-01",
+    "2019-08-01",
+    "2020-07-01",
+];
+
+fn scheduled_events(state: &State, req: &Req) -> Answer {
+    let version = req.query.get("api-version").map(String::as_str);
+    if !version.is_some_and(|v| SCHEDULED_EVENTS_VERSIONS.contains(&v)) {
+        return version_error(
+            "Bad request. api-version is invalid or was not specified in the request. For more information refer to aka.ms/azureimds",
+        );
+    }
+    match req.method {
+        hyper::Method::GET => super::answer(
+            200,
+            "application/json; charset=utf-8",
+            state.notices.lock().unwrap().azure_document(),
+        ),
+        hyper::Method::POST => match state.notices.lock().unwrap().azure_acknowledge(&req.body) {
+            Ok(_) => super::answer(200, "application/json; charset=utf-8", ""),
+            Err(why) => error(400, &format!("Bad request. {why}")),
+        },
+        _ => error(405, "Method not allowed"),
     }
 }
 

@@ -5,6 +5,11 @@
 //! disabled). GETs carry it in `X-aws-ec2-metadata-token`; an unknown or expired token is 401,
 //! and so is no token at all when tokens are required. Missing paths are 404; directories list
 //! their entries, one per line, sub-directories with a trailing `/`.
+//!
+//! Notices ([`super::Notices`]): `meta-data/autoscaling/target-lifecycle-state` (plain text, 404
+//! outside a group), `meta-data/spot/instance-action` and
+//! `meta-data/events/recommendations/rebalance` (JSON, 404 until there is one),
+//! `meta-data/events/maintenance/scheduled` (a JSON array, `[]` when none).
 
 use super::{Answer, Imds, Req, State, json, listing, random_token, text};
 use hyper::Method;
@@ -79,6 +84,9 @@ fn token(state: &State, req: &Req) -> Answer {
 }
 
 fn resource(state: &State, path: &str) -> Option<Answer> {
+    if let Some(answer) = notice(state, path) {
+        return answer;
+    }
     let i = &state.options.instance;
     let tags_on = state.options.instance_tags;
     let ok = |body: String| Some(text(200, body));
@@ -109,6 +117,14 @@ fn resource(state: &State, path: &str) -> Option<Answer> {
             }
             if state.options.role.is_some() {
                 entries.push("iam/");
+            }
+            let notices = state.notices.lock().unwrap();
+            entries.push("events/");
+            if notices.target_lifecycle_state.is_some() {
+                entries.push("autoscaling/");
+            }
+            if notices.spot_instance_action.is_some() {
+                entries.push("spot/");
             }
             ok(listing(entries))
         }
@@ -177,4 +193,28 @@ fn resource(state: &State, path: &str) -> Option<Answer> {
             i.tags.get(key).map(|v| text(200, v.clone()))
         }
     }
+}
+
+/// The notice paths: Some(answer) when `path` is one of them (None inside: 404).
+fn notice(state: &State, path: &str) -> Option<Option<Answer>> {
+    let notices = state.notices.lock().unwrap();
+    let served = |body: &Option<String>| body.as_ref().map(|b| text(200, b.clone()));
+    Some(match path.strip_prefix("/latest/meta-data/")? {
+        "autoscaling/target-lifecycle-state" => served(&notices.target_lifecycle_state),
+        "autoscaling" | "autoscaling/" => notices
+            .target_lifecycle_state
+            .as_ref()
+            .map(|_| text(200, "target-lifecycle-state")),
+        "spot/instance-action" => served(&notices.spot_instance_action),
+        "spot" | "spot/" => notices
+            .spot_instance_action
+            .as_ref()
+            .map(|_| text(200, listing(["instance-action", "termination-time"]))),
+        "events/recommendations/rebalance" => served(&notices.rebalance_recommendation),
+        "events/maintenance/scheduled" => Some(text(200, notices.ec2_maintenance_document())),
+        "events" | "events/" => Some(text(200, listing(["maintenance/", "recommendations/"]))),
+        "events/maintenance" | "events/maintenance/" => Some(text(200, listing(["history", "scheduled"]))),
+        "events/recommendations" | "events/recommendations/" => Some(text(200, "rebalance")),
+        _ => return None,
+    })
 }

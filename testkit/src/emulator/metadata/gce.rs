@@ -5,9 +5,16 @@
 //! `/` (without it: 301 to it) and list their entries, or answer JSON with `?recursive=true`;
 //! leaves answer text, or a JSON value with `?alt=json`. Instance attributes hold custom
 //! metadata, `user-data` among them.
+//!
+//! Every 200 answer carries an `ETag` (a hash of the answer). `?wait_for_change=true` makes a
+//! hanging GET: it is answered when the value's ETag differs from `last_etag` (at once if it
+//! already does; without `last_etag`, from the value when the request came), or after
+//! `timeout_sec` seconds with the current value. `instance/preempted` (`TRUE`/`FALSE`) and
+//! `instance/maintenance-event` come from [`super::Notices`].
 
 use super::{Answer, Req, State, listing};
 use serde_json::{Value, json};
+use std::time::Duration;
 
 const PREFIX: &str = "/computeMetadata/v1";
 
@@ -77,24 +84,96 @@ fn route(state: &State, req: &Req) -> Answer {
         return answer;
     }
     match node {
-        _ if is_dir && recursive => super::json(200, &to_wire(node)),
-        Value::Object(map) => super::answer(
-            200,
+        _ if is_dir && recursive => served("application/json", to_wire(node).to_string()),
+        Value::Object(map) => served(
             "application/text",
             listing(map.iter().map(|(k, v)| match v {
                 Value::Object(_) | Value::Array(_) => format!("{k}/"),
                 _ => k.clone(),
             })),
         ),
-        Value::Array(items) => super::answer(
-            200,
+        Value::Array(items) => served(
             "application/text",
             listing((0..items.len()).map(|n| format!("{n}/"))),
         ),
-        leaf if alt_json => super::json(200, leaf),
-        Value::String(s) => super::answer(200, "application/text", s.clone()),
-        other => super::answer(200, "application/text", other.to_string()),
+        leaf if alt_json => served("application/json", leaf.to_string()),
+        Value::String(s) => served("application/text", s.clone()),
+        other => served("application/text", other.to_string()),
     }
+}
+
+/// A 200 answer with its ETag.
+fn served(content_type: &str, body: String) -> Answer {
+    let etag = super::notices::etag(&body);
+    let mut answer = super::answer(200, content_type, body);
+    answer.headers_mut().insert("etag", etag.parse().unwrap());
+    answer
+}
+
+/// A hanging GET (`?wait_for_change=true`).
+pub(super) fn waits(req: &Req) -> bool {
+    req.query.get("wait_for_change").is_some_and(|v| v == "true")
+}
+
+/// Answers once the value's ETag differs from the one the client has, or at `timeout_sec`.
+pub(super) async fn wait_for_change(state: &State, req: &Req) -> Answer {
+    let mut changes = state.changes.subscribe();
+    let now = handle(state, req);
+    let Some(current) = etag_of(&now) else {
+        return now;
+    };
+    let known = req
+        .query
+        .get("last_etag")
+        .cloned()
+        .unwrap_or_else(|| current.clone());
+    if known != current {
+        return now;
+    }
+    let timeout = req
+        .query
+        .get("timeout_sec")
+        .and_then(|t| t.parse::<u64>().ok())
+        .map(Duration::from_secs);
+    let _waiting = Waiting::count(state);
+    let changed = async {
+        loop {
+            if changes.changed().await.is_err() {
+                return handle(state, req);
+            }
+            let answer = handle(state, req);
+            if etag_of(&answer).is_none_or(|e| e != known) {
+                return answer;
+            }
+        }
+    };
+    match timeout {
+        Some(t) => match tokio::time::timeout(t, changed).await {
+            Ok(answer) => answer,
+            Err(_) => handle(state, req),
+        },
+        None => changed.await,
+    }
+}
+
+/// Counts a hanging GET in `State::waiting` while it waits (however its wait ends).
+struct Waiting<'a>(&'a State);
+
+impl<'a> Waiting<'a> {
+    fn count(state: &'a State) -> Waiting<'a> {
+        state.waiting.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Waiting(state)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+fn etag_of(answer: &Answer) -> Option<String> {
+    answer.headers().get("etag")?.to_str().ok().map(str::to_string)
 }
 
 /// The service account's OAuth2 access token, as `gcloud` and the client libraries get it.
@@ -139,11 +218,14 @@ fn tree(state: &State) -> Value {
         i.id.parse::<u64>()
             .map(Value::from)
             .unwrap_or_else(|_| Value::from(i.id.clone()));
+    let notices = state.notices.lock().unwrap();
     json!({
         "instance": {
             "attributes": attributes,
             "hostname": i.hostname,
             "id": id,
+            "maintenance-event": notices.maintenance_event,
+            "preempted": if notices.preempted { "TRUE" } else { "FALSE" },
             "machine-type": "projects/123456789012/machineTypes/e2-small",
             "name": i.hostname.split('.').next().unwrap_or(""),
             "service-accounts": service_accounts(state),

@@ -15,12 +15,15 @@ mod azure;
 mod digitalocean;
 mod ec2;
 mod gce;
+mod notices;
 mod openstack;
 mod split;
 
+pub use notices::{Notices, ec2_date, http_date, rfc3339};
+
 use crate::server::Background;
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::HeaderValue;
 use hyper::{Request, Response, StatusCode};
@@ -259,6 +262,12 @@ pub(crate) struct State {
     pub tokens: Mutex<HashMap<String, Instant>>,
     pub tokens_issued: AtomicU32,
     log: Mutex<Vec<Logged>>,
+    /// What the platform announces now (see [`Notices`]).
+    pub notices: Mutex<Notices>,
+    /// Bumped on every change of `notices`: GCE's hanging GETs wait on it.
+    pub changes: tokio::sync::watch::Sender<u64>,
+    /// GCE: hanging GETs waiting for a change now.
+    pub waiting: AtomicU32,
 }
 
 /// The parts of a request a handler needs.
@@ -269,7 +278,12 @@ pub(crate) struct Req {
     pub path: String,
     pub query: BTreeMap<String, String>,
     pub headers: hyper::HeaderMap,
+    /// The request body (POSTs: Azure's acknowledgements), at most [`BODY_LIMIT`].
+    pub body: Bytes,
 }
+
+/// Request bodies over this are refused (413): an acknowledgement is a few hundred bytes.
+const BODY_LIMIT: usize = 64 * 1024;
 
 impl Req {
     pub fn header(&self, name: &str) -> Option<&str> {
@@ -403,6 +417,24 @@ impl MetadataEmulator {
     pub fn tokens_issued(&self) -> u32 {
         self.state.tokens_issued.load(Ordering::SeqCst)
     }
+
+    /// Changes what the platform announces (spot interruption, preemption, scheduled events...),
+    /// waking GCE's hanging GETs. Returns what `change` returns (e.g. an event id).
+    pub fn notices<R>(&self, change: impl FnOnce(&mut Notices) -> R) -> R {
+        let result = change(&mut self.state.notices.lock().unwrap());
+        self.state.changes.send_modify(|n| *n += 1);
+        result
+    }
+
+    /// GCE: how many hanging GETs (`wait_for_change`) are waiting for a change now.
+    pub fn waiting(&self) -> u32 {
+        self.state.waiting.load(Ordering::SeqCst)
+    }
+
+    /// What the platform announces now, acknowledgements included.
+    pub fn notices_now(&self) -> Notices {
+        self.state.notices.lock().unwrap().clone()
+    }
 }
 
 impl State {
@@ -414,6 +446,9 @@ impl State {
             tokens: Mutex::new(HashMap::new()),
             tokens_issued: AtomicU32::new(0),
             log: Mutex::new(Vec::new()),
+            notices: Mutex::new(Notices::default()),
+            changes: tokio::sync::watch::Sender::new(0),
+            waiting: AtomicU32::new(0),
         }
     }
 
@@ -476,13 +511,19 @@ async fn handle(
     connection: u64,
     request: Request<Incoming>,
 ) -> Result<Answer, Dropped> {
+    let (parts, body) = request.into_parts();
+    let body = match http_body_util::Limited::new(body, BODY_LIMIT).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => return Ok(text(413, "Request Entity Too Large")),
+    };
     let req = Req {
         peer,
         connection,
-        method: request.method().clone(),
-        path: percent_decode(request.uri().path()),
-        query: request.uri().query().map(parse_query).unwrap_or_default(),
-        headers: request.headers().clone(),
+        method: parts.method.clone(),
+        path: percent_decode(parts.uri.path()),
+        query: parts.uri.query().map(parse_query).unwrap_or_default(),
+        headers: parts.headers.clone(),
+        body,
     };
     let options = &state.options;
     if !options.latency.is_zero() {
@@ -499,6 +540,7 @@ async fn handle(
     }
     let response = match options.cloud {
         Cloud::Ec2 => ec2::handle(&state, &req),
+        Cloud::Gce if gce::waits(&req) => gce::wait_for_change(&state, &req).await,
         Cloud::Gce => gce::handle(&state, &req),
         Cloud::Azure => azure::handle(&state, &req),
         Cloud::OpenStack => openstack::handle(&state, &req),

@@ -1,0 +1,184 @@
+//! The fuzz targets' entry points (`fuzz/`): each feeds untrusted bytes to one parser the way
+//! kiln does and panics when one of its promises breaks, so libFuzzer finds broken promises as
+//! well as panics. `tests/fuzz_corpus.rs` runs every seed of `fuzz/corpus/` through the same
+//! functions on stable Rust, in the normal suite. Not an API.
+
+use crate::config::{Config, ProviderKind, SecretsConfig, UserDataFormat};
+use crate::seal::Manifest;
+
+/// A value that must never appear in an error about other lines.
+const MARKER: &str = "s3cr3t-marker-value";
+/// The longest probe detail `kiln status` should ever carry.
+const DETAIL_MAX_CHARS: usize = 300;
+
+/// User-data (first byte: dotenv, TOML, JSON or auto; gzip by its magic), with a cap of 4 KiB.
+pub fn user_data(data: &[u8]) {
+    let Some((&selector, raw)) = data.split_first() else {
+        return;
+    };
+    let format = [
+        UserDataFormat::Dotenv,
+        UserDataFormat::Toml,
+        UserDataFormat::Json,
+        UserDataFormat::Auto,
+    ][usize::from(selector % 4)];
+    let limit = 4096;
+    if let Ok(pairs) = crate::env::parse_user_data(raw, format, limit) {
+        let bytes: usize = pairs.iter().map(|(n, v)| n.len() + v.len()).sum();
+        assert!(
+            bytes as u64 <= limit,
+            "{bytes} bytes of variables from a {limit}-byte cap"
+        );
+        for (name, value) in &pairs {
+            assert!(
+                !name.is_empty() && !value.contains('\0'),
+                "{name:?} holds a NUL or has no name"
+            );
+        }
+    }
+    // An error about any line never shows a value, here the first line's.
+    let mut marked = format!("FUZZ_SECRET={MARKER}\n").into_bytes();
+    marked.extend_from_slice(raw);
+    if let Err(e) = crate::env::parse_user_data(&marked, UserDataFormat::Dotenv, 1 << 16) {
+        assert!(!e.contains(MARKER), "an error shows a value: {e}");
+    }
+}
+
+/// The seal manifest: what decodes encodes back to itself, with the same root hash.
+pub fn seal_manifest(data: &[u8]) {
+    let Ok(manifest) = Manifest::decode(data) else {
+        return;
+    };
+    let encoded = manifest.encode();
+    let again =
+        Manifest::decode(&encoded).unwrap_or_else(|e| panic!("an encoded manifest does not decode: {e}"));
+    assert_eq!(again.encode(), encoded, "encoding is not stable");
+    assert_eq!(again.root_hash_hex(), manifest.root_hash_hex());
+}
+
+/// php-fpm's answer to a FastCGI ping: bounded in memory and in what status shows.
+pub fn fastcgi_answer(data: &[u8]) {
+    let (response, outcome) = crate::probe::fastcgi::answer_of(data, Some("pong"));
+    if let Ok(stdout) = response {
+        assert!(
+            stdout.len() <= 64 * 1024 + 65_535 + 255,
+            "{} bytes kept",
+            stdout.len()
+        );
+    }
+    let chars = outcome.detail.chars().count();
+    assert!(chars <= DETAIL_MAX_CHARS, "a probe detail of {chars} characters");
+}
+
+/// HAProxy's `show stat` CSV: a server `find` returns is among those `all` lists.
+pub fn haproxy_stat(data: &[u8]) {
+    use crate::lb::haproxy::ServerStat;
+    let csv = String::from_utf8_lossy(data);
+    let all = ServerStat::all(&csv, "app");
+    if let Some(one) = ServerStat::find(&csv, "app", "s1") {
+        assert_eq!(one.name, "s1");
+        assert!(all.iter().any(|s| s.name == "s1"), "find sees s1, all does not");
+    }
+}
+
+/// Metadata documents (first byte: the provider): facts a boot accepts are printable.
+pub fn metadata_document(data: &[u8]) {
+    let Some((&selector, body)) = data.split_first() else {
+        return;
+    };
+    let provider = [
+        ProviderKind::Ec2,
+        ProviderKind::Gce,
+        ProviderKind::Azure,
+        ProviderKind::Openstack,
+        ProviderKind::Digitalocean,
+        ProviderKind::Nocloud,
+    ][usize::from(selector % 6)];
+    if let Ok(facts) = crate::metadata::facts_from_document(provider, body) {
+        let all = [
+            &facts.instance_id,
+            &facts.region,
+            &facts.zone,
+            &facts.local_ipv4,
+            &facts.hostname,
+        ];
+        for fact in all.into_iter().flatten() {
+            assert!(
+                !fact.chars().any(char::is_control),
+                "an accepted fact holds a control character"
+            );
+        }
+    }
+}
+
+/// A secret reference: an accepted one is its own text; an error shows a bounded start of the
+/// value, never all of a long one (a pasted secret with a scheme prefix).
+pub fn secret_reference(data: &[u8]) {
+    let Ok(value) = std::str::from_utf8(data) else {
+        return;
+    };
+    let config: SecretsConfig = toml::from_str("").expect("[secrets] has defaults");
+    match crate::secrets::Reference::parse(value, &config) {
+        Some(Ok(reference)) => {
+            assert_eq!(reference.to_string(), value);
+            let again = crate::secrets::Reference::parse(value, &config);
+            assert!(matches!(again, Some(Ok(r)) if r == reference));
+        }
+        Some(Err(e)) => {
+            let chars = e.chars().count();
+            assert!(chars <= 600, "an error of {chars} characters repeats the value");
+        }
+        _ => {}
+    }
+}
+
+/// An AWS error answer (JSON or XML): what is shown is one line.
+pub fn aws_error(data: &[u8]) {
+    if let Some(error) = crate::aws::parse_error_answer(data) {
+        assert!(
+            !error.message.contains(['\n', '\r']),
+            "a message of several lines"
+        );
+        assert!(!error.code.contains(['\n', '\r']), "a code of several lines");
+    }
+}
+
+/// kiln.toml: an error is a non-empty list; a config that loads keeps the promises `kiln
+/// check` makes about services (unique names, `after` naming services that exist, no cycle).
+pub fn config(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let config = match Config::parse(text) {
+        Ok(config) => config,
+        Err(errors) => {
+            assert!(
+                !errors.is_empty() && errors.iter().all(|e| !e.trim().is_empty()),
+                "{errors:?}"
+            );
+            return;
+        }
+    };
+    let names: Vec<&str> = config.services.iter().map(|s| s.name.as_str()).collect();
+    let unique: std::collections::HashSet<&str> = names.iter().copied().collect();
+    assert_eq!(unique.len(), names.len(), "two services share a name");
+    for service in &config.services {
+        for dep in &service.after {
+            assert!(
+                unique.contains(dep.as_str()) && dep != &service.name,
+                "bad after {dep:?}"
+            );
+        }
+    }
+    // No cycle: repeatedly take the services whose dependencies are all taken.
+    let mut taken = std::collections::HashSet::new();
+    while taken.len() < names.len() {
+        let before = taken.len();
+        for service in &config.services {
+            if service.after.iter().all(|d| taken.contains(d.as_str())) {
+                taken.insert(service.name.as_str());
+            }
+        }
+        assert!(taken.len() > before, "a dependency cycle was accepted");
+    }
+}
