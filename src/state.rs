@@ -231,6 +231,25 @@ pub enum NoticeKind {
 }
 
 impl NoticeKind {
+    pub const ALL: [NoticeKind; 5] = [
+        NoticeKind::SpotInterruption,
+        NoticeKind::Preemption,
+        NoticeKind::Termination,
+        NoticeKind::Rebalance,
+        NoticeKind::Maintenance,
+    ];
+
+    /// The kind as status JSON and the metrics' `kind` label spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            NoticeKind::SpotInterruption => "spot_interruption",
+            NoticeKind::Preemption => "preemption",
+            NoticeKind::Termination => "termination",
+            NoticeKind::Rebalance => "rebalance",
+            NoticeKind::Maintenance => "maintenance",
+        }
+    }
+
     pub fn describe(self) -> &'static str {
         match self {
             NoticeKind::SpotInterruption => "spot interruption",
@@ -561,4 +580,16 @@ pub fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::NoticeKind;
+
+    #[test]
+    fn a_notice_kind_names_itself_as_status_json_does() {
+        for kind in NoticeKind::ALL {
+            assert_eq!(serde_json::to_value(kind).unwrap(), kind.name());
+        }
+    }
 }

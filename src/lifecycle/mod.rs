@@ -254,6 +254,13 @@ impl Watcher {
         let describe = source.describe();
         tracing::info!("lifecycle: watching notices ({describe})");
         self.update(|l| l.source = Some(describe));
+        let wanted = Wanted::of(&self.policy);
+        let watched: Vec<&'static str> = NoticeKind::ALL
+            .into_iter()
+            .filter(|&kind| wanted.kind(kind))
+            .map(NoticeKind::name)
+            .collect();
+        self.shared.recorder().lifecycle_notices_watched(&watched);
         let mut memory = Memory::default();
         loop {
             let stopped = *self.stopped.borrow();
@@ -295,6 +302,7 @@ impl Watcher {
                 );
                 tracing::warn!("lifecycle: {line}");
                 self.shared.event("warn", line);
+                self.shared.recorder().lifecycle_notice(notice.kind.name());
                 now_ms
             });
             if action == NoticeAction::Leave && !deferred && leave_for.is_none() {
