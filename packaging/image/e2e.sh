@@ -273,6 +273,44 @@ grep -qF "services: a cgroup each under $unit_cg/services (controllers: memory p
 pass "cgroups: kiln in kiln.service/kiln, each unit's processes in kiln.service/services/<unit> (memory, pids), workers' memory_max 256M and tasks_max 64 applied, memory and CPU in kiln status"
 guest /usr/bin/systemd-cgls --no-pager -u kiln.service | sed 's/^/    | /' >&2
 
+
+# ---- 1c. kiln's lines and the services' lines in the journal, with their fields ---------------
+guest /bin/kill -HUP "$kiln_pid" || fail "kill -HUP kiln in the guest"
+wait_for "SIGHUP refused in the journal" 30 bash -c \
+    "python3 '$here/vmctl.py' exec '$work/qga.sock' 30 /usr/bin/journalctl -u kiln.service -o cat | grep -q 'SIGHUP refused'"
+guest /usr/bin/journalctl -u kiln.service -o json >"$work/journal.json" || fail "journalctl -u kiln -o json in the guest"
+journal_report=$(python3 - "$work/journal.json" <<'PY'
+import json, sys
+entries = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
+def first(test):
+    return next((e for e in entries if test(e)), None)
+def msg(e):
+    return e.get("MESSAGE", "") if isinstance(e.get("MESSAGE"), str) else ""
+problems = []
+own = [e for e in entries if e.get("SYSLOG_IDENTIFIER") == "kiln" and "SERVICE" not in e]
+started = first(lambda e: e in own and msg(e).startswith("php-fpm: started"))
+if not started or started.get("PRIORITY") != "6" or not started.get("TARGET"):
+    problems.append(f"kiln's 'php-fpm: started' line with PRIORITY 6 and TARGET: {started}")
+hup = first(lambda e: e in own and msg(e).startswith("SIGHUP refused"))
+if not hup or hup.get("PRIORITY") != "4":
+    problems.append(f"kiln's 'SIGHUP refused' warning with PRIORITY 4: {hup}")
+fpm = first(lambda e: e.get("SERVICE") == "php-fpm" and e.get("STREAM") == "stderr")
+if not fpm or not msg(fpm).startswith("php-fpm| ") or fpm.get("PRIORITY") != "6":
+    problems.append(f"a php-fpm stderr line with SERVICE=php-fpm STREAM=stderr: {fpm}")
+worker = first(lambda e: e.get("SERVICE") == "worker#1" and e.get("STREAM") == "stdout")
+if not worker or "worker[" not in msg(worker):
+    problems.append(f"a worker#1 stdout line with SERVICE=worker#1 STREAM=stdout: {worker}")
+if problems:
+    print("; ".join(problems))
+    sys.exit(1)
+print(f"{len(entries)} entries, {len(own)} of kiln's own")
+PY
+) || fail "the journal: $journal_report"
+guest /usr/bin/journalctl -o json --no-pager >"$work/journal-all.json" || fail "journalctl -o json in the guest"
+! grep -q "e2e-secret-never-shown" "$work/journal.json" "$work/journal-all.json" ||
+    fail "a user-data secret value is in the guest's journal"
+pass "journald: $journal_report; kiln's lines PRIORITY 6 (info) and 4 (SIGHUP refused) with TARGET, php-fpm's stderr and worker#1's stdout with SERVICE and STREAM; no env value in the whole journal"
+
 t_qemu1=$t_qemu
 
 # ---- 2. load balancer --------------------------------------------------------------------------

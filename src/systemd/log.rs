@@ -105,9 +105,16 @@ fn sink() -> (&'static str, Dispatch) {
         && let Ok(journald) = tracing_journald::layer()
     {
         // No `F_` prefix: forwarded lines carry `SERVICE=` and `STREAM=`, as the README says.
+        // Priorities as systemd gives a service's own lines: info is 6, not tracing-journald's
+        // default 5 (notice), so that `journalctl -p notice` shows only what stands out.
         let layer = journald
             .with_syslog_identifier("kiln".into())
-            .with_field_prefix(None);
+            .with_field_prefix(None)
+            .with_priority_mappings(tracing_journald::PriorityMappings {
+                info: tracing_journald::Priority::Informational,
+                debug: tracing_journald::Priority::Debug,
+                ..tracing_journald::PriorityMappings::new()
+            });
         return (
             "journald",
             Dispatch::new(tracing_subscriber::registry().with(layer)),
