@@ -7,7 +7,7 @@
 set -eu
 
 packages="nginx php-fpm php-cli ca-certificates curl"
-[ "${1:-}" = "--tests" ] && packages="$packages haproxy socat wrk hyperfine iproute2 util-linux procps python3-venv systemd libcap2-bin acl"
+[ "${1:-}" = "--tests" ] && packages="$packages haproxy socat wrk hyperfine iproute2 util-linux procps python3-venv systemd libcap2-bin acl prometheus"
 
 missing=""
 for p in $packages; do
