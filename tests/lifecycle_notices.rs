@@ -2,6 +2,8 @@
 //! what is only reported, what is refused, and that a leave is final.
 
 mod lifecycle_support;
+#[path = "metrics_support/mod.rs"]
+mod metrics_support;
 
 use lifecycle_support::*;
 use nix::sys::signal::Signal;
@@ -89,9 +91,22 @@ fn a_rebalance_recommendation_is_reported_with_its_time_and_kiln_stays() {
     let emulator = MetadataEmulator::start(Options::new(Cloud::Ec2));
     emulator.notices(|n| n.rebalance(SystemTime::now()));
     let ex = example_on(&emulator, "poll_interval = \"1s\"");
+    let metrics = metrics_support::with_metrics(&ex);
     let (_kiln, _notify) = ex.boot_ready(KILN);
     let notice = wait_notice(&ex, "rebalance");
     assert_eq!(notice["action"], "report", "{notice}");
+    // Counted once, however many looks see it; the kinds watched exist at zero.
+    let looks = || {
+        let log = emulator.log();
+        log.iter().filter(|l| l.path.ends_with("/events/recommendations/rebalance")).count()
+    };
+    let seen_by = looks();
+    wait_until("another look", LEAVE, || (looks() > seen_by).then_some(()));
+    let body = metrics_support::scrape(metrics, None).body;
+    for (kind, count) in [("rebalance", 1.0), ("spot_interruption", 0.0), ("maintenance", 0.0)] {
+        let series = format!("kiln_lifecycle_notices_total{{kind=\"{kind}\"}}");
+        assert_eq!(metrics_support::value_of(&body, &series), Some(count), "{series}:\n{body}");
+    }
     assert!(
         notice["detail"]
             .as_str()
