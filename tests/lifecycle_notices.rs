@@ -98,14 +98,24 @@ fn a_rebalance_recommendation_is_reported_with_its_time_and_kiln_stays() {
     // Counted once, however many looks see it; the kinds watched exist at zero.
     let looks = || {
         let log = emulator.log();
-        log.iter().filter(|l| l.path.ends_with("/events/recommendations/rebalance")).count()
+        log.iter()
+            .filter(|l| l.path.ends_with("/events/recommendations/rebalance"))
+            .count()
     };
     let seen_by = looks();
     wait_until("another look", LEAVE, || (looks() > seen_by).then_some(()));
     let body = metrics_support::scrape(metrics, None).body;
-    for (kind, count) in [("rebalance", 1.0), ("spot_interruption", 0.0), ("maintenance", 0.0)] {
+    for (kind, count) in [
+        ("rebalance", 1.0),
+        ("spot_interruption", 0.0),
+        ("maintenance", 0.0),
+    ] {
         let series = format!("kiln_lifecycle_notices_total{{kind=\"{kind}\"}}");
-        assert_eq!(metrics_support::value_of(&body, &series), Some(count), "{series}:\n{body}");
+        assert_eq!(
+            metrics_support::value_of(&body, &series),
+            Some(count),
+            "{series}:\n{body}"
+        );
     }
     assert!(
         notice["detail"]

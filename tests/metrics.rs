@@ -2,9 +2,9 @@
 //! that no value of the environment leaves by it, and that scrapers which stall or flood never
 //! delay `/readyz` or a restart.
 
-mod metrics_support;
 #[path = "hostile_support/mod.rs"]
 mod hostile_support;
+mod metrics_support;
 
 use hostile_support::{Behaviour, Flood, Target, every_answer_is, php_fpm_comes_back_after_sigkill};
 use metrics_support::{PROMETHEUS_ACCEPT, scrape, value_of, with_metrics};
@@ -44,10 +44,18 @@ fn both_formats_answer_from_the_snapshot_and_promtool_accepts_the_text() {
             "kiln_unit_state{service=\"nginx\",unit=\"nginx\",state=\"running\"}",
             1.0,
         ),
-        ("kiln_unit_restarts_total{service=\"php-fpm\",unit=\"php-fpm\"}", 0.0),
+        (
+            "kiln_unit_restarts_total{service=\"php-fpm\",unit=\"php-fpm\"}",
+            0.0,
+        ),
         ("kiln_refused_mutations_total", 0.0),
     ] {
-        assert_eq!(value_of(&text.body, series), Some(value), "{series} in:\n{}", text.body);
+        assert_eq!(
+            value_of(&text.body, series),
+            Some(value),
+            "{series} in:\n{}",
+            text.body
+        );
     }
     let info = text.body.lines().find(|l| l.starts_with("kiln_info{")).unwrap();
     assert!(
@@ -60,28 +68,45 @@ fn both_formats_answer_from_the_snapshot_and_promtool_accepts_the_text() {
         "kiln_boot_phase_duration_seconds{phase=\"start php-fpm\"}",
     )
     .unwrap();
-    assert!(0.0 < php_fpm_start && php_fpm_start < ready_at, "{php_fpm_start} {ready_at}");
+    assert!(
+        0.0 < php_fpm_start && php_fpm_start < ready_at,
+        "{php_fpm_start} {ready_at}"
+    );
     let startup_checks = value_of(
         &text.body,
         "kiln_probe_duration_seconds_count{service=\"php-fpm\",unit=\"php-fpm\",probe=\"startup\"}",
     )
     .unwrap();
-    assert!(startup_checks >= 1.0, "php-fpm's startup probe ran: {startup_checks}");
+    assert!(
+        startup_checks >= 1.0,
+        "php-fpm's startup probe ran: {startup_checks}"
+    );
 
     let open = scrape(addr, Some(PROMETHEUS_ACCEPT));
     assert_eq!(
         open.header("content-type"),
         Some("application/openmetrics-text; version=1.0.0; charset=utf-8")
     );
-    assert!(open.body.ends_with("# EOF\n"), "{}", &open.body[open.body.len() - 100..]);
-    assert!(open.body.contains("# TYPE kiln info\nkiln_info{"), "{}", open.body);
+    assert!(
+        open.body.ends_with("# EOF\n"),
+        "{}",
+        &open.body[open.body.len() - 100..]
+    );
+    assert!(
+        open.body.contains("# TYPE kiln info\nkiln_info{"),
+        "{}",
+        open.body
+    );
     assert!(open.body.contains("# TYPE kiln_unit_restarts counter\n"));
 
     let url = format!("http://{addr}/metrics");
     let post = http_request("POST", &url, &[], b"x").unwrap();
     assert_eq!((post.status, post.body.as_str()), (405, "GET only\n"));
     let other = http_request("GET", &format!("http://{addr}/readyz"), &[], b"").unwrap();
-    assert_eq!((other.status, other.body.as_str()), (404, "not found: try /metrics\n"));
+    assert_eq!(
+        (other.status, other.body.as_str()),
+        (404, "not found: try /metrics\n")
+    );
 }
 
 #[test]
@@ -109,8 +134,16 @@ fn no_value_of_the_environment_leaves_by_metrics() {
 /// A scraper that sends its request and never reads the answer, with a receive buffer so small
 /// that the answer stays in flight.
 fn stalled_scraper(addr: SocketAddr) -> TcpStream {
-    let SocketAddr::V4(v4) = addr else { panic!("{addr}") };
-    let fd: OwnedFd = socket::socket(AddressFamily::Inet, SockType::Stream, SockFlag::SOCK_CLOEXEC, None).unwrap();
+    let SocketAddr::V4(v4) = addr else {
+        panic!("{addr}")
+    };
+    let fd: OwnedFd = socket::socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .unwrap();
     socket::setsockopt(&fd, sockopt::RcvBuf, &1024).unwrap();
     socket::connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrIn::from(v4)).unwrap();
     let mut stream = TcpStream::from(fd);
@@ -142,15 +175,26 @@ fn with_many_units(ex: &Example) {
             "name = \"idle\"\ncommand = [\"sleep\", \"3600\"]\nreplicas = 100\nready_after = \"100ms\"",
         )
         .unwrap();
-        t.get_mut("service").unwrap().as_array_mut().unwrap().push(idle.into());
+        t.get_mut("service")
+            .unwrap()
+            .as_array_mut()
+            .unwrap()
+            .push(idle.into());
     });
 }
 
 /// The metrics listener's (open, cap, shed) in kiln's status.
 fn metrics_listener(ex: &Example) -> Option<(usize, usize, u64)> {
     let status = control::status(&ex.socket())?;
-    let l = status["listeners"].as_array()?.iter().find(|l| l["name"] == "metrics")?;
-    Some((l["open"].as_u64()? as usize, l["cap"].as_u64()? as usize, l["shed"].as_u64()?))
+    let l = status["listeners"]
+        .as_array()?
+        .iter()
+        .find(|l| l["name"] == "metrics")?;
+    Some((
+        l["open"].as_u64()? as usize,
+        l["cap"].as_u64()? as usize,
+        l["shed"].as_u64()?,
+    ))
 }
 
 #[test]
@@ -159,9 +203,14 @@ fn a_stalled_scraper_delays_neither_readyz_nor_a_restart_and_is_cut_off() {
     let addr = with_metrics(&ex);
     with_many_units(&ex);
     let (_kiln, _notify) = ex.boot_ready(KILN);
-    let (_, cap, _) = wait_until("the metrics listener in status", BOOT_DEADLINE, || metrics_listener(&ex));
+    let (_, cap, _) = wait_until("the metrics listener in status", BOOT_DEADLINE, || {
+        metrics_listener(&ex)
+    });
     let size = scrape(addr, None).body.len();
-    assert!(size > 90 * 1024, "the answer ({size} bytes) is far larger than a stalled receive buffer");
+    assert!(
+        size > 90 * 1024,
+        "the answer ({size} bytes) is far larger than a stalled receive buffer"
+    );
 
     // On loopback the kernel's send buffer grows to take the whole answer, so kiln may be done
     // with a stalled scraper's request before the scraper reads a byte; what must hold is that
@@ -171,19 +220,28 @@ fn a_stalled_scraper_delays_neither_readyz_nor_a_restart_and_is_cut_off() {
     php_fpm_comes_back_after_sigkill(&ex);
     let fresh = scrape(addr, None);
     assert_eq!(
-        value_of(&fresh.body, "kiln_unit_restarts_total{service=\"php-fpm\",unit=\"php-fpm\"}"),
+        value_of(
+            &fresh.body,
+            "kiln_unit_restarts_total{service=\"php-fpm\",unit=\"php-fpm\"}"
+        ),
         Some(1.0),
         "a new scraper is answered beside the stalled ones:\n{}",
         fresh.body
     );
     // Each connection lives at most 10 s from its accept: kiln lets every stalled one go.
-    wait_until("kiln to close every stalled scraper", Duration::from_secs(40), || {
-        stalled.retain_mut(|s| !closed_by_kiln(s));
-        stalled.is_empty().then_some(())
-    });
-    wait_until("the metrics listener to hold nothing", Duration::from_secs(5), || {
-        (metrics_listener(&ex)?.0 == 0).then_some(())
-    });
+    wait_until(
+        "kiln to close every stalled scraper",
+        Duration::from_secs(40),
+        || {
+            stalled.retain_mut(|s| !closed_by_kiln(s));
+            stalled.is_empty().then_some(())
+        },
+    );
+    wait_until(
+        "the metrics listener to hold nothing",
+        Duration::from_secs(5),
+        || (metrics_listener(&ex)?.0 == 0).then_some(()),
+    );
 }
 
 #[test]
@@ -192,7 +250,9 @@ fn scrapers_beyond_the_cap_delay_neither_readyz_nor_a_restart() {
     let addr = with_metrics(&ex);
     with_many_units(&ex);
     let (_kiln, _notify) = ex.boot_ready(KILN);
-    let (_, cap, _) = wait_until("the metrics listener in status", BOOT_DEADLINE, || metrics_listener(&ex));
+    let (_, cap, _) = wait_until("the metrics listener in status", BOOT_DEADLINE, || {
+        metrics_listener(&ex)
+    });
 
     // Three times the cap of scrapers that stall mid-answer, and a slowloris flood beside them.
     let _stalled: Vec<TcpStream> = (0..3 * cap).map(|_| stalled_scraper(addr)).collect();
@@ -200,7 +260,11 @@ fn scrapers_beyond_the_cap_delay_neither_readyz_nor_a_restart() {
 
     every_answer_is(&ex.readyz_url(), 50, 200);
     php_fpm_comes_back_after_sigkill(&ex);
-    assert_eq!(scrape(addr, None).status, 200, "a new scraper is answered at the cap");
+    assert_eq!(
+        scrape(addr, None).status,
+        200,
+        "a new scraper is answered at the cap"
+    );
     let (open, _, shed) = metrics_listener(&ex).unwrap();
     assert!(open <= cap && shed > 0, "open {open}, cap {cap}, shed {shed}");
     every_answer_is(&ex.readyz_url(), 10, 200);
@@ -212,7 +276,10 @@ fn a_metrics_port_of_another_listener_is_refused_and_a_taken_one_starts_nothing(
     let health = ex.health_addr;
     ex.edit_config(|c| format!("{c}\n[metrics]\nlisten = \"{health}\"\n"));
     let config = ex.config_path.to_str().unwrap();
-    let check = Command::new(KILN).args(["check", "--config", config]).output().unwrap();
+    let check = Command::new(KILN)
+        .args(["check", "--config", config])
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&check.stderr);
     assert_eq!(check.status.code(), Some(78), "{stderr}");
     assert!(
@@ -231,7 +298,8 @@ fn a_metrics_port_of_another_listener_is_refused_and_a_taken_one_starts_nothing(
     let log = kiln.log();
     assert!(!status.success(), "{log}");
     assert!(
-        log.contains(&format!("[metrics] listen {addr}: Address already in use")) && log.contains("nothing was started"),
+        log.contains(&format!("[metrics] listen {addr}: Address already in use"))
+            && log.contains("nothing was started"),
         "{log}"
     );
     assert!(testkit::peers::tagged_processes(kiln.tag()).is_empty());

@@ -2,9 +2,9 @@
 //! happened: which units are ready, a restart after php-fpm is SIGKILLed, a probe latency
 //! quantile, and the answers of the README's queries.
 
-mod metrics_support;
 #[path = "hostile_support/mod.rs"]
 mod hostile_support;
+mod metrics_support;
 
 use hostile_support::php_fpm_comes_back_after_sigkill;
 use metrics_support::{scrape, value_of, with_metrics};
@@ -49,9 +49,16 @@ fn prometheus_sees_what_kiln_did() {
     prometheus.wait_for_value(FLEET_ON_ONE_IMAGE, SEEN_WITHIN, |v| v == 1.0);
     let info = prometheus.query("kiln_info").unwrap();
     assert_eq!(info.len(), 1, "{info:?}");
-    assert_eq!(info[0].labels.get("instance_id").map(String::as_str), Some("iid-kiln-example-0001"), "{info:?}");
+    assert_eq!(
+        info[0].labels.get("instance_id").map(String::as_str),
+        Some("iid-kiln-example-0001"),
+        "{info:?}"
+    );
     let root_hash = status["seal"]["root_hash"].as_str().expect("a sealed image");
-    assert_eq!(info[0].labels.get("seal_root_hash").map(String::as_str), Some(root_hash));
+    assert_eq!(
+        info[0].labels.get("seal_root_hash").map(String::as_str),
+        Some(root_hash)
+    );
     assert_eq!(info[0].labels.get("release").map(String::as_str), Some("v7"));
 
     // The boot's phases are gauges fixed after the boot: Prometheus has kiln's own figures.
@@ -63,23 +70,21 @@ fn prometheus_sees_what_kiln_did() {
             &format!("kiln_boot_phase_duration_seconds{{phase=\"{phase}\"}}"),
         )
         .unwrap_or_else(|| panic!("{phase} in:\n{exposition}"));
-        let seen = phases.iter().find(|s| s.labels.get("phase").map(String::as_str) == Some(phase));
+        let seen = phases
+            .iter()
+            .find(|s| s.labels.get("phase").map(String::as_str) == Some(phase));
         assert_eq!(seen.map(|s| s.value), Some(kiln_says), "{phase}: {phases:?}");
     }
 
     // No restart yet; then one, seen as a restart of php-fpm on this instance.
-    prometheus.wait_for_value(
-        "kiln_unit_restarts_total{unit=\"php-fpm\"}",
-        SEEN_WITHIN,
-        |v| v == 0.0,
-    );
+    prometheus.wait_for_value("kiln_unit_restarts_total{unit=\"php-fpm\"}", SEEN_WITHIN, |v| {
+        v == 0.0
+    });
     assert_eq!(prometheus.query(RESTARTING_PHP_FPM).unwrap(), vec![]);
     php_fpm_comes_back_after_sigkill(&ex);
-    prometheus.wait_for_value(
-        "kiln_unit_restarts_total{unit=\"php-fpm\"}",
-        SEEN_WITHIN,
-        |v| v == 1.0,
-    );
+    prometheus.wait_for_value("kiln_unit_restarts_total{unit=\"php-fpm\"}", SEEN_WITHIN, |v| {
+        v == 1.0
+    });
     prometheus.wait_for_value("kiln_unit_last_exit_code{unit=\"php-fpm\"}", SEEN_WITHIN, |v| {
         v == 128.0 + 9.0
     });
@@ -96,7 +101,10 @@ fn prometheus_sees_what_kiln_did() {
         SEEN_WITHIN,
         |v| v.is_finite(),
     );
-    assert!(0.0 < p90 && p90 < 1.0, "p90 of php-fpm's readiness checks: {p90} s");
+    assert!(
+        0.0 < p90 && p90 < 1.0,
+        "p90 of php-fpm's readiness checks: {p90} s"
+    );
     let all = prometheus.query(PROBE_P90).unwrap();
     assert!(all.iter().any(|s| s.labels["unit"] == "nginx"), "{all:?}");
     let checks = prometheus.wait_for_value(
@@ -126,7 +134,11 @@ fn seal(ex: &Example, release: &str) {
         .args(["seal", "--config", config, "--release", release])
         .output()
         .unwrap();
-    assert!(sealed.status.success(), "kiln seal: {}", String::from_utf8_lossy(&sealed.stderr));
+    assert!(
+        sealed.status.success(),
+        "kiln seal: {}",
+        String::from_utf8_lossy(&sealed.stderr)
+    );
 }
 
 #[test]

@@ -49,7 +49,10 @@ impl Prometheus {
         let addr = crate::net::free_addr();
         let mut cmd = Command::new("prometheus");
         cmd.arg(format!("--config.file={}", config_path.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
             .arg(format!("--web.listen-address={addr}"))
             .arg("--log.level=warn");
         let process = Process::spawn(cmd);
@@ -63,7 +66,11 @@ impl Prometheus {
 
     /// The instant vector `promql` gives now; an error names the query and what went wrong.
     pub fn query(&self, promql: &str) -> Result<Vec<Sample>, String> {
-        let url = format!("http://{}/api/v1/query?query={}", self.addr, percent_encode(promql));
+        let url = format!(
+            "http://{}/api/v1/query?query={}",
+            self.addr,
+            percent_encode(promql)
+        );
         let (status, body) = http_get(&url)?;
         let answer: serde_json::Value =
             serde_json::from_str(&body).map_err(|e| format!("{promql}: not JSON ({e}): {body}"))?;
@@ -77,12 +84,7 @@ impl Prometheus {
     }
 
     /// Waits until `promql` answers exactly one series whose value `accept`s, and returns it.
-    pub fn wait_for_value(
-        &self,
-        promql: &str,
-        deadline: Duration,
-        accept: impl Fn(f64) -> bool,
-    ) -> f64 {
+    pub fn wait_for_value(&self, promql: &str, deadline: Duration, accept: impl Fn(f64) -> bool) -> f64 {
         let mut last = String::new();
         let found = crate::wait::poll_until(deadline, || match self.query(promql) {
             Ok(samples) => match samples.as_slice() {
