@@ -43,7 +43,7 @@ ms() { awk '{printf "%.2f ms", $1 * 1000}'; }
 quantiles() {  # seconds on stdin, one a line: "median M, p90 P, max X"
     sort -n | awk '{v[NR]=$1} END {printf "median %.2f ms, p90 %.2f ms, max %.2f ms", v[int(NR/2)+1]*1000, v[int(NR*0.9)]*1000, v[NR]*1000}'
 }
-rps() { awk '/^Requests\/sec/ {printf "%.0f", $2}' "$1"; }
+rps() { awk '/^Requests\/sec/ {r=$2} /^ +99%/ {p=$2} END {printf "%.0f req/s, p99 %s", r, p}' "$1"; }
 
 # boot NAME EXTRA_UNITS: renders the example into $work/NAME with EXTRA_UNITS idle units more,
 # /metrics on a port of its own, and boots it.
@@ -78,23 +78,23 @@ measure() {
     openmetrics=$(curl -s -o /dev/null -w '%{size_download}' -H 'Accept: application/openmetrics-text;version=1.0.0' "http://$metrics/metrics")
     echo "bytes per scrape: $text (text format), $openmetrics (OpenMetrics)"
     local urls=()
-    for _ in $(seq 200); do urls+=("http://$metrics/metrics"); done
-    curl -s -o /dev/null -w '%{time_connect} %{time_starttransfer}\n' "${urls[@]}" |
+    for _ in $(seq 200); do urls+=(-o /dev/null "http://$metrics/metrics"); done
+    curl -s -w '%{time_connect} %{time_starttransfer}\n' "${urls[@]}" |
         awk '{print $2 - $1}' >"$work/$name.render"
     echo "answer time (first byte after connect, 200 scrapes): $(quantiles <"$work/$name.render")"
 
-    wrk -t1 -c16 -d"${seconds}s" "http://$health/readyz" >"$work/$name.alone" 2>&1
-    echo "/readyz alone:                     $(rps "$work/$name.alone") req/s"
-    wrk -t1 -c16 -d"${seconds}s" "http://$health/readyz" >"$work/$name.with" 2>&1 &
+    wrk --latency -t1 -c16 -d"${seconds}s" "http://$health/readyz" >"$work/$name.alone" 2>&1
+    echo "/readyz alone:                     $(rps "$work/$name.alone")"
+    wrk --latency -t1 -c16 -d"${seconds}s" "http://$health/readyz" >"$work/$name.with" 2>&1 &
     local readyz=$!
-    wrk -t1 -c2 -d"${seconds}s" "http://$metrics/metrics" >"$work/$name.scrapes" 2>&1
+    wrk --latency -t1 -c2 -d"${seconds}s" "http://$metrics/metrics" >"$work/$name.scrapes" 2>&1
     wait "$readyz"
-    echo "/readyz with /metrics flat out:    $(rps "$work/$name.with") req/s (and /metrics $(rps "$work/$name.scrapes") scrapes/s)"
-    wrk -t1 -c16 -d"${seconds}s" "http://$health/readyz" >"$work/$name.paced" 2>&1 &
+    echo "/readyz with /metrics flat out:    $(rps "$work/$name.with") (and /metrics $(rps "$work/$name.scrapes" | sed "s/req/scrapes/"))"
+    wrk --latency -t1 -c16 -d"${seconds}s" "http://$health/readyz" >"$work/$name.paced" 2>&1 &
     readyz=$!
     for _ in $(seq "$seconds"); do curl -s -o /dev/null "http://$metrics/metrics"; sleep 1; done
     wait "$readyz"
-    echo "/readyz with one scrape a second:  $(rps "$work/$name.paced") req/s"
+    echo "/readyz with one scrape a second:  $(rps "$work/$name.paced")"
     echo "kiln RSS after: $(awk '/^VmRSS/ {printf "%.1f MiB", $2/1024}' "/proc/$kiln/status")"
     stop_kiln
     echo
