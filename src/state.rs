@@ -34,7 +34,7 @@ pub enum Phase {
 }
 
 impl Phase {
-    const ALL: [Phase; 7] = [
+    pub const ALL: [Phase; 7] = [
         Phase::Booting,
         Phase::Starting,
         Phase::Ready,

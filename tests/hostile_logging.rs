@@ -135,7 +135,11 @@ fn a_journal_that_stops_reading_does_not_stall_kiln_and_fields_reach_it() {
             .unwrap_or_else(|| panic!("no {name} in {fields:?}"))
     };
     assert_eq!(field("SYSLOG_IDENTIFIER"), "kiln");
-    assert_eq!(field("PRIORITY"), "5", "tracing-journald maps INFO to notice");
+    assert_eq!(
+        field("PRIORITY"),
+        "6",
+        "a service's lines at info, as systemd logs them"
+    );
     assert!(["stdout", "stderr"].contains(&field("STREAM")), "{fields:?}");
     let service = field("SERVICE");
     assert!(

@@ -28,16 +28,6 @@ impl Collector for SnapshotSeries {
     }
 }
 
-const PHASES: [Phase; 7] = [
-    Phase::Booting,
-    Phase::Starting,
-    Phase::Ready,
-    Phase::Degraded,
-    Phase::Failed,
-    Phase::Stopping,
-    Phase::Stopped,
-];
-
 const UNIT_STATES: [UnitState; 7] = [
     UnitState::Waiting,
     UnitState::Starting,
@@ -84,7 +74,7 @@ fn instance(out: &mut DescriptorEncoder, s: &Snapshot) -> fmt::Result {
         "When kiln started, seconds since the Unix epoch",
         seconds_ms(s.started_at_ms),
     )?;
-    let phases: Vec<_> = PHASES
+    let phases: Vec<_> = Phase::ALL
         .iter()
         .map(|&p| ([("phase", phase_name(p))], u32::from(s.phase == p)))
         .collect();

@@ -275,7 +275,7 @@ fn phase_word(phase: Phase) -> &'static str {
     }
 }
 
-fn plain(code: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+pub(super) fn plain(code: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
     *response.status_mut() = code;
     response

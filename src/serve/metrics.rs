@@ -15,7 +15,7 @@
 //! socket and buffer no longer than that. Prometheus opens a new connection for each scrape
 //! then, once every 15 s or so.
 
-use super::health::{self, Answer, Lifetime};
+use super::health::{self, Answer, Lifetime, plain};
 use super::slots::Slots;
 use super::{Listeners, full_snapshot};
 use crate::metrics::{self, Format};
@@ -90,14 +90,5 @@ fn answer(req: &Request<Incoming>, shared: &Shared, listeners: &Listeners) -> Re
     response
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(format.content_type()));
-    response
-}
-
-fn plain(code: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
-    *response.status_mut() = code;
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     response
 }
