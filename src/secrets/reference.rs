@@ -89,7 +89,7 @@ impl Reference {
                     text: value.to_string(),
                     target,
                 })
-                .map_err(|e| format!("{:?} is not a valid {scheme} reference: {e}", shorten(value))),
+                .map_err(|e| format!("\"{}\" is not a valid {scheme} reference: {e}", shorten(value))),
         )
     }
 
@@ -103,12 +103,18 @@ impl Reference {
     }
 }
 
-/// A value with a reference's prefix could also be a pasted secret: show only its start.
+/// A value with a reference's prefix could also be a pasted secret: show only its start, one
+/// character for each (a control character as `?`, not an escape six times as long).
 fn shorten(value: &str) -> String {
-    match value.char_indices().nth(120) {
-        Some((cut, _)) => format!("{}…", &value[..cut]),
-        None => value.to_string(),
+    let mut shown: String = value
+        .chars()
+        .take(120)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    if value.chars().nth(120).is_some() {
+        shown.push('…');
     }
+    shown
 }
 
 fn is_name_char(c: char, extra: &str) -> bool {
