@@ -282,16 +282,16 @@ guest /usr/bin/journalctl -u kiln.service -o json >"$work/journal.json" || fail 
 journal_report=$(python3 - "$work/journal.json" <<'PY'
 import json, sys
 entries = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
-def first(test):
-    return next((e for e in entries if test(e)), None)
+def first(test, among=entries):
+    return next((e for e in among if test(e)), None)
 def msg(e):
     return e.get("MESSAGE", "") if isinstance(e.get("MESSAGE"), str) else ""
 problems = []
 own = [e for e in entries if e.get("SYSLOG_IDENTIFIER") == "kiln" and "SERVICE" not in e]
-started = first(lambda e: e in own and msg(e).startswith("php-fpm: started"))
+started = first(lambda e: msg(e).startswith("php-fpm: started"), own)
 if not started or started.get("PRIORITY") != "6" or not started.get("TARGET"):
     problems.append(f"kiln's 'php-fpm: started' line with PRIORITY 6 and TARGET: {started}")
-hup = first(lambda e: e in own and msg(e).startswith("SIGHUP refused"))
+hup = first(lambda e: msg(e).startswith("SIGHUP refused"), own)
 if not hup or hup.get("PRIORITY") != "4":
     problems.append(f"kiln's 'SIGHUP refused' warning with PRIORITY 4: {hup}")
 fpm = first(lambda e: e.get("SERVICE") == "php-fpm" and e.get("STREAM") == "stderr")
