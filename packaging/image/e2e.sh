@@ -25,8 +25,10 @@
 # Checks: the page shows a user-data value; /readyz 200; every service up; `kiln status` in the
 # guest (through the qemu guest agent) says READY; `systemd-analyze verify kiln.service` in the
 # guest is clean; kiln sits in kiln.service/kiln and each unit in kiln.service/services/<unit>
-# with the memory and pids controllers, the workers' limits written, memory and CPU in status; the instance registered itself in HAProxy and requests flow through HAProxy into
-# the guest; an ACPI power-off (QMP system_powerdown) makes kiln drain and deregister before the
+# with the memory and pids controllers, the workers' limits written, memory and CPU in status;
+# `journalctl -u kiln -o json` has kiln's lines with PRIORITY and TARGET and the services' lines
+# with SERVICE and STREAM, and no env value is anywhere in the journal; the instance registered
+# itself in HAProxy and requests flow through HAProxy into the guest; an ACPI power-off (QMP system_powerdown) makes kiln drain and deregister before the
 # guest powers off. Then the image with one sealed file changed after sealing boots to a refused
 # boot and never registers. Prints the boot timeline. Cleans up every process, the namespace and
 # its files on exit, also on failure (KILN_E2E_KEEP=1 keeps the files for a look).
