@@ -271,3 +271,38 @@ fn fastcgi_pings_a_real_php_fpm() {
     let (ok, detail, _) = check(&probe(&format!("fastcgi = \"unix:{}\"", missing.display())));
     assert!(!ok && detail.starts_with("connect "), "{detail}");
 }
+
+/// An exec probe runs with its service's environment: under `env_allow`, the variables the
+/// service may see and no others.
+#[test]
+fn an_exec_probe_sees_only_what_env_allow_gives_its_service() {
+    let ex = Example::render();
+    let user_data = ex.seed_dir.join("user-data");
+    let seeded = std::fs::read_to_string(&user_data).unwrap();
+    std::fs::write(
+        &user_data,
+        format!("{seeded}APP_TOKEN=tok-allowed-1\nOTHER_SECRET=other-hidden-2\n"),
+    )
+    .unwrap();
+    let seen = ex.dir.path().join("probe-env");
+    ex.edit_toml(|t| {
+        let service: toml::Table = toml::from_str(&format!(
+            "name = \"limited\"\ncommand = [\"sleep\", \"100000\"]\nenv_allow = [\"APP_*\"]\n\
+             [ready]\nexec = [\"sh\", \"-c\", \"env > {}\"]\nperiod = \"100ms\"\n",
+            seen.display()
+        ))
+        .unwrap();
+        t.get_mut("service")
+            .unwrap()
+            .as_array_mut()
+            .unwrap()
+            .push(service.into());
+    });
+    let (_kiln, _notify) = ex.boot_ready(env!("CARGO_BIN_EXE_kiln"));
+    let env = std::fs::read_to_string(&seen).unwrap();
+    assert!(env.lines().any(|l| l == "APP_TOKEN=tok-allowed-1"), "{env}");
+    assert!(
+        !env.contains("other-hidden-2"),
+        "the probe saw a variable its service may not:\n{env}"
+    );
+}

@@ -404,8 +404,9 @@ fn unit_cgroup(
 /// Resolves a service's identity and probes before anything starts.
 fn service_runtime(config: &ServiceConfig, env: &FrozenEnv) -> Result<ServiceRuntime, String> {
     let identity = Identity::resolve(config).map_err(|e| format!("service {:?}: {e}", config.name))?;
+    // An exec probe runs as part of its service: it sees what `env_allow` gives the service.
     let probe_env: Vec<(String, String)> = env
-        .vars()
+        .for_service(config.env_allow.as_deref())
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .chain(config.env.iter().map(|(k, v)| (k.clone(), v.clone())))
         .collect();
