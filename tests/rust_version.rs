@@ -15,6 +15,17 @@ fn parse(version: &str) -> (u32, u32) {
     (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
 }
 
+/// The platform cargo builds for here (`host:` of `cargo -vV`).
+fn host_triple(cargo: &str) -> String {
+    let out = Command::new(cargo).arg("-vV").output().expect("run cargo -vV");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| l.strip_prefix("host: "))
+        .unwrap_or_else(|| panic!("no host: line in cargo -vV: {text}"))
+        .trim()
+        .to_string()
+}
+
 #[test]
 fn no_dependency_needs_a_newer_rust_than_kiln_claims() {
     let claimed = parse(env!("CARGO_PKG_RUST_VERSION"));
@@ -24,8 +35,13 @@ fn no_dependency_needs_a_newer_rust_than_kiln_claims() {
         env!("CARGO_PKG_RUST_VERSION")
     );
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = Command::new(cargo)
+    // Only this platform's dependencies: those are the ones a build here downloaded. Without the
+    // filter, cargo resolves every platform's (Windows-only crates among them) and, offline, fails
+    // on a machine whose cargo cache holds only what this build needed.
+    let host = host_triple(&cargo);
+    let out = Command::new(&cargo)
         .args(["metadata", "--format-version", "1", "--locked", "--offline"])
+        .args(["--filter-platform", &host])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("run cargo metadata");
