@@ -111,9 +111,16 @@ echo
 echo "== 2. wrk -c 5000 -d 5s on /readyz"
 wrk -t 2 -c 5000 -d 5s "http://$health/readyz" >"$work/wrk.out" 2>&1 &
 load=$!
+# A load balancer's check on a fresh connection meanwhile: it waits behind the connections queued
+# before it (the listen queue holds up to net.core.somaxconn per serving thread).
+(sleep 1; $clients probe "http://$health/readyz" 3) >"$work/wrk-probe.out" 2>&1 &
+probe=$!
 peak=$(peak_during "$load")
 wait "$load" || true
+wait "$probe" || true
 grep -E 'Requests/sec|Socket errors|Non-2xx' "$work/wrk.out" | sed 's/^ */  /'
+echo "/readyz on fresh connections during the flood:"
+sed 's/^/  /' "$work/wrk-probe.out"
 echo "RSS peak $(mib "$peak")"
 sleep 2; echo "RSS 2 s after $(mib "$(rss)"), $(fds) fds"
 sleep 8; echo "RSS 10 s after $(mib "$(rss)")"

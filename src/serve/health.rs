@@ -120,10 +120,12 @@ pub(super) fn bind_reuseport(addr: SocketAddr) -> std::io::Result<std::net::TcpL
         SocketAddr::V4(v4) => socket::bind(raw, &SockaddrIn::from(v4))?,
         SocketAddr::V6(v6) => socket::bind(raw, &SockaddrIn6::from(v6))?,
     }
-    socket::listen(
-        &fd,
-        socket::Backlog::new(1024).unwrap_or(socket::Backlog::MAXCONN),
-    )?;
+    // The longest queue the kernel allows (`net.core.somaxconn`, 4096 by default): a connection
+    // that finds the queue full has its SYN dropped, and the client tries again only after a
+    // second, then three: a load balancer's check times out. A flood that holds more connections
+    // than kiln's cap plus the queues of its listeners (one per serving thread) can still fill
+    // them; with 1024 here, 5,000 of wrk's did (README, "Hostile or careless clients").
+    socket::listen(&fd, socket::Backlog::MAXALLOWABLE)?;
     Ok(std::net::TcpListener::from(fd))
 }
 

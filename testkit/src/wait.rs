@@ -67,12 +67,28 @@ pub fn http_get_with(url: &str, headers: &[(&str, &str)]) -> Result<Response, St
     http_request("GET", url, headers, b"")
 }
 
+/// `GET url` → (status, body), answered within `timeout` (instead of [`HTTP_TIMEOUT`]).
+pub fn http_get_within(url: &str, timeout: Duration) -> Result<(u16, String), String> {
+    http_request_within("GET", url, &[], b"", timeout).map(|r| (r.status, r.body))
+}
+
 /// One HTTP/1.1 request with `Connection: close` and a 2 s overall timeout.
 pub fn http_request(
     method: &str,
     url: &str,
     headers: &[(&str, &str)],
     body: &[u8],
+) -> Result<Response, String> {
+    http_request_within(method, url, headers, body, HTTP_TIMEOUT)
+}
+
+/// One HTTP/1.1 request with `Connection: close`, answered within `timeout` overall.
+pub fn http_request_within(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    timeout: Duration,
 ) -> Result<Response, String> {
     let fail = |what: String| format!("{method} {url}: {what}");
     let started = Instant::now();
@@ -88,8 +104,7 @@ pub fn http_request(
         .map_err(|e| fail(format!("bad address {authority:?}: {e}")))?
         .next()
         .ok_or_else(|| fail(format!("{authority:?} resolves to nothing")))?;
-    let mut stream =
-        TcpStream::connect_timeout(&addr, HTTP_TIMEOUT).map_err(|e| fail(format!("connect: {e}")))?;
+    let mut stream = TcpStream::connect_timeout(&addr, timeout).map_err(|e| fail(format!("connect: {e}")))?;
 
     let mut request = format!(
         "{method} {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\nUser-Agent: kiln-testkit\r\n"
@@ -101,11 +116,7 @@ pub fn http_request(
         request.push_str(&format!("Content-Length: {}\r\n", body.len()));
     }
     request.push_str("\r\n");
-    let remaining = |started: Instant| {
-        HTTP_TIMEOUT
-            .checked_sub(started.elapsed())
-            .filter(|d| !d.is_zero())
-    };
+    let remaining = |started: Instant| timeout.checked_sub(started.elapsed()).filter(|d| !d.is_zero());
     let timeout = remaining(started).ok_or_else(|| fail("timed out".into()))?;
     stream.set_write_timeout(Some(timeout)).ok();
     stream
@@ -119,12 +130,8 @@ pub fn http_request(
         if let Some(response) = parse_complete(&buf, method == "HEAD", false).map_err(&fail)? {
             return Ok(response);
         }
-        let timeout = remaining(started).ok_or_else(|| {
-            fail(format!(
-                "timed out after {HTTP_TIMEOUT:?} ({} bytes read)",
-                buf.len()
-            ))
-        })?;
+        let timeout = remaining(started)
+            .ok_or_else(|| fail(format!("timed out after {timeout:?} ({} bytes read)", buf.len())))?;
         stream.set_read_timeout(Some(timeout)).ok();
         match stream.read(&mut chunk) {
             Ok(0) => {

@@ -15,7 +15,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 use testkit::control;
 use testkit::example::{BOOT_DEADLINE, Example};
-use testkit::wait::{http_get, poll_until, wait_until};
+use testkit::wait::{http_get_within, poll_until, wait_until};
 
 /// Gives the test process as many descriptors as it may have: the floods hold thousands.
 pub fn raise_own_nofile() {
@@ -48,11 +48,35 @@ pub fn listener(status: &serde_json::Value, name: &str) -> (u64, u64, u64) {
     )
 }
 
+/// Under Linux's first SYN retransmission timeout (1 s): a connection that takes this long had
+/// its SYN dropped.
+const SYN_RETRANSMISSION: Duration = Duration::from_millis(900);
+
+/// How long a check may wait for its answer. Behind a flood a new connection waits for those
+/// queued before it (up to `net.core.somaxconn` per listener), which a debug build on a busy
+/// 2-core machine clears in seconds; a load balancer allows 2 s (HAProxy) to 5 s (ALB). A kiln
+/// that stopped answering fails this all the same.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// `count` GETs of `url`, each on a fresh connection as a load balancer's check: every one must
 /// be answered `expected`. Returns the answers' bodies.
+///
+/// Each check's connection must also be set up at once: the kernel answers a SYN itself unless the
+/// listener's queue is full, and then drops it; the client's first retransmission comes a second
+/// later, which is what times out a load balancer's check.
 pub fn every_answer_is(url: &str, count: usize, expected: u16) {
+    let addr: SocketAddr = url
+        .strip_prefix("http://")
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|authority| authority.parse().ok())
+        .unwrap_or_else(|| panic!("{url}: not http://IP:PORT/..."));
     for n in 0..count {
-        match http_get(url) {
+        if let Err(e) = TcpStream::connect_timeout(&addr, SYN_RETRANSMISSION) {
+            panic!(
+                "check {n} of {count}: connect to {addr} within {SYN_RETRANSMISSION:?}: {e} (SYN dropped?)"
+            );
+        }
+        match http_get_within(url, CHECK_TIMEOUT) {
             Ok((code, _)) if code == expected => {}
             other => panic!("check {n} of {count} of {url}: {other:?}"),
         }
