@@ -83,6 +83,9 @@ fn main() -> ExitCode {
     if let Err(e) = kiln::process::crash::no_core() {
         eprintln!("kiln: cannot mark itself non-dumpable (prctl PR_SET_DUMPABLE): {e}");
     }
+    if let Err(e) = kiln::process::crash::crash_on_segv() {
+        eprintln!("kiln: cannot make SIGSEGV and SIGBUS fatal: {e}");
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

@@ -1,6 +1,6 @@
 //! What kiln's memory shows when it crashes or is looked at: no core file, `/proc/<kiln>/environ`
 //! and `mem` closed to the processes of its own user, while the services it starts stay as
-//! dumpable as any program.
+//! dumpable as any program; and a `kill -SEGV` kills it as a crash would.
 
 use nix::sys::signal::Signal;
 use nix::unistd::{Uid, chown};
@@ -128,4 +128,17 @@ fn sigabrt_leaves_no_core_file() {
         .map(|e| e.unwrap().file_name())
         .collect();
     assert!(left.is_empty(), "files in kiln's working directory: {left:?}");
+}
+
+/// `kill -SEGV` kills kiln by SIGSEGV, as a real fault would: systemd records the crash and
+/// restarts the unit. The standard library's stack overflow handler once swallowed it.
+#[test]
+fn a_sent_sigsegv_kills_kiln_by_sigsegv() {
+    let ex = sleeper(None);
+    let (mut kiln, _service) = boot(&ex, &[], ex.dir.path());
+    kiln.signal(Signal::SIGSEGV);
+    let status = kiln.wait_exit(DEADLINE);
+    assert_eq!(status.signal(), Some(libc::SIGSEGV), "{status}");
+    assert!(!status.core_dumped(), "kiln dumped a core ({status})");
+    assert!(!kiln.log().contains("overflowed its stack"), "{}", kiln.log());
 }
