@@ -1,6 +1,7 @@
 //! `state_dir` and the control socket's directory: a directory another user owns or can write,
 //! one in a world-writable directory, or a symlink planted where it goes is refused by
 //! `kiln check` and `kiln boot`, and the boot starts nothing. A missing one is created 0700.
+//! One kiln per state dir: a second one refuses and touches nothing.
 
 use nix::unistd::{Uid, chown};
 use std::fs::{self, DirBuilder, Permissions};
@@ -8,6 +9,7 @@ use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
+use testkit::control;
 use testkit::example::{BOOT_DEADLINE, Example};
 use testkit::peers::{Kiln, tagged_processes};
 use testkit::wait::wait_until;
@@ -157,4 +159,76 @@ fn a_missing_state_dir_is_created_private() {
     });
     let mode = fs::symlink_metadata(ex.state_dir()).unwrap().permissions().mode();
     assert_eq!(mode & 0o7777, 0o700);
+}
+
+/// The process exists and is not a zombie.
+fn alive(pid: i32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit(") ").next()?.chars().next())
+        .is_some_and(|state| !matches!(state, 'Z' | 'X'))
+}
+
+/// Unit name → pid of every unit in a status snapshot.
+fn unit_pids(status: &serde_json::Value) -> Vec<(String, i64)> {
+    status["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| {
+            (
+                u["unit"].as_str().unwrap().to_string(),
+                u["pid"].as_i64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// A second kiln on a live kiln's state dir (another config with another socket and health
+/// address, or a `kiln boot` run by hand) once took the live kiln's services for what a killed
+/// kiln left and killed them; the live kiln then failed to start them again for good. It exits
+/// at once, naming the live kiln's pid, and touches nothing: no cgroup, no socket, no port.
+#[test]
+fn a_second_kiln_on_the_same_state_dir_refuses_and_touches_nothing() {
+    let ex = Example::render();
+    let (first, _notify) = ex.boot_ready(KILN);
+    let before = control::status(&ex.socket()).unwrap();
+
+    let socket = ex.run_dir.join("second.sock");
+    let health = testkit::net::free_addr();
+    let mut config = ex.config_table();
+    config["control"]["socket"] = socket.to_str().unwrap().into();
+    config["health"]["listen"] = health.to_string().into();
+    let second_config = ex.dir.path().join("second.toml");
+    fs::write(&second_config, toml::to_string(&config).unwrap()).unwrap();
+    let mut second = Kiln::boot(KILN, &second_config);
+    let status = second.wait_exit(BOOT_DEADLINE);
+    let log = second.log();
+    assert_eq!(status.code(), Some(1), "{log}");
+    let lock = ex.state_dir().join("lock");
+    assert!(
+        log.contains(&format!(
+            "[control] state_dir {}: is in use by another kiln (pid {}, {} is locked)",
+            state_dir_of(&ex),
+            first.pid(),
+            lock.display()
+        )),
+        "{log}"
+    );
+    assert!(log.contains("nothing was started"), "{log}");
+    assert!(!log.contains("killed"), "{log}");
+    assert!(!socket.exists(), "the second kiln made its socket");
+    assert!(
+        !testkit::net::is_listening(health),
+        "the second kiln serves health"
+    );
+
+    let after = control::status(&ex.socket()).unwrap();
+    assert_eq!(after["phase"], "ready", "{after}");
+    assert_eq!(unit_pids(&after), unit_pids(&before), "services were replaced");
+    for (unit, pid) in unit_pids(&after) {
+        assert!(alive(pid as i32), "{unit} ({pid}) is gone");
+        assert_eq!(control::unit(&after, &unit)["restarts"], 0, "{unit}");
+    }
+    assert!(!first.log().contains("killed"), "{}", first.log());
 }
