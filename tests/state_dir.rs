@@ -1,15 +1,20 @@
 //! `state_dir` and the control socket's directory: a directory another user owns or can write,
 //! one in a world-writable directory, or a symlink planted where it goes is refused by
 //! `kiln check` and `kiln boot`, and the boot starts nothing. A missing one is created 0700.
-//! One kiln per state dir: a second one refuses and touches nothing.
+//! One kiln per state dir: a second one refuses and touches nothing. What a kiln killed during
+//! its leave left running is cleared by the next kiln before it refuses to rejoin.
 
+mod lifecycle_support;
+
+use nix::sys::signal::Signal;
 use nix::unistd::{Uid, chown};
 use std::fs::{self, DirBuilder, Permissions};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 use testkit::control;
+use testkit::emulator::metadata::{Cloud, MetadataEmulator, Options};
 use testkit::example::{BOOT_DEADLINE, Example};
 use testkit::peers::{Kiln, tagged_processes};
 use testkit::wait::wait_until;
@@ -231,4 +236,48 @@ fn a_second_kiln_on_the_same_state_dir_refuses_and_touches_nothing() {
         assert_eq!(control::unit(&after, &unit)["restarts"], 0, "{unit}");
     }
     assert!(!first.log().contains("killed"), "{}", first.log());
+}
+
+/// kiln SIGKILLed while its leave stops the services: the next kiln finds the `left` marker
+/// and refuses, but first clears what the killed one left running, as every boot does; the
+/// worker that was stopping once ran on unsupervised for good.
+#[test]
+fn a_kiln_killed_during_its_leave_leaves_nothing_running_after_the_next_boot() {
+    let emulator = MetadataEmulator::start(Options::new(Cloud::Ec2));
+    let ex = lifecycle_support::example_on(&emulator, "poll_interval = \"1s\"");
+    // Ignores SIGTERM: the leave waits out its stop_timeout, and the kill comes meanwhile.
+    ex.edit_config(|c| {
+        c + "\n[[service]]\nname = \"stubborn\"\ncommand = [\"sh\", \"-c\", \"trap '' TERM; exec sleep 1000\"]\nstop_timeout = \"120s\"\n"
+    });
+    let (mut first, _notify) = ex.boot_ready(KILN);
+    let stubborn = control::unit_pid(&ex.socket(), "stubborn").unwrap();
+    emulator.notices(|n| n.spot_interruption("terminate", SystemTime::now() + Duration::from_secs(120)));
+    first.wait_log("stubborn: stopping (SIGTERM)", lifecycle_support::LEAVE);
+    assert!(ex.state_dir().join("left").exists());
+    first.signal(Signal::SIGKILL);
+    first.wait_exit(BOOT_DEADLINE);
+    assert!(alive(stubborn), "the leftover this test is about is not there");
+
+    let (mut second, notify) = ex.boot_notified(KILN, &[], &[]);
+    notify.wait_for("READY=1", BOOT_DEADLINE, |l| l.starts_with("READY=1"));
+    assert!(
+        !alive(stubborn),
+        "the stubborn worker ({stubborn}) of the killed kiln still runs"
+    );
+    let cleared = second.line_of("cgroup stubborn: killed 1 processes an earlier kiln left");
+    assert!(
+        cleared < second.line_of("boot refused: this instance left (spot interruption"),
+        "{}",
+        second.log()
+    );
+    let status = control::status(&ex.socket()).unwrap();
+    assert_eq!(status["phase"], "failed", "{status}");
+    assert!(status["services"].as_array().unwrap().is_empty(), "{status}");
+    second.signal(Signal::SIGTERM);
+    assert_eq!(
+        second.wait_exit(BOOT_DEADLINE).code(),
+        Some(1),
+        "{}",
+        second.log()
+    );
 }

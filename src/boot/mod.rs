@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! config → state dir (locked: one kiln each) → serve (health + control, answering "booting")
-//!        → cgroups (found, cleared of what a killed kiln left)
+//!        → cgroups (found, cleared of what a killed kiln left; then a leave is honoured)
 //!        → seal (verify, watch) → metadata → env (→ pin → secrets)
 //!        → supervise (services in dependency order, READY=1) → lb → run … → stop
 //! ```
@@ -117,17 +117,18 @@ async fn walk(config: Config, shared: Arc<Shared>) -> ExitCode {
     }
     shared.phase_done("serve");
 
-    if let Some(left) = left_before(&config) {
-        return refuse(&shared, &notifier, &left, stops).await;
-    }
     // After the state dir and the control socket are ours (no other kiln runs on them), before
-    // anything starts.
+    // anything starts, and before a leave is honoured: a kiln killed while its leave stopped the
+    // services left them running, and they are as much leftovers as any other.
     shared.phase_begin("cgroups");
     let containment = match contain(&config, &shared).await {
         Ok(containment) => containment,
         Err(reason) => return refuse(&shared, &notifier, &reason, stops).await,
     };
     shared.phase_done("cgroups");
+    if let Some(left) = left_before(&config) {
+        return refuse(&shared, &notifier, &left, stops).await;
+    }
 
     let prepared = tokio::select! {
         prepared = prepare(&config, &shared) => prepared,
