@@ -75,6 +75,17 @@ enum Command {
 const EXIT_USAGE: u8 = 64;
 
 fn main() -> ExitCode {
+    // Before anything else, and so before a secret is read: kiln's memory (its environment from
+    // the start) holds credentials that no core file and no other process of its user may see.
+    // Through prctl(2) rather than systemd's LimitCORE= alone: that also covers `kiln env` from
+    // a shell and /proc/PID/environ and mem, which no rlimit closes. Nothing is logged yet:
+    // saying it failed is all kiln can do, and it goes on (the unit's LimitCORE=0 still holds).
+    if let Err(e) = kiln::process::crash::no_core() {
+        eprintln!("kiln: cannot mark itself non-dumpable (prctl PR_SET_DUMPABLE): {e}");
+    }
+    if let Err(e) = kiln::process::crash::crash_on_segv() {
+        eprintln!("kiln: cannot make SIGSEGV and SIGBUS fatal: {e}");
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

@@ -13,12 +13,15 @@
 //!   sticky bit (which keeps others from renaming what they do not own).
 //!
 //! `kiln check` runs [`check`]; `kiln boot` runs [`prepare`], which also creates what is missing
-//! (the directory 0700, missing parents 0755) and checks again what it made.
+//! (the directory 0700, missing parents 0755) and checks again what it made, then [`own`]s the
+//! state dir for as long as it runs.
 
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
 use nix::unistd::Uid;
-use std::fs::{self, DirBuilder};
-use std::io::ErrorKind;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io::{ErrorKind, Read, Seek, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path};
 
 const STICKY: u32 = 0o1000;
@@ -120,6 +123,60 @@ pub fn prepare(dir: &Path) -> Result<(), String> {
     check(dir)
 }
 
+/// The file in the state dir that a running kiln holds locked, with its pid in it.
+pub const LOCK_FILE: &str = "lock";
+
+/// The state dir is this kiln's while this lives (the lock goes with the descriptor, when kiln
+/// exits however it exits).
+#[derive(Debug)]
+pub struct Owned {
+    _lock: Flock<File>,
+}
+
+/// Makes the state dir this kiln's, as s6-supervise does its own: an exclusive `flock` on
+/// [`LOCK_FILE`], held through a descriptor kiln keeps (close-on-exec, so no service inherits
+/// it). Two kilns on one state dir would share its cgroups and each take the other's services
+/// for an earlier kiln's leftovers and kill them: the second one gets an error naming the
+/// holder's pid, and must touch nothing. The file stays after kiln exits; only the lock counts.
+pub fn own(dir: &Path) -> Result<Owned, String> {
+    let path = dir.join(LOCK_FILE);
+    let cannot = |e: &dyn std::fmt::Display| format!("cannot lock {}: {e}", path.display());
+    // std opens with O_CLOEXEC; O_NOFOLLOW: a link planted there is refused, not followed.
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&path)
+        .map_err(|e| cannot(&e))?;
+    let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => lock,
+        Err((mut file, Errno::EWOULDBLOCK)) => {
+            // The holder writes its pid right after it took the lock: it may not be there yet.
+            let mut text = String::new();
+            let _ = file.read_to_string(&mut text);
+            let holder = match text.trim().parse::<u32>() {
+                Ok(pid) => format!("pid {pid}"),
+                Err(_) => "its pid not written yet".into(),
+            };
+            return Err(format!(
+                "is in use by another kiln ({holder}, {} is locked): two kilns on one state_dir would \
+                 kill each other's services; give each kiln a state_dir of its own",
+                path.display()
+            ));
+        }
+        Err((_, e)) => return Err(cannot(&e)),
+    };
+    let pid = format!("{}\n", std::process::id());
+    lock.set_len(0)
+        .and_then(|()| lock.rewind())
+        .and_then(|()| lock.write_all(pid.as_bytes()))
+        .map_err(|e| cannot(&e))?;
+    Ok(Owned { _lock: lock })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,6 +240,30 @@ mod tests {
         let dir = root.path().join("kiln");
         std::os::unix::fs::symlink(&elsewhere, &dir).unwrap();
         assert!(prepare(&dir).unwrap_err().starts_with("is a symlink"));
+    }
+
+    #[test]
+    fn a_second_owner_is_refused_with_the_holders_pid_until_the_first_is_gone() {
+        let root = tree();
+        let dir = root.path().join("kiln");
+        prepare(&dir).unwrap();
+        let first = own(&dir).unwrap();
+        let lock = dir.join(LOCK_FILE);
+        assert_eq!(
+            fs::read_to_string(&lock).unwrap(),
+            format!("{}\n", std::process::id())
+        );
+        let err = own(&dir).unwrap_err();
+        assert!(
+            err.starts_with(&format!(
+                "is in use by another kiln (pid {}, {} is locked)",
+                std::process::id(),
+                lock.display()
+            )),
+            "{err}"
+        );
+        drop(first);
+        own(&dir).unwrap();
     }
 
     #[test]

@@ -111,6 +111,8 @@ fn the_unit_lets_kiln_drive_its_own_start_and_stop() {
         ("ExecStart", "/usr/bin/kiln boot"),
         ("Restart", "on-failure"),
         ("OOMPolicy", "continue"),
+        // No core file of kiln (its resolved secrets) or of a service (its environment).
+        ("LimitCORE", "0"),
     ] {
         assert_eq!(s.get(key).map(String::as_str), Some(want), "{key}=");
     }

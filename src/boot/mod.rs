@@ -1,8 +1,9 @@
 //! `kiln boot`: the walk of one boot. Data flows one way:
 //!
 //! ```text
-//! config → serve (health + control, answering "booting") → cgroups (found, cleared of what a
-//!        killed kiln left) → seal (verify, watch) → metadata → env (→ pin → secrets)
+//! config → state dir (locked: one kiln each) → serve (health + control, answering "booting")
+//!        → cgroups (found, cleared of what a killed kiln left; then a leave is honoured)
+//!        → seal (verify, watch) → metadata → env (→ pin → secrets)
 //!        → supervise (services in dependency order, READY=1) → lb → run … → stop
 //! ```
 //!
@@ -99,6 +100,16 @@ async fn walk(config: Config, shared: Arc<Shared>) -> ExitCode {
     spawn_watchdog(&notifier, &shared);
 
     shared.phase_begin("serve");
+    // Held until this function returns: after the services are stopped and the cgroups removed
+    // (`containment`, declared later, is dropped first).
+    let _owned = match own_runtime_dirs(&config) {
+        Ok(owned) => owned,
+        Err(e) => {
+            tracing::error!("{e}; nothing was started");
+            notifier.notify(&format!("STATUS=cannot start: {e}"));
+            return ExitCode::FAILURE;
+        }
+    };
     if let Err(e) = start_serving(&config, &shared).await {
         tracing::error!("{e}; nothing was started");
         notifier.notify(&format!("STATUS=cannot serve: {e}"));
@@ -106,16 +117,18 @@ async fn walk(config: Config, shared: Arc<Shared>) -> ExitCode {
     }
     shared.phase_done("serve");
 
-    if let Some(left) = left_before(&config) {
-        return refuse(&shared, &notifier, &left, stops).await;
-    }
-    // After the control socket is ours (no other kiln answers on it), before anything starts.
+    // After the state dir and the control socket are ours (no other kiln runs on them), before
+    // anything starts, and before a leave is honoured: a kiln killed while its leave stopped the
+    // services left them running, and they are as much leftovers as any other.
     shared.phase_begin("cgroups");
     let containment = match contain(&config, &shared).await {
         Ok(containment) => containment,
         Err(reason) => return refuse(&shared, &notifier, &reason, stops).await,
     };
     shared.phase_done("cgroups");
+    if let Some(left) = left_before(&config) {
+        return refuse(&shared, &notifier, &left, stops).await;
+    }
 
     let prepared = tokio::select! {
         prepared = prepare(&config, &shared) => prepared,
@@ -374,12 +387,19 @@ fn report_cleared(cleared: &[cgroup::Cleared], shared: &Shared) {
     );
 }
 
-/// Binds `/livez` + `/readyz` and the control socket first, so that a load balancer sees 503
-/// (not a refused connection) and `kiln status` can explain while the boot is still under way.
-async fn start_serving(config: &Config, shared: &Arc<Shared>) -> Result<(), String> {
+/// Checks (and creates) the runtime directories, then makes the state dir this kiln's, before
+/// anything is bound or killed: a second kiln on the same state dir must touch nothing.
+fn own_runtime_dirs(config: &Config) -> Result<crate::state_dir::Owned, String> {
     for (key, dir) in config.control.runtime_dirs() {
         crate::state_dir::prepare(dir).map_err(|e| format!("[control] {key} {}: {e}", dir.display()))?;
     }
+    let dir = &config.control.state_dir;
+    crate::state_dir::own(dir).map_err(|e| format!("[control] state_dir {}: {e}", dir.display()))
+}
+
+/// Binds `/livez` + `/readyz` and the control socket first, so that a load balancer sees 503
+/// (not a refused connection) and `kiln status` can explain while the boot is still under way.
+async fn start_serving(config: &Config, shared: &Arc<Shared>) -> Result<(), String> {
     serve::start(
         &config.health,
         config.metrics.as_ref(),
