@@ -3,6 +3,7 @@
 //! capped exponential backoff, inside the deadline.
 
 use super::{Failure, Stores};
+use reqwest::Url;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -24,7 +25,7 @@ pub(super) struct Answer {
 pub(super) async fn get(
     stores: &Stores,
     what: &str,
-    url: &str,
+    url: Url,
     token: &str,
     deadline: Instant,
 ) -> Result<Answer, Failure> {
@@ -33,7 +34,7 @@ pub(super) async fn get(
     loop {
         attempts += 1;
         let remaining = deadline.saturating_duration_since(Instant::now());
-        let reason = match attempt(stores, url, token, remaining.min(REQUEST_TIMEOUT)).await {
+        let reason = match attempt(stores, &url, token, remaining.min(REQUEST_TIMEOUT)).await {
             Ok(answer) if !(answer.status >= 500 || answer.status == 429) => return Ok(answer),
             Ok(answer) => format!("answered {}", answer.status),
             Err(reason) => reason,
@@ -54,14 +55,14 @@ pub(super) async fn get(
     }
 }
 
-async fn attempt(stores: &Stores, url: &str, token: &str, timeout: Duration) -> Result<Answer, String> {
+async fn attempt(stores: &Stores, url: &Url, token: &str, timeout: Duration) -> Result<Answer, String> {
     if timeout.is_zero() {
         return Err("the deadline passed".into());
     }
     stores.requests.fetch_add(1, Ordering::Relaxed);
     let mut response = stores
         .http
-        .get(url)
+        .get(url.clone())
         .bearer_auth(token)
         .header("accept", "application/json")
         .timeout(timeout)
@@ -83,6 +84,20 @@ async fn attempt(stores: &Stores, url: &str, token: &str, timeout: Duration) -> 
     Ok(Answer { status, body })
 }
 
+/// `base` (an endpoint, which may carry a path) with `segments` appended, each percent-encoded
+/// as one path segment: a name can neither add a segment nor leave the endpoint's path.
+pub(super) fn url(base: &str, segments: &[&str]) -> Result<Url, String> {
+    let mut url = Url::parse(base)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+        .ok_or("not an http(s) URL")?;
+    url.path_segments_mut()
+        .map_err(|()| "not a base URL")?
+        .pop_if_empty()
+        .extend(segments);
+    Ok(url)
+}
+
 /// `{"error": {"code", "message", "status"}}`, the shape both Google and Azure use: the code
 /// (Google's `status` such as `NOT_FOUND`, Azure's `code` such as `SecretNotFound`) and message.
 pub(super) fn error(answer: &Answer, code_field: &str) -> (Option<String>, String) {
@@ -100,4 +115,23 @@ pub(super) fn error(answer: &Answer, code_field: &str) -> (Option<String>, Strin
         None => message,
     };
     (field(code_field), message)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn names_are_path_segments_of_the_endpoint() {
+        let url = super::url(
+            "http://127.0.0.1:9/prefix/",
+            &["secrets", "a/b?c#d", "..", "v:access"],
+        )
+        .unwrap();
+        assert_eq!(
+            url.as_str(),
+            "http://127.0.0.1:9/prefix/secrets/a%2Fb%3Fc%23d/v:access"
+        );
+        let url = super::url("https://secretmanager.googleapis.com", &["v1", "projects", "p"]).unwrap();
+        assert_eq!(url.as_str(), "https://secretmanager.googleapis.com/v1/projects/p");
+        assert!(super::url("not a url", &["x"]).is_err());
+    }
 }

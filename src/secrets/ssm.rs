@@ -8,7 +8,7 @@
 
 use super::reference::{SsmParameter, Target};
 use super::{Failure, Reference, Stores, variable_name};
-use crate::aws::{Api, SSM};
+use crate::aws::{Api, Region, SSM};
 use crate::env::SecretValue;
 use futures_util::future::join_all;
 use serde::{Deserialize, Serialize};
@@ -67,11 +67,11 @@ type Results = Vec<(Reference, Result<String, Failure>)>;
 
 /// Every SSM reference, batched per region, batches concurrently.
 pub(super) async fn resolve(stores: &Stores, references: Vec<&Reference>, deadline: Instant) -> Results {
-    let mut by_region: BTreeMap<Option<&str>, Vec<(&Reference, &SsmParameter)>> = BTreeMap::new();
+    let mut by_region: BTreeMap<Option<&Region>, Vec<(&Reference, &SsmParameter)>> = BTreeMap::new();
     for r in &references {
         if let Target::Ssm(p) = &r.target {
             by_region
-                .entry(stores.region(p.region.as_deref()))
+                .entry(stores.region(p.region.as_ref()))
                 .or_default()
                 .push((r, p));
         }
