@@ -141,8 +141,9 @@ async fn ask(client: &reqwest::Client, health: &str, timeout: Duration) -> Resul
             crate::http_client::root_cause(&e)
         }
     };
+    let url = super::source::health_url(health).ok_or("not HOST:PORT: not asked")?;
     let mut response = client
-        .get(format!("http://{health}/readyz?verbose"))
+        .get(url)
         .header(reqwest::header::ACCEPT, "application/json")
         .send()
         .await
