@@ -28,7 +28,7 @@ pub use error::parse as parse_error_answer;
 pub use error::{AwsError, CallError};
 pub use protocol::Members;
 
-use crate::http_client::root_cause;
+use crate::http_client::{BodyError, root_cause};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -236,14 +236,11 @@ impl Api {
 
 /// The body, refusing answers over [`BODY_LIMIT`].
 async fn read_limited(mut response: reqwest::Response) -> Result<bytes::Bytes, String> {
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|e| describe(&e))? {
-        if body.len() + chunk.len() > BODY_LIMIT {
-            return Err(format!("answer is over the {BODY_LIMIT} byte limit"));
-        }
-        body.extend_from_slice(&chunk);
+    match crate::http_client::read_body(&mut response, BODY_LIMIT).await {
+        Ok(body) => Ok(body.into()),
+        Err(BodyError::TooLong(limit)) => Err(format!("answer is over the {limit} byte limit")),
+        Err(BodyError::Read(e)) => Err(describe(&e)),
     }
-    Ok(body.into())
 }
 
 fn describe(e: &reqwest::Error) -> String {

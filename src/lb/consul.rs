@@ -10,13 +10,17 @@
 
 use super::{DrainProgress, LbError, Registrar, http_client, render, value_or};
 use crate::config::{HealthConfig, LbConfig};
-use crate::http_client::root_cause;
+use crate::http_client::{BodyError, read_body, root_cause};
 use crate::metadata::InstanceFacts;
 use reqwest::Url;
 use std::time::{Duration, Instant};
 
 pub const DEFAULT_AGENT: &str = "http://127.0.0.1:8500";
 const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(5);
+/// A health list of a large fleet is a few megabytes; more is not an answer to keep.
+const HEALTH_BODY_LIMIT: usize = 8 * 1024 * 1024;
+/// Of an error answer, kiln shows one line.
+const ERROR_BODY_LIMIT: usize = 64 * 1024;
 
 /// A client of one Consul agent's HTTP API, sending `CONSUL_HTTP_TOKEN` as the ACL token.
 pub struct ConsulApi {
@@ -134,26 +138,34 @@ impl ConsulApi {
         if !status.is_success() {
             return Err(self.fail("GET", path, answer_line(status, response).await));
         }
-        let entries: Vec<HealthEntry> = response
-            .json()
-            .await
-            .map_err(|e| self.fail("GET", path, format!("not a health list: {}", root_cause(&e))))?;
+        let mut response = response;
+        let body = read_body(&mut response, HEALTH_BODY_LIMIT).await.map_err(|e| {
+            let why = match e {
+                BodyError::TooLong(limit) => format!("an answer over {limit} bytes"),
+                BodyError::Read(e) => root_cause(&e),
+            };
+            self.fail("GET", path, why)
+        })?;
+        let entries: Vec<HealthEntry> = serde_json::from_slice(&body).map_err(|e| {
+            let why = format!(
+                "not a health list: {}",
+                crate::terminal::peer_word(&e.to_string())
+            );
+            self.fail("GET", path, why)
+        })?;
         Ok(entries.into_iter().map(ServiceHealth::from).collect())
     }
 }
 
-/// The status line and the first line of the body, for an error message.
-async fn answer_line(status: reqwest::StatusCode, response: reqwest::Response) -> String {
-    let text = response.text().await.unwrap_or_default();
-    let text = text
-        .lines()
-        .next()
-        .unwrap_or("")
-        .trim()
-        .chars()
-        .take(300)
-        .collect::<String>();
-    format!("{status}: {text}")
+/// The status line and the first line of the body, for an error message, as a peer's text is
+/// kept ([`crate::terminal::peer_text`]: bounded, control characters escaped).
+async fn answer_line(status: reqwest::StatusCode, mut response: reqwest::Response) -> String {
+    let body = read_body(&mut response, ERROR_BODY_LIMIT)
+        .await
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&body);
+    let first = text.lines().next().unwrap_or("").trim();
+    format!("{status}: {}", crate::terminal::peer_text(first))
 }
 
 /// One instance of a service and its aggregated health.

@@ -13,6 +13,7 @@ use crate::aws::{Api, AwsClient, CallError, ELBV2, Members, TargetGroupArn};
 use crate::config::LbConfig;
 use crate::config::lb::TargetType;
 use crate::metadata::InstanceFacts;
+use crate::terminal::peer_text;
 use serde::Deserialize;
 use std::time::{Duration, Instant};
 
@@ -166,7 +167,8 @@ fn group_api(
     Ok((api, arn))
 }
 
-/// `DescribeTargetHealth` with `params`: every target it lists.
+/// `DescribeTargetHealth` with `params`: every target it lists, its texts kept as a peer's
+/// ([`peer_text`]): they reach the drain's progress in status, the log and `kiln fleet`.
 async fn describe_target_health(api: &Api, params: &[(&str, String)]) -> Result<Vec<TargetHealth>, LbError> {
     let answer: DescribeTargetHealthResponse = api
         .query("DescribeTargetHealth", params, deadline())
@@ -179,10 +181,10 @@ async fn describe_target_health(api: &Api, params: &[(&str, String)]) -> Result<
         .unwrap_or_default()
         .into_iter()
         .map(|d| TargetHealth {
-            id: d.target.id,
+            id: peer_text(&d.target.id),
             port: d.target.port,
-            state: d.target_health.state,
-            reason: d.target_health.reason,
+            state: peer_text(&d.target_health.state),
+            reason: d.target_health.reason.as_deref().map(peer_text),
         })
         .collect())
 }

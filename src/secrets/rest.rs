@@ -3,6 +3,7 @@
 //! capped exponential backoff, inside the deadline.
 
 use super::{Failure, Stores};
+use crate::http_client::BodyError;
 use reqwest::Url;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -70,17 +71,11 @@ async fn attempt(stores: &Stores, url: &Url, token: &str, timeout: Duration) -> 
         .await
         .map_err(|e| crate::http_client::root_cause(&e))?;
     let status = response.status().as_u16();
-    let mut body = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|e| crate::http_client::root_cause(&e))?
-    {
-        if body.len() + chunk.len() > BODY_LIMIT {
-            return Err(format!("answer is over the {BODY_LIMIT} byte limit"));
-        }
-        body.extend_from_slice(&chunk);
-    }
+    let body = match crate::http_client::read_body(&mut response, BODY_LIMIT).await {
+        Ok(body) => body,
+        Err(BodyError::TooLong(limit)) => return Err(format!("answer is over the {limit} byte limit")),
+        Err(BodyError::Read(e)) => return Err(crate::http_client::root_cause(&e)),
+    };
     Ok(Answer { status, body })
 }
 
@@ -109,12 +104,8 @@ pub(super) fn error(answer: &Answer, code_field: &str) -> (Option<String>, Strin
             .and_then(|v| v.as_str())
             .map(|s| s.split_whitespace().collect::<Vec<_>>().join(" "))
     };
-    let message = field("message").unwrap_or_default();
-    let message = match message.char_indices().nth(300) {
-        Some((cut, _)) => format!("{}…", &message[..cut]),
-        None => message,
-    };
-    (field(code_field), message)
+    let message = crate::terminal::peer_text(&field("message").unwrap_or_default());
+    (field(code_field).map(|c| crate::terminal::peer_word(&c)), message)
 }
 
 #[cfg(test)]
