@@ -8,6 +8,7 @@ use crate::lb::LbError;
 use crate::lb::consul::{ConsulApi, DEFAULT_AGENT};
 use crate::lb::elbv2::{CredentialSource, TargetGroup};
 use crate::lb::haproxy::{RuntimeApi, SocketAddr};
+use crate::terminal::peer_text;
 
 /// `[lb]` keys that flags override.
 #[derive(Debug, Clone, Default)]
@@ -153,8 +154,22 @@ impl Source {
         }
     }
 
-    /// Every member, as the load balancer sees it now.
+    /// Every member, as the load balancer sees it now. What it says is kept as
+    /// [`peer_text`]: names, addresses and states are printed, and an error is shown whole.
     pub async fn members(&self) -> Result<Vec<Listed>, LbError> {
+        let listed = self.listed().await.map_err(|e| LbError(peer_text(&e.0)))?;
+        Ok(listed
+            .into_iter()
+            .map(|l| Listed {
+                name: peer_text(&l.name),
+                address: l.address.as_deref().map(peer_text),
+                word: peer_text(&l.word),
+                ..l
+            })
+            .collect())
+    }
+
+    async fn listed(&self) -> Result<Vec<Listed>, LbError> {
         match self {
             Source::Haproxy { api, backend, .. } => Ok(api
                 .servers(backend)
