@@ -111,8 +111,9 @@ pub fn metadata_document(data: &[u8]) {
     }
 }
 
-/// A secret reference: an accepted one is its own text; an error shows a bounded start of the
-/// value, never all of a long one (a pasted secret with a scheme prefix).
+/// A secret reference: an accepted one is its own text, and every ARN region in it is one DNS
+/// label; an error is a short sentence that never quotes the value (a pasted secret, or hostile
+/// text from user-data or tags).
 pub fn secret_reference(data: &[u8]) {
     let Ok(value) = std::str::from_utf8(data) else {
         return;
@@ -121,12 +122,31 @@ pub fn secret_reference(data: &[u8]) {
     match crate::secrets::Reference::parse(value, &config) {
         Some(Ok(reference)) => {
             assert_eq!(reference.to_string(), value);
+            let region = match &reference.target {
+                crate::secrets::Target::Ssm(p) => p.region.as_ref(),
+                crate::secrets::Target::SecretsManager(s) => s.region.as_ref(),
+                _ => None,
+            };
+            if let Some(region) = region {
+                let label = region.as_str();
+                assert!(
+                    label
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'),
+                    "a region that is not one DNS label"
+                );
+            }
             let again = crate::secrets::Reference::parse(value, &config);
             assert!(matches!(again, Some(Ok(r)) if r == reference));
         }
         Some(Err(e)) => {
             let chars = e.chars().count();
-            assert!(chars <= 600, "an error of {chars} characters repeats the value");
+            assert!(chars <= 200, "an error of {chars} characters");
+            // Shorter values may be words of the sentence itself ("ssm:", "arn:aws").
+            assert!(
+                value.len() < 24 || !e.contains(value),
+                "the error quotes the value"
+            );
         }
         _ => {}
     }

@@ -20,3 +20,24 @@ pub fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     }
     source.to_string()
 }
+
+/// Why a body was not read whole.
+#[derive(Debug)]
+pub enum BodyError {
+    /// Over the limit: the peer's answer is not what kiln asked for.
+    TooLong(usize),
+    Read(reqwest::Error),
+}
+
+/// The body of `response`, refusing one over `limit` bytes: a peer decides how long its answer
+/// is, kiln decides how much of it it holds.
+pub async fn read_body(response: &mut reqwest::Response, limit: usize) -> Result<Vec<u8>, BodyError> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(BodyError::Read)? {
+        if body.len().saturating_add(chunk.len()) > limit {
+            return Err(BodyError::TooLong(limit));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}

@@ -295,3 +295,56 @@ fn a_kiln_restarted_after_the_leave_does_not_rejoin() {
     again.signal(Signal::SIGTERM);
     assert_eq!(again.wait_exit(Duration::from_secs(10)).code(), Some(1));
 }
+
+/// A peer's text is bounded before kiln keeps it: a 200 KB spot `instance-action` (an action
+/// kiln does not know) and a scheduled event with a 100 KB code and id (IMDS answers are read up
+/// to 256 KiB) make a problem and a notice of a few hundred characters in `kiln status` and in
+/// the log, not hundreds of KB each.
+#[test]
+fn a_huge_notice_stays_small_in_status_and_the_log() {
+    let emulator = MetadataEmulator::start(Options::new(Cloud::Ec2));
+    let huge = format!("\u{1b}]0;forged\u{7}{}", "A".repeat(200 * 1024));
+    let large = format!("\u{1b}]0;forged\u{7}{}", "B".repeat(100 * 1024));
+    let hour = Duration::from_secs(3600);
+    emulator.notices(|n| {
+        n.spot_instance_action =
+            Some(serde_json::json!({"action": huge, "time": "2030-01-01T00:00:00Z"}).to_string());
+        n.ec2_maintenance_raw = Some(
+            serde_json::json!([{
+                "Code": large, "EventId": large, "State": "active",
+                "NotBefore": testkit::emulator::metadata::ec2_date(SystemTime::now() + 48 * hour),
+            }])
+            .to_string(),
+        );
+    });
+    let ex = example_on(&emulator, "poll_interval = \"1s\"");
+    let (kiln, _notify) = ex.boot_ready(KILN);
+    let problem = wait_until("the problem in status", LEAVE, || {
+        lifecycle(&ex)["problem"].as_str().map(String::from)
+    });
+    assert!(
+        problem.starts_with("spot/instance-action: unknown action"),
+        "{problem:.300}"
+    );
+    let notice = wait_notice(&ex, "maintenance");
+    let (_, text) = ex.status_cli(KILN, &[]);
+    let (_, json) = ex.status_cli(KILN, &["--json"]);
+    for (what, said) in [
+        ("the problem", problem.as_str()),
+        ("the notice", notice["detail"].as_str().unwrap()),
+        ("kiln status", text.as_str()),
+        ("kiln status --json", json.as_str()),
+    ] {
+        assert!(
+            said.len() < 16 * 1024,
+            "{what} is {} bytes: {said:.300}",
+            said.len()
+        );
+        assert!(!said.contains('\u{1b}'), "{what} holds an escape: {said:.300}");
+    }
+    assert_still_serving(&ex);
+    let log = kiln.log();
+    let longest = log.lines().map(str::len).max().unwrap_or(0);
+    assert!(longest < 2048, "a log line of {longest} bytes");
+    assert!(!log.contains('\u{1b}'), "an escape reached the log");
+}

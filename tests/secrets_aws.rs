@@ -527,3 +527,61 @@ print(key["AccessKeyId"], key["SecretAccessKey"])
         assert!(!log.contains(value), "{value} in the log:\n{log}");
     }
 }
+
+/// user-data controls a reference, never where kiln sends its credentials: an ARN whose region
+/// field is `x@127.0.0.78/` makes the default endpoint `https://ssm.x@127.0.0.78/.amazonaws.com`,
+/// that is 127.0.0.78:443, and kiln would send its signed request with the session token there
+/// and take the answer as the secret. It is refused, naming the variable, quoting nothing, and
+/// nothing connects to the listener it points at.
+#[test]
+fn an_arn_whose_region_is_a_host_is_refused_and_nothing_is_sent_there() {
+    // A loopback address of this test's own, on the port the default endpoint uses.
+    let listener = std::net::TcpListener::bind("127.0.0.78:443").unwrap();
+    let hostile = [
+        (
+            "DATABASE_URL",
+            format!("ssm:arn:aws:ssm:x@127.0.0.78/:{ACCOUNT}:parameter/app/db"),
+        ),
+        (
+            "API_KEY",
+            format!("secretsmanager:arn:aws:secretsmanager:x@127.0.0.78/:{ACCOUNT}:secret:app/key"),
+        ),
+    ];
+    let user_data: String = hostile.iter().map(|(n, v)| format!("{n}={v}\n")).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let config = seed(dir.path(), &user_data).replace("deadline = \"20s\"", "deadline = \"3s\"")
+        + "[secrets]\nregion = \"us-east-1\"\n";
+    let token = "session-token-7f3a";
+    let (out, env) = kiln_env(
+        dir.path(),
+        &config,
+        &[
+            ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"),
+            ("AWS_SECRET_ACCESS_KEY", "secret-key-2b9c"),
+            ("AWS_SESSION_TOKEN", token),
+        ],
+    );
+    let said = text(&out);
+    // kiln has exited: a connection it opened waits in the backlog.
+    listener.set_nonblocking(true).unwrap();
+    match listener.accept() {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => panic!("kiln connected to the address user-data named: {other:?}\n{said}"),
+    }
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(env.is_empty(), "{env}");
+    for (name, value) in &hostile {
+        let scheme = value.split(':').next().unwrap();
+        assert!(
+            said.contains(&format!(
+                "secret {name} (from user-data): the value is not a valid {scheme} reference: \
+                 the ARN's region is not an AWS region (e.g. eu-west-1)"
+            )),
+            "{said}"
+        );
+        assert!(!said.contains(value.as_str()), "the value is shown: {said}");
+    }
+    for shown in ["127.0.0.78", "x@", token, "secret-key-2b9c"] {
+        assert!(!said.contains(shown), "{shown} is shown: {said}");
+    }
+}

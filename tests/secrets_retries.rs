@@ -211,3 +211,87 @@ fn kiln_check_lists_and_checks_the_references_in_defaults() {
     assert!(said.contains("[env] defaults: DATABASE_URL"), "{said}");
     assert!(said.contains("not a valid ssm reference"), "{said}");
 }
+
+/// Page `n` of a GetParametersByPath answer that never ends: ten parameters of `value_len`
+/// bytes under `/app/env/`, and the NextToken of page `n + 1`.
+fn endless_page(n: usize, value_len: usize) -> (u16, &'static str) {
+    let value = "v".repeat(value_len);
+    let parameters: Vec<serde_json::Value> = (0..10)
+        .map(|i| serde_json::json!({"Name": format!("/app/env/p{n}-{i}"), "Type": "String", "Value": value, "Version": 1}))
+        .collect();
+    let body = serde_json::json!({"Parameters": parameters, "NextToken": format!("token-{}", n + 1)});
+    (200, Box::leak(body.to_string().into_boxed_str()))
+}
+
+/// The GetParametersByPath requests the store saw.
+fn by_path(aws: &ScriptedAws) -> usize {
+    let seen = aws.seen.lock().unwrap();
+    seen.iter()
+        .filter(|(target, _, _)| target == "AmazonSSM.GetParametersByPath")
+        .count()
+}
+
+const PATHS: &str = "deadline = \"10s\"\n[secrets]\nregion = \"us-east-1\"\nssm_paths = [\"/app/env/\"]\n";
+
+/// A store that always has another page: kiln stops at a page bound, and at the first repeated
+/// NextToken, with a refusal naming the path and the bound; it does not page to the deadline.
+#[test]
+fn a_path_that_never_ends_is_refused_at_a_page_bound() {
+    let aws = ScriptedAws::start((0..1500).map(|n| endless_page(n, 8)).collect());
+    let dir = tempfile::tempdir().unwrap();
+    let (out, env) = kiln(dir.path(), &["env"], PATHS, &aws.url());
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(env.is_empty(), "{env}");
+    assert!(
+        said.contains(
+            "secrets (ssm path /app/env/): ssm GetParametersByPath: more than 1000 pages \
+             (10000 parameters) and still a NextToken: refused"
+        ),
+        "{said}"
+    );
+    assert!(by_path(&aws) <= 1000, "{} pages asked", by_path(&aws));
+
+    // The same NextToken again: the store pages in a loop.
+    let aws = ScriptedAws::start(vec![endless_page(7, 8)]);
+    let (out, _) = kiln(dir.path(), &["env"], PATHS, &aws.url());
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains(
+            "secrets (ssm path /app/env/): ssm GetParametersByPath: the store gave the same \
+             NextToken twice: refused"
+        ),
+        "{said}"
+    );
+    assert_eq!(by_path(&aws), 2, "the first page, then the page of its token");
+}
+
+/// Pages of large parameters: kiln stops once the path holds more than a service's exec can
+/// carry, a few pages in, and its memory stays small.
+#[test]
+fn a_path_larger_than_an_environment_is_refused_with_bounded_memory() {
+    let aws = ScriptedAws::start((0..30).map(|n| endless_page(n, 90_000)).collect());
+    let dir = tempfile::tempdir().unwrap();
+    let (out, env) = kiln(dir.path(), &["env"], PATHS, &aws.url());
+    let said = text(&out);
+    let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN).unwrap();
+    let kib = usage.max_rss();
+    eprintln!("kiln env: {} pages asked, peak RSS {kib} KiB", by_path(&aws));
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(env.is_empty());
+    assert!(
+        said.contains(
+            "secrets (ssm path /app/env/): ssm GetParametersByPath: the parameters under it are over "
+        ),
+        "{said}"
+    );
+    assert!(
+        said.contains("bytes, more than a service's exec can carry"),
+        "{said}"
+    );
+    assert!(!said.contains("vvvvvvvv"), "a value is shown: {said}");
+    // 900 KB a page against at most 6 MiB of environment.
+    assert!(by_path(&aws) <= 8, "{} pages asked", by_path(&aws));
+    assert!(kib < 200 * 1024, "kiln env peaked at {kib} KiB");
+}

@@ -3,7 +3,11 @@
 //! Resolution, first match wins: the endpoint in kiln's config; `AWS_ENDPOINT_URL_<SERVICE>` in
 //! kiln's environment; `AWS_ENDPOINT_URL`; `https://<host>.<region>.amazonaws.com`. The variables
 //! are the AWS SDKs' and CLI's own, so VPC endpoints, LocalStack and moto are set up the way
-//! users already do it. Only kiln's own environment counts: user-data cannot redirect AWS calls.
+//! users already do it. Only kiln's own environment counts: user-data cannot redirect AWS calls,
+//! and the region that picks the default host is a [`Region`], never free text.
+
+use super::arn::Region;
+use reqwest::Url;
 
 /// The wire protocol a service speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,51 +75,89 @@ pub static AUTOSCALING: Service = Service {
 /// Where a service is called, and why there.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
-    /// Without a trailing `/`.
-    pub url: String,
+    /// The base URL (a configured one may carry a path).
+    pub url: Url,
     /// The SigV4 signing region.
-    pub region: String,
+    pub region: Region,
     /// `config`, `AWS_ENDPOINT_URL_SSM`, `AWS_ENDPOINT_URL` or `default`.
     pub from: String,
 }
 
+impl Endpoint {
+    /// The URL requests are POSTed to: the base with a trailing `/`.
+    pub fn request_url(&self) -> Url {
+        let mut url = self.url.clone();
+        if !url.path().ends_with('/') {
+            let path = format!("{}/", url.path());
+            url.set_path(&path);
+        }
+        url
+    }
+
+    /// The URL for messages, without a trailing `/`.
+    pub fn shown(&self) -> &str {
+        self.url.as_str().trim_end_matches('/')
+    }
+}
+
 impl Service {
     /// The endpoint in `region`; `configured` is the config's override (may use `{region}`).
-    pub fn endpoint(&self, region: &str, configured: Option<&str>) -> Endpoint {
+    pub fn endpoint(&self, region: &Region, configured: Option<&str>) -> Result<Endpoint, String> {
         self.endpoint_from(region, configured, |name| std::env::var(name).ok())
     }
 
     fn endpoint_from(
         &self,
-        region: &str,
+        region: &Region,
         configured: Option<&str>,
         var: impl Fn(&str) -> Option<String>,
-    ) -> Endpoint {
+    ) -> Result<Endpoint, String> {
         let specific = format!("AWS_ENDPOINT_URL_{}", self.env_name);
-        let (url, from) = match configured {
-            Some(url) => (url.replace("{region}", region), "config".to_string()),
+        let given = match configured {
+            // `{region}` is a validated region: one DNS label.
+            Some(url) => Some((url.replace("{region}", region.as_str()), "config".to_string())),
             None => match var(&specific).filter(|v| !v.is_empty()) {
-                Some(url) => (url, specific),
-                None => match var("AWS_ENDPOINT_URL").filter(|v| !v.is_empty()) {
-                    Some(url) => (url, "AWS_ENDPOINT_URL".to_string()),
-                    None => (
-                        format!("https://{}.{region}.amazonaws.com", self.host),
-                        "default".to_string(),
-                    ),
-                },
+                Some(url) => Some((url, specific)),
+                None => var("AWS_ENDPOINT_URL")
+                    .filter(|v| !v.is_empty())
+                    .map(|url| (url, "AWS_ENDPOINT_URL".to_string())),
             },
         };
-        Endpoint {
-            url: url.trim_end_matches('/').to_string(),
-            region: region.to_string(),
+        let (url, from) = match given {
+            Some((text, from)) => {
+                let url = Url::parse(&text)
+                    .ok()
+                    .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+                    .ok_or_else(|| format!("{} endpoint of {from} is not an http(s) URL", self.name))?;
+                (url, from)
+            }
+            None => (self.default_url(region)?, "default".to_string()),
+        };
+        Ok(Endpoint {
+            url,
+            region: region.clone(),
             from,
-        }
+        })
+    }
+
+    /// `https://HOST.REGION.SUFFIX/`, the host set from the service's own label, the validated
+    /// region and its partition's suffix: nothing of it is free text.
+    fn default_url(&self, region: &Region) -> Result<Url, String> {
+        let host = format!("{}.{region}.{}", self.host, region.partition().dns_suffix());
+        let mut url = Url::parse("https://amazonaws.com/").map_err(|e| e.to_string())?;
+        url.set_host(Some(&host))
+            .map_err(|e| format!("{} endpoint in {region}: {e}", self.name))?;
+        Ok(url)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn region(name: &str) -> Region {
+        Region::parse(name).unwrap()
+    }
 
     #[test]
     fn config_then_service_variable_then_global_variable_then_default() {
@@ -126,20 +168,59 @@ mod tests {
             ("AWS_ENDPOINT_URL_SSM", "http://ssm.local:4566/"),
             ("AWS_ENDPOINT_URL", "http://all.local:4566"),
         ];
-        let e = SSM.endpoint_from("eu-west-1", Some("http://cfg/{region}"), vars(both));
+        let eu = region("eu-west-1");
+        let e = SSM
+            .endpoint_from(&eu, Some("http://cfg/{region}"), vars(both))
+            .unwrap();
         assert_eq!(
-            (e.url.as_str(), e.from.as_str()),
-            ("http://cfg/eu-west-1", "config")
+            (e.request_url().as_str(), e.shown(), e.from.as_str()),
+            ("http://cfg/eu-west-1/", "http://cfg/eu-west-1", "config")
         );
-        let e = SSM.endpoint_from("eu-west-1", None, vars(both));
+        let e = SSM.endpoint_from(&eu, None, vars(both)).unwrap();
         assert_eq!(
-            (e.url.as_str(), e.from.as_str()),
+            (e.shown(), e.from.as_str()),
             ("http://ssm.local:4566", "AWS_ENDPOINT_URL_SSM")
         );
-        let e = SECRETS_MANAGER.endpoint_from("eu-west-1", None, vars(both));
+        let e = SECRETS_MANAGER.endpoint_from(&eu, None, vars(both)).unwrap();
         assert_eq!(e.from, "AWS_ENDPOINT_URL");
-        let e = ELBV2.endpoint_from("us-east-2", None, vars(&[]));
-        assert_eq!(e.url, "https://elasticloadbalancing.us-east-2.amazonaws.com");
-        assert_eq!(e.region, "us-east-2");
+        let e = ELBV2
+            .endpoint_from(&region("us-east-2"), None, vars(&[]))
+            .unwrap();
+        assert_eq!(
+            e.request_url().as_str(),
+            "https://elasticloadbalancing.us-east-2.amazonaws.com/"
+        );
+        assert_eq!(e.region.as_str(), "us-east-2");
+        let bad: &[(&str, &str)] = &[("AWS_ENDPOINT_URL", "not a url")];
+        let e = SSM.endpoint_from(&eu, None, vars(bad)).unwrap_err();
+        assert_eq!(e, "ssm endpoint of AWS_ENDPOINT_URL is not an http(s) URL");
+    }
+
+    #[test]
+    fn the_default_host_is_the_service_the_region_and_the_partitions_suffix() {
+        let none = |_: &str| None;
+        let url = |service: &Service, name: &str| {
+            let e = service.endpoint_from(&region(name), None, none).unwrap();
+            (
+                e.url.host_str().unwrap().to_string(),
+                e.url.port_or_known_default(),
+            )
+        };
+        assert_eq!(
+            url(&SSM, "eu-west-1"),
+            ("ssm.eu-west-1.amazonaws.com".into(), Some(443))
+        );
+        assert_eq!(
+            url(&SECRETS_MANAGER, "cn-north-1"),
+            ("secretsmanager.cn-north-1.amazonaws.com.cn".into(), Some(443))
+        );
+        assert_eq!(
+            url(&AUTOSCALING, "us-gov-west-1"),
+            ("autoscaling.us-gov-west-1.amazonaws.com".into(), Some(443))
+        );
+        assert_eq!(
+            url(&SSM, "us-isob-east-1"),
+            ("ssm.us-isob-east-1.sc2s.sgov.gov".into(), Some(443))
+        );
     }
 }

@@ -19,9 +19,6 @@ const THROTTLING: &[&str] = &[
     "PriorRequestNotComplete",
 ];
 
-/// Longest error message kept (AWS messages are a sentence; a page of HTML is not a message).
-const MESSAGE_MAX: usize = 300;
-
 /// An error answer from AWS: its code and message, never a credential.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AwsError {
@@ -209,18 +206,11 @@ fn from_xml(text: &str) -> Option<(String, String)> {
     Some((code.filter(|c| !c.is_empty())?, message.unwrap_or_default()))
 }
 
+/// One line (whitespace runs as one space), kept as every peer's text is
+/// ([`crate::terminal::peer_text`]: bounded, control characters escaped).
 fn tidy(message: &str) -> String {
-    let one_line: String = message
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
-        .chars()
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect();
-    match one_line.char_indices().nth(MESSAGE_MAX) {
-        Some((cut, _)) => format!("{}…", &one_line[..cut]),
-        None => one_line,
-    }
+    let one_line = message.split_whitespace().collect::<Vec<_>>().join(" ");
+    crate::terminal::peer_text(&one_line)
 }
 
 #[cfg(test)]

@@ -4,7 +4,8 @@
 //!
 //! ```ignore
 //! let aws = AwsClient::new(CredentialSource::from_env(identity)?)?;
-//! let ssm = aws.api(&SSM, "eu-west-1", None);              // endpoint: config > env > default
+//! let region = Region::parse("eu-west-1")?;                 // names are typed: see `arn`
+//! let ssm = aws.api(&SSM, &region, None)?;                   // endpoint: config > env > default
 //! let out: Out = ssm.json("GetParameters", &input, deadline).await?;     // JSON 1.1
 //! let out: Resp = elbv2.query("RegisterTargets", &params, deadline).await?; // Query, XML answer
 //! ```
@@ -12,12 +13,14 @@
 //! Every call is retried inside its deadline on connection errors, timeouts, 5xx, 429 and AWS's
 //! throttling codes, with the same capped exponential backoff as metadata requests.
 
+pub mod arn;
 mod credentials;
 mod endpoint;
 mod error;
 mod protocol;
 mod sign;
 
+pub use arn::{Arn, Partition, Region, TargetGroupArn};
 pub use credentials::CredentialSource;
 pub use endpoint::{AUTOSCALING, ELBV2, Endpoint, Protocol, SECRETS_MANAGER, SSM, Service};
 #[doc(hidden)]
@@ -25,7 +28,7 @@ pub use error::parse as parse_error_answer;
 pub use error::{AwsError, CallError};
 pub use protocol::Members;
 
-use crate::http_client::root_cause;
+use crate::http_client::{BodyError, root_cause};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -69,13 +72,19 @@ impl AwsClient {
         })
     }
 
-    /// One service in one region. `configured`: the config's endpoint override, if any.
-    pub fn api(&self, service: &'static Service, region: &str, configured: Option<&str>) -> Api {
-        Api {
+    /// One service in one region. `configured`: the config's endpoint override, if any. An
+    /// error says which endpoint is not a URL.
+    pub fn api(
+        &self,
+        service: &'static Service,
+        region: &Region,
+        configured: Option<&str>,
+    ) -> Result<Api, String> {
+        Ok(Api {
             client: self.clone(),
             service,
-            endpoint: service.endpoint(region, configured),
-        }
+            endpoint: service.endpoint(region, configured)?,
+        })
     }
 
     /// Where the credentials come from, for messages (`instance role via http://...`).
@@ -169,12 +178,12 @@ impl Api {
         if let Some(target) = &call.target {
             headers.push(("x-amz-target", target.clone()));
         }
-        let url = format!("{}/", self.endpoint.url);
+        let url = self.endpoint.request_url();
         let signed = sign::sign(
             &credentials,
-            &self.endpoint.region,
+            self.endpoint.region.as_str(),
             self.service.signing_name,
-            &url,
+            url.as_str(),
             &headers,
             call.body.as_bytes(),
         )
@@ -183,7 +192,7 @@ impl Api {
             .client
             .inner
             .http
-            .post(&url)
+            .post(url)
             .timeout(remaining.min(REQUEST_TIMEOUT))
             .body(call.body.clone());
         for (name, value) in headers
@@ -204,7 +213,7 @@ impl Api {
             Some(error) => Err(CallError::Aws {
                 service: self.service.name,
                 action: call.action.to_string(),
-                endpoint: self.endpoint.url.clone(),
+                endpoint: self.endpoint.shown().to_string(),
                 status: status.as_u16(),
                 error,
                 attempts: 1,
@@ -218,7 +227,7 @@ impl Api {
         CallError::Failed {
             service: self.service.name,
             action: action.to_string(),
-            endpoint: self.endpoint.url.clone(),
+            endpoint: self.endpoint.shown().to_string(),
             reason,
             transient: true,
         }
@@ -227,14 +236,11 @@ impl Api {
 
 /// The body, refusing answers over [`BODY_LIMIT`].
 async fn read_limited(mut response: reqwest::Response) -> Result<bytes::Bytes, String> {
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|e| describe(&e))? {
-        if body.len() + chunk.len() > BODY_LIMIT {
-            return Err(format!("answer is over the {BODY_LIMIT} byte limit"));
-        }
-        body.extend_from_slice(&chunk);
+    match crate::http_client::read_body(&mut response, BODY_LIMIT).await {
+        Ok(body) => Ok(body.into()),
+        Err(BodyError::TooLong(limit)) => Err(format!("answer is over the {limit} byte limit")),
+        Err(BodyError::Read(e)) => Err(describe(&e)),
     }
-    Ok(body.into())
 }
 
 fn describe(e: &reqwest::Error) -> String {

@@ -342,19 +342,13 @@ fn check_url(url: &str) -> Result<(), String> {
 }
 
 /// The region field of a target group ARN
-/// (`arn:aws:elasticloadbalancing:REGION:ACCOUNT:targetgroup/NAME/ID`).
+/// (`arn:aws:elasticloadbalancing:REGION:ACCOUNT:targetgroup/NAME/ID`), every field checked
+/// against AWS's grammar by [`crate::aws::TargetGroupArn`] (the region picks the API's host).
 pub fn arn_region(arn: &str) -> Result<&str, String> {
-    let parts: Vec<&str> = arn.splitn(6, ':').collect();
-    match parts.as_slice() {
-        ["arn", _, "elasticloadbalancing", region, _, resource]
-            if !region.is_empty() && resource.starts_with("targetgroup/") =>
-        {
-            Ok(region)
-        }
-        _ => Err(
-            "not a target group ARN (arn:aws:elasticloadbalancing:REGION:ACCOUNT:targetgroup/NAME/ID)".into(),
-        ),
-    }
+    crate::aws::TargetGroupArn::parse(arn)?;
+    arn.split(':')
+        .nth(3)
+        .ok_or_else(|| "not a target group ARN".into())
 }
 
 #[cfg(test)]

@@ -2,7 +2,9 @@
 //! a member that does not answer is reported, it never holds up the others.
 
 use super::assess::Image;
+use crate::http_client::BodyError;
 use crate::state::Phase;
+use crate::terminal::peer_text;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -94,19 +96,25 @@ struct ReadyzBody {
     expected: Option<Pin>,
 }
 
-/// Parses a verbose `/readyz` answer.
+/// Parses a verbose `/readyz` answer. Every text in it is the member's word, kept as
+/// [`peer_text`] (bounded, control characters escaped): the report prints it, and a member
+/// must not be able to drive the operator's terminal or forge a line of it.
 pub fn parse(body: &[u8]) -> Result<KilnView, String> {
-    let b: ReadyzBody = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    let b: ReadyzBody = serde_json::from_slice(body).map_err(|e| peer_text(&e.to_string()))?;
+    let text = |t: Option<String>| t.as_deref().map(peer_text);
     Ok(KilnView {
         phase: serde_json::from_value(serde_json::Value::String(b.phase.clone())).ok(),
-        phase_word: b.phase,
-        reason: b.reason,
-        instance_id: b.instance_id,
-        release: b.release,
-        root_hash: b.seal,
-        expected: b.expected,
+        phase_word: peer_text(&b.phase),
+        reason: text(b.reason),
+        instance_id: text(b.instance_id),
+        release: text(b.release),
+        root_hash: text(b.seal),
+        expected: b.expected.map(|pin| Pin {
+            release: text(pin.release),
+            root_hash: text(pin.root_hash),
+        }),
         uptime_ms: b.uptime_ms,
-        lb_state: b.lb,
+        lb_state: text(b.lb),
     })
 }
 
@@ -127,10 +135,14 @@ pub async fn ask_all(health: &[String], timeout: Duration) -> Vec<Result<KilnVie
             return health.iter().map(|_| Err(why.clone())).collect();
         }
     };
-    futures_util::stream::iter(health.iter().map(|h| ask(&client, h, timeout)))
-        .buffered(CONCURRENCY)
-        .collect()
-        .await
+    futures_util::stream::iter(
+        health
+            .iter()
+            .map(|h| async { ask(&client, h, timeout).await.map_err(|e| peer_text(&e)) }),
+    )
+    .buffered(CONCURRENCY)
+    .collect()
+    .await
 }
 
 async fn ask(client: &reqwest::Client, health: &str, timeout: Duration) -> Result<KilnView, String> {
@@ -141,22 +153,23 @@ async fn ask(client: &reqwest::Client, health: &str, timeout: Duration) -> Resul
             crate::http_client::root_cause(&e)
         }
     };
+    let url = super::source::health_url(health).ok_or("not HOST:PORT: not asked")?;
     let mut response = client
-        .get(format!("http://{health}/readyz?verbose"))
+        .get(url)
         .header(reqwest::header::ACCEPT, "application/json")
         .send()
         .await
         .map_err(describe)?;
     let status = response.status();
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(describe)? {
-        body.extend_from_slice(&chunk);
-        if body.len() > MAX_BODY {
+    let body = match crate::http_client::read_body(&mut response, MAX_BODY).await {
+        Ok(body) => body,
+        Err(BodyError::TooLong(limit)) => {
             return Err(format!(
-                "HTTP {status}: an answer longer than {MAX_BODY} bytes is not kiln's /readyz"
+                "HTTP {status}: an answer longer than {limit} bytes is not kiln's /readyz"
             ));
         }
-    }
+        Err(BodyError::Read(e)) => return Err(describe(e)),
+    };
     parse(&body).map_err(|e| format!("HTTP {status}: not kiln's verbose /readyz ({e})"))
 }
 

@@ -121,9 +121,10 @@ impl std::fmt::Display for Image {
     }
 }
 
-/// The first 12 hex digits: enough to tell images apart on a screen.
+/// The first 12 hex digits: enough to tell images apart on a screen. Characters, not bytes:
+/// a member may report anything as its hash.
 pub fn short_hash(hash: &str) -> &str {
-    &hash[..hash.len().min(12)]
+    hash.char_indices().nth(12).map_or(hash, |(cut, _)| &hash[..cut])
 }
 
 /// One member as both sides see it. `health` is where its kiln was asked; None when the load

@@ -215,12 +215,13 @@ fn health_address(instance: &str, port: u16) -> Result<String, String> {
         return Ok(std::net::SocketAddr::new(ip, port).to_string());
     }
     match instance.rsplit_once(':') {
-        Some((host, p)) if !host.is_empty() && !host.contains(':') => {
+        Some((host, p)) if source::is_host(host) => {
             let p: u16 = p.parse().ok().filter(|p| *p > 0).ok_or_else(bad)?;
             Ok(format!("{host}:{p}"))
         }
         Some(_) => Err(bad()),
-        None => Ok(format!("{instance}:{port}")),
+        None if source::is_host(instance) => Ok(format!("{instance}:{port}")),
+        None => Err(bad()),
     }
 }
 
@@ -278,9 +279,11 @@ fn sightings(listed: Vec<source::Listed>, plan: &Plan) -> Vec<Sighting> {
             health: l
                 .host
                 .as_deref()
+                .filter(|h| source::is_host(h))
                 .map(|h| source::join_host_port(h, plan.health_port)),
             kiln: Err(match l.host {
-                Some(_) => "not asked".into(),
+                Some(h) if source::is_host(&h) => "not asked".into(),
+                Some(_) => NOT_AN_ADDRESS.into(),
                 None => NO_ADDRESS.into(),
             }),
             name: Some(l.name),
@@ -307,6 +310,9 @@ fn sightings(listed: Vec<source::Listed>, plan: &Plan) -> Vec<Sighting> {
 /// Why a member the load balancer names by instance id only was not asked.
 const NO_ADDRESS: &str = "it is named by instance id only: give its address with --instance \
                           (or register targets by ip)";
+
+/// Why a member whose address is not `HOST:PORT` (an IP address or a DNS name) was not asked.
+const NOT_AN_ADDRESS: &str = "the load balancer gives an address that is not HOST:PORT: not asked";
 
 /// Members the load balancer names by instance id only (ELBv2 `instance` targets) take the
 /// answer of the `--instance` whose kiln says it is that instance.
@@ -406,7 +412,15 @@ mod tests {
             health_address("web-1.internal", 9100).unwrap(),
             "web-1.internal:9100"
         );
-        for bad in ["", "10.0.0.5:0", "10.0.0.5:x", "http://10.0.0.5", "a b"] {
+        for bad in [
+            "",
+            "10.0.0.5:0",
+            "10.0.0.5:x",
+            "http://10.0.0.5",
+            "a b",
+            "user@10.0.0.5",
+            "h?x",
+        ] {
             assert!(health_address(bad, 9100).is_err(), "{bad:?}");
         }
     }

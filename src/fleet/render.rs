@@ -3,6 +3,7 @@
 
 use super::Report;
 use super::assess::short_hash;
+use crate::terminal::{printable, printable_lines};
 use std::fmt::Write;
 use std::time::Duration;
 
@@ -10,26 +11,42 @@ const HEADER: [&str; 8] = [
     "ADDRESS", "LB", "KILN", "INSTANCE", "RELEASE", "ROOT", "EXPECTED", "UPTIME",
 ];
 
+/// The table, every field escaped ([`printable`]) and the whole once more ([`printable_lines`]):
+/// members and load balancers are peers, and what they say must not drive the terminal or
+/// forge a line.
 pub fn table(r: &Report) -> String {
+    printable_lines(&lines(r)).into_owned()
+}
+
+fn lines(r: &Report) -> String {
     let mut out = String::new();
     let a = &r.assessment;
-    let _ = writeln!(out, "{}: {}", a.verdict.word(), a.summary);
+    let _ = writeln!(out, "{}: {}", a.verdict.word(), printable(&a.summary));
     let count = match r.members.len() {
         1 => "1 member".to_string(),
         n => format!("{n} members"),
     };
     match &r.error {
-        None => writeln!(out, "  {}: {count}, asked in {}ms", r.source, r.elapsed_ms),
-        Some(_) => writeln!(out, "  {}", r.source),
+        None => writeln!(
+            out,
+            "  {}: {count}, asked in {}ms",
+            printable(&r.source),
+            r.elapsed_ms
+        ),
+        Some(_) => writeln!(out, "  {}", printable(&r.source)),
     }
     .ok();
     for p in &a.problems {
-        let _ = writeln!(out, "  why: {p}");
+        let _ = writeln!(out, "  why: {}", printable(p));
     }
     if r.members.is_empty() {
         return out;
     }
-    let rows: Vec<[String; 8]> = r.members.iter().map(row).collect();
+    let rows: Vec<[String; 8]> = r
+        .members
+        .iter()
+        .map(|m| row(m).map(|cell| printable(&cell).into_owned()))
+        .collect();
     let mut widths = HEADER.map(str::len);
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {

@@ -8,6 +8,7 @@ use crate::lb::LbError;
 use crate::lb::consul::{ConsulApi, DEFAULT_AGENT};
 use crate::lb::elbv2::{CredentialSource, TargetGroup};
 use crate::lb::haproxy::{RuntimeApi, SocketAddr};
+use crate::terminal::peer_text;
 
 /// `[lb]` keys that flags override.
 #[derive(Debug, Clone, Default)]
@@ -153,8 +154,22 @@ impl Source {
         }
     }
 
-    /// Every member, as the load balancer sees it now.
+    /// Every member, as the load balancer sees it now. What it says is kept as
+    /// [`peer_text`]: names, addresses and states are printed, and an error is shown whole.
     pub async fn members(&self) -> Result<Vec<Listed>, LbError> {
+        let listed = self.listed().await.map_err(|e| LbError(peer_text(&e.0)))?;
+        Ok(listed
+            .into_iter()
+            .map(|l| Listed {
+                name: peer_text(&l.name),
+                address: l.address.as_deref().map(peer_text),
+                word: peer_text(&l.word),
+                ..l
+            })
+            .collect())
+    }
+
+    async fn listed(&self) -> Result<Vec<Listed>, LbError> {
         match self {
             Source::Haproxy { api, backend, .. } => Ok(api
                 .servers(backend)
@@ -231,6 +246,47 @@ fn consul_view(status: &str) -> LbView {
     }
 }
 
+/// A member's host as `kiln fleet` asks it: an IP address, or a DNS name (1 to 253
+/// characters, labels of letters, digits, `-` and `_`, the last one starting with a letter).
+/// Anything else a load balancer lists (`10.0.0.5/x?`, `user@10.0.0.5`) would make the URL
+/// kiln asks point somewhere else.
+pub fn is_host(host: &str) -> bool {
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        return true;
+    }
+    let label = |l: &str| {
+        (1..=63).contains(&l.len())
+            && l.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    let last_is_a_name = host
+        .rsplit('.')
+        .next()
+        .is_some_and(|l| l.starts_with(|c: char| c.is_ascii_alphabetic()));
+    (1..=253).contains(&host.len()) && host.split('.').all(label) && last_is_a_name
+}
+
+/// `http://HOST:PORT/readyz?verbose` for a health address `HOST:PORT` (IPv6 in brackets), the
+/// host and port set as parts of the URL; None when it is not one.
+pub fn health_url(health: &str) -> Option<reqwest::Url> {
+    let (host, port) = health.rsplit_once(':')?;
+    let port: u16 = port.parse().ok().filter(|p| *p > 0)?;
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    let v6 = bare.parse::<std::net::Ipv6Addr>().is_ok();
+    if !is_host(bare) || (v6 && bare == host) || (!v6 && bare != host) {
+        return None;
+    }
+    let mut url = reqwest::Url::parse("http://127.0.0.1/readyz?verbose").ok()?;
+    url.set_host(Some(host)).ok()?;
+    url.set_port(Some(port)).ok()?;
+    Some(url)
+}
+
 /// `10.0.0.5:8080` → `10.0.0.5`; `[::1]:8080` → `::1`; a bare host is returned as is.
 pub fn host_of(address: &str) -> String {
     match address.rsplit_once(':') {
@@ -264,6 +320,44 @@ mod tests {
         assert_eq!(host_of("fd00::5"), "fd00::5");
         assert_eq!(join_host_port("::1", 9100), "[::1]:9100");
         assert_eq!(join_host_port("10.0.0.5", 9100), "10.0.0.5:9100");
+    }
+
+    #[test]
+    fn only_hosts_make_health_urls() {
+        for host in ["10.0.0.5", "fd00::5", "web-1.internal", "web_1", "localhost"] {
+            assert!(is_host(host), "{host}");
+        }
+        for bad in [
+            "",
+            "10.0.0.5/x?",
+            "user@10.0.0.5",
+            "a b",
+            "-web",
+            "web.",
+            "x.123",
+            "0x7f.1",
+            "a#b",
+            "[::1]",
+        ] {
+            assert!(!is_host(bad), "{bad}");
+        }
+        assert_eq!(
+            health_url("10.0.0.5:9100").unwrap().as_str(),
+            "http://10.0.0.5:9100/readyz?verbose"
+        );
+        assert_eq!(
+            health_url("[fd00::5]:9100").unwrap().as_str(),
+            "http://[fd00::5]:9100/readyz?verbose"
+        );
+        for bad in [
+            "127.0.0.77/?:9100",
+            "user@10.0.0.5:9100",
+            "fd00::5:9100",
+            "10.0.0.5",
+            "a:0",
+        ] {
+            assert_eq!(health_url(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -10,25 +10,54 @@
 
 use super::{DrainProgress, LbError, Registrar, http_client, render, value_or};
 use crate::config::{HealthConfig, LbConfig};
-use crate::http_client::root_cause;
+use crate::http_client::{BodyError, read_body, root_cause};
 use crate::metadata::InstanceFacts;
+use reqwest::Url;
 use std::time::{Duration, Instant};
 
 pub const DEFAULT_AGENT: &str = "http://127.0.0.1:8500";
 const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(5);
+/// A health list of a large fleet is a few megabytes; more is not an answer to keep.
+const HEALTH_BODY_LIMIT: usize = 8 * 1024 * 1024;
+/// Of an error answer, kiln shows one line.
+const ERROR_BODY_LIMIT: usize = 64 * 1024;
 
 /// A client of one Consul agent's HTTP API, sending `CONSUL_HTTP_TOKEN` as the ACL token.
 pub struct ConsulApi {
     http: reqwest::Client,
+    /// The agent's base URL (it may carry a path).
+    base: Url,
+    /// The same, as given, for messages.
     agent: String,
     token: Option<String>,
+}
+
+/// A route of the agent's API: fixed segments, then the name of a service or its ID if any
+/// (an encoded path segment of its own), and a query.
+struct Route<'a> {
+    segments: &'a [&'a str],
+    name: Option<&'a str>,
+    query: &'a [(&'a str, &'a str)],
+}
+
+impl Route<'_> {
+    /// `/v1/agent/service/maintenance/i-0abc`, for messages.
+    fn path(&self) -> String {
+        let name = self.name.map(|n| format!("/{n}")).unwrap_or_default();
+        format!("/{}{name}", self.segments.join("/"))
+    }
 }
 
 impl ConsulApi {
     /// `agent` is the base URL, e.g. `http://127.0.0.1:8500`.
     pub fn new(agent: &str) -> Result<ConsulApi, LbError> {
+        let base = Url::parse(agent)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+            .ok_or_else(|| LbError("consul: the agent is not an http(s) URL".into()))?;
         Ok(ConsulApi {
             http: http_client()?,
+            base,
             agent: agent.trim_end_matches('/').to_string(),
             token: std::env::var("CONSUL_HTTP_TOKEN").ok().filter(|t| !t.is_empty()),
         })
@@ -38,29 +67,50 @@ impl ConsulApi {
         &self.agent
     }
 
-    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        let request = self.http.request(method, format!("{}{path}", self.agent));
+    /// The URL of `route`: the name percent-encoded as one segment, so it can neither add a
+    /// segment nor leave the route; `.` and `..`, which URLs resolve away, are refused.
+    fn url(&self, route: &Route<'_>) -> Result<Url, LbError> {
+        if let Some(name) = route.name {
+            path_name(name).map_err(|e| LbError(format!("consul: {e}")))?;
+        }
+        let mut url = self.base.clone();
+        url.path_segments_mut()
+            .map_err(|()| LbError("consul: the agent is not a base URL".into()))?
+            .pop_if_empty()
+            .extend(route.segments)
+            .extend(route.name);
+        if !route.query.is_empty() {
+            url.query_pairs_mut().extend_pairs(route.query);
+        }
+        Ok(url)
+    }
+
+    fn request(&self, method: reqwest::Method, url: Url) -> reqwest::RequestBuilder {
+        let request = self.http.request(method, url);
         match &self.token {
             Some(token) => request.header("X-Consul-Token", token),
             None => request,
         }
     }
 
-    fn fail(&self, method: &str, path: &str, why: String) -> LbError {
-        let route = path.split('?').next().unwrap_or(path);
-        LbError(format!("consul agent at {}: {method} {route}: {why}", self.agent))
+    fn fail(&self, method: &str, route: &Route<'_>, why: String) -> LbError {
+        LbError(format!(
+            "consul agent at {}: {method} {}: {why}",
+            self.agent,
+            route.path()
+        ))
     }
 
     /// `PUT` to the agent; Ok(true) on 2xx, Ok(false) on 404, else an error with the answer.
-    async fn put(&self, path: &str, body: Option<&serde_json::Value>) -> Result<bool, LbError> {
-        let mut request = self.request(reqwest::Method::PUT, path);
+    async fn put(&self, route: &Route<'_>, body: Option<&serde_json::Value>) -> Result<bool, LbError> {
+        let mut request = self.request(reqwest::Method::PUT, self.url(route)?);
         if let Some(body) = body {
             request = request.json(body);
         }
         let response = request
             .send()
             .await
-            .map_err(|e| self.fail("PUT", path, root_cause(&e)))?;
+            .map_err(|e| self.fail("PUT", route, root_cause(&e)))?;
         let status = response.status();
         if status.is_success() {
             return Ok(true);
@@ -68,42 +118,54 @@ impl ConsulApi {
         if status == reqwest::StatusCode::NOT_FOUND {
             return Ok(false);
         }
-        Err(self.fail("PUT", path, answer_line(status, response).await))
+        Err(self.fail("PUT", route, answer_line(status, response).await))
     }
 
     /// Every instance of `service` in the catalog with its health, as
     /// `GET /v1/health/service/<service>` gives it (all of them, passing or not).
     pub async fn service_health(&self, service: &str) -> Result<Vec<ServiceHealth>, LbError> {
-        let path = format!("/v1/health/service/{service}");
+        let path = &Route {
+            segments: &["v1", "health", "service"],
+            name: Some(service),
+            query: &[],
+        };
         let response = self
-            .request(reqwest::Method::GET, &path)
+            .request(reqwest::Method::GET, self.url(path)?)
             .send()
             .await
-            .map_err(|e| self.fail("GET", &path, root_cause(&e)))?;
+            .map_err(|e| self.fail("GET", path, root_cause(&e)))?;
         let status = response.status();
         if !status.is_success() {
-            return Err(self.fail("GET", &path, answer_line(status, response).await));
+            return Err(self.fail("GET", path, answer_line(status, response).await));
         }
-        let entries: Vec<HealthEntry> = response
-            .json()
-            .await
-            .map_err(|e| self.fail("GET", &path, format!("not a health list: {}", root_cause(&e))))?;
+        let mut response = response;
+        let body = read_body(&mut response, HEALTH_BODY_LIMIT).await.map_err(|e| {
+            let why = match e {
+                BodyError::TooLong(limit) => format!("an answer over {limit} bytes"),
+                BodyError::Read(e) => root_cause(&e),
+            };
+            self.fail("GET", path, why)
+        })?;
+        let entries: Vec<HealthEntry> = serde_json::from_slice(&body).map_err(|e| {
+            let why = format!(
+                "not a health list: {}",
+                crate::terminal::peer_word(&e.to_string())
+            );
+            self.fail("GET", path, why)
+        })?;
         Ok(entries.into_iter().map(ServiceHealth::from).collect())
     }
 }
 
-/// The status line and the first line of the body, for an error message.
-async fn answer_line(status: reqwest::StatusCode, response: reqwest::Response) -> String {
-    let text = response.text().await.unwrap_or_default();
-    let text = text
-        .lines()
-        .next()
-        .unwrap_or("")
-        .trim()
-        .chars()
-        .take(300)
-        .collect::<String>();
-    format!("{status}: {text}")
+/// The status line and the first line of the body, for an error message, as a peer's text is
+/// kept ([`crate::terminal::peer_text`]: bounded, control characters escaped).
+async fn answer_line(status: reqwest::StatusCode, mut response: reqwest::Response) -> String {
+    let body = read_body(&mut response, ERROR_BODY_LIMIT)
+        .await
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&body);
+    let first = text.lines().next().unwrap_or("").trim();
+    format!("{status}: {}", crate::terminal::peer_text(first))
 }
 
 /// One instance of a service and its aggregated health.
@@ -200,6 +262,7 @@ impl ConsulRegistrar {
             .ok_or_else(|| LbError("[lb] service is required".into()))?;
         let id = render("server", value_or(&lb.server, "{instance_id}"), facts)?;
         crate::config::lb::check_name(&id)
+            .and_then(|()| path_name(&id))
             .map_err(|e| LbError(format!("[lb] server = {id:?} (rendered): {e}")))?;
         let address = render("address", value_or(&lb.address, ""), facts)?;
         let (host, port) = crate::config::lb::split_host_port(&address)
@@ -238,6 +301,26 @@ impl ConsulRegistrar {
     }
 }
 
+impl ConsulRegistrar {
+    /// `/v1/agent/service/maintenance/<id>?<query>`.
+    fn maintenance<'a>(&'a self, query: &'a [(&'a str, &'a str)]) -> Route<'a> {
+        Route {
+            segments: &["v1", "agent", "service", "maintenance"],
+            name: Some(&self.id),
+            query,
+        }
+    }
+}
+
+/// A service name or ID as one path segment: `.` and `..` would be resolved away by the URL
+/// (`/maintenance/..` is `/service/`), whatever the encoding.
+fn path_name(name: &str) -> Result<(), String> {
+    match name {
+        "" | "." | ".." => Err("a service name or ID of \"\", \".\" or \"..\" cannot name a route".into()),
+        _ => Ok(()),
+    }
+}
+
 /// kiln's `/readyz` as the local agent reaches it.
 fn default_check_url(listen: std::net::SocketAddr) -> String {
     let port = listen.port();
@@ -266,13 +349,12 @@ impl Registrar for ConsulRegistrar {
     }
 
     async fn register(&self) -> Result<(), LbError> {
-        let registered = self
-            .api
-            .put(
-                "/v1/agent/service/register?replace-existing-checks=true",
-                Some(&self.registration),
-            )
-            .await?;
+        let register = Route {
+            segments: &["v1", "agent", "service", "register"],
+            name: None,
+            query: &[("replace-existing-checks", "true")],
+        };
+        let registered = self.api.put(&register, Some(&self.registration)).await?;
         if !registered {
             return Err(LbError(format!(
                 "consul agent at {}: PUT /v1/agent/service/register: 404 (is this a Consul agent?)",
@@ -281,20 +363,14 @@ impl Registrar for ConsulRegistrar {
         }
         // An earlier run may have left the service in maintenance.
         self.api
-            .put(
-                &format!("/v1/agent/service/maintenance/{}?enable=false", self.id),
-                None,
-            )
+            .put(&self.maintenance(&[("enable", "false")]), None)
             .await?;
         Ok(())
     }
 
     async fn deregister(&self) -> Result<(), LbError> {
-        let path = format!(
-            "/v1/agent/service/maintenance/{}?enable=true&reason=kiln%20draining",
-            self.id
-        );
-        self.api.put(&path, None).await.map(|_| ())
+        let maintenance = self.maintenance(&[("enable", "true"), ("reason", "kiln draining")]);
+        self.api.put(&maintenance, None).await.map(|_| ())
     }
 
     /// Consul cannot see requests: the drain is the whole of `drain_timeout`.
@@ -314,10 +390,12 @@ impl Registrar for ConsulRegistrar {
     }
 
     async fn remove(&self) -> Result<(), LbError> {
-        self.api
-            .put(&format!("/v1/agent/service/deregister/{}", self.id), None)
-            .await
-            .map(|_| ())
+        let deregister = Route {
+            segments: &["v1", "agent", "service", "deregister"],
+            name: Some(&self.id),
+            query: &[],
+        };
+        self.api.put(&deregister, None).await.map(|_| ())
     }
 }
 
@@ -360,5 +438,27 @@ mod tests {
             default_check_url("10.0.0.5:9100".parse().unwrap()),
             "http://10.0.0.5:9100/readyz"
         );
+    }
+
+    #[test]
+    fn names_are_one_encoded_segment_and_dot_segments_are_refused() {
+        let api = ConsulApi::new("http://127.0.0.1:8500/prefix/").unwrap();
+        let route = |name| Route {
+            segments: &["v1", "agent", "service", "maintenance"],
+            name: Some(name),
+            query: &[("enable", "true"), ("reason", "kiln draining")],
+        };
+        assert_eq!(
+            api.url(&route("i-0abc")).unwrap().as_str(),
+            "http://127.0.0.1:8500/prefix/v1/agent/service/maintenance/i-0abc?enable=true&reason=kiln+draining"
+        );
+        assert_eq!(
+            api.url(&route("a/../b?x#y")).unwrap().path(),
+            "/prefix/v1/agent/service/maintenance/a%2F..%2Fb%3Fx%23y"
+        );
+        for dots in ["..", ".", ""] {
+            assert!(api.url(&route(dots)).is_err(), "{dots:?}");
+        }
+        assert!(ConsulApi::new("127.0.0.1:8500").is_err());
     }
 }

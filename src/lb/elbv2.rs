@@ -9,10 +9,11 @@
 //! environment, else the instance role through the metadata room's IMDS client.
 
 use super::{DrainProgress, LbError, Registrar, render};
-use crate::aws::{Api, AwsClient, CallError, ELBV2, Members};
+use crate::aws::{Api, AwsClient, CallError, ELBV2, Members, TargetGroupArn};
 use crate::config::LbConfig;
-use crate::config::lb::{TargetType, arn_region};
+use crate::config::lb::TargetType;
 use crate::metadata::InstanceFacts;
+use crate::terminal::peer_text;
 use serde::Deserialize;
 use std::time::{Duration, Instant};
 
@@ -79,7 +80,7 @@ fn deadline() -> tokio::time::Instant {
 /// Joins one target group as one target.
 pub struct Elbv2Registrar {
     api: Api,
-    target_group_arn: String,
+    target_group_arn: TargetGroupArn,
     target_id: String,
     port: Option<u16>,
 }
@@ -112,7 +113,7 @@ impl Elbv2Registrar {
 
     fn target_params(&self) -> Vec<(&'static str, String)> {
         let mut p = vec![
-            ("TargetGroupArn", self.target_group_arn.clone()),
+            ("TargetGroupArn", self.target_group_arn.as_str().to_string()),
             ("Targets.member.1.Id", self.target_id.clone()),
         ];
         if let Some(port) = self.port {
@@ -139,22 +140,20 @@ impl Elbv2Registrar {
 }
 
 /// The target group's API (its region, the `[lb] endpoint` template filled with that region)
-/// and its ARN.
+/// and its ARN, checked: its region picks the host kiln sends its credentials to.
 fn group_api(
     lb: &LbConfig,
     facts: &InstanceFacts,
     credentials: CredentialSource,
-) -> Result<(Api, String), LbError> {
-    let arn = lb
+) -> Result<(Api, TargetGroupArn), LbError> {
+    let text = lb
         .target_group_arn
-        .clone()
+        .as_deref()
         .ok_or_else(|| LbError("[lb] target_group_arn is required".into()))?;
-    let region = arn_region(&arn)
-        .map_err(|e| LbError(format!("[lb] target_group_arn = {arn:?}: {e}")))?
-        .to_string();
+    let arn = TargetGroupArn::parse(text).map_err(|e| LbError(format!("[lb] target_group_arn: {e}")))?;
     // The ARN's region is where the target group lives, whatever the instance's is.
     let arn_facts = InstanceFacts {
-        region: Some(region.clone()),
+        region: Some(arn.region().to_string()),
         ..facts.clone()
     };
     let endpoint = match &lb.endpoint {
@@ -162,10 +161,14 @@ fn group_api(
         None => None,
     };
     let aws = AwsClient::new(credentials).map_err(LbError)?;
-    Ok((aws.api(&ELBV2, &region, endpoint.as_deref()), arn))
+    let api = aws
+        .api(&ELBV2, arn.region(), endpoint.as_deref())
+        .map_err(|e| LbError(format!("[lb] endpoint: {e}")))?;
+    Ok((api, arn))
 }
 
-/// `DescribeTargetHealth` with `params`: every target it lists.
+/// `DescribeTargetHealth` with `params`: every target it lists, its texts kept as a peer's
+/// ([`peer_text`]): they reach the drain's progress in status, the log and `kiln fleet`.
 async fn describe_target_health(api: &Api, params: &[(&str, String)]) -> Result<Vec<TargetHealth>, LbError> {
     let answer: DescribeTargetHealthResponse = api
         .query("DescribeTargetHealth", params, deadline())
@@ -178,10 +181,10 @@ async fn describe_target_health(api: &Api, params: &[(&str, String)]) -> Result<
         .unwrap_or_default()
         .into_iter()
         .map(|d| TargetHealth {
-            id: d.target.id,
+            id: peer_text(&d.target.id),
             port: d.target.port,
-            state: d.target_health.state,
-            reason: d.target_health.reason,
+            state: peer_text(&d.target_health.state),
+            reason: d.target_health.reason.as_deref().map(peer_text),
         })
         .collect())
 }
@@ -189,7 +192,7 @@ async fn describe_target_health(api: &Api, params: &[(&str, String)]) -> Result<
 /// A target group, read-only: who is in it and how healthy (`kiln fleet`).
 pub struct TargetGroup {
     api: Api,
-    arn: String,
+    arn: TargetGroupArn,
 }
 
 impl TargetGroup {
@@ -201,12 +204,9 @@ impl TargetGroup {
 
     /// `targetgroup/app/0123 (eu-west-1, keys from the environment)`.
     pub fn describe(&self) -> String {
-        let name = self
-            .arn
-            .split_once(":targetgroup/")
-            .map_or(self.arn.as_str(), |(_, n)| n);
         format!(
-            "targetgroup/{name} ({}, {})",
+            "targetgroup/{} ({}, {})",
+            self.arn.name(),
             self.api.endpoint().region,
             self.api.client().credentials().describe()
         )
@@ -214,7 +214,7 @@ impl TargetGroup {
 
     /// Every target registered, with its health.
     pub async fn members(&self) -> Result<Vec<TargetHealth>, LbError> {
-        describe_target_health(&self.api, &[("TargetGroupArn", self.arn.clone())]).await
+        describe_target_health(&self.api, &[("TargetGroupArn", self.arn.as_str().to_string())]).await
     }
 }
 
@@ -225,11 +225,7 @@ impl Registrar for Elbv2Registrar {
     }
 
     fn describe(&self) -> String {
-        let name = self
-            .target_group_arn
-            .split(':')
-            .next_back()
-            .unwrap_or(&self.target_group_arn);
+        let name = format!("targetgroup/{}", self.target_group_arn.name());
         let port = self.port.map(|p| format!(":{p}")).unwrap_or_default();
         format!(
             "{name} {}{port} ({}, {})",

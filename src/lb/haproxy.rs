@@ -97,7 +97,8 @@ impl RuntimeApi {
         let answer = String::from_utf8_lossy(&answer).trim().to_string();
         if answer == "Permission denied" || answer.starts_with("Unknown command") {
             return Err(fail(format!(
-                "{answer:?} (the socket needs `level admin` in haproxy's `stats socket` line)"
+                "{:?} (the socket needs `level admin` in haproxy's `stats socket` line)",
+                crate::terminal::peer_word(&answer)
             )));
         }
         Ok(answer)
@@ -169,15 +170,19 @@ fn connect_error(e: std::io::Error) -> String {
     format!("cannot connect: {e} (is haproxy running with a `stats socket ... level admin` there?)")
 }
 
+/// HAProxy's answer in an error: its lines joined, as a peer's text is kept
+/// ([`crate::terminal::peer_text`]: bounded, control characters escaped).
 fn one_line(s: &str) -> String {
     if s.is_empty() {
         "(no answer)".into()
     } else {
-        s.lines()
+        let joined = s
+            .lines()
             .map(str::trim)
             .filter(|l| !l.is_empty())
             .collect::<Vec<_>>()
-            .join(" / ")
+            .join(" / ");
+        crate::terminal::peer_text(&joined)
     }
 }
 
@@ -422,7 +427,8 @@ impl Registrar for HaproxyRegistrar {
             }
             if Instant::now() >= give_up {
                 return Err(LbError(format!(
-                    "haproxy {target}: left in maintenance, not deleted: {answer} after {REMOVE_PATIENCE:?}"
+                    "haproxy {target}: left in maintenance, not deleted: {} after {REMOVE_PATIENCE:?}",
+                    crate::terminal::peer_word(&answer)
                 )));
             }
             tokio::time::sleep(Duration::from_millis(200)).await;

@@ -13,7 +13,7 @@
 //! step and every error, with AWS's code, is in `kiln status` and the log.
 
 use super::{is_final, set_hook, update};
-use crate::aws::{AUTOSCALING, Api, AwsClient, CallError, CredentialSource};
+use crate::aws::{AUTOSCALING, Api, AwsClient, CallError, CredentialSource, Region};
 use crate::config::{Config, LifecycleConfig, MetadataConfig, UserDataFormat};
 use crate::metadata::{AUTOSCALING_GROUP_TAG, Identity, Metadata};
 use crate::state::{HookState, HookStatus, HooksStatus, LbState, Phase, Shared, now_ms};
@@ -146,17 +146,11 @@ impl Hooks {
                     "no Auto Scaling group: set [lifecycle] group, or allow tags in instance metadata (tag {AUTOSCALING_GROUP_TAG})"
                 )
             })?;
-        let region = metadata
-            .facts
-            .region
-            .clone()
-            .or_else(|| std::env::var("AWS_REGION").ok())
-            .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())
-            .filter(|r| !r.is_empty())
-            .ok_or("no region: the instance's metadata gives none, nor AWS_REGION")?;
+        check_names(&group, lifecycle, &instance_id)?;
+        let region = region(metadata)?;
         let identity = Identity::from_config(&config.metadata).map_err(|e| e.to_string())?;
         let credentials = CredentialSource::from_env_or(identity)?;
-        let api = AwsClient::new(credentials)?.api(&AUTOSCALING, &region, lifecycle.endpoint.as_deref());
+        let api = AwsClient::new(credentials)?.api(&AUTOSCALING, &region, lifecycle.endpoint.as_deref())?;
         Ok(Hooks {
             api,
             group,
@@ -330,6 +324,54 @@ impl Hooks {
     }
 }
 
+/// The instance's region, else `AWS_REGION` / `AWS_DEFAULT_REGION` of kiln's environment; an
+/// error names where the one that is not a region came from.
+fn region(metadata: &Metadata) -> Result<Region, String> {
+    let kiln_env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let (text, from) = None
+        .or_else(|| {
+            let region = metadata.facts.region.clone().filter(|r| !r.is_empty());
+            region.map(|r| (r, "the instance's region (metadata)"))
+        })
+        .or_else(|| kiln_env("AWS_REGION").map(|r| (r, "AWS_REGION")))
+        .or_else(|| kiln_env("AWS_DEFAULT_REGION").map(|r| (r, "AWS_DEFAULT_REGION")))
+        .ok_or("no region: the instance's metadata gives none, nor AWS_REGION")?;
+    Region::parse(&text).map_err(|e| format!("{from} is {e}"))
+}
+
+/// The names kiln sends Auto Scaling, checked against its grammar before any call: the group
+/// (from the config or the instance's tags: 1 to 255 characters, no control character), the
+/// hooks (1 to 255 of `A-Za-z0-9-_/`) and the instance id (`i-` and hex digits).
+fn check_names(group: &str, lifecycle: &LifecycleConfig, instance_id: &str) -> Result<(), String> {
+    if group.is_empty() || group.chars().count() > 255 || group.chars().any(char::is_control) {
+        return Err(
+            "the Auto Scaling group name is not one (1 to 255 characters, none a control character)".into(),
+        );
+    }
+    let hook_ok = |h: &str| {
+        (1..=255).contains(&h.len())
+            && h.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'/'))
+    };
+    for (key, hook) in [
+        ("launch_hook", &lifecycle.launch_hook),
+        ("terminate_hook", &lifecycle.terminate_hook),
+    ] {
+        if hook.as_deref().is_some_and(|h| !hook_ok(h)) {
+            return Err(format!(
+                "[lifecycle] {key} is not a hook name (1 to 255 of A-Z a-z 0-9 - _ /)"
+            ));
+        }
+    }
+    let id_ok = instance_id
+        .strip_prefix("i-")
+        .is_some_and(|hex| (1..=32).contains(&hex.len()) && hex.bytes().all(|b| b.is_ascii_alphanumeric()));
+    if !id_ok {
+        return Err("the instance's id (metadata) is not an EC2 instance id (i-...)".into());
+    }
+    Ok(())
+}
+
 /// AWS's answer when no lifecycle action of this instance waits on the hook. Its code,
 /// `ValidationError`, covers every malformed call too; only the message tells them apart.
 fn nothing_waiting(e: &CallError) -> bool {
@@ -500,7 +542,8 @@ mod tests {
         ));
         let api = AwsClient::new(credentials)
             .unwrap()
-            .api(&AUTOSCALING, "us-east-1", Some(url));
+            .api(&AUTOSCALING, &Region::parse("us-east-1").unwrap(), Some(url))
+            .unwrap();
         let hooks = Hooks {
             api,
             group: "web".into(),

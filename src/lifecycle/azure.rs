@@ -12,7 +12,7 @@
 use super::{Answer, Look, Notice, NoticeSource, Wanted, dates};
 use crate::metadata::watch::AzureWatch;
 use crate::state::NoticeKind;
-use crate::terminal::printable;
+use crate::terminal::peer_word;
 use serde::Deserialize;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -71,8 +71,12 @@ impl AzureNotices {
             .get("scheduledevents", EVENTS, deadline)
             .await
             .map_err(|e| format!("cannot read Scheduled Events: {e}"))?;
-        let document: Document = serde_json::from_slice(&body)
-            .map_err(|e| format!("scheduledevents: not the documented document ({e}); not acted on"))?;
+        let document: Document = serde_json::from_slice(&body).map_err(|e| {
+            format!(
+                "scheduledevents: not the documented document ({}); not acted on",
+                crate::terminal::peer_word(&e.to_string())
+            )
+        })?;
         if let Some((incarnation, notices, problems)) = &self.last
             && *incarnation == document.incarnation
         {
@@ -159,7 +163,10 @@ fn events_for(events: &[serde_json::Value], vm_name: &str, wanted: Wanted) -> (V
         let event: Event = match serde_json::from_value(event.clone()) {
             Ok(event) => event,
             Err(e) => {
-                problems.push(refused(format!("an event is not the documented shape ({e})")));
+                problems.push(refused(format!(
+                    "an event is not the documented shape ({})",
+                    crate::terminal::peer_word(&e.to_string())
+                )));
                 continue;
             }
         };
@@ -173,8 +180,8 @@ fn events_for(events: &[serde_json::Value], vm_name: &str, wanted: Wanted) -> (V
             other => {
                 problems.push(refused(format!(
                     "event {}: unknown EventType {:?}",
-                    printable(&event.event_id),
-                    printable(other)
+                    peer_word(&event.event_id),
+                    peer_word(other)
                 )));
                 continue;
             }
@@ -189,8 +196,8 @@ fn events_for(events: &[serde_json::Value], vm_name: &str, wanted: Wanted) -> (V
                 None => {
                     problems.push(refused(format!(
                         "event {}: NotBefore {:?} is not a time like \"Mon, 19 Sep 2016 18:29:47 GMT\"",
-                        printable(&event.event_id),
-                        printable(text)
+                        peer_word(&event.event_id),
+                        peer_word(text)
                     )));
                     continue;
                 }
@@ -204,9 +211,9 @@ fn events_for(events: &[serde_json::Value], vm_name: &str, wanted: Wanted) -> (V
             id: format!("azure {}", event.event_id),
             detail: format!(
                 "{} {} (event {}{when})",
-                printable(&event.event_type),
-                printable(&event.event_status).to_lowercase(),
-                printable(&event.event_id)
+                peer_word(&event.event_type),
+                peer_word(&event.event_status).to_lowercase(),
+                peer_word(&event.event_id)
             ),
             due,
             answer: Answer::StartEvent(event.event_id),

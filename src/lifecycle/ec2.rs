@@ -151,18 +151,22 @@ struct SpotAction {
 /// `{"action": "terminate", "time": "2017-09-18T08:22:00Z"}`; anything else is a problem.
 fn spot_notice(text: &str) -> Result<Notice, String> {
     let refused = |why: String| format!("spot/instance-action: {why}; not acted on");
-    let spot: SpotAction =
-        serde_json::from_str(text).map_err(|e| refused(format!("not the documented notice ({e})")))?;
+    let spot: SpotAction = serde_json::from_str(text).map_err(|e| {
+        refused(format!(
+            "not the documented notice ({})",
+            crate::terminal::peer_word(&e.to_string())
+        ))
+    })?;
     if !matches!(spot.action.as_str(), "terminate" | "stop" | "hibernate") {
         return Err(refused(format!(
             "unknown action {:?} (terminate, stop or hibernate)",
-            crate::terminal::printable(&spot.action)
+            crate::terminal::peer_word(&spot.action)
         )));
     }
     let due = dates::rfc3339(&spot.time).ok_or_else(|| {
         refused(format!(
             "time {:?} is not an RFC 3339 time",
-            crate::terminal::printable(&spot.time)
+            crate::terminal::peer_word(&spot.time)
         ))
     })?;
     Ok(Notice {
@@ -194,7 +198,7 @@ fn target_state(text: &str) -> Result<TargetState, String> {
         other => {
             return Err(format!(
                 "autoscaling/target-lifecycle-state: unknown state {:?}; not acted on",
-                crate::terminal::printable(&other.chars().take(64).collect::<String>())
+                crate::terminal::peer_word(other)
             ));
         }
     })
@@ -218,12 +222,16 @@ struct Rebalance {
 
 fn rebalance_notice(text: &str) -> Result<Notice, String> {
     let refused = |why: String| format!("events/recommendations/rebalance: {why}; not acted on");
-    let rebalance: Rebalance =
-        serde_json::from_str(text).map_err(|e| refused(format!("not the documented notice ({e})")))?;
+    let rebalance: Rebalance = serde_json::from_str(text).map_err(|e| {
+        refused(format!(
+            "not the documented notice ({})",
+            crate::terminal::peer_word(&e.to_string())
+        ))
+    })?;
     let at = dates::rfc3339(&rebalance.notice_time).ok_or_else(|| {
         refused(format!(
             "noticeTime {:?} is not an RFC 3339 time",
-            crate::terminal::printable(&rebalance.notice_time)
+            crate::terminal::peer_word(&rebalance.notice_time)
         ))
     })?;
     Ok(Notice {
@@ -253,14 +261,25 @@ fn maintenance_notices(text: &str) -> (Vec<Notice>, Vec<String>) {
     let refused = |why: String| format!("events/maintenance/scheduled: {why}; not acted on");
     let events: Vec<serde_json::Value> = match serde_json::from_str(text) {
         Ok(events) => events,
-        Err(e) => return (Vec::new(), vec![refused(format!("not a JSON array ({e})"))]),
+        Err(e) => {
+            return (
+                Vec::new(),
+                vec![refused(format!(
+                    "not a JSON array ({})",
+                    crate::terminal::peer_word(&e.to_string())
+                ))],
+            );
+        }
     };
     let (mut notices, mut problems) = (Vec::new(), Vec::new());
     for event in events {
         let event: ScheduledEvent = match serde_json::from_value(event) {
             Ok(event) => event,
             Err(e) => {
-                problems.push(refused(format!("an event is not the documented shape ({e})")));
+                problems.push(refused(format!(
+                    "an event is not the documented shape ({})",
+                    crate::terminal::peer_word(&e.to_string())
+                )));
                 continue;
             }
         };
@@ -270,8 +289,8 @@ fn maintenance_notices(text: &str) -> (Vec<Notice>, Vec<String>) {
         let Some(not_before) = dates::gmt(&event.not_before) else {
             problems.push(refused(format!(
                 "event {}: NotBefore {:?} is not a time like \"21 Jan 2019 09:00:43 GMT\"",
-                crate::terminal::printable(&event.event_id),
-                crate::terminal::printable(&event.not_before)
+                crate::terminal::peer_word(&event.event_id),
+                crate::terminal::peer_word(&event.not_before)
             )));
             continue;
         };
@@ -286,8 +305,8 @@ fn maintenance_notices(text: &str) -> (Vec<Notice>, Vec<String>) {
             id: format!("ec2 event {}", event.event_id),
             detail: format!(
                 "{} ({}) from {}{until}",
-                crate::terminal::printable(&event.code),
-                crate::terminal::printable(&event.event_id),
+                crate::terminal::peer_word(&event.code),
+                crate::terminal::peer_word(&event.event_id),
                 dates::show(not_before)
             ),
             due: Some(not_before),

@@ -159,7 +159,7 @@ fn preempted(value: &str) -> Result<Option<Notice>, String> {
         })),
         other => Err(format!(
             "instance/preempted: {:?} is neither TRUE nor FALSE; not acted on",
-            crate::terminal::printable(&other.chars().take(64).collect::<String>())
+            crate::terminal::peer_word(other)
         )),
     }
 }
@@ -172,7 +172,7 @@ fn maintenance(value: &str) -> Result<Option<Notice>, String> {
         other => {
             return Err(format!(
                 "instance/maintenance-event: unknown value {:?}; not acted on",
-                crate::terminal::printable(&other.chars().take(64).collect::<String>())
+                crate::terminal::peer_word(other)
             ));
         }
     };

@@ -70,6 +70,34 @@ pub struct Look {
     pub target_state: Option<String>,
 }
 
+impl Look {
+    /// Every text of the look as kiln keeps it ([`crate::terminal::peer_text`]): a notice's id
+    /// and detail, the problems and the target state all come from the platform's answers, and
+    /// reach status, the log and the leave's reason. The one place each cloud's look goes
+    /// through.
+    fn bounded(self) -> Look {
+        use crate::terminal::peer_text;
+        let notices = self
+            .notices
+            .into_iter()
+            .map(|n| Notice {
+                id: peer_text(&n.id),
+                detail: peer_text(&n.detail),
+                answer: match n.answer {
+                    Answer::StartEvent(id) => Answer::StartEvent(peer_text(&id)),
+                    other => other,
+                },
+                ..n
+            })
+            .collect();
+        Look {
+            notices,
+            problems: self.problems.iter().map(|p| peer_text(p)).collect(),
+            target_state: self.target_state.as_deref().map(peer_text),
+        }
+    }
+}
+
 /// Which notices to ask for: those whose `on_*` is not `ignore`.
 #[derive(Debug, Clone, Copy)]
 pub struct Wanted {
@@ -280,6 +308,7 @@ impl Watcher {
 
     /// Reports a look, and leaves for the first notice whose action is to leave now.
     fn take(&self, look: Look, memory: &mut Memory) {
+        let look = look.bounded();
         let now = SystemTime::now();
         let now_ms = now_ms();
         if look.problems != memory.problems {

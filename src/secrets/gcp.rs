@@ -23,18 +23,23 @@ async fn access(stores: &Stores, reference: &Reference, deadline: Instant) -> Re
         return Err(Failure::new("not a gcp reference"));
     };
     let token = stores.gce_token(deadline).await?;
-    let endpoint = stores
-        .config
-        .gcp_endpoint
-        .as_deref()
-        .unwrap_or(DEFAULT_ENDPOINT)
-        .trim_end_matches('/');
     let name = format!(
         "projects/{}/secrets/{}/versions/{}",
         secret.project, secret.secret, secret.version
     );
-    let url = format!("{endpoint}/v1/{name}:access");
-    let answer = rest::get(stores, "gcp", &url, token, deadline).await?;
+    let endpoint = stores.config.gcp_endpoint.as_deref().unwrap_or(DEFAULT_ENDPOINT);
+    let version = format!("{}:access", secret.version);
+    let segments = [
+        "v1",
+        "projects",
+        &secret.project,
+        "secrets",
+        &secret.secret,
+        "versions",
+        &version,
+    ];
+    let url = rest::url(endpoint, &segments).map_err(|e| Failure::new(format!("gcp_endpoint: {e}")))?;
+    let answer = rest::get(stores, "gcp", url, token, deadline).await?;
     if answer.status != 200 {
         let (code, message) = rest::error(&answer, "status");
         let shown = code.clone().unwrap_or_else(|| format!("HTTP {}", answer.status));

@@ -25,18 +25,19 @@ async fn get(stores: &Stores, reference: &Reference, deadline: Instant) -> Resul
         return Err(Failure::new("not a keyvault reference"));
     };
     let token = stores.azure_token(deadline).await?;
-    let vault = stores
+    // The vault name is checked (letters, digits, '-'): one DNS label in the template's host.
+    let base = stores
         .config
         .keyvault_endpoint
         .as_deref()
         .unwrap_or(DEFAULT_ENDPOINT)
         .replace("{vault}", &secret.vault);
-    let path = match &secret.version {
-        Some(version) => format!("/secrets/{}/{version}", secret.name),
-        None => format!("/secrets/{}", secret.name),
-    };
-    let url = format!("{}{path}?api-version={API_VERSION}", vault.trim_end_matches('/'));
-    let answer = rest::get(stores, "keyvault", &url, token, deadline).await?;
+    let mut segments = vec!["secrets", secret.name.as_str()];
+    segments.extend(secret.version.as_deref());
+    let path = format!("/{}", segments.join("/"));
+    let mut url = rest::url(&base, &segments).map_err(|e| Failure::new(format!("keyvault_endpoint: {e}")))?;
+    url.query_pairs_mut().append_pair("api-version", API_VERSION);
+    let answer = rest::get(stores, "keyvault", url, token, deadline).await?;
     if answer.status != 200 {
         let (code, message) = rest::error(&answer, "code");
         let shown = code.clone().unwrap_or_else(|| format!("HTTP {}", answer.status));

@@ -7,6 +7,7 @@
 //! | `gcp` | `gcp:projects/P/secrets/S[/versions/N\|latest]`, also `gcp:secretmanager:projects/...` | GCP resource names; secrets-init |
 //! | `keyvault` | `keyvault:VAULT/NAME[/VERSION]`, `keyvault:https://VAULT.vault.azure.net/secrets/NAME[/VERSION]` | Key Vault secret identifiers |
 
+use crate::aws::{Arn, Region};
 use crate::config::{Scheme, SecretsConfig};
 use std::fmt;
 
@@ -33,7 +34,7 @@ pub struct SsmParameter {
     /// The parameter's name (`/app/prod/db`), to find it in the answer.
     pub name: String,
     /// The ARN's region, when given by ARN.
-    pub region: Option<String>,
+    pub region: Option<Region>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -43,7 +44,7 @@ pub struct SecretsManagerSecret {
     pub json_key: Option<String>,
     pub version_stage: Option<String>,
     pub version_id: Option<String>,
-    pub region: Option<String>,
+    pub region: Option<Region>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -69,8 +70,9 @@ impl fmt::Display for Reference {
 
 impl Reference {
     /// None when `value` is not a reference under `config` (no enabled scheme prefix); an error
-    /// when it has an enabled prefix but is not a valid reference. Errors quote the reference:
-    /// it names a secret, it is not one.
+    /// when it has an enabled prefix but is not a valid reference. Errors say why and never
+    /// quote the value: a value with a reference's prefix may be a pasted secret, or a hostile
+    /// one (user-data, tags) built to show up in a log.
     pub fn parse(value: &str, config: &SecretsConfig) -> Option<Result<Reference, String>> {
         let (scheme, rest) = value.split_once(':')?;
         let scheme = Scheme::ALL.into_iter().find(|s| s.as_str() == scheme)?;
@@ -89,7 +91,7 @@ impl Reference {
                     text: value.to_string(),
                     target,
                 })
-                .map_err(|e| format!("\"{}\" is not a valid {scheme} reference: {e}", shorten(value))),
+                .map_err(|e| format!("the value is not a valid {scheme} reference: {e}")),
         )
     }
 
@@ -103,42 +105,19 @@ impl Reference {
     }
 }
 
-/// A value with a reference's prefix could also be a pasted secret: show only its start, one
-/// character for each (a control character as `?`, not an escape six times as long).
-fn shorten(value: &str) -> String {
-    let mut shown: String = value
-        .chars()
-        .take(120)
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect();
-    if value.chars().nth(120).is_some() {
-        shown.push('…');
-    }
-    shown
-}
-
 fn is_name_char(c: char, extra: &str) -> bool {
     c.is_ascii_alphanumeric() || extra.contains(c)
-}
-
-/// `arn:PARTITION:SERVICE:REGION:ACCOUNT:RESOURCE` → (region, resource, what follows the resource
-/// after a `:`).
-fn split_arn<'a>(arn: &'a str, service: &str) -> Result<(&'a str, &'a str, Option<&'a str>), String> {
-    let parts: Vec<&str> = arn.splitn(7, ':').collect();
-    if parts.len() < 6 || parts[0] != "arn" || parts[2] != service {
-        return Err(format!("an ARN here is arn:aws:{service}:REGION:ACCOUNT:..."));
-    }
-    if parts[3].is_empty() {
-        return Err("the ARN has no region".into());
-    }
-    Ok((parts[3], parts[5], parts.get(6).copied()))
 }
 
 fn parse_ssm(rest: &str) -> Result<SsmParameter, String> {
     // ssm-env writes ssm://NAME: the name follows the two slashes.
     let rest = rest.strip_prefix("//").unwrap_or(rest);
     let (name, selector, region, arn) = if rest.starts_with("arn:") {
-        let (region, resource, selector) = split_arn(rest, "ssm")?;
+        let parsed = Arn::parse(rest, "ssm")?;
+        let (resource, selector) = match parsed.resource.split_once(':') {
+            Some((resource, selector)) => (resource, Some(selector)),
+            None => (parsed.resource, None),
+        };
         let path = resource
             .strip_prefix("parameter/")
             .ok_or("an SSM ARN's resource is parameter/NAME")?;
@@ -152,7 +131,7 @@ fn parse_ssm(rest: &str) -> Result<SsmParameter, String> {
             Some(s) => &rest[..rest.len() - s.len() - 1],
             None => rest,
         };
-        (name, selector, Some(region.to_string()), Some(arn))
+        (name, selector, Some(parsed.region), Some(arn))
     } else {
         match rest.split_once(':') {
             Some((name, selector)) => (name.to_string(), Some(selector), None, None),
@@ -182,28 +161,26 @@ fn parse_ssm(rest: &str) -> Result<SsmParameter, String> {
 }
 
 fn parse_secrets_manager(rest: &str) -> Result<SecretsManagerSecret, String> {
-    let (id, region, fields): (String, Option<String>, Vec<&str>) = if rest.starts_with("arn:") {
-        let (region, resource, extra) = split_arn(rest, "secretsmanager")?;
-        if resource != "secret" {
-            return Err("a Secrets Manager ARN is arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME".into());
+    let secret_name = |name: &str| {
+        if name.is_empty() || name.len() > 512 || !name.chars().all(|c| is_name_char(c, "/_+=.@-")) {
+            return Err("a secret name is 1 to 512 letters, digits and '/_+=.@-'".to_string());
         }
-        let mut extra = extra.unwrap_or("").split(':');
-        let name = extra.next().unwrap_or("");
-        if name.is_empty() {
-            return Err("the ARN has no secret name".into());
-        }
+        Ok(())
+    };
+    let (id, region, fields): (String, Option<Region>, Vec<&str>) = if rest.starts_with("arn:") {
+        let parsed = Arn::parse(rest, "secretsmanager")?;
+        let mut extra = parsed
+            .resource
+            .strip_prefix("secret:")
+            .ok_or("a Secrets Manager ARN is arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME")?
+            .split(':');
+        secret_name(extra.next().unwrap_or(""))?;
         let arn_len = rest.len() - extra.clone().map(|f| f.len() + 1).sum::<usize>();
-        (
-            rest[..arn_len].to_string(),
-            Some(region.to_string()),
-            extra.collect(),
-        )
+        (rest[..arn_len].to_string(), Some(parsed.region), extra.collect())
     } else {
         let mut fields = rest.split(':');
         let name = fields.next().unwrap_or("");
-        if name.is_empty() || !name.chars().all(|c| is_name_char(c, "/_+=.@-")) {
-            return Err("a secret name holds letters, digits and '/_+=.@-'".into());
-        }
+        secret_name(name)?;
         (name.to_string(), None, fields.collect())
     };
     if fields.len() > 3 {
@@ -231,11 +208,14 @@ fn parse_gcp(rest: &str) -> Result<GcpSecret, String> {
         ["projects", p, "secrets", s, "versions", v] => (*p, *s, *v),
         _ => return Err("give projects/PROJECT/secrets/SECRET[/versions/VERSION]".into()),
     };
-    let ok = |s: &str| !s.is_empty() && s.chars().all(|c| is_name_char(c, "_-."));
-    if !ok(project) || !ok(secret) {
-        return Err("project and secret ids hold letters, digits, '_', '-', '.'".into());
+    if !is_gcp_project(project) {
+        return Err("a project is its id (6 to 30 lower-case letters, digits and '-') or its number".into());
     }
-    if version != "latest" && !version.chars().all(|c| c.is_ascii_digit()) {
+    if secret.is_empty() || secret.len() > 255 || !secret.chars().all(|c| is_name_char(c, "_-")) {
+        return Err("a secret id is 1 to 255 letters, digits, '_' and '-'".into());
+    }
+    let number = !version.is_empty() && version.len() <= 20 && version.chars().all(|c| c.is_ascii_digit());
+    if version != "latest" && !number {
         return Err("a version is a number or latest".into());
     }
     Ok(GcpSecret {
@@ -245,6 +225,31 @@ fn parse_gcp(rest: &str) -> Result<GcpSecret, String> {
     })
 }
 
+/// A GCP project id (`[a-z][a-z0-9-]{4,28}[a-z0-9]`), optionally scoped by a domain
+/// (`example.com:my-project`), or a project number.
+fn is_gcp_project(project: &str) -> bool {
+    let id = |s: &str| {
+        (6..=30).contains(&s.len())
+            && s.starts_with(|c: char| c.is_ascii_lowercase())
+            && !s.ends_with('-')
+            && s.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    };
+    let label = |l: &str| {
+        (1..=63).contains(&l.len())
+            && l.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    };
+    let number = (1..=20).contains(&project.len()) && project.chars().all(|c| c.is_ascii_digit());
+    match project.split_once(':') {
+        Some((domain, project)) => domain.len() <= 253 && domain.split('.').all(label) && id(project),
+        None => number || id(project),
+    }
+}
+
+/// Key Vault's host for `vault` in the public cloud, the one kiln reads by default.
+const KEY_VAULT_SUFFIX: &str = ".vault.azure.net";
+
 fn parse_key_vault(rest: &str) -> Result<KeyVaultSecret, String> {
     let (vault, path) = match rest.strip_prefix("https://") {
         Some(url) => {
@@ -252,6 +257,14 @@ fn parse_key_vault(rest: &str) -> Result<KeyVaultSecret, String> {
                 .split_once('/')
                 .ok_or("give https://VAULT.vault.azure.net/secrets/NAME")?;
             let vault = host.split('.').next().unwrap_or("");
+            if !host
+                .get(vault.len()..)
+                .is_some_and(|suffix| suffix.eq_ignore_ascii_case(KEY_VAULT_SUFFIX))
+            {
+                return Err(
+                    "a secret identifier's host is VAULT.vault.azure.net (else give VAULT/NAME)".into(),
+                );
+            }
             let path = path
                 .strip_prefix("secrets/")
                 .ok_or("a secret identifier's path is /secrets/NAME[/VERSION]")?;
@@ -265,15 +278,20 @@ fn parse_key_vault(rest: &str) -> Result<KeyVaultSecret, String> {
     if parts.next().is_some() {
         return Err("give VAULT/NAME[/VERSION]".into());
     }
-    if !(3..=24).contains(&vault.len()) || !vault.chars().all(|c| is_name_char(c, "-")) {
-        return Err("a vault name is 3 to 24 letters, digits and '-'".into());
+    let vault_ok = (3..=24).contains(&vault.len())
+        && vault.chars().all(|c| is_name_char(c, "-"))
+        && vault.starts_with(|c: char| c.is_ascii_alphabetic())
+        && !vault.ends_with('-')
+        && !vault.contains("--");
+    if !vault_ok {
+        return Err("a vault name is 3 to 24 letters, digits and '-', starting with a letter".into());
     }
     if name.is_empty() || name.len() > 127 || !name.chars().all(|c| is_name_char(c, "-")) {
         return Err("a secret name is 1 to 127 letters, digits and '-'".into());
     }
     if version
         .as_deref()
-        .is_some_and(|v| v.is_empty() || !v.chars().all(|c| c.is_ascii_alphanumeric()))
+        .is_some_and(|v| v.is_empty() || v.len() > 64 || !v.chars().all(|c| c.is_ascii_alphanumeric()))
     {
         return Err("a version is letters and digits".into());
     }
@@ -328,13 +346,13 @@ mod tests {
             (
                 "arn:aws:ssm:eu-west-1:123456789012:parameter/app/db:2".into(),
                 "/app/db".into(),
-                Some("eu-west-1".into())
+                Region::parse("eu-west-1").ok()
             )
         );
         assert!(error("ssm:").contains("parameter name"));
         assert!(error("ssm:/app/").contains("parameter name"));
         assert!(error("ssm:/app/db:").contains("version number or a label"));
-        assert!(error("ssm:arn:aws:s3:::bucket").contains("arn:aws:ssm"));
+        assert!(error("ssm:arn:aws:s3:::bucket").contains("arn:PARTITION:ssm"));
     }
 
     #[test]
@@ -359,7 +377,7 @@ mod tests {
             "arn:aws:secretsmanager:us-east-1:123456789012:secret:app/rds-AbCdEf"
         );
         assert_eq!(arn.json_key.as_deref(), Some("password"));
-        assert_eq!(arn.region.as_deref(), Some("us-east-1"));
+        assert_eq!(arn.region.as_ref().map(Region::as_str), Some("us-east-1"));
         assert!(error("secretsmanager:a:k:STAGE:id").contains("not both"));
         assert!(error("secretsmanager:a:1:2:3:4").contains("at most"));
     }
@@ -367,17 +385,17 @@ mod tests {
     #[test]
     fn gcp_and_key_vault() {
         assert_eq!(
-            parse("gcp:projects/p1/secrets/db"),
+            parse("gcp:projects/proj-1/secrets/db"),
             Target::Gcp(GcpSecret {
-                project: "p1".into(),
+                project: "proj-1".into(),
                 secret: "db".into(),
                 version: "latest".into()
             })
         );
         assert!(
-            matches!(parse("gcp:secretmanager:projects/p1/secrets/db/versions/3"), Target::Gcp(g) if g.version == "3")
+            matches!(parse("gcp:secretmanager:projects/proj-1/secrets/db/versions/3"), Target::Gcp(g) if g.version == "3")
         );
-        assert!(error("gcp:projects/p1/db").contains("projects/PROJECT"));
+        assert!(error("gcp:projects/proj-1/db").contains("projects/PROJECT"));
         assert_eq!(
             parse("keyvault:my-vault/db-password"),
             Target::KeyVault(KeyVaultSecret {
@@ -391,5 +409,81 @@ mod tests {
             Target::KeyVault(k) if k.vault == "my-vault" && k.version.as_deref() == Some("0123abcd")
         ));
         assert!(error("keyvault:v/db").contains("vault name"));
+    }
+
+    #[test]
+    fn a_hostile_arn_is_refused_without_being_quoted() {
+        for (value, why) in [
+            (
+                "ssm:arn:aws:ssm:x@127.0.0.1/:123456789012:parameter/app/db",
+                "the ARN's region is not an AWS region (e.g. eu-west-1)",
+            ),
+            (
+                "ssm:arn:aws:ssm:eu-west-1.evil.example:123456789012:parameter/app/db",
+                "the ARN's region is not an AWS region (e.g. eu-west-1)",
+            ),
+            (
+                "secretsmanager:arn:aws:secretsmanager:x@127.0.0.1:9/:123456789012:secret:app/rds",
+                "the ARN's region is not an AWS region (e.g. eu-west-1)",
+            ),
+            (
+                "ssm:arn:aws:ssm:eu-west-1:evil:parameter/app/db",
+                "the ARN's account is not 12 digits",
+            ),
+            (
+                "secretsmanager:arn:aws:secretsmanager:us-east-1:123456789012:secret:a#b",
+                "a secret name is 1 to 512 letters, digits and '/_+=.@-'",
+            ),
+        ] {
+            let e = error(value);
+            let scheme = value.split(':').next().unwrap();
+            assert_eq!(
+                e,
+                format!("the value is not a valid {scheme} reference: {why}"),
+                "{value}"
+            );
+            assert!(!e.contains("127.0.0.1") && !e.contains("evil"), "{e}");
+        }
+        assert!(matches!(
+            parse("ssm:arn:aws-cn:ssm:cn-north-1:123456789012:parameter/db"),
+            Target::Ssm(p) if p.region.as_ref().unwrap().partition() == crate::aws::Partition::AwsCn
+        ));
+    }
+
+    #[test]
+    fn gcp_and_key_vault_names_that_reach_a_url_follow_their_grammar() {
+        assert!(
+            matches!(parse("gcp:projects/123456789/secrets/db"), Target::Gcp(g) if g.project == "123456789")
+        );
+        assert!(matches!(
+            parse("gcp:projects/example.com:my-project/secrets/db_url-2"),
+            Target::Gcp(g) if g.project == "example.com:my-project"
+        ));
+        for bad in [
+            "gcp:projects/../secrets/db",
+            "gcp:projects/proj-1/secrets/..",
+            "gcp:projects/proj-1/secrets/db/versions/..",
+            "gcp:projects/My-Project/secrets/db",
+            "gcp:projects/evil.com@x/secrets/db",
+            "gcp:projects/short/secrets/db",
+            "gcp:projects/p1%2f/secrets/db",
+        ] {
+            assert!(Reference::parse(bad, &config("")).unwrap().is_err(), "{bad}");
+        }
+        for bad in [
+            "keyvault:https://my-vault.evil.example/secrets/db",
+            "keyvault:https://my-vault.vault.azure.net.evil.example/secrets/db",
+            "keyvault:https://my-vault.vault.azure.net:8443/secrets/db",
+            "keyvault:-vault/db",
+            "keyvault:my--vault/db",
+            "keyvault:9vault/db",
+            "keyvault:my-vault/..",
+        ] {
+            assert!(Reference::parse(bad, &config("")).unwrap().is_err(), "{bad}");
+        }
+        assert!(matches!(
+            parse("keyvault:https://My-Vault.VAULT.azure.net/secrets/db"),
+            Target::KeyVault(k) if k.vault == "My-Vault"
+        ));
     }
 }

@@ -3,6 +3,8 @@
 //! capped exponential backoff, inside the deadline.
 
 use super::{Failure, Stores};
+use crate::http_client::BodyError;
+use reqwest::Url;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -24,7 +26,7 @@ pub(super) struct Answer {
 pub(super) async fn get(
     stores: &Stores,
     what: &str,
-    url: &str,
+    url: Url,
     token: &str,
     deadline: Instant,
 ) -> Result<Answer, Failure> {
@@ -33,7 +35,7 @@ pub(super) async fn get(
     loop {
         attempts += 1;
         let remaining = deadline.saturating_duration_since(Instant::now());
-        let reason = match attempt(stores, url, token, remaining.min(REQUEST_TIMEOUT)).await {
+        let reason = match attempt(stores, &url, token, remaining.min(REQUEST_TIMEOUT)).await {
             Ok(answer) if !(answer.status >= 500 || answer.status == 429) => return Ok(answer),
             Ok(answer) => format!("answered {}", answer.status),
             Err(reason) => reason,
@@ -54,14 +56,14 @@ pub(super) async fn get(
     }
 }
 
-async fn attempt(stores: &Stores, url: &str, token: &str, timeout: Duration) -> Result<Answer, String> {
+async fn attempt(stores: &Stores, url: &Url, token: &str, timeout: Duration) -> Result<Answer, String> {
     if timeout.is_zero() {
         return Err("the deadline passed".into());
     }
     stores.requests.fetch_add(1, Ordering::Relaxed);
     let mut response = stores
         .http
-        .get(url)
+        .get(url.clone())
         .bearer_auth(token)
         .header("accept", "application/json")
         .timeout(timeout)
@@ -69,18 +71,26 @@ async fn attempt(stores: &Stores, url: &str, token: &str, timeout: Duration) -> 
         .await
         .map_err(|e| crate::http_client::root_cause(&e))?;
     let status = response.status().as_u16();
-    let mut body = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|e| crate::http_client::root_cause(&e))?
-    {
-        if body.len() + chunk.len() > BODY_LIMIT {
-            return Err(format!("answer is over the {BODY_LIMIT} byte limit"));
-        }
-        body.extend_from_slice(&chunk);
-    }
+    let body = match crate::http_client::read_body(&mut response, BODY_LIMIT).await {
+        Ok(body) => body,
+        Err(BodyError::TooLong(limit)) => return Err(format!("answer is over the {limit} byte limit")),
+        Err(BodyError::Read(e)) => return Err(crate::http_client::root_cause(&e)),
+    };
     Ok(Answer { status, body })
+}
+
+/// `base` (an endpoint, which may carry a path) with `segments` appended, each percent-encoded
+/// as one path segment: a name can neither add a segment nor leave the endpoint's path.
+pub(super) fn url(base: &str, segments: &[&str]) -> Result<Url, String> {
+    let mut url = Url::parse(base)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+        .ok_or("not an http(s) URL")?;
+    url.path_segments_mut()
+        .map_err(|()| "not a base URL")?
+        .pop_if_empty()
+        .extend(segments);
+    Ok(url)
 }
 
 /// `{"error": {"code", "message", "status"}}`, the shape both Google and Azure use: the code
@@ -94,10 +104,25 @@ pub(super) fn error(answer: &Answer, code_field: &str) -> (Option<String>, Strin
             .and_then(|v| v.as_str())
             .map(|s| s.split_whitespace().collect::<Vec<_>>().join(" "))
     };
-    let message = field("message").unwrap_or_default();
-    let message = match message.char_indices().nth(300) {
-        Some((cut, _)) => format!("{}…", &message[..cut]),
-        None => message,
-    };
-    (field(code_field), message)
+    let message = crate::terminal::peer_text(&field("message").unwrap_or_default());
+    (field(code_field).map(|c| crate::terminal::peer_word(&c)), message)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn names_are_path_segments_of_the_endpoint() {
+        let url = super::url(
+            "http://127.0.0.1:9/prefix/",
+            &["secrets", "a/b?c#d", "..", "v:access"],
+        )
+        .unwrap();
+        assert_eq!(
+            url.as_str(),
+            "http://127.0.0.1:9/prefix/secrets/a%2Fb%3Fc%23d/v:access"
+        );
+        let url = super::url("https://secretmanager.googleapis.com", &["v1", "projects", "p"]).unwrap();
+        assert_eq!(url.as_str(), "https://secretmanager.googleapis.com/v1/projects/p");
+        assert!(super::url("not a url", &["x"]).is_err());
+    }
 }

@@ -7,7 +7,7 @@
 
 use super::reference::{SecretsManagerSecret, Target};
 use super::{Failure, Reference, Stores};
-use crate::aws::SECRETS_MANAGER;
+use crate::aws::{Region, SECRETS_MANAGER};
 use base64::Engine;
 use futures_util::future::join_all;
 use serde::{Deserialize, Serialize};
@@ -77,7 +77,7 @@ impl SecretValueAnswer {
 type Results = Vec<(Reference, Result<String, Failure>)>;
 
 /// A secret at a version, in a region (the ARN's, or None for the default).
-type Call<'a> = (Option<&'a str>, GetSecretValue<'a>);
+type Call<'a> = (Option<&'a Region>, GetSecretValue<'a>);
 
 /// Each secret to read and the references it serves.
 type Calls<'a> = BTreeMap<Call<'a>, Vec<(&'a Reference, &'a SecretsManagerSecret)>>;
@@ -94,10 +94,7 @@ pub(super) async fn resolve(stores: &Stores, references: Vec<&Reference>, deadli
                 version_stage: s.version_stage.as_deref(),
                 version_id: s.version_id.as_deref(),
             };
-            calls
-                .entry((s.region.as_deref(), input))
-                .or_default()
-                .push((r, s));
+            calls.entry((s.region.as_ref(), input)).or_default().push((r, s));
         }
     }
     let texts = fetch(stores, calls.keys().cloned().collect(), deadline).await;
@@ -121,7 +118,7 @@ async fn fetch<'a>(stores: &Stores, calls: Vec<Call<'a>>, deadline: Instant) -> 
     let (current, versioned): (Vec<Call>, Vec<Call>) = calls
         .into_iter()
         .partition(|(_, input)| input.version_stage.is_none() && input.version_id.is_none());
-    let mut by_region: BTreeMap<Option<&str>, Vec<Call>> = BTreeMap::new();
+    let mut by_region: BTreeMap<Option<&Region>, Vec<Call>> = BTreeMap::new();
     for call in current {
         by_region.entry(stores.region(call.0)).or_default().push(call);
     }

@@ -8,8 +8,8 @@
 
 use super::reference::{SsmParameter, Target};
 use super::{Failure, Reference, Stores, variable_name};
-use crate::aws::{Api, SSM};
-use crate::env::SecretValue;
+use crate::aws::{Api, Region, SSM};
+use crate::env::{ExecLimits, SecretValue};
 use futures_util::future::join_all;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -67,11 +67,11 @@ type Results = Vec<(Reference, Result<String, Failure>)>;
 
 /// Every SSM reference, batched per region, batches concurrently.
 pub(super) async fn resolve(stores: &Stores, references: Vec<&Reference>, deadline: Instant) -> Results {
-    let mut by_region: BTreeMap<Option<&str>, Vec<(&Reference, &SsmParameter)>> = BTreeMap::new();
+    let mut by_region: BTreeMap<Option<&Region>, Vec<(&Reference, &SsmParameter)>> = BTreeMap::new();
     for r in &references {
         if let Target::Ssm(p) = &r.target {
             by_region
-                .entry(stores.region(p.region.as_deref()))
+                .entry(stores.region(p.region.as_ref()))
                 .or_default()
                 .push((r, p));
         }
@@ -180,28 +180,46 @@ fn pick(answer: &GetParametersAnswer, wanted: &SsmParameter) -> Result<String, F
         })
 }
 
-/// Every parameter directly under `path`, as variables (chamber's naming), page by page.
+/// The most pages of one `ssm_paths` path (10 parameters each: SSM's own quota of standard
+/// parameters per region is 10 000). A store that always has another page is refused here, or
+/// sooner by the size bound, not paged until the deadline.
+const MAX_PAGES: usize = 1000;
+
+/// Every parameter directly under `path`, as variables (chamber's naming), page by page, while
+/// they fit what a service's exec can carry ([`ExecLimits`]) and within [`MAX_PAGES`].
 pub(super) async fn load_path(
     stores: &Stores,
     path: &str,
     deadline: Instant,
 ) -> Result<Vec<(String, SecretValue)>, Failure> {
     let api = stores.aws(&SSM, None)?;
-    let mut loaded = Vec::new();
-    let mut next_token = None;
+    let limit = ExecLimits::of_this_machine().total;
+    let refused = |why: String| Failure::new(format!("ssm GetParametersByPath: {why}: refused"));
+    let (mut loaded, mut bytes, mut pages) = (Vec::new(), 0u64, 0usize);
+    let mut next_token: Option<String> = None;
     loop {
         let input = GetParametersByPath {
             path,
             recursive: false,
             with_decryption: true,
             max_results: BATCH,
-            next_token: next_token.take(),
+            next_token: next_token.clone(),
         };
         let page: GetParametersByPathAnswer = api.json("GetParametersByPath", &input, deadline).await?;
+        pages += 1;
         for p in page.parameters {
+            let name = variable_name(&p.name);
+            // As the environment counts it: NAME=value, its NUL, and a pointer.
+            bytes = bytes.saturating_add(u64::try_from(name.len() + p.value.len() + 10).unwrap_or(u64::MAX));
+            if bytes > limit {
+                return Err(refused(format!(
+                    "the parameters under it are over {limit} bytes, more than a service's exec can carry \
+                     (a quarter of the stack limit), after {pages} pages"
+                )));
+            }
             let reference = format!("ssm:{}", p.name);
             loaded.push((
-                variable_name(&p.name),
+                name,
                 SecretValue {
                     value: p.value,
                     reference,
@@ -209,8 +227,17 @@ pub(super) async fn load_path(
             ));
         }
         match page.next_token.filter(|t| !t.is_empty()) {
-            Some(token) => next_token = Some(token),
             None => return Ok(loaded),
+            Some(token) if next_token.as_ref() == Some(&token) => {
+                return Err(refused("the store gave the same NextToken twice".into()));
+            }
+            Some(_) if pages >= MAX_PAGES => {
+                return Err(refused(format!(
+                    "more than {MAX_PAGES} pages ({} parameters) and still a NextToken",
+                    MAX_PAGES * BATCH
+                )));
+            }
+            Some(token) => next_token = Some(token),
         }
     }
 }
