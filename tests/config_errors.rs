@@ -1,7 +1,8 @@
 //! A broken config is a clear error naming the place, from `kiln check` and from `kiln boot`, and
 //! `kiln boot` starts nothing. Every problem after parsing is listed at once.
 
-use std::process::Command;
+use std::path::Path;
+use std::process::{Command, Output};
 use std::time::Duration;
 use testkit::example::Example;
 use testkit::peers::{Kiln, tagged_processes};
@@ -171,4 +172,47 @@ fn a_good_config_checks_clean() {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("ok (3 services, 4 processes)"));
+}
+
+/// `kiln check --config FILE` with its address space bounded to 1 GiB (a kiln that reads
+/// `/dev/zero` whole must fail here, not take the machine's memory), killed after 20 s (a kiln
+/// that blocks on a FIFO).
+fn check_bounded(config: &Path) -> Output {
+    Command::new("prlimit")
+        .args([
+            "--as=1073741824",
+            "--",
+            "timeout",
+            "-s",
+            "KILL",
+            "20",
+            KILN,
+            "check",
+            "--config",
+        ])
+        .arg(config)
+        .output()
+        .unwrap()
+}
+
+/// `--config` that is not a small regular file: `/dev/zero` was read until memory ran out, a
+/// FIFO blocked the read, a large file was read whole. Each is refused at once, naming why.
+#[test]
+fn a_config_that_is_not_a_small_regular_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("kiln.toml.fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let big = dir.path().join("big.toml");
+    std::fs::write(&big, "#".repeat((1 << 20) + 1)).unwrap();
+    for (path, why) in [
+        (Path::new("/dev/zero"), "not a regular file (a character device)"),
+        (&fifo, "not a regular file (a FIFO)"),
+        (dir.path(), "not a regular file (a directory)"),
+        (&big, "over 1 MiB: a kiln.toml is a few KiB; is this the config?"),
+    ] {
+        let out = check_bounded(path);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(78), "{}: {stderr}", path.display());
+        assert_eq!(stderr, format!("kiln check: {}: {why}\n", path.display()));
+    }
 }

@@ -10,6 +10,7 @@
 
 mod duration;
 mod env;
+mod file;
 pub mod lb;
 mod lifecycle;
 mod metadata;
@@ -178,7 +179,7 @@ impl Config {
             file: path.to_path_buf(),
             problems,
         };
-        let text = std::fs::read_to_string(path).map_err(|e| fail(vec![format!("cannot read: {e}")]))?;
+        let text = file::read(path).map_err(|e| fail(vec![e]))?;
         Self::parse(&text).map_err(fail)
     }
 
