@@ -17,7 +17,11 @@ fn refused(edit: impl FnOnce(String) -> String, message: &str) {
 /// Breaks the example with `edit`, then checks both commands refuse it naming every one of
 /// `messages`, and that `kiln status` explains the refusal.
 fn refused_with(edit: impl FnOnce(String) -> String, messages: &[&str]) {
-    let ex = Example::render();
+    refused_in(Example::render(), edit, messages);
+}
+
+/// [`refused_with`] on an example rendered by the caller (for messages that name its paths).
+fn refused_in(ex: Example, edit: impl FnOnce(String) -> String, messages: &[&str]) {
     ex.edit_config(|c| {
         let edited = edit(c.clone());
         assert_ne!(edited, c, "the edit changed nothing");
@@ -172,6 +176,106 @@ fn a_good_config_checks_clean() {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("ok (3 services, 4 processes)"));
+}
+
+/// A probe URL the probe's HTTP client cannot parse passed `kiln check`; every boot then
+/// refused it (invalid authority), as a failed boot that stayed up instead of exit 78.
+#[test]
+fn an_http_probe_url_the_probe_cannot_use() {
+    refused(
+        |c| {
+            let at = c.find("http = \"http://").unwrap();
+            let end = at + c[at..].find('\n').unwrap();
+            format!("{}http = \"http://[::1:80/x\"{}", &c[..at], &c[end..])
+        },
+        "[[service]] #2 \"nginx\": [service.ready] http = \"http://[::1:80/x\": invalid authority",
+    );
+}
+
+/// A probe every nanosecond never passes (a check takes longer than its timeout) and forks
+/// without a pause: both have a floor, named with the key.
+#[test]
+fn a_probe_period_or_timeout_of_one_nanosecond() {
+    refused_with(
+        |c| {
+            c.replacen("period = \"100ms\"", "period = \"1ns\"", 1).replacen(
+                "timeout = \"1s\"",
+                "timeout = \"1ns\"",
+                1,
+            )
+        },
+        &[
+            "[[service]] #1 \"php-fpm\": [service.startup] period = \"1ns\": at least \"100ms\"",
+            "[[service]] #1 \"php-fpm\": [service.startup] timeout = \"1ns\": at least \"10ms\"",
+        ],
+    );
+}
+
+/// A state directory inside a sealed path: every boot wrote its files there, then found them as
+/// drift from the seal.
+#[test]
+fn a_state_dir_inside_a_sealed_path() {
+    let ex = Example::render();
+    let run_dir = ex.run_dir.display().to_string();
+    let sealed = format!("\n[seal]\npaths = [\"{run_dir}\"]\n");
+    let message = format!(
+        "[control] state_dir {run_dir}/kiln: inside the sealed path {run_dir} ([seal] paths): kiln writes there at every boot, which the seal would take for drift; move it out of the seal (under /run) or list it in [seal] exclude"
+    );
+    refused_in(ex, |c| c + &sealed, &[&message]);
+}
+
+/// A control socket path over `sun_path` (108 bytes with its NUL) could never be bound: the
+/// boot failed to serve, after `kiln check` passed.
+#[test]
+fn a_control_socket_path_too_long_to_bind() {
+    let ex = Example::render();
+    let socket = ex.socket().display().to_string();
+    let long = socket.replace("control.sock", &format!("{}.sock", "s".repeat(100)));
+    let message = format!(
+        "[control] socket = \"{long}\": {} bytes, over the 107 a unix socket path may have",
+        long.len()
+    );
+    refused_in(ex, |c| c.replace(&socket, &long), &[&message]);
+}
+
+/// An agent port on every address beside a health port on one: the same port, so the second
+/// bind of every boot failed; only an equal address was refused.
+#[test]
+fn an_agent_port_that_takes_the_health_port() {
+    let ex = Example::render();
+    let health = ex.health_addr;
+    let edit = |c: String| {
+        c.replace(
+            &format!("listen = \"{health}\""),
+            &format!(
+                "listen = \"{health}\"\nagent_listen = \"0.0.0.0:{}\"",
+                health.port()
+            ),
+        )
+    };
+    refused_in(ex, edit, &["[health] agent_listen must differ from listen"]);
+}
+
+/// URLs were checked for their scheme only; one the HTTP client cannot parse failed at boot.
+#[test]
+fn an_endpoint_the_http_client_cannot_parse() {
+    refused(
+        |c| c.replace("[metadata]\n", "[metadata]\nendpoint = \"http://[::1:80\"\n"),
+        "[metadata] endpoint = \"http://[::1:80\": not a URL: invalid IPv6 address",
+    );
+}
+
+/// A required variable that defaults, tags, user-data and secrets may not set (denied, or of the
+/// reserved prefix) failed every boot after the metadata fetch.
+#[test]
+fn a_required_variable_nothing_may_set() {
+    refused_with(
+        |c| c + "\n[env]\nrequired = [\"LD_PRELOAD\", \"KILN_ZONE\"]\n",
+        &[
+            "[env] required: LD_PRELOAD is denied (built-in deny LD_*: dynamic loader: LD_PRELOAD, LD_AUDIT, LD_LIBRARY_PATH load code into every process), so nothing can set it",
+            "[env] required: KILN_ZONE: the KILN_ prefix is reserved for instance facts, so nothing can set it",
+        ],
+    );
 }
 
 /// `kiln check --config FILE` with its address space bounded to 1 GiB (a kiln that reads

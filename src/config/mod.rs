@@ -15,11 +15,13 @@ pub mod lb;
 mod lifecycle;
 mod metadata;
 mod metrics;
+mod probe;
 mod seal;
 mod secrets;
 mod service;
 mod signal;
 mod size;
+mod url;
 mod validate;
 
 pub use duration::HumanDuration;
@@ -28,11 +30,10 @@ pub use lb::LbConfig;
 pub use lifecycle::{LifecycleConfig, NoticeAction};
 pub use metadata::{MetadataConfig, ProviderKind, USER_DATA_LIMIT_MAX, UserDataFormat};
 pub use metrics::MetricsConfig;
+pub use probe::{FastCgiSocket, HttpTarget, PERIOD_MIN, ProbeConfig, ProbeTarget, TIMEOUT_MIN};
 pub use seal::{OnDrift, Release, SealConfig};
 pub use secrets::{Scheme, SecretsConfig};
-pub use service::{
-    FastCgiSocket, MEMORY_MAX_MIN, ProbeConfig, ProbeTarget, RestartPolicy, ServiceConfig, StopSignalTo,
-};
+pub use service::{MEMORY_MAX_MIN, RestartPolicy, ServiceConfig, StopSignalTo};
 pub use signal::SignalName;
 pub use size::ByteSize;
 
@@ -101,7 +102,29 @@ pub struct ControlConfig {
     pub state_dir: PathBuf,
 }
 
+/// The longest path a unix socket may have: `sun_path` holds 108 bytes, the last one a NUL.
+const SOCKET_PATH_MAX: usize = 107;
+
 impl ControlConfig {
+    /// What is wrong with the paths themselves, whatever the machine: relative, or a socket path
+    /// the kernel cannot bind.
+    fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        for (key, path) in [("state_dir", &self.state_dir), ("socket", &self.socket)] {
+            if !path.is_absolute() {
+                problems.push(format!("[control] {key} = {path:?}: must be an absolute path"));
+            }
+        }
+        let len = self.socket.as_os_str().len();
+        if len > SOCKET_PATH_MAX {
+            problems.push(format!(
+                "[control] socket = {:?}: {len} bytes, over the {SOCKET_PATH_MAX} a unix socket path may have",
+                self.socket
+            ));
+        }
+        problems
+    }
+
     /// Every problem of the runtime directories as they are on this machine now (see
     /// [`crate::state_dir`]); `kiln check` reports them with the config's, `kiln boot` creates
     /// what is missing and refuses the same.

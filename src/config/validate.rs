@@ -3,7 +3,7 @@
 //! its place (`[[service]] #2 "nginx": after: unknown service "php"`), so that one `kiln check`
 //! lists everything to fix.
 
-use super::{Config, HumanDuration, ProbeConfig, ServiceConfig};
+use super::{Config, ProbeConfig, ServiceConfig};
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::os::unix::fs::PermissionsExt;
@@ -14,15 +14,15 @@ const FALLBACK_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/
 /// Every problem of a parsed config, in file order; empty when it can be used.
 pub(super) fn check(config: &Config) -> Vec<String> {
     let mut problems = Vec::new();
-    if config.health.agent_listen == Some(config.health.listen) {
+    if let Some(agent) = config.health.agent_listen
+        && super::metrics::same_port(agent, config.health.listen)
+    {
         problems.push("[health] agent_listen must differ from listen".into());
     }
-    for (key, path) in [
-        ("state_dir", &config.control.state_dir),
-        ("socket", &config.control.socket),
-    ] {
-        if !path.is_absolute() {
-            problems.push(format!("[control] {key} = {path:?}: must be an absolute path"));
+    problems.extend(config.control.problems());
+    for (key, dir) in config.control.runtime_dirs() {
+        if let Err(e) = config.seal.check_outside(dir) {
+            problems.push(format!("[control] {key} {}: {e}", dir.display()));
         }
     }
     if let Some(metrics) = &config.metrics {
@@ -186,29 +186,7 @@ fn probe_problems(p: &ProbeConfig, path: Option<&str>) -> Vec<String> {
         Ok(_) => {}
         Err(e) => problems.push(e),
     }
-    if p.period.get().is_zero() || p.timeout.get().is_zero() {
-        problems.push("period and timeout must be above zero".into());
-    }
-    if p.failure_threshold == 0 || p.success_threshold == 0 {
-        problems.push("failure_threshold and success_threshold must be at least 1".into());
-    }
-    // The runner waits `period` times a threshold: the startup budget, the time to flip.
-    for (key, count) in [
-        ("failure_threshold", p.failure_threshold),
-        ("success_threshold", p.success_threshold),
-    ] {
-        let within = p
-            .period
-            .get()
-            .checked_mul(count)
-            .is_some_and(|total| total <= HumanDuration::MAX.get());
-        if !within {
-            problems.push(format!(
-                "period (\"{}\") × {key} ({count}) is over \"10y\": lower one of them",
-                p.period
-            ));
-        }
-    }
+    problems.extend(p.timing_problems());
     problems
 }
 
