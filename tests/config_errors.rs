@@ -1,5 +1,6 @@
 //! A broken config is a clear error naming the place, from `kiln check` and from `kiln boot`, and
-//! `kiln boot` starts nothing. Every problem after parsing is listed at once.
+//! `kiln boot` starts nothing. Every problem but a TOML syntax error is listed at once: values
+//! serde refuses and unknown keys with the others.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -176,6 +177,43 @@ fn a_good_config_checks_clean() {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("ok (3 services, 4 processes)"));
+}
+
+/// The 1-based line of the first line of `text` that starts with `start`.
+fn line_of(text: &str, start: &str) -> usize {
+    text.lines().position(|l| l.starts_with(start)).expect(start) + 1
+}
+
+/// The case: a bad duration came alone as a TOML error, hiding every other problem.
+/// Values are read after the structure: the bad value, an unknown key, a string where a list
+/// goes and the checks' own problems come in one list, each with its place (and its line).
+#[test]
+fn a_bad_value_comes_with_every_other_problem() {
+    let ex = Example::render();
+    let edit = |c: String| {
+        c.replacen("stop_timeout = \"10s\"", "stop_timeout = \"10 parsecs\"", 1)
+            .replace("replicas = 2", "replicas = 2\ncolour = \"red\"")
+            .replace("after = [\"php-fpm\"]", "after = [\"php\"]")
+            .replacen("expect = \"pong\"", "expect = [\"pong\"]", 1)
+    };
+    let edited = edit(ex.config());
+    let stop_timeout = line_of(&edited, "stop_timeout = \"10 parsecs\"");
+    let colour = line_of(&edited, "colour = ");
+    let expect = line_of(&edited, "expect = [");
+    let messages = [
+        format!(
+            "[[service]] #1 \"php-fpm\": stop_timeout: invalid duration \"10 parsecs\" (unknown time unit \"parsecs\", supported units: ns, us/µs, ms, sec, min, hours, days, weeks, months, years (and few variations)): write a number and a unit, like \"250ms\", \"20s\" or \"5m\" (line {stop_timeout})"
+        ),
+        format!(
+            "[[service]] #1 \"php-fpm\": [service.startup] expect: invalid type: sequence, expected a string (line {expect})"
+        ),
+        format!(
+            "[[service]] #3 \"worker\": colour: unknown field `colour`, expected one of `name`, `command`, `after`, `user`, `group`, `working_dir`, `env`, `env_allow`, `stop_signal`, `stop_signal_to`, `stop_timeout`, `restart`, `restart_delay`, `restart_delay_max`, `replicas`, `ready_after`, `memory_max`, `cpu_weight`, `tasks_max`, `startup`, `ready`, `live` (line {colour})"
+        ),
+        "[[service]] #2 \"nginx\": after: unknown service \"php\"".to_string(),
+    ];
+    let messages: Vec<&str> = messages.iter().map(String::as_str).collect();
+    refused_in(ex, edit, &messages);
 }
 
 /// A probe URL the probe's HTTP client cannot parse passed `kiln check`; every boot then

@@ -16,6 +16,7 @@ mod lifecycle;
 mod metadata;
 mod metrics;
 mod probe;
+mod read;
 mod seal;
 mod secrets;
 mod service;
@@ -206,13 +207,15 @@ impl Config {
         Self::parse(&text).map_err(fail)
     }
 
-    /// Parses and checks config text. A syntax or type error is one problem (the parser stops
-    /// there); after parsing, every problem is collected.
+    /// Parses and checks config text. A TOML syntax error is one problem (the parser stops
+    /// there); otherwise every problem is collected: the values serde refuses and unknown keys
+    /// first, in file order, then what the checks find.
     pub fn parse(text: &str) -> Result<Config, Vec<String>> {
-        let config: Config = toml::from_str(text).map_err(|e| vec![e.to_string().trim_end().to_string()])?;
-        let problems = validate::check(&config);
+        let read = read::read::<Config>(text)?;
+        let mut problems = read.problems;
+        problems.extend(validate::check(&read.value, &read.dropped));
         if problems.is_empty() {
-            Ok(config)
+            Ok(read.value)
         } else {
             Err(problems)
         }

@@ -169,8 +169,9 @@ impl ProbeConfig {
     }
 
     /// The timings' problems, each naming its key: below the minimums, and `period` times a
-    /// threshold (the runner's startup budget, its time to flip) over `"10y"`.
-    pub(super) fn timing_problems(&self) -> Vec<String> {
+    /// threshold (the runner's startup budget, its time to flip) over `"10y"`. The keys in
+    /// `dropped` were refused as written: their defaults are not weighed against the others.
+    pub(super) fn timing_problems(&self, dropped: &[&str]) -> Vec<String> {
         let mut problems = Vec::new();
         for (key, value, min) in [
             ("period", self.period, PERIOD_MIN),
@@ -187,6 +188,9 @@ impl ProbeConfig {
             ("failure_threshold", self.failure_threshold),
             ("success_threshold", self.success_threshold),
         ] {
+            if dropped.contains(&"period") || dropped.contains(&key) {
+                continue;
+            }
             let within = self
                 .period
                 .get()

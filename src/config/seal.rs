@@ -163,26 +163,18 @@ struct RawSealConfig {
     #[serde(default = "yes")]
     required: bool,
     #[serde(default)]
-    release: Option<String>,
+    release: Option<Release>,
 }
 
 impl TryFrom<RawSealConfig> for SealConfig {
     type Error = String;
 
     /// Only what makes the section meaningful; everything else is [`SealConfig::check`]'s, so that
-    /// `kiln check` lists every problem at once.
+    /// `kiln check` lists every problem at once. (The reader puts `[seal]` in front.)
     fn try_from(raw: RawSealConfig) -> Result<Self, String> {
         if raw.paths.is_empty() {
-            return Err("[seal] paths is empty: list the paths to seal, or remove the [seal] section".into());
+            return Err("paths is empty: list the paths to seal, or remove the [seal] section".into());
         }
-        // A label is a type of its own: parsed here, like a duration.
-        let release = raw
-            .release
-            .map(|text| {
-                text.parse::<Release>()
-                    .map_err(|e| format!("[seal] release: {e}"))
-            })
-            .transpose()?;
         Ok(SealConfig {
             paths: raw.paths,
             exclude: raw.exclude,
@@ -191,7 +183,7 @@ impl TryFrom<RawSealConfig> for SealConfig {
             rescan: raw.rescan,
             readonly: raw.readonly,
             required: raw.required,
-            release,
+            release: raw.release,
         })
     }
 }
@@ -327,15 +319,9 @@ mod tests {
     use super::*;
 
     fn parse(text: &str) -> Result<SealConfig, String> {
-        #[derive(Deserialize)]
-        struct Wrap {
-            seal: SealConfig,
-        }
-        let seal = toml::from_str::<Wrap>(text)
-            .map(|w| w.seal)
-            .map_err(|e| e.to_string())?;
-        seal.check().map_err(|problems| problems.join("\n"))?;
-        Ok(seal)
+        crate::config::Config::parse(text)
+            .map(|c| c.seal)
+            .map_err(|problems| problems.join("\n"))
     }
 
     #[test]

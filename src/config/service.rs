@@ -8,9 +8,12 @@ use std::path::PathBuf;
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceConfig {
-    /// Unique name; replicas are shown as `name#1`, `name#2`, ...
+    /// Unique name; replicas are shown as `name#1`, `name#2`, ... Required: a missing one reads
+    /// as empty, which the checks refuse (a missing key is then one problem among the others).
+    #[serde(default)]
     pub name: String,
-    /// Program and arguments, exec'd directly (no shell).
+    /// Program and arguments, exec'd directly (no shell). Required, as `name`.
+    #[serde(default)]
     pub command: Vec<String>,
     /// Services that must be ready before this one starts.
     #[serde(default)]
