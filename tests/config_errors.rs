@@ -1,6 +1,6 @@
 //! A broken config is a clear error naming the place, from `kiln check` and from `kiln boot`, and
 //! `kiln boot` starts nothing. Every problem but a TOML syntax error is listed at once: values
-//! serde refuses and unknown keys with the others.
+//! serde refuses and unknown keys with the others. What `kiln check` only warns about exits 0.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -357,4 +357,108 @@ fn a_config_that_is_not_a_small_regular_file() {
         assert_eq!(out.status.code(), Some(78), "{}: {stderr}", path.display());
         assert_eq!(stderr, format!("kiln check: {}: {why}\n", path.display()));
     }
+}
+
+/// `kiln check` on the example edited by `edit`: it passes, and says each of `warnings` (and
+/// nothing else) on stderr; `--strict` refuses the same list.
+fn warned(ex: &Example, edit: impl FnOnce(String) -> String, warnings: &[String]) {
+    ex.edit_config(edit);
+    let config = ex.config_path.to_str().unwrap();
+    let out = Command::new(KILN)
+        .args(["check", "--config", config])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let said: String = warnings
+        .iter()
+        .map(|w| format!("kiln check: {config}: warning: {w}\n"))
+        .collect();
+    assert_eq!(stderr, said);
+    let count = match warnings.len() {
+        1 => "1 warning".to_string(),
+        n => format!("{n} warnings"),
+    };
+    assert!(
+        stdout.contains(&format!("ok (3 services, 4 processes, {count})")),
+        "{stdout}"
+    );
+
+    let out = Command::new(KILN)
+        .args(["check", "--strict", "--config", config])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{stderr}");
+    for warning in warnings {
+        assert!(stderr.contains(&format!("{warning} (--strict)")), "{stderr}");
+    }
+}
+
+/// `env_allow` is no boundary for a service that runs as root (the tests run as root, so a
+/// service without `user` runs as kiln's user, root): root reads every environment.
+#[test]
+fn env_allow_as_root_is_a_warning() {
+    let ex = Example::render();
+    let env_file = ex.state_dir().join("env");
+    let warning = format!(
+        "[[service]] #2 \"nginx\": env_allow is no boundary: the service runs as root (no `user`: kiln's), who can read the whole environment ({}, /proc/PID/environ of every service); give it a user of its own",
+        env_file.display()
+    );
+    warned(
+        &ex,
+        |c| {
+            c.replace(
+                "after = [\"php-fpm\"]",
+                "after = [\"php-fpm\"]\nenv_allow = [\"APP_*\"]",
+            )
+        },
+        &[warning],
+    );
+}
+
+/// Nor for a service whose user also runs a service that gets more of the environment: a
+/// process can read the environment of another process of its user.
+#[test]
+fn env_allow_beside_a_wider_service_of_its_user_is_a_warning() {
+    let ex = Example::render();
+    warned(
+        &ex,
+        |c| {
+            c.replacen("name = \"php-fpm\"", "name = \"php-fpm\"\nuser = \"www-data\"", 1)
+                .replace(
+                    "after = [\"php-fpm\"]",
+                    "after = [\"php-fpm\"]\nuser = \"www-data\"\nenv_allow = [\"APP_*\"]",
+                )
+        },
+        &["[[service]] #2 \"nginx\": env_allow is no boundary: the service runs as \"www-data\", as [[service]] #1 \"php-fpm\" does, which gets more of the environment, and a process can read /proc/PID/environ of another of its user; give it a user of its own".to_string()],
+    );
+}
+
+/// A limit whose controller kiln would not have is refused by every boot here (tests/cgroup.rs):
+/// `kiln check` says so ahead, found the way the boot finds its controllers. On the CI layout the
+/// test process is at the top of cgroup2 (hybrid: no controllers), where kiln makes its tree.
+#[test]
+fn a_limit_kiln_would_not_have_the_controller_for_is_a_warning() {
+    let ex = Example::render();
+    let offers = testkit::cgroups::own_dir()
+        .unwrap()
+        .join("cgroup.subtree_control");
+    assert_eq!(
+        std::fs::read_to_string(&offers).unwrap().trim(),
+        "",
+        "not the CI layout"
+    );
+    let warning = format!(
+        "[[service]] #3 \"worker\": memory_max needs the memory controller, which a kiln booted here would not have ({} offers: none); kiln boot refuses a limit it cannot apply",
+        offers.display()
+    );
+    warned(
+        &ex,
+        |c| c.replace("replicas = 2", "replicas = 2\nmemory_max = \"256M\""),
+        &[warning],
+    );
 }

@@ -24,6 +24,7 @@ mod signal;
 mod size;
 mod url;
 mod validate;
+mod warnings;
 
 pub use duration::HumanDuration;
 pub use env::{BUILTIN_DENY, EnvConfig, RESERVED_PREFIX, check_name, glob_match, is_valid_name};

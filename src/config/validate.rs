@@ -55,7 +55,7 @@ fn within(section: &str, checked: Result<(), Vec<String>>) -> impl Iterator<Item
 }
 
 /// Where a service is in the file: `[[service]] #2 "nginx"` (1-based, as a person counts).
-struct ServicePlace<'a> {
+pub(super) struct ServicePlace<'a> {
     number: usize,
     name: &'a str,
 }
@@ -67,7 +67,7 @@ impl fmt::Display for ServicePlace<'_> {
 }
 
 /// `index` is 0-based.
-fn place(index: usize, service: &ServiceConfig) -> ServicePlace<'_> {
+pub(super) fn place(index: usize, service: &ServiceConfig) -> ServicePlace<'_> {
     ServicePlace {
         number: index.saturating_add(1),
         name: &service.name,
