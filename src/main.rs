@@ -18,10 +18,14 @@ enum Command {
         #[arg(long, default_value = kiln::config::DEFAULT_PATH)]
         config: PathBuf,
     },
-    /// Validate a config without starting anything (for image bakes).
+    /// Validate a config without starting anything (for image bakes). Exit code: 0 usable
+    /// (warnings printed), 78 not.
     Check {
         #[arg(long, default_value = kiln::config::DEFAULT_PATH)]
         config: PathBuf,
+        /// Refuse on warnings too (exit 78).
+        #[arg(long)]
+        strict: bool,
     },
     /// Fetch and check the environment without starting anything; print names and sources, never values.
     Env {
@@ -98,7 +102,7 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Boot { config } => kiln::boot::run(&config),
-        Command::Check { config } => kiln::commands::check::run(&config),
+        Command::Check { config, strict } => kiln::commands::check::run(&config, strict),
         Command::Env {
             config,
             all,

@@ -1,7 +1,9 @@
 //! A broken config is a clear error naming the place, from `kiln check` and from `kiln boot`, and
-//! `kiln boot` starts nothing. Every problem after parsing is listed at once.
+//! `kiln boot` starts nothing. Every problem but a TOML syntax error is listed at once: values
+//! serde refuses and unknown keys with the others. What `kiln check` only warns about exits 0.
 
-use std::process::Command;
+use std::path::Path;
+use std::process::{Command, Output};
 use std::time::Duration;
 use testkit::example::Example;
 use testkit::peers::{Kiln, tagged_processes};
@@ -16,7 +18,11 @@ fn refused(edit: impl FnOnce(String) -> String, message: &str) {
 /// Breaks the example with `edit`, then checks both commands refuse it naming every one of
 /// `messages`, and that `kiln status` explains the refusal.
 fn refused_with(edit: impl FnOnce(String) -> String, messages: &[&str]) {
-    let ex = Example::render();
+    refused_in(Example::render(), edit, messages);
+}
+
+/// [`refused_with`] on an example rendered by the caller (for messages that name its paths).
+fn refused_in(ex: Example, edit: impl FnOnce(String) -> String, messages: &[&str]) {
     ex.edit_config(|c| {
         let edited = edit(c.clone());
         assert_ne!(edited, c, "the edit changed nothing");
@@ -171,4 +177,288 @@ fn a_good_config_checks_clean() {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("ok (3 services, 4 processes)"));
+}
+
+/// The 1-based line of the first line of `text` that starts with `start`.
+fn line_of(text: &str, start: &str) -> usize {
+    text.lines().position(|l| l.starts_with(start)).expect(start) + 1
+}
+
+/// The issue's case: a bad duration came alone as a TOML error, hiding every other problem.
+/// Values are read after the structure: the bad value, an unknown key, a string where a list
+/// goes and the checks' own problems come in one list, each with its place (and its line).
+#[test]
+fn a_bad_value_comes_with_every_other_problem() {
+    let ex = Example::render();
+    let edit = |c: String| {
+        c.replacen("stop_timeout = \"10s\"", "stop_timeout = \"10 parsecs\"", 1)
+            .replace("replicas = 2", "replicas = 2\ncolour = \"red\"")
+            .replace("after = [\"php-fpm\"]", "after = [\"php\"]")
+            .replacen("expect = \"pong\"", "expect = [\"pong\"]", 1)
+    };
+    let edited = edit(ex.config());
+    let stop_timeout = line_of(&edited, "stop_timeout = \"10 parsecs\"");
+    let colour = line_of(&edited, "colour = ");
+    let expect = line_of(&edited, "expect = [");
+    let messages = [
+        format!(
+            "[[service]] #1 \"php-fpm\": stop_timeout: invalid duration \"10 parsecs\" (unknown time unit \"parsecs\", supported units: ns, us/µs, ms, sec, min, hours, days, weeks, months, years (and few variations)): write a number and a unit, like \"250ms\", \"20s\" or \"5m\" (line {stop_timeout})"
+        ),
+        format!(
+            "[[service]] #1 \"php-fpm\": [service.startup] expect: invalid type: sequence, expected a string (line {expect})"
+        ),
+        format!(
+            "[[service]] #3 \"worker\": colour: unknown field `colour`, expected one of `name`, `command`, `after`, `user`, `group`, `working_dir`, `env`, `env_allow`, `stop_signal`, `stop_signal_to`, `stop_timeout`, `restart`, `restart_delay`, `restart_delay_max`, `replicas`, `ready_after`, `memory_max`, `cpu_weight`, `tasks_max`, `startup`, `ready`, `live` (line {colour})"
+        ),
+        "[[service]] #2 \"nginx\": after: unknown service \"php\"".to_string(),
+    ];
+    let messages: Vec<&str> = messages.iter().map(String::as_str).collect();
+    refused_in(ex, edit, &messages);
+}
+
+/// A probe URL the probe's HTTP client cannot parse passed `kiln check`; every boot then
+/// refused it (invalid authority), as a failed boot that stayed up instead of exit 78.
+#[test]
+fn an_http_probe_url_the_probe_cannot_use() {
+    refused(
+        |c| {
+            let at = c.find("http = \"http://").unwrap();
+            let end = at + c[at..].find('\n').unwrap();
+            format!("{}http = \"http://[::1:80/x\"{}", &c[..at], &c[end..])
+        },
+        "[[service]] #2 \"nginx\": [service.ready] http = \"http://[::1:80/x\": invalid authority",
+    );
+}
+
+/// A probe every nanosecond never passes (a check takes longer than its timeout) and forks
+/// without a pause: both have a floor, named with the key.
+#[test]
+fn a_probe_period_or_timeout_of_one_nanosecond() {
+    refused_with(
+        |c| {
+            c.replacen("period = \"100ms\"", "period = \"1ns\"", 1).replacen(
+                "timeout = \"1s\"",
+                "timeout = \"1ns\"",
+                1,
+            )
+        },
+        &[
+            "[[service]] #1 \"php-fpm\": [service.startup] period = \"1ns\": at least \"100ms\"",
+            "[[service]] #1 \"php-fpm\": [service.startup] timeout = \"1ns\": at least \"10ms\"",
+        ],
+    );
+}
+
+/// A state directory inside a sealed path: every boot wrote its files there, then found them as
+/// drift from the seal.
+#[test]
+fn a_state_dir_inside_a_sealed_path() {
+    let ex = Example::render();
+    let run_dir = ex.run_dir.display().to_string();
+    let sealed = format!("\n[seal]\npaths = [\"{run_dir}\"]\n");
+    let message = format!(
+        "[control] state_dir {run_dir}/kiln: inside the sealed path {run_dir} ([seal] paths): kiln writes there at every boot, which the seal would take for drift; move it out of the seal (under /run) or list it in [seal] exclude"
+    );
+    refused_in(ex, |c| c + &sealed, &[&message]);
+}
+
+/// A control socket path over `sun_path` (108 bytes with its NUL) could never be bound: the
+/// boot failed to serve, after `kiln check` passed.
+#[test]
+fn a_control_socket_path_too_long_to_bind() {
+    let ex = Example::render();
+    let socket = ex.socket().display().to_string();
+    let long = socket.replace("control.sock", &format!("{}.sock", "s".repeat(100)));
+    let message = format!(
+        "[control] socket = \"{long}\": {} bytes, over the 107 a unix socket path may have",
+        long.len()
+    );
+    refused_in(ex, |c| c.replace(&socket, &long), &[&message]);
+}
+
+/// An agent port on every address beside a health port on one: the same port, so the second
+/// bind of every boot failed; only an equal address was refused.
+#[test]
+fn an_agent_port_that_takes_the_health_port() {
+    let ex = Example::render();
+    let health = ex.health_addr;
+    let edit = |c: String| {
+        c.replace(
+            &format!("listen = \"{health}\""),
+            &format!(
+                "listen = \"{health}\"\nagent_listen = \"0.0.0.0:{}\"",
+                health.port()
+            ),
+        )
+    };
+    refused_in(ex, edit, &["[health] agent_listen must differ from listen"]);
+}
+
+/// URLs were checked for their scheme only; one the HTTP client cannot parse failed at boot.
+#[test]
+fn an_endpoint_the_http_client_cannot_parse() {
+    refused(
+        |c| c.replace("[metadata]\n", "[metadata]\nendpoint = \"http://[::1:80\"\n"),
+        "[metadata] endpoint = \"http://[::1:80\": not a URL: invalid IPv6 address",
+    );
+}
+
+/// A required variable that defaults, tags, user-data and secrets may not set (denied, or of the
+/// reserved prefix) failed every boot after the metadata fetch.
+#[test]
+fn a_required_variable_nothing_may_set() {
+    refused_with(
+        |c| c + "\n[env]\nrequired = [\"LD_PRELOAD\", \"KILN_ZONE\"]\n",
+        &[
+            "[env] required: LD_PRELOAD is denied (built-in deny LD_*: dynamic loader: LD_PRELOAD, LD_AUDIT, LD_LIBRARY_PATH load code into every process), so nothing can set it",
+            "[env] required: KILN_ZONE: the KILN_ prefix is reserved for instance facts, so nothing can set it",
+        ],
+    );
+}
+
+/// `kiln check --config FILE` with its address space bounded to 1 GiB (a kiln that reads
+/// `/dev/zero` whole must fail here, not take the machine's memory), killed after 20 s (a kiln
+/// that blocks on a FIFO).
+fn check_bounded(config: &Path) -> Output {
+    Command::new("prlimit")
+        .args([
+            "--as=1073741824",
+            "--",
+            "timeout",
+            "-s",
+            "KILL",
+            "20",
+            KILN,
+            "check",
+            "--config",
+        ])
+        .arg(config)
+        .output()
+        .unwrap()
+}
+
+/// `--config` that is not a small regular file: `/dev/zero` was read until memory ran out, a
+/// FIFO blocked the read, a large file was read whole. Each is refused at once, naming why.
+#[test]
+fn a_config_that_is_not_a_small_regular_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("kiln.toml.fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let big = dir.path().join("big.toml");
+    std::fs::write(&big, "#".repeat((1 << 20) + 1)).unwrap();
+    for (path, why) in [
+        (Path::new("/dev/zero"), "not a regular file (a character device)"),
+        (&fifo, "not a regular file (a FIFO)"),
+        (dir.path(), "not a regular file (a directory)"),
+        (&big, "over 1 MiB: a kiln.toml is a few KiB; is this the config?"),
+    ] {
+        let out = check_bounded(path);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(78), "{}: {stderr}", path.display());
+        assert_eq!(stderr, format!("kiln check: {}: {why}\n", path.display()));
+    }
+}
+
+/// `kiln check` on the example edited by `edit`: it passes, and says each of `warnings` (and
+/// nothing else) on stderr; `--strict` refuses the same list.
+fn warned(ex: &Example, edit: impl FnOnce(String) -> String, warnings: &[String]) {
+    ex.edit_config(edit);
+    let config = ex.config_path.to_str().unwrap();
+    let out = Command::new(KILN)
+        .args(["check", "--config", config])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let said: String = warnings
+        .iter()
+        .map(|w| format!("kiln check: {config}: warning: {w}\n"))
+        .collect();
+    assert_eq!(stderr, said);
+    let count = match warnings.len() {
+        1 => "1 warning".to_string(),
+        n => format!("{n} warnings"),
+    };
+    assert!(
+        stdout.contains(&format!("ok (3 services, 4 processes, {count})")),
+        "{stdout}"
+    );
+
+    let out = Command::new(KILN)
+        .args(["check", "--strict", "--config", config])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{stderr}");
+    for warning in warnings {
+        assert!(stderr.contains(&format!("{warning} (--strict)")), "{stderr}");
+    }
+}
+
+/// `env_allow` is no boundary for a service that runs as root (the tests run as root, so a
+/// service without `user` runs as kiln's user, root): root reads every environment.
+#[test]
+fn env_allow_as_root_is_a_warning() {
+    let ex = Example::render();
+    let env_file = ex.state_dir().join("env");
+    let warning = format!(
+        "[[service]] #2 \"nginx\": env_allow is no boundary: the service runs as root (no `user`: kiln's), who can read the whole environment ({}, /proc/PID/environ of every service); give it a user of its own",
+        env_file.display()
+    );
+    warned(
+        &ex,
+        |c| {
+            c.replace(
+                "after = [\"php-fpm\"]",
+                "after = [\"php-fpm\"]\nenv_allow = [\"APP_*\"]",
+            )
+        },
+        &[warning],
+    );
+}
+
+/// Nor for a service whose user also runs a service that gets more of the environment: a
+/// process can read the environment of another process of its user.
+#[test]
+fn env_allow_beside_a_wider_service_of_its_user_is_a_warning() {
+    let ex = Example::render();
+    warned(
+        &ex,
+        |c| {
+            c.replacen("name = \"php-fpm\"", "name = \"php-fpm\"\nuser = \"www-data\"", 1)
+                .replace(
+                    "after = [\"php-fpm\"]",
+                    "after = [\"php-fpm\"]\nuser = \"www-data\"\nenv_allow = [\"APP_*\"]",
+                )
+        },
+        &["[[service]] #2 \"nginx\": env_allow is no boundary: the service runs as \"www-data\", as [[service]] #1 \"php-fpm\" does, which gets more of the environment, and a process can read /proc/PID/environ of another of its user; give it a user of its own".to_string()],
+    );
+}
+
+/// A limit whose controller kiln would not have is refused by every boot here (tests/cgroup.rs):
+/// `kiln check` says so ahead, found the way the boot finds its controllers. On the CI layout the
+/// test process is at the top of cgroup2 (hybrid: no controllers), where kiln makes its tree.
+#[test]
+fn a_limit_kiln_would_not_have_the_controller_for_is_a_warning() {
+    let ex = Example::render();
+    let offers = testkit::cgroups::own_dir()
+        .unwrap()
+        .join("cgroup.subtree_control");
+    assert_eq!(
+        std::fs::read_to_string(&offers).unwrap().trim(),
+        "",
+        "not the CI layout"
+    );
+    let warning = format!(
+        "[[service]] #3 \"worker\": memory_max needs the memory controller, which a kiln booted here would not have ({} offers: none); kiln boot refuses a limit it cannot apply",
+        offers.display()
+    );
+    warned(
+        &ex,
+        |c| c.replace("replicas = 2", "replicas = 2\nmemory_max = \"256M\""),
+        &[warning],
+    );
 }

@@ -22,8 +22,29 @@ pub enum Owner {
     Delegated,
 }
 
+/// kiln's cgroup in a writable cgroup2 mount, before the question of whose it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Located {
+    /// kiln's cgroup as a directory.
+    pub dir: PathBuf,
+    /// kiln's cgroup as `/proc/self/cgroup` names it (`/system.slice/kiln.service`).
+    pub own: String,
+    /// Where the cgroup2 file system is mounted: its top cgroup.
+    pub mount: PathBuf,
+}
+
 /// Finds kiln's cgroup; the error says, in words, why services get process groups only.
 pub fn find() -> Result<Found, String> {
+    let located = locate()?;
+    let owner = owner(&located.dir, &located.own, std::process::id())?;
+    Ok(Found {
+        dir: located.dir,
+        owner,
+    })
+}
+
+/// Finds kiln's cgroup in a cgroup2 mount kiln may write to; the error says why there is none.
+pub fn locate() -> Result<Located, String> {
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
         .map_err(|e| format!("cannot read /proc/self/mountinfo: {e}"))?;
     let own = std::fs::read_to_string("/proc/self/cgroup")
@@ -43,17 +64,20 @@ pub fn find() -> Result<Found, String> {
         ));
     }
     let dir = if relative.as_os_str().is_empty() {
-        mount.point
+        mount.point.clone()
     } else {
         mount.point.join(relative)
     };
-    let owner = owner(&dir, own, std::process::id())?;
-    Ok(Found { dir, owner })
+    Ok(Located {
+        dir,
+        own: own.to_string(),
+        mount: mount.point,
+    })
 }
 
 /// The rule of who owns kiln's cgroup. The real root has no `cgroup.type` (every other cgroup
 /// has one), which tells it from the root of a cgroup namespace.
-fn owner(dir: &Path, own: &str, pid: u32) -> Result<Owner, String> {
+pub fn owner(dir: &Path, own: &str, pid: u32) -> Result<Owner, String> {
     if own == "/" && !dir.join("cgroup.type").exists() {
         return Ok(Owner::Root);
     }

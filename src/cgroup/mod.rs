@@ -40,5 +40,5 @@ mod unit;
 
 pub use limits::{Controller, Limits, wanted};
 pub use name::instance as instance_name;
-pub use tree::{Cleared, Containment, ServiceTree, contain};
+pub use tree::{Cleared, Containment, ServiceTree, contain, offered};
 pub use unit::{UnitCgroup, Usage, usage};

@@ -76,6 +76,26 @@ pub fn contain(state_dir: &Path, wanted: &[Controller]) -> Result<Containment, S
     Ok(Containment::Cgroups { tree, cleared })
 }
 
+/// The controllers a kiln booted on this machine could give its units, found without changing
+/// anything (for `kiln check`): the file that offers them, and its words; Err: why services
+/// would get process groups only. Run outside kiln's own cgroup (a login shell, an image bake)
+/// it answers for kiln.service, to which systemd delegates the controllers of the hierarchy's
+/// top (`Delegate=yes`).
+pub fn offered(state_dir: &Path) -> Result<(PathBuf, Vec<String>), String> {
+    let located = discover::locate()?;
+    let file = match discover::owner(&located.dir, &located.own, std::process::id()) {
+        // `place` makes kiln's tree below the root: what the root enables for its children.
+        Ok(Owner::Root) => {
+            name::instance(state_dir)?;
+            located.dir.join("cgroup.subtree_control")
+        }
+        Ok(Owner::Delegated) => located.dir.join("cgroup.controllers"),
+        Err(_) => located.mount.join("cgroup.controllers"),
+    };
+    let words = words(&file);
+    Ok((file, words))
+}
+
 /// The cgroup below which `services/` goes, and the sub-tree to remove on exit when kiln made
 /// one at the root. Where kiln owns its cgroup it moves itself into a leaf `kiln/` first: a
 /// cgroup that enables controllers for its children may hold no process itself.

@@ -1,13 +1,17 @@
 //! `kiln check`: the config checks of `kiln boot`, without starting anything. With `[secrets]`
 //! it also checks the references in `[env] defaults` and lists them (user-data and tags are only
 //! known at boot: `kiln env` lists those). Every problem is listed at once.
+//!
+//! Warnings (`Config::warnings`: settings accepted but not doing what they seem to here) print as
+//! `kiln check: FILE: warning: ...` lines on stderr and leave the exit code 0; `--strict` makes
+//! them errors (exit 78), for image bakes that want none.
 
 use crate::config::{Config, ConfigError};
 use crate::secrets::Reference;
 use std::path::Path;
 use std::process::ExitCode;
 
-pub fn run(path: &Path) -> ExitCode {
+pub fn run(path: &Path, strict: bool) -> ExitCode {
     let config = match Config::load(path) {
         Ok(config) => config,
         Err(e) => {
@@ -18,12 +22,20 @@ pub fn run(path: &Path) -> ExitCode {
     // The runtime directories as they are on this machine (`kiln boot` refuses the same), and
     // the secret references.
     let (references, bad_references) = default_references(&config);
-    let problems: Vec<String> = config
+    let warnings = config.warnings();
+    let mut problems: Vec<String> = config
         .control
         .runtime_dir_problems()
         .into_iter()
         .chain(bad_references)
         .collect();
+    if strict {
+        problems.extend(warnings.iter().map(|w| format!("{w} (--strict)")));
+    } else {
+        for warning in &warnings {
+            eprintln!("kiln check: {}: warning: {warning}", path.display());
+        }
+    }
     if !problems.is_empty() {
         let e = ConfigError {
             file: path.to_path_buf(),
@@ -33,8 +45,13 @@ pub fn run(path: &Path) -> ExitCode {
         return ExitCode::from(crate::EXIT_CONFIG);
     }
     let replicas: u64 = config.services.iter().map(|s| u64::from(s.replicas)).sum();
+    let warned = match warnings.len() {
+        0 => String::new(),
+        1 => ", 1 warning".to_string(),
+        n => format!(", {n} warnings"),
+    };
     println!(
-        "{}: ok ({} services, {} processes)",
+        "{}: ok ({} services, {} processes{warned})",
         path.display(),
         config.services.len(),
         replicas

@@ -102,9 +102,19 @@ impl EnvConfig {
                 problems.push(format!("deny: {pattern:?}: {e}"));
             }
         }
+        // Defaults, tags, user-data and secrets are all admitted by the same rules: a required
+        // name they may not set fails every boot.
         for name in &self.required {
             if let Err(e) = check_name(name) {
                 problems.push(format!("required: {e}"));
+            } else if name.starts_with(RESERVED_PREFIX) {
+                problems.push(format!(
+                    "required: {name}: the {RESERVED_PREFIX} prefix is reserved for instance facts, so nothing can set it"
+                ));
+            } else if let Some(why) = self.denied(name) {
+                problems.push(format!(
+                    "required: {name} is denied ({why}), so nothing can set it"
+                ));
             }
         }
         for (name, value) in &self.defaults {

@@ -6,6 +6,7 @@
 //! come from the instance's metadata and are filled in by `lb::registrar`.
 
 use super::HumanDuration;
+use super::url::check_http_url as check_url;
 use serde::{Deserialize, Serialize};
 
 /// The placeholders a template may use.
@@ -332,13 +333,6 @@ pub fn split_host_port(s: &str) -> Result<(&str, u16), String> {
         return Err(format!("host {host:?} is not a host"));
     }
     Ok((host, port))
-}
-
-fn check_url(url: &str) -> Result<(), String> {
-    if !(url.starts_with("http://") || url.starts_with("https://")) {
-        return Err("give an http:// or https:// URL".into());
-    }
-    Ok(())
 }
 
 /// The region field of a target group ARN

@@ -193,9 +193,9 @@ impl LifecycleConfig {
             ));
         }
         if let Some(url) = &self.endpoint
-            && !(url.starts_with("https://") || url.starts_with("http://"))
+            && let Err(e) = super::url::check_http_url(url)
         {
-            problems.push(format!("endpoint = {url:?}: give an http:// or https:// URL"));
+            problems.push(format!("endpoint = {url:?}: {e}"));
         }
         if problems.is_empty() {
             Ok(())

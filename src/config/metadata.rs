@@ -215,7 +215,7 @@ fn check_endpoint(endpoint: &str) -> Result<(), String> {
     if authority.contains(['/', '?', '#', '@']) || authority.chars().any(|c| c.is_whitespace()) {
         return Err("give only http://HOST[:PORT], without path, query or credentials".into());
     }
-    Ok(())
+    super::url::check_http_url(endpoint)
 }
 
 #[cfg(test)]
@@ -231,6 +231,10 @@ mod tests {
         assert!(check_endpoint("http://host/latest").is_err());
         assert!(check_endpoint("http://user:pw@host").is_err());
         assert!(check_endpoint("http://").is_err());
+        assert_eq!(
+            check_endpoint("http://[::1:80").unwrap_err(),
+            "not a URL: invalid IPv6 address"
+        );
     }
 
     #[test]

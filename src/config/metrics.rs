@@ -35,9 +35,11 @@ impl MetricsConfig {
 }
 
 /// Two listeners on the same port clash when either takes every address (`0.0.0.0`, `::`) or
-/// both take the same one.
-fn same_port(a: SocketAddr, b: SocketAddr) -> bool {
-    a.port() == b.port() && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+/// both take the same one. Port 0 is any free port: never a clash.
+pub(super) fn same_port(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() == b.port()
+        && a.port() != 0
+        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }
 
 #[cfg(test)]

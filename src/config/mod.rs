@@ -10,16 +10,21 @@
 
 mod duration;
 mod env;
+mod file;
 pub mod lb;
 mod lifecycle;
 mod metadata;
 mod metrics;
+mod probe;
+mod read;
 mod seal;
 mod secrets;
 mod service;
 mod signal;
 mod size;
+mod url;
 mod validate;
+mod warnings;
 
 pub use duration::HumanDuration;
 pub use env::{BUILTIN_DENY, EnvConfig, RESERVED_PREFIX, check_name, glob_match, is_valid_name};
@@ -27,11 +32,10 @@ pub use lb::LbConfig;
 pub use lifecycle::{LifecycleConfig, NoticeAction};
 pub use metadata::{MetadataConfig, ProviderKind, USER_DATA_LIMIT_MAX, UserDataFormat};
 pub use metrics::MetricsConfig;
+pub use probe::{FastCgiSocket, HttpTarget, PERIOD_MIN, ProbeConfig, ProbeTarget, TIMEOUT_MIN};
 pub use seal::{OnDrift, Release, SealConfig};
 pub use secrets::{Scheme, SecretsConfig};
-pub use service::{
-    FastCgiSocket, MEMORY_MAX_MIN, ProbeConfig, ProbeTarget, RestartPolicy, ServiceConfig, StopSignalTo,
-};
+pub use service::{MEMORY_MAX_MIN, RestartPolicy, ServiceConfig, StopSignalTo};
 pub use signal::SignalName;
 pub use size::ByteSize;
 
@@ -100,7 +104,29 @@ pub struct ControlConfig {
     pub state_dir: PathBuf,
 }
 
+/// The longest path a unix socket may have: `sun_path` holds 108 bytes, the last one a NUL.
+const SOCKET_PATH_MAX: usize = 107;
+
 impl ControlConfig {
+    /// What is wrong with the paths themselves, whatever the machine: relative, or a socket path
+    /// the kernel cannot bind.
+    fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        for (key, path) in [("state_dir", &self.state_dir), ("socket", &self.socket)] {
+            if !path.is_absolute() {
+                problems.push(format!("[control] {key} = {path:?}: must be an absolute path"));
+            }
+        }
+        let len = self.socket.as_os_str().len();
+        if len > SOCKET_PATH_MAX {
+            problems.push(format!(
+                "[control] socket = {:?}: {len} bytes, over the {SOCKET_PATH_MAX} a unix socket path may have",
+                self.socket
+            ));
+        }
+        problems
+    }
+
     /// Every problem of the runtime directories as they are on this machine now (see
     /// [`crate::state_dir`]); `kiln check` reports them with the config's, `kiln boot` creates
     /// what is missing and refuses the same.
@@ -178,17 +204,19 @@ impl Config {
             file: path.to_path_buf(),
             problems,
         };
-        let text = std::fs::read_to_string(path).map_err(|e| fail(vec![format!("cannot read: {e}")]))?;
+        let text = file::read(path).map_err(|e| fail(vec![e]))?;
         Self::parse(&text).map_err(fail)
     }
 
-    /// Parses and checks config text. A syntax or type error is one problem (the parser stops
-    /// there); after parsing, every problem is collected.
+    /// Parses and checks config text. A TOML syntax error is one problem (the parser stops
+    /// there); otherwise every problem is collected: the values serde refuses and unknown keys
+    /// first, in file order, then what the checks find.
     pub fn parse(text: &str) -> Result<Config, Vec<String>> {
-        let config: Config = toml::from_str(text).map_err(|e| vec![e.to_string().trim_end().to_string()])?;
-        let problems = validate::check(&config);
+        let read = read::read::<Config>(text)?;
+        let mut problems = read.problems;
+        problems.extend(validate::check(&read.value, &read.dropped));
         if problems.is_empty() {
-            Ok(config)
+            Ok(read.value)
         } else {
             Err(problems)
         }

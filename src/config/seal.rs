@@ -163,26 +163,18 @@ struct RawSealConfig {
     #[serde(default = "yes")]
     required: bool,
     #[serde(default)]
-    release: Option<String>,
+    release: Option<Release>,
 }
 
 impl TryFrom<RawSealConfig> for SealConfig {
     type Error = String;
 
     /// Only what makes the section meaningful; everything else is [`SealConfig::check`]'s, so that
-    /// `kiln check` lists every problem at once.
+    /// `kiln check` lists every problem at once. (The reader puts `[seal]` in front.)
     fn try_from(raw: RawSealConfig) -> Result<Self, String> {
         if raw.paths.is_empty() {
-            return Err("[seal] paths is empty: list the paths to seal, or remove the [seal] section".into());
+            return Err("paths is empty: list the paths to seal, or remove the [seal] section".into());
         }
-        // A label is a type of its own: parsed here, like a duration.
-        let release = raw
-            .release
-            .map(|text| {
-                text.parse::<Release>()
-                    .map_err(|e| format!("[seal] release: {e}"))
-            })
-            .transpose()?;
         Ok(SealConfig {
             paths: raw.paths,
             exclude: raw.exclude,
@@ -191,7 +183,7 @@ impl TryFrom<RawSealConfig> for SealConfig {
             rescan: raw.rescan,
             readonly: raw.readonly,
             required: raw.required,
-            release,
+            release: raw.release,
         })
     }
 }
@@ -238,6 +230,55 @@ impl SealConfig {
     }
 }
 
+impl SealConfig {
+    /// kiln writes in `dir` at every boot (the state directory, the control socket's). Inside a
+    /// sealed path those files would be drift from kiln's own doing, and `readonly` would leave
+    /// kiln unable to write them. A directory that `exclude` skips, or one above it, is not
+    /// sealed. Compared as written and, where the paths exist, through their symlinks.
+    pub fn check_outside(&self, dir: &Path) -> Result<(), String> {
+        let exclude = self.exclude_set().ok();
+        let skipped = |dir: &Path, sealed: &Path| {
+            exclude.as_ref().is_some_and(|set| {
+                dir.ancestors()
+                    .take_while(|a| a.starts_with(sealed))
+                    .any(|a| set.is_match(a))
+            })
+        };
+        for sealed in &self.paths {
+            let inside = [(dir.to_path_buf(), sealed.clone()), (real(dir), real(sealed))]
+                .iter()
+                .any(|(dir, sealed)| dir.starts_with(sealed) && !skipped(dir, sealed));
+            if inside {
+                return Err(format!(
+                    "inside the sealed path {} ([seal] paths): kiln writes there at every boot, which \
+                     the seal would take for drift; move it out of the seal (under /run) or list it \
+                     in [seal] exclude",
+                    sealed.display()
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `path` with the symlinks of its longest existing part resolved; the rest joined as written.
+fn real(path: &Path) -> PathBuf {
+    let mut missing = Vec::new();
+    let mut existing = path;
+    loop {
+        if let Ok(resolved) = std::fs::canonicalize(existing) {
+            return missing.iter().rev().fold(resolved, |p, name| p.join(name));
+        }
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                missing.push(name);
+                existing = parent;
+            }
+            _ => return path.to_path_buf(),
+        }
+    }
+}
+
 fn check_absolute(key: &str, path: &Path) -> Result<(), String> {
     if !path.is_absolute() {
         return Err(format!("[seal] {key}: {:?} must be an absolute path", path));
@@ -278,15 +319,9 @@ mod tests {
     use super::*;
 
     fn parse(text: &str) -> Result<SealConfig, String> {
-        #[derive(Deserialize)]
-        struct Wrap {
-            seal: SealConfig,
-        }
-        let seal = toml::from_str::<Wrap>(text)
-            .map(|w| w.seal)
-            .map_err(|e| e.to_string())?;
-        seal.check().map_err(|problems| problems.join("\n"))?;
-        Ok(seal)
+        crate::config::Config::parse(text)
+            .map(|c| c.seal)
+            .map_err(|problems| problems.join("\n"))
     }
 
     #[test]
@@ -367,6 +402,31 @@ mod tests {
             let err = parse(text).unwrap_err();
             assert!(err.contains(needle), "{text:?}: {err}");
         }
+    }
+
+    #[test]
+    fn kiln_writes_nowhere_sealed_unless_excluded() {
+        let root = tempfile::tempdir().unwrap();
+        let sealed = root.path().join("srv");
+        std::fs::create_dir_all(sealed.join("releases/42/var")).unwrap();
+        std::os::unix::fs::symlink("releases/42", sealed.join("current")).unwrap();
+        let seal = |exclude: &[&str]| SealConfig {
+            paths: vec![sealed.join("current")],
+            exclude: exclude.iter().map(|e| e.to_string()).collect(),
+            ..SealConfig::default()
+        };
+        let outside = root.path().join("run/kiln");
+        assert_eq!(seal(&[]).check_outside(&outside), Ok(()));
+        // As written, and through the symlink: the real tree is sealed too.
+        for inside in [sealed.join("current/var/run"), sealed.join("releases/42/var/run")] {
+            let err = seal(&[]).check_outside(&inside).unwrap_err();
+            assert!(err.starts_with("inside the sealed path "), "{err}");
+        }
+        let skip = format!("{}/**/var", root.path().display());
+        assert_eq!(
+            seal(&[&skip]).check_outside(&sealed.join("current/var/run")),
+            Ok(())
+        );
     }
 
     #[test]

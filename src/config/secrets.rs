@@ -101,9 +101,9 @@ impl SecretsConfig {
         ];
         for (key, value) in endpoints {
             if let Some(url) = value
-                && !(url.starts_with("https://") || url.starts_with("http://"))
+                && let Err(e) = super::url::check_http_url(url)
             {
-                problems.push(format!("{key} = {url:?}: give an http:// or https:// URL"));
+                problems.push(format!("{key} = {url:?}: {e}"));
             }
         }
         if problems.is_empty() {

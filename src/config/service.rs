@@ -1,6 +1,6 @@
 //! `[[service]]` tables: what to run, in which order, as whom, and how to tell it is healthy.
 
-use super::{ByteSize, HumanDuration, SignalName};
+use super::{ByteSize, HumanDuration, ProbeConfig, SignalName};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -8,9 +8,12 @@ use std::path::PathBuf;
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceConfig {
-    /// Unique name; replicas are shown as `name#1`, `name#2`, ...
+    /// Unique name; replicas are shown as `name#1`, `name#2`, ... Required: a missing one reads
+    /// as empty, which the checks refuse (a missing key is then one problem among the others).
+    #[serde(default)]
     pub name: String,
-    /// Program and arguments, exec'd directly (no shell).
+    /// Program and arguments, exec'd directly (no shell). Required, as `name`.
+    #[serde(default)]
     pub command: Vec<String>,
     /// Services that must be ready before this one starts.
     #[serde(default)]
@@ -84,32 +87,6 @@ pub enum StopSignalTo {
     Group,
 }
 
-/// One probe. Exactly one of `http`, `tcp`, `exec`, `fastcgi` is set.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct ProbeConfig {
-    /// `http://host:port/path`: passes on 2xx or 3xx.
-    pub http: Option<String>,
-    /// `host:port`: passes when a connection is accepted.
-    pub tcp: Option<String>,
-    /// Program and arguments: passes on exit 0.
-    pub exec: Option<Vec<String>>,
-    /// `unix:/path.sock` or `tcp:host:port` (or `host:port`): a FastCGI request to `path`.
-    pub fastcgi: Option<String>,
-    /// FastCGI request path (php-fpm's `ping.path`).
-    pub path: Option<String>,
-    /// The body must contain this (http and fastcgi).
-    pub expect: Option<String>,
-    #[serde(default = "default_period")]
-    pub period: HumanDuration,
-    #[serde(default = "default_timeout")]
-    pub timeout: HumanDuration,
-    #[serde(default = "default_failure_threshold")]
-    pub failure_threshold: u32,
-    #[serde(default = "default_success_threshold")]
-    pub success_threshold: u32,
-}
-
 /// The smallest `memory_max` taken: below it php-fpm or nginx cannot even start, and a typo
 /// (`"512"` for `"512M"`) would show up as an OOM loop instead of a config error.
 pub const MEMORY_MAX_MIN: ByteSize = ByteSize(1 << 20);
@@ -164,95 +141,4 @@ fn default_ready_after() -> HumanDuration {
 }
 fn default_replicas() -> u32 {
     1
-}
-fn default_period() -> HumanDuration {
-    HumanDuration::from_secs(1)
-}
-fn default_timeout() -> HumanDuration {
-    HumanDuration::from_secs(1)
-}
-fn default_failure_threshold() -> u32 {
-    3
-}
-fn default_success_threshold() -> u32 {
-    1
-}
-
-/// What a probe talks to, parsed from the one target key a `ProbeConfig` sets.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ProbeTarget {
-    Http { url: String },
-    Tcp { addr: String },
-    Exec { argv: Vec<String> },
-    FastCgi { socket: FastCgiSocket, path: String },
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FastCgiSocket {
-    Unix(PathBuf),
-    Tcp(String),
-}
-
-impl ProbeConfig {
-    /// The probe's target, or why the table does not name exactly one valid target.
-    pub fn target(&self) -> Result<ProbeTarget, String> {
-        let set = [
-            self.http.is_some(),
-            self.tcp.is_some(),
-            self.exec.is_some(),
-            self.fastcgi.is_some(),
-        ];
-        match set.iter().filter(|s| **s).count() {
-            0 => return Err("set one of http, tcp, exec or fastcgi".into()),
-            1 => {}
-            _ => return Err("set only one of http, tcp, exec or fastcgi".into()),
-        }
-        if let Some(url) = &self.http {
-            let rest = url
-                .strip_prefix("http://")
-                .ok_or_else(|| format!("http = {url:?}: must start with http://"))?;
-            if rest.is_empty() || rest.starts_with('/') {
-                return Err(format!("http = {url:?}: no host"));
-            }
-            return Ok(ProbeTarget::Http { url: url.clone() });
-        }
-        if let Some(addr) = &self.tcp {
-            check_host_port(addr).map_err(|e| format!("tcp = {addr:?}: {e}"))?;
-            return Ok(ProbeTarget::Tcp { addr: addr.clone() });
-        }
-        if let Some(argv) = &self.exec {
-            if argv.first().is_none_or(String::is_empty) {
-                return Err("exec = []: give a program and its arguments".into());
-            }
-            return Ok(ProbeTarget::Exec { argv: argv.clone() });
-        }
-        let spec = self.fastcgi.as_deref().unwrap_or_default();
-        let socket = if let Some(path) = spec.strip_prefix("unix:") {
-            if !path.starts_with('/') {
-                return Err(format!("fastcgi = {spec:?}: the socket path must be absolute"));
-            }
-            FastCgiSocket::Unix(PathBuf::from(path))
-        } else {
-            let addr = spec.strip_prefix("tcp:").unwrap_or(spec);
-            check_host_port(addr).map_err(|e| format!("fastcgi = {spec:?}: {e}"))?;
-            FastCgiSocket::Tcp(addr.to_string())
-        };
-        let path = self.path.clone().unwrap_or_else(|| "/ping".into());
-        if !path.starts_with('/') {
-            return Err(format!("path = {path:?}: must start with /"));
-        }
-        Ok(ProbeTarget::FastCgi { socket, path })
-    }
-}
-
-fn check_host_port(addr: &str) -> Result<(), String> {
-    let (host, port) = addr
-        .rsplit_once(':')
-        .ok_or("expected host:port, like \"127.0.0.1:8080\"")?;
-    if host.is_empty() {
-        return Err("expected host:port, the host is empty".into());
-    }
-    port.parse::<u16>()
-        .map(|_| ())
-        .map_err(|_| format!("port {port:?} is not a number from 0 to 65535"))
 }

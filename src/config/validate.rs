@@ -3,7 +3,8 @@
 //! its place (`[[service]] #2 "nginx": after: unknown service "php"`), so that one `kiln check`
 //! lists everything to fix.
 
-use super::{Config, HumanDuration, ProbeConfig, ServiceConfig};
+use super::read::{Step, dropped_under};
+use super::{Config, ProbeConfig, ServiceConfig};
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::os::unix::fs::PermissionsExt;
@@ -11,18 +12,19 @@ use std::path::{Path, PathBuf};
 
 const FALLBACK_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// Every problem of a parsed config, in file order; empty when it can be used.
-pub(super) fn check(config: &Config) -> Vec<String> {
+/// Every problem of a parsed config, in file order; empty when it can be used. `dropped`: the
+/// keys the reading left out (at their defaults), already listed with their problem.
+pub(super) fn check(config: &Config, dropped: &[Vec<Step>]) -> Vec<String> {
     let mut problems = Vec::new();
-    if config.health.agent_listen == Some(config.health.listen) {
+    if let Some(agent) = config.health.agent_listen
+        && super::metrics::same_port(agent, config.health.listen)
+    {
         problems.push("[health] agent_listen must differ from listen".into());
     }
-    for (key, path) in [
-        ("state_dir", &config.control.state_dir),
-        ("socket", &config.control.socket),
-    ] {
-        if !path.is_absolute() {
-            problems.push(format!("[control] {key} = {path:?}: must be an absolute path"));
+    problems.extend(config.control.problems());
+    for (key, dir) in config.control.runtime_dirs() {
+        if let Err(e) = config.seal.check_outside(dir) {
+            problems.push(format!("[control] {key} {}: {e}", dir.display()));
         }
     }
     if let Some(metrics) = &config.metrics {
@@ -39,7 +41,7 @@ pub(super) fn check(config: &Config) -> Vec<String> {
     if let Some(lifecycle) = &config.lifecycle {
         problems.extend(within("[lifecycle]", lifecycle.check(&config.metadata)));
     }
-    check_services(&config.services, &mut problems);
+    check_services(&config.services, dropped, &mut problems);
     problems
 }
 
@@ -53,7 +55,7 @@ fn within(section: &str, checked: Result<(), Vec<String>>) -> impl Iterator<Item
 }
 
 /// Where a service is in the file: `[[service]] #2 "nginx"` (1-based, as a person counts).
-struct ServicePlace<'a> {
+pub(super) struct ServicePlace<'a> {
     number: usize,
     name: &'a str,
 }
@@ -65,14 +67,14 @@ impl fmt::Display for ServicePlace<'_> {
 }
 
 /// `index` is 0-based.
-fn place(index: usize, service: &ServiceConfig) -> ServicePlace<'_> {
+pub(super) fn place(index: usize, service: &ServiceConfig) -> ServicePlace<'_> {
     ServicePlace {
         number: index.saturating_add(1),
         name: &service.name,
     }
 }
 
-fn check_services(services: &[ServiceConfig], problems: &mut Vec<String>) {
+fn check_services(services: &[ServiceConfig], dropped: &[Vec<Step>], problems: &mut Vec<String>) {
     let mut first: HashMap<&str, usize> = HashMap::new();
     for (i, service) in services.iter().enumerate() {
         first.entry(&service.name).or_insert(i);
@@ -80,7 +82,7 @@ fn check_services(services: &[ServiceConfig], problems: &mut Vec<String>) {
     for (i, service) in services.iter().enumerate() {
         let here = place(i, service);
         problems.extend(
-            service_problems(service)
+            service_problems(service, &Dropped::service(dropped, i))
                 .into_iter()
                 .map(|p| format!("{here}: {p}")),
         );
@@ -105,15 +107,43 @@ fn check_services(services: &[ServiceConfig], problems: &mut Vec<String>) {
     }
 }
 
+/// The keys of one service the reading left out (refused, and listed with their problem): the
+/// defaults that stand in for them say nothing more, alone or beside another key.
+struct Dropped<'a> {
+    all: &'a [Vec<Step>],
+    service: Vec<Step>,
+}
+
+impl<'a> Dropped<'a> {
+    fn service(all: &'a [Vec<Step>], index: usize) -> Dropped<'a> {
+        let service = vec![Step::Key("service".into()), Step::Index(index)];
+        Dropped { all, service }
+    }
+
+    /// The service's own keys left out.
+    fn keys(&self) -> Vec<&'a str> {
+        dropped_under(self.all, &self.service)
+    }
+
+    /// The keys of its probe `role` left out.
+    fn probe_keys(&self, role: &str) -> Vec<&'a str> {
+        let mut probe = self.service.clone();
+        probe.push(Step::Key(role.into()));
+        dropped_under(self.all, &probe)
+    }
+}
+
 /// A service's own problems, each starting with its key.
-fn service_problems(s: &ServiceConfig) -> Vec<String> {
+fn service_problems(s: &ServiceConfig, left_out: &Dropped<'_>) -> Vec<String> {
+    let own = left_out.keys();
+    let dropped = |key: &str| own.contains(&key);
     let mut problems = Vec::new();
     let name_ok = !s.name.is_empty()
         && s.name.len() <= 64
         && s.name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if !name_ok {
+    if !name_ok && !dropped("name") {
         problems.push("name: use 1 to 64 letters, digits, '-', '_' or '.'".into());
     }
     let path = s.env.get("PATH").map(String::as_str);
@@ -123,7 +153,8 @@ fn service_problems(s: &ServiceConfig) -> Vec<String> {
                 problems.push(format!("command: {e}"));
             }
         }
-        _ => problems.push("command = []: give a program and its arguments".into()),
+        _ if dropped("command") => {}
+        _ => problems.push("command: missing or empty: give a program and its arguments".into()),
     }
     problems.extend(s.env_allow_problems());
     problems.extend(s.limit_problems());
@@ -143,7 +174,8 @@ fn service_problems(s: &ServiceConfig) -> Vec<String> {
     {
         problems.push(format!("group = {group:?}: no such group on this system"));
     }
-    if s.restart_delay.get().is_zero() || s.restart_delay > s.restart_delay_max {
+    let delays_read = !dropped("restart_delay") && !dropped("restart_delay_max");
+    if delays_read && (s.restart_delay.get().is_zero() || s.restart_delay > s.restart_delay_max) {
         problems.push(format!(
             "restart_delay = \"{}\": must be above zero and at most restart_delay_max (\"{}\")",
             s.restart_delay, s.restart_delay_max
@@ -151,7 +183,7 @@ fn service_problems(s: &ServiceConfig) -> Vec<String> {
     }
     for (key, probe) in [("startup", &s.startup), ("ready", &s.ready), ("live", &s.live)] {
         if let Some(probe) = probe {
-            let list = probe_problems(probe, path);
+            let list = probe_problems(probe, path, &left_out.probe_keys(key));
             problems.extend(list.into_iter().map(|p| format!("[service.{key}] {p}")));
         }
     }
@@ -173,7 +205,7 @@ fn check_working_dir(dir: &Path) -> Result<(), String> {
     }
 }
 
-fn probe_problems(p: &ProbeConfig, path: Option<&str>) -> Vec<String> {
+fn probe_problems(p: &ProbeConfig, path: Option<&str>, dropped: &[&str]) -> Vec<String> {
     let mut problems = Vec::new();
     match p.target() {
         Ok(super::ProbeTarget::Exec { argv }) => {
@@ -186,29 +218,7 @@ fn probe_problems(p: &ProbeConfig, path: Option<&str>) -> Vec<String> {
         Ok(_) => {}
         Err(e) => problems.push(e),
     }
-    if p.period.get().is_zero() || p.timeout.get().is_zero() {
-        problems.push("period and timeout must be above zero".into());
-    }
-    if p.failure_threshold == 0 || p.success_threshold == 0 {
-        problems.push("failure_threshold and success_threshold must be at least 1".into());
-    }
-    // The runner waits `period` times a threshold: the startup budget, the time to flip.
-    for (key, count) in [
-        ("failure_threshold", p.failure_threshold),
-        ("success_threshold", p.success_threshold),
-    ] {
-        let within = p
-            .period
-            .get()
-            .checked_mul(count)
-            .is_some_and(|total| total <= HumanDuration::MAX.get());
-        if !within {
-            problems.push(format!(
-                "period (\"{}\") × {key} ({count}) is over \"10y\": lower one of them",
-                p.period
-            ));
-        }
-    }
+    problems.extend(p.timing_problems(dropped));
     problems
 }
 

@@ -8,62 +8,18 @@
 //! Kubernetes' HTTP prober disables keep-alive for the same reason.
 
 use super::Outcome;
+use crate::config::HttpTarget as Target;
 use crate::http_client::root_cause;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
+use hyper::Request;
 use hyper::client::conn::http1;
 use hyper::header::{CONNECTION, HOST, USER_AGENT};
-use hyper::{Request, Uri};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 /// At most this much of the body is read to look for `expect`.
 const MAX_BODY: usize = 64 * 1024;
-
-/// Where an `http` probe connects and what it asks for, parsed from its URL.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
-    /// Host name or address to connect to (an IPv6 address without brackets).
-    host: String,
-    port: u16,
-    /// `host[:port]` as written, for the Host header.
-    authority: String,
-    /// Path and query, `/` when the URL has none.
-    path: String,
-}
-
-impl Target {
-    pub fn parse(url: &str) -> Result<Target, String> {
-        let uri: Uri = url.parse().map_err(|e| format!("http = {url:?}: {e}"))?;
-        if uri.scheme_str() != Some("http") {
-            return Err(format!("http = {url:?}: must start with http://"));
-        }
-        let authority = uri
-            .authority()
-            .ok_or_else(|| format!("http = {url:?}: no host"))?;
-        if authority.as_str().contains('@') {
-            return Err(format!("http = {url:?}: user info is not supported"));
-        }
-        let host = authority.host().trim_start_matches('[').trim_end_matches(']');
-        if host.is_empty() {
-            return Err(format!("http = {url:?}: no host"));
-        }
-        // `Uri` reads a port that is not a u16 as no port at all: that would be port 80.
-        let port = match &authority.as_str()[authority.host().len()..] {
-            "" => 80,
-            rest => rest
-                .strip_prefix(':')
-                .and_then(|p| p.parse::<u16>().ok())
-                .ok_or_else(|| format!("http = {url:?}: the port is not a number from 0 to 65535"))?,
-        };
-        Ok(Target {
-            host: host.to_string(),
-            port,
-            authority: authority.as_str().to_string(),
-            path: uri.path_and_query().map_or("/", |p| p.as_str()).to_string(),
-        })
-    }
-}
 
 pub async fn check(target: &Target, expect: Option<&str>) -> Outcome {
     let stream = match TcpStream::connect((target.host.as_str(), target.port)).await {
@@ -139,22 +95,6 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn urls_are_split_into_where_to_connect_and_what_to_ask() {
-        let t = Target::parse("http://127.0.0.1:8080/healthz?x=1").unwrap();
-        assert_eq!(
-            (t.host.as_str(), t.port, t.authority.as_str(), t.path.as_str()),
-            ("127.0.0.1", 8080, "127.0.0.1:8080", "/healthz?x=1")
-        );
-        let t = Target::parse("http://[::1]/").unwrap();
-        assert_eq!((t.host.as_str(), t.port, t.path.as_str()), ("::1", 80, "/"));
-        let t = Target::parse("http://localhost:81").unwrap();
-        assert_eq!((t.host.as_str(), t.path.as_str()), ("localhost", "/"));
-        assert!(Target::parse("https://x/").is_err());
-        assert!(Target::parse("http://u:p@x/").is_err());
-        assert!(Target::parse("http://x:99999/").is_err());
-    }
 
     #[test]
     fn expect_is_a_byte_substring() {

@@ -8,7 +8,7 @@ mod http;
 pub mod runner;
 mod tcp;
 
-use crate::config::{FastCgiSocket, ProbeConfig, ProbeTarget};
+use crate::config::{FastCgiSocket, HttpTarget, ProbeConfig, ProbeTarget};
 use crate::process::Reaper;
 use std::time::{Duration, Instant};
 
@@ -51,7 +51,7 @@ impl Outcome {
 /// What a probe checks, parsed once from its config.
 #[derive(Debug, Clone)]
 enum Target {
-    Http(http::Target),
+    Http(HttpTarget),
     Tcp(String),
     Exec(Vec<String>),
     FastCgi { socket: FastCgiSocket, path: String },
@@ -72,10 +72,11 @@ pub struct Probe {
 }
 
 impl Probe {
-    /// Builds a probe from a config the config checks already accepted.
+    /// Builds a probe from a config the config checks already accepted (`ProbeConfig::target`
+    /// is their check: an error here is one `kiln check` reports too).
     pub fn new(role: Role, config: &ProbeConfig, env: Vec<(String, String)>) -> Result<Probe, String> {
         let target = match config.target()? {
-            ProbeTarget::Http { url } => Target::Http(http::Target::parse(&url)?),
+            ProbeTarget::Http(target) => Target::Http(target),
             ProbeTarget::Tcp { addr } => Target::Tcp(addr),
             ProbeTarget::Exec { argv } => Target::Exec(argv),
             ProbeTarget::FastCgi { socket, path } => Target::FastCgi { socket, path },
