@@ -288,7 +288,7 @@ fn an_exec_probe_sees_only_what_env_allow_gives_its_service() {
     ex.edit_toml(|t| {
         let service: toml::Table = toml::from_str(&format!(
             "name = \"limited\"\ncommand = [\"sleep\", \"100000\"]\nenv_allow = [\"APP_*\"]\n\
-             [ready]\nexec = [\"sh\", \"-c\", \"env > {}\"]\nperiod = \"100ms\"\n",
+             [ready]\nexec = [\"sh\", \"-c\", \"env > {0}.tmp && mv {0}.tmp {0}\"]\nperiod = \"100ms\"\n",
             seen.display()
         ))
         .unwrap();
@@ -299,6 +299,7 @@ fn an_exec_probe_sees_only_what_env_allow_gives_its_service() {
             .push(service.into());
     });
     let (_kiln, _notify) = ex.boot_ready(env!("CARGO_BIN_EXE_kiln"));
+    // The probe runs every 100 ms; it writes elsewhere and renames, so this reads a whole file.
     let env = std::fs::read_to_string(&seen).unwrap();
     assert!(env.lines().any(|l| l == "APP_TOKEN=tok-allowed-1"), "{env}");
     assert!(
