@@ -63,6 +63,10 @@ pub fn run(config_path: &Path) -> ExitCode {
             return ExitCode::from(crate::EXIT_CONFIG);
         }
     };
+    // What `kiln check` warns about, where a person reading the boot's log looks first.
+    for warning in config.warnings() {
+        tracing::warn!("{}: {warning}", config_path.display());
+    }
     shared.phase_done("config");
     // One thread is plenty for the supervisor, probes and the control socket; `/readyz` and
     // `/livez` are served on threads of their own (serve::health).
