@@ -674,6 +674,9 @@ impl Watcher {
     /// At start, one line: how much of the trees inotify sees. Later, only when files start
     /// being polled (a swapped release bigger than the budget).
     fn say_what_is_watched(&mut self) {
+        if self.said && (self.polled.is_empty() || self.said_polled) {
+            return;
+        }
         let watched = format!("{} directories and {} files", self.dirs.len(), self.files.len());
         match self.polled.len() {
             0 if !self.said => tracing::info!("seal watch: {watched} watched"),
