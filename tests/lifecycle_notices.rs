@@ -225,6 +225,40 @@ fn a_gce_preemption_is_heard_on_a_hanging_get_and_kiln_leaves() {
     assert_eq!(preempted_requests, hanging.len() + 1, "{log:?}");
 }
 
+/// A GCE metadata server (or a proxy in front of it) that answers `wait_for_change` at once with
+/// the same ETag: kiln spaces its requests instead of asking as fast as it is answered (it asked
+/// about 2,400 times a second), and still hears the preemption.
+#[test]
+fn a_gce_server_that_never_waits_is_not_asked_in_a_loop() {
+    let options = Options {
+        gce_never_waits: true,
+        ..Options::new(Cloud::Gce)
+    };
+    let emulator = MetadataEmulator::start(options);
+    let ex = example_on(&emulator, "");
+    let (_kiln, _notify) = ex.boot_ready(KILN);
+    let hanging = || {
+        let log = emulator.log();
+        log.iter()
+            .filter(|l| l.path.contains("wait_for_change=true"))
+            .count()
+    };
+    wait_until("a first hanging GET answered", LEAVE, || {
+        (hanging() > 0).then_some(())
+    });
+    // A rate is measured over a window: this sleep is the window, not a wait for a condition.
+    let window = Duration::from_secs(2);
+    let before = hanging();
+    std::thread::sleep(window);
+    let asked = hanging() - before;
+    eprintln!("{asked} hanging GETs in {window:?}");
+    assert!(asked < 20, "{asked} hanging GETs in {window:?} (both values)");
+    emulator.notices(|n| n.preempted = true);
+    let status = wait_step(&ex, "all services stopped", LEAVE);
+    let reason = status["lifecycle"]["leave"]["reason"].as_str().unwrap();
+    assert!(reason.starts_with("preemption:"), "{reason}");
+}
+
 #[test]
 fn a_gce_host_maintenance_is_reported_by_default() {
     let emulator = MetadataEmulator::start(Options::new(Cloud::Gce));

@@ -1,6 +1,7 @@
 //! The watch after boot: inotify sees a change within a second (the rescan is set to an hour, so
-//! only the watch can), new directories are watched, excluded paths are ignored, and the full
-//! rescan runs at start and on its period.
+//! only the watch can), even one written through a hard link from outside the tree; new
+//! directories are watched, excluded paths are ignored, and the full rescan runs at start and on
+//! its period.
 
 mod seal_support;
 
@@ -23,11 +24,18 @@ fn at(fx: &Fixture, rel: &str, change: Change) -> Difference {
 
 /// Seals, verifies as boot does, starts the watch and waits for its first (clean) rescan.
 async fn watching(fx: &Fixture) -> DriftWatch {
+    watching_within(fx, None).await
+}
+
+/// [`watching`], with at most `budget` inotify watches before files are polled.
+async fn watching_within(fx: &Fixture, budget: Option<usize>) -> DriftWatch {
     fx.seal();
     let verified = seal::verify_at_boot(&fx.config).expect("clean at boot");
-    let mut watch = seal::watch(&fx.config, &verified)
-        .expect("watch starts")
-        .expect("something to watch");
+    let watch = match budget {
+        Some(budget) => seal::watch_within(&fx.config, &verified, budget),
+        None => seal::watch(&fx.config, &verified),
+    };
+    let mut watch = watch.expect("watch starts").expect("something to watch");
     assert_eq!(watch.unwatched(), &[], "everything is watched");
     let first = next(&mut watch, Duration::from_secs(30)).await;
     assert_eq!(first.found_by, FoundBy::Rescan);
@@ -45,9 +53,13 @@ async fn next(watch: &mut DriftWatch, within: Duration) -> DriftReport {
 /// Waits, within the watch deadline, for a report saying exactly `expected`; every report on the
 /// way must come from the watch.
 async fn expect_drift(watch: &mut DriftWatch, expected: &[Difference]) {
+    expect_drift_within(watch, expected, WATCH_DEADLINE).await
+}
+
+async fn expect_drift_within(watch: &mut DriftWatch, expected: &[Difference], deadline: Duration) {
     let start = Instant::now();
     let mut last = None;
-    while let Some(left) = WATCH_DEADLINE.checked_sub(start.elapsed()) {
+    while let Some(left) = deadline.checked_sub(start.elapsed()) {
         match tokio::time::timeout(left, watch.next()).await {
             Ok(Some(report)) => {
                 assert_eq!(report.found_by, FoundBy::Watch, "{report:?}");
@@ -61,7 +73,7 @@ async fn expect_drift(watch: &mut DriftWatch, expected: &[Difference]) {
             Err(_) => break,
         }
     }
-    panic!("within {WATCH_DEADLINE:?}: expected {expected:#?}, last report {last:#?}");
+    panic!("within {deadline:?}: expected {expected:#?}, last report {last:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -357,4 +369,72 @@ async fn a_sealed_symlink_is_watched_as_a_link_and_a_tree() {
     }];
     expected.extend(added);
     expect_drift(&mut watch, &expected).await;
+}
+
+/// `ln` a sealed file from outside the sealed tree (`readonly = false`: nothing stops it), then
+/// write through that name and return `src/Kernel.php`'s drift.
+fn write_through_a_hard_link(fx: &Fixture, outside: &tempfile::TempDir) -> Difference {
+    let link = outside.path().join("outside");
+    fs::hard_link(fx.path("src/Kernel.php"), &link).unwrap();
+    fs::write(&link, "<?php // hotfix").unwrap();
+    at(
+        fx,
+        "src/Kernel.php",
+        Change::ContentChanged {
+            from_size: KERNEL.len() as u64,
+            to_size: 15,
+        },
+    )
+}
+
+/// The write shows on no directory of the tree, but the file's own watch sees it (the rescan
+/// is an hour away).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_through_a_hard_link_made_outside_the_tree_is_seen() {
+    let fx = Fixture::with(&["readonly = false"]);
+    let mut watch = watching(&fx).await;
+    let outside = tempfile::tempdir().expect("temp dir");
+    let expected = write_through_a_hard_link(&fx, &outside);
+    expect_drift(&mut watch, &[expected]).await;
+}
+
+/// A sealed file replaced (a new inode renamed over it, as editors and deploy tools do) gets a
+/// watch of its own too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_renamed_over_a_sealed_one_is_watched_too() {
+    let fx = Fixture::with(&["readonly = false"]);
+    let mut watch = watching(&fx).await;
+    let fresh = fx.path("src/.Kernel.php.swp");
+    fs::write(&fresh, KERNEL).unwrap();
+    fs::set_permissions(&fresh, fs::Permissions::from_mode(0o600)).unwrap();
+    fs::rename(&fresh, fx.path("src/Kernel.php")).unwrap();
+    // Seen (so the new inode is watched, if it is) before anything is written through it.
+    let mode = at(
+        &fx,
+        "src/Kernel.php",
+        Change::ModeChanged {
+            from: 0o644,
+            to: 0o600,
+        },
+    );
+    expect_drift(&mut watch, std::slice::from_ref(&mode)).await;
+    let outside = tempfile::tempdir().expect("temp dir");
+    let content = write_through_a_hard_link(&fx, &outside);
+    expect_drift(&mut watch, &[content, mode]).await;
+}
+
+/// Past the budget of inotify watches (none here for files), a sealed file's inode is polled
+/// every 5 s: the write through a hard link is seen within seconds, not at the rescan (an hour).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_watch_budget_a_write_through_a_hard_link_is_polled() {
+    let fx = Fixture::with(&["readonly = false"]);
+    let mut watch = watching_within(&fx, Some(0)).await;
+    let outside = tempfile::tempdir().expect("temp dir");
+    let expected = write_through_a_hard_link(&fx, &outside);
+    expect_drift_within(
+        &mut watch,
+        &[expected],
+        Duration::from_secs(5) + 2 * WATCH_DEADLINE,
+    )
+    .await;
 }

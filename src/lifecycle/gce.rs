@@ -8,7 +8,7 @@
 //!   `TERMINATE_ON_HOST_MAINTENANCE` shortly before host maintenance.
 
 use super::{Answer, Look, Notice, NoticeSource, Wanted};
-use crate::metadata::watch::GceWatch;
+use crate::metadata::watch::{GcePace, GceWatch};
 use crate::state::NoticeKind;
 use std::sync::Arc;
 use std::time::Duration;
@@ -80,9 +80,12 @@ impl Drop for GceNotices {
 /// Asks for `path` now, then each time it changes, forever; every answer goes to `updates`.
 async fn long_poll(server: Arc<GceWatch>, path: &'static str, updates: mpsc::Sender<Update>) {
     let mut etag: Option<String> = None;
+    let mut pace = GcePace::new(path, HANG);
     loop {
+        pace.ready().await;
         let update = match server.wait_for_change(path, etag.as_deref(), HANG).await {
             Ok(Some(value)) => {
+                pace.answered(Some(&value.value));
                 let waits = value.etag.is_some();
                 etag = value.etag;
                 if !waits {
@@ -91,6 +94,7 @@ async fn long_poll(server: Arc<GceWatch>, path: &'static str, updates: mpsc::Sen
                 Ok(Some(value.value))
             }
             Ok(None) => {
+                pace.answered(None);
                 etag = None;
                 Ok(None)
             }

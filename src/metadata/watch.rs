@@ -6,7 +6,7 @@
 //! - EC2: GET under the IMDSv2 session; the token is kept and renewed on 401.
 //! - GCE: hanging GETs (`?wait_for_change=true&last_etag=E&timeout_sec=N`) that come back when
 //!   the value changes; the `ETag` of each answer goes into the next request, so a change between
-//!   two requests is never missed.
+//!   two requests is never missed. [`GcePace`] spaces them, for servers that do not hang.
 //! - Azure: GET and POST with `Metadata: true` (Scheduled Events and their acknowledgement).
 
 use super::client::{self, Http, Request, status_text, text};
@@ -27,6 +27,13 @@ const AZURE_FIRST_ANSWER: Duration = Duration::from_secs(150);
 
 /// A GCE hanging GET is answered at most this long after `timeout_sec`; then it is retried.
 const GCE_HANG_MARGIN: Duration = Duration::from_secs(10);
+
+/// Two GCE hanging GETs for one value start at least this far apart.
+const GCE_MIN_GAP: Duration = Duration::from_secs(1);
+
+/// The gap grows to this at most: a preemption is announced 30 s ahead, so a server that does not
+/// hang is still heard in time.
+const GCE_MAX_GAP: Duration = Duration::from_secs(5);
 
 /// The metadata service of the instance's cloud, for reads after the boot.
 pub enum MetadataWatch {
@@ -188,6 +195,66 @@ impl GceWatch {
     }
 }
 
+/// When the next hanging GET for one GCE value may start. A server that answers
+/// `wait_for_change` at once without a change (one that ignores it, a proxy that drops the query)
+/// would else be asked as fast as it answers, thousands of times a second. Requests start at
+/// least [`GCE_MIN_GAP`] apart; each early answer that changes nothing doubles the gap up to
+/// [`GCE_MAX_GAP`]; a changed value, or an answer that came after waiting as asked, resets it.
+#[derive(Debug)]
+pub struct GcePace {
+    path: &'static str,
+    hang: Duration,
+    gap: Duration,
+    started: Option<Instant>,
+    /// The value of the previous answer (None inside: the path did not exist); None before one.
+    last: Option<Option<String>>,
+    warned: bool,
+}
+
+impl GcePace {
+    /// For the value at `path`, asked with `timeout_sec` = `hang`.
+    pub fn new(path: &'static str, hang: Duration) -> GcePace {
+        GcePace {
+            path,
+            hang,
+            gap: GCE_MIN_GAP,
+            started: None,
+            last: None,
+            warned: false,
+        }
+    }
+
+    /// Waits until the next request may start (the gap after the previous one started).
+    pub async fn ready(&mut self) {
+        if let Some(started) = self.started {
+            tokio::time::sleep_until(started + self.gap).await;
+        }
+        self.started = Some(Instant::now());
+    }
+
+    /// Notes the answer to the request started by the last [`GcePace::ready`]: the value, or
+    /// None when the path does not exist.
+    pub fn answered(&mut self, value: Option<&str>) {
+        let changed = self.last.as_ref().is_none_or(|last| last.as_deref() != value);
+        let waited = self.started.is_some_and(|s| s.elapsed() >= self.hang / 2);
+        self.last = Some(value.map(str::to_string));
+        if changed || waited {
+            self.gap = GCE_MIN_GAP;
+            return;
+        }
+        self.gap = (self.gap * 2).min(GCE_MAX_GAP);
+        if self.gap == GCE_MAX_GAP && !self.warned {
+            self.warned = true;
+            tracing::warn!(
+                "gce metadata server answers wait_for_change on {} at once without a change: \
+                 asking every {}s instead of hanging",
+                self.path.trim_start_matches("/computeMetadata/v1/"),
+                GCE_MAX_GAP.as_secs()
+            );
+        }
+    }
+}
+
 /// Azure IMDS (`Metadata: true`).
 pub struct AzureWatch {
     http: Http,
@@ -224,5 +291,39 @@ impl AzureWatch {
         } else {
             Err(http.error(step, format!("answered {}", status_text(answer.status))))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Answers as a server that does not hang gives them: at once.
+    fn answer(pace: &mut GcePace, value: Option<&str>) -> Duration {
+        pace.started = Some(Instant::now());
+        pace.answered(value);
+        pace.gap
+    }
+
+    #[test]
+    fn the_gap_doubles_on_answers_that_change_nothing_and_resets_on_a_change() {
+        let mut pace = GcePace::new("/computeMetadata/v1/instance/preempted", Duration::from_secs(300));
+        let secs = Duration::from_secs;
+        assert_eq!(answer(&mut pace, Some("FALSE")), secs(1));
+        let gaps: Vec<Duration> = (0..4).map(|_| answer(&mut pace, Some("FALSE"))).collect();
+        assert_eq!(gaps, [secs(2), secs(4), secs(5), secs(5)]);
+        assert_eq!(answer(&mut pace, Some("TRUE")), secs(1));
+        assert_eq!(answer(&mut pace, Some("TRUE")), secs(2));
+        assert_eq!(answer(&mut pace, None), secs(1), "the value went away: a change");
+    }
+
+    #[test]
+    fn an_answer_after_the_hang_is_no_reason_to_slow_down() {
+        let mut pace = GcePace::new("/computeMetadata/v1/instance/preempted", Duration::from_secs(2));
+        answer(&mut pace, Some("FALSE"));
+        answer(&mut pace, Some("FALSE"));
+        pace.started = Instant::now().checked_sub(Duration::from_secs(2));
+        pace.answered(Some("FALSE"));
+        assert_eq!(pace.gap, GCE_MIN_GAP);
     }
 }

@@ -16,6 +16,7 @@ mod escape;
 mod manifest;
 mod mounts;
 pub mod pin;
+mod polled;
 mod readonly;
 mod resolve;
 mod scope;
@@ -29,7 +30,7 @@ pub use manifest::{FORMAT_VERSION, Manifest, SealedRoot};
 pub use pin::Pin;
 pub use readonly::{ReadonlyOutcome, remount_readonly};
 pub use resolve::Link;
-pub use watch::{DriftReport, DriftWatch, FoundBy, watch};
+pub use watch::{DriftReport, DriftWatch, FoundBy, watch, watch_within};
 pub use xattrs::Xattr;
 
 use crate::config::{Release, SealConfig};

@@ -1,12 +1,17 @@
 //! After boot, three ways of noticing drift, none depending on another:
 //!
-//! - inotify on every directory of each sealed tree, and on the directories holding the names
-//!   that decide where a sealed path leads (the tree's own name, and each symlink crossed on the
-//!   way to it: swapping `current -> releases/42` is seen at once, see `resolve.rs`);
+//! - inotify on every directory of each sealed tree, on every regular file in it, and on the
+//!   directories holding the names that decide where a sealed path leads (the tree's own name,
+//!   and each symlink crossed on the way to it: swapping `current -> releases/42` is seen at
+//!   once, see `resolve.rs`). A directory's watch sees writes made through its own names only; a
+//!   file's watch is on its inode, so it also sees a write through a hard link from outside the
+//!   tree (made before boot or after). File watches take at most half of
+//!   `fs.inotify.max_user_watches` (directories first, the rest is left to other programs); the
+//!   files past that budget are looked at with `lstat` every [`POLL`] instead (`polled.rs`);
 //! - the mount table (`mounts.rs`): a mount on, under or over a sealed tree, or a mount that was
 //!   there at boot (kiln's read-only bind) going away;
 //! - a full re-verification every `rescan`, which always runs and catches what the other two
-//!   cannot (a lost event queue, a write through a hard link made from outside the tree).
+//!   cannot (a lost event queue, a write through `mmap`, which inotify never reports).
 //!
 //! What cannot be watched (an inotify watch refused, the mount table unreadable) is itself a
 //! difference, `not watched`, so the drift policy applies to it: a blind spot is never just a log
@@ -18,6 +23,7 @@ use super::entry::absolute;
 use super::escape::shown;
 use super::manifest::Manifest;
 use super::mounts::{Mount, MountTable, touches};
+use super::polled::{POLL, Polled};
 use super::scope::{Located, Scope};
 use super::{SealError, Verified, walk};
 use crate::config::SealConfig;
@@ -49,6 +55,15 @@ const WATCHED: AddWatchFlags = AddWatchFlags::IN_CREATE
     .union(AddWatchFlags::IN_MOVE_SELF)
     .union(AddWatchFlags::IN_ONLYDIR)
     .union(AddWatchFlags::IN_DONT_FOLLOW);
+
+/// What can change a sealed file's inode, through any of its names.
+const FILE_WATCHED: AddWatchFlags = AddWatchFlags::IN_MODIFY
+    .union(AddWatchFlags::IN_ATTRIB)
+    .union(AddWatchFlags::IN_CLOSE_WRITE)
+    .union(AddWatchFlags::IN_DONT_FOLLOW);
+
+/// Without a readable `fs.inotify.max_user_watches`, the kernel's smallest default.
+const DEFAULT_MAX_WATCHES: usize = 8192;
 
 /// Events after which a whole subtree is walked again, not just the entry.
 const SUBTREE: AddWatchFlags = AddWatchFlags::IN_CREATE
@@ -106,14 +121,26 @@ impl Drop for DriftWatch {
 /// [`super::verify_at_boot`]). None when nothing was verified, so nothing is watched. The rescan
 /// runs whatever else fails; see [`DriftWatch::unwatched`].
 pub fn watch(config: &SealConfig, verified: &Verified) -> Result<Option<DriftWatch>, SealError> {
+    let max = max_user_watches();
+    watch_within(config, verified, max.unwrap_or(DEFAULT_MAX_WATCHES) / 2)
+}
+
+/// [`watch`], with at most `budget` inotify watches before sealed files fall back to polling
+/// (directories are always watched); tests use it to reach the fallback.
+pub fn watch_within(
+    config: &SealConfig,
+    verified: &Verified,
+    budget: usize,
+) -> Result<Option<DriftWatch>, SealError> {
     let Some(manifest) = verified.manifest.clone() else {
         return Ok(None);
     };
     let scope = Arc::new(Scope::new(config)?);
-    let mut watcher = Watcher::new(scope, manifest);
+    let mut watcher = Watcher::new(scope, manifest, budget);
     for root in 0..watcher.located.len() {
         watcher.watch_root(root);
     }
+    watcher.say_what_is_watched();
     let unwatched = watcher.flatten();
     let (tx, reports) = mpsc::channel(16);
     let task = tokio::spawn(watcher.run(tx, config.rescan.get()));
@@ -163,6 +190,18 @@ struct Watcher {
     /// Every mount when the watch started, by id.
     baseline: BTreeMap<u64, Mount>,
     dirs: HashMap<WatchDescriptor, Watched>,
+    /// Watched sealed files: their inode's names in the trees, as (sealed path index, path
+    /// relative to its tree).
+    files: HashMap<WatchDescriptor, Vec<(usize, PathBuf)>>,
+    /// The same, by name: what is below a path that went away is found in one range.
+    file_names: BTreeMap<(usize, PathBuf), WatchDescriptor>,
+    /// Sealed files past the watch budget.
+    polled: Polled,
+    /// How many inotify watches (directories and files) files may be added up to.
+    budget: usize,
+    /// Whether the start's line was logged, and whether some files were said to be polled.
+    said: bool,
+    said_polled: bool,
     /// Differences in the trees now, by (sealed path index, path relative to its tree).
     tree: BTreeMap<(usize, PathBuf), Vec<Difference>>,
     /// Differences in the links on the way to each tree, by sealed path index.
@@ -175,7 +214,7 @@ struct Watcher {
 }
 
 impl Watcher {
-    fn new(scope: Arc<Scope>, manifest: Arc<Manifest>) -> Watcher {
+    fn new(scope: Arc<Scope>, manifest: Arc<Manifest>, budget: usize) -> Watcher {
         let mut blind_everywhere = Vec::new();
         let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
             .map_err(|e| format!("inotify_init: {e}"))
@@ -218,6 +257,12 @@ impl Watcher {
             blind_everywhere,
             baseline,
             dirs: HashMap::new(),
+            files: HashMap::new(),
+            file_names: BTreeMap::new(),
+            polled: Polled::default(),
+            budget,
+            said: false,
+            said_polled: false,
             tree: BTreeMap::new(),
             mounted: Vec::new(),
             blind: BTreeMap::new(),
@@ -228,6 +273,8 @@ impl Watcher {
     async fn run(mut self, tx: mpsc::Sender<DriftReport>, period: Duration) {
         let mut rescan = tokio::time::interval(period);
         rescan.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut poll = tokio::time::interval(POLL);
+        poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut dirty = Dirty::new();
         let mut relocate = BTreeSet::new();
         let mut due: Option<Instant> = None;
@@ -241,10 +288,7 @@ impl Watcher {
                             }
                         }
                         Err(e) => {
-                            tracing::error!("seal watch: reading inotify failed ({e}); only the rescan and the mount table watch remain");
-                            self.inotify = None;
-                            self.dirs.clear();
-                            self.blind_everywhere.push(format!("reading inotify: {e}"));
+                            self.lose_inotify(e);
                             due.get_or_insert_with(Instant::now);
                         }
                     }
@@ -270,26 +314,46 @@ impl Watcher {
                     self.rescan().await;
                     Some(FoundBy::Rescan)
                 }
+                _ = poll.tick(), if !self.polled.is_empty() => {
+                    for key in self.poll().await {
+                        dirty.entry(key).or_insert(false);
+                    }
+                    None
+                }
                 _ = tx.closed() => return,
             };
             if (!dirty.is_empty() || !relocate.is_empty()) && due.is_none() {
                 due = Some(Instant::now() + DEBOUNCE);
             }
-            if let Some(found_by) = report {
-                let differences = self.flatten();
-                self.reported = differences.clone();
-                if tx
-                    .send(DriftReport {
-                        differences,
-                        found_by,
-                    })
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
+            if let Some(found_by) = report
+                && !self.send(&tx, found_by).await
+            {
+                return;
             }
         }
+    }
+
+    /// Sends the differences now; false when nobody listens any more.
+    async fn send(&mut self, tx: &mpsc::Sender<DriftReport>, found_by: FoundBy) -> bool {
+        let differences = self.flatten();
+        self.reported = differences.clone();
+        let report = DriftReport {
+            differences,
+            found_by,
+        };
+        tx.send(report).await.is_ok()
+    }
+
+    /// inotify cannot be read any more: every watch is gone, and that is a blind spot.
+    fn lose_inotify(&mut self, e: std::io::Error) {
+        tracing::error!(
+            "seal watch: reading inotify failed ({e}); only the rescan and the mount table watch remain"
+        );
+        self.inotify = None;
+        self.dirs.clear();
+        self.files.clear();
+        self.file_names.clear();
+        self.blind_everywhere.push(format!("reading inotify: {e}"));
     }
 
     /// Every difference now: per sealed path its links, its tree, what in it is not watched;
@@ -332,6 +396,17 @@ impl Watcher {
             }
             if event.mask.contains(AddWatchFlags::IN_IGNORED) {
                 self.dirs.remove(&event.wd);
+                for name in self.files.remove(&event.wd).unwrap_or_default() {
+                    if self.file_names.get(&name) == Some(&event.wd) {
+                        self.file_names.remove(&name);
+                    }
+                }
+                continue;
+            }
+            if let Some(names) = self.files.get(&event.wd) {
+                for key in names {
+                    dirty.entry(key.clone()).or_insert(false);
+                }
                 continue;
             }
             let Some(watched) = self.dirs.get(&event.wd) else {
@@ -357,19 +432,26 @@ impl Watcher {
             if self.scope.skips(&self.located[root], &rel) {
                 continue;
             }
-            if event.mask.contains(AddWatchFlags::IN_ISDIR) && event.name.is_some() {
-                if event
-                    .mask
-                    .intersects(AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO)
-                {
-                    self.watch_tree(root, &rel);
-                } else if event.mask.contains(AddWatchFlags::IN_MOVED_FROM) {
-                    self.unwatch(|w| matches!(&w.tree, Some((r, p)) if *r == root && p.starts_with(&rel)));
-                }
+            if event.name.is_some() {
+                self.follow(root, &rel, event.mask);
             }
             *dirty.entry((root, rel)).or_insert(false) |= below;
         }
         overflow
+    }
+
+    /// Keeps the watches in step with a name that came or went in a tree: a new directory or file
+    /// is watched (a new inode at a sealed name needs a watch of its own); what went away is no
+    /// longer watched under that name (it is again wherever it lands in a tree).
+    fn follow(&mut self, root: usize, rel: &Path, mask: AddWatchFlags) {
+        if mask.intersects(AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO) {
+            self.watch_tree(root, rel);
+        } else if mask.intersects(AddWatchFlags::IN_MOVED_FROM | AddWatchFlags::IN_DELETE) {
+            if mask.contains(AddWatchFlags::IN_ISDIR) {
+                self.unwatch(|w| matches!(&w.tree, Some((r, p)) if *r == root && p.starts_with(rel)));
+            }
+            self.forget_files(root, rel);
+        }
     }
 
     /// Compares the mount table with the one at the start: a new mount touching a sealed tree
@@ -467,16 +549,18 @@ impl Watcher {
         self.watch_tree(root, Path::new(""));
     }
 
-    /// Watches the directory at `rel` in the tree of `root` and every directory below it (no-op
-    /// for anything but a directory).
+    /// Watches the directory at `rel` in the tree of `root` and everything below it, or the
+    /// regular file at `rel` (no-op for anything else).
     fn watch_tree(&mut self, root: usize, rel: &Path) {
         let at = &self.located[root];
         if self.inotify.is_none() || self.scope.skips(at, rel) {
             return;
         }
         let dir = absolute(at.real(), rel);
-        if !std::fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir()) {
-            return;
+        match std::fs::symlink_metadata(&dir) {
+            Ok(m) if m.is_dir() => {}
+            Ok(m) if m.is_file() => return self.watch_file(root, rel, &dir),
+            _ => return,
         }
         match self.add_watch(&dir) {
             Ok(wd) => {
@@ -489,10 +573,127 @@ impl Watcher {
             return;
         };
         for child in children.flatten() {
-            if child.file_type().is_ok_and(|t| t.is_dir()) {
-                self.watch_tree(root, &rel.join(child.file_name()));
+            let Ok(kind) = child.file_type() else { continue };
+            let rel = rel.join(child.file_name());
+            if kind.is_dir() {
+                self.watch_tree(root, &rel);
+            } else if kind.is_file() && !self.scope.skips(&self.located[root], &rel) {
+                self.watch_file(root, &rel, &child.path());
             }
         }
+    }
+
+    /// Watches the inode of the sealed file at `rel` (`abs`), so that a write through any of its
+    /// names is seen; past the budget, or if it cannot be watched, it is polled instead.
+    fn watch_file(&mut self, root: usize, rel: &Path, abs: &Path) {
+        let key = (root, rel.to_path_buf());
+        let room = self.dirs.len() + self.files.len() < self.budget;
+        let added = match &self.inotify {
+            Some(inotify) if room => inotify.get_ref().0.add_watch(abs, FILE_WATCHED),
+            _ => Err(Errno::ENOSPC),
+        };
+        match added {
+            Ok(wd) => {
+                if let Some(was) = self.file_names.insert(key.clone(), wd)
+                    && was != wd
+                {
+                    // Another inode at this name now: the old one's watch keeps its other names.
+                    self.drop_name(was, &key);
+                }
+                let names = self.files.entry(wd).or_default();
+                if !names.contains(&key) {
+                    names.push(key.clone());
+                }
+                self.polled.remove(&key);
+            }
+            // Gone already: the walk of its directory says so.
+            Err(Errno::ENOENT) => {}
+            Err(e) => {
+                if e != Errno::ENOSPC {
+                    tracing::warn!(
+                        "seal watch: inotify_add_watch {}: {e}; polled instead",
+                        shown(abs)
+                    );
+                } else {
+                    // The kernel's limit (other programs use watches too), or kiln's budget.
+                    self.budget = self.budget.min(self.dirs.len() + self.files.len());
+                }
+                if let Some(was) = self.file_names.remove(&key) {
+                    self.drop_name(was, &key);
+                }
+                self.polled.insert(key, abs);
+            }
+        }
+    }
+
+    /// Forgets the names at and below `under` in the tree of `root`: a file watch goes with its
+    /// last name in the trees, a polled file is no longer polled.
+    fn forget_files(&mut self, root: usize, under: &Path) {
+        let names: Vec<((usize, PathBuf), WatchDescriptor)> = self
+            .file_names
+            .range((root, under.to_path_buf())..)
+            .take_while(|((r, p), _)| *r == root && p.starts_with(under))
+            .map(|(key, wd)| (key.clone(), *wd))
+            .collect();
+        for (key, wd) in names {
+            self.file_names.remove(&key);
+            self.drop_name(wd, &key);
+        }
+        self.polled.remove_under(root, under);
+    }
+
+    /// Takes `key` off the names of the file watch `wd`, and the watch away with its last name.
+    fn drop_name(&mut self, wd: WatchDescriptor, key: &(usize, PathBuf)) {
+        let Some(names) = self.files.get_mut(&wd) else {
+            return;
+        };
+        names.retain(|n| n != key);
+        if names.is_empty() {
+            self.files.remove(&wd);
+            if let Some(inotify) = &self.inotify {
+                let _ = inotify.get_ref().0.rm_watch(wd);
+            }
+        }
+    }
+
+    /// Looks at the polled files off the async thread; returns those that changed.
+    async fn poll(&mut self) -> Vec<(usize, PathBuf)> {
+        let mut polled = std::mem::take(&mut self.polled);
+        let looked = tokio::task::spawn_blocking(move || {
+            let changed = polled.changed();
+            (polled, changed)
+        })
+        .await;
+        let Ok((polled, changed)) = looked else {
+            return Vec::new();
+        };
+        self.polled = polled;
+        changed
+    }
+
+    /// At start, one line: how much of the trees inotify sees. Later, only when files start
+    /// being polled (a swapped release bigger than the budget).
+    fn say_what_is_watched(&mut self) {
+        if self.said && (self.polled.is_empty() || self.said_polled) {
+            return;
+        }
+        let watched = format!("{} directories and {} files", self.dirs.len(), self.files.len());
+        match self.polled.len() {
+            0 if !self.said => tracing::info!("seal watch: {watched} watched"),
+            0 => {}
+            _ if self.said_polled => {}
+            n => {
+                self.said_polled = true;
+                tracing::warn!(
+                    "seal watch: {watched} watched; {n} files past kiln's budget of {} inotify \
+                     watches (half of fs.inotify.max_user_watches: raise it with sysctl) are \
+                     checked every {}s instead",
+                    self.budget,
+                    POLL.as_secs()
+                );
+            }
+        }
+        self.said = true;
     }
 
     fn not_watched(&mut self, root: usize, dir: &Path, error: String) {
@@ -513,9 +714,7 @@ impl Watcher {
                 "the inotify watch limit is reached at {} (fs.inotify.max_user_watches = {}): \
                  raise it with sysctl",
                 shown(dir),
-                std::fs::read_to_string("/proc/sys/fs/inotify/max_user_watches")
-                    .unwrap_or_default()
-                    .trim()
+                max_user_watches().map(|n| n.to_string()).unwrap_or_default()
             ),
             e => format!("inotify_add_watch {}: {e}", shown(dir)),
         })
@@ -544,6 +743,12 @@ impl Watcher {
         match Located::new(&sealed.path) {
             Ok(at) => {
                 self.links[root] = compare_links(&sealed.links, &at.resolved.links);
+                if at != self.located[root] {
+                    // Another tree: its files are watched anew. The same one keeps its file
+                    // watches (dropping tens of thousands at every rescan would overflow the
+                    // event queue with their IN_IGNORED).
+                    self.forget_files(root, Path::new(""));
+                }
                 self.located[root] = at;
             }
             Err(e) => {
@@ -570,6 +775,7 @@ impl Watcher {
         for &root in &relocate {
             self.relocate(root);
         }
+        self.say_what_is_watched();
         let mut regions: Vec<(usize, PathBuf, bool)> =
             relocate.iter().map(|&r| (r, PathBuf::new(), true)).collect();
         for ((root, rel), below) in &dirty {
@@ -592,6 +798,7 @@ impl Watcher {
         for root in 0..self.located.len() {
             self.relocate(root);
         }
+        self.say_what_is_watched();
         let regions = (0..self.located.len())
             .map(|r| (r, PathBuf::new(), true))
             .collect();
@@ -650,6 +857,12 @@ fn unresolved(path: &Path) -> Located {
             real: path.to_path_buf(),
         },
     }
+}
+
+/// `fs.inotify.max_user_watches`: how many watches each user may hold.
+fn max_user_watches() -> Option<usize> {
+    let text = std::fs::read_to_string("/proc/sys/fs/inotify/max_user_watches").ok()?;
+    text.trim().parse().ok()
 }
 
 /// The next batch of inotify events; never ready without inotify.

@@ -9,7 +9,8 @@
 //! Every 200 answer carries an `ETag` (a hash of the answer). `?wait_for_change=true` makes a
 //! hanging GET: it is answered when the value's ETag differs from `last_etag` (at once if it
 //! already does; without `last_etag`, from the value when the request came), or after
-//! `timeout_sec` seconds with the current value. `instance/preempted` (`TRUE`/`FALSE`) and
+//! `timeout_sec` seconds with the current value (at once, whatever the ETag, with
+//! `Options::gce_never_waits`). `instance/preempted` (`TRUE`/`FALSE`) and
 //! `instance/maintenance-event` come from [`super::Notices`].
 
 use super::{Answer, Req, State, listing};

@@ -3,8 +3,9 @@
 //! OpenStack and DigitalOcean. One file per cloud holds its paths, headers and status codes.
 //!
 //! Knobs for the unhappy paths: latency before every answer, the first N answers 5xx, the first
-//! N connections dropped without an answer, the first token's TTL, and answers written like
-//! Python's `http.server` writes them (head and body in two segments, Nagle on: see [`split`]).
+//! N connections dropped without an answer, the first token's TTL, a GCE server that never holds
+//! a hanging GET, and answers written like Python's `http.server` writes them (head and body in
+//! two segments, Nagle on: see [`split`]).
 //!
 //! In a test: `MetadataEmulator::start(Options::new(Cloud::Ec2))` listens on 127.0.0.1:0 on a
 //! thread of its own, `url()` gives its address, and it stops when dropped. As a program:
@@ -198,6 +199,9 @@ pub struct Options {
     pub identity: bool,
     /// Where GCE and Azure tokens are recorded (shared with secret store emulators).
     pub access_tokens: AccessTokens,
+    /// GCE: `?wait_for_change=true` is answered at once with the current value and its
+    /// unchanged ETag, as by a server (or a proxy) that ignores the hanging GET.
+    pub gce_never_waits: bool,
 }
 
 impl Options {
@@ -216,6 +220,7 @@ impl Options {
             role: None,
             identity: true,
             access_tokens: AccessTokens::default(),
+            gce_never_waits: false,
         }
     }
 
@@ -540,7 +545,9 @@ async fn handle(
     }
     let response = match options.cloud {
         Cloud::Ec2 => ec2::handle(&state, &req),
-        Cloud::Gce if gce::waits(&req) => gce::wait_for_change(&state, &req).await,
+        Cloud::Gce if gce::waits(&req) && !options.gce_never_waits => {
+            gce::wait_for_change(&state, &req).await
+        }
         Cloud::Gce => gce::handle(&state, &req),
         Cloud::Azure => azure::handle(&state, &req),
         Cloud::OpenStack => openstack::handle(&state, &req),
@@ -605,6 +612,7 @@ const USAGE: &str = "usage: kiln-testkit metadata --provider ec2|gce|azure|opens
     [--instance-id ID] [--region R] [--zone Z] [--local-ipv4 IP] [--hostname H]
     [--imds v2-only|v1-allowed|v1-only|disabled] [--no-instance-tags] [--first-token-ttl-ms N]
     [--latency-ms N] [--fail-first N] [--fail-status CODE] [--drop-first N] [--split-segments]
+    [--gce-never-waits]
 Prints `listening on http://ADDR` once it accepts connections; stops on SIGINT or SIGTERM.";
 
 /// Entry point of `kiln-testkit metadata ...`.
@@ -628,7 +636,7 @@ fn run(args: &[String]) -> Result<(), String> {
             println!("{USAGE}");
             return Ok(());
         }
-        if flag == "--no-instance-tags" || flag == "--split-segments" {
+        if ["--no-instance-tags", "--split-segments", "--gce-never-waits"].contains(&flag.as_str()) {
             settings.push((flag.clone(), String::new()));
             continue;
         }
@@ -684,6 +692,7 @@ fn run(args: &[String]) -> Result<(), String> {
             }
             "--no-instance-tags" => options.instance_tags = false,
             "--split-segments" => options.split_segments = true,
+            "--gce-never-waits" => options.gce_never_waits = true,
             "--first-token-ttl-ms" => {
                 options.first_token_ttl = Some(Duration::from_millis(number(&flag, &value)?))
             }
