@@ -3,9 +3,7 @@
 //! `/readyz` keeps answering fresh connections, `kiln status` answers, the supervisor restarts a
 //! SIGKILLed php-fpm, and kiln's connections and descriptors stay bounded.
 
-mod hostile_support;
-
-use hostile_support::{
+use crate::hostile_support::{
     Behaviour, Flood, Target, every_answer_is, fd_count, listener, php_fpm_comes_back_after_sigkill,
     raise_own_nofile,
 };

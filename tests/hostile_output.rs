@@ -2,9 +2,7 @@
 //! burst and rate of the flood's lines, counts the rest in `kiln status`, keeps the last stderr
 //! lines, and its health answers and supervisor carry on.
 
-mod hostile_support;
-
-use hostile_support::{every_answer_is, php_fpm_comes_back_after_sigkill};
+use crate::hostile_support::{every_answer_is, php_fpm_comes_back_after_sigkill};
 use kiln::process::output::{BURST, RATE};
 use std::time::Instant;
 use testkit::control;

@@ -3,9 +3,7 @@
 //! example with an EC2 metadata emulator that is the group's instance (its id, its
 //! `aws:autoscaling:groupName` tag, the instance role's keys). What moto recorded is the proof.
 
-mod lifecycle_support;
-
-use lifecycle_support::*;
+use crate::lifecycle_support::*;
 use nix::sys::signal::Signal;
 use serde_json::Value;
 use testkit::control;

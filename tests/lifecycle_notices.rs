@@ -1,11 +1,7 @@
 //! Notices through `kiln boot` on the example, against the metadata emulators: what leaves,
 //! what is only reported, what is refused, and that a leave is final.
 
-mod lifecycle_support;
-#[path = "metrics_support/mod.rs"]
-mod metrics_support;
-
-use lifecycle_support::*;
+use crate::lifecycle_support::*;
 use nix::sys::signal::Signal;
 use std::time::{Duration, SystemTime};
 use testkit::control;
@@ -91,7 +87,7 @@ fn a_rebalance_recommendation_is_reported_with_its_time_and_kiln_stays() {
     let emulator = MetadataEmulator::start(Options::new(Cloud::Ec2));
     emulator.notices(|n| n.rebalance(SystemTime::now()));
     let ex = example_on(&emulator, "poll_interval = \"1s\"");
-    let metrics = metrics_support::with_metrics(&ex);
+    let metrics = crate::metrics_support::with_metrics(&ex);
     let (_kiln, _notify) = ex.boot_ready(KILN);
     let notice = wait_notice(&ex, "rebalance");
     assert_eq!(notice["action"], "report", "{notice}");
@@ -104,7 +100,7 @@ fn a_rebalance_recommendation_is_reported_with_its_time_and_kiln_stays() {
     };
     let seen_by = looks();
     wait_until("another look", LEAVE, || (looks() > seen_by).then_some(()));
-    let body = metrics_support::scrape(metrics, None).body;
+    let body = crate::metrics_support::scrape(metrics, None).body;
     for (kind, count) in [
         ("rebalance", 1.0),
         ("spot_interruption", 0.0),
@@ -112,7 +108,7 @@ fn a_rebalance_recommendation_is_reported_with_its_time_and_kiln_stays() {
     ] {
         let series = format!("kiln_lifecycle_notices_total{{kind=\"{kind}\"}}");
         assert_eq!(
-            metrics_support::value_of(&body, &series),
+            crate::metrics_support::value_of(&body, &series),
             Some(count),
             "{series}:\n{body}"
         );

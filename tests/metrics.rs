@@ -2,12 +2,8 @@
 //! that no value of the environment leaves by it, and that scrapers which stall or flood never
 //! delay `/readyz` or a restart.
 
-#[path = "hostile_support/mod.rs"]
-mod hostile_support;
-mod metrics_support;
-
-use hostile_support::{Behaviour, Flood, Target, every_answer_is, php_fpm_comes_back_after_sigkill};
-use metrics_support::{PROMETHEUS_ACCEPT, scrape, value_of, with_metrics};
+use crate::hostile_support::{Behaviour, Flood, Target, every_answer_is, php_fpm_comes_back_after_sigkill};
+use crate::metrics_support::{PROMETHEUS_ACCEPT, scrape, value_of, with_metrics};
 use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, SockaddrIn, sockopt};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};

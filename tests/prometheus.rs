@@ -2,12 +2,8 @@
 //! happened: which units are ready, a restart after php-fpm is SIGKILLed, a probe latency
 //! quantile, and the answers of the README's queries.
 
-#[path = "hostile_support/mod.rs"]
-mod hostile_support;
-mod metrics_support;
-
-use hostile_support::php_fpm_comes_back_after_sigkill;
-use metrics_support::{scrape, value_of, with_metrics};
+use crate::hostile_support::php_fpm_comes_back_after_sigkill;
+use crate::metrics_support::{scrape, value_of, with_metrics};
 use std::time::Duration;
 use testkit::control;
 use testkit::example::Example;

@@ -5,8 +5,6 @@
 //! Tests that let kiln remount or mount run it in a private mount namespace (`unshare -m`): a
 //! mount in the test's own namespace would outlive the test.
 
-mod seal_support;
-
 use nix::sys::signal::Signal;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -289,7 +287,7 @@ fn changed_metadata_is_announced_and_never_applied() {
 fn a_capability_added_to_a_sealed_file_refuses_to_boot() {
     let ex = sealed_example("fail", false);
     let page = ex.app_dir.join("public/index.php");
-    seal_support::setcap(&page, "cap_setuid+ep");
+    crate::seal_support::setcap(&page, "cap_setuid+ep");
     let mut kiln = Kiln::boot(KILN, &ex.config_path);
     let status = wait_until("the refused boot in status", BOOT, || {
         control::status(&ex.socket()).filter(|s| s["phase"] == "failed")
@@ -353,8 +351,8 @@ fn a_mount_over_a_sealed_directory_is_drift_seen_by_the_watch() {
 /// A small instance around a sealed fixture (one `sleep` service, nocloud metadata, no
 /// remount) for kiln in a user namespace, where the inotify watch limit can be lowered for kiln
 /// alone (`user.max_inotify_watches` is per user namespace).
-fn blind_instance(on_drift: &str) -> (seal_support::Fixture, Kiln) {
-    let fx = seal_support::Fixture::with(&[
+fn blind_instance(on_drift: &str) -> (crate::seal_support::Fixture, Kiln) {
+    let fx = crate::seal_support::Fixture::with(&[
         &format!("on_drift = \"{on_drift}\""),
         "rescan = \"1s\"",
         "readonly = false",

@@ -3,9 +3,7 @@
 //! with EROFS there, excluded paths stay writable, and the test's own namespace is untouched.
 //! The namespace ends with its shell, so nothing is left mounted even when a test fails.
 
-mod seal_support;
-
-use seal_support::Fixture;
+use crate::seal_support::Fixture;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;

@@ -1,10 +1,8 @@
 //! `kiln seal` and `kiln verify`: determinism, location independence, every kind of change,
 //! bad manifests, and the boot-time check built on them.
 
-mod seal_support;
-
+use crate::seal_support::{CONSOLE, Fixture, KERNEL, build_tree, let_nobody_write, set_mtimes, setcap};
 use kiln::seal::{self, Change, Difference, Link, Manifest, SealError};
-use seal_support::{CONSOLE, Fixture, KERNEL, build_tree, let_nobody_write, set_mtimes, setcap};
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::PathBuf;
@@ -527,7 +525,7 @@ fn a_capability_sealed_in_must_stay_as_it_was() {
             )]
         )
     );
-    seal_support::run("setcap", &["-r".as_ref(), php.as_os_str()]);
+    crate::seal_support::run("setcap", &["-r".as_ref(), php.as_os_str()]);
     assert_eq!(
         verify_cli(&fx),
         (

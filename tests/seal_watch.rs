@@ -3,10 +3,8 @@
 //! directories are watched, excluded paths are ignored, and the full rescan runs at start and on
 //! its period.
 
-mod seal_support;
-
+use crate::seal_support::{Fixture, KERNEL, build_tree, let_nobody_write, setcap};
 use kiln::seal::{self, Change, Difference, DriftReport, DriftWatch, FoundBy};
-use seal_support::{Fixture, KERNEL, build_tree, let_nobody_write, setcap};
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::time::{Duration, Instant};

@@ -4,8 +4,6 @@
 //! One kiln per state dir: a second one refuses and touches nothing. What a kiln killed during
 //! its leave left running is cleared by the next kiln before it refuses to rejoin.
 
-mod lifecycle_support;
-
 use nix::sys::signal::Signal;
 use nix::unistd::{Uid, chown};
 use std::fs::{self, DirBuilder, Permissions};
@@ -244,7 +242,7 @@ fn a_second_kiln_on_the_same_state_dir_refuses_and_touches_nothing() {
 #[test]
 fn a_kiln_killed_during_its_leave_leaves_nothing_running_after_the_next_boot() {
     let emulator = MetadataEmulator::start(Options::new(Cloud::Ec2));
-    let ex = lifecycle_support::example_on(&emulator, "poll_interval = \"1s\"");
+    let ex = crate::lifecycle_support::example_on(&emulator, "poll_interval = \"1s\"");
     // Ignores SIGTERM: the leave waits out its stop_timeout, and the kill comes meanwhile.
     ex.edit_config(|c| {
         c + "\n[[service]]\nname = \"stubborn\"\ncommand = [\"sh\", \"-c\", \"trap '' TERM; exec sleep 1000\"]\nstop_timeout = \"120s\"\n"
@@ -252,7 +250,7 @@ fn a_kiln_killed_during_its_leave_leaves_nothing_running_after_the_next_boot() {
     let (mut first, _notify) = ex.boot_ready(KILN);
     let stubborn = control::unit_pid(&ex.socket(), "stubborn").unwrap();
     emulator.notices(|n| n.spot_interruption("terminate", SystemTime::now() + Duration::from_secs(120)));
-    first.wait_log("stubborn: stopping (SIGTERM)", lifecycle_support::LEAVE);
+    first.wait_log("stubborn: stopping (SIGTERM)", crate::lifecycle_support::LEAVE);
     assert!(ex.state_dir().join("left").exists());
     first.signal(Signal::SIGKILL);
     first.wait_exit(BOOT_DEADLINE);

@@ -1,8 +1,6 @@
 //! Hostile clients for the tests of issue 10 §2: floods of connections that send nothing, or a
 //! request head that never ends, kept up on a thread of their own until dropped.
 
-#![allow(dead_code, reason = "each test binary uses its own part")]
-
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use std::io::{ErrorKind, Read, Write};
@@ -163,7 +161,6 @@ impl Conn {
 /// counted and opened again.
 pub struct Flood {
     stop: Arc<AtomicBool>,
-    open: Arc<AtomicUsize>,
     opened: Arc<AtomicUsize>,
     closed_by_server: Arc<AtomicUsize>,
     thread: Option<JoinHandle<()>>,
@@ -172,15 +169,9 @@ pub struct Flood {
 impl Flood {
     pub fn start(target: Target, size: usize, behaviour: Behaviour) -> Flood {
         let stop = Arc::new(AtomicBool::new(false));
-        let open = Arc::new(AtomicUsize::new(0));
         let opened = Arc::new(AtomicUsize::new(0));
         let closed_by_server = Arc::new(AtomicUsize::new(0));
-        let (s, o, n, c) = (
-            stop.clone(),
-            open.clone(),
-            opened.clone(),
-            closed_by_server.clone(),
-        );
+        let (s, n, c) = (stop.clone(), opened.clone(), closed_by_server.clone());
         let thread = std::thread::spawn(move || {
             let mut conns: Vec<(Conn, usize)> = Vec::with_capacity(size);
             let mut round = 0usize;
@@ -207,14 +198,12 @@ impl Flood {
                         *lines += 1;
                     }
                 }
-                o.store(conns.len(), Ordering::Relaxed);
                 round += 1;
                 std::thread::sleep(Duration::from_millis(100));
             }
         });
         let flood = Flood {
             stop,
-            open,
             opened,
             closed_by_server,
             thread: Some(thread),
@@ -226,11 +215,6 @@ impl Flood {
             (flood.opened.load(Ordering::Relaxed) >= size).then_some(())
         });
         flood
-    }
-
-    /// Connections held open now.
-    pub fn open(&self) -> usize {
-        self.open.load(Ordering::Relaxed)
     }
 
     /// Connections the server has closed so far.

@@ -1,8 +1,6 @@
 //! Shared by the lifecycle tests: the example app pointed at a metadata emulator with a
 //! `[lifecycle]` section, and waits on what kiln says about its leave.
 
-#![allow(dead_code, reason = "each test file uses a part")]
-
 use serde_json::Value;
 use std::time::Duration;
 use testkit::control;
@@ -52,21 +50,6 @@ pub fn wait_step(ex: &Example, step: &str, deadline: Duration) -> Value {
         let steps = status["lifecycle"]["leave"]["steps"].as_array()?;
         steps.iter().any(|s| s["step"] == step).then_some(status)
     })
-}
-
-/// The time from the notice to `step`, in ms, as kiln reports it.
-pub fn step_after_notice(status: &Value, step: &str) -> u64 {
-    let leave = &status["lifecycle"]["leave"];
-    let noticed = leave["noticed_ms"].as_u64().unwrap();
-    let at = leave["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["step"] == step)
-        .unwrap_or_else(|| panic!("no step {step:?} in {leave}"))["at_ms"]
-        .as_u64()
-        .unwrap();
-    at - noticed
 }
 
 /// The names of the leave's steps, in order.

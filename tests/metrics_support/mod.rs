@@ -1,7 +1,5 @@
 //! What the metrics tests share: the example with `[metrics]`, and a scrape.
 
-#![allow(dead_code, reason = "each test binary uses its own part")]
-
 use std::net::SocketAddr;
 use testkit::example::Example;
 use testkit::wait::{Response, http_get_with};

@@ -1,7 +1,5 @@
 //! A small sealed tree shaped like a Symfony release, in a temporary folder removed on drop.
 
-#![allow(dead_code, reason = "each test binary uses its own part")]
-
 use kiln::config::{Config, SealConfig};
 use std::fs;
 use std::os::unix::fs::{PermissionsExt, symlink};
