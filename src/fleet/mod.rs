@@ -27,6 +27,10 @@ use std::time::{Duration, Instant};
 
 /// The flags of `kiln fleet`.
 #[derive(Debug, clap::Args)]
+#[allow(
+    rustdoc::broken_intra_doc_links,
+    reason = "these comments are the --help text, which names config sections as [lb]"
+)]
 pub struct FleetArgs {
     /// Take [lb] and [health] from this kiln.toml (the image's; other sections are not read).
     /// Default: /etc/kiln/kiln.toml when it exists.
