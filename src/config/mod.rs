@@ -22,6 +22,7 @@ mod secrets;
 mod service;
 mod signal;
 mod size;
+mod template;
 mod url;
 mod validate;
 mod warnings;
@@ -38,6 +39,7 @@ pub use secrets::{Scheme, SecretsConfig};
 pub use service::{MEMORY_MAX_MIN, RestartPolicy, ServiceConfig, StopSignalTo};
 pub use signal::SignalName;
 pub use size::ByteSize;
+pub use template::{Fact, Template};
 
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
