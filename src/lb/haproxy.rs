@@ -79,8 +79,9 @@ impl RuntimeApi {
         Ok(answer)
     }
 
-    /// Runs `command` and accepts only an answer starting with one of `ok` ("" for silence).
-    async fn expect(&self, command: &str, ok: &[&str]) -> Result<String, LbError> {
+    /// Runs `command` and accepts only an answer starting with one of `ok` ("" for silence):
+    /// any other answer is an error quoting HAProxy.
+    async fn command_accepting(&self, command: &str, ok: &[&str]) -> Result<String, LbError> {
         let answer = self.command(command).await?;
         if ok.iter().any(|o| {
             if o.is_empty() {
@@ -270,7 +271,7 @@ impl HaproxyRegistrar {
             self.target()
         );
         self.api
-            .expect(
+            .command_accepting(
                 &format!(
                     "set server {} addr {} port {}",
                     self.target(),
@@ -298,7 +299,7 @@ impl Registrar for HaproxyRegistrar {
         let add = format!("add server {} {} {}", self.target(), self.address(), self.options);
         let answer = self
             .api
-            .expect(
+            .command_accepting(
                 add.trim_end(),
                 &["New server registered", "Already exists a server"],
             )
@@ -307,16 +308,16 @@ impl Registrar for HaproxyRegistrar {
             self.take_over().await?;
         }
         self.api
-            .expect(&format!("set server {} state ready", self.target()), &[""])
+            .command_accepting(&format!("set server {} state ready", self.target()), &[""])
             .await?;
         if self.has_option("check") {
             self.api
-                .expect(&format!("enable health {}", self.target()), &[""])
+                .command_accepting(&format!("enable health {}", self.target()), &[""])
                 .await?;
         }
         if self.has_option("agent-check") {
             self.api
-                .expect(&format!("enable agent {}", self.target()), &[""])
+                .command_accepting(&format!("enable agent {}", self.target()), &[""])
                 .await?;
         }
         Ok(())
@@ -324,7 +325,7 @@ impl Registrar for HaproxyRegistrar {
 
     async fn deregister(&self) -> Result<(), LbError> {
         self.api
-            .expect(
+            .command_accepting(
                 &format!("set server {} state drain", self.target()),
                 &["", "No such server"],
             )
@@ -369,7 +370,7 @@ impl Registrar for HaproxyRegistrar {
         let target = self.target();
         let maint = self
             .api
-            .expect(
+            .command_accepting(
                 &format!("set server {target} state maint"),
                 &["", "No such server"],
             )
@@ -379,13 +380,13 @@ impl Registrar for HaproxyRegistrar {
         }
         // Sessions still there after the drain deadline would keep the server forever.
         self.api
-            .expect(&format!("shutdown sessions server {target}"), &[""])
+            .command_accepting(&format!("shutdown sessions server {target}"), &[""])
             .await?;
         let give_up = Instant::now() + REMOVE_PATIENCE;
         loop {
             let answer = self
                 .api
-                .expect(
+                .command_accepting(
                     &format!("del server {target}"),
                     &["Server deleted", "No such server", "Server still has connections"],
                 )
