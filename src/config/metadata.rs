@@ -19,7 +19,7 @@ pub struct MetadataConfig {
     /// `auto` reads DMI (`dmi_dir`) and `hypervisor_uuid` to tell the cloud before any request.
     #[serde(default)]
     pub provider: ProviderKind,
-    /// Override of the provider's address, `http://HOST[:PORT]` (default `http://169.254.169.254`
+    /// Override of the provider's address, `http://HOST[:PORT]` (default [`crate::net::METADATA`]
     /// for every cloud: no DNS lookup at boot). Plain HTTP only: metadata services do not speak TLS.
     pub endpoint: Option<String>,
     /// `nocloud` only: directory holding `meta-data` (`key: value` lines) and `user-data`

@@ -128,7 +128,7 @@ impl Source {
                 if let Some(arn) = &lb.target_group_arn {
                     crate::config::lb::arn_region(arn).map_err(|e| format!("target group {arn:?}: {e}"))?;
                 }
-                let imds = lb.imds_endpoint.as_deref().unwrap_or("http://169.254.169.254");
+                let imds = lb.imds_endpoint.as_deref().unwrap_or(crate::net::METADATA);
                 let credentials = CredentialSource::from_env(imds).map_err(|e| format!("elbv2: {e}"))?;
                 let group = TargetGroup::new(&lb, credentials).map_err(|e| e.0)?;
                 Ok(Source::Elbv2 { group })

@@ -8,6 +8,7 @@
 //! replaced, so it leaves the load balancer as on stop.
 
 use super::{DrainProgress, LbError, Registrar};
+use crate::net::Backoff;
 use crate::state::{DrainSummary, LbState, LbStatus, Phase, Shared, Snapshot, now_ms};
 use crate::systemd::notify::Notifier;
 use std::sync::{Arc, Mutex};
@@ -15,9 +16,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-/// First wait after a failed registration; doubles up to [`RETRY_MAX`], forever.
-const RETRY_START: Duration = Duration::from_millis(500);
-const RETRY_MAX: Duration = Duration::from_secs(10);
+/// Waits after a failed registration, forever: `net`'s one backoff rule at a slower pace
+/// (0.5 s doubling to 10 s, each drawn between half and all of it).
+const RETRY: Backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
 /// `EXTEND_TIMEOUT_USEC` is sent this often while the drain runs, each time asking for
 /// [`EXTEND_BY`] more: systemd then never kills kiln in the middle of a drain it bounds itself.
 const EXTEND_EVERY: Duration = Duration::from_secs(5);
@@ -106,7 +107,7 @@ impl Membership {
 impl Inner {
     async fn run(self: Arc<Self>) {
         let mut phases = self.shared.subscribe();
-        let mut delay = RETRY_START;
+        let mut pauses = RETRY.pauses();
         let mut attempt = 0u32;
         let mut last_error = String::new();
         loop {
@@ -118,6 +119,7 @@ impl Inner {
             match self.registrar.register().await {
                 Ok(()) => break,
                 Err(LbError(e)) => {
+                    let delay = pauses.next_pause();
                     if e != last_error {
                         tracing::warn!("lb: cannot register {}: {e}", self.registrar.describe());
                         self.shared.event("warn", format!("lb: cannot register: {e}"));
@@ -125,7 +127,10 @@ impl Inner {
                     }
                     self.report(
                         LbState::Unregistered,
-                        Some(format!("{e} (attempt {attempt}, next in {delay:.1?})")),
+                        Some(format!(
+                            "{e} (attempt {attempt}, next in {})",
+                            crate::net::millis(delay)
+                        )),
                         None,
                     );
                     // Sleeps, but a stop or failure ends the retries at once.
@@ -133,7 +138,6 @@ impl Inner {
                     if tokio::time::timeout(delay, stop).await.is_ok() {
                         return;
                     }
-                    delay = (delay * 2).min(RETRY_MAX);
                 }
             }
         }
@@ -161,15 +165,15 @@ impl Inner {
         self.report(LbState::Draining, None, Some(format!("deregistering ({why})")));
         self.shared.event("info", format!("lb: leaving ({why})"));
 
-        let mut delay = RETRY_START;
+        let mut pauses = RETRY.pauses();
         let deregistered = loop {
+            let delay = pauses.next_pause();
             match self.registrar.deregister().await {
                 Ok(()) => break Ok(()),
                 Err(e) if Instant::now() + delay >= deadline => break Err(e),
                 Err(e) => {
                     tracing::warn!("lb: cannot deregister (retrying): {e}");
                     tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(RETRY_MAX);
                 }
             }
         };
