@@ -130,7 +130,7 @@ pub fn attempts(n: u32) -> String {
 /// Runs `attempt` until `classify` calls one final or `deadline` passes. No attempt starts at or
 /// after the deadline, and no pause runs past it: kiln gives up *at* the deadline, with the last
 /// attempt. `on_retry` hears of each retry before its pause (not of a pause that only waits out
-/// the deadline).
+/// the deadline, nor of an [`Verdict::Again`], which the classifier knows of already).
 pub async fn until<T, A, Fut, C, R>(
     deadline: Instant,
     backoff: Backoff,
@@ -157,7 +157,7 @@ where
             Verdict::Retry(reason) => (reason, pauses.next_pause()),
         };
         let left = deadline.saturating_duration_since(Instant::now());
-        if pause < left {
+        if !pause.is_zero() && pause < left {
             on_retry(&Retrying {
                 attempt: attempts,
                 reason: &reason,
@@ -356,6 +356,28 @@ mod tests {
         let heard = heard.into_inner();
         assert_eq!(heard.len() as u32, gave_up.attempts - 1, "{heard:?}");
         assert!(heard.iter().all(|(_, reason)| reason == "answered 503"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn again_is_not_reported_as_a_retry() {
+        let heard = RefCell::new(0);
+        let answers = RefCell::new([401u16, 200].into_iter());
+        let outcome = until(
+            Instant::now() + Duration::from_secs(5),
+            Backoff::REQUEST,
+            || {
+                let answer = answers.borrow_mut().next().unwrap_or(200);
+                async move { answer }
+            },
+            |answer| match answer {
+                401 => Verdict::Again("token expired".into()),
+                _ => Verdict::Final,
+            },
+            |_| *heard.borrow_mut() += 1,
+        )
+        .await;
+        assert!(matches!(outcome, Outcome::Final(200)), "{outcome:?}");
+        assert_eq!(heard.into_inner(), 0);
     }
 
     #[test]
