@@ -8,6 +8,8 @@
 //! `supervise` and `boot`). `boot` is the walk itself; `status` is the client
 //! of `kiln status`; `fleet` looks at every instance behind the load balancer (`kiln fleet`).
 //! `metrics` renders the snapshot (and what the `state`'s recorder counted) for Prometheus.
+//! `net` is where every outbound HTTP request starts: its clients, the retry until a deadline,
+//! the bounded body, the metadata addresses (and when kiln gives up on the network).
 
 pub mod aws;
 pub mod aws_names;
@@ -20,12 +22,12 @@ pub mod fd_budget;
 pub mod fleet;
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod http_client;
 pub mod lb;
 pub mod lifecycle;
 pub mod metadata;
 pub mod metrics;
 pub mod mountinfo;
+pub mod net;
 pub mod probe;
 pub mod process;
 pub mod seal;

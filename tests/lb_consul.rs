@@ -121,6 +121,49 @@ async fn an_unreachable_agent_is_a_clear_error() {
     assert!(err.contains("PUT /v1/agent/service/register"), "{err}");
 }
 
+/// An agent address that answers with a redirect (a proxy in front of the agent, or anyone who
+/// can answer there): kiln does not follow it, so the ACL token never reaches where it points.
+#[tokio::test]
+async fn a_redirect_is_not_followed_and_the_token_goes_nowhere_else() {
+    // SAFETY: nextest runs this test alone in its own process; nothing else reads the environment.
+    unsafe { std::env::set_var("CONSUL_HTTP_TOKEN", "SECRET-acl-token") };
+    let elsewhere = ConsulAgent::start();
+    let location = format!("{}/v1/agent/service/register", elsewhere.url());
+    let (_redirector, addr) = testkit::server::Background::spawn(
+        "redirector",
+        || std::net::TcpListener::bind("127.0.0.1:0"),
+        move |listener| async move {
+            let answer = format!(
+                "HTTP/1.1 307 Temporary Redirect\r\nlocation: {location}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n"
+            );
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let answer = answer.clone();
+                tokio::spawn(async move {
+                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                    let mut request = vec![0u8; 64 * 1024];
+                    let _ = stream.read(&mut request).await;
+                    let _ = stream.write_all(answer.as_bytes()).await;
+                    // Held open until the client closes it: no reset under an unread body.
+                    let _ = stream.read_to_end(&mut request).await;
+                });
+            }
+        },
+    )
+    .unwrap();
+    let agent = format!("http://{addr}");
+    let lb = ConsulRegistrar::new(&lb_config(&agent), &HealthConfig::default(), &facts()).unwrap();
+    let registered = lb.register().await;
+    assert_eq!(
+        elsewhere.requests(),
+        Vec::<String>::new(),
+        "the redirect was followed"
+    );
+    assert!(elsewhere.services().is_empty());
+    let err = registered.unwrap_err().0;
+    assert!(err.contains("PUT /v1/agent/service/register: 307"), "{err}");
+    assert!(!err.contains("SECRET"), "{err}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn membership_goes_through_maintenance_before_deregistering() {
     let agent = ConsulAgent::start();

@@ -138,6 +138,47 @@ fn gcp_errors_name_the_variable_the_reference_and_the_status() {
     assert!(said.contains("no service account"), "{said}");
 }
 
+/// A store that answers 503 until the deadline: the refusal names that answer, not the deadline
+/// alone, and says how many attempts were made.
+#[test]
+fn a_store_that_keeps_failing_is_refused_at_the_deadline_with_its_last_answer() {
+    let (_store, addr) = testkit::server::Background::spawn(
+        "unavailable-store",
+        || std::net::TcpListener::bind("127.0.0.1:0"),
+        |listener| async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                    let mut request = vec![0u8; 64 * 1024];
+                    let _ = stream.read(&mut request).await;
+                    let answer =
+                        "HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\ncontent-length: 0\r\n\r\n";
+                    let _ = stream.write_all(answer.as_bytes()).await;
+                    let _ = stream.read_to_end(&mut request).await;
+                });
+            }
+        },
+    )
+    .unwrap();
+    let user_data = format!("DATABASE_URL=gcp:projects/{PROJECT_ID}/secrets/db\n");
+    let gce = MetadataEmulator::start(Options::new(Cloud::Gce).user_data(user_data));
+    let config = format!(
+        "{}\n[secrets]\ngcp_endpoint = \"http://{addr}\"\n[control]\nsocket = \"/run/kiln-test-unused.sock\"\n",
+        gce.config_section("deadline = \"2s\"\nrequest_timeout = \"1s\"")
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (out, env) = kiln_env(dir.path(), &config);
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(env.is_empty(), "{env}");
+    assert!(
+        said.contains(&format!(
+            "secret DATABASE_URL (gcp:projects/{PROJECT_ID}/secrets/db): gcp GET http://{addr}/v1/projects/{PROJECT_ID}/secrets/db/versions/latest:access: answered 503 (gave up at the deadline after "
+        )),
+        "{said}"
+    );
+}
+
 #[test]
 fn key_vault_references_resolve_with_the_managed_identity_token() {
     let tokens = testkit::emulator::metadata::AccessTokens::default();

@@ -64,10 +64,14 @@ impl CallError {
         }
     }
 
-    /// Worth another attempt: throttling, 5xx, 429, no answer.
+    /// Worth another attempt: what `net` retries everywhere (429, 5xx, no answer) and AWS's
+    /// throttling codes.
     pub fn is_transient(&self) -> bool {
         match self {
-            CallError::Aws { status, error, .. } => *status >= 500 || *status == 429 || error.is_throttling(),
+            CallError::Aws { status, error, .. } => {
+                reqwest::StatusCode::from_u16(*status).is_ok_and(crate::net::transient_status)
+                    || error.is_throttling()
+            }
             CallError::Failed { transient, .. } => *transient,
         }
     }
@@ -88,7 +92,10 @@ impl CallError {
         match &mut self {
             CallError::Aws { attempts, .. } => *attempts = after,
             CallError::Failed { reason, .. } => {
-                *reason = format!("{reason} (gave up at the deadline after {after} attempts)")
+                *reason = format!(
+                    "{reason} (gave up at the deadline after {})",
+                    crate::net::retry::attempts(after)
+                )
             }
         }
         self
@@ -112,7 +119,8 @@ impl fmt::Display for CallError {
                     error.code, error.message
                 )?;
                 if *attempts > 1 {
-                    write!(f, " (gave up at the deadline after {attempts} attempts)")?;
+                    let attempts = crate::net::retry::attempts(*attempts);
+                    write!(f, " (gave up at the deadline after {attempts})")?;
                 }
                 Ok(())
             }

@@ -10,8 +10,8 @@
 //! let out: Resp = elbv2.query("RegisterTargets", &params, deadline).await?; // Query, XML answer
 //! ```
 //!
-//! Every call is retried inside its deadline on connection errors, timeouts, 5xx, 429 and AWS's
-//! throttling codes, with the same capped exponential backoff as metadata requests.
+//! Every call is retried inside its deadline by `crate::net::retry` on what `net` retries (no
+//! connection, no answer, 429, 5xx) and AWS's throttling codes ([`CallError::is_transient`]).
 
 mod credentials;
 mod endpoint;
@@ -27,17 +27,11 @@ pub use error::parse as parse_error_answer;
 pub use error::{AwsError, CallError};
 pub use protocol::Members;
 
-use crate::http_client::{BodyError, root_cause};
+use crate::net::retry::{self, Backoff, GaveUp, Outcome, Verdict};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 use tokio::time::Instant;
 
-/// First pause between two attempts; it doubles up to [`BACKOFF_MAX`] (as metadata requests).
-const BACKOFF_FIRST: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(2);
-/// One attempt's longest wait for an answer.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest answer read (a page of 10 parameters of 8 KiB, a 64 KiB secret, with room to spare).
 const BODY_LIMIT: usize = 1024 * 1024;
 
@@ -57,11 +51,7 @@ struct Inner {
 
 impl AwsClient {
     pub fn new(credentials: CredentialSource) -> Result<AwsClient, String> {
-        let http = crate::http_client::builder()
-            .connect_timeout(Duration::from_secs(3))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| format!("cannot build the AWS HTTP client: {}", root_cause(&e)))?;
+        let http = crate::net::client::api()?;
         Ok(AwsClient {
             inner: Arc::new(Inner {
                 http,
@@ -129,43 +119,56 @@ impl Api {
 
     /// Sends `call` until it gets a final answer or `deadline` passes; Ok is the answer body.
     async fn send(&self, call: &Call<'_>, deadline: Instant) -> Result<bytes::Bytes, CallError> {
-        let mut backoff = BACKOFF_FIRST;
-        let mut attempts = 0u32;
-        loop {
-            attempts += 1;
-            let last = match self.attempt(call, deadline).await {
-                Ok(body) => return Ok(body),
-                Err(e) if !e.is_transient() => return Err(e),
-                Err(e) => e,
-            };
-            let pause = backoff.min(deadline.saturating_duration_since(Instant::now()));
-            if pause.is_zero() {
-                return Err(last.gave_up(attempts));
-            }
+        let classify = |result: &Result<bytes::Bytes, CallError>| match result {
+            Err(e) if e.is_transient() => Verdict::Retry(e.to_string()),
+            _ => Verdict::Final,
+        };
+        let log = |r: &retry::Retrying<'_>| {
             tracing::info!(
                 service = self.service.name,
                 action = call.action,
-                attempt = attempts,
-                "AWS request failed ({last}); retrying in {}ms",
-                pause.as_millis()
+                attempt = r.attempt,
+                "AWS request failed ({}); retrying in {}",
+                r.reason,
+                crate::net::millis(r.pause)
             );
-            tokio::time::sleep(pause).await;
-            // A pause that ran to the deadline leaves no time for another attempt: the last
-            // answer is the reason, not "the deadline passed before the request was sent".
-            if Instant::now() >= deadline {
-                return Err(last.gave_up(attempts));
-            }
-            backoff = (backoff * 2).min(BACKOFF_MAX);
+        };
+        let attempt = || self.attempt(call, deadline);
+        match retry::until(deadline, Backoff::REQUEST, attempt, classify, log).await {
+            Outcome::Final(result) => result,
+            Outcome::GaveUp(GaveUp {
+                last: Some((Err(e), _)),
+                attempts,
+                ..
+            }) => Err(e.gave_up(attempts)),
+            Outcome::GaveUp(_) => Err(self
+                .failed(
+                    call.action,
+                    "the deadline passed before the request was sent".into(),
+                )
+                .not_transient()),
         }
     }
 
     /// One signed request and its answer.
     async fn attempt(&self, call: &Call<'_>, deadline: Instant) -> Result<bytes::Bytes, CallError> {
-        let fail = |reason: String| self.failed(call.action, reason);
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        if remaining.is_zero() {
-            return Err(fail("the deadline passed before the request was sent".into()));
+        let request = self.signed(call, deadline).await?;
+        let timeout = crate::net::API_REQUEST_TIMEOUT.min(deadline.saturating_duration_since(Instant::now()));
+        if timeout.is_zero() {
+            return Err(self.failed(
+                call.action,
+                "the deadline passed before the request was sent".into(),
+            ));
         }
+        self.client.inner.requests.fetch_add(1, Ordering::Relaxed);
+        let answer = crate::net::exchange(request, timeout, BODY_LIMIT)
+            .await
+            .map_err(|reason| self.failed(call.action, reason))?;
+        self.answered(call.action, answer)
+    }
+
+    /// The request of `call`, signed with the credentials of now (fetched by `deadline`).
+    async fn signed(&self, call: &Call<'_>, deadline: Instant) -> Result<reqwest::RequestBuilder, CallError> {
         let credentials = self
             .client
             .inner
@@ -186,14 +189,11 @@ impl Api {
             &headers,
             call.body.as_bytes(),
         )
-        .map_err(|e| fail(format!("cannot sign: {e}")).not_transient())?;
-        let mut request = self
-            .client
-            .inner
-            .http
-            .post(url)
-            .timeout(remaining.min(REQUEST_TIMEOUT))
-            .body(call.body.clone());
+        .map_err(|e| {
+            self.failed(call.action, format!("cannot sign: {e}"))
+                .not_transient()
+        })?;
+        let mut request = self.client.inner.http.post(url).body(call.body.clone());
         for (name, value) in headers
             .iter()
             .map(|(n, v)| (*n, v.as_str()))
@@ -201,24 +201,27 @@ impl Api {
         {
             request = request.header(name, value);
         }
-        self.client.inner.requests.fetch_add(1, Ordering::Relaxed);
-        let response = request.send().await.map_err(|e| fail(describe(&e)))?;
-        let status = response.status();
-        let body = read_limited(response).await.map_err(&fail)?;
+        Ok(request)
+    }
+
+    /// The body of a 2xx answer; else AWS's error, or what kiln could tell of the answer.
+    fn answered(&self, action: &str, answer: crate::net::Answer) -> Result<bytes::Bytes, CallError> {
+        let status = answer.status;
         if status.is_success() {
-            return Ok(body);
+            return Ok(answer.body);
         }
-        match error::parse(&body) {
+        match error::parse(&answer.body) {
             Some(error) => Err(CallError::Aws {
                 service: self.service.name,
-                action: call.action.to_string(),
+                action: action.to_string(),
                 endpoint: self.endpoint.shown().to_string(),
                 status: status.as_u16(),
                 error,
                 attempts: 1,
             }),
-            None => Err(fail(format!("HTTP {status} without an AWS error code"))
-                .transient_if(status.is_server_error() || status.as_u16() == 429)),
+            None => Err(self
+                .failed(action, format!("HTTP {status} without an AWS error code"))
+                .transient_if(crate::net::transient_status(status))),
         }
     }
 
@@ -230,24 +233,5 @@ impl Api {
             reason,
             transient: true,
         }
-    }
-}
-
-/// The body, refusing answers over [`BODY_LIMIT`].
-async fn read_limited(mut response: reqwest::Response) -> Result<bytes::Bytes, String> {
-    match crate::http_client::read_body(&mut response, BODY_LIMIT).await {
-        Ok(body) => Ok(body.into()),
-        Err(BodyError::TooLong(limit)) => Err(format!("answer is over the {limit} byte limit")),
-        Err(BodyError::Read(e)) => Err(describe(&e)),
-    }
-}
-
-fn describe(e: &reqwest::Error) -> String {
-    if e.is_timeout() {
-        "no answer in time".into()
-    } else if e.is_connect() {
-        format!("cannot connect: {}", root_cause(e))
-    } else {
-        root_cause(e)
     }
 }

@@ -61,7 +61,7 @@ pub struct LbTable {
     endpoint: Option<String>,
     /// elbv2: the instance metadata service holding the instance role's credentials, used when
     /// `AWS_ACCESS_KEY_ID` is not in kiln's environment. Default: `[metadata] endpoint`, else
-    /// `http://169.254.169.254`.
+    /// [`crate::net::METADATA`].
     imds_endpoint: Option<String>,
 
     /// consul: the local agent's HTTP API (default `http://127.0.0.1:8500`).

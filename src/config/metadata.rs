@@ -19,7 +19,7 @@ pub struct MetadataConfig {
     /// `auto` reads DMI (`dmi_dir`) and `hypervisor_uuid` to tell the cloud before any request.
     #[serde(default)]
     pub provider: ProviderKind,
-    /// Override of the provider's address, `http://HOST[:PORT]` (default `http://169.254.169.254`
+    /// Override of the provider's address, `http://HOST[:PORT]` (default [`crate::net::METADATA`]
     /// for every cloud: no DNS lookup at boot). Plain HTTP only: metadata services do not speak TLS.
     pub endpoint: Option<String>,
     /// `nocloud` only: directory holding `meta-data` (`key: value` lines) and `user-data`
@@ -224,8 +224,14 @@ mod tests {
 
     #[test]
     fn endpoint_must_be_plain_http_host() {
-        assert!(check_endpoint("http://169.254.169.254").is_ok());
-        assert!(check_endpoint("http://[fd00:ec2::254]").is_ok());
+        // Every metadata address kiln names passes as an endpoint.
+        for address in [
+            crate::net::METADATA,
+            crate::net::METADATA_EC2_IPV6,
+            crate::net::METADATA_GCE_NAME,
+        ] {
+            assert!(check_endpoint(address).is_ok(), "{address}");
+        }
         assert!(check_endpoint("http://127.0.0.1:8080/").is_ok());
         assert!(check_endpoint("https://169.254.169.254").is_err());
         assert!(check_endpoint("http://host/latest").is_err());

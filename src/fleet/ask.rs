@@ -2,7 +2,7 @@
 //! a member that does not answer is reported, it never holds up the others.
 
 use super::assess::Image;
-use crate::http_client::BodyError;
+use crate::net::BodyError;
 use crate::state::Phase;
 use crate::terminal::peer_text;
 use futures_util::StreamExt;
@@ -120,20 +120,9 @@ pub fn parse(body: &[u8]) -> Result<KilnView, String> {
 
 /// Asks each health address (`HOST:PORT`) in `health`, concurrently; answers in the same order.
 pub async fn ask_all(health: &[String], timeout: Duration) -> Vec<Result<KilnView, String>> {
-    let client = match crate::http_client::builder()
-        .timeout(timeout)
-        .connect_timeout(timeout)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-    {
+    let client = match crate::net::client::peers(timeout) {
         Ok(client) => client,
-        Err(e) => {
-            let why = format!(
-                "cannot build an HTTP client: {}",
-                crate::http_client::root_cause(&e)
-            );
-            return health.iter().map(|_| Err(why.clone())).collect();
-        }
+        Err(why) => return health.iter().map(|_| Err(why.clone())).collect(),
     };
     futures_util::stream::iter(
         health
@@ -150,7 +139,7 @@ async fn ask(client: &reqwest::Client, health: &str, timeout: Duration) -> Resul
         if e.is_timeout() {
             format!("no answer within {}", humantime::format_duration(timeout))
         } else {
-            crate::http_client::root_cause(&e)
+            crate::net::root_cause(&e)
         }
     };
     let url = super::source::health_url(health).ok_or("not HOST:PORT: not asked")?;
@@ -161,9 +150,9 @@ async fn ask(client: &reqwest::Client, health: &str, timeout: Duration) -> Resul
         .await
         .map_err(describe)?;
     let status = response.status();
-    let body = match crate::http_client::read_body(&mut response, MAX_BODY).await {
+    let body = match crate::net::read_body(&mut response, MAX_BODY).await {
         Ok(body) => body,
-        Err(BodyError::TooLong(limit)) => {
+        Err(BodyError::TooLong { limit, .. }) => {
             return Err(format!(
                 "HTTP {status}: an answer longer than {limit} bytes is not kiln's /readyz"
             ));

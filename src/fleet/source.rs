@@ -7,7 +7,7 @@ use crate::config::LbConfig;
 use crate::config::lb::{ConsulPlan, Elbv2Plan, HaproxyPlan, LbKind, LbName, LbPlan, RuntimeSocket};
 use crate::lb::LbError;
 use crate::lb::consul::ConsulApi;
-use crate::lb::elbv2::{CredentialSource, DEFAULT_IMDS, TargetGroup};
+use crate::lb::elbv2::{CredentialSource, TargetGroup};
 use crate::lb::haproxy::RuntimeApi;
 use crate::terminal::peer_text;
 
@@ -217,7 +217,7 @@ fn elbv2(flags: &LbFlags, planned: Option<&Elbv2Plan>) -> Result<Source, String>
     let endpoint = planned.and_then(|p| p.endpoint.as_ref());
     let imds = planned
         .and_then(|p| p.imds_endpoint.as_deref())
-        .unwrap_or(DEFAULT_IMDS);
+        .unwrap_or(crate::net::METADATA);
     let credentials = CredentialSource::from_env(imds).map_err(|e| format!("elbv2: {e}"))?;
     let group = TargetGroup::new(&arn, endpoint, credentials).map_err(|e| e.0)?;
     Ok(Source::Elbv2 { group })

@@ -8,11 +8,11 @@
 //! [`ConsulApi`] is the one client of the agent's HTTP API: the registrar writes through it,
 //! `kiln fleet` reads the service's health through it (`/v1/health/service/<name>`).
 
-use super::{DrainProgress, LbError, Registrar, fill, http_client};
+use super::{DrainProgress, LbError, Registrar, fill};
 use crate::config::HealthConfig;
 use crate::config::lb::{ConsulPlan, LbName, split_host_port};
-use crate::http_client::{BodyError, read_body, root_cause};
 use crate::metadata::InstanceFacts;
+use crate::net::{read_body, root_cause};
 use reqwest::Url;
 use std::time::{Duration, Instant};
 
@@ -55,7 +55,7 @@ impl ConsulApi {
             .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
             .ok_or_else(|| LbError("consul: the agent is not an http(s) URL".into()))?;
         Ok(ConsulApi {
-            http: http_client()?,
+            http: crate::net::client::api().map_err(LbError)?,
             base,
             agent: agent.trim_end_matches('/').to_string(),
             token: std::env::var("CONSUL_HTTP_TOKEN").ok().filter(|t| !t.is_empty()),
@@ -84,8 +84,13 @@ impl ConsulApi {
         Ok(url)
     }
 
+    /// A request to the agent, answered within [`crate::net::API_REQUEST_TIMEOUT`] (a hung agent
+    /// is an error the membership retries, not a stuck boot or stop).
     fn request(&self, method: reqwest::Method, url: Url) -> reqwest::RequestBuilder {
-        let request = self.http.request(method, url);
+        let request = self
+            .http
+            .request(method, url)
+            .timeout(crate::net::API_REQUEST_TIMEOUT);
         match &self.token {
             Some(token) => request.header("X-Consul-Token", token),
             None => request,
@@ -138,13 +143,9 @@ impl ConsulApi {
             return Err(self.fail("GET", path, answer_line(status, response).await));
         }
         let mut response = response;
-        let body = read_body(&mut response, HEALTH_BODY_LIMIT).await.map_err(|e| {
-            let why = match e {
-                BodyError::TooLong(limit) => format!("an answer over {limit} bytes"),
-                BodyError::Read(e) => root_cause(&e),
-            };
-            self.fail("GET", path, why)
-        })?;
+        let body = read_body(&mut response, HEALTH_BODY_LIMIT)
+            .await
+            .map_err(|e| self.fail("GET", path, e.to_string()))?;
         let entries: Vec<HealthEntry> = serde_json::from_slice(&body).map_err(|e| {
             let why = format!(
                 "not a health list: {}",

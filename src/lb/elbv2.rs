@@ -19,12 +19,8 @@ use std::time::{Duration, Instant};
 
 pub use crate::aws::CredentialSource;
 
-/// The instance metadata service, where `[lb] imds_endpoint` does not say.
-pub const DEFAULT_IMDS: &str = "http://169.254.169.254";
 /// DescribeTargetHealth pace while draining (the API is rate limited per account).
 const DRAIN_POLL: Duration = Duration::from_secs(1);
-/// One call, retries on throttling and 5xx included; the membership retries beyond it.
-const CALL_BUDGET: Duration = Duration::from_secs(10);
 
 /// One `TargetHealthDescriptions` member: id, port, state, reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,8 +70,10 @@ fn lb_error(e: CallError) -> LbError {
     LbError(e.to_string())
 }
 
+/// One call, retries on throttling and 5xx included, gets [`crate::net::API_CALL_BUDGET`]; the
+/// membership retries beyond it.
 fn deadline() -> tokio::time::Instant {
-    tokio::time::Instant::now() + CALL_BUDGET
+    tokio::time::Instant::now() + crate::net::API_CALL_BUDGET
 }
 
 /// Joins one target group as one target.
@@ -89,7 +87,7 @@ pub struct Elbv2Registrar {
 impl Elbv2Registrar {
     /// Credentials as [`CredentialSource::from_env`], the instance role at `[lb] imds_endpoint`.
     pub fn new(plan: &Elbv2Plan, facts: &InstanceFacts) -> Result<Elbv2Registrar, LbError> {
-        let imds = plan.imds_endpoint.as_deref().unwrap_or(DEFAULT_IMDS);
+        let imds = plan.imds_endpoint.as_deref().unwrap_or(crate::net::METADATA);
         let source = CredentialSource::from_env(imds).map_err(|e| LbError(format!("elbv2: {e}")))?;
         Self::with_credentials(plan, facts, source)
     }

@@ -8,6 +8,8 @@
 //! replaced, so it leaves the load balancer as on stop.
 
 use super::{DrainProgress, LbError, Registrar};
+use crate::net::Backoff;
+use crate::net::retry::{self, Outcome, Verdict};
 use crate::state::{DrainSummary, LbState, LbStatus, Phase, Shared, Snapshot, now_ms};
 use crate::systemd::notify::Notifier;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -15,9 +17,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-/// First wait after a failed registration; doubles up to [`RETRY_MAX`], forever.
-const RETRY_START: Duration = Duration::from_millis(500);
-const RETRY_MAX: Duration = Duration::from_secs(10);
+/// Waits after a failed registration, forever: `net`'s one backoff rule at a slower pace
+/// (0.5 s doubling to 10 s, each drawn between half and all of it).
+const RETRY: Backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
 /// `EXTEND_TIMEOUT_USEC` is sent this often while the drain runs, each time asking for
 /// [`EXTEND_BY`] more: systemd then never kills kiln in the middle of a drain it bounds itself.
 const EXTEND_EVERY: Duration = Duration::from_secs(5);
@@ -106,7 +108,7 @@ impl Membership {
 impl Inner {
     async fn run(self: Arc<Self>) {
         let mut phases = self.shared.subscribe();
-        let mut delay = RETRY_START;
+        let mut pauses = RETRY.pauses();
         let mut attempt = 0u32;
         let mut last_error = String::new();
         loop {
@@ -118,6 +120,7 @@ impl Inner {
             match self.registrar.register().await {
                 Ok(()) => break,
                 Err(LbError(e)) => {
+                    let delay = pauses.next_pause();
                     if e != last_error {
                         tracing::warn!("lb: cannot register {}: {e}", self.registrar.describe());
                         self.shared.event("warn", format!("lb: cannot register: {e}"));
@@ -125,7 +128,10 @@ impl Inner {
                     }
                     self.report(
                         LbState::Unregistered,
-                        Some(format!("{e} (attempt {attempt}, next in {delay:.1?})")),
+                        Some(format!(
+                            "{e} (attempt {attempt}, next in {})",
+                            crate::net::millis(delay)
+                        )),
                         None,
                     );
                     // Sleeps, but a stop or failure ends the retries at once.
@@ -133,7 +139,6 @@ impl Inner {
                     if tokio::time::timeout(delay, stop).await.is_ok() {
                         return;
                     }
-                    delay = (delay * 2).min(RETRY_MAX);
                 }
             }
         }
@@ -179,19 +184,25 @@ impl Inner {
         self.remove(summary).await;
     }
 
-    /// Deregisters, retried with backoff while the next try would still be before `deadline`.
+    /// Deregisters, retried by `net`'s one rule until `deadline`.
     async fn deregister(&self, deadline: Instant) -> Result<(), LbError> {
-        let mut delay = RETRY_START;
-        loop {
-            match self.registrar.deregister().await {
-                Ok(()) => return Ok(()),
-                Err(e) if Instant::now() + delay >= deadline => return Err(e),
-                Err(e) => {
-                    tracing::warn!("lb: cannot deregister (retrying): {e}");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(RETRY_MAX);
-                }
-            }
+        let outcome = retry::until(
+            deadline.into(),
+            RETRY,
+            || self.registrar.deregister(),
+            |result| match result {
+                Ok(()) => Verdict::Final,
+                Err(LbError(e)) => Verdict::Retry(e.clone()),
+            },
+            |retrying| tracing::warn!("lb: cannot deregister (retrying): {}", retrying.reason),
+        )
+        .await;
+        match outcome {
+            Outcome::Final(result) => result,
+            Outcome::GaveUp(gave_up) => match gave_up.last {
+                Some((result, _)) => result,
+                None => Err(LbError("the drain's deadline had passed".into())),
+            },
         }
     }
 

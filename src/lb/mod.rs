@@ -150,22 +150,6 @@ fn fact_of(facts: &InstanceFacts, fact: Fact) -> Option<&str> {
     value.as_deref().filter(|v| !v.is_empty())
 }
 
-/// Shared by the HTTP registrars: kiln's client (no proxy) with a bounded request time, so a hung
-/// load balancer turns into a retry rather than a stuck boot or a stuck stop. Trust roots are
-/// loaded: the AWS API is HTTPS.
-fn http_client() -> Result<reqwest::Client, LbError> {
-    crate::http_client::builder()
-        .timeout(std::time::Duration::from_secs(10))
-        .connect_timeout(std::time::Duration::from_secs(3))
-        .build()
-        .map_err(|e| {
-            LbError(format!(
-                "cannot build an HTTP client: {}",
-                crate::http_client::root_cause(&e)
-            ))
-        })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

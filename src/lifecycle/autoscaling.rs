@@ -9,13 +9,15 @@
 //!   state turns `Terminated`; heartbeats while kiln drains and stops, then `CONTINUE`.
 //!
 //! A call is retried while AWS answers with throttling, 5xx or not at all, within the hook's
-//! `heartbeat_timeout` (past it the hook has timed out anyway); any other answer is final. Every
+//! `heartbeat_timeout` (past it the hook has timed out anyway; `crate::net` says how); any other
+//! answer is final. Every
 //! step and every error, with AWS's code, is in `kiln status` and the log.
 
 use super::{is_final, set_hook, update};
 use crate::aws::{AUTOSCALING, Api, AwsClient, CallError, CredentialSource, Region};
 use crate::config::{Config, LifecycleConfig, MetadataConfig, UserDataFormat};
 use crate::metadata::{AUTOSCALING_GROUP_TAG, Identity, Metadata};
+use crate::net::retry::{self, Backoff, GaveUp, Outcome, Retrying, Verdict};
 use crate::state::{HookState, HookStatus, HooksStatus, LbState, Phase, Shared, now_ms};
 use std::fmt;
 use std::sync::Arc;
@@ -23,11 +25,9 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-/// One series of attempts of one call (the AWS client retries inside it).
-const CALL_BUDGET: Duration = Duration::from_secs(10);
-/// Pauses between two series while AWS cannot be reached: doubling, at most this.
-const PAUSE_FIRST: Duration = Duration::from_secs(1);
-const PAUSE_MAX: Duration = Duration::from_secs(30);
+/// Pauses between two series of attempts of one call while AWS cannot be reached: `net`'s rule
+/// at a call's pace (a series is itself up to [`crate::net::API_CALL_BUDGET`] of retries).
+const SERIES_PAUSES: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transition {
@@ -204,71 +204,87 @@ impl Hooks {
         Ok(())
     }
 
-    /// `CompleteLifecycleAction`, retried within the hook's timeout while AWS cannot answer.
-    /// Returns what happened, e.g. `terminate hook kiln-terminate: CONTINUE sent`.
+    /// `CompleteLifecycleAction`, retried within the hook's timeout while AWS cannot answer:
+    /// series of calls of [`crate::net::API_CALL_BUDGET`] (the AWS client retries inside each),
+    /// [`SERIES_PAUSES`] apart. Returns what happened, e.g. `terminate hook kiln-terminate:
+    /// CONTINUE sent`.
     pub async fn complete(&self, transition: Transition, result: HookResult) -> String {
         let Some(hook) = self.name(transition) else {
             return format!("no {transition} hook");
         };
         let bound = Instant::now() + self.bound;
-        let mut pause = PAUSE_FIRST;
-        let mut attempt = 0u32;
-        loop {
-            attempt += 1;
-            let deadline = (Instant::now() + CALL_BUDGET).min(bound);
-            match self
-                .call("CompleteLifecycleAction", hook, Some(result), deadline)
-                .await
-            {
-                Ok(()) => {
-                    let state = match result {
-                        HookResult::Continue => HookState::Continued,
-                        HookResult::Abandon => HookState::Abandoned,
-                    };
-                    let line = format!("{transition} hook {hook}: {result} sent");
-                    tracing::info!("lifecycle: {line} (group {})", self.group);
-                    self.shared.event("info", line.clone());
-                    self.set(transition, state, Some(format!("{result} sent")));
-                    return line;
-                }
-                Err(e) if e.is_transient() && Instant::now() + pause < bound => {
-                    tracing::warn!("lifecycle: {transition} hook {hook}: {result} not sent yet: {e}");
-                    self.set(
-                        transition,
-                        HookState::Waiting,
-                        Some(format!(
-                            "{result} not sent yet: {e} (attempt {attempt}, next in {})",
-                            humantime::format_duration(pause)
-                        )),
-                    );
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(PAUSE_MAX);
-                }
-                Err(e) if nothing_waiting(&e) => {
-                    // A kiln restarted on an instance already in service, a launch outside a
-                    // group's scaling: nothing to answer, and nothing wrong.
-                    let line = format!("{transition} hook {hook}: nothing was waiting ({e})");
-                    tracing::info!("lifecycle: {line}");
-                    self.set(
-                        transition,
-                        HookState::Skipped,
-                        Some(format!("nothing was waiting: {e}")),
-                    );
-                    return line;
-                }
-                Err(e) => {
-                    let line = format!("{transition} hook {hook}: {result} not sent: {e}");
-                    tracing::error!("lifecycle: {line}");
-                    self.shared.event("error", line.clone());
-                    self.set(
-                        transition,
-                        HookState::Failed,
-                        Some(format!("{result} not sent: {e}")),
-                    );
-                    return line;
-                }
-            }
+        let attempt = || {
+            let deadline = (Instant::now() + crate::net::API_CALL_BUDGET).min(bound);
+            self.call("CompleteLifecycleAction", hook, Some(result), deadline)
+        };
+        let classify = |called: &Result<(), CallError>| match called {
+            Err(e) if e.is_transient() => Verdict::Retry(e.to_string()),
+            _ => Verdict::Final,
+        };
+        let waiting = |r: &Retrying<'_>| {
+            tracing::warn!(
+                "lifecycle: {transition} hook {hook}: {result} not sent yet: {}",
+                r.reason
+            );
+            let next = crate::net::millis(r.pause);
+            let detail = format!(
+                "{result} not sent yet: {} (attempt {}, next in {next})",
+                r.reason, r.attempt
+            );
+            self.set(transition, HookState::Waiting, Some(detail));
+        };
+        let (error, nothing) = match retry::until(bound, SERIES_PAUSES, attempt, classify, waiting).await {
+            Outcome::Final(Ok(())) => return self.sent(transition, hook, result),
+            Outcome::Final(Err(e))
+            | Outcome::GaveUp(GaveUp {
+                last: Some((Err(e), _)),
+                ..
+            }) => (e.to_string(), nothing_waiting(&e)),
+            Outcome::GaveUp(gave_up) => (gave_up.reason().to_string(), false),
+        };
+        match nothing {
+            true => self.skipped(transition, hook, &error),
+            false => self.not_sent(transition, hook, result, &error),
         }
+    }
+
+    /// `CONTINUE sent`: in the log, the events and the hook's state.
+    fn sent(&self, transition: Transition, hook: &str, result: HookResult) -> String {
+        let state = match result {
+            HookResult::Continue => HookState::Continued,
+            HookResult::Abandon => HookState::Abandoned,
+        };
+        let line = format!("{transition} hook {hook}: {result} sent");
+        tracing::info!("lifecycle: {line} (group {})", self.group);
+        self.shared.event("info", line.clone());
+        self.set(transition, state, Some(format!("{result} sent")));
+        line
+    }
+
+    /// Refused because nothing waits (a kiln restarted on an instance already in service, a
+    /// launch outside a group's scaling): nothing to answer, and nothing wrong.
+    fn skipped(&self, transition: Transition, hook: &str, error: &str) -> String {
+        let line = format!("{transition} hook {hook}: nothing was waiting ({error})");
+        tracing::info!("lifecycle: {line}");
+        self.set(
+            transition,
+            HookState::Skipped,
+            Some(format!("nothing was waiting: {error}")),
+        );
+        line
+    }
+
+    /// Refused, or not sent within the hook's timeout.
+    fn not_sent(&self, transition: Transition, hook: &str, result: HookResult, error: &str) -> String {
+        let line = format!("{transition} hook {hook}: {result} not sent: {error}");
+        tracing::error!("lifecycle: {line}");
+        self.shared.event("error", line.clone());
+        self.set(
+            transition,
+            HookState::Failed,
+            Some(format!("{result} not sent: {error}")),
+        );
+        line
     }
 
     /// `RecordLifecycleActionHeartbeat` every `heartbeat_interval`, until aborted. A failed
@@ -279,7 +295,7 @@ impl Hooks {
         };
         loop {
             tokio::time::sleep(self.heartbeat_every).await;
-            let deadline = Instant::now() + CALL_BUDGET.min(self.heartbeat_every);
+            let deadline = Instant::now() + crate::net::API_CALL_BUDGET.min(self.heartbeat_every);
             match self
                 .call("RecordLifecycleActionHeartbeat", &hook, None, deadline)
                 .await

@@ -157,69 +157,61 @@ struct Event {
 
 /// The events naming `vm_name`, as notices; each event that cannot be understood is a problem.
 fn events_for(events: &[serde_json::Value], vm_name: &str, wanted: Wanted) -> (Vec<Notice>, Vec<String>) {
-    let refused = |why: String| format!("scheduledevents: {why}; not acted on");
     let (mut notices, mut problems) = (Vec::new(), Vec::new());
     for event in events {
-        let event: Event = match serde_json::from_value(event.clone()) {
-            Ok(event) => event,
-            Err(e) => {
-                problems.push(refused(format!(
-                    "an event is not the documented shape ({})",
-                    crate::terminal::peer_word(&e.to_string())
-                )));
-                continue;
-            }
-        };
-        if !event.resources.iter().any(|r| r.eq_ignore_ascii_case(vm_name)) {
-            continue;
+        match notice_of(event, vm_name, wanted) {
+            Ok(notice) => notices.extend(notice),
+            Err(why) => problems.push(format!("scheduledevents: {why}; not acted on")),
         }
-        let kind = match event.event_type.as_str() {
-            "Preempt" => NoticeKind::Preemption,
-            "Terminate" => NoticeKind::Termination,
-            "Reboot" | "Redeploy" | "Freeze" => NoticeKind::Maintenance,
-            other => {
-                problems.push(refused(format!(
-                    "event {}: unknown EventType {:?}",
-                    peer_word(&event.event_id),
-                    peer_word(other)
-                )));
-                continue;
-            }
-        };
-        if !wanted.kind(kind) {
-            continue;
-        }
-        let due = match event.not_before.trim() {
-            "" => None,
-            text => match dates::gmt(text) {
-                Some(t) => Some(t),
-                None => {
-                    problems.push(refused(format!(
-                        "event {}: NotBefore {:?} is not a time like \"Mon, 19 Sep 2016 18:29:47 GMT\"",
-                        peer_word(&event.event_id),
-                        peer_word(text)
-                    )));
-                    continue;
-                }
-            },
-        };
-        let when = due
-            .map(|t| format!(", not before {}", dates::show(t)))
-            .unwrap_or_default();
-        notices.push(Notice {
-            kind,
-            id: format!("azure {}", event.event_id),
-            detail: format!(
-                "{} {} (event {}{when})",
-                peer_word(&event.event_type),
-                peer_word(&event.event_status).to_lowercase(),
-                peer_word(&event.event_id)
-            ),
-            due,
-            answer: Answer::StartEvent(event.event_id),
-        });
     }
     (notices, problems)
+}
+
+/// One event as a notice: None when it does not name `vm_name` or is of a kind not wanted; an
+/// error says why it cannot be understood.
+fn notice_of(event: &serde_json::Value, vm_name: &str, wanted: Wanted) -> Result<Option<Notice>, String> {
+    let event: Event = serde_json::from_value(event.clone()).map_err(|e| {
+        format!(
+            "an event is not the documented shape ({})",
+            crate::terminal::peer_word(&e.to_string())
+        )
+    })?;
+    if !event.resources.iter().any(|r| r.eq_ignore_ascii_case(vm_name)) {
+        return Ok(None);
+    }
+    let id = peer_word(&event.event_id);
+    let kind = match event.event_type.as_str() {
+        "Preempt" => NoticeKind::Preemption,
+        "Terminate" => NoticeKind::Termination,
+        "Reboot" | "Redeploy" | "Freeze" => NoticeKind::Maintenance,
+        other => return Err(format!("event {id}: unknown EventType {:?}", peer_word(other))),
+    };
+    if !wanted.kind(kind) {
+        return Ok(None);
+    }
+    let due = match event.not_before.trim() {
+        "" => None,
+        text => Some(dates::gmt(text).ok_or_else(|| {
+            format!(
+                "event {id}: NotBefore {:?} is not a time like \"Mon, 19 Sep 2016 18:29:47 GMT\"",
+                peer_word(text)
+            )
+        })?),
+    };
+    let when = due
+        .map(|t| format!(", not before {}", dates::show(t)))
+        .unwrap_or_default();
+    Ok(Some(Notice {
+        kind,
+        id: format!("azure {}", event.event_id),
+        detail: format!(
+            "{} {} (event {id}{when})",
+            peer_word(&event.event_type),
+            peer_word(&event.event_status).to_lowercase(),
+        ),
+        due,
+        answer: Answer::StartEvent(event.event_id),
+    }))
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 //! Every request carries `Metadata: true` and an `api-version`. The instance document gives the
 //! facts and the tags (`compute.tagsList`); user data is a separate base64 text answer. Azure
 //! documents 404, 410 and 429 as passing states (the service is updating), so they are retried
-//! like 5xx.
+//! like 5xx ([`transient`]).
 
 use super::client::{Http, Request, json_string, parse_json, status_text, text};
 use super::{InstanceFacts, MetadataProvider, Result, TagNames};
@@ -17,8 +17,9 @@ use tokio::sync::OnceCell;
 const INSTANCE: &str = "/metadata/instance?api-version=2021-02-01";
 const USER_DATA: &str = "/metadata/instance/compute/userData?api-version=2021-01-01&format=text";
 
-pub(super) fn retry(status: StatusCode) -> bool {
-    status.is_server_error() || matches!(status.as_u16(), 404 | 410 | 429)
+/// What Azure retries: what every peer may pass through (429, 5xx), and 404 and 410.
+pub(super) fn transient(status: StatusCode) -> bool {
+    crate::net::transient_status(status) || matches!(status.as_u16(), 404 | 410)
 }
 
 pub(super) struct Azure {

@@ -1,44 +1,21 @@
-//! The one HTTP client every provider shares: plain HTTP, no proxy, a per-request timeout and
-//! capped exponential backoff inside the fetch's deadline.
-//!
-//! Retries cover what goes away by itself: connection errors, timeouts, cut answers and the
-//! statuses the provider names (5xx everywhere; Azure documents 404/410/429 too). Any other
-//! answer is final and goes back to the provider, which knows what a 401 or a 404 means there.
+//! The metadata services' view of `net`: a provider's base address, its deadline and request
+//! timeout, its body bound and which statuses it retries (5xx and 429 everywhere; Azure documents
+//! 404 and 410 too). The loop, the backoff and the reading are `net`'s; any answer not retried
+//! goes back to the provider, which knows what a 401 or a 404 means there.
 
 use super::MetadataError;
+use crate::net::retry::{self, Backoff, Outcome, Verdict};
 use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, StatusCode};
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// First pause between two attempts; it doubles up to [`BACKOFF_MAX`].
-const BACKOFF_FIRST: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(2);
+pub(super) use crate::net::Answer;
 
-/// Builds the client all providers share (no proxy: see `http_client`). No trust roots are
-/// loaded: it never speaks TLS, and loading them would cost milliseconds at every boot.
-///
-/// Every request gets a connection of its own. Metadata servers that are not hyper (Python's
-/// `http.server`, others) write an answer's head and body in two segments with Nagle's
-/// algorithm on: on a reused connection the body then waits for the client's delayed ACK,
-/// about 40 ms per request, while a fresh connection acknowledges at once (quick-ack mode). A
-/// boot makes a handful of requests to a link-local server, where a connection costs well under
-/// a millisecond.
-pub(super) fn build_client() -> Result<reqwest::Client, String> {
-    crate::http_client::builder()
-        .pool_max_idle_per_host(0)
-        .no_gzip()
-        .redirect(reqwest::redirect::Policy::none())
-        .tls_certs_only(std::iter::empty())
-        .build()
-        .map_err(|e| {
-            format!(
-                "cannot build the HTTP client: {}",
-                crate::http_client::root_cause(&e)
-            )
-        })
-}
+/// One attempt of [`Http::send_with`]: an answer, a reason to try again (no answer, cut), or an
+/// error that ends the request at once (EC2: the session token was refused).
+pub(super) type Tried = Result<Result<Answer, String>, MetadataError>;
 
 /// A request, described so it can be sent again on retry.
 pub(super) struct Request {
@@ -83,13 +60,6 @@ impl Request {
     }
 }
 
-/// A final answer: any status the provider did not ask to retry.
-pub(super) struct Answer {
-    pub status: StatusCode,
-    pub headers: HeaderMap,
-    pub body: Bytes,
-}
-
 /// One provider's view of the shared client: its base address, its retry statuses, the deadline.
 #[derive(Clone)]
 pub(super) struct Http {
@@ -100,12 +70,8 @@ pub(super) struct Http {
     request_timeout: Duration,
     /// Largest answer body read; past it the answer is refused (a metadata document is small).
     body_limit: usize,
-    retry_status: fn(StatusCode) -> bool,
-}
-
-/// 5xx and 429 (too many requests) pass; every other answer is final.
-pub(super) fn retry_5xx(status: StatusCode) -> bool {
-    status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS
+    /// Which statuses are retried: [`crate::net::transient_status`], or a provider's own.
+    transient: fn(StatusCode) -> bool,
 }
 
 impl Http {
@@ -116,7 +82,7 @@ impl Http {
         deadline: Instant,
         request_timeout: Duration,
         body_limit: usize,
-        retry_status: fn(StatusCode) -> bool,
+        transient: fn(StatusCode) -> bool,
     ) -> Http {
         Http {
             client,
@@ -125,7 +91,7 @@ impl Http {
             deadline,
             request_timeout,
             body_limit,
-            retry_status,
+            transient,
         }
     }
 
@@ -145,81 +111,75 @@ impl Http {
 
     /// Sends `request` until it gets a final answer or the deadline passes.
     pub async fn send(&self, step: &str, request: &Request) -> Result<Answer, MetadataError> {
-        let url = format!("{}{}", self.base, request.path);
-        let started = Instant::now();
-        let mut backoff = BACKOFF_FIRST;
-        let mut attempts = 0u32;
-        let mut last_reason = None;
-        loop {
-            let remaining = self.deadline.saturating_duration_since(Instant::now());
-            if remaining.is_zero() {
-                let reason =
-                    last_reason.unwrap_or_else(|| "the deadline passed before the first attempt".into());
-                return Err(self.error(
-                    step,
-                    format!(
-                        "gave up after {} and {attempts} attempt{} (deadline): {reason}",
-                        millis(started.elapsed()),
-                        if attempts == 1 { "" } else { "s" }
-                    ),
-                ));
-            }
-            attempts += 1;
-            let timeout = remaining.min(self.request_timeout);
-            let reason = match tokio::time::timeout(timeout, self.attempt(&url, request)).await {
-                Ok(Ok(answer)) if !(self.retry_status)(answer.status) => return Ok(answer),
-                Ok(Ok(answer)) => format!("answered {}", status_text(answer.status)),
-                Ok(Err(reason)) => reason,
-                Err(_) => format!("no answer within {}", millis(timeout)),
-            };
-            let pause = backoff.min(self.deadline.saturating_duration_since(Instant::now()));
-            if !pause.is_zero() {
-                tracing::info!(
-                    provider = self.provider,
-                    step,
-                    attempt = attempts,
-                    "metadata request failed ({reason}); retrying in {}",
-                    millis(pause)
-                );
-                tokio::time::sleep(pause).await;
-            }
-            last_reason = Some(reason);
-            backoff = (backoff * 2).min(BACKOFF_MAX);
+        let classify = |answer: &Answer| self.by_status(answer.status);
+        self.send_with(step, || async { Ok(self.once(request).await) }, classify)
+            .await
+    }
+
+    /// [`crate::net::retry::until`] with the provider's attempt and classifier of answers (EC2:
+    /// a token on each attempt, and a 401 asks for a new one). Connection errors, timeouts and
+    /// cut answers are retried; an `Err` of the attempt ends it at once.
+    pub async fn send_with<A, Fut>(
+        &self,
+        step: &str,
+        attempt: A,
+        mut classify: impl FnMut(&Answer) -> Verdict,
+    ) -> Result<Answer, MetadataError>
+    where
+        A: FnMut() -> Fut,
+        Fut: Future<Output = Tried>,
+    {
+        let verdict = |tried: &Tried| match tried {
+            Ok(Ok(answer)) => classify(answer),
+            Ok(Err(reason)) => Verdict::Retry(reason.clone()),
+            Err(_) => Verdict::Final,
+        };
+        let log = |r: &retry::Retrying<'_>| {
+            tracing::info!(
+                provider = self.provider,
+                step,
+                attempt = r.attempt,
+                "metadata request failed ({}); retrying in {}",
+                r.reason,
+                crate::net::millis(r.pause)
+            );
+        };
+        match retry::until(self.deadline, Backoff::REQUEST, attempt, verdict, log).await {
+            Outcome::Final(tried) => tried?.map_err(|reason| self.error(step, reason)),
+            Outcome::GaveUp(gave_up) => Err(self.error(
+                step,
+                format!(
+                    "gave up after {} and {} (deadline): {}",
+                    crate::net::millis(gave_up.elapsed),
+                    retry::attempts(gave_up.attempts),
+                    gave_up.reason()
+                ),
+            )),
         }
     }
 
-    /// One attempt. The error is a reason fit for a message: no URL query, no body.
-    async fn attempt(&self, url: &str, request: &Request) -> Result<Answer, String> {
+    /// Retried: what `net` retries everywhere (429, 5xx) and what the provider adds.
+    pub fn by_status(&self, status: StatusCode) -> Verdict {
+        match (self.transient)(status) {
+            true => Verdict::Retry(format!("answered {}", status_text(status))),
+            false => Verdict::Final,
+        }
+    }
+
+    /// One attempt, within the request timeout or what is left of the deadline. The error is a
+    /// reason fit for a message: no URL query, no body.
+    pub async fn once(&self, request: &Request) -> Result<Answer, String> {
+        let timeout = self
+            .request_timeout
+            .min(self.deadline.saturating_duration_since(Instant::now()));
         let mut builder = self
             .client
-            .request(request.method.clone(), url)
+            .request(request.method.clone(), format!("{}{}", self.base, request.path))
             .headers(request.headers.clone());
         if !request.body.is_empty() {
             builder = builder.body(request.body.clone());
         }
-        let mut response = builder.send().await.map_err(|e| describe(&e))?;
-        let status = response.status();
-        let headers = std::mem::take(response.headers_mut());
-        if let Some(len) = response.content_length()
-            && len > self.body_limit as u64
-        {
-            return Err(format!(
-                "answer of {len} bytes is over the {} byte limit",
-                self.body_limit
-            ));
-        }
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| describe(&e))? {
-            if body.len() + chunk.len() > self.body_limit {
-                return Err(format!("answer is over the {} byte limit", self.body_limit));
-            }
-            body.extend_from_slice(&chunk);
-        }
-        Ok(Answer {
-            status,
-            headers,
-            body: Bytes::from(body),
-        })
+        crate::net::exchange(builder, timeout, self.body_limit).await
     }
 
     /// GET where 200 is the answer and 404 means "the instance has none".
@@ -247,22 +207,6 @@ pub(super) fn status_text(status: StatusCode) -> String {
     }
 }
 
-/// A duration to the millisecond, as people read it (`1s 500ms`).
-fn millis(d: Duration) -> humantime::FormattedDuration {
-    humantime::format_duration(Duration::from_millis(d.as_millis() as u64))
-}
-
-fn describe(e: &reqwest::Error) -> String {
-    if e.is_connect() {
-        format!("cannot connect: {}", crate::http_client::root_cause(e))
-    } else if e.is_timeout() {
-        "timed out".to_string()
-    } else {
-        crate::http_client::root_cause(e)
-    }
-}
-
-/// The innermost cause (e.g. "Connection refused (os error 111)"), without reqwest's URL prefix.
 /// Reads a JSON document, refusing anything else. serde_json's syntax errors carry a position,
 /// never the text, so the reason is safe to show.
 pub(super) fn parse_json(http: &Http, step: &str, body: &[u8]) -> Result<serde_json::Value, MetadataError> {

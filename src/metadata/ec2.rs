@@ -8,8 +8,9 @@
 //! (`meta-data/iam/security-credentials/ROLE`) come through here too, for the AWS client
 //! (`metadata::Identity`).
 
-use super::client::{Http, Request, json_string, parse_json, status_text, text};
+use super::client::{Answer, Http, Request, Tried, json_string, parse_json, status_text, text};
 use super::{InstanceFacts, MetadataProvider, Result, TagNames};
+use crate::net::Verdict;
 use futures_util::future::try_join_all;
 use reqwest::StatusCode;
 use reqwest::header::HeaderValue;
@@ -110,40 +111,58 @@ impl Ec2 {
         self.http.set_deadline(deadline);
     }
 
-    /// GET under the session; 404 is None, 401 renews the token.
+    /// GET under the session; 404 is None. A 401 means the token expired: the attempt drops it
+    /// and the classifier sends the request again at once, with a fresh token, up to
+    /// [`TOKEN_RENEWALS`] times; the rest is retried as every request is.
     pub(super) async fn get(&self, step: &str, path: &str) -> Result<Option<bytes::Bytes>> {
-        for _ in 0..=TOKEN_RENEWALS {
-            let session = self.session().await?;
-            let mut request = Request::get(path);
-            if let Session::Token(token, _) = &session {
-                request = request.header("x-aws-ec2-metadata-token", token.clone());
+        let mut expired = 0u32;
+        let classify = |answer: &Answer| match answer.status {
+            StatusCode::UNAUTHORIZED if expired < TOKEN_RENEWALS => {
+                expired += 1;
+                tracing::info!(step, "ec2: IMDS token expired (401); asking for a new one");
+                Verdict::Again("IMDS token expired (401)".into())
             }
-            let answer = self.http.send(step, &request).await?;
-            match (answer.status, &session) {
-                (StatusCode::OK, _) => return Ok(Some(answer.body)),
-                (StatusCode::NOT_FOUND, _) => return Ok(None),
-                (StatusCode::UNAUTHORIZED, Session::Token(_, generation)) => {
-                    tracing::info!(step, "ec2: IMDS token expired (401); asking for a new one");
-                    self.expire(*generation).await;
-                }
-                (StatusCode::UNAUTHORIZED, _) => {
+            status => self.http.by_status(status),
+        };
+        let answer = self
+            .http
+            .send_with(step, || self.attempt(step, path), classify)
+            .await?;
+        match answer.status {
+            StatusCode::OK => Ok(Some(answer.body)),
+            StatusCode::NOT_FOUND => Ok(None),
+            StatusCode::UNAUTHORIZED => Err(self.http.error(
+                step,
+                format!("refused (401) even with {TOKEN_RENEWALS} fresh tokens"),
+            )),
+            StatusCode::FORBIDDEN => Err(self.http.error(step, "refused (403): metadata endpoint disabled")),
+            status => Err(self.http.error(step, format!("answered {}", status_text(status)))),
+        }
+    }
+
+    /// One GET under the current session (asking for a token if there is none). A 401 drops
+    /// the token it was sent with; without a token (IMDSv1) it is a refusal.
+    async fn attempt(&self, step: &str, path: &str) -> Tried {
+        let session = self.session().await?;
+        let mut request = Request::get(path);
+        if let Session::Token(token, _) = &session {
+            request = request.header("x-aws-ec2-metadata-token", token.clone());
+        }
+        let tried = self.http.once(&request).await;
+        if let Ok(answer) = &tried
+            && answer.status == StatusCode::UNAUTHORIZED
+        {
+            match session {
+                Session::Token(_, generation) => self.expire(generation).await,
+                _ => {
                     return Err(self.http.error(
                         step,
                         "IMDSv1 request refused (401): the endpoint requires IMDSv2 tokens",
                     ));
                 }
-                (StatusCode::FORBIDDEN, _) => {
-                    return Err(self.http.error(step, "refused (403): metadata endpoint disabled"));
-                }
-                (status, _) => {
-                    return Err(self.http.error(step, format!("answered {}", status_text(status))));
-                }
             }
         }
-        Err(self.http.error(
-            step,
-            format!("refused (401) even with {TOKEN_RENEWALS} fresh tokens"),
-        ))
+        Ok(tried)
     }
 }
 

@@ -6,14 +6,11 @@
 //!
 //! Everything here is a credential: `Debug` redacts it, and errors never hold it.
 
-use super::client::{self, Http, Request, parse_json, status_text};
+use super::client::{Http, Request, parse_json, status_text};
 use super::{MetadataConfig, MetadataError, Result};
 use std::fmt;
 use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
-
-/// The metadata service's default address on every cloud kiln knows.
-pub const DEFAULT_ENDPOINT: &str = super::DEFAULT_ENDPOINT;
 
 /// Credential answers are small; anything bigger is not one.
 const BODY_LIMIT: usize = 64 * 1024;
@@ -63,7 +60,7 @@ impl Identity {
     /// The metadata service `[metadata]` points at (its endpoint, request timeout, `imdsv1`).
     pub fn from_config(config: &MetadataConfig) -> Result<Identity> {
         Identity::at(
-            &config.endpoint_or(DEFAULT_ENDPOINT),
+            &config.endpoint_or(crate::net::METADATA),
             config.request_timeout.get(),
             config.imdsv1,
         )
@@ -72,7 +69,7 @@ impl Identity {
     /// The metadata service at `endpoint` (`http://HOST[:PORT]`).
     pub fn at(endpoint: &str, request_timeout: Duration, imdsv1: bool) -> Result<Identity> {
         let endpoint = endpoint.trim_end_matches('/').to_string();
-        let client = client::build_client().map_err(|reason| MetadataError {
+        let client = crate::net::client::link_local().map_err(|reason| MetadataError {
             provider: "identity".into(),
             endpoint: endpoint.clone(),
             step: "start".into(),
@@ -94,7 +91,7 @@ impl Identity {
         &self,
         provider: &'static str,
         deadline: Instant,
-        retry: fn(reqwest::StatusCode) -> bool,
+        transient: fn(reqwest::StatusCode) -> bool,
     ) -> Http {
         Http::new(
             self.client.clone(),
@@ -103,20 +100,23 @@ impl Identity {
             deadline,
             self.request_timeout,
             BODY_LIMIT,
-            retry,
+            transient,
         )
     }
 
     /// The EC2 instance role's keys through IMDSv2: a token, the role's name, its keys.
     pub async fn aws_role_keys(&self, deadline: Instant) -> Result<AwsRoleKeys> {
-        super::ec2::Ec2::new(self.http("ec2", deadline, client::retry_5xx), self.imdsv1)
-            .role_keys()
-            .await
+        super::ec2::Ec2::new(
+            self.http("ec2", deadline, crate::net::transient_status),
+            self.imdsv1,
+        )
+        .role_keys()
+        .await
     }
 
     /// The GCE default service account's access token (`Metadata-Flavor: Google`).
     pub async fn gce_token(&self, deadline: Instant) -> Result<AccessToken> {
-        let http = self.http("gce", deadline, client::retry_5xx);
+        let http = self.http("gce", deadline, crate::net::transient_status);
         let step = "service account token";
         let request = Request::get("/computeMetadata/v1/instance/service-accounts/default/token").header(
             "metadata-flavor",
@@ -135,7 +135,7 @@ impl Identity {
 
     /// An Azure managed identity token for `resource` (e.g. `https://vault.azure.net`).
     pub async fn azure_token(&self, resource: &str, deadline: Instant) -> Result<AccessToken> {
-        let http = self.http("azure", deadline, super::azure::retry);
+        let http = self.http("azure", deadline, super::azure::transient);
         let step = "managed identity token";
         let query: String = form_urlencoded::Serializer::new(String::new())
             .append_pair("api-version", AZURE_IDENTITY_API)

@@ -1,7 +1,7 @@
 //! Instance facts, tags and user-data from the datasource of the cloud the instance runs in.
 //!
-//! One file per provider behind [`MetadataProvider`]; `client` is the retrying HTTP client they
-//! share, `detect` tells the cloud from DMI for `provider = "auto"`. [`fetch`] asks for facts,
+//! One file per provider behind [`MetadataProvider`]; `client` is their view of `crate::net`
+//! (which retries, bounds and says when to give up), `detect` tells the cloud from DMI for `provider = "auto"`. [`fetch`] asks for facts,
 //! user-data and tags concurrently, all within `[metadata] deadline`. Nothing is cached between
 //! boots: every boot fetches afresh.
 
@@ -238,39 +238,35 @@ fn provider_for(config: &MetadataConfig, deadline: Instant) -> Result<Box<dyn Me
     if kind == ProviderKind::Nocloud {
         return Ok(Box::new(nocloud::NoCloud::new(config)));
     }
-    let client = client::build_client().map_err(|reason| MetadataError {
+    let client = crate::net::client::link_local().map_err(|reason| MetadataError {
         provider: kind.to_string(),
-        endpoint: config.endpoint_or(DEFAULT_ENDPOINT),
+        endpoint: config.endpoint_or(crate::net::METADATA),
         step: "start".into(),
         reason,
     })?;
-    let http = |name: &'static str, retry: fn(reqwest::StatusCode) -> bool| {
+    let http = |name: &'static str, transient: fn(reqwest::StatusCode) -> bool| {
         client::Http::new(
             client.clone(),
             name,
-            config.endpoint_or(DEFAULT_ENDPOINT),
+            config.endpoint_or(crate::net::METADATA),
             deadline,
             config.request_timeout.get(),
             body_limit(config),
-            retry,
+            transient,
         )
     };
+    let standard = crate::net::transient_status;
     Ok(match kind {
-        ProviderKind::Ec2 => Box::new(ec2::Ec2::new(http("ec2", client::retry_5xx), config.imdsv1)),
-        ProviderKind::Gce => Box::new(gce::Gce::new(http("gce", client::retry_5xx))),
-        ProviderKind::Azure => Box::new(azure::Azure::new(http("azure", azure::retry))),
-        ProviderKind::Openstack => Box::new(openstack::OpenStack::new(http("openstack", client::retry_5xx))),
-        ProviderKind::Digitalocean => Box::new(digitalocean::DigitalOcean::new(http(
-            "digitalocean",
-            client::retry_5xx,
-        ))),
+        ProviderKind::Ec2 => Box::new(ec2::Ec2::new(http("ec2", standard), config.imdsv1)),
+        ProviderKind::Gce => Box::new(gce::Gce::new(http("gce", standard))),
+        ProviderKind::Azure => Box::new(azure::Azure::new(http("azure", azure::transient))),
+        ProviderKind::Openstack => Box::new(openstack::OpenStack::new(http("openstack", standard))),
+        ProviderKind::Digitalocean => {
+            Box::new(digitalocean::DigitalOcean::new(http("digitalocean", standard)))
+        }
         ProviderKind::Nocloud | ProviderKind::Auto => unreachable!("handled above"),
     })
 }
-
-/// Every cloud kiln knows answers on the link-local address; using it rather than a name
-/// (metadata.google.internal) keeps DNS out of the boot.
-const DEFAULT_ENDPOINT: &str = "http://169.254.169.254";
 
 /// Answers may carry user-data (raw, or base64 inside JSON) plus the rest of a document.
 fn body_limit(config: &MetadataConfig) -> usize {

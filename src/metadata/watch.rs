@@ -9,7 +9,7 @@
 //!   two requests is never missed. [`GcePace`] spaces them, for servers that do not hang.
 //! - Azure: GET and POST with `Metadata: true` (Scheduled Events and their acknowledgement).
 
-use super::client::{self, Http, Request, status_text, text};
+use super::client::{Http, Request, status_text, text};
 use super::{MetadataError, Result};
 use crate::config::{MetadataConfig, ProviderKind};
 use bytes::Bytes;
@@ -57,14 +57,14 @@ impl MetadataWatch {
                     })?,
                 kind => kind,
             };
-        let base = config.endpoint_or(super::DEFAULT_ENDPOINT);
-        let client = client::build_client().map_err(|reason| MetadataError {
+        let base = config.endpoint_or(crate::net::METADATA);
+        let client = crate::net::client::link_local().map_err(|reason| MetadataError {
             provider: kind.to_string(),
             endpoint: base.clone(),
             step: "start".into(),
             reason,
         })?;
-        let http = |name: &'static str, timeout: Duration, retry: fn(StatusCode) -> bool| {
+        let http = |name: &'static str, timeout: Duration, transient: fn(StatusCode) -> bool| {
             Http::new(
                 client.clone(),
                 name,
@@ -72,14 +72,14 @@ impl MetadataWatch {
                 Instant::now(),
                 timeout,
                 BODY_LIMIT,
-                retry,
+                transient,
             )
         };
         let timeout = config.request_timeout.get();
         Ok(match kind {
             ProviderKind::Ec2 => Some(MetadataWatch::Ec2(Ec2Watch {
                 ec2: tokio::sync::Mutex::new(super::ec2::Ec2::new(
-                    http("ec2", timeout, client::retry_5xx),
+                    http("ec2", timeout, crate::net::transient_status),
                     config.imdsv1,
                 )),
             })),
@@ -88,7 +88,7 @@ impl MetadataWatch {
                 base: base.clone(),
             })),
             ProviderKind::Azure => Some(MetadataWatch::Azure(AzureWatch {
-                http: http("azure", timeout.max(AZURE_FIRST_ANSWER), super::azure::retry),
+                http: http("azure", timeout.max(AZURE_FIRST_ANSWER), super::azure::transient),
             })),
             _ => None,
         })
@@ -167,7 +167,7 @@ impl GceWatch {
             Instant::now() + per_attempt + GCE_HANG_MARGIN,
             per_attempt,
             BODY_LIMIT,
-            client::retry_5xx,
+            crate::net::transient_status,
         );
         let request = Request::get(full).header("metadata-flavor", HeaderValue::from_static("Google"));
         let answer = http.send(step, &request).await?;

@@ -9,7 +9,7 @@
 
 use super::Outcome;
 use crate::config::HttpTarget as Target;
-use crate::http_client::root_cause;
+use crate::net::root_cause;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper::Request;

@@ -1,17 +1,13 @@
-//! The GET that GCP Secret Manager and Azure Key Vault share: a bearer token, a per-request
-//! timeout, and retries on connection errors, timeouts, 429 and 5xx with the metadata requests'
-//! capped exponential backoff, inside the deadline.
+//! The GET that GCP Secret Manager and Azure Key Vault share: a bearer token, retried by
+//! `crate::net::retry` inside the deadline on what `net` retries (no connection, no answer, 429,
+//! 5xx).
 
 use super::{Failure, Stores};
-use crate::http_client::BodyError;
+use crate::net::retry::{self, Backoff, Outcome, Verdict};
 use reqwest::Url;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 use tokio::time::Instant;
 
-const BACKOFF_FIRST: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(2);
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// A secret is at most 64 KiB; its JSON envelope (base64 for GCP) a little more.
 const BODY_LIMIT: usize = 256 * 1024;
 
@@ -30,53 +26,51 @@ pub(super) async fn get(
     token: &str,
     deadline: Instant,
 ) -> Result<Answer, Failure> {
-    let mut backoff = BACKOFF_FIRST;
-    let mut attempts = 0u32;
-    loop {
-        attempts += 1;
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        let reason = match attempt(stores, &url, token, remaining.min(REQUEST_TIMEOUT)).await {
-            Ok(answer) if !(answer.status >= 500 || answer.status == 429) => return Ok(answer),
-            Ok(answer) => format!("answered {}", answer.status),
-            Err(reason) => reason,
-        };
-        let pause = backoff.min(deadline.saturating_duration_since(Instant::now()));
-        if pause.is_zero() {
-            return Err(Failure::new(format!(
-                "{what} GET {url}: {reason} (gave up at the deadline after {attempts} attempts)"
-            )));
+    let classify = |tried: &Result<crate::net::Answer, String>| match tried {
+        Ok(answer) if crate::net::transient_status(answer.status) => {
+            Verdict::Retry(format!("answered {}", answer.status.as_u16()))
         }
+        Ok(_) => Verdict::Final,
+        Err(reason) => Verdict::Retry(reason.clone()),
+    };
+    let log = |r: &retry::Retrying<'_>| {
         tracing::info!(
             store = what,
-            attempt = attempts,
-            "secret request failed ({reason}); retrying"
+            attempt = r.attempt,
+            "secret request failed ({}); retrying in {}",
+            r.reason,
+            crate::net::millis(r.pause)
         );
-        tokio::time::sleep(pause).await;
-        backoff = (backoff * 2).min(BACKOFF_MAX);
+    };
+    let attempt = || attempt(stores, &url, token, deadline);
+    match retry::until(deadline, Backoff::REQUEST, attempt, classify, log).await {
+        Outcome::Final(Ok(answer)) => Ok(Answer {
+            status: answer.status.as_u16(),
+            body: answer.body.to_vec(),
+        }),
+        Outcome::Final(Err(reason)) => Err(Failure::new(format!("{what} GET {url}: {reason}"))),
+        Outcome::GaveUp(gave_up) => Err(Failure::new(format!(
+            "{what} GET {url}: {} (gave up at the deadline after {})",
+            gave_up.reason(),
+            retry::attempts(gave_up.attempts)
+        ))),
     }
 }
 
-async fn attempt(stores: &Stores, url: &Url, token: &str, timeout: Duration) -> Result<Answer, String> {
-    if timeout.is_zero() {
-        return Err("the deadline passed".into());
-    }
+async fn attempt(
+    stores: &Stores,
+    url: &Url,
+    token: &str,
+    deadline: Instant,
+) -> Result<crate::net::Answer, String> {
     stores.requests.fetch_add(1, Ordering::Relaxed);
-    let mut response = stores
+    let request = stores
         .http
         .get(url.clone())
         .bearer_auth(token)
-        .header("accept", "application/json")
-        .timeout(timeout)
-        .send()
-        .await
-        .map_err(|e| crate::http_client::root_cause(&e))?;
-    let status = response.status().as_u16();
-    let body = match crate::http_client::read_body(&mut response, BODY_LIMIT).await {
-        Ok(body) => body,
-        Err(BodyError::TooLong(limit)) => return Err(format!("answer is over the {limit} byte limit")),
-        Err(BodyError::Read(e)) => return Err(crate::http_client::root_cause(&e)),
-    };
-    Ok(Answer { status, body })
+        .header("accept", "application/json");
+    let timeout = crate::net::API_REQUEST_TIMEOUT.min(deadline.saturating_duration_since(Instant::now()));
+    crate::net::exchange(request, timeout, BODY_LIMIT).await
 }
 
 /// `base` (an endpoint, which may carry a path) with `segments` appended, each percent-encoded

@@ -1,6 +1,6 @@
 //! The clients of every secret store, built once per resolution: the AWS client (credentials
 //! from kiln's environment or the instance role), the metadata identity (GCE and Azure tokens,
-//! each fetched once), and an HTTPS client for GCP and Key Vault.
+//! each fetched once), and an HTTPS client for GCP and Key Vault (`crate::net::client::api`).
 
 use super::Failure;
 use crate::aws::{Api, AwsClient, CredentialSource, Region, SECRETS_MANAGER, SSM, Service};
@@ -32,16 +32,7 @@ impl Stores {
         let identity = Identity::from_config(metadata).map_err(|e| e.to_string())?;
         let aws = CredentialSource::from_env_or(identity.clone()).and_then(AwsClient::new);
         let region = default_region(config, facts);
-        let http = crate::http_client::builder()
-            .connect_timeout(std::time::Duration::from_secs(3))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| {
-                format!(
-                    "cannot build an HTTP client: {}",
-                    crate::http_client::root_cause(&e)
-                )
-            })?;
+        let http = crate::net::client::api()?;
         Ok(Stores {
             config: config.clone(),
             aws,
