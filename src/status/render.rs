@@ -541,6 +541,20 @@ mod tests {
         assert_eq!(memory(3 << 30), "3.0G");
     }
 
+    /// A snapshot with every section (`golden/snapshot.json`): its status JSON and its text stay
+    /// the same byte for byte (`golden/status.txt`).
+    #[test]
+    fn a_full_snapshot_reads_and_serializes_as_it_always_did() {
+        let fixture: serde_json::Value = serde_json::from_str(include_str!("golden/snapshot.json")).unwrap();
+        let snapshot: Snapshot = serde_json::from_value(fixture.clone()).unwrap();
+        assert_eq!(serde_json::to_value(&snapshot).unwrap(), fixture);
+        let text = render(&snapshot, 1_700_000_100_000);
+        if std::env::var_os("KILN_GOLDEN_WRITE").is_some() {
+            std::fs::write("src/status/golden/status.txt", &text).unwrap();
+        }
+        assert_eq!(text, include_str!("golden/status.txt"));
+    }
+
     #[test]
     fn durations_read_like_a_person_writes_them() {
         assert_eq!(human(Duration::from_millis(310)), "310ms");
