@@ -2,6 +2,7 @@
 //! the fleet. Pure: no I/O, so every case is a unit test.
 
 use super::ask::KilnView;
+use super::image::Image;
 use crate::state::Phase;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -99,32 +100,6 @@ impl Verdict {
             Verdict::Unreachable => "UNREACHABLE",
         }
     }
-}
-
-/// One image: a sealed root hash and its release label, as the members report them.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-pub struct Image {
-    pub release: Option<String>,
-    /// None: the members run without a seal.
-    pub root_hash: Option<String>,
-}
-
-impl std::fmt::Display for Image {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let hash = self.root_hash.as_deref().map(short_hash);
-        match (&self.release, hash) {
-            (Some(r), Some(h)) => write!(f, "{r} ({h})"),
-            (Some(r), None) => write!(f, "{r} (unsealed)"),
-            (None, Some(h)) => write!(f, "{h}"),
-            (None, None) => write!(f, "unsealed"),
-        }
-    }
-}
-
-/// The first 12 hex digits: enough to tell images apart on a screen. Characters, not bytes:
-/// a member may report anything as its hash.
-pub fn short_hash(hash: &str) -> &str {
-    hash.char_indices().nth(12).map_or(hash, |(cut, _)| &hash[..cut])
 }
 
 /// One member as both sides see it. `health` is where its kiln was asked; None when the load
