@@ -1,10 +1,13 @@
 //! The instance's live state, as one snapshot that the boot walk and the supervisor update and
 //! that `/readyz`, the control socket and `kiln status` read. Values of the environment never
 //! enter it: only names and where they came from.
-
-use crate::metrics::Recorder;
+//!
+//! The snapshot is a schema, the one every room writes into and reads from, so it imports none
+//! of them: it has its own types for what it shows (the instance's facts, what a notice makes
+//! kiln do, the log's figures), and the rooms that produce those convert into them.
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
+use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -69,7 +72,7 @@ pub struct Snapshot {
     /// Control-socket verbs refused because the instance is immutable.
     pub refused_mutations: u64,
     /// Facts of the instance (no secrets), once fetched.
-    pub instance: Option<crate::metadata::InstanceFacts>,
+    pub instance: Option<InstanceStatus>,
     /// Names of the frozen environment and where each came from; never values.
     pub env: Vec<EnvVarSource>,
     /// Load balancer membership, when `[lb]` is configured.
@@ -90,11 +93,32 @@ pub struct Snapshot {
     pub containment: Option<Containment>,
     /// kiln's own log: its sink and the lines it dropped. Filled in when status is asked.
     #[serde(default)]
-    pub log: crate::systemd::log::LogStatus,
+    pub log: LogStatus,
     /// The health port, agent port and control socket: connections open, cap, shed at the cap.
     /// Filled in when status is asked.
     #[serde(default)]
     pub listeners: Vec<ListenerStatus>,
+}
+
+/// Facts about the instance, as the metadata gave them; None where the provider has no answer.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceStatus {
+    /// `ec2`, `gce`, ... as in `[metadata] provider`.
+    pub provider: String,
+    pub instance_id: Option<String>,
+    pub region: Option<String>,
+    pub zone: Option<String>,
+    pub local_ipv4: Option<String>,
+    pub hostname: Option<String>,
+}
+
+/// Where kiln's own log goes and what it lost.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogStatus {
+    /// `stderr` or `journald`; empty before logging starts.
+    pub sink: String,
+    /// Events dropped because the sink did not take them fast enough.
+    pub dropped_lines: u64,
 }
 
 /// How kiln holds each unit's processes.
@@ -213,7 +237,7 @@ pub struct NoticeStatus {
     /// When it takes effect, if the platform says, ms since the Unix epoch.
     pub due_ms: Option<u64>,
     /// What `[lifecycle]` says to do with it.
-    pub action: crate::config::NoticeAction,
+    pub action: OnNotice,
     /// `leave` that waits for its time (maintenance further away than `maintenance_leave_before`).
     #[serde(default)]
     pub deferred: bool,
@@ -258,6 +282,27 @@ impl NoticeKind {
             NoticeKind::Rebalance => "rebalance recommendation",
             NoticeKind::Maintenance => "maintenance",
         }
+    }
+}
+
+/// What a notice makes kiln do, as its `[lifecycle] on_*` key says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnNotice {
+    /// Drain, stop the services, answer the platform, wait for the power-off.
+    Leave,
+    /// Shown in `kiln status` and the log.
+    Report,
+    Ignore,
+}
+
+impl fmt::Display for OnNotice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            OnNotice::Leave => "leave",
+            OnNotice::Report => "report",
+            OnNotice::Ignore => "ignore",
+        })
     }
 }
 
@@ -438,8 +483,6 @@ pub struct Shared {
     started: Instant,
     /// Milliseconds since `started` at which the main loop last ticked (for `/livez`).
     heartbeat_ms: AtomicU64,
-    /// What the snapshot cannot hold (probe latencies, fetch durations, notices), for metrics.
-    recorder: Recorder,
 }
 
 impl Shared {
@@ -470,7 +513,6 @@ impl Shared {
             phase: AtomicU8::new(Phase::Booting as u8),
             started: Instant::now(),
             heartbeat_ms: AtomicU64::new(0),
-            recorder: Recorder::default(),
         })
     }
 
@@ -481,11 +523,6 @@ impl Shared {
     /// A receiver that wakes on every change.
     pub fn subscribe(&self) -> watch::Receiver<Arc<Snapshot>> {
         self.snapshot.subscribe()
-    }
-
-    /// Where probe checks, fetches and notices are counted for `/metrics`.
-    pub fn recorder(&self) -> &Recorder {
-        &self.recorder
     }
 
     pub fn phase(&self) -> Phase {
@@ -584,12 +621,19 @@ pub fn now_ms() -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::NoticeKind;
+    use super::{NoticeKind, OnNotice};
 
     #[test]
     fn a_notice_kind_names_itself_as_status_json_does() {
         for kind in NoticeKind::ALL {
             assert_eq!(serde_json::to_value(kind).unwrap(), kind.name());
+        }
+    }
+
+    #[test]
+    fn a_notice_action_shows_as_status_json_spells_it() {
+        for action in [OnNotice::Leave, OnNotice::Report, OnNotice::Ignore] {
+            assert_eq!(serde_json::to_value(action).unwrap(), action.to_string());
         }
     }
 }

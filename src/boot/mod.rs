@@ -24,13 +24,15 @@ use crate::config::Config;
 use crate::env::{self, FrozenEnv};
 use crate::lb::{self, Membership};
 use crate::lifecycle::{self, LeaveRequest, Lifecycle};
-use crate::metadata::{self, Metadata};
+use crate::metadata::{self, InstanceFacts, Metadata};
+use crate::metrics::Recorder;
 use crate::process::reaper::{self, Reaper};
 use crate::seal::{self, DriftWatch, Pin, SealError, Verified};
 use crate::secrets::{self, Plan, Stores};
 use crate::serve;
 use crate::state::{
-    ContainmentKind, EnvVarSource, ExpectedImage, Phase, SealStatus, SecretsStatus, Shared, now_ms,
+    ContainmentKind, EnvVarSource, ExpectedImage, InstanceStatus, Phase, SealStatus, SecretsStatus, Shared,
+    now_ms,
 };
 use crate::supervise::{Supervisor, SupervisorHandle};
 use crate::systemd::{self, Notifier};
@@ -77,13 +79,16 @@ pub fn run(config_path: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let code = runtime.block_on(walk(config, shared));
+    // What happens between two scrapes, for `/metrics`: the boot owns it and hands it to each
+    // room that records, so the snapshot stays plain data.
+    let recorder = Arc::new(Recorder::default());
+    let code = runtime.block_on(walk(config, shared, recorder));
     // Probe or output tasks may still be parked; they hold nothing that needs a goodbye.
     runtime.shutdown_timeout(Duration::from_millis(100));
     code
 }
 
-async fn walk(config: Config, shared: Arc<Shared>) -> ExitCode {
+async fn walk(config: Config, shared: Arc<Shared>, recorder: Arc<Recorder>) -> ExitCode {
     let (stopper, stops) = match stops::watch_signals(shared.clone()) {
         Ok(s) => s,
         Err(e) => {
@@ -114,7 +119,7 @@ async fn walk(config: Config, shared: Arc<Shared>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if let Err(e) = start_serving(&config, &shared).await {
+    if let Err(e) = start_serving(&config, &shared, &recorder).await {
         tracing::error!("{e}; nothing was started");
         notifier.notify(&format!("STATUS=cannot serve: {e}"));
         return ExitCode::FAILURE;
@@ -135,7 +140,7 @@ async fn walk(config: Config, shared: Arc<Shared>) -> ExitCode {
     }
 
     let prepared = tokio::select! {
-        prepared = prepare(&config, &shared) => prepared,
+        prepared = prepare(&config, &shared, &recorder) => prepared,
         _ = stop_or_leave(stops.clone()) => {
             tracing::info!("stopped during boot; nothing was started");
             shared.update(|s| s.phase = Phase::Stopped);
@@ -174,6 +179,7 @@ async fn walk(config: Config, shared: Arc<Shared>) -> ExitCode {
         reaper,
         cgroups,
         shared.clone(),
+        &recorder,
         notifier.clone(),
     ) {
         Ok(s) => s,
@@ -185,13 +191,17 @@ async fn walk(config: Config, shared: Arc<Shared>) -> ExitCode {
     let handle = supervisor.handle();
     let supervisor = tokio::spawn(supervisor.run());
     let leaver = stopper.clone();
-    let lifecycle = Lifecycle::start(&config, &metadata, shared.clone(), move |request| {
-        leaver.leave(request)
-    });
+    let lifecycle = Lifecycle::start(
+        &config,
+        &metadata,
+        shared.clone(),
+        recorder.clone(),
+        move |request| leaver.leave(request),
+    );
     if let Some(watch) = seal_watch {
         guards::watch_seal(watch, config.seal.on_drift, shared.clone(), stopper);
     }
-    guards::recheck_metadata(&config.metadata, metadata, shared.clone());
+    guards::recheck_metadata(&config.metadata, metadata, shared.clone(), recorder.clone());
     if let (Some(every), Some((plan, stores))) = (config.metadata.recheck, secrets) {
         let budget = config.metadata.deadline.get();
         secrets::recheck::start(
@@ -201,6 +211,7 @@ async fn walk(config: Config, shared: Arc<Shared>) -> ExitCode {
             every.get(),
             budget,
             shared.clone(),
+            recorder,
         );
     }
     // Joins the load balancer once every service is ready.
@@ -403,12 +414,17 @@ fn own_runtime_dirs(config: &Config) -> Result<crate::state_dir::Owned, String> 
 
 /// Binds `/livez` + `/readyz` and the control socket first, so that a load balancer sees 503
 /// (not a refused connection) and `kiln status` can explain while the boot is still under way.
-async fn start_serving(config: &Config, shared: &Arc<Shared>) -> Result<(), String> {
+async fn start_serving(
+    config: &Config,
+    shared: &Arc<Shared>,
+    recorder: &Arc<Recorder>,
+) -> Result<(), String> {
     serve::start(
         &config.health,
         config.metrics.as_ref(),
         &config.control.socket,
         shared.clone(),
+        recorder.clone(),
     )
 }
 
@@ -431,7 +447,7 @@ struct Refusal {
 
 /// The steps that must all pass before a single service starts: seal, metadata, environment,
 /// the launch configuration's pin, and the secrets (only for an image the pin accepts).
-async fn prepare(config: &Config, shared: &Shared) -> Result<Prepared, Refusal> {
+async fn prepare(config: &Config, shared: &Shared, recorder: &Recorder) -> Result<Prepared, Refusal> {
     let refused = |reason| Refusal {
         reason,
         metadata: None,
@@ -446,13 +462,13 @@ async fn prepare(config: &Config, shared: &Shared) -> Result<Prepared, Refusal> 
     shared.phase_begin("metadata");
     let fetch_started = std::time::Instant::now();
     let fetched = metadata::fetch_by(&config.metadata, deadline).await;
-    shared.recorder().metadata_fetched(fetch_started.elapsed());
+    recorder.metadata_fetched(fetch_started.elapsed());
     let metadata = fetched.map_err(|e| refused(e.to_string()))?;
     // The facts name the instance even when a later step refuses the boot (`kiln status`,
     // `kiln fleet`); they hold no secret.
-    shared.update(|s| s.instance = Some(metadata.facts.clone()));
+    shared.update(|s| s.instance = Some(instance_status(&metadata.facts)));
     shared.phase_done("metadata");
-    match prepare_env(config, shared, &verified, &metadata, deadline).await {
+    match prepare_env(config, shared, recorder, &verified, &metadata, deadline).await {
         Ok((env, secrets)) => Ok(Prepared {
             env,
             seal_watch,
@@ -466,10 +482,31 @@ async fn prepare(config: &Config, shared: &Shared) -> Result<Prepared, Refusal> 
     }
 }
 
+/// The instance's facts as status shows them.
+fn instance_status(facts: &InstanceFacts) -> InstanceStatus {
+    let InstanceFacts {
+        provider,
+        instance_id,
+        region,
+        zone,
+        local_ipv4,
+        hostname,
+    } = facts.clone();
+    InstanceStatus {
+        provider,
+        instance_id,
+        region,
+        zone,
+        local_ipv4,
+        hostname,
+    }
+}
+
 /// The environment from the metadata: layers, the pin, the secrets, the exec limits, the files.
 async fn prepare_env(
     config: &Config,
     shared: &Shared,
+    recorder: &Recorder,
     verified: &Verified,
     metadata: &Metadata,
     deadline: tokio::time::Instant,
@@ -482,7 +519,7 @@ async fn prepare_env(
             shared.phase_begin("secrets");
             let resolve_started = std::time::Instant::now();
             let resolved = resolve_secrets(config, secrets_config, &layered, metadata, deadline).await;
-            shared.recorder().secrets_fetched(resolve_started.elapsed());
+            recorder.secrets_fetched(resolve_started.elapsed());
             let resolved = resolved?;
             shared.phase_done("secrets");
             Some(resolved)

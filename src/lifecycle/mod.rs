@@ -27,8 +27,9 @@ pub use autoscaling::{Hooks, abandon_refused_boot};
 
 use crate::config::{Config, LifecycleConfig, NoticeAction};
 use crate::metadata::{Metadata, MetadataWatch};
+use crate::metrics::Recorder;
 use crate::state::{
-    HookState, LeaveStatus, LeaveStep, LifecycleStatus, NoticeKind, NoticeStatus, Shared, now_ms,
+    HookState, LeaveStatus, LeaveStep, LifecycleStatus, NoticeKind, NoticeStatus, OnNotice, Shared, now_ms,
 };
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -164,11 +165,12 @@ pub struct Lifecycle {
 
 impl Lifecycle {
     /// Starts what `[lifecycle]` asks for on this instance (None without the section).
-    /// `leave` hands a leave request to the boot walk.
+    /// `leave` hands a leave request to the boot walk; each notice is counted in `recorder`.
     pub fn start(
         config: &Config,
         metadata: &Metadata,
         shared: Arc<Shared>,
+        recorder: Arc<Recorder>,
         leave: impl Fn(LeaveRequest) + Send + Sync + 'static,
     ) -> Option<Lifecycle> {
         let lifecycle = config.lifecycle.as_ref()?;
@@ -190,6 +192,7 @@ impl Lifecycle {
                 let watcher = Watcher {
                     policy: lifecycle.clone(),
                     shared,
+                    recorder,
                     leave: Box::new(leave),
                     stopped: stopped_rx,
                     hooks,
@@ -249,6 +252,7 @@ fn open_source(
 struct Watcher {
     policy: LifecycleConfig,
     shared: Arc<Shared>,
+    recorder: Arc<Recorder>,
     leave: Box<dyn Fn(LeaveRequest) + Send + Sync>,
     stopped: watch::Receiver<bool>,
     hooks: Option<Arc<Hooks>>,
@@ -288,7 +292,7 @@ impl Watcher {
             .filter(|&kind| wanted.kind(kind))
             .map(NoticeKind::name)
             .collect();
-        self.shared.recorder().lifecycle_notices_watched(&watched);
+        self.recorder.lifecycle_notices_watched(&watched);
         let mut memory = Memory::default();
         loop {
             let stopped = *self.stopped.borrow();
@@ -331,7 +335,7 @@ impl Watcher {
                 );
                 tracing::warn!("lifecycle: {line}");
                 self.shared.event("warn", line);
-                self.shared.recorder().lifecycle_notice(notice.kind.name());
+                self.recorder.lifecycle_notice(notice.kind.name());
                 now_ms
             });
             if action == NoticeAction::Leave && !deferred && leave_for.is_none() {
@@ -342,7 +346,7 @@ impl Watcher {
                 detail: notice.detail.clone(),
                 seen_ms,
                 due_ms: notice.due.map(ms),
-                action,
+                action: shown_action(action),
                 deferred,
             });
         }
@@ -470,6 +474,15 @@ fn describe(notice: &Notice, action: NoticeAction, deferred: bool, now: SystemTi
         (NoticeAction::Ignore, _) => format!("ignored ({} = \"ignore\")", key(notice.kind)),
     };
     format!("{}{left}: {what}", notice.detail)
+}
+
+/// The action as status shows it.
+fn shown_action(action: NoticeAction) -> OnNotice {
+    match action {
+        NoticeAction::Leave => OnNotice::Leave,
+        NoticeAction::Report => OnNotice::Report,
+        NoticeAction::Ignore => OnNotice::Ignore,
+    }
 }
 
 /// The `[lifecycle]` key of a kind.

@@ -4,8 +4,8 @@
 //! [`printable`]: it can neither drive the terminal nor forge a line.
 
 use crate::state::{
-    Containment, ContainmentKind, ExpectedImage, HookState, HookStatus, LbState, LifecycleStatus, Phase,
-    SealStatus, Snapshot, UnitState, UnitStatus,
+    Containment, ContainmentKind, ExpectedImage, HookState, HookStatus, LbState, LifecycleStatus, OnNotice,
+    Phase, SealStatus, Snapshot, UnitState, UnitStatus,
 };
 use crate::terminal::printable;
 use std::fmt::Write;
@@ -288,7 +288,7 @@ fn lifecycle_lines(l: &LifecycleStatus, now_ms: u64) -> Vec<String> {
             None => String::new(),
         };
         let action = match (n.action, n.deferred) {
-            (crate::config::NoticeAction::Leave, true) => "leave when due".to_string(),
+            (OnNotice::Leave, true) => "leave when due".to_string(),
             (action, _) => action.to_string(),
         };
         lines.push(format!(

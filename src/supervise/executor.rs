@@ -7,7 +7,7 @@ use super::machine::{Effect, Event, Level, Machine, Milestone, UnitId, View};
 use crate::cgroup::{Limits, ServiceTree, UnitCgroup};
 use crate::config::{ServiceConfig, StopSignalTo};
 use crate::env::FrozenEnv;
-use crate::metrics::ProbeSeries;
+use crate::metrics::{ProbeSeries, Recorder};
 use crate::probe::runner::{self, CheckReport, ProbeEvent, UnitProbes};
 use crate::probe::{Probe, Role};
 use crate::process::Reaper;
@@ -94,14 +94,15 @@ pub struct Supervisor {
 
 impl Supervisor {
     /// Prepares the services; resolves users and probes, and makes each unit's cgroup in
-    /// `cgroups` with its service's limits (`Err`: process groups only, and why). Nothing is
-    /// started yet.
+    /// `cgroups` with its service's limits (`Err`: process groups only, and why). Each probe's
+    /// checks are counted in `recorder`. Nothing is started yet.
     pub fn new(
         configs: &[ServiceConfig],
         env: Arc<FrozenEnv>,
         reaper: Reaper,
         cgroups: Result<&ServiceTree, &str>,
         shared: Arc<Shared>,
+        recorder: &Recorder,
         notifier: Arc<Notifier>,
     ) -> Result<Supervisor, String> {
         let services = configs
@@ -119,9 +120,7 @@ impl Supervisor {
                     .probes
                     .roles()
                     .map(|role| {
-                        let series = shared
-                            .recorder()
-                            .probe(&service.config.name, &u.name, role.as_str());
+                        let series = recorder.probe(&service.config.name, &u.name, role.as_str());
                         (role, series)
                     })
                     .collect();
