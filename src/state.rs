@@ -354,8 +354,62 @@ pub struct LeaveStatus {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LeaveStep {
-    pub step: String,
+    pub step: LeaveStepKind,
     pub at_ms: u64,
+}
+
+/// A step of a leave. Status JSON spells each in words, as a person reads them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "String", into = "String")]
+pub enum LeaveStepKind {
+    NoticeSeen,
+    /// `/readyz` answers 503 and the agent says drain.
+    ReadinessOff,
+    OutOfTheLoadBalancer,
+    AllServicesStopped,
+    /// What the platform was told (`event X acknowledged (StartRequests)`, a hook's answer), or
+    /// why it could not be; the platform's words, shown as they are.
+    Answer(String),
+}
+
+impl LeaveStepKind {
+    const NAMED: [LeaveStepKind; 4] = [
+        LeaveStepKind::NoticeSeen,
+        LeaveStepKind::ReadinessOff,
+        LeaveStepKind::OutOfTheLoadBalancer,
+        LeaveStepKind::AllServicesStopped,
+    ];
+
+    fn words(&self) -> &str {
+        match self {
+            LeaveStepKind::NoticeSeen => "notice seen",
+            LeaveStepKind::ReadinessOff => "readiness off (/readyz 503, agent drain)",
+            LeaveStepKind::OutOfTheLoadBalancer => "out of the load balancer",
+            LeaveStepKind::AllServicesStopped => "all services stopped",
+            LeaveStepKind::Answer(words) => words,
+        }
+    }
+}
+
+impl fmt::Display for LeaveStepKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.words())
+    }
+}
+
+impl From<LeaveStepKind> for String {
+    fn from(step: LeaveStepKind) -> String {
+        step.to_string()
+    }
+}
+
+impl From<String> for LeaveStepKind {
+    fn from(words: String) -> LeaveStepKind {
+        LeaveStepKind::NAMED
+            .into_iter()
+            .find(|step| step.words() == words)
+            .unwrap_or(LeaveStepKind::Answer(words))
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -458,13 +512,99 @@ pub struct ProbeReport {
 /// One phase of the boot walk, like a line of `systemd-analyze blame`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TimelineEntry {
-    pub phase: String,
+    pub phase: BootStep,
     /// Offset from kiln's start.
     pub start_us: u64,
     pub duration_us: Option<u64>,
     /// A point in time (`READY=1`), not a phase that lasted.
     #[serde(default)]
     pub point: bool,
+}
+
+/// A phase or a point of the boot timeline. Status JSON and the metrics' labels spell each as a
+/// word (`config`, `start php-fpm`, `READY=1`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "String", into = "String")]
+pub enum BootStep {
+    Config,
+    /// The health port and the control socket bound.
+    Serve,
+    Cgroups,
+    Seal,
+    Metadata,
+    Env,
+    /// Within `env`: the launch configuration's pin compared with the seal.
+    Pin,
+    /// Within `env`: the secret references resolved.
+    Secrets,
+    /// A service, from its first spawn until it is ready; its name.
+    Start(String),
+    /// Every service ready, `READY=1` sent: a point.
+    Ready,
+    /// A step this kiln does not know (a snapshot of another version), as it was spelt.
+    Other(String),
+}
+
+impl BootStep {
+    const NAMED: [BootStep; 9] = [
+        BootStep::Config,
+        BootStep::Serve,
+        BootStep::Cgroups,
+        BootStep::Seal,
+        BootStep::Metadata,
+        BootStep::Env,
+        BootStep::Pin,
+        BootStep::Secrets,
+        BootStep::Ready,
+    ];
+
+    /// The word of a step without a name in it.
+    fn word(&self) -> Option<&'static str> {
+        Some(match self {
+            BootStep::Config => "config",
+            BootStep::Serve => "serve",
+            BootStep::Cgroups => "cgroups",
+            BootStep::Seal => "seal",
+            BootStep::Metadata => "metadata",
+            BootStep::Env => "env",
+            BootStep::Pin => "pin",
+            BootStep::Secrets => "secrets",
+            BootStep::Ready => "READY=1",
+            BootStep::Start(_) | BootStep::Other(_) => return None,
+        })
+    }
+}
+
+impl fmt::Display for BootStep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self, self.word()) {
+            (_, Some(word)) => f.write_str(word),
+            (BootStep::Start(service), None) => write!(f, "start {service}"),
+            (BootStep::Other(words), None) => f.write_str(words),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl From<BootStep> for String {
+    fn from(step: BootStep) -> String {
+        step.to_string()
+    }
+}
+
+impl From<String> for BootStep {
+    fn from(words: String) -> BootStep {
+        if let Some(step) = BootStep::NAMED
+            .into_iter()
+            .find(|s| s.word() == Some(words.as_str()))
+        {
+            return step;
+        }
+        match words.strip_prefix("start ") {
+            Some(service) => BootStep::Start(service.to_string()),
+            None => BootStep::Other(words),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -561,11 +701,11 @@ impl Shared {
     }
 
     /// Start of a boot phase; close it with [`Shared::phase_done`].
-    pub fn phase_begin(&self, phase: &str) {
+    pub fn phase_begin(&self, phase: BootStep) {
         let start_us = self.elapsed().as_micros() as u64;
         self.update(|s| {
             s.timeline.push(TimelineEntry {
-                phase: phase.into(),
+                phase,
                 start_us,
                 duration_us: None,
                 point: false,
@@ -573,7 +713,7 @@ impl Shared {
         });
     }
 
-    pub fn phase_done(&self, phase: &str) {
+    pub fn phase_done(&self, phase: BootStep) {
         let now_us = self.elapsed().as_micros() as u64;
         self.update(|s| {
             if let Some(e) = s
@@ -588,11 +728,11 @@ impl Shared {
     }
 
     /// A point on the timeline (zero duration), such as `READY=1`.
-    pub fn mark(&self, phase: &str) {
+    pub fn mark(&self, phase: BootStep) {
         let start_us = self.elapsed().as_micros() as u64;
         self.update(|s| {
             s.timeline.push(TimelineEntry {
-                phase: phase.into(),
+                phase,
                 start_us,
                 duration_us: Some(0),
                 point: true,
@@ -621,13 +761,40 @@ pub fn now_ms() -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::{NoticeKind, OnNotice};
+    use super::{BootStep, LeaveStepKind, NoticeKind, OnNotice};
 
     #[test]
     fn a_notice_kind_names_itself_as_status_json_does() {
         for kind in NoticeKind::ALL {
             assert_eq!(serde_json::to_value(kind).unwrap(), kind.name());
         }
+    }
+
+    #[test]
+    fn boot_and_leave_steps_read_back_as_they_are_spelt() {
+        let boot = [
+            "config", "serve", "cgroups", "seal", "metadata", "env", "pin", "secrets", "READY=1",
+        ];
+        for word in boot {
+            let step = BootStep::from(word.to_string());
+            assert!(!matches!(step, BootStep::Other(_)), "{word}");
+            assert_eq!(serde_json::to_value(&step).unwrap(), word);
+        }
+        let start: BootStep = serde_json::from_str("\"start php-fpm\"").unwrap();
+        assert_eq!(start, BootStep::Start("php-fpm".into()));
+        assert_eq!(start.to_string(), "start php-fpm");
+        assert_eq!(
+            BootStep::from("later".to_string()),
+            BootStep::Other("later".into())
+        );
+        for step in LeaveStepKind::NAMED {
+            assert_eq!(LeaveStepKind::from(step.to_string()), step);
+        }
+        let answer = "event e-1 acknowledged (StartRequests)";
+        assert_eq!(
+            serde_json::to_value(LeaveStepKind::from(answer.to_string())).unwrap(),
+            answer
+        );
     }
 
     #[test]

@@ -31,8 +31,8 @@ use crate::seal::{self, DriftWatch, Pin, SealError, Verified};
 use crate::secrets::{self, Plan, Stores};
 use crate::serve;
 use crate::state::{
-    ContainmentKind, EnvVarSource, ExpectedImage, InstanceStatus, Phase, SealStatus, SecretsStatus, Shared,
-    now_ms,
+    BootStep, ContainmentKind, EnvVarSource, ExpectedImage, InstanceStatus, LeaveStepKind, Phase, SealStatus,
+    SecretsStatus, Shared, now_ms,
 };
 use crate::supervise::{Supervisor, SupervisorHandle};
 use crate::systemd::{self, Notifier};
@@ -53,7 +53,7 @@ pub fn run(config_path: &Path) -> ExitCode {
     // Before any listener sizes its cap from the limit.
     crate::fd_budget::raise();
     let shared = Shared::new();
-    shared.phase_begin("config");
+    shared.phase_begin(BootStep::Config);
     let config = match Config::load(config_path) {
         Ok(c) => c,
         Err(e) => {
@@ -69,7 +69,7 @@ pub fn run(config_path: &Path) -> ExitCode {
     for warning in config.warnings() {
         tracing::warn!("{}: {warning}", config_path.display());
     }
-    shared.phase_done("config");
+    shared.phase_done(BootStep::Config);
     // One thread is plenty for the supervisor, probes and the control socket; `/readyz` and
     // `/livez` are served on threads of their own (serve::health).
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
@@ -108,7 +108,7 @@ async fn walk(config: Config, shared: Arc<Shared>, recorder: Arc<Recorder>) -> E
     spawn_heartbeat(&shared);
     spawn_watchdog(&notifier, &shared);
 
-    shared.phase_begin("serve");
+    shared.phase_begin(BootStep::Serve);
     // Held until this function returns: after the services are stopped and the cgroups removed
     // (`containment`, declared later, is dropped first).
     let _owned = match own_runtime_dirs(&config) {
@@ -124,17 +124,17 @@ async fn walk(config: Config, shared: Arc<Shared>, recorder: Arc<Recorder>) -> E
         notifier.notify(&format!("STATUS=cannot serve: {e}"));
         return ExitCode::FAILURE;
     }
-    shared.phase_done("serve");
+    shared.phase_done(BootStep::Serve);
 
     // After the state dir and the control socket are ours (no other kiln runs on them), before
     // anything starts, and before a leave is honoured: a kiln killed while its leave stopped the
     // services left them running, and they are as much leftovers as any other.
-    shared.phase_begin("cgroups");
+    shared.phase_begin(BootStep::Cgroups);
     let containment = match contain(&config, &shared).await {
         Ok(containment) => containment,
         Err(reason) => return refuse(&shared, &notifier, &reason, stops).await,
     };
-    shared.phase_done("cgroups");
+    shared.phase_done(BootStep::Cgroups);
     if let Some(left) = left_before(&config) {
         return refuse(&shared, &notifier, &left, stops).await;
     }
@@ -310,7 +310,7 @@ async fn wait_for_power_off(
         s.phase = Phase::Stopped;
         s.reason = Some(line.clone());
     });
-    lifecycle::step(shared, "all services stopped");
+    lifecycle::step(shared, LeaveStepKind::AllServicesStopped);
     notifier.status(&line);
     tracing::info!("{line}; kiln stays up to explain it (kiln status)");
     requested(stops, 1).await;
@@ -452,14 +452,14 @@ async fn prepare(config: &Config, shared: &Shared, recorder: &Recorder) -> Resul
         reason,
         metadata: None,
     };
-    shared.phase_begin("seal");
+    shared.phase_begin(BootStep::Seal);
     let verified = verify_seal(config, shared).await.map_err(refused)?;
     let seal_watch = guards::start_seal_watch(&config.seal, &verified, shared).map_err(refused)?;
-    shared.phase_done("seal");
+    shared.phase_done(BootStep::Seal);
 
     // One deadline for the metadata and the secrets resolved from it.
     let deadline = tokio::time::Instant::now() + config.metadata.deadline.get();
-    shared.phase_begin("metadata");
+    shared.phase_begin(BootStep::Metadata);
     let fetch_started = std::time::Instant::now();
     let fetched = metadata::fetch_by(&config.metadata, deadline).await;
     recorder.metadata_fetched(fetch_started.elapsed());
@@ -467,7 +467,7 @@ async fn prepare(config: &Config, shared: &Shared, recorder: &Recorder) -> Resul
     // The facts name the instance even when a later step refuses the boot (`kiln status`,
     // `kiln fleet`); they hold no secret.
     shared.update(|s| s.instance = Some(instance_status(&metadata.facts)));
-    shared.phase_done("metadata");
+    shared.phase_done(BootStep::Metadata);
     match prepare_env(config, shared, recorder, &verified, &metadata, deadline).await {
         Ok((env, secrets)) => Ok(Prepared {
             env,
@@ -511,17 +511,17 @@ async fn prepare_env(
     metadata: &Metadata,
     deadline: tokio::time::Instant,
 ) -> Result<(FrozenEnv, Option<(Plan, Stores)>), String> {
-    shared.phase_begin("env");
+    shared.phase_begin(BootStep::Env);
     let layered = env::layer(&config.env, &config.metadata, metadata).map_err(|e| e.to_string())?;
     check_pin(verified, metadata, layered.pins(), shared)?;
     let resolved = match &config.secrets {
         Some(secrets_config) => {
-            shared.phase_begin("secrets");
+            shared.phase_begin(BootStep::Secrets);
             let resolve_started = std::time::Instant::now();
             let resolved = resolve_secrets(config, secrets_config, &layered, metadata, deadline).await;
             recorder.secrets_fetched(resolve_started.elapsed());
             let resolved = resolved?;
-            shared.phase_done("secrets");
+            shared.phase_done(BootStep::Secrets);
             Some(resolved)
         }
         None => None,
@@ -556,7 +556,7 @@ async fn prepare_env(
         .map(|(name, source)| EnvVarSource { name, source })
         .collect();
     shared.update(|s| s.env = names);
-    shared.phase_done("env");
+    shared.phase_done(BootStep::Env);
     Ok((frozen, secrets))
 }
 
@@ -607,7 +607,7 @@ fn check_pin(
     if pin.is_empty() {
         return Ok(());
     }
-    shared.phase_begin("pin");
+    shared.phase_begin(BootStep::Pin);
     let expected = ExpectedImage {
         release: pin.release.as_ref().map(|r| r.value.to_string()),
         root_hash: pin.root_hash.as_ref().map(|h| h.value.to_hex().to_string()),
@@ -615,7 +615,7 @@ fn check_pin(
     shared.update(|s| s.seal.get_or_insert_with(SealStatus::default).expected = Some(expected));
     pin.check(verified).map_err(|e| e.to_string())?;
     tracing::info!("pin: this image is what the launch configuration expects: {pin}");
-    shared.phase_done("pin");
+    shared.phase_done(BootStep::Pin);
     Ok(())
 }
 
@@ -722,12 +722,12 @@ async fn shutdown(
             notifier.notify("STOPPING=1\nSTATUS=stopping");
         }
     }
-    lifecycle::step(shared, "readiness off (/readyz 503, agent drain)");
+    lifecycle::step(shared, LeaveStepKind::ReadinessOff);
     if let Some(membership) = membership {
         // Leave the load balancer (deregister, drain) while services still serve what is in
         // flight; a second stop request cuts the drain short.
         tokio::select! {
-            _ = membership.leave() => lifecycle::step(shared, "out of the load balancer"),
+            _ = membership.leave() => lifecycle::step(shared, LeaveStepKind::OutOfTheLoadBalancer),
             _ = requested(stops.clone(), 2) => tracing::warn!("drain cut short by a second stop request"),
         }
     }

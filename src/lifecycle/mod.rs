@@ -29,7 +29,8 @@ use crate::config::{Config, LifecycleConfig, NoticeAction};
 use crate::metadata::{Metadata, MetadataWatch};
 use crate::metrics::Recorder;
 use crate::state::{
-    HookState, LeaveStatus, LeaveStep, LifecycleStatus, NoticeKind, NoticeStatus, OnNotice, Shared, now_ms,
+    HookState, LeaveStatus, LeaveStep, LeaveStepKind, LifecycleStatus, NoticeKind, NoticeStatus, OnNotice,
+    Shared, now_ms,
 };
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -377,7 +378,7 @@ impl Watcher {
                 reason: reason.clone(),
                 noticed_ms: seen_ms,
                 steps: vec![LeaveStep {
-                    step: "notice seen".into(),
+                    step: LeaveStepKind::NoticeSeen,
                     at_ms: seen_ms,
                 }],
             })
@@ -403,12 +404,15 @@ impl Watcher {
             match &notice.answer {
                 Answer::None => {}
                 Answer::StartEvent(id) => match source.answer(&notice).await {
-                    Ok(done) => step(&self.shared, &done),
+                    Ok(done) => step(&self.shared, LeaveStepKind::Answer(done)),
                     Err(e) => {
                         tracing::error!("lifecycle: cannot start event {id}: {e}");
                         self.shared
                             .event("error", format!("lifecycle: cannot start event {id}: {e}"));
-                        step(&self.shared, &format!("event {id} not acknowledged: {e}"));
+                        step(
+                            &self.shared,
+                            LeaveStepKind::Answer(format!("event {id} not acknowledged: {e}")),
+                        );
                     }
                 },
                 Answer::TerminateHook => {
@@ -418,7 +422,7 @@ impl Watcher {
                     if let Some(hooks) = &self.hooks
                         && let Some(done) = hooks.complete_terminate().await
                     {
-                        step(&self.shared, &done);
+                        step(&self.shared, LeaveStepKind::Answer(done));
                     }
                 }
             }
@@ -506,14 +510,14 @@ fn update(shared: &Shared, f: impl FnOnce(&mut LifecycleStatus)) {
 
 /// A step of the leave, in status and the log with its time since the notice
 /// (`out of the load balancer 0.21s after the notice`). Nothing when kiln is not leaving.
-pub fn step(shared: &Shared, what: &str) {
+pub fn step(shared: &Shared, what: LeaveStepKind) {
     let at_ms = now_ms();
     let mut since = None;
     update(shared, |l| {
         if let Some(leave) = l.leave.as_mut() {
             since = Some(at_ms.saturating_sub(leave.noticed_ms));
             leave.steps.push(LeaveStep {
-                step: what.to_string(),
+                step: what.clone(),
                 at_ms,
             });
         }

@@ -88,12 +88,12 @@ fn instance(out: &mut DescriptorEncoder, s: &Snapshot) -> fmt::Result {
 
 /// Each phase of the boot timeline that ended, and each point on it (`READY=1`).
 fn boot(out: &mut DescriptorEncoder, s: &Snapshot) -> fmt::Result {
-    let mut durations: Vec<([(&str, &str); 1], f64)> = Vec::new();
+    let mut durations: Vec<([(&str, String); 1], f64)> = Vec::new();
     let mut marks = Vec::new();
     for e in &s.timeline {
-        let labels = [("phase", e.phase.as_str())];
+        let labels = [("phase", e.phase.to_string())];
         match e.duration_us {
-            _ if e.point => marks.push(([("mark", e.phase.as_str())], seconds_us(e.start_us))),
+            _ if e.point => marks.push(([("mark", e.phase.to_string())], seconds_us(e.start_us))),
             Some(us) => {
                 // A phase run twice keeps its last duration: one series per phase.
                 durations.retain(|(l, _)| l != &labels);

@@ -4,8 +4,8 @@
 //! [`printable`]: it can neither drive the terminal nor forge a line.
 
 use crate::state::{
-    Containment, ContainmentKind, ExpectedImage, HookState, HookStatus, LbState, LifecycleStatus, OnNotice,
-    Phase, SealStatus, Snapshot, UnitState, UnitStatus,
+    Containment, ContainmentKind, ExpectedImage, HookState, HookStatus, LbState, LeaveStepKind,
+    LifecycleStatus, OnNotice, Phase, SealStatus, Snapshot, UnitState, UnitStatus,
 };
 use crate::terminal::printable;
 use std::fmt::Write;
@@ -299,20 +299,21 @@ fn lifecycle_lines(l: &LifecycleStatus, now_ms: u64) -> Vec<String> {
         ));
     }
     if let Some(leave) = &l.leave {
-        let at = |step: &str| {
-            leave
-                .steps
-                .iter()
-                .find(|s| s.step == step)
-                .map(|s| micros(s.at_ms.saturating_sub(leave.noticed_ms) * 1000))
+        let at = |step: LeaveStepKind| {
+            leave.steps.iter().find(|s| s.step == step).map(|s| {
+                format!(
+                    "{step} {}",
+                    micros(s.at_ms.saturating_sub(leave.noticed_ms) * 1000)
+                )
+            })
         };
-        let mut timing = Vec::new();
-        if let Some(t) = at("out of the load balancer") {
-            timing.push(format!("out of the load balancer {t}"));
-        }
-        if let Some(t) = at("all services stopped") {
-            timing.push(format!("all services stopped {t}"));
-        }
+        let timing: Vec<String> = [
+            LeaveStepKind::OutOfTheLoadBalancer,
+            LeaveStepKind::AllServicesStopped,
+        ]
+        .into_iter()
+        .filter_map(at)
+        .collect();
         let timing = match timing.is_empty() {
             true => String::new(),
             false => format!("; after the notice: {}", timing.join(", ")),
@@ -325,7 +326,7 @@ fn lifecycle_lines(l: &LifecycleStatus, now_ms: u64) -> Vec<String> {
                 format!(
                     "+{} {}",
                     micros(s.at_ms.saturating_sub(leave.noticed_ms) * 1000),
-                    printable(&s.step)
+                    printable(&s.step.to_string())
                 )
             })
             .collect();

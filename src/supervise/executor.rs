@@ -13,7 +13,7 @@ use crate::probe::{Probe, Role};
 use crate::process::Reaper;
 use crate::process::output::{self, Stream, UnitOutput};
 use crate::process::spawn::{self, Identity};
-use crate::state::{Phase, Shared, now_ms};
+use crate::state::{BootStep, Phase, Shared, now_ms};
 use crate::systemd::Notifier;
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
@@ -229,13 +229,13 @@ impl Supervisor {
                 log(level, &line);
                 self.shared.event(level.as_str(), line);
             }
-            Effect::Timeline(Milestone::Begin(phase)) => self.shared.phase_begin(&phase),
-            Effect::Timeline(Milestone::Done(phase)) => self.shared.phase_done(&phase),
+            Effect::Timeline(Milestone::Begin(step)) => self.shared.phase_begin(step),
+            Effect::Timeline(Milestone::Done(step)) => self.shared.phase_done(step),
             Effect::Publish(view) => self.publish(view),
             Effect::AnnounceReady => {
                 // Unless the boot walk has begun a stop meanwhile.
                 if self.shared.phase() == Phase::Ready {
-                    self.shared.mark("READY=1");
+                    self.shared.mark(BootStep::Ready);
                     self.notifier.notify("READY=1");
                 }
             }

@@ -10,7 +10,7 @@ use super::unit::{Ending, SETTLE_AFTER, Unit};
 use crate::config::{RestartPolicy, ServiceConfig, StopSignalTo};
 use crate::probe::runner::{CheckReport, ProbeEvent};
 use crate::process::Exit;
-use crate::state::{Phase, ProbeReport, UnitState, UnitStatus};
+use crate::state::{BootStep, Phase, ProbeReport, UnitState, UnitStatus};
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use std::ops::Range;
@@ -91,11 +91,12 @@ impl Level {
     }
 }
 
-/// A point of the boot timeline.
+/// A phase of the boot timeline: a service's start, from its first spawn (`Begin`) until it is
+/// ready (`Done`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Milestone {
-    Begin(String),
-    Done(String),
+    Begin(BootStep),
+    Done(BootStep),
 }
 
 /// What the instance looks like after a step: the units, and where the instance is.
@@ -534,7 +535,7 @@ impl Machine {
             }
             self.services[s].started = true;
             let name = &self.services[s].config.name;
-            out.push(Effect::Timeline(Milestone::Begin(format!("start {name}"))));
+            out.push(Effect::Timeline(Milestone::Begin(BootStep::Start(name.clone()))));
             for unit in self.services[s].units.clone() {
                 self.spawn(unit, out);
             }
@@ -625,7 +626,7 @@ impl Machine {
             if !self.services[s].ready_once && self.service_ready(s) {
                 self.services[s].ready_once = true;
                 let name = &self.services[s].config.name;
-                out.push(Effect::Timeline(Milestone::Done(format!("start {name}"))));
+                out.push(Effect::Timeline(Milestone::Done(BootStep::Start(name.clone()))));
             }
         }
         let all_ready = (0..self.services.len()).all(|s| self.service_ready(s));

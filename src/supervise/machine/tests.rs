@@ -267,10 +267,10 @@ fn services_start_once_everything_in_their_after_is_ready() {
     assert_eq!(
         timeline[..4],
         [
-            Milestone::Begin("start php-fpm".into()),
-            Milestone::Begin("start worker".into()),
-            Milestone::Begin("start nginx".into()),
-            Milestone::Done("start php-fpm".into()),
+            Milestone::Begin(BootStep::Start("php-fpm".into())),
+            Milestone::Begin(BootStep::Start("worker".into())),
+            Milestone::Begin(BootStep::Start("nginx".into())),
+            Milestone::Done(BootStep::Start("php-fpm".into())),
         ]
     );
 }
