@@ -113,6 +113,16 @@ pub fn start(
         metrics::start(bound, shared.clone(), recorder, listeners.clone())
             .map_err(|e| format!("cannot start the metrics listener: {e}"))?;
     }
+    serve_control_and_agent(control_listener, agent_listener, shared, listeners)
+}
+
+/// The control socket and the agent-check port, on one thread of their own.
+fn serve_control_and_agent(
+    control_listener: std::os::unix::net::UnixListener,
+    agent_listener: Option<std::net::TcpListener>,
+    shared: Arc<Shared>,
+    listeners: Listeners,
+) -> Result<(), String> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
