@@ -3,7 +3,8 @@
 //! learns (an exit, a probe event, a timer) goes back to the machine as an event, one at a time,
 //! on one task. With cgroups, an exit is a fact only once the unit's cgroup is empty.
 
-use super::machine::{Effect, Event, Level, Machine, Milestone, UnitId, View};
+use super::machine::{Effect, Event, Level, Machine, Milestone, Standing, UnitId};
+use super::view;
 use crate::cgroup::{Limits, ServiceTree, UnitCgroup};
 use crate::config::{ServiceConfig, StopSignalTo};
 use crate::env::FrozenEnv;
@@ -231,7 +232,7 @@ impl Supervisor {
             }
             Effect::Timeline(Milestone::Begin(step)) => self.shared.phase_begin(step),
             Effect::Timeline(Milestone::Done(step)) => self.shared.phase_done(step),
-            Effect::Publish(view) => self.publish(view),
+            Effect::Publish(standing) => self.publish(standing),
             Effect::AnnounceReady => {
                 // Unless the boot walk has begun a stop meanwhile.
                 if self.shared.phase() == Phase::Ready {
@@ -357,12 +358,9 @@ impl Supervisor {
     /// The units into the snapshot, with the stderr tails and dropped lines kept here. The phase is the
     /// supervisor's to set only while the instance starts or runs: once the boot walk has moved it
     /// on (stopping, failed), it stays.
-    fn publish(&self, view: View) {
-        let View {
-            mut units,
-            phase,
-            reason,
-        } = view;
+    fn publish(&self, standing: Standing) {
+        let Standing { phase, reason } = standing;
+        let mut units = view::units(&self.machine);
         for (status, runtime) in units.iter_mut().zip(&self.units) {
             status.stderr_tail = runtime.kept_output.stderr_tail();
             status.dropped_lines = runtime.kept_output.dropped_lines();
