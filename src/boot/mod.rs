@@ -40,7 +40,7 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
-use stops::{StopRequests, requested, stop_or_leave};
+use stops::{StopRequests, Stopper, requested, stop_or_leave};
 use tokio::sync::watch;
 
 /// Exit code after a refused boot was stopped.
@@ -88,167 +88,304 @@ pub fn run(config_path: &Path) -> ExitCode {
     code
 }
 
+/// The boot in phases: `prepare` (signals, the reaper, the listeners), `contain` (the units'
+/// cgroups), `launch` (seal, metadata, environment, the services), `run_until_stopped` (a
+/// stop or a leave), then `leave`. A refusal on the way is handled in one place, [`refuse`].
 async fn walk(config: Config, shared: Arc<Shared>, recorder: Arc<Recorder>) -> ExitCode {
-    let (stopper, stops) = match stops::watch_signals(shared.clone()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!("cannot install signal handlers: {e}");
-            return ExitCode::FAILURE;
-        }
+    let (boot, reaper) = match prepare(config, shared, recorder).await {
+        Ok(prepared) => prepared,
+        Err(code) => return code,
     };
+    // Held until this function returns: the cgroups are removed once the services are stopped.
+    let containment = match contain(&boot).await {
+        Ok(containment) => containment,
+        Err(refusal) => return refuse(&boot, refusal).await,
+    };
+    let running = match launch(&boot, &containment, reaper).await {
+        Ok(Launched::Running(running)) => running,
+        Ok(Launched::Stopped) => {
+            tracing::info!("stopped during boot; nothing was started");
+            boot.shared.update(|s| s.phase = Phase::Stopped);
+            return ExitCode::SUCCESS;
+        }
+        Err(refusal) => return refuse(&boot, refusal).await,
+    };
+    let request = run_until_stopped(&boot).await;
+    leave(&boot, running, request).await
+}
+
+/// What the boot holds from its first phase to its exit.
+struct Boot {
+    config: Config,
+    shared: Arc<Shared>,
+    recorder: Arc<Recorder>,
+    notifier: Arc<Notifier>,
+    stopper: Stopper,
+    stops: watch::Receiver<StopRequests>,
+    /// The runtime directories and the state dir, this kiln's until the walk ends: after the
+    /// services are stopped and the cgroups removed (`containment` is dropped first).
+    _owned: crate::state_dir::Owned,
+}
+
+/// Signals, the reaper, systemd's notify socket, then the runtime directories and the
+/// listeners, so that `/readyz` answers 503 and `kiln status` explains from here on. A failure
+/// here cannot be explained that way: it is logged, told to systemd, and kiln exits.
+async fn prepare(
+    config: Config,
+    shared: Arc<Shared>,
+    recorder: Arc<Recorder>,
+) -> Result<(Boot, Reaper), ExitCode> {
+    let (stopper, stops) = stops::watch_signals(shared.clone()).map_err(|e| {
+        tracing::error!("cannot install signal handlers: {e}");
+        ExitCode::FAILURE
+    })?;
     reaper::become_subreaper();
-    let reaper = match Reaper::start() {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::error!("cannot watch SIGCHLD: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+    let reaper = Reaper::start().map_err(|e| {
+        tracing::error!("cannot watch SIGCHLD: {e}");
+        ExitCode::FAILURE
+    })?;
     let notifier = Arc::new(Notifier::from_env());
     spawn_heartbeat(&shared);
     spawn_watchdog(&notifier, &shared);
 
     shared.phase_begin(BootStep::Serve);
-    // Held until this function returns: after the services are stopped and the cgroups removed
-    // (`containment`, declared later, is dropped first).
-    let _owned = match own_runtime_dirs(&config) {
-        Ok(owned) => owned,
-        Err(e) => {
-            tracing::error!("{e}; nothing was started");
-            notifier.notify(&format!("STATUS=cannot start: {e}"));
-            return ExitCode::FAILURE;
-        }
-    };
-    if let Err(e) = start_serving(&config, &shared, &recorder).await {
+    let cannot = |what: &str, e: String| {
         tracing::error!("{e}; nothing was started");
-        notifier.notify(&format!("STATUS=cannot serve: {e}"));
-        return ExitCode::FAILURE;
-    }
+        notifier.notify(&format!("STATUS=cannot {what}: {e}"));
+        ExitCode::FAILURE
+    };
+    let owned = own_runtime_dirs(&config).map_err(|e| cannot("start", e))?;
+    start_serving(&config, &shared, &recorder).map_err(|e| cannot("serve", e))?;
     shared.phase_done(BootStep::Serve);
-
-    // After the state dir and the control socket are ours (no other kiln runs on them), before
-    // anything starts, and before a leave is honoured: a kiln killed while its leave stopped the
-    // services left them running, and they are as much leftovers as any other.
-    shared.phase_begin(BootStep::Cgroups);
-    let containment = match contain(&config, &shared).await {
-        Ok(containment) => containment,
-        Err(reason) => return refuse(&shared, &notifier, &reason, stops).await,
+    let boot = Boot {
+        config,
+        shared,
+        recorder,
+        notifier,
+        stopper,
+        stops,
+        _owned: owned,
     };
-    shared.phase_done(BootStep::Cgroups);
-    if let Some(left) = left_before(&config) {
-        return refuse(&shared, &notifier, &left, stops).await;
+    Ok((boot, reaper))
+}
+
+/// After the state dir and the control socket are ours (no other kiln runs on them), before
+/// anything starts, and before a leave is honoured: a kiln killed while its leave stopped the
+/// services left them running, and they are as much leftovers as any other.
+async fn contain(boot: &Boot) -> Result<Containment, Refusal> {
+    boot.shared.phase_begin(BootStep::Cgroups);
+    let containment = find_cgroups(&boot.config, &boot.shared)
+        .await
+        .map_err(Refusal::before_launch)?;
+    boot.shared.phase_done(BootStep::Cgroups);
+    Ok(containment)
+}
+
+/// How a launch ended, when it was not refused.
+enum Launched {
+    Running(Running),
+    /// A stop request came before the services started.
+    Stopped,
+}
+
+/// The running instance: its services, its notice watch and its load balancer membership.
+struct Running {
+    handle: SupervisorHandle,
+    supervisor: tokio::task::JoinHandle<()>,
+    lifecycle: Option<Lifecycle>,
+    membership: Option<Membership>,
+}
+
+/// Everything that must hold before a service starts (the instance has not left, the seal, the
+/// metadata, the environment, the load balancer's and the services' settings), then the
+/// services, the guards and the load balancer membership.
+async fn launch(boot: &Boot, containment: &Containment, reaper: Reaper) -> Result<Launched, Refusal> {
+    let config = &boot.config;
+    if let Some(left) = left_before(config) {
+        return Err(Refusal::before_launch(left));
     }
-
-    let prepared = tokio::select! {
-        prepared = prepare(&config, &shared, &recorder) => prepared,
-        _ = stop_or_leave(stops.clone()) => {
-            tracing::info!("stopped during boot; nothing was started");
-            shared.update(|s| s.phase = Phase::Stopped);
-            return ExitCode::SUCCESS;
-        }
+    let gathered = tokio::select! {
+        gathered = gather(config, &boot.shared, &boot.recorder) => gathered?,
+        _ = stop_or_leave(boot.stops.clone()) => return Ok(Launched::Stopped),
     };
-    let Prepared {
-        env,
-        seal_watch,
-        metadata,
-        secrets,
-    } = match prepared {
-        Ok(p) => p,
-        Err(Refusal { reason, metadata }) => {
-            abandon_launch(&config, metadata, &shared);
-            return refuse(&shared, &notifier, &reason, stops).await;
-        }
+    let refused = |reason: String, gathered: Gathered| Refusal::launching(reason, Some(gathered.metadata));
+    let registrar = match lb::registrar(config, &gathered.metadata.facts) {
+        Ok(registrar) => registrar,
+        Err(e) => return Err(refused(format!("lb: {e}"), gathered)),
     };
-
-    let registrar = match lb::registrar(&config, &metadata.facts) {
-        Ok(r) => r,
-        Err(e) => {
-            abandon_launch(&config, Some(metadata), &shared);
-            return refuse(&shared, &notifier, &format!("lb: {e}"), stops).await;
-        }
-    };
-
-    let supervisor_env = Arc::new(env);
-    let cgroups = match &containment {
+    let cgroups = match containment {
         Containment::Cgroups { tree, .. } => Ok(tree),
         Containment::ProcessGroups { why } => Err(why.as_str()),
     };
-    let supervisor = match Supervisor::new(
+    let supervisor = Supervisor::new(
         &config.services,
-        supervisor_env.clone(),
+        gathered.env.clone(),
         reaper,
         cgroups,
-        shared.clone(),
-        &recorder,
-        notifier.clone(),
-    ) {
-        Ok(s) => s,
-        Err(reason) => {
-            abandon_launch(&config, Some(metadata), &shared);
-            return refuse(&shared, &notifier, &reason, stops).await;
-        }
-    };
+        boot.shared.clone(),
+        &boot.recorder,
+        boot.notifier.clone(),
+    );
+    match supervisor {
+        Ok(supervisor) => Ok(Launched::Running(start(boot, gathered, supervisor, registrar))),
+        Err(reason) => Err(refused(reason, gathered)),
+    }
+}
+
+/// Starts the services, the notice watch, the guards and the load balancer membership (which
+/// joins once every service is ready).
+fn start(
+    boot: &Boot,
+    gathered: Gathered,
+    supervisor: Supervisor,
+    registrar: Option<Box<dyn lb::Registrar>>,
+) -> Running {
+    let (config, shared, recorder) = (&boot.config, &boot.shared, &boot.recorder);
     let handle = supervisor.handle();
     let supervisor = tokio::spawn(supervisor.run());
-    let leaver = stopper.clone();
+    let leaver = boot.stopper.clone();
     let lifecycle = Lifecycle::start(
-        &config,
-        &metadata,
+        config,
+        &gathered.metadata,
         shared.clone(),
         recorder.clone(),
         move |request| leaver.leave(request),
     );
-    if let Some(watch) = seal_watch {
-        guards::watch_seal(watch, config.seal.on_drift, shared.clone(), stopper);
+    if let Some(watch) = gathered.seal_watch {
+        guards::watch_seal(watch, config.seal.on_drift, shared.clone(), boot.stopper.clone());
     }
-    guards::recheck_metadata(&config.metadata, metadata, shared.clone(), recorder.clone());
-    if let (Some(every), Some((plan, stores))) = (config.metadata.recheck, secrets) {
+    guards::recheck_metadata(
+        &config.metadata,
+        gathered.metadata,
+        shared.clone(),
+        recorder.clone(),
+    );
+    if let (Some(every), Some((plan, stores))) = (config.metadata.recheck, gathered.secrets) {
         let budget = config.metadata.deadline.get();
         secrets::recheck::start(
             plan,
             stores,
-            supervisor_env.as_ref(),
+            &gathered.env,
             every.get(),
             budget,
             shared.clone(),
-            recorder,
+            recorder.clone(),
         );
     }
-    // Joins the load balancer once every service is ready.
-    let membership =
-        registrar.map(|r| Membership::start(r, shared.clone(), notifier.clone(), config.lb.drain_timeout()));
-
-    let request = stop_or_leave(stops.clone()).await;
-    // A signal that came with (or before) the leave is a stop: nothing to wait for then.
-    let leave = request.leave.filter(|_| request.count == 0);
-    if let Some(leave) = &leave {
-        mark_left(&config, leave);
-    }
-    shutdown(
-        &shared,
-        &notifier,
-        &handle,
+    let membership = registrar.map(|r| {
+        Membership::start(
+            r,
+            shared.clone(),
+            boot.notifier.clone(),
+            config.lb.drain_timeout(),
+        )
+    });
+    Running {
+        handle,
+        supervisor,
+        lifecycle,
         membership,
-        stops.clone(),
-        leave.as_ref(),
-    )
-    .await;
+    }
+}
+
+/// Until a stop or a leave is asked for. A leave is written down: it is final.
+async fn run_until_stopped(boot: &Boot) -> StopRequests {
+    let mut request = stop_or_leave(boot.stops.clone()).await;
+    // A signal that came with (or before) the leave is a stop: nothing to wait for then.
+    request.leave = request.leave.filter(|_| request.count == 0);
+    if let Some(leave) = &request.leave {
+        mark_left(&boot.config, leave);
+    }
+    request
+}
+
+/// Stops the instance (see [`shutdown`]); after a leave, answers the platform and waits for the
+/// power-off; after `on_drift = "poweroff"`, powers off.
+async fn leave(boot: &Boot, running: Running, request: StopRequests) -> ExitCode {
+    let Running {
+        handle,
+        supervisor,
+        lifecycle,
+        membership,
+    } = running;
+    let leave = request.leave.as_ref();
+    shutdown(boot, &handle, membership, leave).await;
     let _ = supervisor.await;
-    if let Some(leave) = &leave {
+    if let Some(leave) = leave {
         if let Some(lifecycle) = &lifecycle {
             lifecycle.services_stopped();
         }
-        wait_for_power_off(&shared, &notifier, stops, leave).await;
-        shared.update(|s| s.phase = Phase::Stopped);
+        wait_for_power_off(&boot.shared, &boot.notifier, boot.stops.clone(), leave).await;
+        boot.shared.update(|s| s.phase = Phase::Stopped);
         tracing::info!("stopped after the leave; bye");
         return ExitCode::SUCCESS;
     }
-    shared.update(|s| s.phase = Phase::Stopped);
+    boot.shared.update(|s| s.phase = Phase::Stopped);
     tracing::info!("all services stopped; bye");
     if request.poweroff {
         power_off();
     }
     ExitCode::SUCCESS
+}
+
+/// Why the boot is refused, and how far it got.
+struct Refusal {
+    reason: String,
+    reached: Reached,
+}
+
+/// How far a refused boot got: whether there is a launch to answer for.
+enum Reached {
+    /// Before the launch: leftovers that would not die, or an instance that left and does not
+    /// rejoin. The launch hook is not answered.
+    BeforeLaunch,
+    /// While launching (seal, metadata, environment, the load balancer's and the services'
+    /// settings): the launch hook hears `ABANDON`, naming the instance and its group by the
+    /// metadata when it was fetched.
+    Launching(Option<Box<Metadata>>),
+}
+
+impl Refusal {
+    fn before_launch(reason: String) -> Refusal {
+        Refusal {
+            reason,
+            reached: Reached::BeforeLaunch,
+        }
+    }
+
+    fn launching(reason: String, metadata: Option<Metadata>) -> Refusal {
+        Refusal {
+            reason,
+            reached: Reached::Launching(metadata.map(Box::new)),
+        }
+    }
+}
+
+/// A boot that cannot go on: say why everywhere a person might look, answer `ABANDON` to a
+/// launch hook when it was launching, start nothing, and wait to be stopped (so `/readyz` keeps
+/// answering 503 and `kiln status` keeps explaining).
+async fn refuse(boot: &Boot, refusal: Refusal) -> ExitCode {
+    let Refusal { reason, reached } = refusal;
+    if let Reached::Launching(metadata) = reached {
+        abandon_launch(&boot.config, metadata.map(|m| *m), &boot.shared);
+    }
+    let (shared, notifier) = (&boot.shared, &boot.notifier);
+    tracing::error!("boot refused: {reason}");
+    tracing::error!("nothing was started; kiln stays up to explain (kiln status) until it is stopped");
+    shared.update(|s| {
+        s.phase = Phase::Failed;
+        s.reason = Some(reason.to_string());
+    });
+    shared.event("error", format!("boot refused: {reason}"));
+    // Start-up is over, in a failed state: systemd should not time the unit out and restart it
+    // into the same failure; the status line says what is wrong.
+    notifier.notify(&format!(
+        "READY=1\nSTATUS=boot refused: {}",
+        reason.replace('\n', " ")
+    ));
+    requested(boot.stops.clone(), 1).await;
+    shared.update(|s| s.phase = Phase::Stopped);
+    ExitCode::from(EXIT_REFUSED)
 }
 
 /// The file under the state dir (on /run: gone at the next boot) that says this instance left.
@@ -320,7 +457,7 @@ async fn wait_for_power_off(
 /// php-fpm would hold the socket and pass the new php-fpm's probe. Without a cgroup kiln may
 /// use, services get process groups, and status says so. The error (leftovers that would not
 /// die) refuses the boot.
-async fn contain(config: &Config, shared: &Shared) -> Result<Containment, String> {
+async fn find_cgroups(config: &Config, shared: &Shared) -> Result<Containment, String> {
     let state_dir = config.control.state_dir.clone();
     let wanted = cgroup::wanted(&config.services);
     let containment = tokio::task::spawn_blocking(move || cgroup::contain(&state_dir, &wanted))
@@ -414,11 +551,7 @@ fn own_runtime_dirs(config: &Config) -> Result<crate::state_dir::Owned, String> 
 
 /// Binds `/livez` + `/readyz` and the control socket first, so that a load balancer sees 503
 /// (not a refused connection) and `kiln status` can explain while the boot is still under way.
-async fn start_serving(
-    config: &Config,
-    shared: &Arc<Shared>,
-    recorder: &Arc<Recorder>,
-) -> Result<(), String> {
+fn start_serving(config: &Config, shared: &Arc<Shared>, recorder: &Arc<Recorder>) -> Result<(), String> {
     serve::start(
         &config.health,
         config.metrics.as_ref(),
@@ -428,9 +561,9 @@ async fn start_serving(
     )
 }
 
-/// What the boot steps produced, frozen from here on.
-struct Prepared {
-    env: FrozenEnv,
+/// What the steps before the services produced, frozen from here on.
+struct Gathered {
+    env: Arc<FrozenEnv>,
     /// Watching the sealed paths since right after they were verified; None when not sealed.
     seal_watch: Option<DriftWatch>,
     metadata: Metadata,
@@ -438,20 +571,10 @@ struct Prepared {
     secrets: Option<(Plan, Stores)>,
 }
 
-/// Why the boot is refused, and the instance's metadata when it was fetched before the refusal
-/// (the launch hook's `ABANDON` names the instance and its group).
-struct Refusal {
-    reason: String,
-    metadata: Option<Metadata>,
-}
-
 /// The steps that must all pass before a single service starts: seal, metadata, environment,
 /// the launch configuration's pin, and the secrets (only for an image the pin accepts).
-async fn prepare(config: &Config, shared: &Shared, recorder: &Recorder) -> Result<Prepared, Refusal> {
-    let refused = |reason| Refusal {
-        reason,
-        metadata: None,
-    };
+async fn gather(config: &Config, shared: &Shared, recorder: &Recorder) -> Result<Gathered, Refusal> {
+    let refused = |reason| Refusal::launching(reason, None);
     shared.phase_begin(BootStep::Seal);
     let verified = verify_seal(config, shared).await.map_err(refused)?;
     let seal_watch = guards::start_seal_watch(&config.seal, &verified, shared).map_err(refused)?;
@@ -469,16 +592,13 @@ async fn prepare(config: &Config, shared: &Shared, recorder: &Recorder) -> Resul
     shared.update(|s| s.instance = Some(instance_status(&metadata.facts)));
     shared.phase_done(BootStep::Metadata);
     match prepare_env(config, shared, recorder, &verified, &metadata, deadline).await {
-        Ok((env, secrets)) => Ok(Prepared {
-            env,
+        Ok((env, secrets)) => Ok(Gathered {
+            env: Arc::new(env),
             seal_watch,
             metadata,
             secrets,
         }),
-        Err(reason) => Err(Refusal {
-            reason,
-            metadata: Some(metadata),
-        }),
+        Err(reason) => Err(Refusal::launching(reason, Some(metadata))),
     }
 }
 
@@ -669,43 +789,16 @@ async fn verify_seal(config: &Config, shared: &Shared) -> Result<Verified, Strin
     }
 }
 
-/// A boot that cannot go on: say why everywhere a person might look, start nothing, and wait to
-/// be stopped (so `/readyz` keeps answering 503 and `kiln status` keeps explaining).
-async fn refuse(
-    shared: &Shared,
-    notifier: &Notifier,
-    reason: &str,
-    stops: watch::Receiver<StopRequests>,
-) -> ExitCode {
-    tracing::error!("boot refused: {reason}");
-    tracing::error!("nothing was started; kiln stays up to explain (kiln status) until it is stopped");
-    shared.update(|s| {
-        s.phase = Phase::Failed;
-        s.reason = Some(reason.to_string());
-    });
-    shared.event("error", format!("boot refused: {reason}"));
-    // Start-up is over, in a failed state: systemd should not time the unit out and restart it
-    // into the same failure; the status line says what is wrong.
-    notifier.notify(&format!(
-        "READY=1\nSTATUS=boot refused: {}",
-        reason.replace('\n', " ")
-    ));
-    requested(stops, 1).await;
-    shared.update(|s| s.phase = Phase::Stopped);
-    ExitCode::from(EXIT_REFUSED)
-}
-
 /// Readiness goes first (the load balancer stops sending), then the services stop in reverse
 /// dependency order. A second stop request kills what is left. A leave takes the same path; it
 /// tells systemd only its status (see [`wait_for_power_off`]) and records each step.
 async fn shutdown(
-    shared: &Shared,
-    notifier: &Notifier,
+    boot: &Boot,
     handle: &SupervisorHandle,
     membership: Option<Membership>,
-    stops: watch::Receiver<StopRequests>,
     leave: Option<&LeaveRequest>,
 ) {
+    let (shared, notifier, stops) = (&boot.shared, &boot.notifier, boot.stops.clone());
     let why = match leave {
         Some(leave) => format!("leaving: {}", leave.reason),
         None => "stopping".to_string(),
