@@ -2,28 +2,10 @@
 //! the fleet. Pure: no I/O, so every case is a unit test.
 
 use super::ask::KilnView;
-use super::image::Image;
+use super::words::{Image, LbView};
 use crate::state::Phase;
 use serde::Serialize;
 use std::collections::BTreeMap;
-
-/// What the load balancer says about a member, in the words all three load balancers share.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LbView {
-    /// Takes traffic (HAProxy UP, Consul passing or warning, ELBv2 healthy).
-    InService,
-    /// Registered, health not known yet (ELBv2 initial).
-    Joining,
-    /// Finishing its requests, no new ones (HAProxy DRAIN or NOLB, ELBv2 draining).
-    Draining,
-    /// Failing the load balancer's health check (HAProxy DOWN, Consul critical, ELBv2 unhealthy).
-    Down,
-    /// Taken out by hand or on its way out (HAProxy MAINT, Consul maintenance, ELBv2 unused).
-    Maintenance,
-    /// Not in the load balancer: an instance named with `--instance` only.
-    NotListed,
-}
 
 /// One member's state, from both sides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
