@@ -9,9 +9,8 @@
 # client stops by itself.
 # Usage: bench/hostile.sh [--bin PATH] [--nofile N]    (run as root; needs wrk, python3, curl)
 #   --bin defaults to the static release binary (packaging/build-static.sh), built if missing.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-bin=target/x86_64-unknown-linux-musl/release/kiln nofile=1024
+. "$(dirname "$0")/lib.sh"
+nofile=1024
 while (($#)); do
     case $1 in
         --bin) bin=$2; shift ;;
@@ -20,38 +19,13 @@ while (($#)); do
     esac
     shift
 done
-[[ -x $bin ]] || packaging/build-static.sh
-[[ -x target/release/kiln-testkit ]] || cargo build --release -p testkit --bin kiln-testkit
+bench_binaries
 ulimit -n "$(ulimit -Hn)"  # for the clients; kiln gets its own limit from prlimit
 clients="python3 bench/hostile_clients.py"
 
-work=$(mktemp -d -p /dev/shm 2>/dev/null || mktemp -d)
-kiln=
-cleanup() {
-    if [[ -n $kiln ]]; then
-        kill -TERM "$kiln" 2>/dev/null && wait "$kiln" 2>/dev/null || true
-    fi
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-health=127.0.0.1:$(port)
-target/release/kiln-testkit example render "$work/example" --http "127.0.0.1:$(port)" --health "$health" >/dev/null
-config=$work/example/kiln.toml
-socket=$work/example/run/kiln/control.sock
-
-prlimit --nofile="$nofile" "$bin" boot --config "$config" >"$work/kiln.log" 2>&1 &
-kiln=$!
-ready() { [[ $(curl -s -o /dev/null -w '%{http_code}' "http://$health/readyz") == 200 ]]; }
-wait_ready() {
-    for _ in $(seq 300); do ready && return 0; sleep 0.1; done
-    echo "kiln is not ready after 30 s; its log:" >&2; tail -20 "$work/kiln.log" >&2; exit 1
-}
-wait_ready
-rss() { awk '/^VmRSS/ {print $2}' "/proc/$kiln/status"; }
+bench_example example
+bench_boot prlimit --nofile="$nofile"
 fds() { ls "/proc/$kiln/fd" | wc -l; }
-mib() { awk -v k="$1" 'BEGIN {printf "%.1f MiB", k/1024}'; }
 php_pid() {
     "$bin" status --json --socket "$socket" 2>/dev/null |
         python3 -c 'import json,sys; print(next(u["pid"] for u in json.load(sys.stdin)["services"] if u["unit"]=="php-fpm"))'

@@ -10,35 +10,10 @@
 # A benchmark, not a test: it prints numbers and never fails on them. Loopback only.
 # Usage: bench/metrics.sh [--bin PATH] [--seconds N]    (run as root; needs wrk, curl, python3)
 #   --bin defaults to the static release binary (packaging/build-static.sh), built if missing.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-bin=target/x86_64-unknown-linux-musl/release/kiln seconds=10
-while (($#)); do
-    case $1 in
-        --bin) bin=$2; shift ;;
-        --seconds) seconds=$2; shift ;;
-        *) echo "usage: $0 [--bin PATH] [--seconds N]" >&2; exit 2 ;;
-    esac
-    shift
-done
-[[ -x $bin ]] || packaging/build-static.sh
-[[ -x target/release/kiln-testkit ]] || cargo build --release -p testkit --bin kiln-testkit
+. "$(dirname "$0")/lib.sh"
+bench_args "$@"
+bench_binaries
 
-work=$(mktemp -d -p /dev/shm 2>/dev/null || mktemp -d)
-kiln=
-stop_kiln() {
-    if [[ -n $kiln ]]; then
-        kill -TERM "$kiln" 2>/dev/null && wait "$kiln" 2>/dev/null || true
-    fi
-    kiln=
-}
-cleanup() {
-    stop_kiln
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 ms() { awk '{printf "%.2f ms", $1 * 1000}'; }
 quantiles() {  # seconds on stdin, one a line: "median M, p90 P, max X"
     sort -n | awk '{v[NR]=$1} END {printf "median %.2f ms, p90 %.2f ms, max %.2f ms", v[int(NR/2)+1]*1000, v[int(NR*0.9)]*1000, v[NR]*1000}'

@@ -6,34 +6,11 @@
 # them.
 # Usage: bench/output_flood.sh [--bin PATH] [--seconds N]   (run as root)
 #   --bin defaults to the static release binary (packaging/build-static.sh), built if missing.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-bin=target/x86_64-unknown-linux-musl/release/kiln seconds=10
-while (($#)); do
-    case $1 in
-        --bin) bin=$2; shift ;;
-        --seconds) seconds=$2; shift ;;
-        *) echo "usage: $0 [--bin PATH] [--seconds N]" >&2; exit 2 ;;
-    esac
-    shift
-done
-[[ -x $bin ]] || packaging/build-static.sh
-[[ -x target/release/kiln-testkit ]] || cargo build --release -p testkit --bin kiln-testkit
-
-work=$(mktemp -d -p /dev/shm 2>/dev/null || mktemp -d)
-kiln=
-cleanup() {
-    if [[ -n $kiln ]]; then
-        kill -TERM "$kiln" 2>/dev/null && wait "$kiln" 2>/dev/null || true
-    fi
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-health=127.0.0.1:$(port)
-target/release/kiln-testkit example render "$work/example" --http "127.0.0.1:$(port)" --health "$health" >/dev/null
-cat >>"$work/example/kiln.toml" <<'TOML'
+. "$(dirname "$0")/lib.sh"
+bench_args "$@"
+bench_binaries
+bench_example example
+cat >>"$config" <<'TOML'
 
 [[service]]
 name = "flood-out"
@@ -43,14 +20,7 @@ command = ["yes", "a line of a service that floods its stdout"]
 name = "flood-err"
 command = ["sh", "-c", "exec yes 'a line of a service that floods its stderr' >&2"]
 TOML
-socket=$work/example/run/kiln/control.sock
-
-"$bin" boot --config "$work/example/kiln.toml" >"$work/kiln.log" 2>&1 &
-kiln=$!
-for _ in $(seq 300); do
-    [[ $(curl -s -o /dev/null -w '%{http_code}' "http://$health/readyz") == 200 ]] && break
-    sleep 0.1
-done
+bench_boot
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }  # utime + stime, in clock ticks
 hz=$(getconf CLK_TCK)
 pids_of() { "$bin" status --json --socket "$socket" | python3 -c "import json,sys; print(next(u['pid'] for u in json.load(sys.stdin)['services'] if u['unit']=='$1'))"; }

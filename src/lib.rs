@@ -10,6 +10,7 @@
 //! `metrics` renders the snapshot (and what the `state`'s recorder counted) for Prometheus.
 
 pub mod aws;
+pub mod aws_names;
 pub mod boot;
 pub mod cgroup;
 pub mod commands;

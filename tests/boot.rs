@@ -141,26 +141,24 @@ fn the_watchdog_is_fed_at_half_its_interval() {
     let ex = Example::render();
     let (_kiln, notify) = ex.boot_notified(KILN, &[], &[("WATCHDOG_USEC", "400000")]);
     notify.wait_for("READY=1", BOOT, |l| l == "READY=1");
-    wait_until("three WATCHDOG=1", Duration::from_secs(10), || {
-        let pings: Vec<_> = notify
+    let pings = || -> Vec<_> {
+        notify
             .timed_lines()
             .into_iter()
             .filter(|(_, l)| l == "WATCHDOG=1")
             .map(|(at, _)| at)
-            .collect();
-        (pings.len() >= 3).then_some(())
+            .collect()
+    };
+    wait_until("seven WATCHDOG=1", Duration::from_secs(10), || {
+        (pings().len() >= 7).then_some(())
     });
-    let pings: Vec<_> = notify
-        .timed_lines()
-        .into_iter()
-        .filter(|(_, l)| l == "WATCHDOG=1")
-        .map(|(at, _)| at)
-        .collect();
-    for pair in pings.windows(2) {
-        let gap = pair[1] - pair[0];
-        // Half of 400 ms; a gap of the whole interval would let systemd kill a healthy kiln.
-        assert!(gap < Duration::from_millis(400), "WATCHDOG=1 gap {gap:?}");
-    }
+    let mut gaps: Vec<Duration> = pings().windows(2).map(|p| p[1] - p[0]).collect();
+    gaps.sort();
+    // Half of 400 ms: a kiln that pinged at the whole interval would be killed by systemd when
+    // one ping came late. The median, not every gap: on a loaded 2-core machine one ping (or
+    // this test's reading of it) may be late without kiln being at fault.
+    let median = gaps[gaps.len() / 2];
+    assert!(median < Duration::from_millis(300), "WATCHDOG=1 gaps {gaps:?}");
 }
 
 /// A service's stderr is shown under its row while it is not ready. Terminal escapes in it

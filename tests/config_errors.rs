@@ -29,27 +29,7 @@ fn refused_in(ex: Example, edit: impl FnOnce(String) -> String, messages: &[&str
         edited
     });
     let config = ex.config_path.to_str().unwrap();
-
-    let check = Command::new(KILN)
-        .args(["check", "--config", config])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&check.stderr);
-    assert_eq!(check.status.code(), Some(78), "kiln check: {stderr}");
-    for message in messages {
-        assert!(
-            stderr.contains(message),
-            "kiln check said:\n{stderr}\nexpected: {message}"
-        );
-    }
-    assert!(stderr.contains(config), "the error names the file: {stderr}");
-    if messages.len() > 1 {
-        let count = format!("{config}: {} errors:", messages.len());
-        assert!(
-            stderr.contains(&count),
-            "kiln check said:\n{stderr}\nexpected: {count}"
-        );
-    }
+    ex.check_refuses(KILN, messages);
 
     let mut kiln = Kiln::boot(KILN, &ex.config_path);
     let status = kiln.wait_exit(Duration::from_secs(10));
@@ -171,12 +151,9 @@ fn a_probe_whose_startup_budget_is_over_ten_years() {
 #[test]
 fn a_good_config_checks_clean() {
     let ex = Example::render();
-    let out = Command::new(KILN)
-        .args(["check", "--config", ex.config_path.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("ok (3 services, 4 processes)"));
+    let out = ex.check(KILN, &[]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(out.stdout.contains("ok (3 services, 4 processes)"));
 }
 
 /// The 1-based line of the first line of `text` that starts with `start`.
@@ -364,15 +341,9 @@ fn a_config_that_is_not_a_small_regular_file() {
 fn warned(ex: &Example, edit: impl FnOnce(String) -> String, warnings: &[String]) {
     ex.edit_config(edit);
     let config = ex.config_path.to_str().unwrap();
-    let out = Command::new(KILN)
-        .args(["check", "--config", config])
-        .output()
-        .unwrap();
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let out = ex.check(KILN, &[]);
+    let (stdout, stderr) = (out.stdout, out.stderr);
+    assert_eq!(out.code, Some(0), "{stderr}");
     let said: String = warnings
         .iter()
         .map(|w| format!("kiln check: {config}: warning: {w}\n"))
@@ -387,12 +358,9 @@ fn warned(ex: &Example, edit: impl FnOnce(String) -> String, warnings: &[String]
         "{stdout}"
     );
 
-    let out = Command::new(KILN)
-        .args(["check", "--strict", "--config", config])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(78), "{stderr}");
+    let out = ex.check(KILN, &["--strict"]);
+    let stderr = out.stderr;
+    assert_eq!(out.code, Some(78), "{stderr}");
     for warning in warnings {
         assert!(stderr.contains(&format!("{warning} (--strict)")), "{stderr}");
     }

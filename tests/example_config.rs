@@ -1,29 +1,24 @@
 //! The example's rendered kiln.toml is a valid config for this kiln, also after the harness edits it,
 //! and the harness cleans up after the real kiln.
 
-use std::path::Path;
-use std::process::Command;
 use testkit::example::Example;
 
-fn kiln_check(config: &Path) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args(["check", "--config"])
-        .arg(config)
-        .output()
-        .expect("run kiln check");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "kiln check failed: {stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
+fn kiln_check(example: &Example) -> String {
+    let out = example.check(env!("CARGO_BIN_EXE_kiln"), &[]);
+    assert_eq!(
+        out.code,
+        Some(0),
+        "kiln check failed: {}{}",
+        out.stdout,
+        out.stderr
     );
-    stdout
+    out.stdout
 }
 
 #[test]
 fn kiln_check_accepts_the_rendered_example() {
     let example = Example::render();
-    let stdout = kiln_check(&example.config_path);
+    let stdout = kiln_check(&example);
     assert!(stdout.contains("ok (3 services, 4 processes)"), "{stdout}");
 }
 
@@ -37,7 +32,7 @@ fn the_example_edited_as_toml_is_still_a_valid_config() {
     example.edit_service("worker", |service| {
         service.insert("replicas".into(), 3.into());
     });
-    let stdout = kiln_check(&example.config_path);
+    let stdout = kiln_check(&example);
     assert!(stdout.contains("ok (3 services, 5 processes)"), "{stdout}");
     assert_eq!(
         example

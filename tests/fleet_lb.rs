@@ -2,10 +2,11 @@
 //! runtime API, and the Consul emulator's `/v1/health/service/<name>` and
 //! `/v1/catalog/service/<name>` after kiln's own registrar registered there.
 
-use kiln::config::{HealthConfig, LbConfig};
+use kiln::config::lb::{LbPlan, RuntimeSocket};
+use kiln::config::{HealthConfig, LbTable};
 use kiln::lb::Registrar;
 use kiln::lb::consul::{ConsulApi, ConsulRegistrar};
-use kiln::lb::haproxy::{RuntimeApi, SocketAddr};
+use kiln::lb::haproxy::RuntimeApi;
 use kiln::metadata::InstanceFacts;
 use testkit::emulator::consul::ConsulAgent;
 use testkit::haproxy::{Haproxy, HaproxyConfig};
@@ -24,7 +25,7 @@ fn facts(id: &str, ip: &str) -> InstanceFacts {
 async fn a_backend_lists_every_server_with_its_state_and_address() {
     let dir = tempfile::tempdir().unwrap();
     let haproxy = Haproxy::start(HaproxyConfig::new(dir.path()));
-    let api = RuntimeApi::new(SocketAddr::parse(haproxy.config.socket.to_str().unwrap()).unwrap());
+    let api = RuntimeApi::new(RuntimeSocket::parse(haproxy.config.socket.to_str().unwrap()).unwrap());
     assert!(api.servers("app").await.unwrap().is_empty());
 
     for line in [
@@ -65,9 +66,11 @@ async fn a_consul_service_lists_its_instances_with_their_health() {
             agent.url(),
             agent.url()
         );
-        let config: LbConfig = toml::from_str(&text).unwrap();
-        config.check().unwrap();
-        ConsulRegistrar::new(&config, &HealthConfig::default(), &facts(id, ip)).unwrap()
+        let table: LbTable = toml::from_str(&text).unwrap();
+        let Some(LbPlan::Consul(plan)) = table.check().unwrap().plan else {
+            panic!("not a consul plan")
+        };
+        ConsulRegistrar::new(&plan, &HealthConfig::default(), &facts(id, ip)).unwrap()
     };
     let (one, two) = (lb("i-1", "10.0.0.1"), lb("i-2", "10.0.0.2"));
     one.register().await.unwrap();

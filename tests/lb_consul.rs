@@ -1,7 +1,8 @@
 //! The Consul registrar against the agent API emulator, whose HTTP check polls kiln's real
 //! `/readyz` (the health server driven by a hand-set phase).
 
-use kiln::config::{HealthConfig, LbConfig};
+use kiln::config::lb::{ConsulPlan, LbPlan};
+use kiln::config::{HealthConfig, LbTable};
 use kiln::lb::consul::ConsulRegistrar;
 use kiln::lb::{Membership, Registrar};
 use kiln::metadata::InstanceFacts;
@@ -25,14 +26,16 @@ fn facts() -> InstanceFacts {
     }
 }
 
-fn lb_config(agent: &str) -> LbConfig {
+fn lb_config(agent: &str) -> ConsulPlan {
     let text = format!(
         "kind = \"consul\"\nagent = {agent:?}\nservice = \"app\"\naddress = \"{{local_ipv4}}:8080\"\n\
          tags = [\"php\", \"v1\"]\ncheck_interval = \"1s\"\ndrain_timeout = \"1s\"\n"
     );
-    let config: LbConfig = toml::from_str(&text).unwrap();
-    config.check().unwrap();
-    config
+    let table: LbTable = toml::from_str(&text).unwrap();
+    match table.check().unwrap().plan {
+        Some(LbPlan::Consul(plan)) => plan,
+        other => panic!("not a consul plan: {other:?}"),
+    }
 }
 
 /// kiln's health server on a free port, answering from `shared` (on threads of its own, which

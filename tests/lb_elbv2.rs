@@ -1,7 +1,9 @@
 //! The ELBv2 registrar against a real moto_server (PyPI) with signature checking on: an IAM
 //! user's key from the free setup calls, a target group, and every later call signed by kiln.
 
-use kiln::config::LbConfig;
+use kiln::aws::TargetGroupArn;
+use kiln::config::LbTable;
+use kiln::config::lb::{Elbv2Plan, LbPlan};
 use kiln::lb::elbv2::{CredentialSource, Elbv2Registrar};
 use kiln::lb::{Membership, Registrar};
 use kiln::metadata::InstanceFacts;
@@ -26,7 +28,16 @@ fn facts() -> InstanceFacts {
     }
 }
 
-fn lb_config(moto: &Moto, imds: Option<&str>) -> LbConfig {
+/// `[lb]` text as a checked ELBv2 plan.
+fn elbv2_plan(text: &str) -> Elbv2Plan {
+    let table: LbTable = toml::from_str(text).unwrap();
+    match table.check().unwrap().plan {
+        Some(LbPlan::Elbv2(plan)) => plan,
+        other => panic!("not an elbv2 plan: {other:?}"),
+    }
+}
+
+fn lb_config(moto: &Moto, imds: Option<&str>) -> Elbv2Plan {
     let mut text = format!(
         "kind = \"elbv2\"\ntarget_group_arn = {:?}\nport = 8080\nendpoint = {:?}\ndrain_timeout = \"10s\"\n",
         moto.target_group_arn,
@@ -35,9 +46,7 @@ fn lb_config(moto: &Moto, imds: Option<&str>) -> LbConfig {
     if let Some(imds) = imds {
         text.push_str(&format!("imds_endpoint = {imds:?}\n"));
     }
-    let config: LbConfig = toml::from_str(&text).unwrap();
-    config.check().unwrap();
-    config
+    elbv2_plan(&text)
 }
 
 fn keys(id: &str, secret: &str) -> CredentialSource {
@@ -112,10 +121,11 @@ async fn a_wrong_secret_names_signature_does_not_match_and_registers_nothing() {
 async fn an_unknown_target_group_shows_the_aws_code() {
     let moto = Moto::start();
     let mut config = lb_config(&moto, None);
-    config.target_group_arn = Some(moto.target_group_arn.replace("/kiln/", "/other/").replace(
+    let other = moto.target_group_arn.replace("/kiln/", "/other/").replace(
         moto.target_group_arn.rsplit('/').next().unwrap(),
         "0000000000000000",
-    ));
+    );
+    config.target_group_arn = TargetGroupArn::parse(&other).unwrap();
     let lb = Elbv2Registrar::with_credentials(
         &config,
         &facts(),
@@ -177,12 +187,11 @@ async fn uses_instance_role_credentials_from_imds_and_refreshes_them() {
 #[tokio::test]
 async fn no_instance_role_is_a_clear_error() {
     let imds = Imds::start_without_role();
-    let config: LbConfig = toml::from_str(&format!(
+    let config = elbv2_plan(&format!(
         "kind = \"elbv2\"\ntarget_group_arn = \"arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/kiln/0123456789abcdef\"\n\
          endpoint = \"http://127.0.0.1:1\"\nimds_endpoint = {:?}\n",
         imds.url()
-    ))
-    .unwrap();
+    ));
     let lb =
         Elbv2Registrar::with_credentials(&config, &facts(), CredentialSource::instance_role(&imds.url()))
             .unwrap();

@@ -1,7 +1,8 @@
 //! The HAProxy registrar, the membership lifecycle and the agent-check responder against a real
 //! HAProxy (Debian's 2.6) with an empty dynamic backend, and a tiny HTTP server as the target.
 
-use kiln::config::LbConfig;
+use kiln::config::LbTable;
+use kiln::config::lb::{HaproxyPlan, LbName, LbPlan};
 use kiln::lb::haproxy::HaproxyRegistrar;
 use kiln::lb::{Membership, Registrar};
 use kiln::metadata::InstanceFacts;
@@ -24,14 +25,16 @@ fn facts() -> InstanceFacts {
     }
 }
 
-fn lb_config(socket: &str, address: &str, options: &str) -> LbConfig {
+fn lb_config(socket: &str, address: &str, options: &str) -> HaproxyPlan {
     let text = format!(
         "kind = \"haproxy\"\nsocket = {socket:?}\nbackend = \"app\"\nserver = \"{{instance_id}}\"\n\
          address = {address:?}\noptions = {options:?}\ndrain_timeout = \"10s\"\n"
     );
-    let config: LbConfig = toml::from_str(&text).unwrap();
-    config.check().unwrap();
-    config
+    let table: LbTable = toml::from_str(&text).unwrap();
+    match table.check().unwrap().plan {
+        Some(LbPlan::Haproxy(plan)) => plan,
+        other => panic!("not an haproxy plan: {other:?}"),
+    }
 }
 
 fn registrar(haproxy: &Haproxy, target: &Target, options: &str) -> HaproxyRegistrar {
@@ -157,7 +160,7 @@ async fn an_unknown_backend_shows_haproxys_answer() {
     let haproxy = start_haproxy(&dir);
     let socket = haproxy.config.socket.to_str().unwrap();
     let mut config = lb_config(socket, "127.0.0.1:8080", "");
-    config.backend = Some("nosuch".into());
+    config.backend = LbName::parse("nosuch").unwrap();
     let err = HaproxyRegistrar::new(&config, &facts())
         .unwrap()
         .register()

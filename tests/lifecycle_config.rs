@@ -1,7 +1,6 @@
 //! A bad `[lifecycle]` is a config error like any other: `kiln check` and `kiln boot` list every
 //! problem at once, each with its key, and nothing starts.
 
-use std::process::Command;
 use std::time::Duration;
 use testkit::example::Example;
 use testkit::peers::{Kiln, tagged_processes};
@@ -16,7 +15,6 @@ fn every_lifecycle_problem_is_listed_and_nothing_starts() {
              on_termination = \"report\"\nheartbeat_timeout = \"3h\"\npoll_interval = \"2m\"\n\
              endpoint = \"autoscaling.internal\"\n"
     });
-    let config = ex.config_path.to_str().unwrap();
     let expected = [
         "[lifecycle] launch_hook = \"kiln launch\": a lifecycle hook name is 1 to 255 letters, digits, '-', '_' or '/'",
         "[lifecycle] launch_hook, terminate_hook: Auto Scaling lifecycle hooks are EC2's, and [metadata] provider = \"nocloud\" (use \"ec2\" or \"auto\")",
@@ -25,19 +23,7 @@ fn every_lifecycle_problem_is_listed_and_nothing_starts() {
         "[lifecycle] poll_interval = \"2m\": 1s to 1m (a spot interruption is announced 2 minutes ahead)",
         "[lifecycle] endpoint = \"autoscaling.internal\": give an http:// or https:// URL",
     ];
-    let check = Command::new(KILN)
-        .args(["check", "--config", config])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&check.stderr);
-    assert_eq!(check.status.code(), Some(78), "{stderr}");
-    assert!(stderr.contains(&format!("{config}: 6 errors:")), "{stderr}");
-    for problem in expected {
-        assert!(
-            stderr.contains(problem),
-            "kiln check said:\n{stderr}\nexpected: {problem}"
-        );
-    }
+    ex.check_refuses(KILN, &expected);
 
     let mut kiln = Kiln::boot(KILN, &ex.config_path);
     assert_eq!(
@@ -61,12 +47,5 @@ fn every_lifecycle_problem_is_listed_and_nothing_starts() {
 fn an_unknown_key_is_refused_with_its_name() {
     let ex = Example::render();
     ex.edit_config(|c| c + "\n[lifecycle]\non_spot = \"leave\"\n");
-    let config = ex.config_path.to_str().unwrap();
-    let check = Command::new(KILN)
-        .args(["check", "--config", config])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&check.stderr);
-    assert_eq!(check.status.code(), Some(78), "{stderr}");
-    assert!(stderr.contains("unknown field `on_spot`"), "{stderr}");
+    ex.check_refuses(KILN, &["unknown field `on_spot`"]);
 }

@@ -8,7 +8,6 @@ use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, SockaddrIn, sock
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::OwnedFd;
-use std::process::Command;
 use std::time::Duration;
 use testkit::control;
 use testkit::example::{BOOT_DEADLINE, Example};
@@ -271,18 +270,11 @@ fn a_metrics_port_of_another_listener_is_refused_and_a_taken_one_starts_nothing(
     let ex = Example::render();
     let health = ex.health_addr;
     ex.edit_config(|c| format!("{c}\n[metrics]\nlisten = \"{health}\"\n"));
-    let config = ex.config_path.to_str().unwrap();
-    let check = Command::new(KILN)
-        .args(["check", "--config", config])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&check.stderr);
-    assert_eq!(check.status.code(), Some(78), "{stderr}");
-    assert!(
-        stderr.contains(&format!(
+    ex.check_refuses(
+        KILN,
+        &[&format!(
             "[metrics] listen = \"{health}\": the same port as [health] listen; /metrics needs an address of its own"
-        )),
-        "{stderr}"
+        )],
     );
 
     let ex = Example::render();

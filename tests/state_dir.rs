@@ -9,7 +9,6 @@ use nix::unistd::{Uid, chown};
 use std::fs::{self, DirBuilder, Permissions};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, SystemTime};
 use testkit::control;
 use testkit::emulator::metadata::{Cloud, MetadataEmulator, Options};
@@ -29,17 +28,7 @@ fn mkdir(path: &Path, mode: u32) {
 /// `kiln check` exits 78 and `kiln boot` exits 1 naming `message`; the boot starts nothing and
 /// writes nothing.
 fn refused(ex: &Example, message: &str) {
-    let config = ex.config_path.to_str().unwrap();
-    let check = Command::new(KILN)
-        .args(["check", "--config", config])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&check.stderr);
-    assert_eq!(check.status.code(), Some(78), "kiln check: {stderr}");
-    assert!(
-        stderr.contains(message),
-        "kiln check said:\n{stderr}\nexpected: {message}"
-    );
+    ex.check_refuses(KILN, &[message]);
 
     let mut kiln = Kiln::boot(KILN, &ex.config_path);
     let status = kiln.wait_exit(Duration::from_secs(10));
@@ -146,16 +135,8 @@ fn a_control_socket_in_a_directory_others_can_write_is_refused() {
 fn a_missing_state_dir_is_created_private() {
     let ex = Example::render();
     assert!(!ex.state_dir().exists());
-    let config = ex.config_path.to_str().unwrap();
-    let check = Command::new(KILN)
-        .args(["check", "--config", config])
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "{}",
-        String::from_utf8_lossy(&check.stderr)
-    );
+    let check = ex.check(KILN, &[]);
+    assert_eq!(check.code, Some(0), "{}", check.stderr);
     let _kiln = Kiln::boot(KILN, &ex.config_path);
     wait_until("the control socket", BOOT_DEADLINE, || {
         ex.socket().exists().then_some(())

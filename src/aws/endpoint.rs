@@ -6,7 +6,7 @@
 //! users already do it. Only kiln's own environment counts: user-data cannot redirect AWS calls,
 //! and the region that picks the default host is a [`Region`], never free text.
 
-use super::arn::Region;
+use crate::aws_names::Region;
 use reqwest::Url;
 
 /// The wire protocol a service speaks.

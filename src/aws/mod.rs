@@ -4,7 +4,7 @@
 //!
 //! ```ignore
 //! let aws = AwsClient::new(CredentialSource::from_env(identity)?)?;
-//! let region = Region::parse("eu-west-1")?;                 // names are typed: see `arn`
+//! let region = Region::parse("eu-west-1")?;                 // names are typed: see `aws_names`
 //! let ssm = aws.api(&SSM, &region, None)?;                   // endpoint: config > env > default
 //! let out: Out = ssm.json("GetParameters", &input, deadline).await?;     // JSON 1.1
 //! let out: Resp = elbv2.query("RegisterTargets", &params, deadline).await?; // Query, XML answer
@@ -13,14 +13,13 @@
 //! Every call is retried inside its deadline on connection errors, timeouts, 5xx, 429 and AWS's
 //! throttling codes, with the same capped exponential backoff as metadata requests.
 
-pub mod arn;
 mod credentials;
 mod endpoint;
 mod error;
 mod protocol;
 mod sign;
 
-pub use arn::{Arn, Partition, Region, TargetGroupArn};
+pub use crate::aws_names::{Arn, Partition, Region, TargetGroupArn};
 pub use credentials::CredentialSource;
 pub use endpoint::{AUTOSCALING, ELBV2, Endpoint, Protocol, SECRETS_MANAGER, SSM, Service};
 #[doc(hidden)]

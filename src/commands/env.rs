@@ -5,11 +5,12 @@
 //! resolved as a boot resolves them, so it also tells whether the instance may read them.
 
 use crate::config::Config;
-use crate::env::Source;
+use crate::env::{FrozenEnv, Source};
+use crate::metadata::Metadata;
 use crate::terminal::printable;
 use std::path::Path;
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// `all`: also list the variables inherited from kiln's own environment.
 /// `write_to`: also write `env` and `instance.json` there, as a boot writes them to `state_dir`.
@@ -22,30 +23,8 @@ pub fn run(path: &Path, all: bool, write_to: Option<&Path>) -> ExitCode {
         }
     };
     let _log = crate::systemd::log::init();
-    let started = Instant::now();
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("kiln env: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let deadline = tokio::time::Instant::now() + config.metadata.deadline.get();
-    let metadata = match runtime.block_on(crate::metadata::fetch_by(&config.metadata, deadline)) {
-        Ok(metadata) => metadata,
-        Err(e) => {
-            eprintln!("kiln env: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let took = started.elapsed();
-    let frozen = match runtime.block_on(freeze(&config, &metadata, deadline)) {
-        Ok((frozen, line)) => {
-            if let Some(line) = line {
-                eprintln!("{line}");
-            }
-            frozen
-        }
+    let (metadata, frozen, took) = match fetch_and_freeze(&config) {
+        Ok(fetched) => fetched,
         Err(e) => {
             eprintln!("kiln env: {e}");
             return ExitCode::FAILURE;
@@ -57,7 +36,31 @@ pub fn run(path: &Path, all: bool, write_to: Option<&Path>) -> ExitCode {
         eprintln!("kiln env: cannot write {}: {e}", dir.display());
         return ExitCode::FAILURE;
     }
+    print!("{}", report(&metadata, &frozen, took, all));
+    ExitCode::SUCCESS
+}
 
+/// The metadata and env steps of a boot, within the metadata deadline; how long the fetch took.
+fn fetch_and_freeze(config: &Config) -> Result<(Metadata, FrozenEnv, Duration), String> {
+    let started = Instant::now();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    let deadline = tokio::time::Instant::now() + config.metadata.deadline.get();
+    let metadata = runtime
+        .block_on(crate::metadata::fetch_by(&config.metadata, deadline))
+        .map_err(|e| e.to_string())?;
+    let took = started.elapsed();
+    let (frozen, line) = runtime.block_on(freeze(config, &metadata, deadline))?;
+    if let Some(line) = line {
+        eprintln!("{line}");
+    }
+    Ok((metadata, frozen, took))
+}
+
+/// Where the metadata came from, then each variable's name and source (never a value).
+fn report(metadata: &Metadata, frozen: &FrozenEnv, took: Duration, all: bool) -> String {
     let facts = &metadata.facts;
     let known = [
         ("instance", &facts.instance_id),
@@ -93,8 +96,7 @@ pub fn run(path: &Path, all: bool, write_to: Option<&Path>) -> ExitCode {
             "(+ {inherited} inherited from kiln's own environment; --all lists them)\n"
         ));
     }
-    print!("{out}");
-    ExitCode::SUCCESS
+    out
 }
 
 /// The env step of a boot: layers, then the secrets when `[secrets]` is set, then freeze.

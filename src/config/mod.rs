@@ -22,13 +22,14 @@ mod secrets;
 mod service;
 mod signal;
 mod size;
+mod template;
 mod url;
 mod validate;
 mod warnings;
 
 pub use duration::HumanDuration;
 pub use env::{BUILTIN_DENY, EnvConfig, RESERVED_PREFIX, check_name, glob_match, is_valid_name};
-pub use lb::LbConfig;
+pub use lb::{LbConfig, LbTable};
 pub use lifecycle::{LifecycleConfig, NoticeAction};
 pub use metadata::{MetadataConfig, ProviderKind, USER_DATA_LIMIT_MAX, UserDataFormat};
 pub use metrics::MetricsConfig;
@@ -38,6 +39,7 @@ pub use secrets::{Scheme, SecretsConfig};
 pub use service::{MEMORY_MAX_MIN, RestartPolicy, ServiceConfig, StopSignalTo};
 pub use signal::SignalName;
 pub use size::ByteSize;
+pub use template::{Fact, Template};
 
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -58,7 +60,11 @@ pub struct Config {
     pub metadata: MetadataConfig,
     #[serde(default)]
     pub env: EnvConfig,
-    #[serde(default)]
+    /// `[lb]` as written; [`Config::parse`] checks it into `lb`, which is all kiln reads.
+    #[serde(default, rename = "lb")]
+    lb_table: LbTable,
+    /// `[lb]`, checked: the load balancer to join and how.
+    #[serde(skip)]
     pub lb: LbConfig,
     #[serde(default)]
     pub seal: SealConfig,
@@ -213,12 +219,16 @@ impl Config {
     /// first, in file order, then what the checks find.
     pub fn parse(text: &str) -> Result<Config, Vec<String>> {
         let read = read::read::<Config>(text)?;
+        let mut config = read.value;
         let mut problems = read.problems;
-        problems.extend(validate::check(&read.value, &read.dropped));
-        if problems.is_empty() {
-            Ok(read.value)
-        } else {
-            Err(problems)
+        let lb = config.lb_table.check();
+        problems.extend(validate::check(&config, &lb, &read.dropped));
+        match lb {
+            Ok(lb) if problems.is_empty() => {
+                config.lb = lb;
+                Ok(config)
+            }
+            _ => Err(problems),
         }
     }
 

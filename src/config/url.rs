@@ -9,33 +9,12 @@ pub(super) fn check_http_url(url: &str) -> Result<(), String> {
     if !(url.starts_with("http://") || url.starts_with("https://")) {
         return Err("give an http:// or https:// URL".into());
     }
-    let filled = fill_placeholders(url);
+    let filled = super::template::fill_any(url, "x");
     let parsed = reqwest::Url::parse(&filled).map_err(|e| format!("not a URL: {e}"))?;
     if parsed.host_str().is_none_or(str::is_empty) {
         return Err("not a URL: no host".into());
     }
     Ok(())
-}
-
-/// Every `{name}` as `x`.
-fn fill_placeholders(url: &str) -> String {
-    let mut out = String::with_capacity(url.len());
-    let mut rest = url;
-    while let Some((before, after)) = rest.split_once('{') {
-        out.push_str(before);
-        match after.split_once('}') {
-            Some((_, tail)) => {
-                out.push('x');
-                rest = tail;
-            }
-            None => {
-                out.push('{');
-                rest = after;
-            }
-        }
-    }
-    out.push_str(rest);
-    out
 }
 
 #[cfg(test)]

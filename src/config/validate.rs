@@ -4,7 +4,7 @@
 //! lists everything to fix.
 
 use super::read::{Step, dropped_under};
-use super::{Config, ProbeConfig, ServiceConfig};
+use super::{Config, LbConfig, ProbeConfig, ServiceConfig};
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::os::unix::fs::PermissionsExt;
@@ -12,9 +12,14 @@ use std::path::{Path, PathBuf};
 
 const FALLBACK_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// Every problem of a parsed config, in file order; empty when it can be used. `dropped`: the
-/// keys the reading left out (at their defaults), already listed with their problem.
-pub(super) fn check(config: &Config, dropped: &[Vec<Step>]) -> Vec<String> {
+/// Every problem of a parsed config, in file order; empty when it can be used. `lb`: `[lb]`
+/// checked into its plan (by `Config::parse`, which keeps it). `dropped`: the keys the reading
+/// left out (at their defaults), already listed with their problem.
+pub(super) fn check(
+    config: &Config,
+    lb: &Result<LbConfig, Vec<String>>,
+    dropped: &[Vec<Step>],
+) -> Vec<String> {
     let mut problems = Vec::new();
     if let Some(agent) = config.health.agent_listen
         && super::metrics::same_port(agent, config.health.listen)
@@ -33,7 +38,7 @@ pub(super) fn check(config: &Config, dropped: &[Vec<Step>]) -> Vec<String> {
     }
     problems.extend(within("[metadata]", config.metadata.check()));
     problems.extend(within("[env]", config.env.check()));
-    problems.extend(config.lb.check().err().unwrap_or_default());
+    problems.extend(lb.as_ref().err().into_iter().flatten().cloned());
     problems.extend(config.seal.check().err().unwrap_or_default());
     if let Some(secrets) = &config.secrets {
         problems.extend(within("[secrets]", secrets.check()));

@@ -19,7 +19,7 @@ pub use ask::{KilnView, Pin};
 pub use assess::{ImageCount, MemberState, Verdict};
 pub use words::{Image, LbView};
 
-use crate::config::{HealthConfig, HumanDuration, LbConfig};
+use crate::config::{HealthConfig, HumanDuration, LbConfig, LbTable};
 use assess::{Assessment, Sighting};
 use serde::Serialize;
 use source::LbFlags;
@@ -30,6 +30,10 @@ use std::time::{Duration, Instant};
 
 /// The flags of `kiln fleet`.
 #[derive(Debug, clap::Args)]
+#[allow(
+    rustdoc::broken_intra_doc_links,
+    reason = "these comments are the --help text, which names config sections as [lb]"
+)]
 pub struct FleetArgs {
     /// Take [lb] and [health] from this kiln.toml (the image's; other sections are not read).
     /// Default: /etc/kiln/kiln.toml when it exists.
@@ -178,7 +182,7 @@ fn load(path: Option<&Path>) -> Result<(LbConfig, HealthConfig, Option<String>),
     #[derive(serde::Deserialize)]
     struct Sections {
         #[serde(default)]
-        lb: LbConfig,
+        lb: LbTable,
         #[serde(default)]
         health: HealthConfig,
     }
@@ -191,14 +195,14 @@ fn load(path: Option<&Path>) -> Result<(LbConfig, HealthConfig, Option<String>),
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
     let sections: Sections =
         toml::from_str(&text).map_err(|e| format!("{}: {}", path.display(), e.to_string().trim_end()))?;
-    sections.lb.check().map_err(|problems| {
+    let lb = sections.lb.check().map_err(|problems| {
         crate::config::ConfigError {
             file: path.to_path_buf(),
             problems,
         }
         .to_string()
     })?;
-    Ok((sections.lb, sections.health, Some(path.display().to_string())))
+    Ok((lb, sections.health, Some(path.display().to_string())))
 }
 
 /// `HOST` or `HOST:PORT` (IPv6 in brackets) → `HOST:PORT`, with `port` when none is given.

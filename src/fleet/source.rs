@@ -2,12 +2,13 @@
 //! the config, overridden by flags (for an operator's laptop), through kiln's own clients.
 
 use super::words::LbView;
+use crate::aws_names::TargetGroupArn;
 use crate::config::LbConfig;
-use crate::config::lb::LbKind;
+use crate::config::lb::{ConsulPlan, Elbv2Plan, HaproxyPlan, LbKind, LbName, LbPlan, RuntimeSocket};
 use crate::lb::LbError;
-use crate::lb::consul::{ConsulApi, DEFAULT_AGENT};
-use crate::lb::elbv2::{CredentialSource, TargetGroup};
-use crate::lb::haproxy::{RuntimeApi, SocketAddr};
+use crate::lb::consul::ConsulApi;
+use crate::lb::elbv2::{CredentialSource, DEFAULT_IMDS, TargetGroup};
+use crate::lb::haproxy::RuntimeApi;
 use crate::terminal::peer_text;
 
 /// `[lb]` keys that flags override.
@@ -56,84 +57,34 @@ pub struct Listed {
 
 /// A load balancer to list the members of.
 pub enum Source {
-    Haproxy {
-        api: RuntimeApi,
-        backend: String,
-        socket: String,
-    },
-    Consul {
-        api: ConsulApi,
-        service: String,
-    },
-    Elbv2 {
-        group: TargetGroup,
-    },
+    Haproxy { api: RuntimeApi, backend: LbName },
+    Consul { api: ConsulApi, service: LbName },
+    Elbv2 { group: TargetGroup },
 }
 
 impl Source {
-    /// From the config's `[lb]` (`from`: the file it was read from, if any) and the flags. Any
-    /// problem is a sentence naming the key or flag.
+    /// From the config's `[lb]` plan (`from`: the file it was read from, if any) and the flags.
+    /// Any problem is a sentence naming the key or flag.
     pub fn resolve(lb: &LbConfig, flags: &LbFlags, from: Option<&str>) -> Result<Source, String> {
-        let none = || {
-            let why = match from {
-                Some(file) => format!("{file} has no [lb]"),
-                None => format!("no --config and no {}", crate::config::DEFAULT_PATH),
-            };
-            format!(
-                "no load balancer to ask ({why}): give --socket and --backend (HAProxy) or \
-                 --service [--agent] (Consul)"
-            )
-        };
-        let from = from.unwrap_or("the config");
-        let kind = match (flags.kind()?, lb.kind) {
-            (None, LbKind::None) => return Err(none()),
-            (None, kind) => kind,
-            (Some(flagged), LbKind::None) => flagged,
-            (Some(flagged), kind) if flagged == kind => kind,
-            (Some(flagged), kind) => {
-                return Err(format!(
-                    "the flags ask {} but [lb] kind = {:?} in {from}",
-                    flagged.name(),
-                    kind.name()
-                ));
-            }
-        };
-        let pick = |flag: &Option<String>, key: &Option<String>| flag.clone().or_else(|| key.clone());
-        match kind {
-            LbKind::Haproxy => {
-                let socket = pick(&flags.socket, &lb.socket)
-                    .ok_or("HAProxy: give --socket (the runtime API: a path or tcp:HOST:PORT)")?;
-                let backend = pick(&flags.backend, &lb.backend).ok_or("HAProxy: give --backend")?;
-                crate::config::lb::check_name(&backend).map_err(|e| format!("backend {backend:?}: {e}"))?;
-                let api = RuntimeApi::new(SocketAddr::parse(&socket).map_err(|e| e.0)?);
-                Ok(Source::Haproxy { api, backend, socket })
-            }
-            LbKind::Consul => {
-                let service = pick(&flags.service, &lb.service).ok_or("Consul: give --service")?;
-                crate::config::lb::check_name(&service).map_err(|e| format!("service {service:?}: {e}"))?;
-                let agent = pick(&flags.agent, &lb.agent).unwrap_or_else(|| DEFAULT_AGENT.into());
-                if !(agent.starts_with("http://") || agent.starts_with("https://")) {
-                    return Err(format!("agent {agent:?}: give an http:// or https:// URL"));
-                }
-                Ok(Source::Consul {
-                    api: ConsulApi::new(&agent).map_err(|e| e.0)?,
-                    service,
-                })
-            }
-            LbKind::Elbv2 => {
-                let lb = LbConfig {
-                    target_group_arn: pick(&flags.target_group_arn, &lb.target_group_arn),
-                    ..lb.clone()
-                };
-                if let Some(arn) = &lb.target_group_arn {
-                    crate::config::lb::arn_region(arn).map_err(|e| format!("target group {arn:?}: {e}"))?;
-                }
-                let imds = lb.imds_endpoint.as_deref().unwrap_or("http://169.254.169.254");
-                let credentials = CredentialSource::from_env(imds).map_err(|e| format!("elbv2: {e}"))?;
-                let group = TargetGroup::new(&lb, credentials).map_err(|e| e.0)?;
-                Ok(Source::Elbv2 { group })
-            }
-            LbKind::None => unreachable!("kind none is handled above"),
+        let flagged = flags.kind()?;
+        if let (Some(flagged), Some(plan)) = (flagged, &lb.plan)
+            && flagged != plan.kind()
+        {
+            return Err(format!(
+                "the flags ask {} but [lb] kind = {:?} in {}",
+                flagged.name(),
+                plan.kind().name(),
+                from.unwrap_or("the config")
+            ));
+        }
+        match (flagged, &lb.plan) {
+            (_, Some(LbPlan::Haproxy(plan))) => haproxy(flags, Some(plan)),
+            (_, Some(LbPlan::Consul(plan))) => consul(flags, Some(plan)),
+            (_, Some(LbPlan::Elbv2(plan))) => elbv2(flags, Some(plan)),
+            (Some(LbKind::Haproxy), None) => haproxy(flags, None),
+            (Some(LbKind::Consul), None) => consul(flags, None),
+            (Some(LbKind::Elbv2), None) => elbv2(flags, None),
+            (Some(LbKind::None) | None, None) => Err(no_load_balancer(from)),
         }
     }
 
@@ -148,7 +99,7 @@ impl Source {
     /// `haproxy backend app (/run/haproxy/admin.sock)`.
     pub fn describe(&self) -> String {
         match self {
-            Source::Haproxy { backend, socket, .. } => format!("haproxy backend {backend} ({socket})"),
+            Source::Haproxy { api, backend } => format!("haproxy backend {backend} ({})", api.socket()),
             Source::Consul { api, service } => format!("consul service {service} ({})", api.agent()),
             Source::Elbv2 { group } => format!("elbv2 {}", group.describe()),
         }
@@ -172,7 +123,7 @@ impl Source {
     async fn listed(&self) -> Result<Vec<Listed>, LbError> {
         match self {
             Source::Haproxy { api, backend, .. } => Ok(api
-                .servers(backend)
+                .servers(backend.as_str())
                 .await?
                 .into_iter()
                 .map(|s| Listed {
@@ -184,7 +135,7 @@ impl Source {
                 })
                 .collect()),
             Source::Consul { api, service } => Ok(api
-                .service_health(service)
+                .service_health(service.as_str())
                 .await?
                 .into_iter()
                 .map(|h| Listed {
@@ -198,6 +149,78 @@ impl Source {
             Source::Elbv2 { group } => Ok(group.members().await?.into_iter().map(elbv2_listed).collect()),
         }
     }
+}
+
+/// Why there is nothing to ask.
+fn no_load_balancer(from: Option<&str>) -> String {
+    let why = match from {
+        Some(file) => format!("{file} has no [lb]"),
+        None => format!("no --config and no {}", crate::config::DEFAULT_PATH),
+    };
+    format!(
+        "no load balancer to ask ({why}): give --socket and --backend (HAProxy) or \
+         --service [--agent] (Consul)"
+    )
+}
+
+/// `--socket` and `--backend` over `[lb]`'s, the flags checked as the config's keys are.
+fn haproxy(flags: &LbFlags, planned: Option<&HaproxyPlan>) -> Result<Source, String> {
+    // Refused in this order: no socket, the backend, a socket that is not one.
+    let socket = match (&flags.socket, planned) {
+        (Some(socket), _) => RuntimeSocket::parse(socket),
+        (None, Some(plan)) => Ok(plan.socket.clone()),
+        (None, None) => {
+            return Err("HAProxy: give --socket (the runtime API: a path or tcp:HOST:PORT)".into());
+        }
+    };
+    let backend = match (&flags.backend, planned) {
+        (Some(backend), _) => LbName::parse(backend).map_err(|e| format!("backend {backend:?}: {e}"))?,
+        (None, Some(plan)) => plan.backend.clone(),
+        (None, None) => return Err("HAProxy: give --backend".into()),
+    };
+    let socket = socket?;
+    Ok(Source::Haproxy {
+        api: RuntimeApi::new(socket),
+        backend,
+    })
+}
+
+/// `--service` and `--agent` over `[lb]`'s (the agent: the local one by default).
+fn consul(flags: &LbFlags, planned: Option<&ConsulPlan>) -> Result<Source, String> {
+    let service = match (&flags.service, planned) {
+        (Some(service), _) => LbName::parse(service).map_err(|e| format!("service {service:?}: {e}"))?,
+        (None, Some(plan)) => plan.service.clone(),
+        (None, None) => return Err("Consul: give --service".into()),
+    };
+    let agent = match (&flags.agent, planned) {
+        (Some(agent), _) if !(agent.starts_with("http://") || agent.starts_with("https://")) => {
+            return Err(format!("agent {agent:?}: give an http:// or https:// URL"));
+        }
+        (Some(agent), _) => agent.as_str(),
+        (None, Some(plan)) => plan.agent.as_str(),
+        (None, None) => ConsulPlan::DEFAULT_AGENT,
+    };
+    Ok(Source::Consul {
+        api: ConsulApi::new(agent).map_err(|e| e.0)?,
+        service,
+    })
+}
+
+/// `--target-group-arn` over `[lb]`'s, at `[lb]`'s endpoint, with credentials from kiln's
+/// environment or the instance role (`[lb] imds_endpoint`).
+fn elbv2(flags: &LbFlags, planned: Option<&Elbv2Plan>) -> Result<Source, String> {
+    let arn = match (&flags.target_group_arn, planned) {
+        (Some(arn), _) => TargetGroupArn::parse(arn).map_err(|e| format!("target group {arn:?}: {e}"))?,
+        (None, Some(plan)) => plan.target_group_arn.clone(),
+        (None, None) => return Err("[lb] target_group_arn is required".into()),
+    };
+    let endpoint = planned.and_then(|p| p.endpoint.as_ref());
+    let imds = planned
+        .and_then(|p| p.imds_endpoint.as_deref())
+        .unwrap_or(DEFAULT_IMDS);
+    let credentials = CredentialSource::from_env(imds).map_err(|e| format!("elbv2: {e}"))?;
+    let group = TargetGroup::new(&arn, endpoint, credentials).map_err(|e| e.0)?;
+    Ok(Source::Elbv2 { group })
 }
 
 /// An ELBv2 target: an `ip` target's id is its address; an `instance` target has none here.
@@ -402,11 +425,9 @@ mod tests {
             .err()
             .unwrap();
         assert!(err.contains("give the flags of one"), "{err}");
-        let consul = LbConfig {
-            kind: LbKind::Consul,
-            service: Some("app".into()),
-            ..LbConfig::default()
-        };
+        let consul: crate::config::LbTable =
+            toml::from_str("kind = \"consul\"\nservice = \"app\"\naddress = \"{local_ipv4}:80\"").unwrap();
+        let consul = consul.check().unwrap();
         let flags = LbFlags {
             socket: Some("/s".into()),
             backend: Some("app".into()),

@@ -8,15 +8,14 @@
 //! [`ConsulApi`] is the one client of the agent's HTTP API: the registrar writes through it,
 //! `kiln fleet` reads the service's health through it (`/v1/health/service/<name>`).
 
-use super::{DrainProgress, LbError, Registrar, http_client, render, value_or};
-use crate::config::{HealthConfig, LbConfig};
+use super::{DrainProgress, LbError, Registrar, fill, http_client};
+use crate::config::HealthConfig;
+use crate::config::lb::{ConsulPlan, LbName, split_host_port};
 use crate::http_client::{BodyError, read_body, root_cause};
 use crate::metadata::InstanceFacts;
 use reqwest::Url;
 use std::time::{Duration, Instant};
 
-pub const DEFAULT_AGENT: &str = "http://127.0.0.1:8500";
-const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 /// A health list of a large fleet is a few megabytes; more is not an answer to keep.
 const HEALTH_BODY_LIMIT: usize = 8 * 1024 * 1024;
 /// Of an error answer, kiln shows one line.
@@ -251,37 +250,32 @@ pub struct ConsulRegistrar {
 }
 
 impl ConsulRegistrar {
+    /// The service instance `plan` describes, its ID, address and check URL filled from the
+    /// instance's facts.
     pub fn new(
-        lb: &LbConfig,
+        plan: &ConsulPlan,
         health: &HealthConfig,
         facts: &InstanceFacts,
     ) -> Result<ConsulRegistrar, LbError> {
-        let service = lb
-            .service
-            .clone()
-            .ok_or_else(|| LbError("[lb] service is required".into()))?;
-        let id = render("server", value_or(&lb.server, "{instance_id}"), facts)?;
-        crate::config::lb::check_name(&id)
-            .and_then(|()| path_name(&id))
+        let id = fill("server", &plan.server, facts)?;
+        LbName::parse(&id)
+            .and_then(|_| path_name(&id))
             .map_err(|e| LbError(format!("[lb] server = {id:?} (rendered): {e}")))?;
-        let address = render("address", value_or(&lb.address, ""), facts)?;
-        let (host, port) = crate::config::lb::split_host_port(&address)
+        let address = fill("address", plan.address.template(), facts)?;
+        let (host, port) = split_host_port(&address)
             .map_err(|e| LbError(format!("[lb] address = {address:?} (rendered): {e}")))?;
-        let check_url = match &lb.check_url {
-            Some(t) => render("check_url", t, facts)?,
+        let check_url = match &plan.check_url {
+            Some(t) => fill("check_url", t, facts)?,
             None => default_check_url(health.listen),
         };
-        let interval = lb
-            .check_interval
-            .map(|i| i.get())
-            .unwrap_or(DEFAULT_CHECK_INTERVAL);
+        let interval = plan.check_interval;
         let interval = humantime::format_duration(interval).to_string().replace(' ', "");
         let registration = serde_json::json!({
             "ID": id,
-            "Name": service,
+            "Name": plan.service.as_str(),
             "Address": host.trim_start_matches('[').trim_end_matches(']'),
             "Port": port,
-            "Tags": lb.tags.clone().unwrap_or_default(),
+            "Tags": plan.tags,
             "Meta": { "registered_by": "kiln" },
             "Check": {
                 "CheckID": format!("service:{id}"),
@@ -294,7 +288,7 @@ impl ConsulRegistrar {
             },
         });
         Ok(ConsulRegistrar {
-            api: ConsulApi::new(value_or(&lb.agent, DEFAULT_AGENT))?,
+            api: ConsulApi::new(&plan.agent)?,
             id,
             registration,
         })

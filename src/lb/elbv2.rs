@@ -8,10 +8,10 @@
 //! Credentials: `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` / `AWS_SESSION_TOKEN` from kiln's
 //! environment, else the instance role through the metadata room's IMDS client.
 
-use super::{DrainProgress, LbError, Registrar, render};
+use super::{DrainProgress, LbError, Registrar, fill};
 use crate::aws::{Api, AwsClient, CallError, ELBV2, Members, TargetGroupArn};
-use crate::config::LbConfig;
-use crate::config::lb::TargetType;
+use crate::config::Template;
+use crate::config::lb::Elbv2Plan;
 use crate::metadata::InstanceFacts;
 use crate::terminal::peer_text;
 use serde::Deserialize;
@@ -19,7 +19,8 @@ use std::time::{Duration, Instant};
 
 pub use crate::aws::CredentialSource;
 
-const DEFAULT_IMDS: &str = "http://169.254.169.254";
+/// The instance metadata service, where `[lb] imds_endpoint` does not say.
+pub const DEFAULT_IMDS: &str = "http://169.254.169.254";
 /// DescribeTargetHealth pace while draining (the API is rate limited per account).
 const DRAIN_POLL: Duration = Duration::from_secs(1);
 /// One call, retries on throttling and 5xx included; the membership retries beyond it.
@@ -87,27 +88,25 @@ pub struct Elbv2Registrar {
 
 impl Elbv2Registrar {
     /// Credentials as [`CredentialSource::from_env`], the instance role at `[lb] imds_endpoint`.
-    pub fn new(lb: &LbConfig, facts: &InstanceFacts) -> Result<Elbv2Registrar, LbError> {
-        let imds = lb.imds_endpoint.as_deref().unwrap_or(DEFAULT_IMDS);
+    pub fn new(plan: &Elbv2Plan, facts: &InstanceFacts) -> Result<Elbv2Registrar, LbError> {
+        let imds = plan.imds_endpoint.as_deref().unwrap_or(DEFAULT_IMDS);
         let source = CredentialSource::from_env(imds).map_err(|e| LbError(format!("elbv2: {e}")))?;
-        Self::with_credentials(lb, facts, source)
+        Self::with_credentials(plan, facts, source)
     }
 
     pub fn with_credentials(
-        lb: &LbConfig,
+        plan: &Elbv2Plan,
         facts: &InstanceFacts,
         credentials: CredentialSource,
     ) -> Result<Elbv2Registrar, LbError> {
-        let (api, arn) = group_api(lb, facts, credentials)?;
-        let target_id = match lb.target_type.unwrap_or_default() {
-            TargetType::Instance => render("target_type", "{instance_id}", facts)?,
-            TargetType::Ip => render("target_type", "{local_ipv4}", facts)?,
-        };
+        let arn = &plan.target_group_arn;
+        let api = group_api(arn, plan.endpoint.as_ref(), facts, credentials)?;
+        let target_id = fill("target_type", &Template::fact(plan.target_type.fact()), facts)?;
         Ok(Elbv2Registrar {
             api,
-            target_group_arn: arn,
+            target_group_arn: arn.clone(),
             target_id,
-            port: lb.port,
+            port: plan.port.map(std::num::NonZeroU16::get),
         })
     }
 
@@ -139,32 +138,26 @@ impl Elbv2Registrar {
     }
 }
 
-/// The target group's API (its region, the `[lb] endpoint` template filled with that region)
-/// and its ARN, checked: its region picks the host kiln sends its credentials to.
+/// The target group's API: in its region, at the `[lb] endpoint` template filled with that
+/// region (the ARN is checked: its region picks the host kiln sends its credentials to).
 fn group_api(
-    lb: &LbConfig,
+    arn: &TargetGroupArn,
+    endpoint: Option<&Template>,
     facts: &InstanceFacts,
     credentials: CredentialSource,
-) -> Result<(Api, TargetGroupArn), LbError> {
-    let text = lb
-        .target_group_arn
-        .as_deref()
-        .ok_or_else(|| LbError("[lb] target_group_arn is required".into()))?;
-    let arn = TargetGroupArn::parse(text).map_err(|e| LbError(format!("[lb] target_group_arn: {e}")))?;
+) -> Result<Api, LbError> {
     // The ARN's region is where the target group lives, whatever the instance's is.
     let arn_facts = InstanceFacts {
         region: Some(arn.region().to_string()),
         ..facts.clone()
     };
-    let endpoint = match &lb.endpoint {
-        Some(template) => Some(render("endpoint", template, &arn_facts)?),
+    let endpoint = match endpoint {
+        Some(template) => Some(fill("endpoint", template, &arn_facts)?),
         None => None,
     };
     let aws = AwsClient::new(credentials).map_err(LbError)?;
-    let api = aws
-        .api(&ELBV2, arn.region(), endpoint.as_deref())
-        .map_err(|e| LbError(format!("[lb] endpoint: {e}")))?;
-    Ok((api, arn))
+    aws.api(&ELBV2, arn.region(), endpoint.as_deref())
+        .map_err(|e| LbError(format!("[lb] endpoint: {e}")))
 }
 
 /// `DescribeTargetHealth` with `params`: every target it lists, its texts kept as a peer's
@@ -196,10 +189,17 @@ pub struct TargetGroup {
 }
 
 impl TargetGroup {
-    /// The group of `[lb] target_group_arn`, at `[lb] endpoint` when set.
-    pub fn new(lb: &LbConfig, credentials: CredentialSource) -> Result<TargetGroup, LbError> {
-        let (api, arn) = group_api(lb, &InstanceFacts::default(), credentials)?;
-        Ok(TargetGroup { api, arn })
+    /// The group `arn` names, at the `[lb] endpoint` template when there is one.
+    pub fn new(
+        arn: &TargetGroupArn,
+        endpoint: Option<&Template>,
+        credentials: CredentialSource,
+    ) -> Result<TargetGroup, LbError> {
+        let api = group_api(arn, endpoint, &InstanceFacts::default(), credentials)?;
+        Ok(TargetGroup {
+            api,
+            arn: arn.clone(),
+        })
     }
 
     /// `targetgroup/app/0123 (eu-west-1, keys from the environment)`.

@@ -10,10 +10,9 @@
 //! mode). Answers are free text: each command lists the answers that mean success, and anything
 //! else is shown as HAProxy's own words.
 
-use super::{DrainProgress, LbError, Registrar, render, value_or};
-use crate::config::LbConfig;
+use super::{DrainProgress, LbError, Registrar, fill};
+use crate::config::lb::{HaproxyPlan, LbName, RuntimeSocket, split_host_port};
 use crate::metadata::InstanceFacts;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -26,44 +25,20 @@ const REMOVE_PATIENCE: Duration = Duration::from_secs(10);
 /// HAProxy's answers are short; a longer one is not HAProxy.
 const MAX_ANSWER: usize = 1 << 20;
 
-/// Where the runtime API listens.
-#[derive(Debug, Clone)]
-pub enum SocketAddr {
-    Unix(PathBuf),
-    Tcp(String),
-}
-
-impl SocketAddr {
-    /// `/path/to/admin.sock` or `tcp:HOST:PORT`.
-    pub fn parse(spec: &str) -> Result<SocketAddr, LbError> {
-        match spec.strip_prefix("tcp:") {
-            Some(hostport) => Ok(SocketAddr::Tcp(hostport.to_string())),
-            None if spec.starts_with('/') => Ok(SocketAddr::Unix(PathBuf::from(spec))),
-            None => Err(LbError(format!(
-                "[lb] socket = {spec:?}: give an absolute path or tcp:HOST:PORT"
-            ))),
-        }
-    }
-}
-
-impl std::fmt::Display for SocketAddr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            SocketAddr::Unix(p) => write!(f, "{}", p.display()),
-            SocketAddr::Tcp(a) => write!(f, "tcp:{a}"),
-        }
-    }
-}
-
 /// A client of the runtime API: one connection per command.
 #[derive(Debug, Clone)]
 pub struct RuntimeApi {
-    addr: SocketAddr,
+    addr: RuntimeSocket,
 }
 
 impl RuntimeApi {
-    pub fn new(addr: SocketAddr) -> RuntimeApi {
+    pub fn new(addr: RuntimeSocket) -> RuntimeApi {
         RuntimeApi { addr }
+    }
+
+    /// Where it listens: a path or `tcp:HOST:PORT`.
+    pub fn socket(&self) -> &RuntimeSocket {
+        &self.addr
     }
 
     /// Sends one command and returns HAProxy's whole answer.
@@ -73,7 +48,7 @@ impl RuntimeApi {
         let line = format!("{command}\n");
         let exchange = async {
             match &self.addr {
-                SocketAddr::Unix(path) => {
+                RuntimeSocket::Unix(path) => {
                     exchange(
                         tokio::net::UnixStream::connect(path)
                             .await
@@ -82,7 +57,7 @@ impl RuntimeApi {
                     )
                     .await
                 }
-                SocketAddr::Tcp(hostport) => {
+                RuntimeSocket::Tcp(hostport) => {
                     let stream = tokio::net::TcpStream::connect(hostport.as_str())
                         .await
                         .map_err(connect_error)?;
@@ -104,8 +79,9 @@ impl RuntimeApi {
         Ok(answer)
     }
 
-    /// Runs `command` and accepts only an answer starting with one of `ok` ("" for silence).
-    async fn expect(&self, command: &str, ok: &[&str]) -> Result<String, LbError> {
+    /// Runs `command` and accepts only an answer starting with one of `ok` ("" for silence):
+    /// any other answer is an error quoting HAProxy.
+    async fn command_accepting(&self, command: &str, ok: &[&str]) -> Result<String, LbError> {
         let answer = self.command(command).await?;
         if ok.iter().any(|o| {
             if o.is_empty() {
@@ -246,36 +222,29 @@ impl ServerStat {
 /// Joins one HAProxy backend as one server.
 pub struct HaproxyRegistrar {
     api: RuntimeApi,
-    backend: String,
-    server: String,
+    backend: LbName,
+    server: LbName,
     host: String,
     port: u16,
     options: String,
 }
 
 impl HaproxyRegistrar {
-    pub fn new(lb: &LbConfig, facts: &InstanceFacts) -> Result<HaproxyRegistrar, LbError> {
-        let socket = lb
-            .socket
-            .as_deref()
-            .ok_or_else(|| LbError("[lb] socket is required".into()))?;
-        let backend = lb
-            .backend
-            .clone()
-            .ok_or_else(|| LbError("[lb] backend is required".into()))?;
-        let server = render("server", value_or(&lb.server, "{instance_id}"), facts)?;
-        crate::config::lb::check_name(&server)
+    /// The server `plan` describes, its name and address filled from the instance's facts.
+    pub fn new(plan: &HaproxyPlan, facts: &InstanceFacts) -> Result<HaproxyRegistrar, LbError> {
+        let server = fill("server", &plan.server, facts)?;
+        let server = LbName::parse(&server)
             .map_err(|e| LbError(format!("[lb] server = {server:?} (rendered): {e}")))?;
-        let address = render("address", value_or(&lb.address, ""), facts)?;
-        let (host, port) = crate::config::lb::split_host_port(&address)
+        let address = fill("address", plan.address.template(), facts)?;
+        let (host, port) = split_host_port(&address)
             .map_err(|e| LbError(format!("[lb] address = {address:?} (rendered): {e}")))?;
         Ok(HaproxyRegistrar {
-            api: RuntimeApi::new(SocketAddr::parse(socket)?),
-            backend,
+            api: RuntimeApi::new(plan.socket.clone()),
+            backend: plan.backend.clone(),
             host: host.trim_start_matches('[').trim_end_matches(']').to_string(),
             port,
             server,
-            options: lb.options.clone().unwrap_or_default(),
+            options: plan.options.clone(),
         })
     }
 
@@ -302,7 +271,7 @@ impl HaproxyRegistrar {
             self.target()
         );
         self.api
-            .expect(
+            .command_accepting(
                 &format!(
                     "set server {} addr {} port {}",
                     self.target(),
@@ -330,7 +299,7 @@ impl Registrar for HaproxyRegistrar {
         let add = format!("add server {} {} {}", self.target(), self.address(), self.options);
         let answer = self
             .api
-            .expect(
+            .command_accepting(
                 add.trim_end(),
                 &["New server registered", "Already exists a server"],
             )
@@ -339,16 +308,16 @@ impl Registrar for HaproxyRegistrar {
             self.take_over().await?;
         }
         self.api
-            .expect(&format!("set server {} state ready", self.target()), &[""])
+            .command_accepting(&format!("set server {} state ready", self.target()), &[""])
             .await?;
         if self.has_option("check") {
             self.api
-                .expect(&format!("enable health {}", self.target()), &[""])
+                .command_accepting(&format!("enable health {}", self.target()), &[""])
                 .await?;
         }
         if self.has_option("agent-check") {
             self.api
-                .expect(&format!("enable agent {}", self.target()), &[""])
+                .command_accepting(&format!("enable agent {}", self.target()), &[""])
                 .await?;
         }
         Ok(())
@@ -356,7 +325,7 @@ impl Registrar for HaproxyRegistrar {
 
     async fn deregister(&self) -> Result<(), LbError> {
         self.api
-            .expect(
+            .command_accepting(
                 &format!("set server {} state drain", self.target()),
                 &["", "No such server"],
             )
@@ -372,7 +341,7 @@ impl Registrar for HaproxyRegistrar {
         let in_flight = || async {
             Ok(self
                 .api
-                .server_stat(&self.backend, &self.server)
+                .server_stat(self.backend.as_str(), self.server.as_str())
                 .await?
                 .and_then(|stat| {
                     let line = match (stat.scur, stat.qcur) {
@@ -401,7 +370,7 @@ impl Registrar for HaproxyRegistrar {
         let target = self.target();
         let maint = self
             .api
-            .expect(
+            .command_accepting(
                 &format!("set server {target} state maint"),
                 &["", "No such server"],
             )
@@ -411,13 +380,13 @@ impl Registrar for HaproxyRegistrar {
         }
         // Sessions still there after the drain deadline would keep the server forever.
         self.api
-            .expect(&format!("shutdown sessions server {target}"), &[""])
+            .command_accepting(&format!("shutdown sessions server {target}"), &[""])
             .await?;
         let give_up = Instant::now() + REMOVE_PATIENCE;
         loop {
             let answer = self
                 .api
-                .expect(
+                .command_accepting(
                     &format!("del server {target}"),
                     &["Server deleted", "No such server", "Server still has connections"],
                 )
@@ -453,18 +422,5 @@ mod tests {
         let names: Vec<String> = ServerStat::all(csv, "app").into_iter().map(|s| s.name).collect();
         assert_eq!(names, ["a", "b"]);
         assert!(ServerStat::all(csv, "other").is_empty());
-    }
-
-    #[test]
-    fn the_socket_spec_is_a_path_or_tcp() {
-        assert!(matches!(
-            SocketAddr::parse("/run/haproxy/admin.sock"),
-            Ok(SocketAddr::Unix(_))
-        ));
-        assert!(matches!(
-            SocketAddr::parse("tcp:10.0.0.5:9999"),
-            Ok(SocketAddr::Tcp(_))
-        ));
-        assert!(SocketAddr::parse("admin.sock").is_err());
     }
 }

@@ -10,7 +10,7 @@
 use super::{DrainProgress, LbError, Registrar};
 use crate::state::{DrainSummary, LbState, LbStatus, Phase, Shared, Snapshot, now_ms};
 use crate::systemd::notify::Notifier;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -79,7 +79,7 @@ impl Membership {
     pub async fn leave(self) {
         self.task.abort();
         let _ = self.task.await;
-        let steps = *self.inner.steps.lock().unwrap();
+        let steps = *lock(&self.inner.steps);
         if steps.left {
             return;
         }
@@ -114,7 +114,7 @@ impl Inner {
                 return;
             }
             attempt += 1;
-            self.steps.lock().unwrap().attempted = true;
+            lock(&self.steps).attempted = true;
             match self.registrar.register().await {
                 Ok(()) => break,
                 Err(LbError(e)) => {
@@ -149,7 +149,7 @@ impl Inner {
             let reason = self.shared.snapshot().reason.clone().unwrap_or_default();
             tracing::warn!("lb: the instance failed ({reason}): leaving the load balancer");
             self.drain_out(&format!("instance failed: {reason}")).await;
-            self.steps.lock().unwrap().left = true;
+            lock(&self.steps).left = true;
         }
     }
 
@@ -157,23 +157,9 @@ impl Inner {
     async fn drain_out(&self, why: &str) {
         let start = Instant::now();
         let deadline = start + self.drain_timeout;
-        let timeout = self.drain_timeout;
         self.report(LbState::Draining, None, Some(format!("deregistering ({why})")));
         self.shared.event("info", format!("lb: leaving ({why})"));
-
-        let mut delay = RETRY_START;
-        let deregistered = loop {
-            match self.registrar.deregister().await {
-                Ok(()) => break Ok(()),
-                Err(e) if Instant::now() + delay >= deadline => break Err(e),
-                Err(e) => {
-                    tracing::warn!("lb: cannot deregister (retrying): {e}");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(RETRY_MAX);
-                }
-            }
-        };
-        if let Err(LbError(e)) = deregistered {
+        if let Err(LbError(e)) = self.deregister(deadline).await {
             // The load balancer still has the instance; its checks see /readyz 503 and the agent
             // saying drain, so waiting out the drain still lets in-flight requests finish.
             tracing::error!("lb: cannot deregister: {e}; relying on health checks until drain_timeout");
@@ -183,34 +169,53 @@ impl Inner {
                 Some(format!("cannot deregister: {e}")),
                 Some(format!(
                     "relying on health checks, up to {}",
-                    humantime::format_duration(timeout)
+                    humantime::format_duration(self.drain_timeout)
                 )),
             );
             tokio::time::sleep_until(deadline.into()).await;
             return;
         }
+        let summary = self.wait_drained(start, deadline).await;
+        self.remove(summary).await;
+    }
 
+    /// Deregisters, retried with backoff while the next try would still be before `deadline`.
+    async fn deregister(&self, deadline: Instant) -> Result<(), LbError> {
+        let mut delay = RETRY_START;
+        loop {
+            match self.registrar.deregister().await {
+                Ok(()) => return Ok(()),
+                Err(e) if Instant::now() + delay >= deadline => return Err(e),
+                Err(e) => {
+                    tracing::warn!("lb: cannot deregister (retrying): {e}");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(RETRY_MAX);
+                }
+            }
+        }
+    }
+
+    /// Waits for the registrar's drain, reporting what is left as it goes (status, and systemd's
+    /// STATUS line when it changes), records how it ended in `lb.last_drain`, and says so:
+    /// `drained in 0.52s`, `not drained after 30.00s: ...`.
+    async fn wait_drained(&self, start: Instant, deadline: Instant) -> String {
+        let timeout = humantime::format_duration(self.drain_timeout);
         let last_line = Mutex::new(String::new());
         let last_sessions = Mutex::new(None);
         let progress = |left: DrainProgress| {
-            let text = format!(
-                "{left}, {:.1}s of {}",
-                start.elapsed().as_secs_f64(),
-                humantime::format_duration(timeout)
-            );
+            let text = format!("{left}, {:.1}s of {timeout}", start.elapsed().as_secs_f64());
             self.report(LbState::Draining, None, Some(text));
-            *last_sessions.lock().unwrap() = left.sessions;
-            let mut last = last_line.lock().unwrap();
-            if *last != left.line {
+            *lock(&last_sessions) = left.sessions;
+            let previous = std::mem::replace(&mut *lock(&last_line), left.line.clone());
+            if previous != left.line {
                 self.notifier.status(&format!("draining: {left}"));
-                *last = left.line;
             }
         };
         let drained = self.registrar.wait_drained(deadline, &progress).await;
         let took = start.elapsed();
         let sessions_left = match &drained {
             Ok(()) => self.registrar.counts_sessions().then_some(0),
-            Err(_) => *last_sessions.lock().unwrap(),
+            Err(_) => *lock(&last_sessions),
         };
         self.shared.update(|s| {
             if let Some(lb) = &mut s.lb {
@@ -220,13 +225,18 @@ impl Inner {
                 });
             }
         });
-        let mut summary = match &drained {
+        match drained {
             Ok(()) => format!("drained in {:.2}s", took.as_secs_f64()),
             Err(LbError(e)) => {
                 tracing::warn!("lb: {e}");
                 format!("not drained after {:.2}s: {e}", took.as_secs_f64())
             }
-        };
+        }
+    }
+
+    /// Removes what is left of the registration and reports the instance out, with `summary`
+    /// (how the drain went) and what went wrong, if anything.
+    async fn remove(&self, mut summary: String) {
         match self.registrar.remove().await {
             Ok(()) => {
                 tracing::info!("lb: left {} ({summary})", self.registrar.describe());
@@ -264,6 +274,13 @@ impl Inner {
     }
 }
 
+/// The value behind `mutex`, even if a thread panicked holding it, as the rest of kiln locks:
+/// what these locks guard is whole after every write, and a drain must not stop on a panic
+/// elsewhere.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// Stopping, stopped or failed: nothing will be registered any more.
 fn is_terminal(p: Phase) -> bool {
     matches!(p, Phase::Stopping | Phase::Stopped | Phase::Failed)
@@ -279,5 +296,26 @@ async fn wait_phase(rx: &mut watch::Receiver<Arc<Snapshot>>, keep_waiting: impl 
         if rx.changed().await.is_err() {
             return Phase::Stopped;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lock_poisoned_by_a_panic_elsewhere_still_gives_its_value() {
+        let steps = Mutex::new(Steps {
+            attempted: true,
+            left: false,
+        });
+        let panicked = std::panic::catch_unwind(|| {
+            let _held = lock(&steps);
+            panic!("a panic while the lock is held");
+        });
+        assert!(panicked.is_err() && steps.is_poisoned());
+        assert!(lock(&steps).attempted);
+        lock(&steps).left = true;
+        assert!(lock(&steps).left);
     }
 }

@@ -12,8 +12,8 @@ mod membership;
 
 pub use membership::Membership;
 
-use crate::config::Config;
-use crate::config::lb::LbKind;
+use crate::config::lb::{Elbv2Plan, LbPlan};
+use crate::config::{Config, Fact, Template};
 use crate::metadata::InstanceFacts;
 use std::time::Instant;
 
@@ -98,27 +98,28 @@ where
     }
 }
 
-/// The registrar the config asks for; None for `kind = "none"`. Fills the templates from the
-/// instance's facts: a template naming a fact the instance does not have is an error.
+/// The registrar the config's plan asks for; None for `kind = "none"`. Fills the templates from
+/// the instance's facts: a template naming a fact the instance does not have is an error.
 pub fn registrar(config: &Config, facts: &InstanceFacts) -> Result<Option<Box<dyn Registrar>>, LbError> {
-    let lb = &config.lb;
-    Ok(match lb.kind {
-        LbKind::None => None,
-        LbKind::Haproxy => Some(Box::new(haproxy::HaproxyRegistrar::new(lb, facts)?)),
-        LbKind::Elbv2 => Some(Box::new(elbv2::Elbv2Registrar::with_credentials(
-            lb,
+    let Some(plan) = &config.lb.plan else {
+        return Ok(None);
+    };
+    Ok(Some(match plan {
+        LbPlan::Haproxy(plan) => Box::new(haproxy::HaproxyRegistrar::new(plan, facts)?),
+        LbPlan::Elbv2(plan) => Box::new(elbv2::Elbv2Registrar::with_credentials(
+            plan,
             facts,
-            aws_credentials(config)?,
-        )?)),
-        LbKind::Consul => Some(Box::new(consul::ConsulRegistrar::new(lb, &config.health, facts)?)),
-    })
+            aws_credentials(config, plan)?,
+        )?),
+        LbPlan::Consul(plan) => Box::new(consul::ConsulRegistrar::new(plan, &config.health, facts)?),
+    }))
 }
 
 /// kiln's `AWS_*` keys, else the instance role through the metadata service `[metadata]` names
 /// (or `[lb] imds_endpoint`), with its request timeout and `imdsv1` setting.
-fn aws_credentials(config: &Config) -> Result<crate::aws::CredentialSource, LbError> {
+fn aws_credentials(config: &Config, plan: &Elbv2Plan) -> Result<crate::aws::CredentialSource, LbError> {
     let meta = &config.metadata;
-    let identity = match &config.lb.imds_endpoint {
+    let identity = match &plan.imds_endpoint {
         Some(imds) => crate::metadata::Identity::at(imds, meta.request_timeout.get(), meta.imdsv1),
         None => crate::metadata::Identity::from_config(meta),
     }
@@ -126,44 +127,27 @@ fn aws_credentials(config: &Config) -> Result<crate::aws::CredentialSource, LbEr
     crate::aws::CredentialSource::from_env_or(identity).map_err(|e| LbError(format!("elbv2: {e}")))
 }
 
-/// Fills `{instance_id}`, `{local_ipv4}`, `{region}`, `{hostname}` in the value of `[lb] key`.
-pub(crate) fn render(key: &str, template: &str, facts: &InstanceFacts) -> Result<String, LbError> {
-    let mut out = String::with_capacity(template.len());
-    let mut rest = template;
-    while let Some(open) = rest.find('{') {
-        out.push_str(&rest[..open]);
-        let after = &rest[open + 1..];
-        let close = after
-            .find('}')
-            .ok_or_else(|| LbError(format!("[lb] {key} = {template:?}: a '{{' is not closed")))?;
-        let name = &after[..close];
-        let value = match name {
-            "instance_id" => &facts.instance_id,
-            "local_ipv4" => &facts.local_ipv4,
-            "region" => &facts.region,
-            "hostname" => &facts.hostname,
-            _ => {
-                return Err(LbError(format!(
-                    "[lb] {key} = {template:?}: unknown placeholder {{{name}}}"
-                )));
-            }
-        };
-        let value = value.as_deref().filter(|v| !v.is_empty()).ok_or_else(|| {
-            LbError(format!(
-                "[lb] {key} = {template:?}: the instance has no {name} (metadata provider {:?})",
-                facts.provider
-            ))
-        })?;
-        out.push_str(value);
-        rest = &after[close + 1..];
-    }
-    out.push_str(rest);
-    Ok(out)
+/// The template of `[lb] key` with the instance's facts filled in; a fact the instance does not
+/// have (or has empty) is an error naming the key and the fact.
+pub(crate) fn fill(key: &str, template: &Template, facts: &InstanceFacts) -> Result<String, LbError> {
+    template.render(|fact| fact_of(facts, fact)).map_err(|missing| {
+        LbError(format!(
+            "[lb] {key} = {:?}: the instance has no {} (metadata provider {:?})",
+            template.as_str(),
+            missing.name(),
+            facts.provider
+        ))
+    })
 }
 
-/// The `[lb]` value or its default.
-fn value_or<'a>(value: &'a Option<String>, default: &'a str) -> &'a str {
-    value.as_deref().unwrap_or(default)
+fn fact_of(facts: &InstanceFacts, fact: Fact) -> Option<&str> {
+    let value = match fact {
+        Fact::InstanceId => &facts.instance_id,
+        Fact::LocalIpv4 => &facts.local_ipv4,
+        Fact::Region => &facts.region,
+        Fact::Hostname => &facts.hostname,
+    };
+    value.as_deref().filter(|v| !v.is_empty())
 }
 
 /// Shared by the HTTP registrars: kiln's client (no proxy) with a bounded request time, so a hung
@@ -194,6 +178,10 @@ mod tests {
             region: Some("eu-west-1".into()),
             ..Default::default()
         }
+    }
+
+    fn render(key: &str, template: &str, facts: &InstanceFacts) -> Result<String, LbError> {
+        fill(key, &Template::parse(template).unwrap(), facts)
     }
 
     #[test]

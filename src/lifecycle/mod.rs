@@ -184,7 +184,7 @@ impl Lifecycle {
             tasks.push(tokio::spawn(autoscaling::answer_launch(
                 hooks.clone(),
                 lifecycle.ready_timeout.get(),
-                config.lb.kind != crate::config::lb::LbKind::None,
+                config.lb.plan.is_some(),
             )));
         }
         let (stopped, stopped_rx) = watch::channel(false);

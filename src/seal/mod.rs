@@ -101,7 +101,7 @@ pub fn drift_summary(differences: &[Difference]) -> String {
     text
 }
 
-/// What a successful boot verification saw; handed to [`watch`].
+/// What a successful boot verification saw; handed to [`watch()`].
 #[derive(Debug, Clone, Default)]
 pub struct Verified {
     /// The manifest's root hash (hex); None when nothing was verified.

@@ -6,7 +6,8 @@
 //! stops; a kiln killed with SIGKILL (by a test, by the sweep of [`crate::peers`]) leaves it, so
 //! [`crate::example::Example`] removes the tree of its state directory when dropped (after the
 //! kilns that used it: declared first, dropped last). The name rule is kiln's
-//! (`kiln::cgroup::instance_name`); `tests/cgroup.rs` checks that both agree.
+//! (`kiln::cgroup::instance_name`), which follows `systemd-escape --path`; testkit asks
+//! systemd-escape, and `tests/cgroup.rs` checks that kiln agrees with it.
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -132,21 +133,16 @@ fn subtree(dir: &Path) -> Vec<PathBuf> {
     all
 }
 
-/// `systemd-escape --path`: slashes collapsed and trimmed, `/` → `-`, bytes outside
-/// `[A-Za-z0-9:_.]` (and a leading `.`) as `\xNN`, the root as `-`.
+/// `systemd-escape --path PATH`, the rule kiln names its cgroups by (`tests/cgroup.rs` checks
+/// that kiln follows it), asked of systemd's own tool rather than copied.
 pub fn escape_path(path: &str) -> String {
-    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty() && *p != ".").collect();
-    if parts.is_empty() {
-        return "-".into();
-    }
-    let mut out = String::new();
-    for (i, byte) in parts.join("/").bytes().enumerate() {
-        match byte {
-            b'/' => out.push('-'),
-            b'.' if i == 0 => out.push_str("\\x2e"),
-            b if b.is_ascii_alphanumeric() || matches!(b, b':' | b'_' | b'.') => out.push(char::from(b)),
-            b => out.push_str(&format!("\\x{b:02x}")),
-        }
-    }
-    out
+    let out = std::process::Command::new("systemd-escape")
+        .args(["--path", path])
+        .output()
+        .expect("systemd-escape (package systemd)");
+    assert!(out.status.success(), "systemd-escape --path {path:?}: {out:?}");
+    String::from_utf8(out.stdout)
+        .expect("UTF-8")
+        .trim_end()
+        .to_string()
 }

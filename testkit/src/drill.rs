@@ -8,6 +8,7 @@
 use crate::example::Example;
 use crate::haproxy::{Haproxy, HaproxyConfig};
 use crate::load::{Load, Sample};
+use crate::member::{Member, goes_on_serving, warm_up};
 use crate::notify::NotifySocket;
 use crate::peers::Kiln;
 use crate::wait::wait_until;
@@ -125,13 +126,8 @@ pub fn zero_loss(opts: &DrillOptions) -> DrillReport {
     let ready_to_up = time_ready_to_up(&instances, &haproxy);
 
     let load = Load::start(&haproxy.url("/"), opts.workers, opts.pause);
-    for i in &instances {
-        wait_until(
-            &format!("{} to answer {} requests", i.server, opts.warm_requests),
-            Duration::from_secs(30),
-            || (load.served_by(&i.greeting) >= opts.warm_requests).then_some(()),
-        );
-    }
+    let members = instances.iter().map(|i| (i.server.as_str(), i.greeting.as_str()));
+    warm_up(&load, members, opts.warm_requests);
 
     let (stopped, survivor) = (&instances[0], &instances[1]);
     let sigterm = Instant::now();
@@ -159,10 +155,7 @@ pub fn zero_loss(opts: &DrillOptions) -> DrillReport {
     });
     let gone = Instant::now();
     let drain_seen = drain_seen.unwrap_or(gone);
-    let survivor_before = load.served_by(&survivor.greeting);
-    wait_until("the survivor to go on answering", Duration::from_secs(30), || {
-        (load.served_by(&survivor.greeting) >= survivor_before + opts.warm_requests).then_some(())
-    });
+    goes_on_serving(&load, &survivor.greeting, opts.warm_requests);
     let samples = load.stop();
     let exit = instances[0]
         .kiln
@@ -213,19 +206,11 @@ pub fn zero_loss(opts: &DrillOptions) -> DrillReport {
 }
 
 fn boot_instance(name: &str, haproxy: &Haproxy, opts: &DrillOptions) -> Instance {
-    let example = Example::render();
-    let server = format!("kiln-{name}");
-    let greeting = format!("hello from {name}");
-    example.set_service_env("php-fpm", "GREETING", &greeting);
-    let lb = haproxy.lb_table(
-        example.http_addr,
-        Some(&server),
-        Some(&opts.server_options),
-        Some(opts.drain_timeout),
-    );
-    example.edit_toml(|t| {
-        t.insert("lb".into(), toml::Value::Table(lb));
-    });
+    let Member {
+        server,
+        greeting,
+        example,
+    } = Member::render(name, haproxy, &opts.server_options, opts.drain_timeout);
     let notify = NotifySocket::bind();
     let (key, value) = notify.env();
     let config = example.config_path.display().to_string();
@@ -236,7 +221,7 @@ fn boot_instance(name: &str, haproxy: &Haproxy, opts: &DrillOptions) -> Instance
     );
     Instance {
         server,
-        greeting: format!("greeting: {greeting}"),
+        greeting,
         example,
         kiln,
         notify,

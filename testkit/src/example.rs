@@ -360,6 +360,47 @@ impl Example {
         )
     }
 
+    /// `kiln check ARGS --config` this example's config: what it said.
+    pub fn check(&self, kiln_bin: &str, args: &[&str]) -> Checked {
+        let out = Command::new(kiln_bin)
+            .arg("check")
+            .args(args)
+            .args([
+                "--config",
+                self.config_path.to_str().expect("config path is UTF-8"),
+            ])
+            .output()
+            .expect("run kiln check");
+        Checked {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// `kiln check` refuses this example's config (exit 78), naming the file and saying each of
+    /// `messages` (and, for more than one, counting them). Returns what it said on stderr.
+    pub fn check_refuses(&self, kiln_bin: &str, messages: &[&str]) -> String {
+        let Checked { code, stderr, .. } = self.check(kiln_bin, &[]);
+        let config = self.config_path.display().to_string();
+        assert_eq!(code, Some(78), "kiln check: {stderr}");
+        for message in messages {
+            assert!(
+                stderr.contains(message),
+                "kiln check said:\n{stderr}\nexpected: {message}"
+            );
+        }
+        assert!(stderr.contains(&config), "the error names the file: {stderr}");
+        if messages.len() > 1 {
+            let count = format!("{config}: {} errors:", messages.len());
+            assert!(
+                stderr.contains(&count),
+                "kiln check said:\n{stderr}\nexpected: {count}"
+            );
+        }
+        stderr
+    }
+
     /// The app's page through nginx.
     pub fn page_url(&self) -> String {
         format!("http://{}/", self.http_addr)
@@ -406,6 +447,13 @@ impl Example {
 /// kiln's cgroups for this example go with it: a kiln killed with SIGKILL leaves them (see
 /// [`crate::cgroups`]). Both the state directory the config names now and the rendered one, as a
 /// test may have changed or broken the config.
+/// What `kiln check` said ([`Example::check`]).
+pub struct Checked {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
 impl Drop for Example {
     fn drop(&mut self) {
         let named = std::fs::read_to_string(&self.config_path)

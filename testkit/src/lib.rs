@@ -12,6 +12,7 @@ pub mod haproxy;
 pub mod instance;
 pub mod lifecycle_drill;
 pub mod load;
+pub mod member;
 pub mod moto;
 pub mod net;
 pub mod netns;

@@ -14,6 +14,7 @@ use crate::emulator::metadata::{Cloud, Instance, MetadataEmulator, Options};
 use crate::example::Example;
 use crate::haproxy::{Haproxy, HaproxyConfig};
 use crate::load::{Load, Sample};
+use crate::member::{Member, goes_on_serving, warm_up};
 use crate::peers::Kiln;
 use crate::wait::wait_until;
 use std::path::PathBuf;
@@ -175,13 +176,8 @@ pub fn drill(opts: &LifecycleDrillOptions) -> LifecycleReport {
         );
     }
     let load = Load::start(&haproxy.url("/"), opts.workers, opts.pause);
-    for i in &instances {
-        wait_until(
-            &format!("{} to answer {} requests", i.server, opts.warm_requests),
-            Duration::from_secs(30),
-            || (load.served_by(&i.greeting) >= opts.warm_requests).then_some(()),
-        );
-    }
+    let members = instances.iter().map(|i| (i.server.as_str(), i.greeting.as_str()));
+    warm_up(&load, members, opts.warm_requests);
     let (leaving, survivor) = (&instances[0], &instances[1]);
     if opts.random_phase {
         // The drill's input, drawn at random: where in the poll period the notice lands.
@@ -213,10 +209,7 @@ pub fn drill(opts: &LifecycleDrillOptions) -> LifecycleReport {
         }),
         _ => Vec::new(),
     };
-    let survivor_before = load.served_by(&survivor.greeting);
-    wait_until("the survivor to go on answering", Duration::from_secs(30), || {
-        (load.served_by(&survivor.greeting) >= survivor_before + opts.warm_requests).then_some(())
-    });
+    goes_on_serving(&load, &survivor.greeting, opts.warm_requests);
     let samples = load.stop();
     let timing = Timing {
         noticed,
@@ -348,25 +341,19 @@ fn kiln_step(status: &serde_json::Value, step: LeaveStep) -> Option<Duration> {
 
 fn boot_instance(name: &str, haproxy: &Haproxy, opts: &LifecycleDrillOptions) -> DrillInstance {
     let emulator = MetadataEmulator::start(Options::new(opts.cloud));
-    let example = Example::render();
-    let server = format!("kiln-{name}");
-    let greeting = format!("hello from {name}");
-    example.set_service_env("php-fpm", "GREETING", &greeting);
+    let Member {
+        server,
+        greeting,
+        example,
+    } = Member::render(name, haproxy, &opts.server_options, opts.drain_timeout);
     example.set_service_env(
         "worker",
         "WORKER_JOB_SECONDS",
         &format!("{}", opts.worker_job.as_secs_f64()),
     );
     example.set_service_env("worker", "WORKER_INTERVAL", "0.05");
-    let lb = haproxy.lb_table(
-        example.http_addr,
-        Some(&server),
-        Some(&opts.server_options),
-        Some(opts.drain_timeout),
-    );
     let (cloud, url) = (opts.cloud.name(), emulator.url());
     example.edit_toml(|t| {
-        t.insert("lb".into(), toml::Value::Table(lb));
         let mut metadata = toml::Table::new();
         metadata.insert("provider".into(), cloud.into());
         metadata.insert("endpoint".into(), url.into());
@@ -386,7 +373,7 @@ fn boot_instance(name: &str, haproxy: &Haproxy, opts: &LifecycleDrillOptions) ->
     );
     DrillInstance {
         server,
-        greeting: format!("greeting: {greeting}"),
+        greeting,
         emulator,
         example,
         kiln,

@@ -15,7 +15,7 @@ pub const HTTP_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Polls `f` about every 10 ms until it returns `Some`, and returns that value.
 ///
-/// Panics with "timed out after X waiting for <what>" when `deadline` passes first.
+/// Panics with "timed out after X waiting for WHAT" when `deadline` passes first.
 pub fn wait_until<T>(what: &str, deadline: Duration, f: impl FnMut() -> Option<T>) -> T {
     match poll_until(deadline, f) {
         Some(value) => value,

@@ -5,6 +5,10 @@
 //! sends its signed request, credentials and session token to.
 //!
 //! Errors say what is wrong and never quote the text: it came from user-data, tags or a peer.
+//!
+//! A leaf: pure grammar, importing nothing of kiln, so that `config` (which checks a target
+//! group ARN in `[lb]`) and `aws` (which calls the API it names) both read these types without
+//! either importing the other. `aws` re-exports them.
 
 use std::fmt;
 
