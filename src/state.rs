@@ -577,11 +577,10 @@ impl BootStep {
 
 impl fmt::Display for BootStep {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match (self, self.word()) {
-            (_, Some(word)) => f.write_str(word),
-            (BootStep::Start(service), None) => write!(f, "start {service}"),
-            (BootStep::Other(words), None) => f.write_str(words),
-            _ => Ok(()),
+        match self {
+            BootStep::Start(service) => write!(f, "start {service}"),
+            BootStep::Other(words) => f.write_str(words),
+            named => f.write_str(named.word().unwrap_or_default()),
         }
     }
 }

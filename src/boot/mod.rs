@@ -374,7 +374,7 @@ async fn refuse(boot: &Boot, refusal: Refusal) -> ExitCode {
     tracing::error!("nothing was started; kiln stays up to explain (kiln status) until it is stopped");
     shared.update(|s| {
         s.phase = Phase::Failed;
-        s.reason = Some(reason.to_string());
+        s.reason = Some(reason.clone());
     });
     shared.event("error", format!("boot refused: {reason}"));
     // Start-up is over, in a failed state: systemd should not time the unit out and restart it
