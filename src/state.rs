@@ -1,10 +1,13 @@
 //! The instance's live state, as one snapshot that the boot walk and the supervisor update and
 //! that `/readyz`, the control socket and `kiln status` read. Values of the environment never
 //! enter it: only names and where they came from.
-
-use crate::metrics::Recorder;
+//!
+//! The snapshot is a schema, the one every room writes into and reads from, so it imports none
+//! of them: it has its own types for what it shows (the instance's facts, what a notice makes
+//! kiln do, the log's figures), and the rooms that produce those convert into them.
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
+use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -69,7 +72,7 @@ pub struct Snapshot {
     /// Control-socket verbs refused because the instance is immutable.
     pub refused_mutations: u64,
     /// Facts of the instance (no secrets), once fetched.
-    pub instance: Option<crate::metadata::InstanceFacts>,
+    pub instance: Option<InstanceStatus>,
     /// Names of the frozen environment and where each came from; never values.
     pub env: Vec<EnvVarSource>,
     /// Load balancer membership, when `[lb]` is configured.
@@ -90,11 +93,32 @@ pub struct Snapshot {
     pub containment: Option<Containment>,
     /// kiln's own log: its sink and the lines it dropped. Filled in when status is asked.
     #[serde(default)]
-    pub log: crate::systemd::log::LogStatus,
+    pub log: LogStatus,
     /// The health port, agent port and control socket: connections open, cap, shed at the cap.
     /// Filled in when status is asked.
     #[serde(default)]
     pub listeners: Vec<ListenerStatus>,
+}
+
+/// Facts about the instance, as the metadata gave them; None where the provider has no answer.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceStatus {
+    /// `ec2`, `gce`, ... as in `[metadata] provider`.
+    pub provider: String,
+    pub instance_id: Option<String>,
+    pub region: Option<String>,
+    pub zone: Option<String>,
+    pub local_ipv4: Option<String>,
+    pub hostname: Option<String>,
+}
+
+/// Where kiln's own log goes and what it lost.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogStatus {
+    /// `stderr` or `journald`; empty before logging starts.
+    pub sink: String,
+    /// Events dropped because the sink did not take them fast enough.
+    pub dropped_lines: u64,
 }
 
 /// How kiln holds each unit's processes.
@@ -213,7 +237,7 @@ pub struct NoticeStatus {
     /// When it takes effect, if the platform says, ms since the Unix epoch.
     pub due_ms: Option<u64>,
     /// What `[lifecycle]` says to do with it.
-    pub action: crate::config::NoticeAction,
+    pub action: OnNotice,
     /// `leave` that waits for its time (maintenance further away than `maintenance_leave_before`).
     #[serde(default)]
     pub deferred: bool,
@@ -258,6 +282,27 @@ impl NoticeKind {
             NoticeKind::Rebalance => "rebalance recommendation",
             NoticeKind::Maintenance => "maintenance",
         }
+    }
+}
+
+/// What a notice makes kiln do, as its `[lifecycle] on_*` key says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnNotice {
+    /// Drain, stop the services, answer the platform, wait for the power-off.
+    Leave,
+    /// Shown in `kiln status` and the log.
+    Report,
+    Ignore,
+}
+
+impl fmt::Display for OnNotice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            OnNotice::Leave => "leave",
+            OnNotice::Report => "report",
+            OnNotice::Ignore => "ignore",
+        })
     }
 }
 
@@ -309,8 +354,62 @@ pub struct LeaveStatus {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LeaveStep {
-    pub step: String,
+    pub step: LeaveStepKind,
     pub at_ms: u64,
+}
+
+/// A step of a leave. Status JSON spells each in words, as a person reads them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "String", into = "String")]
+pub enum LeaveStepKind {
+    NoticeSeen,
+    /// `/readyz` answers 503 and the agent says drain.
+    ReadinessOff,
+    OutOfTheLoadBalancer,
+    AllServicesStopped,
+    /// What the platform was told (`event X acknowledged (StartRequests)`, a hook's answer), or
+    /// why it could not be; the platform's words, shown as they are.
+    Answer(String),
+}
+
+impl LeaveStepKind {
+    const NAMED: [LeaveStepKind; 4] = [
+        LeaveStepKind::NoticeSeen,
+        LeaveStepKind::ReadinessOff,
+        LeaveStepKind::OutOfTheLoadBalancer,
+        LeaveStepKind::AllServicesStopped,
+    ];
+
+    fn words(&self) -> &str {
+        match self {
+            LeaveStepKind::NoticeSeen => "notice seen",
+            LeaveStepKind::ReadinessOff => "readiness off (/readyz 503, agent drain)",
+            LeaveStepKind::OutOfTheLoadBalancer => "out of the load balancer",
+            LeaveStepKind::AllServicesStopped => "all services stopped",
+            LeaveStepKind::Answer(words) => words,
+        }
+    }
+}
+
+impl fmt::Display for LeaveStepKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.words())
+    }
+}
+
+impl From<LeaveStepKind> for String {
+    fn from(step: LeaveStepKind) -> String {
+        step.to_string()
+    }
+}
+
+impl From<String> for LeaveStepKind {
+    fn from(words: String) -> LeaveStepKind {
+        LeaveStepKind::NAMED
+            .into_iter()
+            .find(|step| step.words() == words)
+            .unwrap_or(LeaveStepKind::Answer(words))
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -413,13 +512,98 @@ pub struct ProbeReport {
 /// One phase of the boot walk, like a line of `systemd-analyze blame`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TimelineEntry {
-    pub phase: String,
+    pub phase: BootStep,
     /// Offset from kiln's start.
     pub start_us: u64,
     pub duration_us: Option<u64>,
     /// A point in time (`READY=1`), not a phase that lasted.
     #[serde(default)]
     pub point: bool,
+}
+
+/// A phase or a point of the boot timeline. Status JSON and the metrics' labels spell each as a
+/// word (`config`, `start php-fpm`, `READY=1`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "String", into = "String")]
+pub enum BootStep {
+    Config,
+    /// The health port and the control socket bound.
+    Serve,
+    Cgroups,
+    Seal,
+    Metadata,
+    Env,
+    /// Within `env`: the launch configuration's pin compared with the seal.
+    Pin,
+    /// Within `env`: the secret references resolved.
+    Secrets,
+    /// A service, from its first spawn until it is ready; its name.
+    Start(String),
+    /// Every service ready, `READY=1` sent: a point.
+    Ready,
+    /// A step this kiln does not know (a snapshot of another version), as it was spelt.
+    Other(String),
+}
+
+impl BootStep {
+    const NAMED: [BootStep; 9] = [
+        BootStep::Config,
+        BootStep::Serve,
+        BootStep::Cgroups,
+        BootStep::Seal,
+        BootStep::Metadata,
+        BootStep::Env,
+        BootStep::Pin,
+        BootStep::Secrets,
+        BootStep::Ready,
+    ];
+
+    /// The word of a step without a name in it.
+    fn word(&self) -> Option<&'static str> {
+        Some(match self {
+            BootStep::Config => "config",
+            BootStep::Serve => "serve",
+            BootStep::Cgroups => "cgroups",
+            BootStep::Seal => "seal",
+            BootStep::Metadata => "metadata",
+            BootStep::Env => "env",
+            BootStep::Pin => "pin",
+            BootStep::Secrets => "secrets",
+            BootStep::Ready => "READY=1",
+            BootStep::Start(_) | BootStep::Other(_) => return None,
+        })
+    }
+}
+
+impl fmt::Display for BootStep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BootStep::Start(service) => write!(f, "start {service}"),
+            BootStep::Other(words) => f.write_str(words),
+            named => f.write_str(named.word().unwrap_or_default()),
+        }
+    }
+}
+
+impl From<BootStep> for String {
+    fn from(step: BootStep) -> String {
+        step.to_string()
+    }
+}
+
+impl From<String> for BootStep {
+    fn from(words: String) -> BootStep {
+        if let Some(step) = BootStep::NAMED
+            .into_iter()
+            .find(|s| s.word() == Some(words.as_str()))
+        {
+            return step;
+        }
+        match words.strip_prefix("start ") {
+            Some(service) => BootStep::Start(service.to_string()),
+            None => BootStep::Other(words),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -438,8 +622,6 @@ pub struct Shared {
     started: Instant,
     /// Milliseconds since `started` at which the main loop last ticked (for `/livez`).
     heartbeat_ms: AtomicU64,
-    /// What the snapshot cannot hold (probe latencies, fetch durations, notices), for metrics.
-    recorder: Recorder,
 }
 
 impl Shared {
@@ -470,7 +652,6 @@ impl Shared {
             phase: AtomicU8::new(Phase::Booting as u8),
             started: Instant::now(),
             heartbeat_ms: AtomicU64::new(0),
-            recorder: Recorder::default(),
         })
     }
 
@@ -481,11 +662,6 @@ impl Shared {
     /// A receiver that wakes on every change.
     pub fn subscribe(&self) -> watch::Receiver<Arc<Snapshot>> {
         self.snapshot.subscribe()
-    }
-
-    /// Where probe checks, fetches and notices are counted for `/metrics`.
-    pub fn recorder(&self) -> &Recorder {
-        &self.recorder
     }
 
     pub fn phase(&self) -> Phase {
@@ -524,11 +700,11 @@ impl Shared {
     }
 
     /// Start of a boot phase; close it with [`Shared::phase_done`].
-    pub fn phase_begin(&self, phase: &str) {
+    pub fn phase_begin(&self, phase: BootStep) {
         let start_us = self.elapsed().as_micros() as u64;
         self.update(|s| {
             s.timeline.push(TimelineEntry {
-                phase: phase.into(),
+                phase,
                 start_us,
                 duration_us: None,
                 point: false,
@@ -536,7 +712,7 @@ impl Shared {
         });
     }
 
-    pub fn phase_done(&self, phase: &str) {
+    pub fn phase_done(&self, phase: BootStep) {
         let now_us = self.elapsed().as_micros() as u64;
         self.update(|s| {
             if let Some(e) = s
@@ -551,11 +727,11 @@ impl Shared {
     }
 
     /// A point on the timeline (zero duration), such as `READY=1`.
-    pub fn mark(&self, phase: &str) {
+    pub fn mark(&self, phase: BootStep) {
         let start_us = self.elapsed().as_micros() as u64;
         self.update(|s| {
             s.timeline.push(TimelineEntry {
-                phase: phase.into(),
+                phase,
                 start_us,
                 duration_us: Some(0),
                 point: true,
@@ -584,12 +760,46 @@ pub fn now_ms() -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::NoticeKind;
+    use super::{BootStep, LeaveStepKind, NoticeKind, OnNotice};
 
     #[test]
     fn a_notice_kind_names_itself_as_status_json_does() {
         for kind in NoticeKind::ALL {
             assert_eq!(serde_json::to_value(kind).unwrap(), kind.name());
+        }
+    }
+
+    #[test]
+    fn boot_and_leave_steps_read_back_as_they_are_spelt() {
+        let boot = [
+            "config", "serve", "cgroups", "seal", "metadata", "env", "pin", "secrets", "READY=1",
+        ];
+        for word in boot {
+            let step = BootStep::from(word.to_string());
+            assert!(!matches!(step, BootStep::Other(_)), "{word}");
+            assert_eq!(serde_json::to_value(&step).unwrap(), word);
+        }
+        let start: BootStep = serde_json::from_str("\"start php-fpm\"").unwrap();
+        assert_eq!(start, BootStep::Start("php-fpm".into()));
+        assert_eq!(start.to_string(), "start php-fpm");
+        assert_eq!(
+            BootStep::from("later".to_string()),
+            BootStep::Other("later".into())
+        );
+        for step in LeaveStepKind::NAMED {
+            assert_eq!(LeaveStepKind::from(step.to_string()), step);
+        }
+        let answer = "event e-1 acknowledged (StartRequests)";
+        assert_eq!(
+            serde_json::to_value(LeaveStepKind::from(answer.to_string())).unwrap(),
+            answer
+        );
+    }
+
+    #[test]
+    fn a_notice_action_shows_as_status_json_spells_it() {
+        for action in [OnNotice::Leave, OnNotice::Report, OnNotice::Ignore] {
+            assert_eq!(serde_json::to_value(action).unwrap(), action.to_string());
         }
     }
 }

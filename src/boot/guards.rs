@@ -13,6 +13,7 @@
 use super::stops::Stopper;
 use crate::config::{MetadataConfig, OnDrift, SealConfig};
 use crate::metadata::{self, Metadata};
+use crate::metrics::Recorder;
 use crate::seal::{self, DriftWatch, FoundBy, Verified};
 use crate::state::{Phase, SealStatus, Shared, now_ms};
 use std::sync::Arc;
@@ -98,7 +99,12 @@ async fn on_drift(mut watch: DriftWatch, policy: OnDrift, shared: Arc<Shared>, s
 }
 
 /// Every `recheck`, fetches the metadata again and compares user-data and tags with the boot's.
-pub fn recheck_metadata(config: &MetadataConfig, at_boot: Metadata, shared: Arc<Shared>) {
+pub fn recheck_metadata(
+    config: &MetadataConfig,
+    at_boot: Metadata,
+    shared: Arc<Shared>,
+    recorder: Arc<Recorder>,
+) {
     let Some(every) = config.recheck else { return };
     let config = config.clone();
     tokio::spawn(async move {
@@ -107,7 +113,7 @@ pub fn recheck_metadata(config: &MetadataConfig, at_boot: Metadata, shared: Arc<
             tokio::time::sleep(every.get()).await;
             let started = std::time::Instant::now();
             let fetched = metadata::fetch(&config).await;
-            shared.recorder().metadata_fetched(started.elapsed());
+            recorder.metadata_fetched(started.elapsed());
             match fetched {
                 // Tags include the pin tags: a changed pin is announced too.
                 Ok(now) if now.user_data != at_boot.user_data || now.tags != at_boot.tags => {

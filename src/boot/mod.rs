@@ -24,13 +24,15 @@ use crate::config::Config;
 use crate::env::{self, FrozenEnv};
 use crate::lb::{self, Membership};
 use crate::lifecycle::{self, LeaveRequest, Lifecycle};
-use crate::metadata::{self, Metadata};
+use crate::metadata::{self, InstanceFacts, Metadata};
+use crate::metrics::Recorder;
 use crate::process::reaper::{self, Reaper};
 use crate::seal::{self, DriftWatch, Pin, SealError, Verified};
 use crate::secrets::{self, Plan, Stores};
 use crate::serve;
 use crate::state::{
-    ContainmentKind, EnvVarSource, ExpectedImage, Phase, SealStatus, SecretsStatus, Shared, now_ms,
+    BootStep, ContainmentKind, EnvVarSource, ExpectedImage, InstanceStatus, LeaveStepKind, Phase, SealStatus,
+    SecretsStatus, Shared, now_ms,
 };
 use crate::supervise::{Supervisor, SupervisorHandle};
 use crate::systemd::{self, Notifier};
@@ -38,7 +40,7 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
-use stops::{StopRequests, requested, stop_or_leave};
+use stops::{StopRequests, Stopper, requested, stop_or_leave};
 use tokio::sync::watch;
 
 /// Exit code after a refused boot was stopped.
@@ -51,7 +53,7 @@ pub fn run(config_path: &Path) -> ExitCode {
     // Before any listener sizes its cap from the limit.
     crate::fd_budget::raise();
     let shared = Shared::new();
-    shared.phase_begin("config");
+    shared.phase_begin(BootStep::Config);
     let config = match Config::load(config_path) {
         Ok(c) => c,
         Err(e) => {
@@ -67,7 +69,7 @@ pub fn run(config_path: &Path) -> ExitCode {
     for warning in config.warnings() {
         tracing::warn!("{}: {warning}", config_path.display());
     }
-    shared.phase_done("config");
+    shared.phase_done(BootStep::Config);
     // One thread is plenty for the supervisor, probes and the control socket; `/readyz` and
     // `/livez` are served on threads of their own (serve::health).
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
@@ -77,167 +79,313 @@ pub fn run(config_path: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let code = runtime.block_on(walk(config, shared));
+    // What happens between two scrapes, for `/metrics`: the boot owns it and hands it to each
+    // room that records, so the snapshot stays plain data.
+    let recorder = Arc::new(Recorder::default());
+    let code = runtime.block_on(walk(config, shared, recorder));
     // Probe or output tasks may still be parked; they hold nothing that needs a goodbye.
     runtime.shutdown_timeout(Duration::from_millis(100));
     code
 }
 
-async fn walk(config: Config, shared: Arc<Shared>) -> ExitCode {
-    let (stopper, stops) = match stops::watch_signals(shared.clone()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!("cannot install signal handlers: {e}");
-            return ExitCode::FAILURE;
-        }
+/// The boot in phases: `prepare` (signals, the reaper, the listeners), `contain` (the units'
+/// cgroups), `launch` (seal, metadata, environment, the services), `run_until_stopped` (a
+/// stop or a leave), then `leave`. A refusal on the way is handled in one place, [`refuse`].
+async fn walk(config: Config, shared: Arc<Shared>, recorder: Arc<Recorder>) -> ExitCode {
+    let (boot, reaper) = match prepare(config, shared, recorder).await {
+        Ok(prepared) => prepared,
+        Err(code) => return code,
     };
+    // Held until this function returns: the cgroups are removed once the services are stopped.
+    let containment = match contain(&boot).await {
+        Ok(containment) => containment,
+        Err(refusal) => return refuse(&boot, refusal).await,
+    };
+    let running = match launch(&boot, &containment, reaper).await {
+        Ok(Launched::Running(running)) => running,
+        Ok(Launched::Stopped) => {
+            tracing::info!("stopped during boot; nothing was started");
+            boot.shared.update(|s| s.phase = Phase::Stopped);
+            return ExitCode::SUCCESS;
+        }
+        Err(refusal) => return refuse(&boot, refusal).await,
+    };
+    let request = run_until_stopped(&boot).await;
+    leave(&boot, running, request).await
+}
+
+/// What the boot holds from its first phase to its exit.
+struct Boot {
+    config: Config,
+    shared: Arc<Shared>,
+    recorder: Arc<Recorder>,
+    notifier: Arc<Notifier>,
+    stopper: Stopper,
+    stops: watch::Receiver<StopRequests>,
+    /// The runtime directories and the state dir, this kiln's until the walk ends: after the
+    /// services are stopped and the cgroups removed (`containment` is dropped first).
+    _owned: crate::state_dir::Owned,
+}
+
+/// Signals, the reaper, systemd's notify socket, then the runtime directories and the
+/// listeners, so that `/readyz` answers 503 and `kiln status` explains from here on. A failure
+/// here cannot be explained that way: it is logged, told to systemd, and kiln exits.
+async fn prepare(
+    config: Config,
+    shared: Arc<Shared>,
+    recorder: Arc<Recorder>,
+) -> Result<(Boot, Reaper), ExitCode> {
+    let (stopper, stops) = stops::watch_signals(shared.clone()).map_err(|e| {
+        tracing::error!("cannot install signal handlers: {e}");
+        ExitCode::FAILURE
+    })?;
     reaper::become_subreaper();
-    let reaper = match Reaper::start() {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::error!("cannot watch SIGCHLD: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+    let reaper = Reaper::start().map_err(|e| {
+        tracing::error!("cannot watch SIGCHLD: {e}");
+        ExitCode::FAILURE
+    })?;
     let notifier = Arc::new(Notifier::from_env());
     spawn_heartbeat(&shared);
     spawn_watchdog(&notifier, &shared);
 
-    shared.phase_begin("serve");
-    // Held until this function returns: after the services are stopped and the cgroups removed
-    // (`containment`, declared later, is dropped first).
-    let _owned = match own_runtime_dirs(&config) {
-        Ok(owned) => owned,
-        Err(e) => {
-            tracing::error!("{e}; nothing was started");
-            notifier.notify(&format!("STATUS=cannot start: {e}"));
-            return ExitCode::FAILURE;
-        }
-    };
-    if let Err(e) = start_serving(&config, &shared).await {
+    shared.phase_begin(BootStep::Serve);
+    let cannot = |what: &str, e: String| {
         tracing::error!("{e}; nothing was started");
-        notifier.notify(&format!("STATUS=cannot serve: {e}"));
-        return ExitCode::FAILURE;
+        notifier.notify(&format!("STATUS=cannot {what}: {e}"));
+        ExitCode::FAILURE
+    };
+    let owned = own_runtime_dirs(&config).map_err(|e| cannot("start", e))?;
+    start_serving(&config, &shared, &recorder).map_err(|e| cannot("serve", e))?;
+    shared.phase_done(BootStep::Serve);
+    let boot = Boot {
+        config,
+        shared,
+        recorder,
+        notifier,
+        stopper,
+        stops,
+        _owned: owned,
+    };
+    Ok((boot, reaper))
+}
+
+/// After the state dir and the control socket are ours (no other kiln runs on them), before
+/// anything starts, and before a leave is honoured: a kiln killed while its leave stopped the
+/// services left them running, and they are as much leftovers as any other.
+async fn contain(boot: &Boot) -> Result<Containment, Refusal> {
+    boot.shared.phase_begin(BootStep::Cgroups);
+    let containment = find_cgroups(&boot.config, &boot.shared)
+        .await
+        .map_err(Refusal::before_launch)?;
+    boot.shared.phase_done(BootStep::Cgroups);
+    Ok(containment)
+}
+
+/// How a launch ended, when it was not refused.
+enum Launched {
+    Running(Running),
+    /// A stop request came before the services started.
+    Stopped,
+}
+
+/// The running instance: its services, its notice watch and its load balancer membership.
+struct Running {
+    handle: SupervisorHandle,
+    supervisor: tokio::task::JoinHandle<()>,
+    lifecycle: Option<Lifecycle>,
+    membership: Option<Membership>,
+}
+
+/// Everything that must hold before a service starts (the instance has not left, the seal, the
+/// metadata, the environment, the load balancer's and the services' settings), then the
+/// services, the guards and the load balancer membership.
+async fn launch(boot: &Boot, containment: &Containment, reaper: Reaper) -> Result<Launched, Refusal> {
+    let config = &boot.config;
+    if let Some(left) = left_before(config) {
+        return Err(Refusal::before_launch(left));
     }
-    shared.phase_done("serve");
-
-    // After the state dir and the control socket are ours (no other kiln runs on them), before
-    // anything starts, and before a leave is honoured: a kiln killed while its leave stopped the
-    // services left them running, and they are as much leftovers as any other.
-    shared.phase_begin("cgroups");
-    let containment = match contain(&config, &shared).await {
-        Ok(containment) => containment,
-        Err(reason) => return refuse(&shared, &notifier, &reason, stops).await,
+    let gathered = tokio::select! {
+        gathered = gather(config, &boot.shared, &boot.recorder) => gathered?,
+        _ = stop_or_leave(boot.stops.clone()) => return Ok(Launched::Stopped),
     };
-    shared.phase_done("cgroups");
-    if let Some(left) = left_before(&config) {
-        return refuse(&shared, &notifier, &left, stops).await;
-    }
-
-    let prepared = tokio::select! {
-        prepared = prepare(&config, &shared) => prepared,
-        _ = stop_or_leave(stops.clone()) => {
-            tracing::info!("stopped during boot; nothing was started");
-            shared.update(|s| s.phase = Phase::Stopped);
-            return ExitCode::SUCCESS;
-        }
+    let refused = |reason: String, gathered: Gathered| Refusal::launching(reason, Some(gathered.metadata));
+    let registrar = match lb::registrar(config, &gathered.metadata.facts) {
+        Ok(registrar) => registrar,
+        Err(e) => return Err(refused(format!("lb: {e}"), gathered)),
     };
-    let Prepared {
-        env,
-        seal_watch,
-        metadata,
-        secrets,
-    } = match prepared {
-        Ok(p) => p,
-        Err(Refusal { reason, metadata }) => {
-            abandon_launch(&config, metadata, &shared);
-            return refuse(&shared, &notifier, &reason, stops).await;
-        }
-    };
-
-    let registrar = match lb::registrar(&config, &metadata.facts) {
-        Ok(r) => r,
-        Err(e) => {
-            abandon_launch(&config, Some(metadata), &shared);
-            return refuse(&shared, &notifier, &format!("lb: {e}"), stops).await;
-        }
-    };
-
-    let supervisor_env = Arc::new(env);
-    let cgroups = match &containment {
+    let cgroups = match containment {
         Containment::Cgroups { tree, .. } => Ok(tree),
         Containment::ProcessGroups { why } => Err(why.as_str()),
     };
-    let supervisor = match Supervisor::new(
+    let supervisor = Supervisor::new(
         &config.services,
-        supervisor_env.clone(),
+        gathered.env.clone(),
         reaper,
         cgroups,
-        shared.clone(),
-        notifier.clone(),
-    ) {
-        Ok(s) => s,
-        Err(reason) => {
-            abandon_launch(&config, Some(metadata), &shared);
-            return refuse(&shared, &notifier, &reason, stops).await;
-        }
-    };
+        boot.shared.clone(),
+        &boot.recorder,
+        boot.notifier.clone(),
+    );
+    match supervisor {
+        Ok(supervisor) => Ok(Launched::Running(start(boot, gathered, supervisor, registrar))),
+        Err(reason) => Err(refused(reason, gathered)),
+    }
+}
+
+/// Starts the services, the notice watch, the guards and the load balancer membership (which
+/// joins once every service is ready).
+fn start(
+    boot: &Boot,
+    gathered: Gathered,
+    supervisor: Supervisor,
+    registrar: Option<Box<dyn lb::Registrar>>,
+) -> Running {
+    let (config, shared, recorder) = (&boot.config, &boot.shared, &boot.recorder);
     let handle = supervisor.handle();
     let supervisor = tokio::spawn(supervisor.run());
-    let leaver = stopper.clone();
-    let lifecycle = Lifecycle::start(&config, &metadata, shared.clone(), move |request| {
-        leaver.leave(request)
-    });
-    if let Some(watch) = seal_watch {
-        guards::watch_seal(watch, config.seal.on_drift, shared.clone(), stopper);
+    let leaver = boot.stopper.clone();
+    let lifecycle = Lifecycle::start(
+        config,
+        &gathered.metadata,
+        shared.clone(),
+        recorder.clone(),
+        move |request| leaver.leave(request),
+    );
+    if let Some(watch) = gathered.seal_watch {
+        guards::watch_seal(watch, config.seal.on_drift, shared.clone(), boot.stopper.clone());
     }
-    guards::recheck_metadata(&config.metadata, metadata, shared.clone());
-    if let (Some(every), Some((plan, stores))) = (config.metadata.recheck, secrets) {
+    guards::recheck_metadata(
+        &config.metadata,
+        gathered.metadata,
+        shared.clone(),
+        recorder.clone(),
+    );
+    if let (Some(every), Some((plan, stores))) = (config.metadata.recheck, gathered.secrets) {
         let budget = config.metadata.deadline.get();
         secrets::recheck::start(
             plan,
             stores,
-            supervisor_env.as_ref(),
+            &gathered.env,
             every.get(),
             budget,
             shared.clone(),
+            recorder.clone(),
         );
     }
-    // Joins the load balancer once every service is ready.
-    let membership =
-        registrar.map(|r| Membership::start(r, shared.clone(), notifier.clone(), config.lb.drain_timeout()));
-
-    let request = stop_or_leave(stops.clone()).await;
-    // A signal that came with (or before) the leave is a stop: nothing to wait for then.
-    let leave = request.leave.filter(|_| request.count == 0);
-    if let Some(leave) = &leave {
-        mark_left(&config, leave);
-    }
-    shutdown(
-        &shared,
-        &notifier,
-        &handle,
+    let membership = registrar.map(|r| {
+        Membership::start(
+            r,
+            shared.clone(),
+            boot.notifier.clone(),
+            config.lb.drain_timeout(),
+        )
+    });
+    Running {
+        handle,
+        supervisor,
+        lifecycle,
         membership,
-        stops.clone(),
-        leave.as_ref(),
-    )
-    .await;
+    }
+}
+
+/// Until a stop or a leave is asked for. A leave is written down: it is final.
+async fn run_until_stopped(boot: &Boot) -> StopRequests {
+    let mut request = stop_or_leave(boot.stops.clone()).await;
+    // A signal that came with (or before) the leave is a stop: nothing to wait for then.
+    request.leave = request.leave.filter(|_| request.count == 0);
+    if let Some(leave) = &request.leave {
+        mark_left(&boot.config, leave);
+    }
+    request
+}
+
+/// Stops the instance (see [`shutdown`]); after a leave, answers the platform and waits for the
+/// power-off; after `on_drift = "poweroff"`, powers off.
+async fn leave(boot: &Boot, running: Running, request: StopRequests) -> ExitCode {
+    let Running {
+        handle,
+        supervisor,
+        lifecycle,
+        membership,
+    } = running;
+    let leave = request.leave.as_ref();
+    shutdown(boot, &handle, membership, leave).await;
     let _ = supervisor.await;
-    if let Some(leave) = &leave {
+    if let Some(leave) = leave {
         if let Some(lifecycle) = &lifecycle {
             lifecycle.services_stopped();
         }
-        wait_for_power_off(&shared, &notifier, stops, leave).await;
-        shared.update(|s| s.phase = Phase::Stopped);
+        wait_for_power_off(&boot.shared, &boot.notifier, boot.stops.clone(), leave).await;
+        boot.shared.update(|s| s.phase = Phase::Stopped);
         tracing::info!("stopped after the leave; bye");
         return ExitCode::SUCCESS;
     }
-    shared.update(|s| s.phase = Phase::Stopped);
+    boot.shared.update(|s| s.phase = Phase::Stopped);
     tracing::info!("all services stopped; bye");
     if request.poweroff {
         power_off();
     }
     ExitCode::SUCCESS
+}
+
+/// Why the boot is refused, and how far it got.
+struct Refusal {
+    reason: String,
+    reached: Reached,
+}
+
+/// How far a refused boot got: whether there is a launch to answer for.
+enum Reached {
+    /// Before the launch: leftovers that would not die, or an instance that left and does not
+    /// rejoin. The launch hook is not answered.
+    BeforeLaunch,
+    /// While launching (seal, metadata, environment, the load balancer's and the services'
+    /// settings): the launch hook hears `ABANDON`, naming the instance and its group by the
+    /// metadata when it was fetched.
+    Launching(Option<Box<Metadata>>),
+}
+
+impl Refusal {
+    fn before_launch(reason: String) -> Refusal {
+        Refusal {
+            reason,
+            reached: Reached::BeforeLaunch,
+        }
+    }
+
+    fn launching(reason: String, metadata: Option<Metadata>) -> Refusal {
+        Refusal {
+            reason,
+            reached: Reached::Launching(metadata.map(Box::new)),
+        }
+    }
+}
+
+/// A boot that cannot go on: say why everywhere a person might look, answer `ABANDON` to a
+/// launch hook when it was launching, start nothing, and wait to be stopped (so `/readyz` keeps
+/// answering 503 and `kiln status` keeps explaining).
+async fn refuse(boot: &Boot, refusal: Refusal) -> ExitCode {
+    let Refusal { reason, reached } = refusal;
+    if let Reached::Launching(metadata) = reached {
+        abandon_launch(&boot.config, metadata.map(|m| *m), &boot.shared);
+    }
+    let (shared, notifier) = (&boot.shared, &boot.notifier);
+    tracing::error!("boot refused: {reason}");
+    tracing::error!("nothing was started; kiln stays up to explain (kiln status) until it is stopped");
+    shared.update(|s| {
+        s.phase = Phase::Failed;
+        s.reason = Some(reason.clone());
+    });
+    shared.event("error", format!("boot refused: {reason}"));
+    // Start-up is over, in a failed state: systemd should not time the unit out and restart it
+    // into the same failure; the status line says what is wrong.
+    notifier.notify(&format!(
+        "READY=1\nSTATUS=boot refused: {}",
+        reason.replace('\n', " ")
+    ));
+    requested(boot.stops.clone(), 1).await;
+    shared.update(|s| s.phase = Phase::Stopped);
+    ExitCode::from(EXIT_REFUSED)
 }
 
 /// The file under the state dir (on /run: gone at the next boot) that says this instance left.
@@ -299,7 +447,7 @@ async fn wait_for_power_off(
         s.phase = Phase::Stopped;
         s.reason = Some(line.clone());
     });
-    lifecycle::step(shared, "all services stopped");
+    lifecycle::step(shared, LeaveStepKind::AllServicesStopped);
     notifier.status(&line);
     tracing::info!("{line}; kiln stays up to explain it (kiln status)");
     requested(stops, 1).await;
@@ -309,7 +457,7 @@ async fn wait_for_power_off(
 /// php-fpm would hold the socket and pass the new php-fpm's probe. Without a cgroup kiln may
 /// use, services get process groups, and status says so. The error (leftovers that would not
 /// die) refuses the boot.
-async fn contain(config: &Config, shared: &Shared) -> Result<Containment, String> {
+async fn find_cgroups(config: &Config, shared: &Shared) -> Result<Containment, String> {
     let state_dir = config.control.state_dir.clone();
     let wanted = cgroup::wanted(&config.services);
     let containment = tokio::task::spawn_blocking(move || cgroup::contain(&state_dir, &wanted))
@@ -403,18 +551,19 @@ fn own_runtime_dirs(config: &Config) -> Result<crate::state_dir::Owned, String> 
 
 /// Binds `/livez` + `/readyz` and the control socket first, so that a load balancer sees 503
 /// (not a refused connection) and `kiln status` can explain while the boot is still under way.
-async fn start_serving(config: &Config, shared: &Arc<Shared>) -> Result<(), String> {
+fn start_serving(config: &Config, shared: &Arc<Shared>, recorder: &Arc<Recorder>) -> Result<(), String> {
     serve::start(
         &config.health,
         config.metrics.as_ref(),
         &config.control.socket,
         shared.clone(),
+        recorder.clone(),
     )
 }
 
-/// What the boot steps produced, frozen from here on.
-struct Prepared {
-    env: FrozenEnv,
+/// What the steps before the services produced, frozen from here on.
+struct Gathered {
+    env: Arc<FrozenEnv>,
     /// Watching the sealed paths since right after they were verified; None when not sealed.
     seal_watch: Option<DriftWatch>,
     metadata: Metadata,
@@ -422,47 +571,54 @@ struct Prepared {
     secrets: Option<(Plan, Stores)>,
 }
 
-/// Why the boot is refused, and the instance's metadata when it was fetched before the refusal
-/// (the launch hook's `ABANDON` names the instance and its group).
-struct Refusal {
-    reason: String,
-    metadata: Option<Metadata>,
-}
-
 /// The steps that must all pass before a single service starts: seal, metadata, environment,
 /// the launch configuration's pin, and the secrets (only for an image the pin accepts).
-async fn prepare(config: &Config, shared: &Shared) -> Result<Prepared, Refusal> {
-    let refused = |reason| Refusal {
-        reason,
-        metadata: None,
-    };
-    shared.phase_begin("seal");
+async fn gather(config: &Config, shared: &Shared, recorder: &Recorder) -> Result<Gathered, Refusal> {
+    let refused = |reason| Refusal::launching(reason, None);
+    shared.phase_begin(BootStep::Seal);
     let verified = verify_seal(config, shared).await.map_err(refused)?;
     let seal_watch = guards::start_seal_watch(&config.seal, &verified, shared).map_err(refused)?;
-    shared.phase_done("seal");
+    shared.phase_done(BootStep::Seal);
 
     // One deadline for the metadata and the secrets resolved from it.
     let deadline = tokio::time::Instant::now() + config.metadata.deadline.get();
-    shared.phase_begin("metadata");
+    shared.phase_begin(BootStep::Metadata);
     let fetch_started = std::time::Instant::now();
     let fetched = metadata::fetch_by(&config.metadata, deadline).await;
-    shared.recorder().metadata_fetched(fetch_started.elapsed());
+    recorder.metadata_fetched(fetch_started.elapsed());
     let metadata = fetched.map_err(|e| refused(e.to_string()))?;
     // The facts name the instance even when a later step refuses the boot (`kiln status`,
     // `kiln fleet`); they hold no secret.
-    shared.update(|s| s.instance = Some(metadata.facts.clone()));
-    shared.phase_done("metadata");
-    match prepare_env(config, shared, &verified, &metadata, deadline).await {
-        Ok((env, secrets)) => Ok(Prepared {
-            env,
+    shared.update(|s| s.instance = Some(instance_status(&metadata.facts)));
+    shared.phase_done(BootStep::Metadata);
+    match prepare_env(config, shared, recorder, &verified, &metadata, deadline).await {
+        Ok((env, secrets)) => Ok(Gathered {
+            env: Arc::new(env),
             seal_watch,
             metadata,
             secrets,
         }),
-        Err(reason) => Err(Refusal {
-            reason,
-            metadata: Some(metadata),
-        }),
+        Err(reason) => Err(Refusal::launching(reason, Some(metadata))),
+    }
+}
+
+/// The instance's facts as status shows them.
+fn instance_status(facts: &InstanceFacts) -> InstanceStatus {
+    let InstanceFacts {
+        provider,
+        instance_id,
+        region,
+        zone,
+        local_ipv4,
+        hostname,
+    } = facts.clone();
+    InstanceStatus {
+        provider,
+        instance_id,
+        region,
+        zone,
+        local_ipv4,
+        hostname,
     }
 }
 
@@ -470,21 +626,22 @@ async fn prepare(config: &Config, shared: &Shared) -> Result<Prepared, Refusal> 
 async fn prepare_env(
     config: &Config,
     shared: &Shared,
+    recorder: &Recorder,
     verified: &Verified,
     metadata: &Metadata,
     deadline: tokio::time::Instant,
 ) -> Result<(FrozenEnv, Option<(Plan, Stores)>), String> {
-    shared.phase_begin("env");
+    shared.phase_begin(BootStep::Env);
     let layered = env::layer(&config.env, &config.metadata, metadata).map_err(|e| e.to_string())?;
     check_pin(verified, metadata, layered.pins(), shared)?;
     let resolved = match &config.secrets {
         Some(secrets_config) => {
-            shared.phase_begin("secrets");
+            shared.phase_begin(BootStep::Secrets);
             let resolve_started = std::time::Instant::now();
             let resolved = resolve_secrets(config, secrets_config, &layered, metadata, deadline).await;
-            shared.recorder().secrets_fetched(resolve_started.elapsed());
+            recorder.secrets_fetched(resolve_started.elapsed());
             let resolved = resolved?;
-            shared.phase_done("secrets");
+            shared.phase_done(BootStep::Secrets);
             Some(resolved)
         }
         None => None,
@@ -519,7 +676,7 @@ async fn prepare_env(
         .map(|(name, source)| EnvVarSource { name, source })
         .collect();
     shared.update(|s| s.env = names);
-    shared.phase_done("env");
+    shared.phase_done(BootStep::Env);
     Ok((frozen, secrets))
 }
 
@@ -570,7 +727,7 @@ fn check_pin(
     if pin.is_empty() {
         return Ok(());
     }
-    shared.phase_begin("pin");
+    shared.phase_begin(BootStep::Pin);
     let expected = ExpectedImage {
         release: pin.release.as_ref().map(|r| r.value.to_string()),
         root_hash: pin.root_hash.as_ref().map(|h| h.value.to_hex().to_string()),
@@ -578,7 +735,7 @@ fn check_pin(
     shared.update(|s| s.seal.get_or_insert_with(SealStatus::default).expected = Some(expected));
     pin.check(verified).map_err(|e| e.to_string())?;
     tracing::info!("pin: this image is what the launch configuration expects: {pin}");
-    shared.phase_done("pin");
+    shared.phase_done(BootStep::Pin);
     Ok(())
 }
 
@@ -632,43 +789,16 @@ async fn verify_seal(config: &Config, shared: &Shared) -> Result<Verified, Strin
     }
 }
 
-/// A boot that cannot go on: say why everywhere a person might look, start nothing, and wait to
-/// be stopped (so `/readyz` keeps answering 503 and `kiln status` keeps explaining).
-async fn refuse(
-    shared: &Shared,
-    notifier: &Notifier,
-    reason: &str,
-    stops: watch::Receiver<StopRequests>,
-) -> ExitCode {
-    tracing::error!("boot refused: {reason}");
-    tracing::error!("nothing was started; kiln stays up to explain (kiln status) until it is stopped");
-    shared.update(|s| {
-        s.phase = Phase::Failed;
-        s.reason = Some(reason.to_string());
-    });
-    shared.event("error", format!("boot refused: {reason}"));
-    // Start-up is over, in a failed state: systemd should not time the unit out and restart it
-    // into the same failure; the status line says what is wrong.
-    notifier.notify(&format!(
-        "READY=1\nSTATUS=boot refused: {}",
-        reason.replace('\n', " ")
-    ));
-    requested(stops, 1).await;
-    shared.update(|s| s.phase = Phase::Stopped);
-    ExitCode::from(EXIT_REFUSED)
-}
-
 /// Readiness goes first (the load balancer stops sending), then the services stop in reverse
 /// dependency order. A second stop request kills what is left. A leave takes the same path; it
 /// tells systemd only its status (see [`wait_for_power_off`]) and records each step.
 async fn shutdown(
-    shared: &Shared,
-    notifier: &Notifier,
+    boot: &Boot,
     handle: &SupervisorHandle,
     membership: Option<Membership>,
-    stops: watch::Receiver<StopRequests>,
     leave: Option<&LeaveRequest>,
 ) {
+    let (shared, notifier, stops) = (&boot.shared, &boot.notifier, boot.stops.clone());
     let why = match leave {
         Some(leave) => format!("leaving: {}", leave.reason),
         None => "stopping".to_string(),
@@ -685,12 +815,12 @@ async fn shutdown(
             notifier.notify("STOPPING=1\nSTATUS=stopping");
         }
     }
-    lifecycle::step(shared, "readiness off (/readyz 503, agent drain)");
+    lifecycle::step(shared, LeaveStepKind::ReadinessOff);
     if let Some(membership) = membership {
         // Leave the load balancer (deregister, drain) while services still serve what is in
         // flight; a second stop request cuts the drain short.
         tokio::select! {
-            _ = membership.leave() => lifecycle::step(shared, "out of the load balancer"),
+            _ = membership.leave() => lifecycle::step(shared, LeaveStepKind::OutOfTheLoadBalancer),
             _ = requested(stops.clone(), 2) => tracing::warn!("drain cut short by a second stop request"),
         }
     }

@@ -9,8 +9,8 @@
 //! deny lists, NUL bytes, secret sizes); kiln's own environment is not, since services need its
 //! `PATH` and the like. Then every `required` name must have a non-empty value.
 //! Errors name the source, the place and the variable, never a value. The pins of the image
-//! (`kiln-expect-*` tags, `KILN_EXPECT_*` user-data keys, see `seal::pin`) are not variables:
-//! they are set aside for the boot's pin check.
+//! (`kiln-expect-*` tags, `KILN_EXPECT_*` user-data keys, [`PIN_KEY_PREFIX`]) are not
+//! variables: they are set aside for the boot's pin check (`seal::pin`).
 //!
 //! Building is two steps so that secrets can be resolved in between: [`layer`] merges the layers
 //! (references still in place), `crate::secrets` resolves the references it finds there, and
@@ -26,7 +26,6 @@ pub use limits::{ExecLimits, check_exec_limits};
 
 use crate::config::{EnvConfig, MetadataConfig, RESERVED_PREFIX, UserDataFormat, check_name, is_valid_name};
 use crate::metadata::Metadata;
-use crate::seal::pin;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
@@ -47,6 +46,13 @@ const SUPERVISOR_ONLY: &[&str] = &[
 /// Variables of kiln's own process environment that configure kiln itself (its AWS keys and
 /// endpoints, its log level): services never see them. Globs.
 const KILN_ONLY: &[&str] = &["AWS_*", "KILN_LOG"];
+
+/// User-data names with this prefix pin the image instead of entering the environment: the only
+/// `KILN_` names user-data may set. `seal::pin` compares them with the seal and refuses an
+/// unknown one, so a typo never pins nothing.
+pub const PIN_KEY_PREFIX: &str = "KILN_EXPECT_";
+pub const PIN_RELEASE_KEY: &str = "KILN_EXPECT_RELEASE";
+pub const PIN_SEAL_KEY: &str = "KILN_EXPECT_SEAL";
 
 /// Largest secret value accepted (Secrets Manager's own limit; SSM's is 8 KiB).
 pub const SECRET_VALUE_LIMIT: usize = 64 * 1024;
@@ -408,7 +414,7 @@ pub fn layer(env: &EnvConfig, meta: &MetadataConfig, metadata: &Metadata) -> Res
             let Some(name) = tag.strip_prefix(prefix.as_str()) else {
                 continue;
             };
-            if tag.starts_with(pin::TAG_PREFIX) {
+            if tag.starts_with(crate::metadata::PIN_TAG_PREFIX) {
                 continue;
             }
             admit(&format!("tag {tag}"), name, value)?;
@@ -420,7 +426,7 @@ pub fn layer(env: &EnvConfig, meta: &MetadataConfig, metadata: &Metadata) -> Res
         let entries = user_data::parse(raw, meta.user_data, meta.user_data_limit)
             .map_err(|e| fail(&e.step, e.reason))?;
         for entry in entries {
-            if entry.name.starts_with(pin::USER_DATA_PREFIX) {
+            if entry.name.starts_with(PIN_KEY_PREFIX) {
                 frozen.pins.insert(entry.name, entry.value);
                 continue;
             }

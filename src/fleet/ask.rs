@@ -1,7 +1,7 @@
 //! Asking every member's kiln for its verbose `/readyz`, all at once, each with a short timeout:
 //! a member that does not answer is reported, it never holds up the others.
 
-use super::assess::Image;
+use super::words::Image;
 use crate::net::BodyError;
 use crate::state::Phase;
 use crate::terminal::peer_text;

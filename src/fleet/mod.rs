@@ -1,7 +1,8 @@
 //! `kiln fleet`: one look at every instance behind the load balancer. Read-only: it asks the
 //! load balancer who is in it (`source`), asks each member's kiln for its verbose `/readyz`
 //! (`ask`), puts both answers together into a state per member and a verdict (`assess`), and
-//! shows them (`render`). It never changes the load balancer or an instance.
+//! shows them (`render`); `words` are what those share (the image a member runs, the load
+//! balancer's view of it). It never changes the load balancer or an instance.
 //!
 //! Each member's kiln is asked at the host the load balancer sends it traffic to, on the health
 //! port (`--health-port`, else the port of `[health] listen`): the instances of one fleet come
@@ -12,9 +13,11 @@ mod ask;
 mod assess;
 mod render;
 mod source;
+mod words;
 
 pub use ask::{KilnView, Pin};
-pub use assess::{Image, ImageCount, LbView, MemberState, Verdict};
+pub use assess::{ImageCount, MemberState, Verdict};
+pub use words::{Image, LbView};
 
 use crate::config::{HealthConfig, HumanDuration, LbConfig, LbTable};
 use assess::{Assessment, Sighting};

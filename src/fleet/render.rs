@@ -2,7 +2,7 @@
 //! member. `--json` prints the report itself.
 
 use super::Report;
-use super::assess::short_hash;
+use super::words::short_hash;
 use crate::terminal::{printable, printable_lines};
 use std::fmt::Write;
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! Which load balancer `kiln fleet` asks, and its answer in one shape: the `[lb]` settings of
 //! the config, overridden by flags (for an operator's laptop), through kiln's own clients.
 
-use super::assess::LbView;
+use super::words::LbView;
 use crate::aws_names::TargetGroupArn;
 use crate::config::LbConfig;
 use crate::config::lb::{ConsulPlan, Elbv2Plan, HaproxyPlan, LbKind, LbName, LbPlan, RuntimeSocket};

@@ -27,8 +27,10 @@ pub use autoscaling::{Hooks, abandon_refused_boot};
 
 use crate::config::{Config, LifecycleConfig, NoticeAction};
 use crate::metadata::{Metadata, MetadataWatch};
+use crate::metrics::Recorder;
 use crate::state::{
-    HookState, LeaveStatus, LeaveStep, LifecycleStatus, NoticeKind, NoticeStatus, Shared, now_ms,
+    HookState, LeaveStatus, LeaveStep, LeaveStepKind, LifecycleStatus, NoticeKind, NoticeStatus, OnNotice,
+    Shared, now_ms,
 };
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -164,11 +166,12 @@ pub struct Lifecycle {
 
 impl Lifecycle {
     /// Starts what `[lifecycle]` asks for on this instance (None without the section).
-    /// `leave` hands a leave request to the boot walk.
+    /// `leave` hands a leave request to the boot walk; each notice is counted in `recorder`.
     pub fn start(
         config: &Config,
         metadata: &Metadata,
         shared: Arc<Shared>,
+        recorder: Arc<Recorder>,
         leave: impl Fn(LeaveRequest) + Send + Sync + 'static,
     ) -> Option<Lifecycle> {
         let lifecycle = config.lifecycle.as_ref()?;
@@ -190,6 +193,7 @@ impl Lifecycle {
                 let watcher = Watcher {
                     policy: lifecycle.clone(),
                     shared,
+                    recorder,
                     leave: Box::new(leave),
                     stopped: stopped_rx,
                     hooks,
@@ -249,6 +253,7 @@ fn open_source(
 struct Watcher {
     policy: LifecycleConfig,
     shared: Arc<Shared>,
+    recorder: Arc<Recorder>,
     leave: Box<dyn Fn(LeaveRequest) + Send + Sync>,
     stopped: watch::Receiver<bool>,
     hooks: Option<Arc<Hooks>>,
@@ -288,7 +293,7 @@ impl Watcher {
             .filter(|&kind| wanted.kind(kind))
             .map(NoticeKind::name)
             .collect();
-        self.shared.recorder().lifecycle_notices_watched(&watched);
+        self.recorder.lifecycle_notices_watched(&watched);
         let mut memory = Memory::default();
         loop {
             let stopped = *self.stopped.borrow();
@@ -331,7 +336,7 @@ impl Watcher {
                 );
                 tracing::warn!("lifecycle: {line}");
                 self.shared.event("warn", line);
-                self.shared.recorder().lifecycle_notice(notice.kind.name());
+                self.recorder.lifecycle_notice(notice.kind.name());
                 now_ms
             });
             if action == NoticeAction::Leave && !deferred && leave_for.is_none() {
@@ -342,7 +347,7 @@ impl Watcher {
                 detail: notice.detail.clone(),
                 seen_ms,
                 due_ms: notice.due.map(ms),
-                action,
+                action: shown_action(action),
                 deferred,
             });
         }
@@ -373,7 +378,7 @@ impl Watcher {
                 reason: reason.clone(),
                 noticed_ms: seen_ms,
                 steps: vec![LeaveStep {
-                    step: "notice seen".into(),
+                    step: LeaveStepKind::NoticeSeen,
                     at_ms: seen_ms,
                 }],
             })
@@ -399,12 +404,15 @@ impl Watcher {
             match &notice.answer {
                 Answer::None => {}
                 Answer::StartEvent(id) => match source.answer(&notice).await {
-                    Ok(done) => step(&self.shared, &done),
+                    Ok(done) => step(&self.shared, LeaveStepKind::Answer(done)),
                     Err(e) => {
                         tracing::error!("lifecycle: cannot start event {id}: {e}");
                         self.shared
                             .event("error", format!("lifecycle: cannot start event {id}: {e}"));
-                        step(&self.shared, &format!("event {id} not acknowledged: {e}"));
+                        step(
+                            &self.shared,
+                            LeaveStepKind::Answer(format!("event {id} not acknowledged: {e}")),
+                        );
                     }
                 },
                 Answer::TerminateHook => {
@@ -414,7 +422,7 @@ impl Watcher {
                     if let Some(hooks) = &self.hooks
                         && let Some(done) = hooks.complete_terminate().await
                     {
-                        step(&self.shared, &done);
+                        step(&self.shared, LeaveStepKind::Answer(done));
                     }
                 }
             }
@@ -472,6 +480,15 @@ fn describe(notice: &Notice, action: NoticeAction, deferred: bool, now: SystemTi
     format!("{}{left}: {what}", notice.detail)
 }
 
+/// The action as status shows it.
+fn shown_action(action: NoticeAction) -> OnNotice {
+    match action {
+        NoticeAction::Leave => OnNotice::Leave,
+        NoticeAction::Report => OnNotice::Report,
+        NoticeAction::Ignore => OnNotice::Ignore,
+    }
+}
+
 /// The `[lifecycle]` key of a kind.
 fn key(kind: NoticeKind) -> &'static str {
     match kind {
@@ -493,14 +510,14 @@ fn update(shared: &Shared, f: impl FnOnce(&mut LifecycleStatus)) {
 
 /// A step of the leave, in status and the log with its time since the notice
 /// (`out of the load balancer 0.21s after the notice`). Nothing when kiln is not leaving.
-pub fn step(shared: &Shared, what: &str) {
+pub fn step(shared: &Shared, what: LeaveStepKind) {
     let at_ms = now_ms();
     let mut since = None;
     update(shared, |l| {
         if let Some(leave) = l.leave.as_mut() {
             since = Some(at_ms.saturating_sub(leave.noticed_ms));
             leave.steps.push(LeaveStep {
-                step: what.to_string(),
+                step: what.clone(),
                 at_ms,
             });
         }

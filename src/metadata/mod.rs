@@ -46,7 +46,7 @@ pub struct Metadata {
     pub user_data: Option<Vec<u8>>,
     /// Tags / custom attributes whose name starts with `tags_prefix`, by full name (prefix
     /// included), and the tags that pin the image (`kiln-expect-*`, read whatever `tags_prefix`
-    /// says; see `seal::pin`).
+    /// says; see [`PIN_TAG_PREFIX`]).
     pub tags: BTreeMap<String, String>,
 }
 
@@ -91,6 +91,13 @@ pub trait MetadataProvider: Send + Sync {
 /// when `[lifecycle] group` is not given. Read like the pin tags, whatever `tags_prefix` says.
 pub const AUTOSCALING_GROUP_TAG: &str = "aws:autoscaling:groupName";
 
+/// The tags that pin the image, read whatever `tags_prefix` says (`seal::pin` compares them
+/// with the seal): letters, digits and `-` only, the one spelling every cloud accepts as a key
+/// (GCE's metadata keys allow no `:` or `/`).
+pub const PIN_TAG_PREFIX: &str = "kiln-expect-";
+pub const PIN_RELEASE_TAG: &str = "kiln-expect-release";
+pub const PIN_SEAL_TAG: &str = "kiln-expect-seal";
+
 /// Which tags to read: those whose name starts with one of these prefixes (`tags_prefix`, the
 /// pin's `kiln-expect-`, the Auto Scaling group's tag), asked for in one go.
 pub struct TagNames<'a>(pub Vec<&'a str>);
@@ -121,7 +128,7 @@ pub async fn fetch_by(config: &MetadataConfig, deadline: Instant) -> Result<Meta
                 }
             },
             async {
-                let mut wanted = TagNames(vec![crate::seal::pin::TAG_PREFIX, AUTOSCALING_GROUP_TAG]);
+                let mut wanted = TagNames(vec![PIN_TAG_PREFIX, AUTOSCALING_GROUP_TAG]);
                 wanted.0.extend(config.tags_prefix.as_deref());
                 provider.tags(&wanted).await
             },

@@ -33,3 +33,21 @@ pub fn render(snapshot: Arc<Snapshot>, recorder: &Recorder, format: Format) -> S
     recorder.register(registry.sub_registry_with_labels(std::iter::empty()));
     format.encode(&registry)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every series of a snapshot with every section (`status/golden/snapshot.json`) stays the
+    /// same byte for byte (`status/golden/metrics.txt`).
+    #[test]
+    fn a_full_snapshot_exposes_the_same_series() {
+        let snapshot: Snapshot =
+            serde_json::from_str(include_str!("../status/golden/snapshot.json")).unwrap();
+        let text = render(Arc::new(snapshot), &Recorder::default(), Format::Prometheus);
+        if std::env::var_os("KILN_GOLDEN_WRITE").is_some() {
+            std::fs::write("src/status/golden/metrics.txt", &text).unwrap();
+        }
+        assert_eq!(text, include_str!("../status/golden/metrics.txt"));
+    }
+}

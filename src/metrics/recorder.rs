@@ -37,7 +37,9 @@ struct NoticeLabels {
     kind: &'static str,
 }
 
-/// Every series kiln records as things happen. One per kiln, held by [`crate::state::Shared`].
+/// Every series kiln records as things happen. One per kiln: the boot makes it and hands it to
+/// each room that records (the supervisor's probes, the fetches, the notice watch) and to the
+/// `/metrics` listener.
 #[derive(Debug)]
 pub struct Recorder {
     probe_duration: Family<ProbeLabels, Histogram, fn() -> Histogram>,

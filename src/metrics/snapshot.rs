@@ -88,12 +88,12 @@ fn instance(out: &mut DescriptorEncoder, s: &Snapshot) -> fmt::Result {
 
 /// Each phase of the boot timeline that ended, and each point on it (`READY=1`).
 fn boot(out: &mut DescriptorEncoder, s: &Snapshot) -> fmt::Result {
-    let mut durations: Vec<([(&str, &str); 1], f64)> = Vec::new();
+    let mut durations: Vec<([(&str, String); 1], f64)> = Vec::new();
     let mut marks = Vec::new();
     for e in &s.timeline {
-        let labels = [("phase", e.phase.as_str())];
+        let labels = [("phase", e.phase.to_string())];
         match e.duration_us {
-            _ if e.point => marks.push(([("mark", e.phase.as_str())], seconds_us(e.start_us))),
+            _ if e.point => marks.push(([("mark", e.phase.to_string())], seconds_us(e.start_us))),
             Some(us) => {
                 // A phase run twice keeps its last duration: one series per phase.
                 durations.retain(|(l, _)| l != &labels);
@@ -122,9 +122,13 @@ fn of(u: &UnitStatus) -> [(&'static str, &str); 2] {
 }
 
 fn units(out: &mut DescriptorEncoder, units: &[UnitStatus]) -> fmt::Result {
-    let each = |value: &dyn Fn(&UnitStatus) -> Option<f64>| -> Vec<_> {
-        units.iter().filter_map(|u| Some((of(u), value(u)?))).collect()
-    };
+    unit_states(out, units)?;
+    unit_runs(out, units)?;
+    unit_usage(out, units)
+}
+
+/// Where each unit is: ready, its state, crash-looping.
+fn unit_states(out: &mut DescriptorEncoder, units: &[UnitStatus]) -> fmt::Result {
     let flag = |value: &dyn Fn(&UnitStatus) -> bool| -> Vec<_> {
         units.iter().map(|u| (of(u), u32::from(value(u)))).collect()
     };
@@ -157,7 +161,11 @@ fn units(out: &mut DescriptorEncoder, units: &[UnitStatus]) -> fmt::Result {
         "kiln_unit_crash_looping",
         "Whether the unit failed 3 times or more in a row and has not run 10 s since (1) or not (0)",
         &flag(&|u| u.crash_loop),
-    )?;
+    )
+}
+
+/// Each unit's runs: restarts, the last exit, when the current process started.
+fn unit_runs(out: &mut DescriptorEncoder, units: &[UnitStatus]) -> fmt::Result {
     counters(
         out,
         "kiln_unit_restarts",
@@ -180,8 +188,15 @@ fn units(out: &mut DescriptorEncoder, units: &[UnitStatus]) -> fmt::Result {
         out,
         "kiln_unit_start_time_seconds",
         "When the unit's current process started, seconds since the Unix epoch",
-        &each(&|u| u.pid.and(u.since_ms).map(seconds_ms)),
-    )?;
+        &units
+            .iter()
+            .filter_map(|u| Some((of(u), seconds_ms(u.pid.and(u.since_ms)?))))
+            .collect::<Vec<_>>(),
+    )
+}
+
+/// What each unit uses and loses: dropped output, memory and CPU of its cgroup.
+fn unit_usage(out: &mut DescriptorEncoder, units: &[UnitStatus]) -> fmt::Result {
     counters(
         out,
         "kiln_unit_output_dropped_lines",

@@ -9,23 +9,19 @@
 //! - reserved user-data keys `KILN_EXPECT_RELEASE` and `KILN_EXPECT_SEAL`, the only `KILN_` names
 //!   user-data may set, kept out of the services' environment.
 //!
+//! The names are fetching's (`metadata` asks for the tags, `env` sets the keys aside); this file
+//! only compares what they say with the seal.
+//!
 //! Every pin given must hold. A pin that is not a valid label or hash, two pins that disagree, an
 //! unknown `kiln-expect-*` tag (a typo would pin nothing), a pin on an instance without a verified
 //! seal, and a pin the image does not match all refuse the boot.
 
 use super::Verified;
 use crate::config::Release;
+use crate::env::{PIN_RELEASE_KEY, PIN_SEAL_KEY};
+use crate::metadata::{PIN_RELEASE_TAG, PIN_SEAL_TAG, PIN_TAG_PREFIX};
 use std::collections::BTreeMap;
 use std::fmt;
-
-pub const TAG_PREFIX: &str = "kiln-expect-";
-pub const RELEASE_TAG: &str = "kiln-expect-release";
-pub const SEAL_TAG: &str = "kiln-expect-seal";
-pub const RELEASE_KEY: &str = "KILN_EXPECT_RELEASE";
-pub const SEAL_KEY: &str = "KILN_EXPECT_SEAL";
-/// User-data names with this prefix pin the image instead of entering the environment (an
-/// unknown one is refused by [`Pin::read`], so a typo never pins nothing).
-pub const USER_DATA_PREFIX: &str = "KILN_EXPECT_";
 
 /// What the launch configuration says must run; empty when it says nothing.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -56,14 +52,14 @@ impl Pin {
         user_data: &BTreeMap<String, String>,
     ) -> Result<Pin, PinError> {
         let mut pin = Pin::default();
-        for (tag, value) in tags.iter().filter(|(tag, _)| tag.starts_with(TAG_PREFIX)) {
+        for (tag, value) in tags.iter().filter(|(tag, _)| tag.starts_with(PIN_TAG_PREFIX)) {
             let from = format!("tag {tag}");
             match tag.as_str() {
-                RELEASE_TAG => pin.expect_release(value, from)?,
-                SEAL_TAG => pin.expect_root_hash(value, from)?,
+                PIN_RELEASE_TAG => pin.expect_release(value, from)?,
+                PIN_SEAL_TAG => pin.expect_root_hash(value, from)?,
                 _ => {
                     return Err(PinError(format!(
-                        "{from} is not a pin: the pin tags are {RELEASE_TAG} and {SEAL_TAG}"
+                        "{from} is not a pin: the pin tags are {PIN_RELEASE_TAG} and {PIN_SEAL_TAG}"
                     )));
                 }
             }
@@ -71,8 +67,8 @@ impl Pin {
         for (key, value) in user_data {
             let from = format!("user-data {key}");
             match key.as_str() {
-                RELEASE_KEY => pin.expect_release(value, from)?,
-                SEAL_KEY => pin.expect_root_hash(value, from)?,
+                PIN_RELEASE_KEY => pin.expect_release(value, from)?,
+                PIN_SEAL_KEY => pin.expect_root_hash(value, from)?,
                 _ => return Err(PinError(format!("{from} is not a pin"))),
             }
         }
@@ -202,7 +198,7 @@ mod tests {
     fn a_matching_pin_passes_and_no_pin_is_no_check() {
         let running = image(Some("v42"));
         let hash = running.root_hash.clone().unwrap();
-        let pin = Pin::read(&map(&[(RELEASE_TAG, "v42")]), &map(&[(SEAL_KEY, &hash)])).unwrap();
+        let pin = Pin::read(&map(&[(PIN_RELEASE_TAG, "v42")]), &map(&[(PIN_SEAL_KEY, &hash)])).unwrap();
         assert_eq!(pin.check(&running), Ok(()));
         let none = Pin::read(&map(&[("env.APP_ENV", "prod"), ("Name", "web-1")]), &map(&[])).unwrap();
         assert!(none.is_empty());
@@ -212,7 +208,7 @@ mod tests {
     #[test]
     fn a_wrong_or_unsealed_image_is_refused_with_both_sides() {
         let running = image(Some("v42"));
-        let pin = Pin::read(&map(&[]), &map(&[(RELEASE_KEY, "v43")])).unwrap();
+        let pin = Pin::read(&map(&[]), &map(&[(PIN_RELEASE_KEY, "v43")])).unwrap();
         assert_eq!(
             pin.check(&running).unwrap_err().to_string(),
             "pin: the launch configuration expects release v43 (user-data KILN_EXPECT_RELEASE), \
@@ -227,7 +223,7 @@ mod tests {
         );
 
         let other = "ab".repeat(32);
-        let pin = Pin::read(&map(&[(SEAL_TAG, &other)]), &map(&[])).unwrap();
+        let pin = Pin::read(&map(&[(PIN_SEAL_TAG, &other)]), &map(&[])).unwrap();
         let err = pin.check(&running).unwrap_err().to_string();
         assert!(
             err.contains(&format!("expects seal {other} (tag kiln-expect-seal)")),
@@ -248,13 +244,13 @@ mod tests {
         let err = |tags: &[(&str, &str)], user_data: &[(&str, &str)]| {
             Pin::read(&map(tags), &map(user_data)).unwrap_err().to_string()
         };
-        let bad = err(&[(RELEASE_TAG, "v42; rm -rf /")], &[]);
+        let bad = err(&[(PIN_RELEASE_TAG, "v42; rm -rf /")], &[]);
         assert!(
             bad.contains("tag kiln-expect-release: a release label is one word"),
             "{bad}"
         );
         assert!(!bad.contains("rm -rf"), "{bad}");
-        let short = err(&[], &[(SEAL_KEY, "2cd48efa9c7643f8")]);
+        let short = err(&[], &[(PIN_SEAL_KEY, "2cd48efa9c7643f8")]);
         assert!(
             short.contains("KILN_EXPECT_SEAL is not a seal root hash"),
             "{short}"
@@ -262,13 +258,17 @@ mod tests {
         assert!(!short.contains("2cd48efa"), "{short}");
         let typo = err(&[("kiln-expect-relase", "v42")], &[]);
         assert!(typo.contains("tag kiln-expect-relase is not a pin"), "{typo}");
-        let two = err(&[(RELEASE_TAG, "v42")], &[(RELEASE_KEY, "v41")]);
+        let two = err(&[(PIN_RELEASE_TAG, "v42")], &[(PIN_RELEASE_KEY, "v41")]);
         assert!(
             two.contains("pins two releases: v42 (tag kiln-expect-release) and v41"),
             "{two}"
         );
         // The same value twice is one pin.
-        let same = Pin::read(&map(&[(RELEASE_TAG, "v42")]), &map(&[(RELEASE_KEY, "v42")])).unwrap();
+        let same = Pin::read(
+            &map(&[(PIN_RELEASE_TAG, "v42")]),
+            &map(&[(PIN_RELEASE_KEY, "v42")]),
+        )
+        .unwrap();
         assert_eq!(same.release.unwrap().from, "tag kiln-expect-release");
     }
 }

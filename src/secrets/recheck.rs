@@ -4,6 +4,7 @@
 
 use super::{Plan, Stores};
 use crate::env::FrozenEnv;
+use crate::metrics::Recorder;
 use crate::state::Shared;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -34,6 +35,7 @@ pub fn start(
     every: Duration,
     budget: Duration,
     shared: Arc<Shared>,
+    recorder: Arc<Recorder>,
 ) {
     let at_boot = digests(&plan, env);
     if at_boot.is_empty() {
@@ -45,7 +47,7 @@ pub fn start(
             tokio::time::sleep(every).await;
             let started = Instant::now();
             let now = plan.fetch(&stores, started + budget).await;
-            shared.recorder().secrets_fetched(started.elapsed());
+            recorder.secrets_fetched(started.elapsed());
             for (reference, result) in now {
                 let Ok(value) = result else {
                     tracing::debug!("secret recheck: {} could not be read", reference.text);

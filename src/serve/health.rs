@@ -203,66 +203,75 @@ fn answer(req: &Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return plain(StatusCode::METHOD_NOT_ALLOWED, "GET only\n");
     }
-    let verbose = req
-        .uri()
+    match req.uri().path() {
+        "/livez" => livez(shared, verbose(req)),
+        "/readyz" => readyz(shared, verbose(req)),
+        _ => plain(StatusCode::NOT_FOUND, "not found: try /livez or /readyz\n"),
+    }
+}
+
+/// `?verbose` (or `verbose=1`), or an `Accept` of JSON: the answer in JSON, with details.
+fn verbose(req: &Request<Incoming>) -> bool {
+    req.uri()
         .query()
         .is_some_and(|q| q.split('&').any(|p| p == "verbose" || p == "verbose=1"))
         || req
             .headers()
             .get(ACCEPT)
-            .is_some_and(|a| a.as_bytes().starts_with(b"application/json"));
-    match req.uri().path() {
-        "/livez" => {
-            let alive = shared.alive(LIVENESS_WINDOW);
-            let code = if alive {
-                StatusCode::OK
-            } else {
-                StatusCode::SERVICE_UNAVAILABLE
-            };
-            if verbose {
-                json(code, serde_json::json!({ "alive": alive }))
-            } else {
-                plain(code, if alive { "alive\n" } else { "stalled\n" })
-            }
-        }
-        "/readyz" => {
-            let phase = shared.phase();
-            let code = if phase == Phase::Ready {
-                StatusCode::OK
-            } else {
-                StatusCode::SERVICE_UNAVAILABLE
-            };
-            if !verbose {
-                return plain(code, phase_word(phase));
-            }
-            let snapshot = shared.snapshot();
-            let units: Vec<_> = snapshot
-                .services
-                .iter()
-                .map(|u| serde_json::json!({ "unit": u.unit, "state": u.state, "ready": u.ready }))
-                .collect();
-            // What `kiln fleet` needs of every instance: which image (seal, release) and which
-            // one the launch configuration pins (expected), which instance, how long up, and
-            // whether the load balancer has it.
-            let seal = snapshot.seal.as_ref();
-            json(
-                code,
-                serde_json::json!({
-                    "ready": phase == Phase::Ready,
-                    "phase": phase,
-                    "reason": snapshot.reason,
-                    "units": units,
-                    "seal": seal.and_then(|s| s.root_hash.clone()),
-                    "release": seal.and_then(|s| s.release.clone()),
-                    "expected": seal.and_then(|s| s.expected.clone()),
-                    "instance_id": snapshot.instance.as_ref().and_then(|i| i.instance_id.clone()),
-                    "uptime_ms": shared.elapsed().as_millis() as u64,
-                    "lb": snapshot.lb.as_ref().map(|lb| lb.state),
-                }),
-            )
-        }
-        _ => plain(StatusCode::NOT_FOUND, "not found: try /livez or /readyz\n"),
+            .is_some_and(|a| a.as_bytes().starts_with(b"application/json"))
+}
+
+/// 200 while the main loop ticks, 503 once it has stalled.
+fn livez(shared: &Shared, verbose: bool) -> Response<Full<Bytes>> {
+    let alive = shared.alive(LIVENESS_WINDOW);
+    let code = if alive {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    if verbose {
+        json(code, serde_json::json!({ "alive": alive }))
+    } else {
+        plain(code, if alive { "alive\n" } else { "stalled\n" })
     }
+}
+
+/// 200 when ready, 503 otherwise; the phase in a word, or in JSON with what `kiln fleet` needs.
+fn readyz(shared: &Shared, verbose: bool) -> Response<Full<Bytes>> {
+    let phase = shared.phase();
+    let code = if phase == Phase::Ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    if !verbose {
+        return plain(code, phase_word(phase));
+    }
+    let snapshot = shared.snapshot();
+    let units: Vec<_> = snapshot
+        .services
+        .iter()
+        .map(|u| serde_json::json!({ "unit": u.unit, "state": u.state, "ready": u.ready }))
+        .collect();
+    // What `kiln fleet` needs of every instance: which image (seal, release) and which
+    // one the launch configuration pins (expected), which instance, how long up, and
+    // whether the load balancer has it.
+    let seal = snapshot.seal.as_ref();
+    json(
+        code,
+        serde_json::json!({
+            "ready": phase == Phase::Ready,
+            "phase": phase,
+            "reason": snapshot.reason,
+            "units": units,
+            "seal": seal.and_then(|s| s.root_hash.clone()),
+            "release": seal.and_then(|s| s.release.clone()),
+            "expected": seal.and_then(|s| s.expected.clone()),
+            "instance_id": snapshot.instance.as_ref().and_then(|i| i.instance_id.clone()),
+            "uptime_ms": shared.elapsed().as_millis() as u64,
+            "lb": snapshot.lb.as_ref().map(|lb| lb.state),
+        }),
+    )
 }
 
 fn phase_word(phase: Phase) -> &'static str {

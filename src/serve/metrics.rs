@@ -18,7 +18,7 @@
 use super::health::{self, Answer, Lifetime, plain};
 use super::slots::Slots;
 use super::{Listeners, full_snapshot};
-use crate::metrics::{self, Format};
+use crate::metrics::{self, Format, Recorder};
 use crate::state::Shared;
 use bytes::Bytes;
 use http_body_util::Full;
@@ -55,12 +55,17 @@ pub fn bind(addr: SocketAddr, cap: usize) -> std::io::Result<Bound> {
 }
 
 /// Serves `/metrics` on a thread of its own until kiln exits. `listeners` is every listener's
-/// connections, this one's included.
-pub fn start(bound: Bound, shared: Arc<Shared>, listeners: Listeners) -> std::io::Result<()> {
+/// connections, this one's included; `recorder` what happened between two scrapes.
+pub fn start(
+    bound: Bound,
+    shared: Arc<Shared>,
+    recorder: Arc<Recorder>,
+    listeners: Listeners,
+) -> std::io::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let answer: Answer = Arc::new(move |req| answer(req, &shared, &listeners));
+    let answer: Answer = Arc::new(move |req| answer(req, &shared, &recorder, &listeners));
     let Bound { listener, slots } = bound;
     std::thread::Builder::new()
         .name("kiln-metrics".into())
@@ -75,7 +80,12 @@ pub fn start(bound: Bound, shared: Arc<Shared>, listeners: Listeners) -> std::io
     Ok(())
 }
 
-fn answer(req: &Request<Incoming>, shared: &Shared, listeners: &Listeners) -> Response<Full<Bytes>> {
+fn answer(
+    req: &Request<Incoming>,
+    shared: &Shared,
+    recorder: &Recorder,
+    listeners: &Listeners,
+) -> Response<Full<Bytes>> {
     if req.uri().path() != "/metrics" {
         return plain(StatusCode::NOT_FOUND, "not found: try /metrics\n");
     }
@@ -85,7 +95,7 @@ fn answer(req: &Request<Incoming>, shared: &Shared, listeners: &Listeners) -> Re
     let accept = req.headers().get(ACCEPT).and_then(|a| a.to_str().ok());
     let format = Format::negotiate(accept);
     let snapshot = Arc::new(full_snapshot(shared, listeners));
-    let body = metrics::render(snapshot, shared.recorder(), format);
+    let body = metrics::render(snapshot, recorder, format);
     let mut response = Response::new(Full::new(Bytes::from(body)));
     response
         .headers_mut()

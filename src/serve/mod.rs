@@ -15,7 +15,8 @@ pub mod slots;
 
 use crate::config::{HealthConfig, MetricsConfig};
 use crate::fd_budget::Caps;
-use crate::state::{ListenerStatus, Shared, Snapshot};
+use crate::metrics::Recorder;
+use crate::state::{ListenerStatus, LogStatus, Shared, Snapshot};
 use slots::Slots;
 use std::path::Path;
 use std::sync::Arc;
@@ -57,7 +58,11 @@ impl Listeners {
 /// never read while nobody asks). What `kiln status` and `/metrics` show.
 fn full_snapshot(shared: &Shared, listeners: &Listeners) -> Snapshot {
     let mut snapshot = (*shared.snapshot()).clone();
-    snapshot.log = crate::systemd::log::status();
+    let log = crate::systemd::log::status();
+    snapshot.log = LogStatus {
+        sink: log.sink,
+        dropped_lines: log.dropped_lines,
+    };
     snapshot.listeners = listeners.status();
     for unit in &mut snapshot.services {
         if let Some(dir) = &unit.cgroup {
@@ -76,6 +81,7 @@ pub fn start(
     metrics_config: Option<&MetricsConfig>,
     control_socket: &Path,
     shared: Arc<Shared>,
+    recorder: Arc<Recorder>,
 ) -> Result<(), String> {
     let caps = Caps::now();
     let control_listener = control::bind(control_socket)
@@ -104,9 +110,19 @@ pub fn start(
         metrics: metrics_bound.as_ref().map(|b| b.slots.clone()),
     };
     if let Some(bound) = metrics_bound {
-        metrics::start(bound, shared.clone(), listeners.clone())
+        metrics::start(bound, shared.clone(), recorder, listeners.clone())
             .map_err(|e| format!("cannot start the metrics listener: {e}"))?;
     }
+    serve_control_and_agent(control_listener, agent_listener, shared, listeners)
+}
+
+/// The control socket and the agent-check port, on one thread of their own.
+fn serve_control_and_agent(
+    control_listener: std::os::unix::net::UnixListener,
+    agent_listener: Option<std::net::TcpListener>,
+    shared: Arc<Shared>,
+    listeners: Listeners,
+) -> Result<(), String> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

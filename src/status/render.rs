@@ -4,8 +4,9 @@
 //! [`printable`]: it can neither drive the terminal nor forge a line.
 
 use crate::state::{
-    Containment, ContainmentKind, ExpectedImage, HookState, HookStatus, LbState, LifecycleStatus, Phase,
-    SealStatus, Snapshot, UnitState, UnitStatus,
+    Containment, ContainmentKind, ExpectedImage, HookState, HookStatus, HooksStatus, InstanceStatus, LbState,
+    LbStatus, LeaveStatus, LeaveStep, LeaveStepKind, LifecycleStatus, NoticeStatus, OnNotice, Phase,
+    SealStatus, SecretsStatus, Snapshot, UnitState, UnitStatus,
 };
 use crate::terminal::printable;
 use std::fmt::Write;
@@ -14,8 +15,52 @@ use std::time::Duration;
 /// Events shown at the end; `--json` has all of them.
 const EVENTS_SHOWN: usize = 5;
 
+/// The whole view, section by section: the verdict, what kiln knows of the instance, the units,
+/// the boot timeline and the recent events. A section with nothing to say is left out.
 pub fn render(s: &Snapshot, now_ms: u64) -> String {
     let mut out = String::new();
+    verdict(&mut out, s, now_ms);
+    for line in summary_lines(s, now_ms) {
+        let _ = writeln!(out, "  {line}");
+    }
+    units_section(&mut out, &s.services, now_ms);
+    timeline_section(&mut out, s);
+    events_section(&mut out, s, now_ms);
+    out
+}
+
+/// One line (or a few) per part of the instance kiln knows something about, in a fixed order.
+fn summary_lines(s: &Snapshot, now_ms: u64) -> Vec<String> {
+    let mut lines: Vec<String> = [
+        s.instance.as_ref().map(instance_line),
+        s.containment
+            .as_ref()
+            .map(|c| format!("services: {}", containment_line(c))),
+        s.lb.as_ref().map(|lb| lb_line(lb, now_ms)),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    lines.extend(s.seal.iter().flat_map(|seal| seal_lines(seal, now_ms)));
+    lines.extend(
+        [
+            environment_line(s),
+            log_line(s),
+            shedding_line(s),
+            s.secrets.as_ref().map(secrets_line),
+        ]
+        .into_iter()
+        .flatten(),
+    );
+    lines.extend(s.lifecycle.iter().flat_map(|l| lifecycle_lines(l, now_ms)));
+    if s.refused_mutations > 0 {
+        lines.push(format!("refused mutation attempts: {}", s.refused_mutations));
+    }
+    lines
+}
+
+/// `kiln 0.1.0 (pid 4242, up 1m40s): DEGRADED`, why, and the warnings.
+fn verdict(out: &mut String, s: &Snapshot, now_ms: u64) {
     let up = ago(s.started_at_ms, now_ms);
     let verdict = match s.phase {
         Phase::Ready => "READY".to_string(),
@@ -30,182 +75,198 @@ pub fn render(s: &Snapshot, now_ms: u64) -> String {
     for warning in &s.warnings {
         let _ = writeln!(out, "  warning: {}", printable(warning));
     }
-    if let Some(i) = &s.instance {
-        let facts: Vec<String> = [
-            ("id", &i.instance_id),
-            ("zone", &i.zone),
-            ("region", &i.region),
-            ("ip", &i.local_ipv4),
-            ("host", &i.hostname),
-        ]
-        .iter()
-        .filter_map(|(label, value)| value.as_ref().map(|v| format!("{label} {}", printable(v))))
-        .collect();
-        let _ = writeln!(
-            out,
-            "  instance: {}, {}",
-            printable(&i.provider),
-            facts.join(", ")
-        );
-    }
-    if let Some(c) = &s.containment {
-        let _ = writeln!(out, "  services: {}", containment_line(c));
-    }
-    if let Some(lb) = &s.lb {
-        let state = match lb.state {
-            LbState::Unregistered => format!(
-                "unregistered: {}",
-                printable(lb.reason.as_deref().unwrap_or("not yet"))
-            ),
-            LbState::Registered => "registered".into(),
-            LbState::Draining => format!("draining ({})", lb.drain.as_deref().unwrap_or("")),
-            LbState::Deregistered => "deregistered".into(),
-        };
-        // A registered instance can still carry a reason, e.g. a deregistration that failed.
-        let state = match (&lb.state, &lb.reason) {
-            (LbState::Registered | LbState::Deregistered, Some(reason)) => {
-                format!("{state} ({})", printable(reason))
-            }
-            _ => state,
-        };
-        let _ = writeln!(
-            out,
-            "  load balancer: {} {}: {state} for {}",
-            lb.kind,
-            lb.target,
-            ago(lb.since_ms, now_ms)
-        );
-    }
-    if let Some(seal) = &s.seal {
-        let _ = writeln!(out, "  seal: {}", seal_line(seal, now_ms));
-        if let Some(expected) = &seal.expected {
-            let _ = writeln!(out, "  expected: {}", expected_line(expected, seal));
+}
+
+/// `instance: ec2, id i-0abc, zone eu-west-1a, region eu-west-1, ip 10.0.0.5`.
+fn instance_line(i: &InstanceStatus) -> String {
+    let facts: Vec<String> = [
+        ("id", &i.instance_id),
+        ("zone", &i.zone),
+        ("region", &i.region),
+        ("ip", &i.local_ipv4),
+        ("host", &i.hostname),
+    ]
+    .iter()
+    .filter_map(|(label, value)| value.as_ref().map(|v| format!("{label} {}", printable(v))))
+    .collect();
+    format!("instance: {}, {}", printable(&i.provider), facts.join(", "))
+}
+
+/// `load balancer: haproxy app/i-0abc (10.0.0.5:8080): registered for 1m37s`.
+fn lb_line(lb: &LbStatus, now_ms: u64) -> String {
+    let state = match lb.state {
+        LbState::Unregistered => format!(
+            "unregistered: {}",
+            printable(lb.reason.as_deref().unwrap_or("not yet"))
+        ),
+        LbState::Registered => "registered".into(),
+        LbState::Draining => format!("draining ({})", lb.drain.as_deref().unwrap_or("")),
+        LbState::Deregistered => "deregistered".into(),
+    };
+    // A registered instance can still carry a reason, e.g. a deregistration that failed.
+    let state = match (&lb.state, &lb.reason) {
+        (LbState::Registered | LbState::Deregistered, Some(reason)) => {
+            format!("{state} ({})", printable(reason))
         }
-        for d in seal.drift.iter().take(10) {
-            let _ = writeln!(out, "    drift: {d}");
-        }
+        _ => state,
+    };
+    format!(
+        "load balancer: {} {}: {state} for {}",
+        lb.kind,
+        lb.target,
+        ago(lb.since_ms, now_ms)
+    )
+}
+
+/// The seal, what the launch configuration expects, and the first differences.
+fn seal_lines(seal: &SealStatus, now_ms: u64) -> Vec<String> {
+    let mut lines = vec![format!("seal: {}", seal_line(seal, now_ms))];
+    if let Some(expected) = &seal.expected {
+        lines.push(format!("expected: {}", expected_line(expected, seal)));
     }
-    if !s.env.is_empty() {
-        let _ = writeln!(
-            out,
-            "  environment: {} variables (`kiln env` lists names and sources)",
+    lines.extend(seal.drift.iter().take(10).map(|d| format!("  drift: {d}")));
+    lines
+}
+
+fn environment_line(s: &Snapshot) -> Option<String> {
+    (!s.env.is_empty()).then(|| {
+        format!(
+            "environment: {} variables (`kiln env` lists names and sources)",
             s.env.len()
-        );
-    }
-    if s.log.dropped_lines > 0 {
-        let _ = writeln!(
-            out,
-            "  log: {} lines dropped ({} did not keep up)",
+        )
+    })
+}
+
+/// Only when kiln's log lost lines.
+fn log_line(s: &Snapshot) -> Option<String> {
+    (s.log.dropped_lines > 0).then(|| {
+        format!(
+            "log: {} lines dropped ({} did not keep up)",
             s.log.dropped_lines, s.log.sink
-        );
-    }
+        )
+    })
+}
+
+/// The listeners that closed connections at their cap, if any did.
+fn shedding_line(s: &Snapshot) -> Option<String> {
     let shedding: Vec<String> = s
         .listeners
         .iter()
         .filter(|l| l.shed > 0)
         .map(|l| format!("{} {} ({} open of {})", l.name, l.shed, l.open, l.cap))
         .collect();
-    if !shedding.is_empty() {
-        let _ = writeln!(
-            out,
-            "  connections closed at the cap to make room: {}",
+    (!shedding.is_empty()).then(|| {
+        format!(
+            "connections closed at the cap to make room: {}",
             shedding.join(", ")
-        );
+        )
+    })
+}
+
+/// `secrets: 3 resolved in 880.0ms (1 request), 1 changed since boot`.
+fn secrets_line(secrets: &SecretsStatus) -> String {
+    format!(
+        "secrets: {} resolved in {} ({} request{}){}",
+        secrets.resolved,
+        micros(secrets.took_us),
+        secrets.requests,
+        if secrets.requests == 1 { "" } else { "s" },
+        match secrets.changed.len() {
+            0 => String::new(),
+            n => format!(", {n} changed since boot"),
+        }
+    )
+}
+
+/// The table of units, each followed by its dropped output and, when it is not ready, the last
+/// lines of its stderr.
+fn units_section(out: &mut String, units: &[UnitStatus], now_ms: u64) {
+    if units.is_empty() {
+        return;
     }
-    if let Some(secrets) = &s.secrets {
+    out.push('\n');
+    let header = [
+        "UNIT",
+        "STATE",
+        "READY",
+        "PID",
+        "UPTIME",
+        "RESTARTS",
+        "MEM",
+        "CPU",
+        "LAST PROBE",
+        "LAST EXIT",
+    ];
+    let rows: Vec<[String; 10]> = units.iter().map(|u| unit_row(u, now_ms)).collect();
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let _ = writeln!(out, "{}", table_line(&header.map(String::from), &widths));
+    for (row, u) in rows.iter().zip(units) {
+        let _ = writeln!(out, "{}", table_line(row, &widths));
+        unit_notes(out, u);
+    }
+}
+
+/// Cells padded to the column widths; the last one as it is.
+fn table_line(cells: &[String], widths: &[usize]) -> String {
+    let mut l = String::new();
+    for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
+        if i + 1 == cells.len() {
+            l.push_str(cell);
+        } else {
+            let _ = write!(l, "{cell:<w$}  ");
+        }
+    }
+    l.trim_end().to_string()
+}
+
+/// Under a unit's row: the output it lost, and the last lines of stderr of a unit not ready.
+fn unit_notes(out: &mut String, u: &UnitStatus) {
+    if u.dropped_lines > 0 {
         let _ = writeln!(
             out,
-            "  secrets: {} resolved in {} ({} request{}){}",
-            secrets.resolved,
-            micros(secrets.took_us),
-            secrets.requests,
-            if secrets.requests == 1 { "" } else { "s" },
-            match secrets.changed.len() {
-                0 => String::new(),
-                n => format!(", {n} changed since boot"),
-            }
+            "    output: {} lines dropped (more than {} a second)",
+            u.dropped_lines,
+            crate::process::output::RATE
         );
     }
-    if let Some(lifecycle) = &s.lifecycle {
-        for line in lifecycle_lines(lifecycle, now_ms) {
-            let _ = writeln!(out, "  {line}");
+    if !u.ready && u.state != UnitState::Stopped {
+        for l in u.stderr_tail.iter().rev().take(3).rev() {
+            let _ = writeln!(out, "    stderr| {}", printable(l));
         }
     }
-    if s.refused_mutations > 0 {
-        let _ = writeln!(out, "  refused mutation attempts: {}", s.refused_mutations);
-    }
+}
 
-    if !s.services.is_empty() {
-        out.push('\n');
-        let header = [
-            "UNIT",
-            "STATE",
-            "READY",
-            "PID",
-            "UPTIME",
-            "RESTARTS",
-            "MEM",
-            "CPU",
-            "LAST PROBE",
-            "LAST EXIT",
-        ];
-        let rows: Vec<[String; 10]> = s.services.iter().map(|u| unit_row(u, now_ms)).collect();
-        let mut widths = header.map(str::len);
-        for row in &rows {
-            for (w, cell) in widths.iter_mut().zip(row) {
-                *w = (*w).max(cell.chars().count());
-            }
-        }
-        let line = |cells: &[String]| {
-            let mut l = String::new();
-            for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
-                if i + 1 == cells.len() {
-                    l.push_str(cell);
-                } else {
-                    let _ = write!(l, "{cell:<w$}  ");
-                }
-            }
-            l.trim_end().to_string()
-        };
-        let _ = writeln!(out, "{}", line(&header.map(String::from)));
-        for (row, u) in rows.iter().zip(&s.services) {
-            let _ = writeln!(out, "{}", line(row));
-            if u.dropped_lines > 0 {
-                let _ = writeln!(
-                    out,
-                    "    output: {} lines dropped (more than {} a second)",
-                    u.dropped_lines,
-                    crate::process::output::RATE
-                );
-            }
-            if !u.ready && u.state != UnitState::Stopped {
-                for l in u.stderr_tail.iter().rev().take(3).rev() {
-                    let _ = writeln!(out, "    stderr| {}", printable(l));
-                }
-            }
-        }
+fn timeline_section(out: &mut String, s: &Snapshot) {
+    if s.timeline.is_empty() {
+        return;
     }
+    let _ = writeln!(out, "\nBOOT TIMELINE");
+    for e in &s.timeline {
+        let duration = e.duration_us.map(micros).unwrap_or_else(|| "…".into());
+        let _ = writeln!(out, "  +{:<10} {:>10}  {}", micros(e.start_us), duration, e.phase);
+    }
+}
 
-    if !s.timeline.is_empty() {
-        let _ = writeln!(out, "\nBOOT TIMELINE");
-        for e in &s.timeline {
-            let duration = e.duration_us.map(micros).unwrap_or_else(|| "…".into());
-            let _ = writeln!(out, "  +{:<10} {:>10}  {}", micros(e.start_us), duration, e.phase);
-        }
+/// The last few events; `--json` has them all.
+fn events_section(out: &mut String, s: &Snapshot, now_ms: u64) {
+    if s.events.is_empty() {
+        return;
     }
-    if !s.events.is_empty() {
-        let _ = writeln!(out, "\nRECENT EVENTS");
-        for e in s.events.iter().rev().take(EVENTS_SHOWN).rev() {
-            let _ = writeln!(
-                out,
-                "  {} ago  {:<5} {}",
-                ago(e.at_ms, now_ms),
-                e.level,
-                printable(&e.message)
-            );
-        }
+    let _ = writeln!(out, "\nRECENT EVENTS");
+    for e in s.events.iter().rev().take(EVENTS_SHOWN).rev() {
+        let _ = writeln!(
+            out,
+            "  {} ago  {:<5} {}",
+            ago(e.at_ms, now_ms),
+            e.level,
+            printable(&e.message)
+        );
     }
-    out
 }
 
 /// `2cd48efa9c7643f8 release v42 verified 5.4s ago, read-only: /srv/app`.
@@ -256,82 +317,89 @@ fn expected_line(expected: &ExpectedImage, seal: &SealStatus) -> String {
 /// `[lifecycle]`: where notices come from, the hooks, each notice with the time left, and the
 /// leave step by step, timed from the notice.
 fn lifecycle_lines(l: &LifecycleStatus, now_ms: u64) -> Vec<String> {
-    let mut lines = Vec::new();
     let source = l.source.as_deref().unwrap_or("notices not watched");
     let target = l
         .target_state
         .as_deref()
         .map(|t| format!(" (auto scaling target state {})", printable(t)))
         .unwrap_or_default();
-    lines.push(format!("lifecycle: {}{target}", printable(source)));
+    let mut lines = vec![format!("lifecycle: {}{target}", printable(source))];
     if let Some(problem) = &l.problem {
         lines.push(format!("  problem: {}", printable(problem)));
     }
     if let Some(hooks) = &l.hooks {
-        match &hooks.group {
-            Some(group) => lines.push(format!("  auto scaling group {}", printable(group))),
-            None => lines.push("  auto scaling group unknown".into()),
-        }
-        if let Some(problem) = &hooks.problem {
-            lines.push(format!("  hooks: {}", printable(problem)));
-        }
-        for (transition, hook) in [("launch", &hooks.launch), ("terminate", &hooks.terminate)] {
-            if let Some(hook) = hook {
-                lines.push(format!("  {}", hook_line(transition, hook, now_ms)));
-            }
-        }
+        lines.extend(hooks_lines(hooks, now_ms));
     }
-    for n in &l.notices {
-        let left = match n.due_ms {
-            Some(due) if due > now_ms => format!(", {} left", human(Duration::from_millis(due - now_ms))),
-            Some(_) => ", due".into(),
-            None => String::new(),
-        };
-        let action = match (n.action, n.deferred) {
-            (crate::config::NoticeAction::Leave, true) => "leave when due".to_string(),
-            (action, _) => action.to_string(),
-        };
-        lines.push(format!(
-            "  notice: {}: {} (seen {} ago{left}): {action}",
-            n.kind.describe(),
-            printable(&n.detail),
-            ago(n.seen_ms, now_ms)
-        ));
-    }
+    lines.extend(l.notices.iter().map(|n| notice_line(n, now_ms)));
     if let Some(leave) = &l.leave {
-        let at = |step: &str| {
-            leave
-                .steps
-                .iter()
-                .find(|s| s.step == step)
-                .map(|s| micros(s.at_ms.saturating_sub(leave.noticed_ms) * 1000))
-        };
-        let mut timing = Vec::new();
-        if let Some(t) = at("out of the load balancer") {
-            timing.push(format!("out of the load balancer {t}"));
-        }
-        if let Some(t) = at("all services stopped") {
-            timing.push(format!("all services stopped {t}"));
-        }
-        let timing = match timing.is_empty() {
-            true => String::new(),
-            false => format!("; after the notice: {}", timing.join(", ")),
-        };
-        lines.push(format!("left: {}{timing}", printable(&leave.reason)));
-        let steps: Vec<String> = leave
-            .steps
-            .iter()
-            .map(|s| {
-                format!(
-                    "+{} {}",
-                    micros(s.at_ms.saturating_sub(leave.noticed_ms) * 1000),
-                    printable(&s.step)
-                )
-            })
-            .collect();
-        lines.push(format!("  steps: {}", steps.join(", ")));
+        lines.extend(leave_lines(leave));
     }
     lines
+}
+
+/// The Auto Scaling group, why the hooks cannot be answered, and each hook.
+fn hooks_lines(hooks: &HooksStatus, now_ms: u64) -> Vec<String> {
+    let mut lines = vec![match &hooks.group {
+        Some(group) => format!("  auto scaling group {}", printable(group)),
+        None => "  auto scaling group unknown".into(),
+    }];
+    if let Some(problem) = &hooks.problem {
+        lines.push(format!("  hooks: {}", printable(problem)));
+    }
+    for (transition, hook) in [("launch", &hooks.launch), ("terminate", &hooks.terminate)] {
+        if let Some(hook) = hook {
+            lines.push(format!("  {}", hook_line(transition, hook, now_ms)));
+        }
+    }
+    lines
+}
+
+/// `notice: spot interruption: terminate at … (seen 10s ago, 2m00s left): leave`.
+fn notice_line(n: &NoticeStatus, now_ms: u64) -> String {
+    let left = match n.due_ms {
+        Some(due) if due > now_ms => format!(", {} left", human(Duration::from_millis(due - now_ms))),
+        Some(_) => ", due".into(),
+        None => String::new(),
+    };
+    let action = match (n.action, n.deferred) {
+        (OnNotice::Leave, true) => "leave when due".to_string(),
+        (action, _) => action.to_string(),
+    };
+    format!(
+        "  notice: {}: {} (seen {} ago{left}): {action}",
+        n.kind.describe(),
+        printable(&n.detail),
+        ago(n.seen_ms, now_ms)
+    )
+}
+
+/// `left: <reason>; after the notice: out of the load balancer 4.21s, …`, then every step.
+fn leave_lines(leave: &LeaveStatus) -> [String; 2] {
+    let since_notice = |s: &LeaveStep| micros(s.at_ms.saturating_sub(leave.noticed_ms) * 1000);
+    let at = |step: LeaveStepKind| {
+        let reached = leave.steps.iter().find(|s| s.step == step)?;
+        Some(format!("{step} {}", since_notice(reached)))
+    };
+    let timing: Vec<String> = [
+        LeaveStepKind::OutOfTheLoadBalancer,
+        LeaveStepKind::AllServicesStopped,
+    ]
+    .into_iter()
+    .filter_map(at)
+    .collect();
+    let timing = match timing.is_empty() {
+        true => String::new(),
+        false => format!("; after the notice: {}", timing.join(", ")),
+    };
+    let steps: Vec<String> = leave
+        .steps
+        .iter()
+        .map(|s| format!("+{} {}", since_notice(s), printable(&s.step.to_string())))
+        .collect();
+    [
+        format!("left: {}{timing}", printable(&leave.reason)),
+        format!("  steps: {}", steps.join(", ")),
+    ]
 }
 
 /// `launch hook kiln-launch: CONTINUE sent 2.1s ago (3 heartbeats)`.
@@ -539,6 +607,20 @@ mod tests {
         );
         assert_eq!(memory(12_900_000), "12.3M");
         assert_eq!(memory(3 << 30), "3.0G");
+    }
+
+    /// A snapshot with every section (`golden/snapshot.json`): its status JSON and its text stay
+    /// the same byte for byte (`golden/status.txt`).
+    #[test]
+    fn a_full_snapshot_reads_and_serializes_as_it_always_did() {
+        let fixture: serde_json::Value = serde_json::from_str(include_str!("golden/snapshot.json")).unwrap();
+        let snapshot: Snapshot = serde_json::from_value(fixture.clone()).unwrap();
+        assert_eq!(serde_json::to_value(&snapshot).unwrap(), fixture);
+        let text = render(&snapshot, 1_700_000_100_000);
+        if std::env::var_os("KILN_GOLDEN_WRITE").is_some() {
+            std::fs::write("src/status/golden/status.txt", &text).unwrap();
+        }
+        assert_eq!(text, include_str!("golden/status.txt"));
     }
 
     #[test]

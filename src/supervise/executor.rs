@@ -3,17 +3,18 @@
 //! learns (an exit, a probe event, a timer) goes back to the machine as an event, one at a time,
 //! on one task. With cgroups, an exit is a fact only once the unit's cgroup is empty.
 
-use super::machine::{Effect, Event, Level, Machine, Milestone, UnitId, View};
+use super::machine::{Effect, Event, Level, Machine, Milestone, Standing, UnitId};
+use super::view;
 use crate::cgroup::{Limits, ServiceTree, UnitCgroup};
 use crate::config::{ServiceConfig, StopSignalTo};
 use crate::env::FrozenEnv;
-use crate::metrics::ProbeSeries;
+use crate::metrics::{ProbeSeries, Recorder};
 use crate::probe::runner::{self, CheckReport, ProbeEvent, UnitProbes};
 use crate::probe::{Probe, Role};
 use crate::process::Reaper;
 use crate::process::output::{self, Stream, UnitOutput};
 use crate::process::spawn::{self, Identity};
-use crate::state::{Phase, Shared, now_ms};
+use crate::state::{BootStep, Phase, Shared, now_ms};
 use crate::systemd::Notifier;
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
@@ -94,14 +95,15 @@ pub struct Supervisor {
 
 impl Supervisor {
     /// Prepares the services; resolves users and probes, and makes each unit's cgroup in
-    /// `cgroups` with its service's limits (`Err`: process groups only, and why). Nothing is
-    /// started yet.
+    /// `cgroups` with its service's limits (`Err`: process groups only, and why). Each probe's
+    /// checks are counted in `recorder`. Nothing is started yet.
     pub fn new(
         configs: &[ServiceConfig],
         env: Arc<FrozenEnv>,
         reaper: Reaper,
         cgroups: Result<&ServiceTree, &str>,
         shared: Arc<Shared>,
+        recorder: &Recorder,
         notifier: Arc<Notifier>,
     ) -> Result<Supervisor, String> {
         let services = configs
@@ -119,9 +121,7 @@ impl Supervisor {
                     .probes
                     .roles()
                     .map(|role| {
-                        let series = shared
-                            .recorder()
-                            .probe(&service.config.name, &u.name, role.as_str());
+                        let series = recorder.probe(&service.config.name, &u.name, role.as_str());
                         (role, series)
                     })
                     .collect();
@@ -230,13 +230,13 @@ impl Supervisor {
                 log(level, &line);
                 self.shared.event(level.as_str(), line);
             }
-            Effect::Timeline(Milestone::Begin(phase)) => self.shared.phase_begin(&phase),
-            Effect::Timeline(Milestone::Done(phase)) => self.shared.phase_done(&phase),
-            Effect::Publish(view) => self.publish(view),
+            Effect::Timeline(Milestone::Begin(step)) => self.shared.phase_begin(step),
+            Effect::Timeline(Milestone::Done(step)) => self.shared.phase_done(step),
+            Effect::Publish(standing) => self.publish(standing),
             Effect::AnnounceReady => {
                 // Unless the boot walk has begun a stop meanwhile.
                 if self.shared.phase() == Phase::Ready {
-                    self.shared.mark("READY=1");
+                    self.shared.mark(BootStep::Ready);
                     self.notifier.notify("READY=1");
                 }
             }
@@ -358,12 +358,9 @@ impl Supervisor {
     /// The units into the snapshot, with the stderr tails and dropped lines kept here. The phase is the
     /// supervisor's to set only while the instance starts or runs: once the boot walk has moved it
     /// on (stopping, failed), it stays.
-    fn publish(&self, view: View) {
-        let View {
-            mut units,
-            phase,
-            reason,
-        } = view;
+    fn publish(&self, standing: Standing) {
+        let Standing { phase, reason } = standing;
+        let mut units = view::units(&self.machine);
         for (status, runtime) in units.iter_mut().zip(&self.units) {
             status.stderr_tail = runtime.kept_output.stderr_tail();
             status.dropped_lines = runtime.kept_output.dropped_lines();

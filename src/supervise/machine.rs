@@ -6,11 +6,11 @@
 //! A spawn is answered at once: after [`Effect::Spawn`] the executor feeds back
 //! [`Event::Spawned`] or [`Event::SpawnFailed`] before any other event.
 
-use super::unit::{Ending, SETTLE_AFTER, Unit};
+use super::unit::{Ending, LastCheck, SETTLE_AFTER, Unit};
 use crate::config::{RestartPolicy, ServiceConfig, StopSignalTo};
-use crate::probe::runner::{CheckReport, ProbeEvent};
+use crate::probe::runner::ProbeEvent;
 use crate::process::Exit;
-use crate::state::{Phase, ProbeReport, UnitState, UnitStatus};
+use crate::state::{BootStep, Phase, UnitState};
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use std::ops::Range;
@@ -91,17 +91,18 @@ impl Level {
     }
 }
 
-/// A point of the boot timeline.
+/// A phase of the boot timeline: a service's start, from its first spawn (`Begin`) until it is
+/// ready (`Done`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Milestone {
-    Begin(String),
-    Done(String),
+    Begin(BootStep),
+    Done(BootStep),
 }
 
-/// What the instance looks like after a step: the units, and where the instance is.
-#[derive(Debug, Clone)]
-pub struct View {
-    pub units: Vec<UnitStatus>,
+/// Where the instance stands after a step. The units as status shows them are the executor's
+/// to describe (`view`): the machine only decides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Standing {
     /// Starting, Ready, Degraded or Stopping.
     pub phase: Phase,
     /// Why the instance is not ready; None when it is.
@@ -155,8 +156,8 @@ pub enum Effect {
         line: String,
     },
     Timeline(Milestone),
-    /// Write the view into the shared snapshot.
-    Publish(View),
+    /// Write where the instance stands, and the units as they are now, into the snapshot.
+    Publish(Standing),
     /// Every service is ready for the first time: `READY=1`.
     AnnounceReady,
     /// A new systemd status line.
@@ -237,6 +238,11 @@ impl Machine {
 
     pub fn units(&self) -> &[Unit] {
         &self.units
+    }
+
+    /// The name of the unit's service.
+    pub fn service_name(&self, unit: &Unit) -> &str {
+        &self.services[unit.service].config.name
     }
 
     /// Handles one event at `now_ms` (wall clock, ms since the epoch).
@@ -381,7 +387,10 @@ impl Machine {
     fn on_probe(&mut self, unit: UnitId, event: ProbeEvent, now_ms: u64, out: &mut Effects) {
         match event {
             ProbeEvent::Report(report) => {
-                self.units[unit].last_probe = Some(status_report(report, now_ms));
+                self.units[unit].last_check = Some(LastCheck {
+                    report,
+                    at_ms: now_ms,
+                });
             }
             ProbeEvent::StartupPassed => self.on_startup_passed(unit, now_ms, out),
             ProbeEvent::Ready(ready, detail) => self.on_ready(unit, ready, &detail, out),
@@ -534,7 +543,7 @@ impl Machine {
             }
             self.services[s].started = true;
             let name = &self.services[s].config.name;
-            out.push(Effect::Timeline(Milestone::Begin(format!("start {name}"))));
+            out.push(Effect::Timeline(Milestone::Begin(BootStep::Start(name.clone()))));
             for unit in self.services[s].units.clone() {
                 self.spawn(unit, out);
             }
@@ -618,14 +627,14 @@ impl Machine {
             && u.last_exit.as_ref().is_some_and(Ending::success)
     }
 
-    /// Timeline milestones, the view, READY=1 the first time everything is ready, and the
+    /// Timeline milestones, where the instance stands, READY=1 the first time everything is ready, and the
     /// systemd status line when it changes.
     fn publish(&mut self, out: &mut Effects) {
         for s in 0..self.services.len() {
             if !self.services[s].ready_once && self.service_ready(s) {
                 self.services[s].ready_once = true;
                 let name = &self.services[s].config.name;
-                out.push(Effect::Timeline(Milestone::Done(format!("start {name}"))));
+                out.push(Effect::Timeline(Milestone::Done(BootStep::Start(name.clone()))));
             }
         }
         let all_ready = (0..self.services.len()).all(|s| self.service_ready(s));
@@ -636,9 +645,7 @@ impl Machine {
             (false, false, true) => Phase::Degraded,
             (false, false, false) => Phase::Starting,
         };
-        let units = self.unit_statuses();
-        out.push(Effect::Publish(View {
-            units,
+        out.push(Effect::Publish(Standing {
             phase,
             reason: reason.clone(),
         }));
@@ -660,22 +667,8 @@ impl Machine {
         }
     }
 
-    fn unit_statuses(&self) -> Vec<UnitStatus> {
-        self.units
-            .iter()
-            .map(|u| {
-                let service = &self.services[u.service];
-                let waiting_for = if u.state == UnitState::Waiting {
-                    self.not_ready_dependencies(u.service)
-                } else {
-                    Vec::new()
-                };
-                u.status(&service.config.name, waiting_for)
-            })
-            .collect()
-    }
-
-    fn not_ready_dependencies(&self, service: usize) -> Vec<String> {
+    /// The services in the `after` of `service` that are not ready.
+    pub fn not_ready_dependencies(&self, service: usize) -> Vec<String> {
         self.services[service]
             .after
             .iter()
@@ -711,8 +704,8 @@ impl Machine {
                 format!("{name} waiting for {deps}")
             }
             UnitState::Starting => format!("{name} starting"),
-            UnitState::Running => match &u.last_probe {
-                Some(p) if !p.ok => format!("{name} not ready: {}", p.detail),
+            UnitState::Running => match &u.last_check {
+                Some(check) if !check.report.ok => format!("{name} not ready: {}", check.report.detail),
                 _ => format!("{name} not ready yet"),
             },
             UnitState::Backoff => format!("{name} restarting after {last}"),
@@ -735,17 +728,6 @@ fn settle_unit(u: &mut Unit, out: &mut Effects) {
         log(out, Level::Info, line);
     }
     u.failures_in_a_row = 0;
-}
-
-fn status_report(report: CheckReport, at_ms: u64) -> ProbeReport {
-    ProbeReport {
-        probe: report.role.as_str().into(),
-        kind: report.kind.into(),
-        ok: report.ok,
-        latency_us: u64::try_from(report.latency.as_micros()).unwrap_or(u64::MAX),
-        detail: report.detail,
-        at_ms,
-    }
 }
 
 fn policy_name(policy: RestartPolicy) -> &'static str {

@@ -3,12 +3,14 @@
 //! - `machine`: every decision, as a pure state machine. `Machine::step(event, now)` takes one
 //!   fact (a process started or exited, a probe changed its mind, a timer fired, a stop was asked
 //!   for) and returns effects (spawn, signal, kill the unit's process tree, start a timer, log an
-//!   incident, publish the view, announce READY=1). Transitions, backoff, crash loops,
-//!   readiness, the stop order and the stop timeouts all live there, and are tested as tables
-//!   without a process.
+//!   incident, publish where the instance stands, announce READY=1). Transitions, backoff, crash
+//!   loops, readiness, the stop order and the stop timeouts all live there, and are tested as
+//!   tables without a process.
 //! - `executor`: performs the effects (the reaper, each unit's cgroup, signals, tokio timers,
 //!   probe tasks, the shared snapshot, sd_notify) and feeds every fact back as an event, one at a
 //!   time. An exit is fed back once the unit's cgroup is empty.
+//! - `view`: the units as `kiln status` shows them, described from the machine when it
+//!   publishes.
 //!
 //! Order: a service starts once every service in its `after` is ready; on stop, a service is
 //! signalled once every service that waits for it has stopped (reverse dependency order). The
@@ -46,5 +48,6 @@
 mod executor;
 mod machine;
 mod unit;
+mod view;
 
 pub use executor::{Supervisor, SupervisorHandle};

@@ -1,8 +1,9 @@
 //! One running copy of a service and what kiln remembers about it across restarts: plain data,
 //! changed only by the machine.
 
+use crate::probe::runner::CheckReport;
 use crate::process::Exit;
-use crate::state::{ProbeReport, UnitState, UnitStatus};
+use crate::state::UnitState;
 use nix::unistd::Pid;
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,6 +50,13 @@ impl std::fmt::Display for Ending {
     }
 }
 
+/// A unit's last probe check, and when it came (wall clock, ms since the epoch).
+#[derive(Debug, Clone)]
+pub struct LastCheck {
+    pub report: CheckReport,
+    pub at_ms: u64,
+}
+
 #[derive(Debug)]
 pub struct Unit {
     pub service: usize,
@@ -67,7 +75,7 @@ pub struct Unit {
     pub failures_in_a_row: u32,
     pub next_restart_ms: Option<u64>,
     pub last_exit: Option<Ending>,
-    pub last_probe: Option<ProbeReport>,
+    pub last_check: Option<LastCheck>,
     /// Why kiln is killing the process (liveness, startup): its ending instead of "killed by SIGKILL".
     pub kill_reason: Option<String>,
 }
@@ -92,7 +100,7 @@ impl Unit {
             failures_in_a_row: 0,
             next_restart_ms: None,
             last_exit: None,
-            last_probe: None,
+            last_check: None,
             kill_reason: None,
         }
     }
@@ -122,32 +130,6 @@ impl Unit {
     pub fn backoff(&self, first: Duration, max: Duration) -> Duration {
         let doublings = self.failures_in_a_row.saturating_sub(1).min(20);
         first.saturating_mul(1u32 << doublings).min(max)
-    }
-
-    /// The unit as `kiln status` shows it; the executor adds the stderr tail, the dropped lines
-    /// and the cgroup it keeps.
-    pub fn status(&self, service: &str, waiting_for: Vec<String>) -> UnitStatus {
-        UnitStatus {
-            service: service.to_string(),
-            unit: self.name.to_string(),
-            state: self.state,
-            ready: self.state == UnitState::Running && self.ready,
-            pid: self.pid.map(|p| p.as_raw() as u32),
-            since_ms: self.since_ms,
-            restarts: self.restarts,
-            failures_in_a_row: self.failures_in_a_row,
-            crash_loop: self.crash_loop(),
-            next_restart_ms: self.next_restart_ms,
-            last_probe: self.last_probe.clone(),
-            last_exit: self.last_exit.as_ref().map(ToString::to_string),
-            last_exit_code: self.last_exit.as_ref().and_then(Ending::code),
-            stderr_tail: Vec::new(),
-            dropped_lines: 0,
-            cgroup: None,
-            memory_bytes: None,
-            cpu_usec: None,
-            waiting_for,
-        }
     }
 }
 

@@ -11,7 +11,6 @@
 //! tracing-appender's non-blocking writer does this for a `Write` sink, but journald's layer owns
 //! its socket and writes to it itself, so the queue has to carry events rather than bytes.
 
-use serde::{Deserialize, Serialize};
 use std::cell::Cell;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -36,7 +35,7 @@ const QUEUE_BYTES: usize = 256 * 1024;
 const FLUSH_WAIT: Duration = Duration::from_millis(250);
 
 /// Where the log goes and what it lost, for `kiln status`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LogStatus {
     /// `stderr` or `journald`; empty before logging starts.
     pub sink: String,

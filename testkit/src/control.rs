@@ -39,3 +39,55 @@ pub fn unit_pid(socket: &Path, name: &str) -> Option<i32> {
     let status = status(socket)?;
     try_unit(&status, name)?["pid"].as_i64().map(|p| p as i32)
 }
+
+/// A phase or point of kiln's boot timeline that testkit looks for, as status JSON spells it.
+/// testkit reads the JSON as a script would, so it names the spelling here once rather than
+/// taking kiln's own type: a change of the wire then fails here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BootStep {
+    /// The secret references resolved.
+    Secrets,
+    /// Every service ready, `READY=1` sent: a point.
+    Ready,
+}
+
+impl BootStep {
+    pub fn word(self) -> &'static str {
+        match self {
+            BootStep::Secrets => "secrets",
+            BootStep::Ready => "READY=1",
+        }
+    }
+}
+
+/// A step of kiln's leave for a notice, as status JSON spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaveStep {
+    OutOfTheLoadBalancer,
+    AllServicesStopped,
+}
+
+impl LeaveStep {
+    pub fn words(self) -> &'static str {
+        match self {
+            LeaveStep::OutOfTheLoadBalancer => "out of the load balancer",
+            LeaveStep::AllServicesStopped => "all services stopped",
+        }
+    }
+}
+
+/// The boot timeline's entry for `step`, once kiln has it.
+pub fn timeline_entry(status: &serde_json::Value, step: BootStep) -> Option<&serde_json::Value> {
+    status["timeline"]
+        .as_array()?
+        .iter()
+        .find(|e| e["phase"] == step.word())
+}
+
+/// The leave's entry for `step`, once kiln has reached it.
+pub fn leave_step(status: &serde_json::Value, step: LeaveStep) -> Option<&serde_json::Value> {
+    status["lifecycle"]["leave"]["steps"]
+        .as_array()?
+        .iter()
+        .find(|s| s["step"] == step.words())
+}

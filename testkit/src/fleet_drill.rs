@@ -17,6 +17,7 @@
 //! sealed file on one instance (`on_drift = "fail"`): it leaves by itself, and is replaced;
 //! (4) SIGKILL one instance whole; (5) add instances under load.
 
+use crate::control::BootStep;
 use crate::fleet_look::FleetLook;
 use crate::haproxy::{Haproxy, HaproxyConfig};
 use crate::instance::{Instance, InstanceSpec};
@@ -632,11 +633,7 @@ fn compared_sections(port: u16, backend: &str, retries: &str) -> String {
 /// How one new instance joined: listed in HAProxy only after READY=1, and its first request.
 fn join(i: &Instance, listed_ms: Option<u64>, samples: &[Sample]) -> Join {
     let status = i.status().unwrap_or_default();
-    let ready_ms = status["timeline"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|e| e["phase"] == "READY=1")
+    let ready_ms = crate::control::timeline_entry(&status, BootStep::Ready)
         .and_then(|e| Some(status["started_at_ms"].as_u64()? + e["start_us"].as_u64()? / 1000));
     let ready_at = i.ready_at().expect("READY=1 before UP");
     let first = samples

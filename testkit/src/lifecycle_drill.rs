@@ -9,6 +9,7 @@
 //! `bench/lifecycle.sh` through `kiln-testkit lifecycle-bench` (which times it, several runs per
 //! cloud, and counts the metadata requests of an idle kiln).
 
+use crate::control::LeaveStep;
 use crate::emulator::metadata::{Cloud, Instance, MetadataEmulator, Options};
 use crate::example::Example;
 use crate::haproxy::{Haproxy, HaproxyConfig};
@@ -245,7 +246,7 @@ fn report(
         })
     };
     let acknowledged_after_stop = matches!(
-        (step_index("all services stopped"), step_index("event ")),
+        (step_index(LeaveStep::AllServicesStopped.words()), step_index("event ")),
         (Some(stop), Some(ack)) if stop < ack
     );
     let log = leaving.kiln.log();
@@ -273,8 +274,8 @@ fn report(
             .collect(),
         notice_to_out: timing.notice_to_out,
         notice_to_stopped: timing.notice_to_stopped,
-        kiln_out: kiln_step(&status, "out of the load balancer"),
-        kiln_stopped: kiln_step(&status, "all services stopped"),
+        kiln_out: kiln_step(&status, LeaveStep::OutOfTheLoadBalancer),
+        kiln_stopped: kiln_step(&status, LeaveStep::AllServicesStopped),
         jobs_started: log.matches(": started job ").count(),
         jobs_finished: log.matches(": finished job ").count(),
         workers_clean: log.contains("worker#1: stopped (exit 0)")
@@ -327,18 +328,14 @@ fn random_fraction() -> f64 {
 
 /// kiln says every service is stopped after its leave.
 fn all_stopped(example: &Example) -> bool {
-    crate::control::status(&example.socket()).is_some_and(|s| {
-        s["lifecycle"]["leave"]["steps"]
-            .as_array()
-            .is_some_and(|steps| steps.iter().any(|x| x["step"] == "all services stopped"))
-    })
+    crate::control::status(&example.socket())
+        .is_some_and(|s| crate::control::leave_step(&s, LeaveStep::AllServicesStopped).is_some())
 }
 
 /// kiln's own time from its notice to `step`.
-fn kiln_step(status: &serde_json::Value, step: &str) -> Option<Duration> {
-    let leave = &status["lifecycle"]["leave"];
-    let noticed = leave["noticed_ms"].as_u64()?;
-    let at = leave["steps"].as_array()?.iter().find(|s| s["step"] == step)?["at_ms"].as_u64()?;
+fn kiln_step(status: &serde_json::Value, step: LeaveStep) -> Option<Duration> {
+    let noticed = status["lifecycle"]["leave"]["noticed_ms"].as_u64()?;
+    let at = crate::control::leave_step(status, step)?["at_ms"].as_u64()?;
     Some(Duration::from_millis(at.saturating_sub(noticed)))
 }
 

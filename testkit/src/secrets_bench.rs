@@ -4,7 +4,7 @@
 //! and its request count (from `kiln status`) are printed, with medians. Then the same boot with
 //! the 20 values given in plain user-data, for the READY=1 difference. Asserts nothing.
 
-use crate::control;
+use crate::control::{self, BootStep};
 use crate::moto::{Moto, REGION};
 use crate::peers::Kiln;
 use crate::wait::wait_until;
@@ -119,17 +119,12 @@ fn boot(kiln: &str, moto: &Moto, user_data: &str, secrets: bool) -> Boot {
     });
     process.signal(Signal::SIGTERM);
     process.wait_exit(Duration::from_secs(30));
-    let timeline = status["timeline"].as_array().cloned().unwrap_or_default();
-    let at = |phase: &str, field: &str| {
-        timeline
-            .iter()
-            .find(|p| p["phase"] == phase)
-            .and_then(|p| p[field].as_u64())
-    };
+    let at =
+        |step: BootStep, field: &str| control::timeline_entry(&status, step).and_then(|p| p[field].as_u64());
     Boot {
-        secrets_us: at("secrets", "duration_us"),
+        secrets_us: at(BootStep::Secrets, "duration_us"),
         requests: status["secrets"]["requests"].as_u64().unwrap_or(0),
-        ready_us: at("READY=1", "start_us").unwrap_or(0),
+        ready_us: at(BootStep::Ready, "start_us").unwrap_or(0),
     }
 }
 

@@ -3,6 +3,9 @@
 
 use super::*;
 use crate::probe::Role;
+use crate::probe::runner::CheckReport;
+use crate::state::UnitStatus;
+use crate::supervise::view;
 use nix::sys::signal::Signal::{SIGKILL, SIGTERM};
 use std::collections::VecDeque;
 
@@ -30,6 +33,13 @@ name = "worker"
 command = ["php", "worker.php"]
 replicas = 2
 "#;
+
+/// What `kiln status` would show after a step.
+struct View {
+    units: Vec<UnitStatus>,
+    phase: Phase,
+    reason: Option<String>,
+}
 
 /// A machine, a clock, and the timers it asked for.
 struct Harness {
@@ -160,15 +170,23 @@ impl Harness {
         self.step(Event::Timer(timer))
     }
 
-    fn last_view(&self) -> &View {
-        self.history
+    /// What the executor publishes after the last step: where the instance stands, and the
+    /// units described from the machine as it is now (the last step ended with the publish).
+    fn last_view(&self) -> View {
+        let standing = self
+            .history
             .iter()
             .rev()
             .find_map(|e| match e {
-                Effect::Publish(view) => Some(view),
+                Effect::Publish(standing) => Some(standing.clone()),
                 _ => None,
             })
-            .expect("a view was published")
+            .expect("a view was published");
+        View {
+            units: view::units(&self.machine),
+            phase: standing.phase,
+            reason: standing.reason,
+        }
     }
 
     fn phase(&self) -> Phase {
@@ -267,10 +285,10 @@ fn services_start_once_everything_in_their_after_is_ready() {
     assert_eq!(
         timeline[..4],
         [
-            Milestone::Begin("start php-fpm".into()),
-            Milestone::Begin("start worker".into()),
-            Milestone::Begin("start nginx".into()),
-            Milestone::Done("start php-fpm".into()),
+            Milestone::Begin(BootStep::Start("php-fpm".into())),
+            Milestone::Begin(BootStep::Start("worker".into())),
+            Milestone::Begin(BootStep::Start("nginx".into())),
+            Milestone::Done(BootStep::Start("php-fpm".into())),
         ]
     );
 }
