@@ -66,7 +66,7 @@ pub fn run(config_path: &Path) -> ExitCode {
         }
     };
     // What `kiln check` warns about, where a person reading the boot's log looks first.
-    for warning in config.warnings() {
+    for warning in crate::commands::check::warnings(&config) {
         tracing::warn!("{}: {warning}", config_path.display());
     }
     shared.phase_done(BootStep::Config);

@@ -37,6 +37,8 @@ mod limits;
 mod name;
 mod tree;
 mod unit;
+mod warnings;
+pub use warnings::warnings;
 
 pub use limits::{Controller, Limits, wanted};
 pub use name::instance as instance_name;

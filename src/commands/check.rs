@@ -2,7 +2,7 @@
 //! it also checks the references in `[env] defaults` and lists them (user-data and tags are only
 //! known at boot: `kiln env` lists those). Every problem is listed at once.
 //!
-//! Warnings (`Config::warnings`: settings accepted but not doing what they seem to here) print as
+//! Warnings ([`warnings`]: settings accepted but not doing what they seem to here) print as
 //! `kiln check: FILE: warning: ...` lines on stderr and leave the exit code 0; `--strict` makes
 //! them errors (exit 78), for image bakes that want none.
 
@@ -10,6 +10,14 @@ use crate::config::{Config, ConfigError};
 use crate::secrets::Reference;
 use std::path::Path;
 use std::process::ExitCode;
+
+/// What `kiln check` warns about: the config's own warnings, then the cgroup limits this
+/// machine could not hold. The boot logs the same list.
+pub fn warnings(config: &Config) -> Vec<String> {
+    let mut warnings = config.warnings();
+    warnings.extend(crate::cgroup::warnings(config));
+    warnings
+}
 
 pub fn run(path: &Path, strict: bool) -> ExitCode {
     let config = match Config::load(path) {
@@ -22,7 +30,7 @@ pub fn run(path: &Path, strict: bool) -> ExitCode {
     // The runtime directories as they are on this machine (`kiln boot` refuses the same), and
     // the secret references.
     let (references, bad_references) = default_references(&config);
-    let warnings = config.warnings();
+    let warnings = warnings(&config);
     let mut problems: Vec<String> = config
         .control
         .runtime_dir_problems()

@@ -40,6 +40,7 @@ pub use service::{MEMORY_MAX_MIN, RestartPolicy, ServiceConfig, StopSignalTo};
 pub use signal::SignalName;
 pub use size::ByteSize;
 pub use template::{Fact, Template};
+pub use validate::{ServicePlace, place};
 
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;

@@ -60,7 +60,7 @@ fn within(section: &str, checked: Result<(), Vec<String>>) -> impl Iterator<Item
 }
 
 /// Where a service is in the file: `[[service]] #2 "nginx"` (1-based, as a person counts).
-pub(super) struct ServicePlace<'a> {
+pub struct ServicePlace<'a> {
     number: usize,
     name: &'a str,
 }
@@ -72,7 +72,7 @@ impl fmt::Display for ServicePlace<'_> {
 }
 
 /// `index` is 0-based.
-pub(super) fn place(index: usize, service: &ServiceConfig) -> ServicePlace<'_> {
+pub fn place(index: usize, service: &ServiceConfig) -> ServicePlace<'_> {
     ServicePlace {
         number: index.saturating_add(1),
         name: &service.name,

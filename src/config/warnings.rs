@@ -1,5 +1,6 @@
-//! What `kiln check` warns about: settings that are accepted but do not do what they seem to
-//! here. A warning never fails `kiln check` (exit 0) unless `--strict` asks it to.
+//! What `kiln check` warns about in the config alone: settings that are accepted but do not do
+//! what they seem to. (What depends on this machine's cgroups is `crate::cgroup::warnings`.) A
+//! warning never fails `kiln check` (exit 0) unless `--strict` asks it to.
 
 use super::validate::place;
 use super::{Config, ServiceConfig, glob_match};
@@ -10,18 +11,10 @@ impl Config {
     /// Every warning, service by service in file order, each naming its place and key.
     pub fn warnings(&self) -> Vec<String> {
         let state_dir = &self.control.state_dir;
-        // Asked only when a service sets a limit: most configs need no look at the cgroups.
-        let needs_cgroups = self
-            .services
-            .iter()
-            .any(|s| !crate::cgroup::Limits::of(s).is_empty());
-        let offered = needs_cgroups.then(|| crate::cgroup::offered(state_dir));
         let mut warnings = Vec::new();
         for (i, service) in self.services.iter().enumerate() {
             let here = place(i, service);
-            let own = env_allow_warning(service, &self.services, state_dir)
-                .into_iter()
-                .chain(offered.iter().flat_map(|o| limit_warnings(service, o)));
+            let own = env_allow_warning(service, &self.services, state_dir);
             warnings.extend(own.map(|w| format!("{here}: {w}")));
         }
         warnings
@@ -81,30 +74,4 @@ fn gets_more(other: &ServiceConfig, service: &ServiceConfig) -> bool {
         let literal = !pattern.contains(['*', '?']);
         !(ours.contains(pattern) || (literal && ours.iter().any(|glob| glob_match(glob, pattern))))
     })
-}
-
-/// A limit the controllers kiln would have here cannot hold: the boot would refuse it.
-fn limit_warnings(
-    service: &ServiceConfig,
-    offered: &Result<(std::path::PathBuf, Vec<String>), String>,
-) -> Vec<String> {
-    let refused = "kiln boot refuses a limit it cannot apply";
-    crate::cgroup::Limits::of(service)
-        .settings()
-        .into_iter()
-        .filter_map(|setting| match offered {
-            Ok((_, words)) if words.iter().any(|w| w == setting.controller.as_str()) => None,
-            Ok((file, words)) => Some(format!(
-                "{} needs the {} controller, which a kiln booted here would not have ({} offers: {}); {refused}",
-                setting.key,
-                setting.controller,
-                file.display(),
-                if words.is_empty() { "none".to_string() } else { words.join(" ") }
-            )),
-            Err(why) => Some(format!(
-                "{} needs a cgroup, and a kiln booted here would hold its services in process groups only ({why}); {refused}",
-                setting.key
-            )),
-        })
-        .collect()
 }
