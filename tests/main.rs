@@ -7,6 +7,7 @@ mod lifecycle_support;
 mod metrics_support;
 mod seal_support;
 
+mod architecture;
 mod boot;
 mod cgroup;
 mod config_errors;
