@@ -46,8 +46,8 @@ final class PageController
             return self::text("the body must be 1 to 200 printable ASCII characters\n", 400);
         }
         $seconds = $request->query->get('seconds', '0');
-        if (!is_numeric($seconds) || $seconds < 0 || $seconds > 60) {
-            return self::text("seconds must be a number from 0 to 60\n", 400);
+        if (!is_numeric($seconds) || $seconds < 0 || $seconds > 20) {
+            return self::text("seconds must be a number from 0 to 20 (the workers' stop_timeout is 30 s)\n", 400);
         }
         $task = new Task(bin2hex(random_bytes(6)), $text, (float) $seconds);
         $bus->dispatch($task);
