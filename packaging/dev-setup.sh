@@ -2,11 +2,17 @@
 # Installs what building and trying kiln needs on a fresh Debian 12, and nothing that is there
 # already. `--tests` adds what the test suite needs (HAProxy, wrk, moto's venv, ...).
 #
-#   packaging/dev-setup.sh           # the example: nginx, php-fpm, php-cli, Rust
+#   packaging/dev-setup.sh           # the examples: nginx, php-fpm, php-cli, Symfony, Redis, Rust
 #   packaging/dev-setup.sh --tests   # + everything the tests start as real peers
 set -eu
 
 packages="nginx php-fpm php-cli ca-certificates curl"
+# examples/symfony: Debian 12's Symfony 5.4 (its vendor/autoload.php requires these packages'
+# autoload.php files, no Composer registry), DBAL on SQLite for app:migrate, Redis for Messenger.
+# redis-server's package also enables a system Redis on 127.0.0.1:6379; the example starts its own.
+packages="$packages php-symfony-framework-bundle php-symfony-console php-symfony-dotenv php-symfony-runtime
+  php-symfony-yaml php-symfony-messenger php-symfony-redis-messenger php-doctrine-dbal php-sqlite3
+  php-redis redis-server"
 [ "${1:-}" = "--tests" ] && packages="$packages haproxy socat wrk hyperfine iproute2 util-linux procps python3-venv systemd libcap2-bin acl prometheus"
 
 missing=""

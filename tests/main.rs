@@ -15,6 +15,7 @@ mod crash;
 mod env_file;
 mod env_user_data;
 mod example_config;
+mod example_symfony;
 mod faults;
 mod fleet;
 mod fleet_cli;

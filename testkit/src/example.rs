@@ -1,11 +1,11 @@
-//! The example PHP app (`examples/php-app/`), rendered into a fresh directory.
+//! The examples (`examples/php-app/`, `examples/symfony/`), rendered into a fresh directory.
 //!
-//! There is one renderer: tests call [`Example::render`], `run.sh` calls
-//! `kiln-testkit example render DIR`. Both lay out:
+//! There is one renderer: tests call [`Example::render`] (or [`Example::render_app`]), `run.sh`
+//! calls `kiln-testkit example render [--app NAME] DIR`. Both lay out:
 //!
 //! ```text
 //! DIR/kiln.toml          kiln's config
-//! DIR/app/               the PHP app (public/index.php, bin/worker.php), readable by www-data
+//! DIR/app/               the PHP app, readable by www-data
 //! DIR/seed/              meta-data and user-data for the nocloud datasource
 //! DIR/run/               everything written at runtime: php-fpm.conf, nginx.conf, sockets, pid
 //!                        files, nginx's temp dirs (run/nginx/), kiln's state dir (run/kiln/)
@@ -13,6 +13,8 @@
 //!
 //! Templates hold `{{run_dir}}`, `{{app_dir}}`, `{{seed_dir}}`, `{{http_addr}}` and `{{health_addr}}`; a line that
 //! starts with `{{root_only}}` is kept only when rendering as root (php-fpm's pool `user`/`group`).
+//! An app may have a bake step, run once after the copy as an image's last build stage runs it
+//! (the Symfony app's `cache:warmup`): what it writes is part of the release.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -26,14 +28,81 @@ use crate::peers::{Kiln, Process};
 /// How long a test waits for the example to be ready: seconds normally, more on a loaded machine.
 pub const BOOT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// The example's sources in this repository.
-pub fn source_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/php-app")
+/// Which example to render.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum App {
+    /// `examples/php-app`: a page and a plain PHP worker; most tests use it.
+    #[default]
+    PhpApp,
+    /// `examples/symfony`: a Symfony 5.4 app from Debian's packages, Redis, Messenger workers.
+    Symfony,
+}
+
+impl App {
+    /// Every app, as `--app` names it.
+    pub const ALL: [App; 2] = [App::PhpApp, App::Symfony];
+
+    /// Its directory under `examples/`, and its name for `--app`.
+    pub fn name(self) -> &'static str {
+        match self {
+            App::PhpApp => "php-app",
+            App::Symfony => "symfony",
+        }
+    }
+
+    /// The app named `name`, if any.
+    pub fn parse(name: &str) -> Option<App> {
+        App::ALL.into_iter().find(|a| a.name() == name)
+    }
+
+    /// The example's sources in this repository.
+    pub fn source_dir(self) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../examples")
+            .join(self.name())
+    }
+
+    /// Templates (path in the example, path in the render) filled after the trees are copied.
+    fn templates(self) -> &'static [(&'static str, &'static str)] {
+        const SERVERS: [(&str, &str); 3] = [
+            ("kiln.toml", "kiln.toml"),
+            ("nginx.conf", "run/nginx.conf"),
+            ("php-fpm.conf", "run/php-fpm.conf"),
+        ];
+        match self {
+            App::PhpApp => &SERVERS,
+            // The instance's environment names paths of this render (the database, Redis's socket).
+            App::Symfony => &[
+                SERVERS[0],
+                SERVERS[1],
+                SERVERS[2],
+                ("seed/user-data", "seed/user-data"),
+            ],
+        }
+    }
+
+    /// Directories under `run/` made at render time, besides `run/` itself.
+    fn run_dirs(self) -> &'static [&'static str] {
+        match self {
+            App::PhpApp => &["nginx"],
+            App::Symfony => &["nginx", "data"],
+        }
+    }
+
+    /// What the image's last build stage runs in the copied app, if anything.
+    fn bake(self, app_dir: &Path) -> Result<(), String> {
+        match self {
+            App::PhpApp => Ok(()),
+            App::Symfony => bake_symfony(app_dir),
+        }
+    }
 }
 
 /// What to render the example for.
 #[derive(Debug, Clone)]
 pub struct RenderSpec {
+    /// Which example.
+    pub app: App,
     /// Where nginx serves the app.
     pub http_addr: SocketAddr,
     /// kiln's /livez and /readyz.
@@ -52,14 +121,39 @@ pub struct Rendered {
     pub config_path: PathBuf,
 }
 
+fn io_error(what: &str, path: &Path, e: std::io::Error) -> String {
+    format!("{what} {}: {e}", path.display())
+}
+
 /// Renders the example into `dir` (created if missing). A directory that holds something else
-/// than an earlier render is refused; an earlier render's `run/` is emptied.
+/// than an earlier render is refused; an earlier render's `run/`, `app/` and `seed/` are emptied.
 pub fn render_into(dir: &Path, spec: &RenderSpec) -> Result<Rendered, String> {
-    let src = source_dir();
-    let io = |what: &str, path: &Path, e: std::io::Error| format!("{what} {}: {e}", path.display());
+    let src = spec.app.source_dir();
+    let rendered = prepare_dir(dir, spec.app)?;
+    let vars = [
+        ("{{run_dir}}", path_str(&rendered.run_dir)?),
+        ("{{app_dir}}", path_str(&rendered.app_dir)?),
+        ("{{seed_dir}}", path_str(&rendered.seed_dir)?),
+        ("{{http_addr}}", spec.http_addr.to_string()),
+        ("{{health_addr}}", spec.health_addr.to_string()),
+    ];
+    copy_tree(&src.join("app"), &rendered.app_dir)?;
+    copy_tree(&src.join("seed"), &rendered.seed_dir)?;
+    for (template, target) in spec.app.templates() {
+        let path = src.join(template);
+        let text = std::fs::read_to_string(&path).map_err(|e| io_error("read", &path, e))?;
+        let text = render_text(&text, &vars, spec.as_root).map_err(|e| format!("{}: {e}", path.display()))?;
+        write_file(&rendered.dir.join(target), &text)?;
+    }
+    spec.app.bake(&rendered.app_dir)?;
+    Ok(rendered)
+}
+
+/// Checks `dir` is empty or an earlier render, empties what a render writes, and makes `run/`.
+fn prepare_dir(dir: &Path, app: App) -> Result<Rendered, String> {
     if dir.exists() {
         let empty = std::fs::read_dir(dir)
-            .map_err(|e| io("read", dir, e))?
+            .map_err(|e| io_error("read", dir, e))?
             .next()
             .is_none();
         if !empty && !dir.join("kiln.toml").exists() {
@@ -69,7 +163,7 @@ pub fn render_into(dir: &Path, spec: &RenderSpec) -> Result<Rendered, String> {
             ));
         }
     }
-    let dir = std::path::absolute(dir).map_err(|e| io("resolve", dir, e))?;
+    let dir = std::path::absolute(dir).map_err(|e| io_error("resolve", dir, e))?;
     let rendered = Rendered {
         run_dir: dir.join("run"),
         app_dir: dir.join("app"),
@@ -79,34 +173,70 @@ pub fn render_into(dir: &Path, spec: &RenderSpec) -> Result<Rendered, String> {
     };
     for old in [&rendered.run_dir, &rendered.app_dir, &rendered.seed_dir] {
         if old.exists() {
-            std::fs::remove_dir_all(old).map_err(|e| io("remove", old, e))?;
+            std::fs::remove_dir_all(old).map_err(|e| io_error("remove", old, e))?;
         }
     }
     // 0755 all the way: nginx's worker runs as nobody and php-fpm's pool as www-data when root.
-    for d in [&dir, &rendered.run_dir, &rendered.run_dir.join("nginx")] {
-        std::fs::create_dir_all(d).map_err(|e| io("create", d, e))?;
-        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).map_err(|e| io("chmod", d, e))?;
+    let run_dirs = app.run_dirs().iter().map(|d| rendered.run_dir.join(d));
+    for d in [dir.clone(), rendered.run_dir.clone()]
+        .into_iter()
+        .chain(run_dirs)
+    {
+        std::fs::create_dir_all(&d).map_err(|e| io_error("create", &d, e))?;
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| io_error("chmod", &d, e))?;
     }
-    let vars = [
-        ("{{run_dir}}", path_str(&rendered.run_dir)?),
-        ("{{app_dir}}", path_str(&rendered.app_dir)?),
-        ("{{seed_dir}}", path_str(&rendered.seed_dir)?),
-        ("{{http_addr}}", spec.http_addr.to_string()),
-        ("{{health_addr}}", spec.health_addr.to_string()),
-    ];
-    for (template, target) in [
-        ("kiln.toml", rendered.config_path.clone()),
-        ("nginx.conf", rendered.run_dir.join("nginx.conf")),
-        ("php-fpm.conf", rendered.run_dir.join("php-fpm.conf")),
-    ] {
-        let path = src.join(template);
-        let text = std::fs::read_to_string(&path).map_err(|e| io("read", &path, e))?;
-        let text = render_text(&text, &vars, spec.as_root).map_err(|e| format!("{}: {e}", path.display()))?;
-        write_file(&target, &text)?;
-    }
-    copy_tree(&src.join("app"), &rendered.app_dir)?;
-    copy_tree(&src.join("seed"), &rendered.seed_dir)?;
     Ok(rendered)
+}
+
+/// `bin/console cache:warmup` for prod, as the image's last build stage runs it: without the
+/// instance's environment (there is none at bake time), so the compiled container reads every
+/// variable at run time. The cache lands in `app/var/cache/prod`, part of the sealed release.
+fn bake_symfony(app_dir: &Path) -> Result<(), String> {
+    let out = Command::new("php")
+        .args(["bin/console", "cache:warmup", "--no-interaction"])
+        .current_dir(app_dir)
+        .env_clear()
+        .env(
+            "PATH",
+            std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()),
+        )
+        .env("APP_ENV", "prod")
+        .env("APP_DEBUG", "0")
+        .output()
+        .map_err(|e| {
+            format!(
+                "bake {}: run php bin/console cache:warmup: {e}",
+                app_dir.display()
+            )
+        })?;
+    if !out.status.success() {
+        return Err(format!(
+            "bake {}: php bin/console cache:warmup failed ({}):\n{}{}",
+            app_dir.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    // Whatever the umask: the services (www-data, nobody) read the release, never write it.
+    make_readable(&app_dir.join("var"))
+}
+
+/// Directories 0755, files 0644, all the way down.
+fn make_readable(path: &Path) -> Result<(), String> {
+    let meta = std::fs::symlink_metadata(path).map_err(|e| io_error("stat", path, e))?;
+    let mode = if meta.is_dir() { 0o755 } else { 0o644 };
+    if !meta.file_type().is_symlink() {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| io_error("chmod", path, e))?;
+    }
+    if meta.is_dir() {
+        for entry in std::fs::read_dir(path).map_err(|e| io_error("read", path, e))? {
+            make_readable(&entry.map_err(|e| io_error("read", path, e))?.path())?;
+        }
+    }
+    Ok(())
 }
 
 /// Fills placeholders and keeps or drops `{{root_only}}` lines. Unknown placeholders are errors.
@@ -190,16 +320,28 @@ impl Example {
     /// Renders the example with nginx on `http_addr` and kiln's health on `health_addr` (e.g.
     /// an address of a host in a network namespace of its own).
     pub fn render_at(http_addr: SocketAddr, health_addr: SocketAddr) -> Example {
+        Self::render_app_at(App::PhpApp, http_addr, health_addr)
+    }
+
+    /// Renders `app` (as root when the test runs as root) into a new temp dir.
+    pub fn render_app(app: App) -> Example {
+        Self::render_app_at(app, crate::net::free_addr(), crate::net::free_addr())
+    }
+
+    /// Renders `app` with nginx on `http_addr` and kiln's health on `health_addr`.
+    pub fn render_app_at(app: App, http_addr: SocketAddr, health_addr: SocketAddr) -> Example {
         let dir = tempfile::Builder::new()
             .prefix("kiln-example-")
             .tempdir()
             .expect("create a temp dir for the example");
         let spec = RenderSpec {
+            app,
             http_addr,
             health_addr,
             as_root: nix::unistd::geteuid().is_root(),
         };
-        let rendered = render_into(dir.path(), &spec).unwrap_or_else(|e| panic!("render the example: {e}"));
+        let rendered = render_into(dir.path(), &spec)
+            .unwrap_or_else(|e| panic!("render the {} example: {e}", app.name()));
         Example {
             dir,
             run_dir: rendered.run_dir,
@@ -482,8 +624,9 @@ fn service_table_mut<'a>(table: &'a mut toml::Table, name: &str, path: &Path) ->
         .unwrap_or_else(|| panic!("{}: no [[service]] named {name:?}", path.display()))
 }
 
-const USAGE: &str = "usage: kiln-testkit example render DIR [--http ADDR] [--health ADDR]
-  Renders examples/php-app into DIR (default addresses 127.0.0.1:8080 and 127.0.0.1:9100).";
+const USAGE: &str =
+    "usage: kiln-testkit example render [--app php-app|symfony] DIR [--http ADDR] [--health ADDR]
+  Renders examples/APP (default php-app) into DIR (default addresses 127.0.0.1:8080 and 127.0.0.1:9100).";
 
 /// Entry point of `kiln-testkit example ...`.
 pub fn main(args: &[String]) -> ExitCode {
@@ -503,30 +646,40 @@ fn run(args: &[String]) -> Result<(), String> {
     }
     let mut dir = None;
     let mut spec = RenderSpec {
+        app: App::PhpApp,
         http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
         health_addr: SocketAddr::from(([127, 0, 0, 1], 9100)),
         as_root: nix::unistd::geteuid().is_root(),
     };
     while let Some(arg) = args.next() {
-        let mut addr = |flag: &str| -> Result<SocketAddr, String> {
-            let value = args
-                .next()
-                .ok_or_else(|| format!("{flag} needs an address\n{USAGE}"))?;
-            value
-                .parse()
-                .map_err(|e| format!("{flag} {value:?}: not an address like 127.0.0.1:8080 ({e})"))
-        };
+        let mut value =
+            |flag: &str, what: &str| args.next().ok_or_else(|| format!("{flag} needs {what}\n{USAGE}"));
         match arg.as_str() {
-            "--http" => spec.http_addr = addr("--http")?,
-            "--health" => spec.health_addr = addr("--health")?,
+            "--http" => spec.http_addr = parse_addr("--http", value("--http", "an address")?)?,
+            "--health" => spec.health_addr = parse_addr("--health", value("--health", "an address")?)?,
+            "--app" => {
+                let name = value("--app", "an example's name")?;
+                spec.app =
+                    App::parse(name).ok_or_else(|| format!("--app {name:?}: no such example\n{USAGE}"))?;
+            }
             _ if arg.starts_with('-') || dir.is_some() => return Err(format!("unexpected {arg:?}\n{USAGE}")),
             _ => dir = Some(PathBuf::from(arg)),
         }
     }
     let dir = dir.ok_or_else(|| USAGE.to_string())?;
     let rendered = render_into(&dir, &spec)?;
-    println!("rendered the example into {}", rendered.dir.display());
+    println!(
+        "rendered the {} example into {}",
+        spec.app.name(),
+        rendered.dir.display()
+    );
     Ok(())
+}
+
+fn parse_addr(flag: &str, value: &str) -> Result<SocketAddr, String> {
+    value
+        .parse()
+        .map_err(|e| format!("{flag} {value:?}: not an address like 127.0.0.1:8080 ({e})"))
 }
 
 #[cfg(test)]
@@ -542,6 +695,25 @@ mod tests {
             "a = /r\nuser = www-data\nb\n"
         );
         assert_eq!(render_text(text, &vars, false).unwrap(), "a = /r\nb\n");
+    }
+
+    #[test]
+    fn every_example_is_named_as_its_directory() {
+        for app in App::ALL {
+            assert_eq!(App::parse(app.name()), Some(app));
+            assert!(app.source_dir().join("kiln.toml").is_file(), "{app:?}");
+        }
+        assert_eq!(App::parse("php"), None);
+    }
+
+    #[test]
+    fn an_unknown_app_is_refused_naming_it() {
+        let args: Vec<String> = ["render", "--app", "laravel", "/nonexistent"]
+            .map(String::from)
+            .into();
+        let err = run(&args).unwrap_err();
+        assert!(err.starts_with("--app \"laravel\": no such example\n"), "{err}");
+        assert!(!Path::new("/nonexistent").exists());
     }
 
     #[test]

@@ -21,4 +21,5 @@ pub mod peers;
 pub mod prometheus;
 pub mod secrets_bench;
 pub mod server;
+pub mod symfony;
 pub mod wait;

@@ -1,7 +1,8 @@
 //! `kiln-testkit`: the emulators as a standalone program, for benchmarks and the VM test.
 //!
 //! Usage: `kiln-testkit metadata ...` or `kiln-testkit consul ...` (see each emulator's docs), and
-//! `kiln-testkit example render DIR` (renders examples/php-app; used by its run.sh), and
+//! `kiln-testkit example render [--app symfony] DIR` (renders examples/php-app or examples/symfony;
+//! used by their run.sh), and
 //! `kiln-testkit zero-loss --kiln PATH` (the load balancer drill; used by bench/zero_loss.sh), and
 //! `kiln-testkit fleet-drill --kiln PATH` (the fleet drill; used by bench/fleet.sh), and
 //! `kiln-testkit secrets-bench --kiln PATH` (20 secret references against moto; bench/secrets.sh), and

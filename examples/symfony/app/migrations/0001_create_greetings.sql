@@ -1,0 +1,5 @@
+-- The app's first table.
+CREATE TABLE greetings (
+    id INTEGER PRIMARY KEY,
+    text TEXT NOT NULL
+);

@@ -1,0 +1,2 @@
+-- A row for the first table.
+INSERT INTO greetings (text) VALUES ('hello');
