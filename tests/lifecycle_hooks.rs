@@ -146,7 +146,10 @@ fn a_refused_boot_abandons_the_launch_whether_or_not_the_metadata_was_read() {
     let ex = example_on(&group.emulator, &hooks_section(&group));
     let app = ex.app_dir.display().to_string();
     let manifest = ex.dir.path().join("no-such-manifest").display().to_string();
-    ex.edit_config(|c| format!("{c}\n[seal]\npaths = [\"{app}\"]\nmanifest = \"{manifest}\"\n"));
+    // readonly = false: the remount would outlive this test in the machine's mount namespace.
+    ex.edit_config(|c| {
+        format!("{c}\n[seal]\npaths = [\"{app}\"]\nmanifest = \"{manifest}\"\nreadonly = false\n")
+    });
     let (_kiln, _notify) = ex.boot_notified(KILN, &[], &[]);
     let status = wait_hook(&ex, "launch", "abandoned");
     assert!(
