@@ -12,6 +12,7 @@ mod boot;
 mod cgroup;
 mod config_errors;
 mod crash;
+mod docs;
 mod env_file;
 mod env_user_data;
 mod example_config;

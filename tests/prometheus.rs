@@ -1,6 +1,6 @@
 //! A real Prometheus (Debian's package) scrapes a running kiln; its HTTP API must then tell what
 //! happened: which units are ready, a restart after php-fpm is SIGKILLed, a probe latency
-//! quantile, and the answers of the README's queries.
+//! quantile, and the answers of the queries docs/operations/monitoring.md prints.
 
 use crate::hostile_support::php_fpm_comes_back_after_sigkill;
 use crate::metrics_support::{scrape, value_of, with_metrics};
@@ -17,7 +17,7 @@ const SCRAPE_EVERY: Duration = Duration::from_millis(250);
 /// How long a change may take to reach Prometheus: a few scrapes, on a busy 2-core machine.
 const SEEN_WITHIN: Duration = Duration::from_secs(30);
 
-/// The README's queries ("Metrics" section), run here as they are printed there.
+/// The queries of docs/operations/monitoring.md, run here as they are printed there.
 const FLEET_ON_ONE_IMAGE: &str = "count(count by (release, seal_root_hash) (kiln_info))";
 const RESTARTING_PHP_FPM: &str =
     "sum by (instance) (increase(kiln_unit_restarts_total{service=\"php-fpm\"}[15m])) > 0";
@@ -138,9 +138,10 @@ fn seal(ex: &Example, release: &str) {
 }
 
 #[test]
-fn the_readme_prints_the_queries_this_test_runs() {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+fn the_docs_print_the_queries_this_test_runs() {
+    let page = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/operations/monitoring.md");
+    let text = std::fs::read_to_string(page).unwrap();
     for query in [FLEET_ON_ONE_IMAGE, RESTARTING_PHP_FPM, BOOT_BY_PHASE, PROBE_P90] {
-        assert!(readme.contains(query), "README.md lacks `{query}`");
+        assert!(text.contains(query), "{page} lacks `{query}`");
     }
 }
