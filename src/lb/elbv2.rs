@@ -210,6 +210,12 @@ impl TargetGroup {
         )
     }
 
+    /// The target group's API: its region, endpoint and client (credentials, connections),
+    /// for the calls about its targets (`kiln fleet` asks EC2 where `instance` targets are).
+    pub fn api(&self) -> &Api {
+        &self.api
+    }
+
     /// Every target registered, with its health.
     pub async fn members(&self) -> Result<Vec<TargetHealth>, LbError> {
         describe_target_health(&self.api, &[("TargetGroupArn", self.arn.as_str().to_string())]).await
