@@ -52,7 +52,7 @@ pub struct FleetArgs {
     #[arg(long, value_name = "PORT")]
     pub health_port: Option<u16>,
     /// Also ask this instance's kiln, listed by the load balancer or not (its /readyz at
-    /// HOST[:PORT]; e.g. every instance of the auto scaling group). Repeatable.
+    /// HOST[:PORT]; e.g. an ELBv2 instance target EC2 cannot place). Repeatable.
     #[arg(long = "instance", value_name = "HOST[:PORT]")]
     pub instances: Vec<String>,
     /// HAProxy runtime API: a socket path or tcp:HOST:PORT (overrides [lb] socket).
@@ -68,7 +68,8 @@ pub struct FleetArgs {
     #[arg(long, value_name = "NAME", help_heading = "Consul")]
     pub service: Option<String>,
     /// ELBv2 target group (overrides [lb] target_group_arn). Credentials: AWS_ACCESS_KEY_ID and
-    /// AWS_SECRET_ACCESS_KEY (AWS_SESSION_TOKEN), else the instance role.
+    /// AWS_SECRET_ACCESS_KEY (AWS_SESSION_TOKEN), else the instance role. Instance targets are
+    /// found with ec2:DescribeInstances (endpoint: AWS_ENDPOINT_URL_EC2, AWS_ENDPOINT_URL).
     #[arg(long, value_name = "ARN", help_heading = "ELBv2")]
     pub target_group_arn: Option<String>,
 }
