@@ -259,6 +259,9 @@ pub struct LifecycleCall {
 pub struct LifecycleRecord {
     pub record: Vec<LifecycleCall>,
     pub states: std::collections::BTreeMap<String, String>,
+    /// `CompleteLifecycleAction` calls answered `Throttling` ([`Moto::throttle_lifecycle`]).
+    #[serde(default)]
+    pub throttled: u32,
 }
 
 impl LifecycleRecord {
@@ -319,6 +322,21 @@ print(asg.describe_auto_scaling_groups()["AutoScalingGroups"][0]["Instances"][0]
             "group": asg.group, "instance": asg.instance_id, "hook": hook, "transition": name,
         })
         .to_string();
+        let answer = crate::wait::http_request(
+            "POST",
+            &format!("{}/moto-api/kiln/lifecycle", self.endpoint()),
+            &[("Content-Type", "application/json")],
+            body.as_bytes(),
+        )
+        .unwrap_or_else(|e| panic!("moto's lifecycle endpoint: {e}"));
+        assert_eq!(answer.status, 200, "moto's lifecycle endpoint: {}", answer.body);
+    }
+
+    /// The next `calls` `CompleteLifecycleAction` calls are answered with AWS's `Throttling`
+    /// error (HTTP 400, "Rate exceeded"), after moto's authentication, as AWS does to a caller
+    /// over its rate; kiln retries them.
+    pub fn throttle_lifecycle(&self, calls: u32) {
+        let body = serde_json::json!({ "throttle": calls }).to_string();
         let answer = crate::wait::http_request(
             "POST",
             &format!("{}/moto-api/kiln/lifecycle", self.endpoint()),
