@@ -282,7 +282,7 @@ print(key["AccessKeyId"], key["SecretAccessKey"])
 /// pin refuses the boot once the metadata is read.
 fn pinned_wrong(group: &Group) -> (Example, MetadataEmulator) {
     let emulator = metadata(&group.moto, &group.asg, Some("KILN_EXPECT_RELEASE=v43\n"));
-    let ex = example_on(&emulator, &hooks_section(&group));
+    let ex = example_on(&emulator, &hooks_section(group));
     // readonly = false: the remount would outlive this test in the machine's mount namespace.
     ex.edit_config(|c| {
         format!(
