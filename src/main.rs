@@ -26,6 +26,11 @@ enum Command {
         /// Refuse on warnings too (exit 78).
         #[arg(long)]
         strict: bool,
+        /// Also ask the cloud what only it knows, with kiln's credentials: the ELBv2 target
+        /// group's deregistration delay against [lb] drain_timeout. Out of reach: a note, not
+        /// a failure.
+        #[arg(long)]
+        online: bool,
     },
     /// Fetch and check the environment without starting anything; print names and sources, never values.
     Env {
@@ -102,7 +107,11 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Boot { config } => kiln::boot::run(&config),
-        Command::Check { config, strict } => kiln::commands::check::run(&config, strict),
+        Command::Check {
+            config,
+            strict,
+            online,
+        } => kiln::commands::check::run(&config, strict, online),
         Command::Env {
             config,
             all,

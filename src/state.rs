@@ -326,6 +326,8 @@ pub struct HookStatus {
     pub since_ms: u64,
 }
 
+/// One step of a hook, each with its line in the log: idle → waiting → sending CONTINUE or
+/// ABANDON → answered (continued, abandoned), gave up or skipped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum HookState {
@@ -333,12 +335,19 @@ pub enum HookState {
     Idle,
     /// The instance waits on this hook; heartbeats keep it inside the hook's timeout.
     Waiting,
+    /// `CONTINUE` is being sent: retried while AWS throttles or does not answer (the detail
+    /// says why, and when the next attempt goes).
+    SendingContinue,
+    /// `ABANDON` is being sent, likewise.
+    SendingAbandon,
     /// Answered `CONTINUE`.
     Continued,
     /// Answered `ABANDON`.
     Abandoned,
-    /// Not answered: the call failed for good (the detail has AWS's code).
-    Failed,
+    /// Not answered: refused for good, not answered within the hook's timeout, or cut short by
+    /// a stop (the detail says which, with AWS's code). Formerly `failed`, still read as it.
+    #[serde(alias = "failed")]
+    GaveUp,
     /// Not answered: nothing was waiting, or the instance left first.
     Skipped,
 }

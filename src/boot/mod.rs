@@ -174,9 +174,11 @@ async fn prepare(
 /// services left them running, and they are as much leftovers as any other.
 async fn contain(boot: &Boot) -> Result<Containment, Refusal> {
     boot.shared.phase_begin(BootStep::Cgroups);
+    // Leftovers that would not die keep the launch from ever starting: ABANDON, so the group
+    // replaces the instance now rather than at the hook's timeout.
     let containment = find_cgroups(&boot.config, &boot.shared)
         .await
-        .map_err(Refusal::before_launch)?;
+        .map_err(|reason| Refusal::launching(reason, None))?;
     boot.shared.phase_done(BootStep::Cgroups);
     Ok(containment)
 }
@@ -202,7 +204,7 @@ struct Running {
 async fn launch(boot: &Boot, containment: &Containment, reaper: Reaper) -> Result<Launched, Refusal> {
     let config = &boot.config;
     if let Some(left) = left_before(config) {
-        return Err(Refusal::before_launch(left));
+        return Err(Refusal::left(left));
     }
     let gathered = tokio::select! {
         gathered = gather(config, &boot.shared, &boot.recorder) => gathered?,
@@ -316,10 +318,12 @@ async fn leave(boot: &Boot, running: Running, request: StopRequests) -> ExitCode
             lifecycle.services_stopped();
         }
         wait_for_power_off(&boot.shared, &boot.notifier, boot.stops.clone(), leave).await;
+        lifecycle::settle_at_stop(&boot.shared).await;
         boot.shared.update(|s| s.phase = Phase::Stopped);
         tracing::info!("stopped after the leave; bye");
         return ExitCode::SUCCESS;
     }
+    lifecycle::settle_at_stop(&boot.shared).await;
     boot.shared.update(|s| s.phase = Phase::Stopped);
     tracing::info!("all services stopped; bye");
     if request.poweroff {
@@ -336,20 +340,20 @@ struct Refusal {
 
 /// How far a refused boot got: whether there is a launch to answer for.
 enum Reached {
-    /// Before the launch: leftovers that would not die, or an instance that left and does not
-    /// rejoin. The launch hook is not answered.
-    BeforeLaunch,
-    /// While launching (seal, metadata, environment, the load balancer's and the services'
-    /// settings): the launch hook hears `ABANDON`, naming the instance and its group by the
-    /// metadata when it was fetched.
+    /// An instance that left for a notice and does not rejoin: its launch was answered long
+    /// ago, and the platform is taking it away. The launch hook is not answered.
+    Left,
+    /// Launching (the cgroups' leftovers, seal, metadata, environment, the load balancer's and
+    /// the services' settings): the launch hook hears `ABANDON`, naming the instance and its
+    /// group by the metadata when it was fetched.
     Launching(Option<Box<Metadata>>),
 }
 
 impl Refusal {
-    fn before_launch(reason: String) -> Refusal {
+    fn left(reason: String) -> Refusal {
         Refusal {
             reason,
-            reached: Reached::BeforeLaunch,
+            reached: Reached::Left,
         }
     }
 
@@ -384,6 +388,7 @@ async fn refuse(boot: &Boot, refusal: Refusal) -> ExitCode {
         reason.replace('\n', " ")
     ));
     requested(boot.stops.clone(), 1).await;
+    lifecycle::settle_at_stop(shared).await;
     shared.update(|s| s.phase = Phase::Stopped);
     ExitCode::from(EXIT_REFUSED)
 }

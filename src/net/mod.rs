@@ -40,10 +40,14 @@
 //! | an ELBv2 call | 10 s | the membership tries again (below) |
 //! | a Consul agent request | one attempt, 10 s | the membership tries again |
 //! | joining the load balancer | never: 0.5 s doubling to 10 s (the same rule), until kiln stops | `kiln status`: `unregistered: <reason>` |
-//! | `CompleteLifecycleAction` | 10 s calls, paused 1 s doubling to 30 s, until the hook's `heartbeat_timeout` | the hook shows `FAILED` |
+//! | `CompleteLifecycleAction` | 10 s calls, paused 1 s doubling to 30 s, until the hook's `heartbeat_timeout` | the hook shows `GAVE UP` |
+//! | `CompleteLifecycleAction` when kiln stops | 1 s more for the answer being sent (`lifecycle::STOP_GRACE`) | the hook shows `GAVE UP`; the hook's timeout decides |
 //! | a lifecycle heartbeat | 10 s (or `heartbeat_interval` if shorter) | the next heartbeat |
 //! | a notice poll (EC2, Azure) | `poll_interval`, at least 2 s (Azure's first: 150 s) | a `problem:` in status, the next poll |
 //! | a GCE hanging GET | `timeout_sec` + 10 s | asked again after 5 s |
+//! | `kiln fleet` listing an ELBv2 target group | 10 s | the verdict is `unreachable` |
+//! | `kiln fleet` placing ELBv2 instance targets (EC2 `DescribeInstances`) | 10 s for every batch | each member it could not place says why |
+//! | `kiln check --online` reading the target group's deregistration delay | 5 s, credentials included (`lb::warnings::ONLINE_BUDGET`) | a `note:` line; the check still passes |
 //! | `kiln fleet` asking a member | `--timeout`, one attempt | the member is reported as not answering |
 
 pub mod body;

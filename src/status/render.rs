@@ -408,9 +408,11 @@ fn hook_line(transition: &str, hook: &HookStatus, now_ms: u64) -> String {
     let state = match hook.state {
         HookState::Idle => "idle".to_string(),
         HookState::Waiting => format!("waiting for {since}"),
+        HookState::SendingContinue => format!("sending CONTINUE for {since}"),
+        HookState::SendingAbandon => format!("sending ABANDON for {since}"),
         HookState::Continued => format!("CONTINUE sent {since} ago"),
         HookState::Abandoned => format!("ABANDON sent {since} ago"),
-        HookState::Failed => format!("FAILED {since} ago"),
+        HookState::GaveUp => format!("GAVE UP {since} ago"),
         HookState::Skipped => "not answered".into(),
     };
     let beats = match hook.heartbeats {
@@ -544,6 +546,42 @@ fn micros(us: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_hook_line_says_each_step() {
+        let hook = |state: HookState, detail: Option<&str>| HookStatus {
+            name: "kiln-launch".into(),
+            state,
+            detail: detail.map(String::from),
+            heartbeats: 0,
+            since_ms: 1_000,
+        };
+        let line = |state, detail| hook_line("launch", &hook(state, detail), 3_500);
+        assert_eq!(
+            line(HookState::SendingAbandon, Some("the boot was refused")),
+            "launch hook kiln-launch: sending ABANDON for 2.5s: the boot was refused"
+        );
+        assert_eq!(
+            line(
+                HookState::SendingContinue,
+                Some(
+                    "CONTINUE not sent yet: autoscaling CompleteLifecycleAction: Throttling (HTTP 400): Rate exceeded (attempt 1, next in 1s)"
+                )
+            ),
+            "launch hook kiln-launch: sending CONTINUE for 2.5s: CONTINUE not sent yet: autoscaling CompleteLifecycleAction: Throttling (HTTP 400): Rate exceeded (attempt 1, next in 1s)"
+        );
+        assert_eq!(
+            line(HookState::Abandoned, Some("ABANDON sent")),
+            "launch hook kiln-launch: ABANDON sent 2.5s ago"
+        );
+        assert_eq!(
+            line(
+                HookState::GaveUp,
+                Some("ABANDON not sent: kiln stopped before AWS answered")
+            ),
+            "launch hook kiln-launch: GAVE UP 2.5s ago: ABANDON not sent: kiln stopped before AWS answered"
+        );
+    }
 
     #[test]
     fn the_seal_line_shows_release_and_what_the_launch_configuration_expects() {
