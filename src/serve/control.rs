@@ -3,8 +3,14 @@
 //! modified — and every refusal is logged and counted in status.
 //!
 //! Protocol: the client sends one line `VERB\n`; kiln answers with one JSON document and closes.
-//! Verbs: `status` (the whole snapshot), `health` (phase, ready, reason), `env` (variable names
-//! and sources, never values), `events` (recent events). Errors are `{"error": "..."}`.
+//! Verbs: `status` (the whole snapshot), `health` (phase, ready, reason), `ready` (the readiness
+//! report of `/readyz?verbose`, which `kiln wait` polls), `env` (variable names and sources,
+//! never values), `events` (recent events). Errors are `{"error": "..."}`.
+//!
+//! No question is held open until something changes: `kiln wait` asks `ready` again every
+//! 100 ms instead. An answer takes microseconds and the connection is closed with it, so a
+//! waiter never holds one of the socket's few connections (`fd_budget`: 2 to 16) and never
+//! stands as the stalest connection that the cap closes (`slots`) in front of `kiln status`.
 
 use super::Listeners;
 use super::slots::Slots;
@@ -19,7 +25,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
-pub const VERBS: &[&str] = &["status", "health", "env", "events"];
+pub const VERBS: &[&str] = &["status", "health", "ready", "env", "events"];
 pub const IMMUTABLE: &str = "this instance is immutable: bake a new image and replace the instance";
 /// A request line longer than this is not a question kiln knows.
 const MAX_REQUEST: u64 = 1024;
@@ -106,6 +112,7 @@ fn respond(request: &str, shared: &Shared, listeners: &Listeners) -> serde_json:
             let s = shared.snapshot();
             json!({ "phase": s.phase, "ready": shared.is_ready(), "reason": s.reason })
         }
+        "ready" => super::readiness::report(shared, shared.phase()),
         "env" => json!({ "env": shared.snapshot().env }),
         "events" => json!({ "events": shared.snapshot().events }),
         _ => {

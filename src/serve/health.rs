@@ -236,7 +236,8 @@ fn livez(shared: &Shared, verbose: bool) -> Response<Full<Bytes>> {
     }
 }
 
-/// 200 when ready, 503 otherwise; the phase in a word, or in JSON with what `kiln fleet` needs.
+/// 200 when ready, 503 otherwise; the phase in a word, or in JSON the readiness report
+/// (`readiness::report`, also the control socket's `ready`).
 fn readyz(shared: &Shared, verbose: bool) -> Response<Full<Bytes>> {
     let phase = shared.phase();
     let code = if phase == Phase::Ready {
@@ -247,31 +248,7 @@ fn readyz(shared: &Shared, verbose: bool) -> Response<Full<Bytes>> {
     if !verbose {
         return plain(code, phase_word(phase));
     }
-    let snapshot = shared.snapshot();
-    let units: Vec<_> = snapshot
-        .services
-        .iter()
-        .map(|u| serde_json::json!({ "unit": u.unit, "state": u.state, "ready": u.ready }))
-        .collect();
-    // What `kiln fleet` needs of every instance: which image (seal, release) and which
-    // one the launch configuration pins (expected), which instance, how long up, and
-    // whether the load balancer has it.
-    let seal = snapshot.seal.as_ref();
-    json(
-        code,
-        serde_json::json!({
-            "ready": phase == Phase::Ready,
-            "phase": phase,
-            "reason": snapshot.reason,
-            "units": units,
-            "seal": seal.and_then(|s| s.root_hash.clone()),
-            "release": seal.and_then(|s| s.release.clone()),
-            "expected": seal.and_then(|s| s.expected.clone()),
-            "instance_id": snapshot.instance.as_ref().and_then(|i| i.instance_id.clone()),
-            "uptime_ms": shared.elapsed().as_millis() as u64,
-            "lb": snapshot.lb.as_ref().map(|lb| lb.state),
-        }),
-    )
+    json(code, super::readiness::report(shared, phase))
 }
 
 fn phase_word(phase: Phase) -> &'static str {

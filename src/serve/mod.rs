@@ -11,6 +11,7 @@ pub mod agent;
 pub mod control;
 pub mod health;
 pub mod metrics;
+pub mod readiness;
 pub mod slots;
 
 use crate::config::{HealthConfig, MetricsConfig};
