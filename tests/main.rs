@@ -45,6 +45,7 @@ mod metadata_netns;
 mod metadata_providers;
 mod metrics;
 mod packaging_units;
+mod phpfpm_pool;
 mod pid1;
 mod probes;
 mod prometheus;
