@@ -4,11 +4,14 @@
 //! reason, and a bad table is refused by `kiln check`, naming the key.
 
 use crate::metrics_support::{scrape, value_of, with_metrics};
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
 use std::time::Duration;
 use testkit::control;
 use testkit::example::Example;
 use testkit::load::Load;
 use testkit::prometheus::Prometheus;
+use testkit::wait::wait_until;
 
 const KILN: &str = env!("CARGO_BIN_EXE_kiln");
 
@@ -30,6 +33,24 @@ fn with_status_page(ex: &Example, path: &str) {
         page.insert("path".into(), path.into());
         service.insert("phpfpm_status".into(), page.into());
     });
+}
+
+/// A process group stopped with SIGSTOP, continued when dropped (also when the test fails, so
+/// that kiln can stop it).
+struct Frozen(Pid);
+
+impl Frozen {
+    fn group(leader: i32) -> Frozen {
+        let group = Pid::from_raw(leader);
+        killpg(group, Signal::SIGSTOP).expect("SIGSTOP the group");
+        Frozen(group)
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        let _ = killpg(self.0, Signal::SIGCONT);
+    }
 }
 
 #[test]
@@ -151,4 +172,40 @@ fn a_bad_status_page_table_is_refused_naming_its_keys() {
             "[[service]] #1 \"php-fpm\": [service.phpfpm_status] timeout = \"1m\": between \"10ms\" and \"3s\"",
         ],
     );
+}
+
+/// Every php-fpm process stopped: the kernel still accepts on the pool's socket, but nobody
+/// answers. The scrape is answered anyway, the pool down with "no answer within" its timeout,
+/// and the pool is back once php-fpm runs again.
+#[test]
+fn a_frozen_pool_is_down_saying_so_and_the_scrape_is_answered() {
+    let ex = Example::render();
+    let addr = with_metrics(&ex);
+    with_status_page(&ex, "/status");
+    ex.edit_service("php-fpm", |service| {
+        // Nothing restarts the frozen php-fpm behind the test's back.
+        service.remove("live");
+        let page = service["phpfpm_status"].as_table_mut().unwrap();
+        page.insert("timeout".into(), "200ms".into());
+    });
+    let (_kiln, _notify) = ex.boot_ready(KILN);
+    let up = "kiln_phpfpm_up{service=\"php-fpm\",unit=\"php-fpm\"}";
+    assert_eq!(value_of(&scrape(addr, None).body, up), Some(1.0));
+
+    let master = control::unit_pid(&ex.socket(), "php-fpm").unwrap();
+    let frozen = Frozen::group(master);
+    let exposition = scrape(addr, None).body;
+    assert_eq!(value_of(&exposition, up), Some(0.0), "{exposition}");
+    assert!(exposition.contains("kiln_unit_ready{"), "{exposition}");
+    let (_, text) = ex.status_cli(KILN, &[]);
+    let reason = format!(
+        "php-fpm pool: status page not read: /status on unix:{}: no answer within 200ms",
+        ex.php_fpm_socket().display()
+    );
+    assert!(text.contains(&reason), "expected {reason:?} in:\n{text}");
+
+    drop(frozen);
+    wait_until("the pool read again", SEEN_WITHIN, || {
+        (value_of(&scrape(addr, None).body, up) == Some(1.0)).then_some(())
+    });
 }
