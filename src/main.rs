@@ -74,13 +74,16 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Wait until the boot is over (for bakes, scripts, smoke tests). Exit code: 0 ready, 1 failed
+    /// or stopping (it will not become ready), 2 not ready when --timeout ran out, 3 unreachable.
+    Wait(kiln::status::wait::WaitArgs),
     /// Every instance behind the load balancer: its image and state, and a verdict. Read-only.
     /// Exit code: 0 uniform and ready, 2 rolling or degraded, 1 drift, empty or unreachable.
     Fleet(kiln::fleet::FleetArgs),
 }
 
 /// Exit code of a command line that cannot be used (sysexits' EX_USAGE). Not clap's 2, which
-/// `kiln status` and `kiln fleet` use for "not ready yet".
+/// `kiln status`, `kiln wait` and `kiln fleet` use for "not ready yet".
 const EXIT_USAGE: u8 = 64;
 
 fn main() -> ExitCode {
@@ -121,6 +124,7 @@ fn main() -> ExitCode {
         Command::Verify { config } => kiln::commands::verify::run(&config),
         Command::RemountReadonly { config } => kiln::commands::seal::remount(&config),
         Command::Status { json, socket, config } => kiln::status::run(json, socket, config),
+        Command::Wait(args) => kiln::status::wait::run(args),
         Command::Fleet(args) => kiln::fleet::run(args),
     }
 }

@@ -98,6 +98,10 @@ pub struct Snapshot {
     /// Filled in when status is asked.
     #[serde(default)]
     pub listeners: Vec<ListenerStatus>,
+    /// php-fpm's pools, from their status pages (`[service.phpfpm_status]`). Read when status or
+    /// a scrape asks.
+    #[serde(default)]
+    pub php_fpm: Vec<PhpFpmStatus>,
 }
 
 /// Facts about the instance, as the metadata gave them; None where the provider has no answer.
@@ -152,6 +156,48 @@ pub struct ListenerStatus {
     pub cap: usize,
     /// Connections closed to make room for new ones since kiln started.
     pub shed: u64,
+}
+
+/// One php-fpm pool's status page, as kiln read it when it was asked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PhpFpmStatus {
+    pub service: String,
+    pub unit: String,
+    /// What the page said; None when it could not be read.
+    pub pool: Option<PhpFpmPool>,
+    /// Why the page could not be read (refused, timed out, not php-fpm's JSON).
+    pub problem: Option<String>,
+}
+
+/// The figures of php-fpm's status page (`?json`), named as php-fpm names them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PhpFpmPool {
+    /// The pool's name (`[www]` in php-fpm's config).
+    pub pool: String,
+    /// `static`, `dynamic` or `ondemand`.
+    pub process_manager: String,
+    /// When the pool started, seconds since the Unix epoch.
+    pub start_time: u64,
+    /// Seconds since the pool started.
+    pub start_since: u64,
+    /// Requests the pool took since it started.
+    pub accepted_conn: u64,
+    /// Requests waiting for a free process now (php-fpm counts them on TCP listeners only).
+    pub listen_queue: u64,
+    /// The most requests that waited at once since the pool started.
+    pub max_listen_queue: u64,
+    /// The size of the socket's queue (its backlog; TCP listeners only).
+    pub listen_queue_len: u64,
+    pub idle_processes: u64,
+    pub active_processes: u64,
+    pub total_processes: u64,
+    /// The most processes busy at once since the pool started.
+    pub max_active_processes: u64,
+    /// Times the process manager wanted another process and `pm.max_children` said no (`dynamic`
+    /// and `ondemand` only: `static` never counts).
+    pub max_children_reached: u64,
+    /// Requests that ran longer than `request_slowlog_timeout`.
+    pub slow_requests: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -655,6 +701,7 @@ impl Shared {
             containment: None,
             log: Default::default(),
             listeners: Vec::new(),
+            php_fpm: Vec::new(),
         };
         Arc::new(Shared {
             snapshot: watch::Sender::new(Arc::new(snapshot)),

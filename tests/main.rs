@@ -46,6 +46,7 @@ mod metadata_netns;
 mod metadata_providers;
 mod metrics;
 mod packaging_units;
+mod phpfpm_pool;
 mod pid1;
 mod probes;
 mod prometheus;
@@ -60,6 +61,7 @@ mod secrets_clouds;
 mod secrets_retries;
 mod state_dir;
 mod stop;
+mod wait;
 
 /// With `autotests = false`, a file in `tests/` that no `mod` line names is never built: its tests
 /// would silently not run.

@@ -561,6 +561,7 @@ fn start_serving(config: &Config, shared: &Arc<Shared>, recorder: &Arc<Recorder>
         &config.health,
         config.metrics.as_ref(),
         &config.control.socket,
+        &config.services,
         shared.clone(),
         recorder.clone(),
     )

@@ -43,9 +43,6 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 /// headers of any load balancer takes a few hundred bytes.
 const MAX_HEAD: usize = 8 * 1024;
 
-/// Answers one request of a bounded listener ([`serve`]).
-pub(super) type Answer = Arc<dyn Fn(&Request<Incoming>) -> Response<Full<Bytes>> + Send + Sync>;
-
 /// How long a connection of a bounded listener may live, beyond the limits on request heads.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Lifetime {
@@ -77,7 +74,8 @@ pub fn start(addr: SocketAddr, shared: Arc<Shared>, cap: usize) -> std::io::Resu
         .collect::<std::io::Result<Vec<_>>>()?;
     let per_thread = (cap / threads).max(1);
     let mut all_slots = Vec::with_capacity(threads);
-    let answer: Answer = Arc::new(move |req| answer(req, &shared));
+    // Answered at once, from the snapshot: nothing to wait for.
+    let answer = move |req: &Request<Incoming>| std::future::ready(answer(req, &shared));
     for (n, listener) in listeners.into_iter().enumerate() {
         let answer = answer.clone();
         let slots = Slots::new(per_thread);
@@ -153,8 +151,13 @@ fn defer_accept(fd: &OwnedFd, wait: Duration) -> std::io::Result<()> {
 }
 
 /// Serves one listener until its runtime ends: at most `slots`' cap of connections, each
-/// within `lifetime`, each request answered by `answer`.
-pub(super) async fn serve(listener: TcpListener, slots: Arc<Slots>, answer: Answer, lifetime: Lifetime) {
+/// within `lifetime`, each request answered by the future `answer` makes of it (at once for the
+/// health port, after reading php-fpm's pages for `/metrics`).
+pub(super) async fn serve<A, F>(listener: TcpListener, slots: Arc<Slots>, answer: A, lifetime: Lifetime)
+where
+    A: Fn(&Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+{
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -172,8 +175,12 @@ pub(super) async fn serve(listener: TcpListener, slots: Arc<Slots>, answer: Answ
             let answered = slot.answered();
             let service = service_fn(move |req| {
                 let response = answer(&req);
-                answered.now();
-                async move { Ok::<_, Infallible>(response) }
+                let answered = answered.clone();
+                async move {
+                    let response = response.await;
+                    answered.now();
+                    Ok::<_, Infallible>(response)
+                }
             });
             let connection = http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -236,7 +243,8 @@ fn livez(shared: &Shared, verbose: bool) -> Response<Full<Bytes>> {
     }
 }
 
-/// 200 when ready, 503 otherwise; the phase in a word, or in JSON with what `kiln fleet` needs.
+/// 200 when ready, 503 otherwise; the phase in a word, or in JSON the readiness report
+/// (`readiness::report`, also the control socket's `ready`).
 fn readyz(shared: &Shared, verbose: bool) -> Response<Full<Bytes>> {
     let phase = shared.phase();
     let code = if phase == Phase::Ready {
@@ -247,31 +255,7 @@ fn readyz(shared: &Shared, verbose: bool) -> Response<Full<Bytes>> {
     if !verbose {
         return plain(code, phase_word(phase));
     }
-    let snapshot = shared.snapshot();
-    let units: Vec<_> = snapshot
-        .services
-        .iter()
-        .map(|u| serde_json::json!({ "unit": u.unit, "state": u.state, "ready": u.ready }))
-        .collect();
-    // What `kiln fleet` needs of every instance: which image (seal, release) and which
-    // one the launch configuration pins (expected), which instance, how long up, and
-    // whether the load balancer has it.
-    let seal = snapshot.seal.as_ref();
-    json(
-        code,
-        serde_json::json!({
-            "ready": phase == Phase::Ready,
-            "phase": phase,
-            "reason": snapshot.reason,
-            "units": units,
-            "seal": seal.and_then(|s| s.root_hash.clone()),
-            "release": seal.and_then(|s| s.release.clone()),
-            "expected": seal.and_then(|s| s.expected.clone()),
-            "instance_id": snapshot.instance.as_ref().and_then(|i| i.instance_id.clone()),
-            "uptime_ms": shared.elapsed().as_millis() as u64,
-            "lb": snapshot.lb.as_ref().map(|lb| lb.state),
-        }),
-    )
+    json(code, super::readiness::report(shared, phase))
 }
 
 fn phase_word(phase: Phase) -> &'static str {

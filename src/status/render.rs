@@ -6,7 +6,7 @@
 use crate::state::{
     Containment, ContainmentKind, ExpectedImage, HookState, HookStatus, HooksStatus, InstanceStatus, LbState,
     LbStatus, LeaveStatus, LeaveStep, LeaveStepKind, LifecycleStatus, NoticeStatus, OnNotice, Phase,
-    SealStatus, SecretsStatus, Snapshot, UnitState, UnitStatus,
+    PhpFpmPool, PhpFpmStatus, SealStatus, SecretsStatus, Snapshot, UnitState, UnitStatus,
 };
 use crate::terminal::printable;
 use std::fmt::Write;
@@ -23,7 +23,7 @@ pub fn render(s: &Snapshot, now_ms: u64) -> String {
     for line in summary_lines(s, now_ms) {
         let _ = writeln!(out, "  {line}");
     }
-    units_section(&mut out, &s.services, now_ms);
+    units_section(&mut out, &s.services, &s.php_fpm, now_ms);
     timeline_section(&mut out, s);
     events_section(&mut out, s, now_ms);
     out
@@ -178,9 +178,9 @@ fn secrets_line(secrets: &SecretsStatus) -> String {
     )
 }
 
-/// The table of units, each followed by its dropped output and, when it is not ready, the last
-/// lines of its stderr.
-fn units_section(out: &mut String, units: &[UnitStatus], now_ms: u64) {
+/// The table of units, each followed by its dropped output, its php-fpm pool and, when it is not
+/// ready, the last lines of its stderr.
+fn units_section(out: &mut String, units: &[UnitStatus], pools: &[PhpFpmStatus], now_ms: u64) {
     if units.is_empty() {
         return;
     }
@@ -207,8 +207,46 @@ fn units_section(out: &mut String, units: &[UnitStatus], now_ms: u64) {
     let _ = writeln!(out, "{}", table_line(&header.map(String::from), &widths));
     for (row, u) in rows.iter().zip(units) {
         let _ = writeln!(out, "{}", table_line(row, &widths));
+        for pool in pools.iter().filter(|p| p.unit == u.unit) {
+            let _ = writeln!(out, "    {}", pool_line(pool));
+        }
         unit_notes(out, u);
     }
+}
+
+/// `php-fpm pool app (dynamic, up 1h02m): 2 active, 0 idle, …`, or why the page was not read.
+fn pool_line(p: &PhpFpmStatus) -> String {
+    let Some(pool) = &p.pool else {
+        let why = p.problem.as_deref().unwrap_or("no answer");
+        return format!("php-fpm pool: status page not read: {}", printable(why));
+    };
+    format!(
+        "php-fpm pool {} ({}, up {}): {}",
+        printable(&pool.pool),
+        printable(&pool.process_manager),
+        human(Duration::from_secs(pool.start_since)),
+        pool_figures(pool)
+    )
+}
+
+/// The figures, php-fpm's words; the listen queue only where php-fpm measures it (TCP).
+fn pool_figures(pool: &PhpFpmPool) -> String {
+    let queue = match pool.listen_queue_len {
+        0 => String::new(),
+        len => format!(
+            ", listen queue {} (max {} of {len})",
+            pool.listen_queue, pool.max_listen_queue
+        ),
+    };
+    format!(
+        "{} active (max {}), {} idle{queue}, max children reached {}, slow requests {}, {} accepted",
+        pool.active_processes,
+        pool.max_active_processes,
+        pool.idle_processes,
+        pool.max_children_reached,
+        pool.slow_requests,
+        pool.accepted_conn
+    )
 }
 
 /// Cells padded to the column widths; the last one as it is.
