@@ -8,6 +8,7 @@ mod metrics_support;
 mod seal_support;
 
 mod architecture;
+mod azure_checkin;
 mod boot;
 mod cgroup;
 mod config_errors;
