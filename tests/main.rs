@@ -11,6 +11,7 @@ mod architecture;
 mod azure_checkin;
 mod boot;
 mod cgroup;
+mod config_drive;
 mod config_errors;
 mod crash;
 mod env_file;

@@ -216,10 +216,24 @@ pub struct Contents {
 /// bytes (one past the limit, for the environment to refuse, as with every provider).
 pub fn read(drive: &Drive, user_data_cap: u32) -> std::result::Result<Contents, String> {
     let file = std::fs::File::open(&drive.device).map_err(|e| format!("cannot open: {e}"))?;
-    let budget = 4 * u64::from(DOCUMENT_MAX) + 2 * u64::from(user_data_cap) + 4 * 1024 * 1024;
-    let device = Budget::new(file, budget);
+    read_from(file, drive.filesystem, user_data_cap)
+}
+
+/// The bytes [`read`] may read of a drive: the documents and user-data twice over, and room
+/// for the directories and allocation tables.
+pub fn budget(user_data_cap: u32) -> u64 {
+    4 * u64::from(DOCUMENT_MAX) + 2 * u64::from(user_data_cap) + 4 * 1024 * 1024
+}
+
+/// [`read`] from any device (an image in memory, for the fuzz target).
+pub fn read_from<R: Read + Seek + 'static>(
+    device: R,
+    filesystem: Filesystem,
+    user_data_cap: u32,
+) -> std::result::Result<Contents, String> {
+    let device = Budget::new(device, budget(user_data_cap));
     let mut files: Box<dyn FnMut(&str, u32) -> std::result::Result<Option<Vec<u8>>, String>> =
-        match drive.filesystem {
+        match filesystem {
             Filesystem::Iso9660 => {
                 let mut iso = Iso::open(device)?;
                 Box::new(move |path, limit| iso.read(path, limit))
