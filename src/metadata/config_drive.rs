@@ -204,6 +204,9 @@ impl<R> Write for Budget<R> {
     }
 }
 
+/// Reads one file of a drive by path, at most a limit (plus one byte); None when absent.
+type ReadFile = dyn FnMut(&str, u32) -> std::result::Result<Option<Vec<u8>>, String>;
+
 /// What kiln reads of a config drive.
 #[derive(Debug, Default)]
 pub struct Contents {
@@ -232,18 +235,17 @@ pub fn read_from<R: Read + Seek + 'static>(
     user_data_cap: u32,
 ) -> std::result::Result<Contents, String> {
     let device = Budget::new(device, budget(user_data_cap));
-    let mut files: Box<dyn FnMut(&str, u32) -> std::result::Result<Option<Vec<u8>>, String>> =
-        match filesystem {
-            Filesystem::Iso9660 => {
-                let mut iso = Iso::open(device)?;
-                Box::new(move |path, limit| iso.read(path, limit))
-            }
-            Filesystem::Vfat => {
-                let fs = fatfs::FileSystem::new(device, fatfs::FsOptions::new())
-                    .map_err(|e| format!("not a FAT filesystem kiln can read: {e}"))?;
-                Box::new(move |path, limit| fat_read(&fs, path, limit))
-            }
-        };
+    let mut files: Box<ReadFile> = match filesystem {
+        Filesystem::Iso9660 => {
+            let mut iso = Iso::open(device)?;
+            Box::new(move |path, limit| iso.read(path, limit))
+        }
+        Filesystem::Vfat => {
+            let fs = fatfs::FileSystem::new(device, fatfs::FsOptions::new())
+                .map_err(|e| format!("not a FAT filesystem kiln can read: {e}"))?;
+            Box::new(move |path, limit| fat_read(&fs, path, limit))
+        }
+    };
     let document = |name: &str, bytes: Vec<u8>| -> std::result::Result<Value, String> {
         if bytes.len() > DOCUMENT_MAX as usize {
             return Err(format!("{name} is over the {DOCUMENT_MAX} byte limit"));

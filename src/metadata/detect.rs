@@ -15,12 +15,11 @@ pub fn detect(dmi_dir: &Path, hypervisor_uuid: &Path) -> Result<ProviderKind, St
     detect_by(dmi_dir, hypervisor_uuid).map(|(kind, _)| kind)
 }
 
-/// [`detect`], with what told the cloud: a DMI field and its value, or the hypervisor UUID
-/// (`None`), for `kiln status`.
-pub fn detect_by(
-    dmi_dir: &Path,
-    hypervisor_uuid: &Path,
-) -> Result<(ProviderKind, Option<(&'static str, String)>), String> {
+/// What told the cloud: a DMI field and the value it had, or `None` for the hypervisor UUID.
+pub type ToldBy = Option<(&'static str, String)>;
+
+/// [`detect`], with what told the cloud, for `kiln status`.
+pub fn detect_by(dmi_dir: &Path, hypervisor_uuid: &Path) -> Result<(ProviderKind, ToldBy), String> {
     let read = |path: &Path| {
         std::fs::read_to_string(path)
             .map(|s| s.trim().to_string())
