@@ -94,6 +94,40 @@ fn ready_is_reported_once_provisioned_and_status_says_so() {
     assert_eq!(wire.reports().len(), 1, "one report a boot");
 }
 
+/// `provider = "auto"` on Azure (told by the chassis asset tag) checks in as `azure` does, and
+/// status names the DMI field that told the cloud.
+#[test]
+fn auto_on_azure_checks_in_and_status_names_the_dmi_field() {
+    let imds = MetadataEmulator::start(Options::new(Cloud::Azure));
+    let wire = WireServer::start(wire::Options::default());
+    let ex = Example::render();
+    let dmi = ex.dir.path().join("dmi");
+    std::fs::create_dir(&dmi).unwrap();
+    std::fs::write(dmi.join("sys_vendor"), "Microsoft Corporation\n").unwrap();
+    std::fs::write(
+        dmi.join("chassis_asset_tag"),
+        "7783-7084-3265-9085-8269-3286-77\n",
+    )
+    .unwrap();
+    on_azure(&ex, &imds, &wire, &format!("dmi_dir = {dmi:?}\n"));
+    ex.edit_config(|c| c.replace("provider = \"azure\"", "provider = \"auto\""));
+    let _kiln = Kiln::boot(KILN, &ex.config_path);
+    assert_eq!(reported(&wire).state, "Ready");
+    let status = wait_until("the check-in in status", BOOT, || {
+        control::status(&ex.socket()).filter(|s| s["check_in"]["outcome"] == "accepted")
+    });
+    assert_eq!(status["provider"]["name"], "azure", "{status}");
+    assert_eq!(status["provider"]["found"]["by"], "dmi", "{status}");
+    let (_, text) = ex.status_cli(KILN, &[]);
+    assert!(
+        text.contains(
+            "  provider: azure, told by DMI chassis_asset_tag \"7783-7084-3265-9085-8269-3286-77\"\n"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("  azure check-in: Ready reported "), "{text}");
+}
+
 /// Provisioned means the boot's inputs were accepted, not that the services are ready: a service
 /// that never gets ready is the health signal's to tell (Unknown while starting), not a
 /// provisioning timeout.
