@@ -202,3 +202,40 @@ pub fn config(data: &[u8]) {
         assert!(taken.len() > before, "a dependency cycle was accepted");
     }
 }
+
+/// A config drive image (first byte: ISO 9660 or FAT): its label is read without a panic, and
+/// what is read of it keeps within the caps (user-data at most one byte past its limit).
+pub fn config_drive(data: &[u8]) {
+    use crate::metadata::config_drive::{self, Filesystem};
+    let Some((&selector, image)) = data.split_first() else {
+        return;
+    };
+    let _ = config_drive::label_of(image);
+    let filesystem = match selector % 2 {
+        0 => Filesystem::Iso9660,
+        _ => Filesystem::Vfat,
+    };
+    let cap = 4096;
+    let device = std::io::Cursor::new(image.to_vec());
+    if let Ok(contents) = config_drive::read_from(device, filesystem, cap) {
+        let user_data = contents.user_data.map_or(0, |u| u.len());
+        assert!(
+            user_data <= cap as usize,
+            "{user_data} bytes of user-data from a {cap}-byte cap"
+        );
+    }
+}
+
+/// The WireServer's goal state: an accepted one holds values kiln may echo (a number, ids
+/// without spaces or control characters).
+pub fn goal_state(data: &[u8]) {
+    if let Ok(goal) = crate::metadata::wireserver::GoalState::parse(data) {
+        assert!(goal.incarnation.bytes().all(|b| b.is_ascii_digit()), "{goal:?}");
+        for id in [&goal.container_id, &goal.instance_id] {
+            assert!(
+                !id.is_empty() && !id.chars().any(|c| c.is_control() || c.is_whitespace()),
+                "{goal:?}"
+            );
+        }
+    }
+}

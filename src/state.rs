@@ -73,6 +73,12 @@ pub struct Snapshot {
     pub refused_mutations: u64,
     /// Facts of the instance (no secrets), once fetched.
     pub instance: Option<InstanceStatus>,
+    /// Which datasource the metadata came from and how kiln chose it, once fetched.
+    #[serde(default)]
+    pub provider: Option<ProviderStatus>,
+    /// Azure: the provisioning report to the WireServer; None elsewhere.
+    #[serde(default)]
+    pub check_in: Option<CheckInStatus>,
     /// Names of the frozen environment and where each came from; never values.
     pub env: Vec<EnvVarSource>,
     /// Load balancer membership, when `[lb]` is configured.
@@ -114,6 +120,73 @@ pub struct InstanceStatus {
     pub zone: Option<String>,
     pub local_ipv4: Option<String>,
     pub hostname: Option<String>,
+}
+
+/// The datasource kiln read, and how it came to read that one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderStatus {
+    /// `ec2`, `azure`, ... as in `[metadata] provider` (`openstack` for a config drive).
+    pub name: String,
+    pub found: ProviderFound,
+}
+
+/// How kiln chose the datasource.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "by", rename_all = "snake_case")]
+pub enum ProviderFound {
+    /// `[metadata] provider` names it.
+    Config,
+    /// `provider = "auto"`: this DMI field (`/sys/class/dmi/id/<field>`) had this value.
+    Dmi { field: String, value: String },
+    /// `provider = "auto"`: `/sys/hypervisor/uuid` starts with `ec2` (older Xen EC2 instances).
+    HypervisorUuid,
+    /// A config drive (a filesystem labelled `config-2`), preferred to the metadata service.
+    ConfigDrive { device: String, filesystem: String },
+}
+
+/// Azure's provisioning report: what kiln tells the WireServer and how that went.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckInStatus {
+    /// What is reported: `Ready`, or `NotReady` for a refused boot.
+    pub report: HealthReport,
+    pub outcome: CheckInOutcome,
+    /// Requests sent so far (goal state and health report, retries included).
+    pub attempts: u32,
+    /// The goal state incarnation the accepted report answered.
+    pub incarnation: Option<String>,
+    /// The last retry's reason while sending, why it failed, or why it is off.
+    pub detail: Option<String>,
+    /// When the outcome last changed, ms since the Unix epoch.
+    pub since_ms: u64,
+}
+
+/// The two states a provisioning report can carry, as the WireServer spells them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HealthReport {
+    Ready,
+    NotReady,
+}
+
+impl fmt::Display for HealthReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            HealthReport::Ready => "Ready",
+            HealthReport::NotReady => "NotReady",
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckInOutcome {
+    /// Being sent (the first attempt, or retries until the deadline).
+    Sending,
+    /// The WireServer took it.
+    Accepted,
+    /// Given up (the deadline passed, or a final refusal); the detail says why.
+    Failed,
+    /// `[metadata] check_in = false`: nothing is reported.
+    Off,
 }
 
 /// Where kiln's own log goes and what it lost.
@@ -692,6 +765,8 @@ impl Shared {
             events: VecDeque::new(),
             refused_mutations: 0,
             instance: None,
+            provider: None,
+            check_in: None,
             env: Vec::new(),
             lb: None,
             seal: None,

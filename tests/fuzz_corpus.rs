@@ -72,3 +72,13 @@ fn the_seeds_are_accepted_where_they_should_be() {
     let manifest = std::fs::read(corpus.join("seal_manifest/v2-release-symlink")).unwrap();
     kiln::seal::Manifest::decode(&manifest).unwrap();
 }
+
+#[test]
+fn config_drive() {
+    run("config_drive", kiln::fuzzing::config_drive);
+}
+
+#[test]
+fn goal_state() {
+    run("goal_state", kiln::fuzzing::goal_state);
+}

@@ -8,8 +8,10 @@ mod metrics_support;
 mod seal_support;
 
 mod architecture;
+mod azure_checkin;
 mod boot;
 mod cgroup;
+mod config_drive;
 mod config_errors;
 mod crash;
 mod docs;

@@ -24,6 +24,7 @@ use crate::config::Config;
 use crate::env::{self, FrozenEnv};
 use crate::lb::{self, Membership};
 use crate::lifecycle::{self, LeaveRequest, Lifecycle};
+use crate::metadata::wireserver::{CheckIn, Report};
 use crate::metadata::{self, InstanceFacts, Metadata};
 use crate::metrics::Recorder;
 use crate::process::reaper::{self, Reaper};
@@ -31,8 +32,8 @@ use crate::seal::{self, DriftWatch, Pin, SealError, Verified};
 use crate::secrets::{self, Plan, Stores};
 use crate::serve;
 use crate::state::{
-    BootStep, ContainmentKind, EnvVarSource, ExpectedImage, InstanceStatus, LeaveStepKind, Phase, SealStatus,
-    SecretsStatus, Shared, now_ms,
+    BootStep, ContainmentKind, EnvVarSource, ExpectedImage, InstanceStatus, LeaveStepKind, Phase,
+    ProviderFound, ProviderStatus, SealStatus, SecretsStatus, Shared, now_ms,
 };
 use crate::supervise::{Supervisor, SupervisorHandle};
 use crate::systemd::{self, Notifier};
@@ -253,6 +254,11 @@ fn start(
         recorder.clone(),
         move |request| leaver.leave(request),
     );
+    // Provisioned: nothing left that could refuse the boot. Services' readiness is the health
+    // signal's to tell (see `metadata::wireserver`).
+    if let Some(check_in) = CheckIn::on_azure(&config.metadata) {
+        check_in.spawn(Report::Ready, shared.clone());
+    }
     if let Some(watch) = gathered.seal_watch {
         guards::watch_seal(watch, config.seal.on_drift, shared.clone(), boot.stopper.clone());
     }
@@ -372,6 +378,9 @@ async fn refuse(boot: &Boot, refusal: Refusal) -> ExitCode {
     let Refusal { reason, reached } = refusal;
     if let Reached::Launching(metadata) = reached {
         abandon_launch(&boot.config, metadata.map(|m| *m), &boot.shared);
+        if let Some(check_in) = CheckIn::on_azure(&boot.config.metadata) {
+            check_in.spawn(Report::refused(&reason), boot.shared.clone());
+        }
     }
     let (shared, notifier) = (&boot.shared, &boot.notifier);
     tracing::error!("boot refused: {reason}");
@@ -595,7 +604,10 @@ async fn gather(config: &Config, shared: &Shared, recorder: &Recorder) -> Result
     let metadata = fetched.map_err(|e| refused(e.to_string()))?;
     // The facts name the instance even when a later step refuses the boot (`kiln status`,
     // `kiln fleet`); they hold no secret.
-    shared.update(|s| s.instance = Some(instance_status(&metadata.facts)));
+    shared.update(|s| {
+        s.instance = Some(instance_status(&metadata.facts));
+        s.provider = Some(provider_status(&metadata));
+    });
     shared.phase_done(BootStep::Metadata);
     match prepare_env(config, shared, recorder, &verified, &metadata, deadline).await {
         Ok((env, secrets)) => Ok(Gathered {
@@ -625,6 +637,26 @@ fn instance_status(facts: &InstanceFacts) -> InstanceStatus {
         zone,
         local_ipv4,
         hostname,
+    }
+}
+
+/// The datasource as status shows it, and how kiln chose it.
+fn provider_status(metadata: &Metadata) -> ProviderStatus {
+    let found = match &metadata.found {
+        metadata::Found::Config => ProviderFound::Config,
+        metadata::Found::Dmi { field, value } => ProviderFound::Dmi {
+            field: field.to_string(),
+            value: value.clone(),
+        },
+        metadata::Found::HypervisorUuid => ProviderFound::HypervisorUuid,
+        metadata::Found::ConfigDrive(drive) => ProviderFound::ConfigDrive {
+            device: drive.device.display().to_string(),
+            filesystem: drive.filesystem.name().to_string(),
+        },
+    };
+    ProviderStatus {
+        name: metadata.facts.provider.clone(),
+        found,
     }
 }
 

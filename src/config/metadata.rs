@@ -59,6 +59,14 @@ pub struct MetadataConfig {
     /// and the log that the instance should be replaced. Never applied. Unset: no recheck.
     #[serde(default)]
     pub recheck: Option<HumanDuration>,
+    /// Azure only (`azure`, or `auto` on Azure): report to the WireServer that the instance is
+    /// provisioned (Ready), or why its boot was refused (NotReady), as a provisioning agent
+    /// does (default `true`). Set `false` where the image keeps waagent, which reports itself.
+    #[serde(default = "default_check_in")]
+    pub check_in: bool,
+    /// Azure only: the WireServer's address, `http://HOST[:PORT]` (default
+    /// [`crate::net::WIRESERVER`]). For tests and emulators.
+    pub wireserver: Option<String>,
 }
 
 impl Default for MetadataConfig {
@@ -76,6 +84,8 @@ impl Default for MetadataConfig {
             dmi_dir: default_dmi_dir(),
             hypervisor_uuid: default_hypervisor_uuid(),
             recheck: None,
+            check_in: default_check_in(),
+            wireserver: None,
         }
     }
 }
@@ -124,6 +134,10 @@ pub enum UserDataFormat {
     None,
 }
 
+fn default_check_in() -> bool {
+    true
+}
+
 fn default_seed() -> PathBuf {
     PathBuf::from("/var/lib/kiln/seed")
 }
@@ -156,6 +170,11 @@ impl MetadataConfig {
             && let Err(e) = check_endpoint(endpoint)
         {
             problems.push(format!("endpoint = {endpoint:?}: {e}"));
+        }
+        if let Some(wireserver) = &self.wireserver
+            && let Err(e) = check_endpoint(wireserver)
+        {
+            problems.push(format!("wireserver = {wireserver:?}: {e}"));
         }
         if !self.seed.is_absolute() {
             problems.push(format!("seed = {:?}: must be an absolute path", self.seed));
@@ -229,6 +248,7 @@ mod tests {
             crate::net::METADATA,
             crate::net::METADATA_EC2_IPV6,
             crate::net::METADATA_GCE_NAME,
+            crate::net::WIRESERVER,
         ] {
             assert!(check_endpoint(address).is_ok(), "{address}");
         }
@@ -252,6 +272,8 @@ mod tests {
         assert_eq!(c.user_data, UserDataFormat::Auto);
         assert_eq!(c.user_data_limit, 65536);
         assert!(!c.imdsv1);
+        assert!(c.check_in);
+        assert_eq!(c.wireserver, None);
         assert!(c.check().is_ok());
     }
 }

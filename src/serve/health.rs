@@ -213,6 +213,7 @@ fn answer(req: &Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
     match req.uri().path() {
         "/livez" => livez(shared, verbose(req)),
         "/readyz" => readyz(shared, verbose(req)),
+        AZURE_HEALTH => azure_health(shared.phase()),
         _ => plain(StatusCode::NOT_FOUND, "not found: try /livez or /readyz\n"),
     }
 }
@@ -258,6 +259,36 @@ fn readyz(shared: &Shared, verbose: bool) -> Response<Full<Bytes>> {
     json(code, super::readiness::report(shared, phase))
 }
 
+/// Where Azure's Application Health extension (rich health states) asks.
+pub const AZURE_HEALTH: &str = "/azure/health";
+
+/// The Application Health extension's rich health states: a 2xx with
+/// `{"ApplicationHealthState": "Healthy"}` or `"Unhealthy"`; anything else is Unknown.
+///
+/// Ready is Healthy. Degraded (a service not ready now), failed (a refused boot), stopping and
+/// stopped are Unhealthy: the instance does not serve, and instance repairs may replace it.
+/// Booting and starting answer 503, which the extension counts as Unknown: while it is
+/// *Initializing* (its grace period after the instance starts) only Healthy or Unhealthy end
+/// that, so a boot within the grace period is neither repaired nor counted by a rolling upgrade;
+/// a boot that outlasts it is Unknown, which both treat as Unhealthy. The body holds nothing but
+/// the documented key: the phase is `/readyz?verbose`'s to tell.
+fn azure_health(phase: Phase) -> Response<Full<Bytes>> {
+    let state = match phase {
+        Phase::Ready => "Healthy",
+        Phase::Degraded | Phase::Failed | Phase::Stopping | Phase::Stopped => "Unhealthy",
+        Phase::Booting | Phase::Starting => {
+            return json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                serde_json::json!({ "phase": phase }),
+            );
+        }
+    };
+    json(
+        StatusCode::OK,
+        serde_json::json!({ "ApplicationHealthState": state }),
+    )
+}
+
 fn phase_word(phase: Phase) -> &'static str {
     match phase {
         Phase::Booting => "booting\n",
@@ -286,4 +317,42 @@ fn json(code: StatusCode, value: serde_json::Value) -> Response<Full<Bytes>> {
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn body(response: Response<Full<Bytes>>) -> (u16, serde_json::Value) {
+        use http_body_util::BodyExt;
+        let status = response.status().as_u16();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[tokio::test]
+    async fn each_phase_maps_to_a_rich_health_state() {
+        for phase in Phase::ALL {
+            let (status, json) = body(azure_health(phase)).await;
+            let want = match phase {
+                Phase::Ready => Some("Healthy"),
+                Phase::Booting | Phase::Starting => None,
+                _ => Some("Unhealthy"),
+            };
+            match want {
+                Some(state) => {
+                    assert_eq!(status, 200, "{phase:?}");
+                    assert_eq!(
+                        json,
+                        serde_json::json!({ "ApplicationHealthState": state }),
+                        "{phase:?}"
+                    );
+                }
+                None => {
+                    assert_eq!(status, 503, "{phase:?}: the extension reads Unknown");
+                    assert!(json.get("ApplicationHealthState").is_none(), "{phase:?}");
+                }
+            }
+        }
+    }
 }

@@ -4,9 +4,10 @@
 //! [`printable`]: it can neither drive the terminal nor forge a line.
 
 use crate::state::{
-    Containment, ContainmentKind, ExpectedImage, HookState, HookStatus, HooksStatus, InstanceStatus, LbState,
-    LbStatus, LeaveStatus, LeaveStep, LeaveStepKind, LifecycleStatus, NoticeStatus, OnNotice, Phase,
-    PhpFpmPool, PhpFpmStatus, SealStatus, SecretsStatus, Snapshot, UnitState, UnitStatus,
+    CheckInOutcome, CheckInStatus, Containment, ContainmentKind, ExpectedImage, HookState, HookStatus,
+    HooksStatus, InstanceStatus, LbState, LbStatus, LeaveStatus, LeaveStep, LeaveStepKind, LifecycleStatus,
+    NoticeStatus, OnNotice, Phase, PhpFpmPool, PhpFpmStatus, ProviderFound, ProviderStatus, SealStatus,
+    SecretsStatus, Snapshot, UnitState, UnitStatus,
 };
 use crate::terminal::printable;
 use std::fmt::Write;
@@ -33,6 +34,8 @@ pub fn render(s: &Snapshot, now_ms: u64) -> String {
 fn summary_lines(s: &Snapshot, now_ms: u64) -> Vec<String> {
     let mut lines: Vec<String> = [
         s.instance.as_ref().map(instance_line),
+        s.provider.as_ref().map(provider_line),
+        s.check_in.as_ref().map(|c| check_in_line(c, now_ms)),
         s.containment
             .as_ref()
             .map(|c| format!("services: {}", containment_line(c))),
@@ -90,6 +93,53 @@ fn instance_line(i: &InstanceStatus) -> String {
     .filter_map(|(label, value)| value.as_ref().map(|v| format!("{label} {}", printable(v))))
     .collect();
     format!("instance: {}, {}", printable(&i.provider), facts.join(", "))
+}
+
+/// `provider: azure, told by DMI chassis_asset_tag "7783-…"`: the datasource and how kiln chose it.
+fn provider_line(p: &ProviderStatus) -> String {
+    let how = match &p.found {
+        ProviderFound::Config => "named by [metadata] provider".to_string(),
+        ProviderFound::Dmi { field, value } => {
+            format!("told by DMI {} {:?}", printable(field), printable(value))
+        }
+        ProviderFound::HypervisorUuid => "told by /sys/hypervisor/uuid (ec2…)".to_string(),
+        ProviderFound::ConfigDrive { device, filesystem } => format!(
+            "from the config drive {} ({}, label config-2)",
+            printable(device),
+            printable(filesystem)
+        ),
+    };
+    format!("provider: {}, {how}", printable(&p.name))
+}
+
+/// `azure check-in: Ready reported 1m37s ago (goal state incarnation 1)`, or how it goes.
+fn check_in_line(c: &CheckInStatus, now_ms: u64) -> String {
+    let detail = c.detail.as_deref().map(printable).unwrap_or_default();
+    let attempts = match c.attempts {
+        1 => "1 attempt".to_string(),
+        n => format!("{n} attempts"),
+    };
+    let state = match c.outcome {
+        CheckInOutcome::Sending if c.attempts == 0 => format!("sending {}", c.report),
+        CheckInOutcome::Sending => format!(
+            "sending {} for {} ({attempts}; last: {detail})",
+            c.report,
+            ago(c.since_ms, now_ms)
+        ),
+        CheckInOutcome::Accepted => format!(
+            "{} reported {} ago (goal state incarnation {})",
+            c.report,
+            ago(c.since_ms, now_ms),
+            printable(c.incarnation.as_deref().unwrap_or("?"))
+        ),
+        CheckInOutcome::Failed => format!(
+            "FAILED {} ago, {} not reported ({attempts}): {detail}",
+            ago(c.since_ms, now_ms),
+            c.report
+        ),
+        CheckInOutcome::Off => format!("off ({detail})"),
+    };
+    format!("azure check-in: {state}")
 }
 
 /// `load balancer: haproxy app/i-0abc (10.0.0.5:8080): registered for 1m37s`.
