@@ -43,6 +43,7 @@ mod metadata_ec2;
 mod metadata_emulator;
 mod metadata_netns;
 mod metadata_providers;
+mod metadata_round_trips;
 mod metrics;
 mod packaging_units;
 mod pid1;
