@@ -31,7 +31,7 @@ pub use duration::HumanDuration;
 pub use env::{BUILTIN_DENY, EnvConfig, RESERVED_PREFIX, check_name, glob_match, is_valid_name};
 pub use lb::{LbConfig, LbTable};
 pub use lifecycle::{LifecycleConfig, NoticeAction};
-pub use metadata::{MetadataConfig, ProviderKind, USER_DATA_LIMIT_MAX, UserDataFormat};
+pub use metadata::{ForeignUserData, MetadataConfig, ProviderKind, USER_DATA_LIMIT_MAX, UserDataFormat};
 pub use metrics::MetricsConfig;
 pub use probe::{FastCgiSocket, HttpTarget, PERIOD_MIN, ProbeConfig, ProbeTarget, TIMEOUT_MIN};
 pub use seal::{OnDrift, Release, SealConfig};
