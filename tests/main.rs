@@ -39,6 +39,7 @@ mod lifecycle_hooks;
 mod lifecycle_notices;
 mod metadata_auto;
 mod metadata_boot;
+mod metadata_cloud_init;
 mod metadata_ec2;
 mod metadata_emulator;
 mod metadata_netns;
