@@ -261,3 +261,37 @@ fn the_default_datasource_is_the_local_seed() {
     assert_eq!(config.provider, kiln::config::ProviderKind::Nocloud);
     assert_eq!(config.seed, std::path::Path::new("/var/lib/kiln/seed"));
 }
+
+#[tokio::test]
+async fn every_cloud_on_an_ipv6_literal_endpoint() {
+    for cloud in [
+        Cloud::Ec2,
+        Cloud::Gce,
+        Cloud::Azure,
+        Cloud::OpenStack,
+        Cloud::DigitalOcean,
+    ] {
+        let options = Options::new(cloud)
+            .user_data("APP_SECRET=s3cr3t\n")
+            .tag("env.APP_ENV", "prod");
+        let emulator = MetadataEmulator::start_on("[::1]:0".parse().unwrap(), options).expect("bind [::1]:0");
+        let url = emulator.url();
+        assert!(url.starts_with("http://[::1]:"), "{url}");
+        let metadata = fetch(&config(&emulator, "tags_prefix = \"env.\""))
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", cloud.name()));
+        assert_eq!(metadata.endpoint, url, "{}", cloud.name());
+        assert_eq!(
+            metadata.user_data.as_deref(),
+            Some(&b"APP_SECRET=s3cr3t\n"[..]),
+            "{}",
+            cloud.name()
+        );
+        let log = emulator.log();
+        assert!(
+            !log.is_empty() && log.iter().all(|l| l.peer.is_ipv6()),
+            "{}: {log:?}",
+            cloud.name()
+        );
+    }
+}
