@@ -29,6 +29,11 @@ fn user_data() {
 }
 
 #[test]
+fn user_data_mime() {
+    run("user_data_mime", kiln::fuzzing::user_data_mime);
+}
+
+#[test]
 fn seal_manifest() {
     run("seal_manifest", kiln::fuzzing::seal_manifest);
 }

@@ -70,9 +70,9 @@ async fn gce_recursive_instance_and_attributes() {
     );
     let paths: Vec<String> = emulator.log().into_iter().map(|l| l.path).collect();
     assert_eq!(
-        paths.len(),
-        2,
-        "one instance request, one project request: {paths:?}"
+        paths,
+        ["/computeMetadata/v1/?alt=json&recursive=true"],
+        "one request for the instance and the project"
     );
 }
 
@@ -260,4 +260,38 @@ fn the_default_datasource_is_the_local_seed() {
     let config = Config::parse("").unwrap().metadata;
     assert_eq!(config.provider, kiln::config::ProviderKind::Nocloud);
     assert_eq!(config.seed, std::path::Path::new("/var/lib/kiln/seed"));
+}
+
+#[tokio::test]
+async fn every_cloud_on_an_ipv6_literal_endpoint() {
+    for cloud in [
+        Cloud::Ec2,
+        Cloud::Gce,
+        Cloud::Azure,
+        Cloud::OpenStack,
+        Cloud::DigitalOcean,
+    ] {
+        let options = Options::new(cloud)
+            .user_data("APP_SECRET=s3cr3t\n")
+            .tag("env.APP_ENV", "prod");
+        let emulator = MetadataEmulator::start_on("[::1]:0".parse().unwrap(), options).expect("bind [::1]:0");
+        let url = emulator.url();
+        assert!(url.starts_with("http://[::1]:"), "{url}");
+        let metadata = fetch(&config(&emulator, "tags_prefix = \"env.\""))
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", cloud.name()));
+        assert_eq!(metadata.endpoint, url, "{}", cloud.name());
+        assert_eq!(
+            metadata.user_data.as_deref(),
+            Some(&b"APP_SECRET=s3cr3t\n"[..]),
+            "{}",
+            cloud.name()
+        );
+        let log = emulator.log();
+        assert!(
+            !log.is_empty() && log.iter().all(|l| l.peer.is_ipv6()),
+            "{}: {log:?}",
+            cloud.name()
+        );
+    }
 }

@@ -37,6 +37,12 @@ pub struct MetadataConfig {
     /// `none` ignores user-data (it is not even fetched).
     #[serde(default)]
     pub user_data: UserDataFormat,
+    /// What to do with user-data that is cloud-init's alone (a `#cloud-config`, a script, a MIME
+    /// multi-part without a `text/x-kiln-env` part): `refuse` (default: a user-data meant for
+    /// kiln in the wrong shape stops the boot) or `ignore` (kiln's variables come from tags,
+    /// secrets or defaults; cloud-init reads the user-data).
+    #[serde(default)]
+    pub user_data_foreign: ForeignUserData,
     /// Largest accepted user-data in bytes, after gzip decompression (default 65536).
     /// Decompression stops reading past it.
     #[serde(default = "default_user_data_limit")]
@@ -78,6 +84,7 @@ impl Default for MetadataConfig {
             deadline: default_deadline(),
             request_timeout: default_request_timeout(),
             user_data: UserDataFormat::default(),
+            user_data_foreign: ForeignUserData::default(),
             user_data_limit: default_user_data_limit(),
             tags_prefix: None,
             imdsv1: false,
@@ -136,6 +143,15 @@ pub enum UserDataFormat {
 
 fn default_check_in() -> bool {
     true
+}
+
+/// `[metadata] user_data_foreign`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ForeignUserData {
+    #[default]
+    Refuse,
+    Ignore,
 }
 
 fn default_seed() -> PathBuf {

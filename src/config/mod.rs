@@ -32,7 +32,7 @@ pub use duration::HumanDuration;
 pub use env::{BUILTIN_DENY, EnvConfig, RESERVED_PREFIX, check_name, glob_match, is_valid_name};
 pub use lb::{LbConfig, LbTable};
 pub use lifecycle::{LifecycleConfig, NoticeAction};
-pub use metadata::{MetadataConfig, ProviderKind, USER_DATA_LIMIT_MAX, UserDataFormat};
+pub use metadata::{ForeignUserData, MetadataConfig, ProviderKind, USER_DATA_LIMIT_MAX, UserDataFormat};
 pub use metrics::MetricsConfig;
 pub use phpfpm::{PhpFpmStatusConfig, STATUS_TIMEOUT_MAX, STATUS_TIMEOUT_MIN, StatusPage};
 pub use probe::{FastCgiSocket, HttpTarget, PERIOD_MIN, ProbeConfig, ProbeTarget, TIMEOUT_MIN};
