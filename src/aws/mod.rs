@@ -22,8 +22,8 @@ mod sign;
 
 pub use crate::aws_names::{Arn, Partition, Region, TargetGroupArn};
 pub use credentials::CredentialSource;
-pub use endpoint::{AUTOSCALING, ELBV2, Endpoint, Protocol, SECRETS_MANAGER, SSM, Service};
 pub use endpoint::DYNAMODB;
+pub use endpoint::{AUTOSCALING, ELBV2, Endpoint, Protocol, SECRETS_MANAGER, SSM, Service};
 #[doc(hidden)]
 pub use error::parse as parse_error_answer;
 pub use error::{AwsError, CallError};

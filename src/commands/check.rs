@@ -80,7 +80,11 @@ pub fn run(path: &Path, strict: bool) -> ExitCode {
             "coordination: {} (lease {}): once per fleet: {}",
             coordination.describe(),
             humantime::format_duration(coordination.lease_ttl),
-            if fleet.is_empty() { "no task".to_string() } else { fleet.join(", ") }
+            if fleet.is_empty() {
+                "no task".to_string()
+            } else {
+                fleet.join(", ")
+            }
         );
     }
     if let Some(secrets) = &config.secrets {

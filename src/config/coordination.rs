@@ -243,9 +243,9 @@ fn check_key_prefix(prefix: &str) -> Result<(), String> {
     };
     match prefix.len() <= 128 && prefix.split('/').all(word) {
         true => Ok(()),
-        false => Err(
-            "use words of letters, digits, '.', '_' or '-' joined by '/' (at most 128 characters)".into(),
-        ),
+        false => {
+            Err("use words of letters, digits, '.', '_' or '-' joined by '/' (at most 128 characters)".into())
+        }
     }
 }
 
@@ -305,7 +305,8 @@ mod tests {
             ]
         );
         assert_eq!(
-            check("store = \"consul\"\ntable = \"t\"\nlease_ttl = \"2s\"\nkey_prefix = \"a//b\"\n").unwrap_err(),
+            check("store = \"consul\"\ntable = \"t\"\nlease_ttl = \"2s\"\nkey_prefix = \"a//b\"\n")
+                .unwrap_err(),
             [
                 "table is a key of store = \"dynamodb\"",
                 "key_prefix = \"a//b\": use words of letters, digits, '.', '_' or '-' joined by '/' (at most 128 characters)",

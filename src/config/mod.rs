@@ -8,8 +8,8 @@
 
 #![warn(clippy::arithmetic_side_effects, clippy::indexing_slicing)]
 
-mod duration;
 mod coordination;
+mod duration;
 mod env;
 mod file;
 pub mod lb;
@@ -29,8 +29,8 @@ mod url;
 mod validate;
 mod warnings;
 
-pub use duration::HumanDuration;
 pub use coordination::{Coordination, CoordinationTable, Store};
+pub use duration::HumanDuration;
 pub use env::{BUILTIN_DENY, EnvConfig, RESERVED_PREFIX, check_name, glob_match, is_valid_name};
 pub use lb::{LbConfig, LbTable};
 pub use lifecycle::{LifecycleConfig, NoticeAction};
@@ -237,7 +237,12 @@ impl Config {
         let mut problems = read.problems;
         let lb = config.lb_table.check();
         let coordination = config.coordination_table.as_ref().map(CoordinationTable::check);
-        problems.extend(validate::check(&config, &lb, coordination.as_ref(), &read.dropped));
+        problems.extend(validate::check(
+            &config,
+            &lb,
+            coordination.as_ref(),
+            &read.dropped,
+        ));
         match (lb, coordination.transpose()) {
             (Ok(lb), Ok(coordination)) if problems.is_empty() => {
                 config.lb = lb;

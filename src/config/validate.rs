@@ -156,9 +156,8 @@ fn fleet_problems(task: &TaskConfig, config: &Config) -> Vec<String> {
     }
     let mut problems = Vec::new();
     if config.coordination_table.is_none() {
-        problems.push(
-            "once = \"fleet\": needs a [coordination] section (the store that holds the lease)".into(),
-        );
+        problems
+            .push("once = \"fleet\": needs a [coordination] section (the store that holds the lease)".into());
     }
     if !config.seal.is_enabled() {
         problems.push(
@@ -183,7 +182,11 @@ fn units_of(units: &[Unit<'_>], unit: &Unit<'_>, services_only: bool, problems: 
         if dep == here.name {
             problems.push(format!("{here}: after: a {} cannot wait for itself", unit.kind));
         } else if !units.iter().any(|u| u.place.name == dep) {
-            let what = if services_only { "service" } else { "service or task" };
+            let what = if services_only {
+                "service"
+            } else {
+                "service or task"
+            };
             problems.push(format!("{here}: after: unknown {what} {dep:?}"));
         }
     }

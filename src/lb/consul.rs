@@ -143,7 +143,11 @@ impl ConsulApi {
             query,
         };
         if let Some(bad) = segments.iter().find(|s| path_name(s).is_err()) {
-            return Err(self.fail(method.as_str(), &route, format!("{bad:?} cannot be a path segment")));
+            return Err(self.fail(
+                method.as_str(),
+                &route,
+                format!("{bad:?} cannot be a path segment"),
+            ));
         }
         let mut request = self.request(method.clone(), self.url(&route)?);
         if let Some(body) = body {

@@ -59,13 +59,18 @@ impl ConsulStore {
         deadline: Instant,
     ) -> Result<Answer, StoreError> {
         if Instant::now() >= deadline {
-            return Err(StoreError::Transient("the deadline passed before the request was sent".into()));
+            return Err(StoreError::Transient(
+                "the deadline passed before the request was sent".into(),
+            ));
         }
         let sent = self.api.send(method, path, query, body, BODY_LIMIT);
         match tokio::time::timeout_at(deadline, sent).await {
             Ok(Ok(answer)) => Ok(answer),
             Ok(Err(e)) => Err(StoreError::Transient(e.0)),
-            Err(_) => Err(StoreError::Transient(format!("consul agent at {}: no answer in time", self.api.agent()))),
+            Err(_) => Err(StoreError::Transient(format!(
+                "consul agent at {}: no answer in time",
+                self.api.agent()
+            ))),
         }
     }
 
@@ -93,7 +98,9 @@ impl ConsulStore {
     ) -> Result<bool, StoreError> {
         let path = kv_path(key, leaf);
         let body = serde_json::to_string(record).map_err(|e| StoreError::Final(e.to_string()))?;
-        let answer = self.call(Method::PUT, &refs(&path), query, Some(body), deadline).await?;
+        let answer = self
+            .call(Method::PUT, &refs(&path), query, Some(body), deadline)
+            .await?;
         let body = self.ok(answer, "PUT", &path)?;
         Ok(String::from_utf8_lossy(&body).trim() == "true")
     }
@@ -225,7 +232,10 @@ impl Store for ConsulStore {
         let result = match outcome {
             Some((state, reason)) => {
                 let record = self.record(state, reason);
-                match self.put_kv(&held.key, "outcome", &[("cas", "0")], &record, deadline).await {
+                match self
+                    .put_kv(&held.key, "outcome", &[("cas", "0")], &record, deadline)
+                    .await
+                {
                     Ok(true) => Ok(()),
                     Ok(false) => Err(StoreError::Lost("another outcome was recorded first".into())),
                     Err(e) => Err(e),
@@ -270,7 +280,8 @@ fn parse(entry: &Entry) -> Result<Record, StoreError> {
     let json = base64::engine::general_purpose::STANDARD
         .decode(value)
         .map_err(|_| StoreError::Final("the lease's record is not base64".into()))?;
-    serde_json::from_slice(&json).map_err(|_| StoreError::Final("the lease's record is not one kiln wrote".into()))
+    serde_json::from_slice(&json)
+        .map_err(|_| StoreError::Final("the lease's record is not one kiln wrote".into()))
 }
 
 #[cfg(test)]
@@ -286,7 +297,11 @@ mod tests {
 
     #[test]
     fn a_record_reads_from_its_base64_value_and_another_shape_is_refused() {
-        let record = parse(&entry(r#"{"state":"failed","instance":"i-3","reason":"exit 2","at_ms":7}"#, None)).unwrap();
+        let record = parse(&entry(
+            r#"{"state":"failed","instance":"i-3","reason":"exit 2","at_ms":7}"#,
+            None,
+        ))
+        .unwrap();
         assert_eq!(
             record,
             Record {
@@ -307,7 +322,12 @@ mod tests {
 
     #[test]
     fn the_kv_path_is_the_lease_key_and_its_leaf() {
-        let key = Key(["kiln", "tasks", "migrate", "v1", "ab12"].map(String::from).to_vec());
-        assert_eq!(shown(&kv_path(&key, "lock")), "/v1/kv/kiln/tasks/migrate/v1/ab12/lock");
+        let key = Key(["kiln", "tasks", "migrate", "v1", "ab12"]
+            .map(String::from)
+            .to_vec());
+        assert_eq!(
+            shown(&kv_path(&key, "lock")),
+            "/v1/kv/kiln/tasks/migrate/v1/ab12/lock"
+        );
     }
 }

@@ -55,14 +55,16 @@ impl DynamoStore {
         let region = match region {
             Some(region) => region.clone(),
             None => {
-                let name = facts.region.as_deref().ok_or(
-                    "coordination: the instance has no region; set [coordination] region",
-                )?;
+                let name = facts
+                    .region
+                    .as_deref()
+                    .ok_or("coordination: the instance has no region; set [coordination] region")?;
                 Region::parse(name).map_err(|e| format!("coordination: the instance's region is {e}"))?
             }
         };
         let identity = Identity::from_config(&config.metadata).map_err(|e| e.to_string())?;
-        let credentials = CredentialSource::from_env_or(identity).map_err(|e| format!("coordination: {e}"))?;
+        let credentials =
+            CredentialSource::from_env_or(identity).map_err(|e| format!("coordination: {e}"))?;
         let api = AwsClient::new(credentials)?.api(&DYNAMODB, &region, endpoint.as_deref())?;
         Ok(DynamoStore {
             api,
@@ -116,7 +118,9 @@ impl Store for DynamoStore {
             .map_err(|e| classify(e).unwrap_or_else(|| StoreError::Final(CONDITION_FAILED.into())))?;
         match answer.get("Item") {
             None | Some(Value::Null) => Ok(None),
-            Some(item) => found(item, crate::state::now_ms()).map(Some).map_err(StoreError::Final),
+            Some(item) => found(item, crate::state::now_ms())
+                .map(Some)
+                .map_err(StoreError::Final),
         }
     }
 
@@ -200,7 +204,9 @@ impl Store for DynamoStore {
         };
         self.update(&held.key, &set, condition, values, deadline)
             .await
-            .map_err(|e| e.unwrap_or_else(|| StoreError::Lost("another instance took the lease over first".into())))
+            .map_err(|e| {
+                e.unwrap_or_else(|| StoreError::Lost("another instance took the lease over first".into()))
+            })
     }
 
     fn describe(&self) -> String {
@@ -223,7 +229,12 @@ fn classify(e: CallError) -> Option<StoreError> {
 fn found(item: &Value, now_ms: u64) -> Result<Found, String> {
     let attributes: BTreeMap<String, Value> =
         serde_json::from_value(item.clone()).map_err(|_| "the lease's item is not a DynamoDB item")?;
-    let text = |name: &str| attributes.get(name).and_then(|v| v.get("S")).and_then(Value::as_str);
+    let text = |name: &str| {
+        attributes
+            .get(name)
+            .and_then(|v| v.get("S"))
+            .and_then(Value::as_str)
+    };
     let number = |name: &str| {
         attributes
             .get(name)

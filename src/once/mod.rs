@@ -99,7 +99,11 @@ pub trait Store: Send + Sync {
 
 /// The fleet of this release, for the config's tasks run once per fleet; None when no task is.
 /// An error (no verified release, no instance id, no region, no credentials) refuses the boot.
-pub fn fleet(config: &Config, verified: &Verified, facts: &InstanceFacts) -> Result<Option<Arc<dyn Fleet>>, String> {
+pub fn fleet(
+    config: &Config,
+    verified: &Verified,
+    facts: &InstanceFacts,
+) -> Result<Option<Arc<dyn Fleet>>, String> {
     if !config.tasks.iter().any(|t| t.once == Once::Fleet) {
         return Ok(None);
     }
@@ -109,13 +113,18 @@ pub fn fleet(config: &Config, verified: &Verified, facts: &InstanceFacts) -> Res
         .ok_or("a task runs once per fleet and there is no [coordination] section")?;
     let root = verified.root_hash.clone().ok_or_else(|| {
         let why = verified.skipped.as_deref().unwrap_or("nothing was verified");
-        format!("coordination: a task runs once per fleet, per release, and the seal gives no release ({why})")
+        format!(
+            "coordination: a task runs once per fleet, per release, and the seal gives no release ({why})"
+        )
     })?;
     let instance = facts
         .instance_id
         .clone()
         .ok_or("coordination: the instance's metadata gives no instance id to hold a lease by")?;
-    let release = verified.release.as_ref().map_or("unlabelled".to_string(), ToString::to_string);
+    let release = verified
+        .release
+        .as_ref()
+        .map_or("unlabelled".to_string(), ToString::to_string);
     let store: Arc<dyn Store> = match &plan.store {
         StoreKind::DynamoDb { .. } => Arc::new(dynamodb::DynamoStore::new(config, plan, facts, &instance)?),
         StoreKind::Consul { agent } => Arc::new(consul::ConsulStore::new(agent, plan, &instance)?),
@@ -154,7 +163,11 @@ impl Fleet for Coordinator {
     async fn take_or_wait(&self, task: &FleetTask, words: &(dyn Fn(String) + Send + Sync)) -> Coordination {
         let key = self.key(&task.name);
         let mut wait = Wait::new(task.budget.saturating_add(self.lease_ttl));
-        tracing::info!("task {}: asking {} for the lease {key}", task.name, self.store.describe());
+        tracing::info!(
+            "task {}: asking {} for the lease {key}",
+            task.name,
+            self.store.describe()
+        );
         loop {
             let call = Instant::now() + CALL_DEADLINE.min(self.lease_ttl);
             let next = match self.store.read(&key, call).await {
@@ -215,7 +228,11 @@ impl Coordinator {
             return Some(gave_up());
         }
         if wait.error(e.words()) {
-            tracing::warn!("task {task}: {}: {}; trying again", self.store.describe(), e.words());
+            tracing::warn!(
+                "task {task}: {}: {}; trying again",
+                self.store.describe(),
+                e.words()
+            );
             words(format!("cannot use {}: {}", self.store.describe(), e.words()));
         }
         None
@@ -290,7 +307,11 @@ impl Keeper {
     /// Renews every third of the lease's life. The lease counts as lost a tenth of its life
     /// before it would expire without a renewal: the run is killed before another instance
     /// may take over.
-    async fn keep(self, lost: tokio::sync::oneshot::Sender<String>, mut outcome: tokio::sync::oneshot::Receiver<Outcome>) {
+    async fn keep(
+        self,
+        lost: tokio::sync::oneshot::Sender<String>,
+        mut outcome: tokio::sync::oneshot::Receiver<Outcome>,
+    ) {
         let every = self.ttl / 3;
         let margin = self.ttl / 10;
         let mut valid_until = Instant::now() + self.ttl - margin;
@@ -306,7 +327,11 @@ impl Keeper {
                 Err(e) if Instant::now() >= valid_until => {
                     return self.lose(lost, format!("not renewed within its life: {}", e.words()));
                 }
-                Err(e) => tracing::warn!("task {}: cannot renew the lease: {}; trying again", self.task, e.words()),
+                Err(e) => tracing::warn!(
+                    "task {}: cannot renew the lease: {}; trying again",
+                    self.task,
+                    e.words()
+                ),
             }
         }
     }
@@ -323,7 +348,9 @@ impl Keeper {
             Some(Outcome::Failed(reason)) => Some((State::Failed, Some(reason))),
             Some(Outcome::Abandoned) | None => None,
         };
-        let what = record.as_ref().map_or("released without an outcome", |(s, _)| s.as_str());
+        let what = record
+            .as_ref()
+            .map_or("released without an outcome", |(s, _)| s.as_str());
         let deadline = Instant::now() + CALL_DEADLINE;
         match self.store.finish(&self.held, record, deadline).await {
             Ok(()) => tracing::info!("task {}: lease {}: {what}", self.task, self.held.key),

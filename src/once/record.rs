@@ -60,9 +60,16 @@ pub enum Next {
     /// No record, or a holder that died: take the lease.
     Take,
     /// `holder` runs it now: read again later.
-    Wait { holder: String },
-    Done { by: String },
-    Failed { by: String, reason: String },
+    Wait {
+        holder: String,
+    },
+    Done {
+        by: String,
+    },
+    Failed {
+        by: String,
+        reason: String,
+    },
 }
 
 /// The decision on a record: an outcome is final whatever its lease; a running record is the

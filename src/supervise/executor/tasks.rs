@@ -28,7 +28,11 @@ impl Supervisor {
         };
         let task = FleetTask {
             name: service.config.name.clone(),
-            budget: budget(service.task, service.config.stop_timeout.get(), service.config.restart_delay_max.get()),
+            budget: budget(
+                service.task,
+                service.config.stop_timeout.get(),
+                service.config.restart_delay_max.get(),
+            ),
         };
         let words_tx = tx.clone();
         let words = move |words: String| {
@@ -148,7 +152,9 @@ mod tests {
 
     #[test]
     fn a_failure_carries_the_last_three_lines_of_stderr_bounded() {
-        let tail: Vec<String> = ["one", "two", "three", &"x".repeat(300)].map(String::from).to_vec();
+        let tail: Vec<String> = ["one", "two", "three", &"x".repeat(300)]
+            .map(String::from)
+            .to_vec();
         let text = with_last_lines("exit 1".into(), &tail);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[..3], ["exit 1", "stderr| two", "stderr| three"]);

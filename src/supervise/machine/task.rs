@@ -63,14 +63,22 @@ impl Machine {
                     run.holds_lease = true;
                     run.lease = Some("held by this instance".into());
                 }
-                incident(out, Level::Info, format!("{name}: this instance holds the fleet's lease: running it"));
+                incident(
+                    out,
+                    Level::Info,
+                    format!("{name}: this instance holds the fleet's lease: running it"),
+                );
                 self.spawn(unit, out);
             }
             Verdict::Done { by } => {
                 if let Some(run) = self.units[unit].task.as_mut() {
                     run.lease = None;
                 }
-                incident(out, Level::Info, format!("{name}: done by {by} for this release: not run here"));
+                incident(
+                    out,
+                    Level::Info,
+                    format!("{name}: done by {by} for this release: not run here"),
+                );
                 self.task_done(unit, RanBy::Other(by), out);
             }
             Verdict::Failed { by, reason } => {
@@ -111,11 +119,19 @@ impl Machine {
             (UnitState::Running, Some(pid)) => {
                 run.lost = Some(reason.clone());
                 u.kill_reason = Some("the fleet's lease was lost".into());
-                incident(out, Level::Warn, format!("{name}: lost the fleet's lease ({reason}): killing this run"));
+                incident(
+                    out,
+                    Level::Warn,
+                    format!("{name}: lost the fleet's lease ({reason}): killing this run"),
+                );
                 out.push(Effect::KillTree { unit, pid });
             }
             (UnitState::Backoff, _) if !self.stopping => {
-                incident(out, Level::Warn, format!("{name}: lost the fleet's lease ({reason}) between attempts"));
+                incident(
+                    out,
+                    Level::Warn,
+                    format!("{name}: lost the fleet's lease ({reason}) between attempts"),
+                );
                 u.next_restart_ms = None;
                 self.coordinate(unit, out);
             }
@@ -134,13 +150,20 @@ impl Machine {
             run.attempts = run.attempts.saturating_add(1);
             run.attempts
         });
-        log(out, Level::Info, format!("{}: started (pid {pid}), attempt {attempt} of {attempts}", u.name));
+        log(
+            out,
+            Level::Info,
+            format!("{}: started (pid {pid}), attempt {attempt} of {attempts}", u.name),
+        );
         let timer = Timer {
             unit,
             generation: u.generation,
             kind: TimerKind::TaskTimeout,
         };
-        out.push(Effect::StartTimer { after: timeout, timer });
+        out.push(Effect::StartTimer {
+            after: timeout,
+            timer,
+        });
     }
 
     /// An attempt ended by itself or was killed: done, retried, failed for good, or (its lease
@@ -150,14 +173,22 @@ impl Machine {
         if let Some(reason) = u.task.as_mut().and_then(|run| run.lost.take()) {
             let name = u.name.clone();
             u.last_exit = Some(ending);
-            log(out, Level::Info, format!("{name}: run ended after the lease was lost ({reason})"));
+            log(
+                out,
+                Level::Info,
+                format!("{name}: run ended after the lease was lost ({reason})"),
+            );
             return self.coordinate(unit, out);
         }
         u.last_exit = Some(ending.clone());
         if ending.success() {
             let took = now_ms.saturating_sub(u.since_ms.unwrap_or(now_ms));
             let name = u.name.clone();
-            incident(out, Level::Info, format!("{name}: done ({ending}) in {}", shown_ms(took)));
+            incident(
+                out,
+                Level::Info,
+                format!("{name}: done ({ending}) in {}", shown_ms(took)),
+            );
             return self.task_done(unit, RanBy::Here, out);
         }
         self.task_failed_attempt(unit, now_ms, out);
@@ -174,7 +205,10 @@ impl Machine {
         let last = u.last_exit.as_ref().map(ToString::to_string).unwrap_or_default();
         if attempts >= plan.attempts || self.stopping {
             let name = u.name.clone();
-            let words = format!("task {name:?} failed: {last} (attempt {attempts} of {})", plan.attempts);
+            let words = format!(
+                "task {name:?} failed: {last} (attempt {attempts} of {})",
+                plan.attempts
+            );
             return self.task_failed(unit, RanBy::Here, words, out);
         }
         u.failures_in_a_row = u.failures_in_a_row.saturating_add(1);
@@ -201,16 +235,27 @@ impl Machine {
     pub(super) fn on_task_timeout(&mut self, unit: usize, out: &mut Effects) {
         let plan = self.task_plan_of(unit);
         let config = &self.services[self.units[unit].service].config;
-        let (signal, to, stop_timeout) = (config.stop_signal.0, config.stop_signal_to, config.stop_timeout.get());
+        let (signal, to, stop_timeout) = (
+            config.stop_signal.0,
+            config.stop_signal_to,
+            config.stop_timeout.get(),
+        );
         let u = &mut self.units[unit];
         let (UnitState::Running, Some(pid)) = (u.state, u.pid) else {
             return;
         };
         let timeout = humantime::format_duration(plan.timeout);
         u.kill_reason = Some(format!("timed out after {timeout}"));
-        let line = format!("{}: timed out after {timeout}: stopping it ({})", u.name, signal.as_str());
+        let line = format!(
+            "{}: timed out after {timeout}: stopping it ({})",
+            u.name,
+            signal.as_str()
+        );
         incident(out, Level::Warn, line);
-        for (signal, to) in [(signal, to), (Signal::SIGCONT, crate::config::StopSignalTo::Group)] {
+        for (signal, to) in [
+            (signal, to),
+            (Signal::SIGCONT, crate::config::StopSignalTo::Group),
+        ] {
             out.push(Effect::Signal {
                 unit,
                 pid,
@@ -283,7 +328,11 @@ impl Machine {
         let name = &u.name;
         let attempts = self.task_plan(u).map_or(1, |p| p.attempts);
         let attempt = u.task.as_ref().map_or(0, |run| run.attempts);
-        let lease = u.task.as_ref().and_then(|run| run.lease.clone()).unwrap_or_default();
+        let lease = u
+            .task
+            .as_ref()
+            .and_then(|run| run.lease.clone())
+            .unwrap_or_default();
         match u.state {
             UnitState::Waiting => {
                 let deps = self.not_ready_dependencies(u.service).join(", ");
@@ -317,4 +366,3 @@ fn shown_ms(ms: u64) -> String {
         _ => format!("{:.1}s", ms as f64 / 1000.0),
     }
 }
-

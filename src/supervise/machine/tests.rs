@@ -847,7 +847,11 @@ fn a_task_runs_to_exit_0_before_what_waits_for_it_and_counts_as_done() {
         h.step(Event::Start),
         ["spawn redis", "spawn migrate", "TaskTimeout migrate in 10m"]
     );
-    assert_eq!(h.state("migrate"), UnitState::Running, "no startup probe to wait for");
+    assert_eq!(
+        h.state("migrate"),
+        UnitState::Running,
+        "no startup probe to wait for"
+    );
     assert!(h.logged("migrate: started (pid 102), attempt 1 of 3"));
     assert_eq!(h.reason().as_deref(), Some("redis starting (+3 more)"));
     h.pass("redis");
@@ -861,7 +865,11 @@ fn a_task_runs_to_exit_0_before_what_waits_for_it_and_counts_as_done() {
     h.now_ms += 1500;
     assert_eq!(
         h.exit("migrate", Exit::Code(0)),
-        ["kill migrate", "info: migrate: done (exit 0) in 1.5s", "spawn php-fpm"]
+        [
+            "kill migrate",
+            "info: migrate: done (exit 0) in 1.5s",
+            "spawn php-fpm"
+        ]
     );
     assert_eq!(h.state("migrate"), UnitState::Done);
     assert_eq!(h.state("warmup"), UnitState::Waiting);
@@ -876,12 +884,21 @@ fn a_task_runs_to_exit_0_before_what_waits_for_it_and_counts_as_done() {
     assert_eq!(h.status_lines().last(), Some(&"ready: 2 units"));
     let task = h.task("migrate");
     assert_eq!(
-        (task.once.as_str(), task.attempts, task.attempts_max, task.ran_here, task.took_us),
+        (
+            task.once.as_str(),
+            task.attempts,
+            task.attempts_max,
+            task.ran_here,
+            task.took_us
+        ),
         ("instance", 1, 3, Some(true), Some(1_500_000))
     );
     let view = h.last_view();
     let migrate = view.units.iter().find(|u| u.unit == "migrate").unwrap();
-    assert_eq!((migrate.kind, migrate.ready), (crate::state::UnitKind::Task, true));
+    assert_eq!(
+        (migrate.kind, migrate.ready),
+        (crate::state::UnitKind::Task, true)
+    );
     let timeline: Vec<_> = h
         .history
         .iter()
@@ -939,11 +956,26 @@ fn a_failed_attempt_is_retried_with_backoff_and_the_last_refuses_the_boot() {
         ]
     );
     assert_eq!(h.state("migrate"), UnitState::Failed);
-    assert_eq!(h.state("php-fpm"), UnitState::Waiting, "nothing starts after a task failed");
+    assert_eq!(
+        h.state("php-fpm"),
+        UnitState::Waiting,
+        "nothing starts after a task failed"
+    );
     assert_eq!(h.state("redis"), UnitState::Running, "the boot walk stops it");
-    assert!(!h.unit("migrate").crash_loop(), "retries are counted, not a crash loop");
-    assert_eq!(h.reason().as_deref(), Some("php-fpm waiting for migrate (+2 more)"));
-    let why: Vec<String> = h.machine.units().iter().map(|u| h.machine.why_not_ready(u)).collect();
+    assert!(
+        !h.unit("migrate").crash_loop(),
+        "retries are counted, not a crash loop"
+    );
+    assert_eq!(
+        h.reason().as_deref(),
+        Some("php-fpm waiting for migrate (+2 more)")
+    );
+    let why: Vec<String> = h
+        .machine
+        .units()
+        .iter()
+        .map(|u| h.machine.why_not_ready(u))
+        .collect();
     assert_eq!(why[2], "task migrate failed: exit 1");
     let task = h.task("migrate");
     assert_eq!((task.attempts, task.ran_here), (3, Some(true)));
@@ -1007,14 +1039,22 @@ fn a_task_past_its_timeout_gets_its_stop_signal_then_sigkill_and_fails() {
             format!("refuse: {refused}"),
         ]
     );
-    assert_eq!(h.unit("warmup").last_exit.as_ref().and_then(Ending::code), Some(137));
+    assert_eq!(
+        h.unit("warmup").last_exit.as_ref().and_then(Ending::code),
+        Some(137)
+    );
 }
 
 #[test]
 fn a_timeout_timer_of_an_earlier_attempt_changes_nothing() {
     let mut h = Harness::new(TASKS);
     h.step(Event::Start);
-    let stale = h.timers.iter().find(|(_, t)| t.kind == TimerKind::TaskTimeout).unwrap().1;
+    let stale = h
+        .timers
+        .iter()
+        .find(|(_, t)| t.kind == TimerKind::TaskTimeout)
+        .unwrap()
+        .1;
     h.exit("migrate", Exit::Code(1));
     h.fire("migrate", TimerKind::Restart);
     assert_eq!(h.step(Event::Timer(stale)), [] as [&str; 0]);
@@ -1080,7 +1120,10 @@ fn once_per_fleet_another_instances_outcome_is_this_instances() {
         ]
     );
     let task = h.task("migrate");
-    assert_eq!((task.ran_here, task.by.as_deref(), task.attempts), (Some(false), Some("i-0002"), 0));
+    assert_eq!(
+        (task.ran_here, task.by.as_deref(), task.attempts),
+        (Some(false), Some("i-0002"), 0)
+    );
     assert_eq!(h.pass("php-fpm"), ["READY=1"]);
 
     let mut h = Harness::new(FLEET);
@@ -1167,7 +1210,11 @@ fn a_lease_lost_between_two_attempts_ends_the_retry_and_asks_the_fleet_again() {
             "coordinate migrate"
         ]
     );
-    assert_eq!(h.fire("migrate", TimerKind::Restart), [] as [&str; 0], "the retry is off");
+    assert_eq!(
+        h.fire("migrate", TimerKind::Restart),
+        [] as [&str; 0],
+        "the retry is off"
+    );
 }
 
 #[test]
@@ -1183,7 +1230,11 @@ fn a_stop_ends_a_wait_for_the_fleet_and_abandons_a_lease_held() {
     h.coordinated("migrate", Verdict::Run);
     assert_eq!(
         h.step(Event::Stop),
-        ["SIGTERM migrate", "SIGCONT migrate group", "StopTimeout migrate in 10s"]
+        [
+            "SIGTERM migrate",
+            "SIGCONT migrate group",
+            "StopTimeout migrate in 10s"
+        ]
     );
     assert_eq!(
         h.exit("migrate", Exit::Signal(SIGTERM)),

@@ -70,7 +70,13 @@ pub(super) struct Store {
 type Answer = Response<Full<Bytes>>;
 
 /// The answer to a sessions or KV request; None for any other route.
-pub(super) fn handle(method: &Method, path: &str, query: &str, body: &[u8], store: &mut Store) -> Option<Answer> {
+pub(super) fn handle(
+    method: &Method,
+    path: &str,
+    query: &str,
+    body: &[u8],
+    store: &mut Store,
+) -> Option<Answer> {
     store.expire(Instant::now());
     if let Some(rest) = path.strip_prefix("/v1/session/") {
         return Some(store.session_route(method, rest, body));
@@ -90,11 +96,17 @@ pub(super) fn handle(method: &Method, path: &str, query: &str, body: &[u8], stor
 
 impl Store {
     pub(super) fn entry(&self, key: &str) -> Option<(Vec<u8>, Option<String>)> {
-        self.entries.get(key).map(|e| (e.value.clone(), e.session.clone()))
+        self.entries
+            .get(key)
+            .map(|e| (e.value.clone(), e.session.clone()))
     }
 
     pub(super) fn keys(&self, prefix: &str) -> Vec<String> {
-        self.entries.keys().filter(|k| k.starts_with(prefix)).cloned().collect()
+        self.entries
+            .keys()
+            .filter(|k| k.starts_with(prefix))
+            .cloned()
+            .collect()
     }
 
     fn session_route(&mut self, method: &Method, rest: &str, body: &[u8]) -> Answer {
@@ -137,21 +149,41 @@ impl Store {
             "" => None,
             t => match parse_go_duration(t) {
                 Some(ttl) if (TTL_MIN..=TTL_MAX).contains(&ttl) => Some(ttl),
-                Some(_) => return reply(StatusCode::BAD_REQUEST, "Bad request: TTL must be between [10s=24h0m0s]"),
-                None => return reply(StatusCode::BAD_REQUEST, format!("Request decode failed: TTL {t:?}")),
+                Some(_) => {
+                    return reply(
+                        StatusCode::BAD_REQUEST,
+                        "Bad request: TTL must be between [10s=24h0m0s]",
+                    );
+                }
+                None => {
+                    return reply(
+                        StatusCode::BAD_REQUEST,
+                        format!("Request decode failed: TTL {t:?}"),
+                    );
+                }
             },
         };
         let behavior = match text("Behavior").as_str() {
             "" | "release" => "release",
             "delete" => "delete",
-            other => return reply(StatusCode::BAD_REQUEST, format!("Invalid Behavior setting '{other}'")),
+            other => {
+                return reply(
+                    StatusCode::BAD_REQUEST,
+                    format!("Invalid Behavior setting '{other}'"),
+                );
+            }
         };
         let lock_delay = match v.get("LockDelay") {
             None | Some(Value::Null) => DEFAULT_LOCK_DELAY,
             Some(Value::Number(n)) => Duration::from_secs(n.as_u64().unwrap_or(0)),
             Some(Value::String(d)) => match parse_go_duration(d) {
                 Some(d) => d,
-                None => return reply(StatusCode::BAD_REQUEST, format!("Request decode failed: LockDelay {d:?}")),
+                None => {
+                    return reply(
+                        StatusCode::BAD_REQUEST,
+                        format!("Request decode failed: LockDelay {d:?}"),
+                    );
+                }
             },
             Some(_) => return reply(StatusCode::BAD_REQUEST, "Request decode failed: LockDelay"),
         };
@@ -242,7 +274,11 @@ impl Store {
         if !self.sessions.contains_key(session) {
             return Err(format!("invalid session \"{session}\""));
         }
-        if self.lock_delays.get(key).is_some_and(|until| *until > Instant::now()) {
+        if self
+            .lock_delays
+            .get(key)
+            .is_some_and(|until| *until > Instant::now())
+        {
             return Ok(false);
         }
         match self.entries.get(key).and_then(|e| e.session.as_deref()) {
@@ -324,28 +360,61 @@ mod tests {
     fn session(agent: &ConsulAgent, body: &str) -> String {
         let (status, created) = call(agent, "PUT", "/v1/session/create", body);
         assert_eq!(status, 200, "{created}");
-        serde_json::from_str::<Value>(&created).unwrap()["ID"].as_str().unwrap().to_string()
+        serde_json::from_str::<Value>(&created).unwrap()["ID"]
+            .as_str()
+            .unwrap()
+            .to_string()
     }
 
     #[test]
     fn a_lock_is_one_sessions_until_released_and_cas_0_writes_once() {
         let agent = ConsulAgent::start();
-        let (a, b) = (session(&agent, r#"{"TTL":"10s","LockDelay":"0s"}"#), session(&agent, "{}"));
+        let (a, b) = (
+            session(&agent, r#"{"TTL":"10s","LockDelay":"0s"}"#),
+            session(&agent, "{}"),
+        );
         let acquire = |s: &str, v: &str| call(&agent, "PUT", &format!("/v1/kv/app/lock?acquire={s}"), v);
         assert_eq!(acquire(&a, "held by a"), (200, "true".into()));
         assert_eq!(acquire(&b, "held by b"), (200, "false".into()));
-        assert_eq!(acquire(&a, "still a"), (200, "true".into()), "the holder may write");
+        assert_eq!(
+            acquire(&a, "still a"),
+            (200, "true".into()),
+            "the holder may write"
+        );
         let (status, entry) = call(&agent, "GET", "/v1/kv/app/lock", "");
         let entry: Value = serde_json::from_str(&entry).unwrap();
-        assert_eq!((status, entry[0]["Session"].as_str(), entry[0]["LockIndex"].as_u64()), (200, Some(a.as_str()), Some(1)));
-        assert_eq!(entry[0]["Value"], base64::engine::general_purpose::STANDARD.encode("still a"));
-        assert_eq!(call(&agent, "PUT", &format!("/v1/kv/app/lock?release={b}"), "x").1, "false");
-        assert_eq!(call(&agent, "PUT", &format!("/v1/kv/app/lock?release={a}"), "free").1, "true");
+        assert_eq!(
+            (
+                status,
+                entry[0]["Session"].as_str(),
+                entry[0]["LockIndex"].as_u64()
+            ),
+            (200, Some(a.as_str()), Some(1))
+        );
+        assert_eq!(
+            entry[0]["Value"],
+            base64::engine::general_purpose::STANDARD.encode("still a")
+        );
+        assert_eq!(
+            call(&agent, "PUT", &format!("/v1/kv/app/lock?release={b}"), "x").1,
+            "false"
+        );
+        assert_eq!(
+            call(&agent, "PUT", &format!("/v1/kv/app/lock?release={a}"), "free").1,
+            "true"
+        );
         assert_eq!(agent.kv("app/lock"), Some((b"free".to_vec(), None)));
-        assert_eq!(acquire(&b, "b now"), (200, "true".into()), "no lock delay after a release");
+        assert_eq!(
+            acquire(&b, "b now"),
+            (200, "true".into()),
+            "no lock delay after a release"
+        );
 
         assert_eq!(call(&agent, "PUT", "/v1/kv/app/outcome?cas=0", "first").1, "true");
-        assert_eq!(call(&agent, "PUT", "/v1/kv/app/outcome?cas=0", "second").1, "false");
+        assert_eq!(
+            call(&agent, "PUT", "/v1/kv/app/outcome?cas=0", "second").1,
+            "false"
+        );
         assert_eq!(agent.kv("app/outcome").unwrap().0, b"first");
         assert_eq!(call(&agent, "GET", "/v1/kv/app/nothing", "").0, 404);
         let (status, error) = acquire("no-such-session", "x");
@@ -359,9 +428,20 @@ mod tests {
         let b = session(&agent, r#"{"TTL":"10s"}"#);
         call(&agent, "PUT", &format!("/v1/kv/k?acquire={a}"), "a");
         assert_eq!(call(&agent, "PUT", &format!("/v1/session/renew/{a}"), "").0, 200);
-        assert_eq!(call(&agent, "PUT", &format!("/v1/session/destroy/{a}"), "").1, "true");
-        assert_eq!(agent.kv("k"), Some((b"a".to_vec(), None)), "released, the value kept");
-        assert_eq!(call(&agent, "PUT", &format!("/v1/kv/k?acquire={b}"), "b").1, "false", "lock delay");
+        assert_eq!(
+            call(&agent, "PUT", &format!("/v1/session/destroy/{a}"), "").1,
+            "true"
+        );
+        assert_eq!(
+            agent.kv("k"),
+            Some((b"a".to_vec(), None)),
+            "released, the value kept"
+        );
+        assert_eq!(
+            call(&agent, "PUT", &format!("/v1/kv/k?acquire={b}"), "b").1,
+            "false",
+            "lock delay"
+        );
         assert_eq!(call(&agent, "PUT", &format!("/v1/session/renew/{a}"), "").0, 404);
         assert_eq!(call(&agent, "GET", &format!("/v1/session/info/{a}"), "").1, "[]");
     }
@@ -391,7 +471,10 @@ mod tests {
         let later = Instant::now() + Duration::from_secs(11);
         store.expire(later);
         assert!(store.sessions.is_empty());
-        assert!(store.entries.get("gone").is_none(), "behavior delete removes its keys");
+        assert!(
+            store.entries.get("gone").is_none(),
+            "behavior delete removes its keys"
+        );
         assert!(store.lock_delays.contains_key("gone"));
     }
 }
