@@ -59,6 +59,7 @@ mod secrets_clouds;
 mod secrets_retries;
 mod state_dir;
 mod stop;
+mod tasks;
 
 /// With `autotests = false`, a file in `tests/` that no `mod` line names is never built: its tests
 /// would silently not run.
