@@ -46,6 +46,8 @@ pub struct Moto {
     pub access_key_id: String,
     pub secret_access_key: String,
     pub target_group_arn: String,
+    /// The network namespace it listens in; None: the test's own.
+    pub netns: Option<PathBuf>,
     /// Temporary credentials of an assumed role, as IMDS serves an instance role's.
     pub role: RoleCredentials,
 }
@@ -61,6 +63,14 @@ pub struct RoleCredentials {
 
 impl Moto {
     pub fn start() -> Moto {
+        Self::start_in(None, std::net::Ipv4Addr::LOCALHOST)
+    }
+
+    /// Listens on `ip` inside the network namespace at `netns` (`/run/netns/NAME`), where the
+    /// setup and [`Moto::boto3`] run too: for instances on a [`crate::netns::Lan`], moto in its
+    /// hub. The test-only lifecycle endpoint is asked from the test's own namespace: use
+    /// [`Moto::start`] for it.
+    pub fn start_in(netns: Option<&std::path::Path>, ip: std::net::Ipv4Addr) -> Moto {
         let bin = venv().join("bin/moto_server");
         let interpreter = venv().join("bin/python");
         let launcher = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("moto_server.py");
@@ -70,18 +80,20 @@ impl Moto {
              (or point KILN_MOTO_VENV at a venv that has it)",
             bin.display()
         );
-        let addr = crate::net::free_addr();
-        let mut cmd = Command::new(&interpreter);
+        let addr = SocketAddr::from((ip, crate::net::free_addr().port()));
+        let mut cmd = command(netns, &interpreter);
         cmd.arg(&launcher)
-            .args(["-H", "127.0.0.1", "-p", &addr.port().to_string()])
+            .args(["-H", &ip.to_string(), "-p", &addr.port().to_string()])
             .env("INITIAL_NO_AUTH_ACTION_COUNT", SETUP_CALLS.to_string())
             .env("AWS_DEFAULT_REGION", REGION);
         let process = Process::spawn(cmd);
         wait_until("moto_server to listen", Duration::from_secs(30), || {
-            crate::net::is_listening(addr).then_some(())
+            listening(netns, addr).then_some(())
         });
-        let out = python(&format!(
-            r#"
+        let out = python(
+            netns,
+            &format!(
+                r#"
 import boto3, json
 from botocore.exceptions import ClientError
 kw = dict(endpoint_url="http://{addr}", region_name="{REGION}",
@@ -115,7 +127,8 @@ print(json.dumps({{"id": key["AccessKeyId"], "secret": key["SecretAccessKey"],
                   "role": [creds["AccessKeyId"], creds["SecretAccessKey"], creds["SessionToken"],
                            creds["Expiration"].strftime("%Y-%m-%dT%H:%M:%SZ")]}}))
 "#
-        ));
+            ),
+        );
         let v: serde_json::Value =
             serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("moto setup printed {out:?}: {e}"));
         assert_eq!(
@@ -125,6 +138,7 @@ print(json.dumps({{"id": key["AccessKeyId"], "secret": key["SecretAccessKey"],
         Moto {
             process,
             addr,
+            netns: netns.map(std::path::Path::to_path_buf),
             access_key_id: v["id"].as_str().unwrap().to_string(),
             secret_access_key: v["secret"].as_str().unwrap().to_string(),
             target_group_arn: v["arn"].as_str().unwrap().to_string(),
@@ -145,36 +159,42 @@ print(json.dumps({{"id": key["AccessKeyId"], "secret": key["SecretAccessKey"],
     /// a boto3 client signed with the admin user's key (allowed everything, IAM included).
     /// Returns what it printed.
     pub fn boto3(&self, script: &str) -> String {
-        python(&format!(
-            r#"
+        python(
+            self.netns.as_deref(),
+            &format!(
+                r#"
 import boto3, json
 def client(name, region="{REGION}"):
     return boto3.client(name, endpoint_url="{}", region_name=region,
                         aws_access_key_id="{}", aws_secret_access_key="{}")
 {script}
 "#,
-            self.endpoint(),
-            self.access_key_id,
-            self.secret_access_key
-        ))
+                self.endpoint(),
+                self.access_key_id,
+                self.secret_access_key
+            ),
+        )
     }
 
     /// `(id, port, state)` of every target of the group, as boto3 (signed with the user's key)
     /// gets them from DescribeTargetHealth.
     pub fn targets(&self) -> Vec<(String, u16, String)> {
-        let out = python(&format!(
-            r#"
+        let out = python(
+            self.netns.as_deref(),
+            &format!(
+                r#"
 import boto3, json
 c = boto3.client("elbv2", endpoint_url="{}", region_name="{REGION}",
                  aws_access_key_id="{}", aws_secret_access_key="{}")
 d = c.describe_target_health(TargetGroupArn="{}")["TargetHealthDescriptions"]
 print(json.dumps([[t["Target"]["Id"], t["Target"].get("Port", 0), t["TargetHealth"]["State"]] for t in d]))
 "#,
-            self.endpoint(),
-            self.access_key_id,
-            self.secret_access_key,
-            self.target_group_arn
-        ));
+                self.endpoint(),
+                self.access_key_id,
+                self.secret_access_key,
+                self.target_group_arn
+            ),
+        );
         let v: Vec<(String, u16, String)> = serde_json::from_str(out.trim())
             .unwrap_or_else(|e| panic!("describe_target_health printed {out:?}: {e}"));
         v
@@ -297,8 +317,8 @@ print(asg.describe_auto_scaling_groups()["AutoScalingGroups"][0]["Instances"][0]
 }
 
 /// Runs a script with the venv's python; panics with its stderr on failure.
-fn python(script: &str) -> String {
-    let out = Command::new(venv().join("bin/python"))
+fn python(netns: Option<&std::path::Path>, script: &str) -> String {
+    let out = command(netns, venv().join("bin/python"))
         .args(["-c", script])
         .env_remove("AWS_PROFILE")
         .output()
@@ -309,4 +329,24 @@ fn python(script: &str) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `program`, in the network namespace at `netns` when there is one.
+fn command(netns: Option<&std::path::Path>, program: impl AsRef<std::ffi::OsStr>) -> Command {
+    match netns {
+        Some(path) => crate::netns::command_at(path, program),
+        None => Command::new(program),
+    }
+}
+
+/// Whether `addr` takes connections, tried from the network namespace at `netns`.
+fn listening(netns: Option<&std::path::Path>, addr: SocketAddr) -> bool {
+    let Some(path) = netns else {
+        return crate::net::is_listening(addr);
+    };
+    std::thread::scope(|s| {
+        s.spawn(|| crate::netns::enter_path(path).is_ok() && crate::net::is_listening(addr))
+            .join()
+            .unwrap_or(false)
+    })
 }
