@@ -60,6 +60,7 @@ mod secrets_retries;
 mod state_dir;
 mod stop;
 mod tasks;
+mod tasks_fleet;
 
 /// With `autotests = false`, a file in `tests/` that no `mod` line names is never built: its tests
 /// would silently not run.
