@@ -472,7 +472,7 @@ mod tests {
         store.expire(later);
         assert!(store.sessions.is_empty());
         assert!(
-            store.entries.get("gone").is_none(),
+            !store.entries.contains_key("gone"),
             "behavior delete removes its keys"
         );
         assert!(store.lock_delays.contains_key("gone"));
