@@ -163,3 +163,20 @@ fn a_task_past_its_timeout_is_stopped_and_refuses_the_boot() {
         "{reason}"
     );
 }
+
+#[test]
+fn a_refusal_carries_the_last_lines_of_a_task_that_wrote_a_lot_before_it_failed() {
+    // One write of ~110 KiB: the shell exits with up to 64 KiB (some 2,500 lines) still in the
+    // pipe, and its exit is reaped at once; the reason must wait for the lines.
+    let ex = Example::render();
+    let script = "s=$(seq 1 4500 | sed 's/^/migration step /'); \
+                  printf '%s\\nthe very last line\\n' \"$s\" >&2; exit 4";
+    with_task(&ex, &sh(script));
+    let (_kiln, _notify) = ex.boot_notified(KILN, &[], &[]);
+    let status = wait_until("the boot refused", DEADLINE, || {
+        let s = control::status(&ex.socket())?;
+        (s["phase"] == "failed").then_some(s)
+    });
+    let reason = status["reason"].as_str().unwrap();
+    assert!(reason.ends_with("stderr| the very last line"), "{reason}");
+}

@@ -244,14 +244,35 @@ impl Supervisor {
     /// reaped before its process's final output has been read from the pipe.
     async fn drain_output(&mut self) {
         let forwarders: Vec<_> = self.units.iter_mut().flat_map(|u| u.output.drain(..)).collect();
-        let drained = async {
-            for forwarder in forwarders {
-                let _ = forwarder.await;
+        drain(forwarders).await;
+    }
+
+    /// Forwards the child's stdout and stderr into the log and the unit's kept output. A
+    /// service's forwarders stay with the unit (drained at stop); a task's are returned, for its
+    /// exit to wait on.
+    fn forward_output(
+        &mut self,
+        unit: UnitId,
+        name: &Arc<str>,
+        child: &mut std::process::Child,
+        is_task: bool,
+    ) -> Vec<JoinHandle<()>> {
+        let runtime = &mut self.units[unit];
+        runtime.output.retain(|forwarder| !forwarder.is_finished());
+        let mut run_output = Vec::new();
+        for (stream, fd) in [
+            (Stream::Stdout, child.stdout.take().map(OwnedFd::from)),
+            (Stream::Stderr, child.stderr.take().map(OwnedFd::from)),
+        ] {
+            if let Some(fd) = fd {
+                let forwarder = output::forward(name.clone(), stream, fd, runtime.kept_output.clone());
+                match is_task {
+                    true => run_output.push(forwarder),
+                    false => runtime.output.push(forwarder),
+                }
             }
-        };
-        if tokio::time::timeout(OUTPUT_DRAIN, drained).await.is_err() {
-            tracing::debug!("output of a stopped service still open after {OUTPUT_DRAIN:?}");
         }
+        run_output
     }
 
     /// Steps the machine with `event` and performs its effects; a spawn's outcome is the next
@@ -344,19 +365,10 @@ impl Supervisor {
                 };
             }
         };
-        let runtime = &mut self.units[unit];
-        runtime.output.retain(|forwarder| !forwarder.is_finished());
-        for (stream, fd) in [
-            (Stream::Stdout, child.stdout.take().map(OwnedFd::from)),
-            (Stream::Stderr, child.stderr.take().map(OwnedFd::from)),
-        ] {
-            if let Some(fd) = fd {
-                let forwarder = output::forward(u.name.clone(), stream, fd, runtime.kept_output.clone());
-                runtime.output.push(forwarder);
-            }
-        }
-        let tx = self.tx.clone();
+        let is_task = service.task.is_some();
         let name = u.name.clone();
+        let run_output = self.forward_output(unit, &name, &mut child, is_task);
+        let tx = self.tx.clone();
         tokio::spawn(async move {
             if let Ok(exit) = exit.await {
                 // What the main process left (its workers, a daemon that double-forked out of
@@ -364,6 +376,9 @@ impl Supervisor {
                 if let Some(cgroup) = cgroup {
                     cgroup.kill_and_wait_empty(&name).await;
                 }
+                // A task's exit may end the boot with its last lines as the reason: they are
+                // read from the pipe first (an exit can be reaped before its final output).
+                drain(run_output).await;
                 let exited = Event::Exited {
                     unit,
                     generation,
@@ -525,5 +540,17 @@ fn log(level: Level, line: &str) {
         Level::Info => tracing::info!("{line}"),
         Level::Warn => tracing::warn!("{line}"),
         Level::Error => tracing::error!("{line}"),
+    }
+}
+
+/// Waits for `forwarders` to reach the end of their pipes, at most [`OUTPUT_DRAIN`].
+async fn drain(forwarders: Vec<JoinHandle<()>>) {
+    let drained = async {
+        for forwarder in forwarders {
+            let _ = forwarder.await;
+        }
+    };
+    if tokio::time::timeout(OUTPUT_DRAIN, drained).await.is_err() {
+        tracing::debug!("output of a stopped unit still open after {OUTPUT_DRAIN:?}");
     }
 }
