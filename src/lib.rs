@@ -10,6 +10,7 @@
 //! `metrics` renders the snapshot (and what the `state`'s recorder counted) for Prometheus.
 //! `net` is where every outbound HTTP request starts: its clients, the retry until a deadline,
 //! the bounded body, the metadata addresses (and when kiln gives up on the network).
+//! `once` holds the lease of a task run once per fleet in DynamoDB or Consul.
 
 pub mod aws;
 pub mod aws_names;
@@ -28,6 +29,7 @@ pub mod metadata;
 pub mod metrics;
 pub mod mountinfo;
 pub mod net;
+pub mod once;
 pub mod probe;
 pub mod process;
 pub mod seal;

@@ -607,6 +607,42 @@ pub struct UnitStatus {
     pub cpu_usec: Option<u64>,
     /// What the unit is waiting for, when it is waiting.
     pub waiting_for: Vec<String>,
+    /// A service's copy, or a task's run.
+    #[serde(default)]
+    pub kind: UnitKind,
+    /// A task's attempts, outcome and lease; None for a service.
+    #[serde(default)]
+    pub task: Option<TaskStatus>,
+}
+
+/// What a unit is: a copy of a service (stays up), or a task (runs to completion).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnitKind {
+    #[default]
+    Service,
+    Task,
+}
+
+/// A task beyond its unit's state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskStatus {
+    /// `instance` (run on every instance) or `fleet` (once per release for the fleet).
+    pub once: String,
+    /// Attempts started on this instance.
+    pub attempts: u32,
+    /// 1 + `retries`: the attempts it may take.
+    pub attempts_max: u32,
+    /// Whether its outcome is this instance's run (true) or another instance's (false, `by`
+    /// names it); None before an outcome.
+    pub ran_here: Option<bool>,
+    /// The instance of the fleet whose run is the outcome, when it is not this one.
+    pub by: Option<String>,
+    /// The fleet's lease in words (`held by this instance`, `i-0002 holds it`), with
+    /// `once = "fleet"`.
+    pub lease: Option<String>,
+    /// From its start (waiting for the lease included) to done, in microseconds.
+    pub took_us: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -623,6 +659,12 @@ pub enum UnitState {
     Stopped,
     /// Exited and will not be restarted (restart policy).
     Exited,
+    /// A task run once per fleet: taking the lease, or waiting for the instance that holds it.
+    Coordinating,
+    /// A task that completed: exit 0 here, or another instance of the fleet ran it.
+    Done,
+    /// A task that failed for good: the boot is refused.
+    Failed,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -667,6 +709,8 @@ pub enum BootStep {
     Secrets,
     /// A service, from its first spawn until it is ready; its name.
     Start(String),
+    /// A task, from its start (waiting for the lease included) until it is done; its name.
+    Task(String),
     /// Every service ready, `READY=1` sent: a point.
     Ready,
     /// A step this kiln does not know (a snapshot of another version), as it was spelt.
@@ -698,7 +742,7 @@ impl BootStep {
             BootStep::Pin => "pin",
             BootStep::Secrets => "secrets",
             BootStep::Ready => "READY=1",
-            BootStep::Start(_) | BootStep::Other(_) => return None,
+            BootStep::Start(_) | BootStep::Task(_) | BootStep::Other(_) => return None,
         })
     }
 }
@@ -707,6 +751,7 @@ impl fmt::Display for BootStep {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             BootStep::Start(service) => write!(f, "start {service}"),
+            BootStep::Task(task) => write!(f, "task {task}"),
             BootStep::Other(words) => f.write_str(words),
             named => f.write_str(named.word().unwrap_or_default()),
         }
@@ -726,6 +771,9 @@ impl From<String> for BootStep {
             .find(|s| s.word() == Some(words.as_str()))
         {
             return step;
+        }
+        if let Some(task) = words.strip_prefix("task ") {
+            return BootStep::Task(task.to_string());
         }
         match words.strip_prefix("start ") {
             Some(service) => BootStep::Start(service.to_string()),
@@ -913,6 +961,9 @@ mod tests {
         let start: BootStep = serde_json::from_str("\"start php-fpm\"").unwrap();
         assert_eq!(start, BootStep::Start("php-fpm".into()));
         assert_eq!(start.to_string(), "start php-fpm");
+        let task: BootStep = serde_json::from_str("\"task migrate\"").unwrap();
+        assert_eq!(task, BootStep::Task("migrate".into()));
+        assert_eq!(serde_json::to_value(&task).unwrap(), "task migrate");
         assert_eq!(
             BootStep::from("later".to_string()),
             BootStep::Other("later".into())

@@ -36,6 +36,7 @@ const LAYERS: &[(&str, u8)] = &[
     // Clients of a running kiln or of a fleet.
     ("fleet", 7),
     ("status", 7),
+    ("once", 7),
     // The doors.
     ("commands", 8),
     ("boot", 9),

@@ -208,7 +208,7 @@ fn fleet_in_hub(lan: &Lan, moto: &Moto, key: (&str, &str), args: &[&str]) -> (i3
 #[test]
 fn an_auto_scaling_groups_instance_targets_are_found_in_ec2() {
     let lan = Lan::create();
-    let moto = Moto::start_in(lan.hub());
+    let moto = Moto::start_in(Some(&lan.hub().path()), std::net::Ipv4Addr::LOCALHOST);
     let hosts = [lan.add_host(), lan.add_host()];
     let ips: Vec<String> = hosts.iter().map(|h| h.ip.to_string()).collect();
     let group = auto_scaling_group(&moto, &ips);

@@ -433,6 +433,36 @@ fn leftovers_that_would_not_die_abandon_the_launch() {
     assert_eq!(calls.states[&group.asg.instance_id], "Terminating:Proceed");
 }
 
+#[test]
+fn a_task_failing_for_good_abandons_the_launch() {
+    let group = group();
+    group.moto.lifecycle_wait(&group.asg, Transition::Launch);
+    let ex = example_on(&group.emulator, &hooks_section(&group));
+    let mut task = toml::Table::new();
+    task.insert("name".into(), "migrate".into());
+    let script = "echo 'no database at db.internal:5432' >&2; exit 2";
+    task.insert("command".into(), vec!["sh", "-c", script].into());
+    ex.edit_toml(|t| {
+        t.insert("task".into(), toml::Value::Array(vec![task.into()]));
+    });
+    ex.edit_service("php-fpm", |s| {
+        s.insert("after".into(), vec!["migrate"].into());
+    });
+    let (_kiln, _notify) = ex.boot_notified(KILN, &[], &[]);
+    let status = wait_hook(&ex, "launch", "abandoned");
+    assert_eq!(status["phase"], "failed", "{status}");
+    let reason = status["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("task \"migrate\" failed")
+            && reason.contains("stderr| no database at db.internal:5432"),
+        "{reason}"
+    );
+    let calls = group.moto.lifecycle_calls();
+    let completed = calls.completed(&group.asg.launch_hook);
+    assert_eq!(completed.len(), 1, "{calls:?}");
+    assert_eq!(completed[0].0, "ABANDON");
+}
+
 /// A `sleep` in a cgroup v2 of kiln's tree and in a frozen cgroup v1 freezer: SIGKILL cannot end
 /// it until it is thawed. Dropping it thaws and kills it, and removes the freezer cgroup (before
 /// the example's drop removes kiln's tree: declare it after the example).

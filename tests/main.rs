@@ -65,6 +65,8 @@ mod secrets_clouds;
 mod secrets_retries;
 mod state_dir;
 mod stop;
+mod tasks;
+mod tasks_fleet;
 mod wait;
 
 /// With `autotests = false`, a file in `tests/` that no `mod` line names is never built: its tests

@@ -84,6 +84,18 @@ pub static AUTOSCALING: Service = Service {
     },
 };
 
+/// DynamoDB speaks JSON 1.0 (`application/x-amz-json-1.0`): call it through
+/// `Api::dynamodb` (`dynamodb.rs`), which sends that content type.
+pub static DYNAMODB: Service = Service {
+    name: "dynamodb",
+    signing_name: "dynamodb",
+    env_name: "DYNAMODB",
+    host: "dynamodb",
+    protocol: Protocol::Json {
+        target_prefix: "DynamoDB_20120810",
+    },
+};
+
 /// Where a service is called, and why there.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {

@@ -15,6 +15,7 @@
 //! connection, no answer, 429, 5xx) and AWS's throttling codes ([`CallError::is_transient`]).
 
 mod credentials;
+mod dynamodb;
 mod endpoint;
 mod error;
 mod protocol;
@@ -22,6 +23,7 @@ mod sign;
 
 pub use crate::aws_names::{Arn, Partition, Region, TargetGroupArn};
 pub use credentials::CredentialSource;
+pub use endpoint::DYNAMODB;
 pub use endpoint::{AUTOSCALING, EC2, ELBV2, Endpoint, Protocol, SECRETS_MANAGER, SSM, Service};
 #[doc(hidden)]
 pub use error::parse as parse_error_answer;

@@ -35,7 +35,7 @@ use crate::state::{
     BootStep, ContainmentKind, EnvVarSource, ExpectedImage, InstanceStatus, LeaveStepKind, Phase,
     ProviderFound, ProviderStatus, SealStatus, SecretsStatus, Shared, now_ms,
 };
-use crate::supervise::{Supervisor, SupervisorHandle};
+use crate::supervise::{Supervisor, SupervisorHandle, Units};
 use crate::systemd::{self, Notifier};
 use std::path::Path;
 use std::process::ExitCode;
@@ -111,8 +111,10 @@ async fn walk(config: Config, shared: Arc<Shared>, recorder: Arc<Recorder>) -> E
         }
         Err(refusal) => return refuse(&boot, refusal).await,
     };
-    let request = run_until_stopped(&boot).await;
-    leave(&boot, running, request).await
+    match run_until_stopped(&boot, &running).await {
+        Until::Stopped(request) => leave(&boot, running, request).await,
+        Until::TaskFailed(reason) => refuse_running(&boot, running, reason).await,
+    }
 }
 
 /// What the boot holds from its first phase to its exit.
@@ -197,6 +199,8 @@ struct Running {
     supervisor: tokio::task::JoinHandle<()>,
     lifecycle: Option<Lifecycle>,
     membership: Option<Membership>,
+    /// What the boot fetched: a task that fails for good refuses the boot with it.
+    metadata: Box<Metadata>,
 }
 
 /// Everything that must hold before a service starts (the instance has not left, the seal, the
@@ -220,8 +224,17 @@ async fn launch(boot: &Boot, containment: &Containment, reaper: Reaper) -> Resul
         Containment::Cgroups { tree, .. } => Ok(tree),
         Containment::ProcessGroups { why } => Err(why.as_str()),
     };
+    let fleet = match crate::once::fleet(config, &gathered.verified, &gathered.metadata.facts) {
+        Ok(fleet) => fleet,
+        Err(e) => return Err(refused(e, gathered)),
+    };
+    let units = Units {
+        services: &config.services,
+        tasks: &config.tasks,
+        fleet,
+    };
     let supervisor = Supervisor::new(
-        &config.services,
+        units,
         gathered.env.clone(),
         reaper,
         cgroups,
@@ -244,6 +257,7 @@ fn start(
     registrar: Option<Box<dyn lb::Registrar>>,
 ) -> Running {
     let (config, shared, recorder) = (&boot.config, &boot.shared, &boot.recorder);
+    let metadata = Box::new(gathered.metadata.clone());
     let handle = supervisor.handle();
     let supervisor = tokio::spawn(supervisor.run());
     let leaver = boot.stopper.clone();
@@ -293,18 +307,67 @@ fn start(
         supervisor,
         lifecycle,
         membership,
+        metadata,
     }
 }
 
-/// Until a stop or a leave is asked for. A leave is written down: it is final.
-async fn run_until_stopped(boot: &Boot) -> StopRequests {
-    let mut request = stop_or_leave(boot.stops.clone()).await;
+/// How the running instance ends.
+enum Until {
+    /// A stop or a leave was asked for.
+    Stopped(StopRequests),
+    /// A task failed for good: why.
+    TaskFailed(String),
+}
+
+/// Until a stop or a leave is asked for, or a task fails for good. A leave is written down: it
+/// is final.
+async fn run_until_stopped(boot: &Boot, running: &Running) -> Until {
+    let mut request = tokio::select! {
+        request = stop_or_leave(boot.stops.clone()) => request,
+        reason = running.handle.task_failed() => return Until::TaskFailed(reason),
+    };
     // A signal that came with (or before) the leave is a stop: nothing to wait for then.
     request.leave = request.leave.filter(|_| request.count == 0);
     if let Some(leave) = &request.leave {
         mark_left(&boot.config, leave);
     }
-    request
+    Until::Stopped(request)
+}
+
+/// A task failed for good: the boot is refused as any refusal is, once what had started is
+/// stopped in reverse order. Nothing was registered (a task not done keeps the instance from
+/// ready, and the load balancer is joined only once ready); the launch hook hears `ABANDON`
+/// from the refusal alone (the hook's own watch goes first, so it is answered once).
+async fn refuse_running(boot: &Boot, running: Running, reason: String) -> ExitCode {
+    let Running {
+        handle,
+        supervisor,
+        lifecycle,
+        membership,
+        metadata,
+    } = running;
+    drop(lifecycle);
+    boot.shared.update(|s| {
+        s.phase = Phase::Failed;
+        s.reason = Some(reason.clone());
+    });
+    tracing::error!("{reason}");
+    tracing::info!("a task failed: stopping what had started, in reverse order");
+    if let Some(membership) = membership {
+        membership.leave().await;
+    }
+    let mut stopped = std::pin::pin!(handle.stop());
+    tokio::select! {
+        _ = &mut stopped => {}
+        _ = requested(boot.stops.clone(), 2) => {
+            handle.kill_all();
+            stopped.await;
+        }
+    }
+    let _ = supervisor.await;
+    let mut refusal = Refusal::launching(reason, Some(*metadata));
+    refusal.started = true;
+    refuse(boot, refusal).await
 }
 
 /// Stops the instance (see [`shutdown`]); after a leave, answers the platform and waits for the
@@ -315,6 +378,7 @@ async fn leave(boot: &Boot, running: Running, request: StopRequests) -> ExitCode
         supervisor,
         lifecycle,
         membership,
+        metadata: _,
     } = running;
     let leave = request.leave.as_ref();
     shutdown(boot, &handle, membership, leave).await;
@@ -342,6 +406,8 @@ async fn leave(boot: &Boot, running: Running, request: StopRequests) -> ExitCode
 struct Refusal {
     reason: String,
     reached: Reached,
+    /// Services (and tasks) had started, and were stopped before the refusal.
+    started: bool,
 }
 
 /// How far a refused boot got: whether there is a launch to answer for.
@@ -360,6 +426,7 @@ impl Refusal {
         Refusal {
             reason,
             reached: Reached::Left,
+            started: false,
         }
     }
 
@@ -367,6 +434,7 @@ impl Refusal {
         Refusal {
             reason,
             reached: Reached::Launching(metadata.map(Box::new)),
+            started: false,
         }
     }
 }
@@ -375,7 +443,11 @@ impl Refusal {
 /// launch hook when it was launching, start nothing, and wait to be stopped (so `/readyz` keeps
 /// answering 503 and `kiln status` keeps explaining).
 async fn refuse(boot: &Boot, refusal: Refusal) -> ExitCode {
-    let Refusal { reason, reached } = refusal;
+    let Refusal {
+        reason,
+        reached,
+        started,
+    } = refusal;
     if let Reached::Launching(metadata) = reached {
         abandon_launch(&boot.config, metadata.map(|m| *m), &boot.shared);
         if let Some(check_in) = CheckIn::on_azure(&boot.config.metadata) {
@@ -384,7 +456,11 @@ async fn refuse(boot: &Boot, refusal: Refusal) -> ExitCode {
     }
     let (shared, notifier) = (&boot.shared, &boot.notifier);
     tracing::error!("boot refused: {reason}");
-    tracing::error!("nothing was started; kiln stays up to explain (kiln status) until it is stopped");
+    let what = match started {
+        true => "what had started was stopped",
+        false => "nothing was started",
+    };
+    tracing::error!("{what}; kiln stays up to explain (kiln status) until it is stopped");
     shared.update(|s| {
         s.phase = Phase::Failed;
         s.reason = Some(reason.clone());
@@ -473,7 +549,7 @@ async fn wait_for_power_off(
 /// die) refuses the boot.
 async fn find_cgroups(config: &Config, shared: &Shared) -> Result<Containment, String> {
     let state_dir = config.control.state_dir.clone();
-    let wanted = cgroup::wanted(&config.services);
+    let wanted = cgroup::wanted(&config.processes());
     let containment = tokio::task::spawn_blocking(move || cgroup::contain(&state_dir, &wanted))
         .await
         .map_err(|e| format!("cgroups: stopped: {e}"))?
@@ -579,6 +655,8 @@ fn start_serving(config: &Config, shared: &Arc<Shared>, recorder: &Arc<Recorder>
 /// What the steps before the services produced, frozen from here on.
 struct Gathered {
     env: Arc<FrozenEnv>,
+    /// The seal's release and root hash: the key of a task run once per fleet.
+    verified: Verified,
     /// Watching the sealed paths since right after they were verified; None when not sealed.
     seal_watch: Option<DriftWatch>,
     metadata: Metadata,
@@ -612,6 +690,7 @@ async fn gather(config: &Config, shared: &Shared, recorder: &Recorder) -> Result
     match prepare_env(config, shared, recorder, &verified, &metadata, deadline).await {
         Ok((env, secrets)) => Ok(Gathered {
             env: Arc::new(env),
+            verified,
             seal_watch,
             metadata,
             secrets,
@@ -691,7 +770,7 @@ async fn prepare_env(
     let frozen = layered.freeze(values).map_err(|e| e.to_string())?;
     env::check_exec_limits(
         &frozen,
-        &config.services,
+        &config.processes(),
         metadata,
         env::ExecLimits::of_this_machine(),
     )

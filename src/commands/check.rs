@@ -87,12 +87,35 @@ pub fn run(path: &Path, strict: bool, online: bool) -> ExitCode {
         1 => ", 1 warning".to_string(),
         n => format!(", {n} warnings"),
     };
+    let tasks = match config.tasks.len() {
+        0 => String::new(),
+        1 => ", 1 task".to_string(),
+        n => format!(", {n} tasks"),
+    };
     println!(
-        "{}: ok ({} services, {} processes{warned})",
+        "{}: ok ({} services, {} processes{tasks}{warned})",
         path.display(),
         config.services.len(),
         replicas
     );
+    if let Some(coordination) = &config.coordination {
+        let fleet: Vec<&str> = config
+            .tasks
+            .iter()
+            .filter(|t| t.once == crate::config::Once::Fleet)
+            .map(|t| t.name.as_str())
+            .collect();
+        println!(
+            "coordination: {} (lease {}): once per fleet: {}",
+            coordination.describe(),
+            humantime::format_duration(coordination.lease_ttl),
+            if fleet.is_empty() {
+                "no task".to_string()
+            } else {
+                fleet.join(", ")
+            }
+        );
+    }
     if let Some(secrets) = &config.secrets {
         let schemes: Vec<&str> = secrets.schemes.iter().map(|s| s.as_str()).collect();
         println!("secrets: references on for {}", schemes.join(", "));

@@ -8,6 +8,7 @@
 
 #![warn(clippy::arithmetic_side_effects, clippy::indexing_slicing)]
 
+mod coordination;
 mod duration;
 mod env;
 mod file;
@@ -23,11 +24,13 @@ mod secrets;
 mod service;
 mod signal;
 mod size;
+mod task;
 mod template;
 mod url;
 mod validate;
 mod warnings;
 
+pub use coordination::{Coordination, CoordinationTable, Store};
 pub use duration::HumanDuration;
 pub use env::{BUILTIN_DENY, EnvConfig, RESERVED_PREFIX, check_name, glob_match, is_valid_name};
 pub use lb::{LbConfig, LbTable};
@@ -41,6 +44,7 @@ pub use secrets::{Scheme, SecretsConfig};
 pub use service::{MEMORY_MAX_MIN, RestartPolicy, ServiceConfig, StopSignalTo};
 pub use signal::SignalName;
 pub use size::ByteSize;
+pub use task::{Once, RETRIES_MAX, TaskConfig};
 pub use template::{Fact, Template};
 pub use validate::{ServicePlace, place};
 
@@ -75,8 +79,17 @@ pub struct Config {
     pub secrets: Option<SecretsConfig>,
     /// Auto Scaling hooks and interruption notices; None (no section): neither.
     pub lifecycle: Option<LifecycleConfig>,
+    /// `[coordination]` as written; [`Config::parse`] checks it into `coordination`.
+    #[serde(default, rename = "coordination")]
+    coordination_table: Option<CoordinationTable>,
+    /// Where once-per-fleet tasks take their lease; None without the section.
+    #[serde(skip)]
+    pub coordination: Option<Coordination>,
     #[serde(default, rename = "service")]
     pub services: Vec<ServiceConfig>,
+    /// What runs to completion at boot, ordered with the services by `after`.
+    #[serde(default, rename = "task")]
+    pub tasks: Vec<TaskConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -225,10 +238,17 @@ impl Config {
         let mut config = read.value;
         let mut problems = read.problems;
         let lb = config.lb_table.check();
-        problems.extend(validate::check(&config, &lb, &read.dropped));
-        match lb {
-            Ok(lb) if problems.is_empty() => {
+        let coordination = config.coordination_table.as_ref().map(CoordinationTable::check);
+        problems.extend(validate::check(
+            &config,
+            &lb,
+            coordination.as_ref(),
+            &read.dropped,
+        ));
+        match (lb, coordination.transpose()) {
+            (Ok(lb), Ok(coordination)) if problems.is_empty() => {
                 config.lb = lb;
+                config.coordination = coordination;
                 Ok(config)
             }
             _ => Err(problems),
@@ -237,5 +257,12 @@ impl Config {
 
     pub fn service(&self, name: &str) -> Option<&ServiceConfig> {
         self.services.iter().find(|s| s.name == name)
+    }
+
+    /// Every process kiln starts, as spawning reads it: the services, then the tasks
+    /// ([`TaskConfig::process`]). Cgroups, identities and exec limits are checked on these.
+    pub fn processes(&self) -> Vec<ServiceConfig> {
+        let tasks = self.tasks.iter().map(TaskConfig::process);
+        self.services.iter().cloned().chain(tasks).collect()
     }
 }

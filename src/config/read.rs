@@ -207,8 +207,8 @@ fn place_problem(doc: &DeTable<'_>, path: &[Step], message: &str, line: usize) -
 fn place(doc: &DeTable<'_>, path: &[Step]) -> String {
     let is_table = |p: &[Step]| matches!(at(doc, p), Some(DeValue::Table(_)));
     match path {
-        [Step::Key(section), Step::Index(i), rest @ ..] if section == "service" => {
-            let mut place = format!("[[service]] #{}", i.saturating_add(1));
+        [Step::Key(section), Step::Index(i), rest @ ..] if matches!(section.as_str(), "service" | "task") => {
+            let mut place = format!("[[{section}]] #{}", i.saturating_add(1));
             let name = at(doc, path.get(..2).unwrap_or_default()).and_then(|s| match s {
                 DeValue::Table(t) => t.get("name").map(|v| v.get_ref()),
                 _ => None,
@@ -219,7 +219,8 @@ fn place(doc: &DeTable<'_>, path: &[Step]) -> String {
             match rest {
                 [] => place,
                 [Step::Key(probe), tail @ ..]
-                    if matches!(probe.as_str(), "startup" | "ready" | "live")
+                    if section == "service"
+                        && matches!(probe.as_str(), "startup" | "ready" | "live")
                         && is_table(path.get(..3).unwrap_or_default()) =>
                 {
                     let keys = keys(tail);

@@ -4,7 +4,7 @@
 //! lists everything to fix.
 
 use super::read::{Step, dropped_under};
-use super::{Config, LbConfig, ProbeConfig, ServiceConfig};
+use super::{Config, Coordination, LbConfig, Once, ProbeConfig, ServiceConfig, TaskConfig};
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::os::unix::fs::PermissionsExt;
@@ -18,6 +18,7 @@ const FALLBACK_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/
 pub(super) fn check(
     config: &Config,
     lb: &Result<LbConfig, Vec<String>>,
+    coordination: Option<&Result<Coordination, Vec<String>>>,
     dropped: &[Vec<Step>],
 ) -> Vec<String> {
     let mut problems = Vec::new();
@@ -46,7 +47,10 @@ pub(super) fn check(
     if let Some(lifecycle) = &config.lifecycle {
         problems.extend(within("[lifecycle]", lifecycle.check(&config.metadata)));
     }
-    check_services(&config.services, dropped, &mut problems);
+    if let Some(Err(coordination)) = coordination {
+        problems.extend(coordination.iter().map(|p| format!("[coordination] {p}")));
+    }
+    check_units(config, dropped, &mut problems);
     problems
 }
 
@@ -59,56 +63,132 @@ fn within(section: &str, checked: Result<(), Vec<String>>) -> impl Iterator<Item
         .map(move |p| format!("{section} {p}"))
 }
 
-/// Where a service is in the file: `[[service]] #2 "nginx"` (1-based, as a person counts).
+/// Where a service or a task is in the file: `[[service]] #2 "nginx"`, `[[task]] #1 "migrate"`
+/// (1-based, as a person counts).
 pub struct ServicePlace<'a> {
+    section: &'static str,
     number: usize,
     name: &'a str,
 }
 
 impl fmt::Display for ServicePlace<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "[[service]] #{} {:?}", self.number, self.name)
+        write!(f, "[[{}]] #{} {:?}", self.section, self.number, self.name)
     }
 }
 
 /// `index` is 0-based.
 pub fn place(index: usize, service: &ServiceConfig) -> ServicePlace<'_> {
     ServicePlace {
+        section: "service",
         number: index.saturating_add(1),
         name: &service.name,
     }
 }
 
-fn check_services(services: &[ServiceConfig], dropped: &[Vec<Step>], problems: &mut Vec<String>) {
-    let mut first: HashMap<&str, usize> = HashMap::new();
-    for (i, service) in services.iter().enumerate() {
-        first.entry(&service.name).or_insert(i);
+/// `index` is 0-based.
+pub fn task_place(index: usize, task: &TaskConfig) -> ServicePlace<'_> {
+    ServicePlace {
+        section: "task",
+        number: index.saturating_add(1),
+        name: &task.name,
     }
-    for (i, service) in services.iter().enumerate() {
+}
+
+/// A service or a task as `after` sees it: a name, where it is, what it waits for.
+struct Unit<'a> {
+    place: ServicePlace<'a>,
+    after: &'a [String],
+    kind: &'static str,
+}
+
+/// Services and tasks share one name space: `after` names either, and the order is one graph.
+fn check_units(config: &Config, dropped: &[Vec<Step>], problems: &mut Vec<String>) {
+    let services = config.services.iter().enumerate().map(|(i, s)| Unit {
+        place: place(i, s),
+        after: &s.after,
+        kind: "service",
+    });
+    let tasks = config.tasks.iter().enumerate().map(|(i, t)| Unit {
+        place: task_place(i, t),
+        after: &t.after,
+        kind: "task",
+    });
+    let units: Vec<Unit<'_>> = services.chain(tasks).collect();
+    for (i, service) in config.services.iter().enumerate() {
         let here = place(i, service);
-        problems.extend(
-            service_problems(service, &Dropped::service(dropped, i))
-                .into_iter()
-                .map(|p| format!("{here}: {p}")),
-        );
-        if let Some(&j) = first.get(service.name.as_str())
-            && j != i
-        {
-            problems.push(format!("{here}: name: already the name of {}", place(j, service)));
-        }
-        for dep in &service.after {
-            if dep == &service.name {
-                problems.push(format!("{here}: after: a service cannot wait for itself"));
-            } else if !first.contains_key(dep.as_str()) {
-                problems.push(format!("{here}: after: unknown service {dep:?}"));
-            }
+        let left_out = Dropped::unit("service", dropped, i);
+        let mut own = process_problems(service, &left_out);
+        own.extend(service_problems(service, &left_out));
+        problems.extend(own.into_iter().map(|p| format!("{here}: {p}")));
+        if let Some(unit) = units.get(i) {
+            units_of(&units, unit, config.tasks.is_empty(), problems);
         }
     }
-    if let Some(cycle) = find_cycle(services) {
+    for (i, task) in config.tasks.iter().enumerate() {
+        let here = task_place(i, task);
+        let left_out = Dropped::unit("task", dropped, i);
+        let mut own = process_problems(&task.process(), &left_out);
+        own.extend(task.own_problems(&left_out.keys()));
+        own.extend(fleet_problems(task, config));
+        problems.extend(own.into_iter().map(|p| format!("{here}: {p}")));
+        let at = config.services.len().saturating_add(i);
+        if let Some(unit) = units.get(at) {
+            units_of(&units, unit, false, problems);
+        }
+    }
+    if let Some(cycle) = find_cycle(&units) {
+        let section = match config.tasks.is_empty() {
+            true => "[[service]]",
+            false => "[[service]] and [[task]]",
+        };
         problems.push(format!(
-            "[[service]] dependency cycle in `after`: {}",
+            "{section} dependency cycle in `after`: {}",
             cycle.join(" -> ")
         ));
+    }
+}
+
+/// A task run once for the fleet needs a store for its lease and a release to key it by.
+fn fleet_problems(task: &TaskConfig, config: &Config) -> Vec<String> {
+    if task.once != Once::Fleet {
+        return Vec::new();
+    }
+    let mut problems = Vec::new();
+    if config.coordination_table.is_none() {
+        problems
+            .push("once = \"fleet\": needs a [coordination] section (the store that holds the lease)".into());
+    }
+    if !config.seal.is_enabled() {
+        problems.push(
+            "once = \"fleet\": needs [seal]: the lease is per release, known by the seal's label and root hash"
+                .into(),
+        );
+    }
+    problems
+}
+
+/// The name and `after` of one unit against all of them: a name used twice, `after` naming
+/// itself or nothing. `services_only`: the file has no task (the words say "service").
+fn units_of(units: &[Unit<'_>], unit: &Unit<'_>, services_only: bool, problems: &mut Vec<String>) {
+    let here = &unit.place;
+    let first = units.iter().find(|u| u.place.name == here.name);
+    if let Some(first) = first
+        && !std::ptr::eq(first, unit)
+    {
+        problems.push(format!("{here}: name: already the name of {}", first.place));
+    }
+    for dep in unit.after {
+        if dep == here.name {
+            problems.push(format!("{here}: after: a {} cannot wait for itself", unit.kind));
+        } else if !units.iter().any(|u| u.place.name == dep) {
+            let what = if services_only {
+                "service"
+            } else {
+                "service or task"
+            };
+            problems.push(format!("{here}: after: unknown {what} {dep:?}"));
+        }
     }
 }
 
@@ -120,8 +200,9 @@ struct Dropped<'a> {
 }
 
 impl<'a> Dropped<'a> {
-    fn service(all: &'a [Vec<Step>], index: usize) -> Dropped<'a> {
-        let service = vec![Step::Key("service".into()), Step::Index(index)];
+    /// The keys of `[[section]] #index` (`service` or `task`).
+    fn unit(section: &str, all: &'a [Vec<Step>], index: usize) -> Dropped<'a> {
+        let service = vec![Step::Key(section.into()), Step::Index(index)];
         Dropped { all, service }
     }
 
@@ -138,8 +219,9 @@ impl<'a> Dropped<'a> {
     }
 }
 
-/// A service's own problems, each starting with its key.
-fn service_problems(s: &ServiceConfig, left_out: &Dropped<'_>) -> Vec<String> {
+/// What any process kiln starts must have right (a service's, or a task's as
+/// [`TaskConfig::process`] gives it), each starting with its key.
+fn process_problems(s: &ServiceConfig, left_out: &Dropped<'_>) -> Vec<String> {
     let own = left_out.keys();
     let dropped = |key: &str| own.contains(&key);
     let mut problems = Vec::new();
@@ -163,6 +245,7 @@ fn service_problems(s: &ServiceConfig, left_out: &Dropped<'_>) -> Vec<String> {
     }
     problems.extend(s.env_allow_problems());
     problems.extend(s.limit_problems());
+    // A task's process always has 1: this is a service's key, checked here to keep the order.
     if s.replicas == 0 || s.replicas > 256 {
         problems.push(format!("replicas = {}: must be between 1 and 256", s.replicas));
     }
@@ -179,6 +262,14 @@ fn service_problems(s: &ServiceConfig, left_out: &Dropped<'_>) -> Vec<String> {
     {
         problems.push(format!("group = {group:?}: no such group on this system"));
     }
+    problems
+}
+
+/// A service's own keys: restart delays, probes; each starting with its key.
+fn service_problems(s: &ServiceConfig, left_out: &Dropped<'_>) -> Vec<String> {
+    let own = left_out.keys();
+    let dropped = |key: &str| own.contains(&key);
+    let mut problems = Vec::new();
     let delays_read = !dropped("restart_delay") && !dropped("restart_delay_max");
     if delays_read && (s.restart_delay.get().is_zero() || s.restart_delay > s.restart_delay_max) {
         problems.push(format!(
@@ -186,6 +277,7 @@ fn service_problems(s: &ServiceConfig, left_out: &Dropped<'_>) -> Vec<String> {
             s.restart_delay, s.restart_delay_max
         ));
     }
+    let path = s.env.get("PATH").map(String::as_str);
     for (key, probe) in [("startup", &s.startup), ("ready", &s.ready), ("live", &s.live)] {
         if let Some(probe) = probe {
             let list = probe_problems(probe, path, &left_out.probe_keys(key));
@@ -267,20 +359,21 @@ pub fn resolve_program(program: &str, path: Option<&str>) -> Result<PathBuf, Str
         .ok_or_else(|| format!("{program:?} not found in PATH ({search})"))
 }
 
-/// A cycle in the `after` graph as a list of names that starts and ends with the same service.
-/// A service that names itself is reported on its own, not as a cycle. Iterative: a long chain
+/// A cycle in the `after` graph as a list of names that starts and ends with the same unit.
+/// A unit that names itself is reported on its own, not as a cycle. Iterative: a long chain
 /// of services cannot overflow the stack.
-fn find_cycle(services: &[ServiceConfig]) -> Option<Vec<String>> {
+fn find_cycle(units: &[Unit<'_>]) -> Option<Vec<String>> {
     // A name defined twice (a problem of its own) keeps its first definition.
     let mut graph: HashMap<&str, Vec<&str>> = HashMap::new();
-    for s in services {
-        let deps = s.after.iter().map(String::as_str).filter(|d| *d != s.name);
-        graph.entry(&s.name).or_insert_with(|| deps.collect());
+    for u in units {
+        let name = u.place.name;
+        let deps = u.after.iter().map(String::as_str).filter(|d| *d != name);
+        graph.entry(name).or_insert_with(|| deps.collect());
     }
     let deps_of = |name: &str| graph.get(name).map(|d| d.iter()).unwrap_or_default();
     let mut done: HashSet<&str> = HashSet::new();
-    for service in services {
-        let root = service.name.as_str();
+    for unit in units {
+        let root = unit.place.name;
         if done.contains(root) {
             continue;
         }

@@ -125,6 +125,39 @@ impl ConsulApi {
         Err(self.fail("PUT", route, answer_line(status, response).await))
     }
 
+    /// Any route of the agent's API (the KV store and sessions, for once-per-fleet tasks):
+    /// `segments` each percent-encoded as one path segment (none may be empty, `.` or `..`), the
+    /// answer's status and at most `limit` bytes of its body, within
+    /// [`crate::net::API_REQUEST_TIMEOUT`]. An error is the agent unreachable or silent.
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        segments: &[&str],
+        query: &[(&str, &str)],
+        body: Option<String>,
+        limit: usize,
+    ) -> Result<crate::net::Answer, LbError> {
+        let route = Route {
+            segments,
+            name: None,
+            query,
+        };
+        if let Some(bad) = segments.iter().find(|s| path_name(s).is_err()) {
+            return Err(self.fail(
+                method.as_str(),
+                &route,
+                format!("{bad:?} cannot be a path segment"),
+            ));
+        }
+        let mut request = self.request(method.clone(), self.url(&route)?);
+        if let Some(body) = body {
+            request = request.body(body);
+        }
+        crate::net::exchange(request, crate::net::API_REQUEST_TIMEOUT, limit)
+            .await
+            .map_err(|why| self.fail(method.as_str(), &route, why))
+    }
+
     /// Every instance of `service` in the catalog with its health, as
     /// `GET /v1/health/service/<service>` gives it (all of them, passing or not).
     pub async fn service_health(&self, service: &str) -> Result<Vec<ServiceHealth>, LbError> {

@@ -3,7 +3,7 @@
 //! the config does not have (`[lb]`, `[seal]`, `[secrets]`, `[service.phpfpm_status]`) has no
 //! series.
 
-use crate::state::{LbState, Phase, PhpFpmPool, PhpFpmStatus, Snapshot, UnitState, UnitStatus};
+use crate::state::{LbState, Phase, PhpFpmPool, PhpFpmStatus, Snapshot, UnitKind, UnitState, UnitStatus};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{
     DescriptorEncoder, EncodeCounterValue, EncodeGaugeValue, EncodeLabelSet, NoLabelSet,
@@ -30,6 +30,7 @@ impl Collector for SnapshotSeries {
     }
 }
 
+/// The states a service's unit can be in.
 const UNIT_STATES: [UnitState; 7] = [
     UnitState::Waiting,
     UnitState::Starting,
@@ -38,6 +39,18 @@ const UNIT_STATES: [UnitState; 7] = [
     UnitState::Stopping,
     UnitState::Stopped,
     UnitState::Exited,
+];
+
+/// The states a task's unit can be in.
+const TASK_STATES: [UnitState; 8] = [
+    UnitState::Waiting,
+    UnitState::Coordinating,
+    UnitState::Running,
+    UnitState::Backoff,
+    UnitState::Done,
+    UnitState::Failed,
+    UnitState::Stopping,
+    UnitState::Stopped,
 ];
 
 const LB_STATES: [LbState; 4] = [
@@ -126,7 +139,28 @@ fn of(u: &UnitStatus) -> [(&'static str, &str); 2] {
 fn units(out: &mut DescriptorEncoder, units: &[UnitStatus]) -> fmt::Result {
     unit_states(out, units)?;
     unit_runs(out, units)?;
-    unit_usage(out, units)
+    unit_usage(out, units)?;
+    tasks(out, units)
+}
+
+/// Whose run each task's outcome is, once it has one.
+fn tasks(out: &mut DescriptorEncoder, units: &[UnitStatus]) -> fmt::Result {
+    let ran: Vec<_> = units
+        .iter()
+        .filter_map(|u| {
+            let here = u.task.as_ref()?.ran_here?;
+            Some(([("task", u.service.as_str())], u32::from(here)))
+        })
+        .collect();
+    if ran.is_empty() {
+        return Ok(());
+    }
+    gauges(
+        out,
+        "kiln_task_ran_here",
+        "Whether the task's outcome is this instance's run (1) or another instance's of the fleet (0, once = \"fleet\")",
+        &ran,
+    )
 }
 
 /// Where each unit is: ready, its state, crash-looping.
@@ -143,7 +177,11 @@ fn unit_states(out: &mut DescriptorEncoder, units: &[UnitStatus]) -> fmt::Result
     let states: Vec<_> = units
         .iter()
         .flat_map(|u| {
-            UNIT_STATES.iter().map(move |&state| {
+            let states: &[UnitState] = match u.kind {
+                UnitKind::Service => &UNIT_STATES,
+                UnitKind::Task => &TASK_STATES,
+            };
+            states.iter().map(move |&state| {
                 let [service, unit] = of(u);
                 (
                     [service, unit, ("state", unit_state_name(state))],
@@ -155,7 +193,7 @@ fn unit_states(out: &mut DescriptorEncoder, units: &[UnitStatus]) -> fmt::Result
     gauges(
         out,
         "kiln_unit_state",
-        "Where each unit is: 1 for its current state, 0 for the others",
+        "Where each unit is: 1 for its current state, 0 for the others (a task's unit: waiting, coordinating, running, backoff, done, failed, stopping, stopped)",
         &states,
     )?;
     gauges(
@@ -564,6 +602,9 @@ fn unit_state_name(state: UnitState) -> &'static str {
         UnitState::Stopping => "stopping",
         UnitState::Stopped => "stopped",
         UnitState::Exited => "exited",
+        UnitState::Coordinating => "coordinating",
+        UnitState::Done => "done",
+        UnitState::Failed => "failed",
     }
 }
 

@@ -7,7 +7,7 @@ use crate::state::{
     CheckInOutcome, CheckInStatus, Containment, ContainmentKind, ExpectedImage, HookState, HookStatus,
     HooksStatus, InstanceStatus, LbState, LbStatus, LeaveStatus, LeaveStep, LeaveStepKind, LifecycleStatus,
     NoticeStatus, OnNotice, Phase, PhpFpmPool, PhpFpmStatus, ProviderFound, ProviderStatus, SealStatus,
-    SecretsStatus, Snapshot, UnitState, UnitStatus,
+    SecretsStatus, Snapshot, TaskStatus, UnitKind, UnitState, UnitStatus,
 };
 use crate::terminal::printable;
 use std::fmt::Write;
@@ -555,8 +555,31 @@ fn memory(bytes: u64) -> String {
     }
 }
 
+/// A task's state in words: who ran it, where its lease stands, which attempt.
+fn task_state(u: &UnitStatus, task: &TaskStatus) -> Option<String> {
+    let attempt = || format!("attempt {} of {}", task.attempts, task.attempts_max);
+    Some(match u.state {
+        UnitState::Coordinating => format!(
+            "coordinating: {}",
+            printable(task.lease.as_deref().unwrap_or("asking the fleet"))
+        ),
+        UnitState::Done => match &task.by {
+            Some(by) => format!("done by {}", printable(by)),
+            None => "done".into(),
+        },
+        UnitState::Failed => match &task.by {
+            Some(by) => format!("failed on {}", printable(by)),
+            None => format!("failed, {}", attempt()),
+        },
+        UnitState::Running => format!("running, {}", attempt()),
+        _ => return None,
+    })
+}
+
 fn unit_row(u: &UnitStatus, now_ms: u64) -> [String; 10] {
+    let task = u.task.as_ref().and_then(|t| task_state(u, t));
     let state = match u.state {
+        _ if task.is_some() => task.unwrap_or_default(),
         UnitState::Backoff => match u.next_restart_ms {
             Some(t) if t > now_ms => format!("backoff ({} left)", human(Duration::from_millis(t - now_ms))),
             _ => "backoff".into(),
@@ -582,8 +605,12 @@ fn unit_row(u: &UnitStatus, now_ms: u64) -> [String; 10] {
         ),
         None => "-".into(),
     };
+    let unit = match u.kind {
+        UnitKind::Task => format!("{} (task)", u.unit),
+        UnitKind::Service => u.unit.clone(),
+    };
     [
-        u.unit.clone(),
+        unit,
         state,
         if u.ready { "yes".into() } else { "no".into() },
         u.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),

@@ -3,10 +3,11 @@
 //! learns (an exit, a probe event, a timer) goes back to the machine as an event, one at a time,
 //! on one task. With cgroups, an exit is a fact only once the unit's cgroup is empty.
 
-use super::machine::{Effect, Event, Level, Machine, Milestone, Standing, UnitId};
+use super::fleet::{Coordination, Fleet};
+use super::machine::{Effect, Event, Level, Machine, Milestone, Outcome, Standing, TaskPlan, UnitId};
 use super::view;
 use crate::cgroup::{Limits, ServiceTree, UnitCgroup};
-use crate::config::{ServiceConfig, StopSignalTo};
+use crate::config::{ServiceConfig, StopSignalTo, TaskConfig};
 use crate::env::FrozenEnv;
 use crate::metrics::{ProbeSeries, Recorder};
 use crate::probe::runner::{self, CheckReport, ProbeEvent, UnitProbes};
@@ -22,8 +23,12 @@ use std::collections::VecDeque;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::{AbortHandle, JoinHandle};
+
+mod tasks;
+
+use tasks::with_last_lines;
 
 /// How often the loop ticks when nothing happens (drives `/livez` and the watchdog).
 const TICK: Duration = Duration::from_millis(500);
@@ -35,12 +40,25 @@ enum Input {
     Event(Event),
     /// Stop every service gracefully; answer when all are gone.
     Stop(oneshot::Sender<()>),
+    /// The fleet's answer to an `Effect::Coordinate`.
+    Coordinated {
+        unit: UnitId,
+        generation: u64,
+        coordination: Coordination,
+    },
+    /// The lease numbered `lease` of the unit was lost.
+    LeaseLost {
+        unit: UnitId,
+        lease: u64,
+        reason: String,
+    },
 }
 
-/// What the boot walk holds to stop the supervisor.
+/// What the boot walk holds to stop the supervisor, and to hear that a task failed for good.
 #[derive(Clone)]
 pub struct SupervisorHandle {
     tx: mpsc::UnboundedSender<Input>,
+    failed: watch::Receiver<Option<String>>,
 }
 
 impl SupervisorHandle {
@@ -56,13 +74,33 @@ impl SupervisorHandle {
     pub fn kill_all(&self) {
         let _ = self.tx.send(Input::Event(Event::KillAll));
     }
+
+    /// Resolves once a task has failed for good: why the boot must be refused (the task, its
+    /// exit, its last lines). Never resolves otherwise.
+    pub async fn task_failed(&self) -> String {
+        let mut failed = self.failed.clone();
+        match failed.wait_for(Option::is_some).await {
+            Ok(reason) => reason.clone().unwrap_or_default(),
+            Err(_) => std::future::pending().await,
+        }
+    }
 }
 
-/// What the executor needs to start a service's processes.
+/// What the supervisor runs: the services, the tasks, and the fleet that coordinates the tasks
+/// run once per fleet (None when no task needs it).
+pub struct Units<'a> {
+    pub services: &'a [ServiceConfig],
+    pub tasks: &'a [TaskConfig],
+    pub fleet: Option<Arc<dyn Fleet>>,
+}
+
+/// What the executor needs to start a service's (or a task's) processes.
 struct ServiceRuntime {
     config: ServiceConfig,
     identity: Option<Identity>,
     probes: UnitProbes,
+    /// A task's settings; None for a service.
+    task: Option<TaskPlan>,
 }
 
 /// What the executor holds for one unit.
@@ -77,6 +115,12 @@ struct UnitRuntime {
     cgroup: Option<Arc<UnitCgroup>>,
     /// Where each of its probes' checks is counted for `/metrics`, by role.
     probe_series: Arc<[(Role, ProbeSeries)]>,
+    /// A task's wait for the fleet's verdict, while it runs.
+    coordinating: Option<AbortHandle>,
+    /// Where the outcome of a run under the fleet's lease goes, while this instance holds it.
+    lease: Option<oneshot::Sender<Outcome>>,
+    /// Leases taken so far: a loss is about the current one only.
+    leases: u64,
 }
 
 pub struct Supervisor {
@@ -91,6 +135,9 @@ pub struct Supervisor {
     rx: mpsc::UnboundedReceiver<Input>,
     stop_waiters: Vec<oneshot::Sender<()>>,
     stopped: bool,
+    fleet: Option<Arc<dyn Fleet>>,
+    /// Why a task failed for good, once one has.
+    failed: watch::Sender<Option<String>>,
 }
 
 impl Supervisor {
@@ -98,7 +145,7 @@ impl Supervisor {
     /// `cgroups` with its service's limits (`Err`: process groups only, and why). Each probe's
     /// checks are counted in `recorder`. Nothing is started yet.
     pub fn new(
-        configs: &[ServiceConfig],
+        units: Units<'_>,
         env: Arc<FrozenEnv>,
         reaper: Reaper,
         cgroups: Result<&ServiceTree, &str>,
@@ -106,16 +153,23 @@ impl Supervisor {
         recorder: &Recorder,
         notifier: Arc<Notifier>,
     ) -> Result<Supervisor, String> {
-        let services = configs
+        let machine = Machine::new(units.services, units.tasks);
+        let services = units
+            .services
             .iter()
-            .map(|config| service_runtime(config, &env))
+            .map(|config| service_runtime(config, None, &env))
+            .chain(
+                units
+                    .tasks
+                    .iter()
+                    .map(|task| service_runtime(&task.process(), Some(task), &env)),
+            )
             .collect::<Result<Vec<_>, _>>()?;
-        let machine = Machine::new(configs);
-        let units = machine
+        let runtimes = machine
             .units()
             .iter()
             .map(|u| {
-                let cgroup = unit_cgroup(&configs[u.service], &u.name, cgroups)?;
+                let cgroup = unit_cgroup(&services[u.service], &u.name, cgroups)?;
                 let service = &services[u.service];
                 let probe_series = service
                     .probes
@@ -136,7 +190,7 @@ impl Supervisor {
         Ok(Supervisor {
             machine,
             services,
-            units,
+            units: runtimes,
             env,
             reaper,
             shared,
@@ -145,11 +199,16 @@ impl Supervisor {
             rx,
             stop_waiters: Vec::new(),
             stopped: false,
+            fleet: units.fleet,
+            failed: watch::Sender::new(None),
         })
     }
 
     pub fn handle(&self) -> SupervisorHandle {
-        SupervisorHandle { tx: self.tx.clone() }
+        SupervisorHandle {
+            tx: self.tx.clone(),
+            failed: self.failed.subscribe(),
+        }
     }
 
     /// Runs until every service has stopped after a [`SupervisorHandle::stop`].
@@ -166,6 +225,10 @@ impl Supervisor {
                         self.stop_waiters.push(waiter);
                         self.apply(Event::Stop);
                     }
+                    Some(Input::Coordinated { unit, generation, coordination }) => {
+                        self.coordinated(unit, generation, coordination)
+                    }
+                    Some(Input::LeaseLost { unit, lease, reason }) => self.lease_lost(unit, lease, reason),
                     None => return,
                 },
                 _ = tick.tick() => {}
@@ -181,14 +244,35 @@ impl Supervisor {
     /// reaped before its process's final output has been read from the pipe.
     async fn drain_output(&mut self) {
         let forwarders: Vec<_> = self.units.iter_mut().flat_map(|u| u.output.drain(..)).collect();
-        let drained = async {
-            for forwarder in forwarders {
-                let _ = forwarder.await;
+        drain(forwarders).await;
+    }
+
+    /// Forwards the child's stdout and stderr into the log and the unit's kept output. A
+    /// service's forwarders stay with the unit (drained at stop); a task's are returned, for its
+    /// exit to wait on.
+    fn forward_output(
+        &mut self,
+        unit: UnitId,
+        name: &Arc<str>,
+        child: &mut std::process::Child,
+        is_task: bool,
+    ) -> Vec<JoinHandle<()>> {
+        let runtime = &mut self.units[unit];
+        runtime.output.retain(|forwarder| !forwarder.is_finished());
+        let mut run_output = Vec::new();
+        for (stream, fd) in [
+            (Stream::Stdout, child.stdout.take().map(OwnedFd::from)),
+            (Stream::Stderr, child.stderr.take().map(OwnedFd::from)),
+        ] {
+            if let Some(fd) = fd {
+                let forwarder = output::forward(name.clone(), stream, fd, runtime.kept_output.clone());
+                match is_task {
+                    true => run_output.push(forwarder),
+                    false => runtime.output.push(forwarder),
+                }
             }
-        };
-        if tokio::time::timeout(OUTPUT_DRAIN, drained).await.is_err() {
-            tracing::debug!("output of a stopped service still open after {OUTPUT_DRAIN:?}");
         }
+        run_output
     }
 
     /// Steps the machine with `event` and performs its effects; a spawn's outcome is the next
@@ -242,6 +326,17 @@ impl Supervisor {
             }
             Effect::Status(line) => self.notifier.status(&line),
             Effect::Stopped => self.stopped = true,
+            Effect::Coordinate { unit, generation } => self.coordinate(unit, generation),
+            Effect::StopCoordinating { unit } => {
+                if let Some(waiting) = self.units[unit].coordinating.take() {
+                    waiting.abort();
+                }
+            }
+            Effect::Release { unit, outcome } => self.release(unit, outcome),
+            Effect::TaskFailed { unit, reason } => {
+                let reason = with_last_lines(reason, &self.units[unit].kept_output.stderr_tail());
+                self.failed.send_replace(Some(reason));
+            }
         }
         None
     }
@@ -270,19 +365,10 @@ impl Supervisor {
                 };
             }
         };
-        let runtime = &mut self.units[unit];
-        runtime.output.retain(|forwarder| !forwarder.is_finished());
-        for (stream, fd) in [
-            (Stream::Stdout, child.stdout.take().map(OwnedFd::from)),
-            (Stream::Stderr, child.stderr.take().map(OwnedFd::from)),
-        ] {
-            if let Some(fd) = fd {
-                let forwarder = output::forward(u.name.clone(), stream, fd, runtime.kept_output.clone());
-                runtime.output.push(forwarder);
-            }
-        }
-        let tx = self.tx.clone();
+        let is_task = service.task.is_some();
         let name = u.name.clone();
+        let run_output = self.forward_output(unit, &name, &mut child, is_task);
+        let tx = self.tx.clone();
         tokio::spawn(async move {
             if let Ok(exit) = exit.await {
                 // What the main process left (its workers, a daemon that double-forked out of
@@ -290,6 +376,9 @@ impl Supervisor {
                 if let Some(cgroup) = cgroup {
                     cgroup.kill_and_wait_empty(&name).await;
                 }
+                // A task's exit may end the boot with its last lines as the reason: they are
+                // read from the pipe first (an exit can be reaped before its final output).
+                drain(run_output).await;
                 let exited = Event::Exited {
                     unit,
                     generation,
@@ -376,15 +465,17 @@ impl Supervisor {
     }
 }
 
-/// The cgroup of one unit of `config`, with its limits. A limit without a cgroup to hold it
+/// The cgroup of one unit of `service`, with its limits. A limit without a cgroup to hold it
 /// refuses the boot, as a limit without its controller does (`ServiceTree::unit`).
 fn unit_cgroup(
-    config: &ServiceConfig,
+    service: &ServiceRuntime,
     unit: &str,
     cgroups: Result<&ServiceTree, &str>,
 ) -> Result<Option<UnitCgroup>, String> {
+    let config = &service.config;
     let limits = Limits::of(config);
-    let refused = |e: String| format!("service {:?}: {e}", config.name);
+    let what = what(service.task.is_some());
+    let refused = |e: String| format!("{what} {:?}: {e}", config.name);
     match cgroups {
         Ok(tree) => tree.unit(unit, &limits).map(Some).map_err(refused),
         Err(_) if limits.is_empty() => Ok(None),
@@ -398,9 +489,14 @@ fn unit_cgroup(
     }
 }
 
-/// Resolves a service's identity and probes before anything starts.
-fn service_runtime(config: &ServiceConfig, env: &FrozenEnv) -> Result<ServiceRuntime, String> {
-    let identity = Identity::resolve(config).map_err(|e| format!("service {:?}: {e}", config.name))?;
+/// Resolves a service's (or a task's) identity and probes before anything starts.
+fn service_runtime(
+    config: &ServiceConfig,
+    task: Option<&TaskConfig>,
+    env: &FrozenEnv,
+) -> Result<ServiceRuntime, String> {
+    let what = what(task.is_some());
+    let identity = Identity::resolve(config).map_err(|e| format!("{what} {:?}: {e}", config.name))?;
     // An exec probe runs as part of its service: it sees what `env_allow` gives the service.
     let probe_env: Vec<(String, String)> = env
         .for_service(config.env_allow.as_deref())
@@ -423,7 +519,13 @@ fn service_runtime(config: &ServiceConfig, env: &FrozenEnv) -> Result<ServiceRun
         config: config.clone(),
         identity,
         probes,
+        task: task.map(TaskPlan::of),
     })
+}
+
+/// `service` or `task`, for messages.
+fn what(task: bool) -> &'static str {
+    if task { "task" } else { "service" }
 }
 
 /// One probe check into its unit's series (the machine only keeps the last one, for status).
@@ -438,5 +540,17 @@ fn log(level: Level, line: &str) {
         Level::Info => tracing::info!("{line}"),
         Level::Warn => tracing::warn!("{line}"),
         Level::Error => tracing::error!("{line}"),
+    }
+}
+
+/// Waits for `forwarders` to reach the end of their pipes, at most [`OUTPUT_DRAIN`].
+async fn drain(forwarders: Vec<JoinHandle<()>>) {
+    let drained = async {
+        for forwarder in forwarders {
+            let _ = forwarder.await;
+        }
+    };
+    if tokio::time::timeout(OUTPUT_DRAIN, drained).await.is_err() {
+        tracing::debug!("output of a stopped unit still open after {OUTPUT_DRAIN:?}");
     }
 }

@@ -5,9 +5,15 @@
 //!
 //! A spawn is answered at once: after [`Effect::Spawn`] the executor feeds back
 //! [`Event::Spawned`] or [`Event::SpawnFailed`] before any other event.
+//!
+//! Tasks (`[[task]]`) are units too, whose exit 0 is their completion (`task.rs`): they run
+//! without probes, under a timeout, retried with backoff, and a task run once per fleet first
+//! asks the fleet ([`Effect::Coordinate`]) whether to run at all.
 
-use super::unit::{Ending, LastCheck, SETTLE_AFTER, Unit};
-use crate::config::{RestartPolicy, ServiceConfig, StopSignalTo};
+mod task;
+
+use super::unit::{Ending, LastCheck, SETTLE_AFTER, TaskRun, Unit};
+use crate::config::{Once, RestartPolicy, ServiceConfig, StopSignalTo, TaskConfig};
 use crate::probe::runner::ProbeEvent;
 use crate::process::Exit;
 use crate::state::{BootStep, Phase, UnitState};
@@ -49,6 +55,25 @@ pub enum Event {
         event: ProbeEvent,
     },
     Timer(Timer),
+    /// The fleet's word on a task run once per fleet: the answer to [`Effect::Coordinate`].
+    Coordinated {
+        unit: UnitId,
+        generation: u64,
+        verdict: Verdict,
+    },
+    /// How a task's wait for the fleet stands (`i-0002 holds the lease`), for status.
+    FleetWords {
+        unit: UnitId,
+        generation: u64,
+        words: String,
+    },
+    /// The lease of a task was lost while this instance held it (renewals failed until it
+    /// expired, or another instance holds it now): this run must end at once.
+    LeaseLost {
+        unit: UnitId,
+        generation: u64,
+        reason: String,
+    },
     /// Stop every service gracefully, in reverse dependency order.
     Stop,
     /// The second stop request: kill every service now.
@@ -71,6 +96,31 @@ pub enum TimerKind {
     StopTimeout,
     /// The process has run for [`SETTLE_AFTER`]: a crash loop is over.
     Settled,
+    /// A task's attempt has run for its `timeout`.
+    TaskTimeout,
+}
+
+/// What the fleet says about a task run once per fleet, for this release.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// This instance holds the lease: run the task.
+    Run,
+    /// Another instance ran it, and it succeeded.
+    Done { by: String },
+    /// Another instance ran it, and it failed for good: its reason.
+    Failed { by: String, reason: String },
+    /// No word: the store could not be used, or the holder took longer than it may.
+    Unavailable(String),
+}
+
+/// How a task's run ended, for the fleet's record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Done,
+    /// Failed for good; why (the exit), as the others will show it.
+    Failed(String),
+    /// Stopped before an outcome (kiln stops): another instance may take over at once.
+    Abandoned,
 }
 
 /// How loud a log line or incident is.
@@ -164,12 +214,54 @@ pub enum Effect {
     Status(String),
     /// Every unit has stopped after a stop request.
     Stopped,
+    /// Take the fleet's lease of the task for this release, or wait for the instance that holds
+    /// it; answer with [`Event::Coordinated`].
+    Coordinate {
+        unit: UnitId,
+        generation: u64,
+    },
+    /// Stop taking the lease or waiting for it (kiln stops).
+    StopCoordinating {
+        unit: UnitId,
+    },
+    /// The run under the lease is over: record its outcome in the store, let the lease go.
+    Release {
+        unit: UnitId,
+        outcome: Outcome,
+    },
+    /// A task failed for good: the boot is refused, for this reason.
+    TaskFailed {
+        unit: UnitId,
+        reason: String,
+    },
 }
 
-/// One `[[service]]` and the units it runs.
+/// A task's own settings, beside its process's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TaskPlan {
+    pub timeout: Duration,
+    /// 1 + `retries`.
+    pub attempts: u32,
+    pub once: Once,
+}
+
+impl TaskPlan {
+    pub fn of(task: &TaskConfig) -> TaskPlan {
+        TaskPlan {
+            timeout: task.timeout.get(),
+            attempts: task.retries.saturating_add(1),
+            once: task.once,
+        }
+    }
+}
+
+/// One `[[service]]` or `[[task]]` and the units it runs (a task runs one).
 #[derive(Debug)]
 struct Service {
+    /// A task's as [`TaskConfig::process`] gives it.
     config: ServiceConfig,
+    /// Some for a task.
+    task: Option<TaskPlan>,
     /// Indexes of the services this one waits for.
     after: Vec<usize>,
     units: Range<UnitId>,
@@ -186,6 +278,10 @@ pub struct Machine {
     stopped: bool,
     ready_announced: bool,
     status_line: String,
+    /// A task failed for good: nothing more starts (the boot is refused).
+    failed: bool,
+    /// The time of the step being taken (wall clock ms).
+    now_ms: u64,
 }
 
 /// The effects of one step, in order.
@@ -204,22 +300,31 @@ fn millis(d: Duration) -> u64 {
 }
 
 impl Machine {
-    /// The services of a config the config checks accepted (`after` names existing services).
-    pub fn new(configs: &[ServiceConfig]) -> Machine {
-        let mut services = Vec::new();
+    /// The services and tasks of a config the config checks accepted (`after` names existing
+    /// services or tasks).
+    pub fn new(services: &[ServiceConfig], tasks: &[TaskConfig]) -> Machine {
+        let configs: Vec<(ServiceConfig, Option<TaskPlan>)> = services
+            .iter()
+            .map(|s| (s.clone(), None))
+            .chain(tasks.iter().map(|t| (t.process(), Some(TaskPlan::of(t)))))
+            .collect();
+        let mut all = Vec::new();
         let mut units = Vec::new();
-        for (index, config) in configs.iter().enumerate() {
+        for (index, (config, task)) in configs.iter().enumerate() {
             let after = config
                 .after
                 .iter()
-                .filter_map(|name| configs.iter().position(|c| &c.name == name))
+                .filter_map(|name| configs.iter().position(|(c, _)| &c.name == name))
                 .collect();
             let first = units.len();
             for replica in 1..=config.replicas {
-                units.push(Unit::new(index, &config.name, replica, config.replicas));
+                let mut unit = Unit::new(index, &config.name, replica, config.replicas);
+                unit.task = task.map(|_| TaskRun::default());
+                units.push(unit);
             }
-            services.push(Service {
+            all.push(Service {
                 config: config.clone(),
+                task: *task,
                 after,
                 units: first..units.len(),
                 started: false,
@@ -227,12 +332,14 @@ impl Machine {
             });
         }
         Machine {
-            services,
+            services: all,
             units,
             stopping: false,
             stopped: false,
             ready_announced: false,
             status_line: String::new(),
+            failed: false,
+            now_ms: 0,
         }
     }
 
@@ -245,9 +352,15 @@ impl Machine {
         &self.services[unit.service].config.name
     }
 
+    /// The unit's task settings; None for a service's unit.
+    pub fn task_plan(&self, unit: &Unit) -> Option<TaskPlan> {
+        self.services[unit.service].task
+    }
+
     /// Handles one event at `now_ms` (wall clock, ms since the epoch).
     pub fn step(&mut self, event: Event, now_ms: u64) -> Vec<Effect> {
         let mut out = Effects::new();
+        self.now_ms = now_ms;
         match event {
             Event::Start => {}
             Event::Spawned {
@@ -273,7 +386,22 @@ impl Machine {
             Event::Timer(timer) if self.current(timer.unit, timer.generation) => {
                 self.on_timer(timer, &mut out)
             }
-            Event::Stop => self.on_stop(),
+            Event::Coordinated {
+                unit,
+                generation,
+                verdict,
+            } if self.current(unit, generation) => self.on_coordinated(unit, verdict, &mut out),
+            Event::LeaseLost {
+                unit,
+                generation,
+                reason,
+            } if self.current(unit, generation) => self.on_lease_lost(unit, reason, &mut out),
+            Event::FleetWords {
+                unit,
+                generation,
+                words,
+            } if self.current(unit, generation) => self.on_fleet_words(unit, words),
+            Event::Stop => self.on_stop(&mut out),
             Event::KillAll => self.kill_all(&mut out),
             _ => {} // about an older process of the unit
         }
@@ -290,6 +418,9 @@ impl Machine {
     }
 
     fn on_spawned(&mut self, unit: UnitId, pid: Pid, now_ms: u64, out: &mut Effects) {
+        if self.units[unit].task.is_some() {
+            return self.on_task_spawned(unit, pid, now_ms, out);
+        }
         let u = &mut self.units[unit];
         u.pid = Some(pid);
         u.since_ms = Some(now_ms);
@@ -309,6 +440,9 @@ impl Machine {
     fn on_spawn_failed(&mut self, unit: UnitId, reason: String, now_ms: u64, out: &mut Effects) {
         incident(out, Level::Error, format!("{}: {reason}", self.units[unit].name));
         self.units[unit].last_exit = Some(Ending::NotStarted(reason));
+        if self.units[unit].task.is_some() {
+            return self.task_failed_attempt(unit, now_ms, out);
+        }
         self.after_failure(unit, now_ms, out);
     }
 
@@ -324,12 +458,16 @@ impl Machine {
         if u.state == UnitState::Stopping || self.stopping {
             u.state = UnitState::Stopped;
             log(out, Level::Info, format!("{}: stopped ({exit})", u.name));
+            self.release(unit, Outcome::Abandoned, out);
             return;
         }
         let ending = match u.kill_reason.take() {
             Some(reason) => Ending::Killed(reason),
             None => Ending::Exited(exit),
         };
+        if u.task.is_some() {
+            return self.on_task_exit(unit, ending, now_ms, out);
+        }
         let policy = self.services[u.service].config.restart;
         let finished = match policy {
             RestartPolicy::Never => true,
@@ -451,7 +589,10 @@ impl Machine {
             TimerKind::StopTimeout => {
                 let timeout = self.config(unit).stop_timeout;
                 let u = &self.units[unit];
-                if let (UnitState::Stopping, Some(pid)) = (u.state, u.pid) {
+                // A task stopped at its timeout is still Running, with the reason it is killed.
+                let stopping = u.state == UnitState::Stopping
+                    || (u.task.is_some() && u.state == UnitState::Running && u.kill_reason.is_some());
+                if let (true, Some(pid)) = (stopping, u.pid) {
                     let line = format!(
                         "{}: still running {timeout} after the stop signal: SIGKILL",
                         u.name
@@ -466,6 +607,7 @@ impl Machine {
                     settle_unit(u, out);
                 }
             }
+            TimerKind::TaskTimeout => self.on_task_timeout(unit, out),
         }
     }
 
@@ -483,10 +625,10 @@ impl Machine {
         });
     }
 
-    fn on_stop(&mut self) {
+    fn on_stop(&mut self, out: &mut Effects) {
         if !self.stopping {
             self.stopping = true;
-            self.cancel_pending();
+            self.cancel_pending(out);
         }
     }
 
@@ -497,7 +639,7 @@ impl Machine {
             "second stop request: SIGKILL to every service".into(),
         );
         self.stopping = true;
-        self.cancel_pending();
+        self.cancel_pending(out);
         for (unit, u) in self.units.iter_mut().enumerate() {
             if u.is_live() {
                 out.push(Effect::StopProbes { unit });
@@ -510,12 +652,22 @@ impl Machine {
         }
     }
 
-    /// Units without a process are done at once when a stop begins.
-    fn cancel_pending(&mut self) {
-        for u in &mut self.units {
-            if matches!(u.state, UnitState::Waiting | UnitState::Backoff) {
-                u.state = UnitState::Stopped;
-                u.next_restart_ms = None;
+    /// Units without a process are done at once when a stop begins: a task waiting for the
+    /// fleet stops waiting, one between two attempts lets its lease go.
+    fn cancel_pending(&mut self, out: &mut Effects) {
+        for unit in 0..self.units.len() {
+            let u = &mut self.units[unit];
+            match u.state {
+                UnitState::Waiting | UnitState::Backoff => {
+                    u.state = UnitState::Stopped;
+                    u.next_restart_ms = None;
+                    self.release(unit, Outcome::Abandoned, out);
+                }
+                UnitState::Coordinating => {
+                    u.state = UnitState::Stopped;
+                    out.push(Effect::StopCoordinating { unit });
+                }
+                _ => {}
             }
         }
     }
@@ -534,19 +686,31 @@ impl Machine {
         }
     }
 
-    /// Starts every service whose `after` services are all ready.
+    /// Starts every service and task whose `after` services are all ready (and tasks done);
+    /// nothing once a task failed for good.
     fn start_what_can_start(&mut self, out: &mut Effects) {
         for s in 0..self.services.len() {
             let service = &self.services[s];
-            if service.started || !service.after.iter().all(|&d| self.service_ready(d)) {
+            if self.failed || service.started || !service.after.iter().all(|&d| self.service_ready(d)) {
                 continue;
             }
             self.services[s].started = true;
-            let name = &self.services[s].config.name;
-            out.push(Effect::Timeline(Milestone::Begin(BootStep::Start(name.clone()))));
+            out.push(Effect::Timeline(Milestone::Begin(self.boot_step(s))));
             for unit in self.services[s].units.clone() {
-                self.spawn(unit, out);
+                match self.services[s].task {
+                    Some(plan) => self.begin_task(unit, plan, out),
+                    None => self.spawn(unit, out),
+                }
             }
+        }
+    }
+
+    /// The service's or task's phase on the boot timeline.
+    fn boot_step(&self, service: usize) -> BootStep {
+        let s = &self.services[service];
+        match s.task {
+            Some(_) => BootStep::Task(s.config.name.clone()),
+            None => BootStep::Start(s.config.name.clone()),
         }
     }
 
@@ -633,8 +797,7 @@ impl Machine {
         for s in 0..self.services.len() {
             if !self.services[s].ready_once && self.service_ready(s) {
                 self.services[s].ready_once = true;
-                let name = &self.services[s].config.name;
-                out.push(Effect::Timeline(Milestone::Done(BootStep::Start(name.clone()))));
+                out.push(Effect::Timeline(Milestone::Done(self.boot_step(s))));
             }
         }
         let all_ready = (0..self.services.len()).all(|s| self.service_ready(s));
@@ -651,13 +814,18 @@ impl Machine {
         }));
         if phase == Phase::Ready && !self.ready_announced {
             self.ready_announced = true;
-            let line = format!("all {} services ready", self.services.len());
+            let services = self.services.iter().filter(|s| s.task.is_none()).count();
+            let line = match self.services.len() - services {
+                0 => format!("all {services} services ready"),
+                tasks => format!("all {services} services ready, {tasks} tasks done"),
+            };
             log(out, Level::Info, line);
             out.push(Effect::AnnounceReady);
         }
         let phase_name = format!("{phase:?}").to_lowercase();
+        let serving = self.units.iter().filter(|u| u.task.is_none()).count();
         let line = match (phase, reason) {
-            (Phase::Ready, _) => format!("ready: {} units", self.units.len()),
+            (Phase::Ready, _) => format!("ready: {serving} units"),
             (_, Some(reason)) => format!("{phase_name}: {reason}"),
             (_, None) => phase_name,
         };
@@ -691,12 +859,15 @@ impl Machine {
         }
     }
 
-    fn why_not_ready(&self, u: &Unit) -> String {
+    pub(super) fn why_not_ready(&self, u: &Unit) -> String {
         let last = u
             .last_exit
             .as_ref()
             .map_or_else(|| "no exit yet".to_string(), ToString::to_string);
         let name = &u.name;
+        if u.task.is_some() {
+            return self.why_task_not_done(u, &last);
+        }
         match u.state {
             _ if u.crash_loop() => format!("{name} crash-looping: {last} ({} restarts)", u.restarts),
             UnitState::Waiting => {
@@ -711,6 +882,7 @@ impl Machine {
             UnitState::Backoff => format!("{name} restarting after {last}"),
             UnitState::Exited => format!("{name} exited ({last}) and is not restarted"),
             UnitState::Stopping | UnitState::Stopped => format!("{name} stopped"),
+            UnitState::Coordinating | UnitState::Done | UnitState::Failed => format!("{name} {:?}", u.state),
         }
     }
 }

@@ -46,8 +46,11 @@
 //! unit with three failures in a row is crash-looping and not ready until one run lasts 10 s.
 
 mod executor;
+mod fleet;
 mod machine;
 mod unit;
 mod view;
 
-pub use executor::{Supervisor, SupervisorHandle};
+pub use executor::{Supervisor, SupervisorHandle, Units};
+pub use fleet::{Coordination, Fleet, FleetTask, Lease};
+pub use machine::Outcome;

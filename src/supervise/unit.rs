@@ -50,6 +50,31 @@ impl std::fmt::Display for Ending {
     }
 }
 
+/// Whose run a task's outcome is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RanBy {
+    Here,
+    /// Another instance of the fleet: its name as the lease's record gives it.
+    Other(String),
+}
+
+/// What a task unit keeps beyond a service's: its attempts, its lease, its outcome.
+#[derive(Debug, Clone, Default)]
+pub struct TaskRun {
+    /// Attempts started on this instance.
+    pub attempts: u32,
+    /// This instance holds the fleet's lease (taken, not yet released).
+    pub holds_lease: bool,
+    /// Why the lease was lost while the task ran: its run is killed and the task waits again.
+    pub lost: Option<String>,
+    /// The lease in words, for status.
+    pub lease: Option<String>,
+    pub by: Option<RanBy>,
+    /// When the task began (waiting for its `after` over, wall clock ms), and when it was done.
+    pub began_ms: Option<u64>,
+    pub done_ms: Option<u64>,
+}
+
 /// A unit's last probe check, and when it came (wall clock, ms since the epoch).
 #[derive(Debug, Clone)]
 pub struct LastCheck {
@@ -78,6 +103,8 @@ pub struct Unit {
     pub last_check: Option<LastCheck>,
     /// Why kiln is killing the process (liveness, startup): its ending instead of "killed by SIGKILL".
     pub kill_reason: Option<String>,
+    /// Some for the unit of a task.
+    pub task: Option<TaskRun>,
 }
 
 impl Unit {
@@ -102,11 +129,13 @@ impl Unit {
             last_exit: None,
             last_check: None,
             kill_reason: None,
+            task: None,
         }
     }
 
+    /// Failed often in a row: a service's restarts, never a task's retries (they are counted).
     pub fn crash_loop(&self) -> bool {
-        self.failures_in_a_row >= CRASH_LOOP_AFTER
+        self.task.is_none() && self.failures_in_a_row >= CRASH_LOOP_AFTER
     }
 
     /// Has a process that kiln must stop or wait for.
@@ -117,11 +146,13 @@ impl Unit {
         )
     }
 
-    /// Ready to serve, or finished for good after a successful run it was allowed to end with.
+    /// Ready to serve, or finished for good after a successful run it was allowed to end with
+    /// (a task done, here or by another instance of the fleet).
     pub fn counts_as_ready(&self, completed_ok: bool) -> bool {
         match self.state {
-            UnitState::Running => self.ready && !self.crash_loop(),
+            UnitState::Running => self.task.is_none() && self.ready && !self.crash_loop(),
             UnitState::Exited => completed_ok,
+            UnitState::Done => true,
             _ => false,
         }
     }

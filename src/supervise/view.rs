@@ -2,9 +2,9 @@
 //! publishes. The machine decides; this only describes, and the executor adds what it keeps
 //! itself (each unit's stderr tail, its dropped lines, its cgroup).
 
-use super::machine::Machine;
-use super::unit::{Ending, LastCheck, Unit};
-use crate::state::{ProbeReport, UnitState, UnitStatus};
+use super::machine::{Machine, TaskPlan};
+use super::unit::{Ending, LastCheck, RanBy, Unit};
+use crate::state::{ProbeReport, TaskStatus, UnitKind, UnitState, UnitStatus};
 
 /// Every unit of the machine, in its order.
 pub fn units(machine: &Machine) -> Vec<UnitStatus> {
@@ -16,9 +16,38 @@ pub fn units(machine: &Machine) -> Vec<UnitStatus> {
                 UnitState::Waiting => machine.not_ready_dependencies(u.service),
                 _ => Vec::new(),
             };
-            unit(u, machine.service_name(u), waiting_for)
+            let mut status = unit(u, machine.service_name(u), waiting_for);
+            if let Some(plan) = machine.task_plan(u) {
+                status.kind = UnitKind::Task;
+                status.ready = u.state == UnitState::Done;
+                status.task = Some(task(u, plan));
+            }
+            status
         })
         .collect()
+}
+
+/// A task's attempts, outcome and lease.
+fn task(u: &Unit, plan: TaskPlan) -> TaskStatus {
+    let run = u.task.clone().unwrap_or_default();
+    let (ran_here, by) = match run.by {
+        Some(RanBy::Here) => (Some(true), None),
+        Some(RanBy::Other(by)) => (Some(false), Some(by)),
+        None => (None, None),
+    };
+    let took_us = match (run.began_ms, run.done_ms) {
+        (Some(began), Some(done)) => Some(done.saturating_sub(began).saturating_mul(1000)),
+        _ => None,
+    };
+    TaskStatus {
+        once: plan.once.as_str().into(),
+        attempts: run.attempts,
+        attempts_max: plan.attempts,
+        ran_here,
+        by,
+        lease: run.lease,
+        took_us,
+    }
 }
 
 /// One unit; what only the executor knows is left empty.
@@ -43,6 +72,8 @@ fn unit(u: &Unit, service: &str, waiting_for: Vec<String>) -> UnitStatus {
         memory_bytes: None,
         cpu_usec: None,
         waiting_for,
+        kind: UnitKind::Service,
+        task: None,
     }
 }
 

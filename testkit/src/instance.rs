@@ -58,12 +58,32 @@ impl Instance {
     /// Renders, seals and starts the instance on a new host of `lan`; returns once kiln runs
     /// (not once it is ready: see [`Instance::wait_ready`]).
     pub fn boot(lan: &Lan, spec: &InstanceSpec) -> Instance {
-        Self::boot_on(lan.add_host(), spec)
+        Self::boot_with(lan, spec, |_| {}, &[])
     }
 
     /// [`Instance::boot`] on a host added before (whose address the test needed first: an EC2
     /// instance created at that address).
     pub fn boot_on(host: Host, spec: &InstanceSpec) -> Instance {
+        Self::boot_on_with(host, spec, |_| {}, &[])
+    }
+
+    /// As [`Instance::boot`], with the example's kiln.toml edited by `edit` before it is sealed
+    /// (tasks, `[coordination]`...) and `kiln_env` in kiln's own environment (its `AWS_*` keys).
+    pub fn boot_with(
+        lan: &Lan,
+        spec: &InstanceSpec,
+        edit: impl FnOnce(&mut toml::Table),
+        kiln_env: &[(&str, &str)],
+    ) -> Instance {
+        Self::boot_on_with(lan.add_host(), spec, edit, kiln_env)
+    }
+
+    fn boot_on_with(
+        host: Host,
+        spec: &InstanceSpec,
+        edit: impl FnOnce(&mut toml::Table),
+        kiln_env: &[(&str, &str)],
+    ) -> Instance {
         let http = SocketAddr::from((host.ip, HTTP_PORT));
         let example = Example::render_at(http, SocketAddr::from((Ipv4Addr::UNSPECIFIED, HEALTH_PORT)));
         let seed = format!(
@@ -90,6 +110,7 @@ impl Instance {
             seal.insert("manifest".into(), manifest.display().to_string().into());
             seal.insert("on_drift".into(), "fail".into());
             t.insert("seal".into(), toml::Value::Table(seal));
+            edit(t);
         });
         let root_hash = seal(&spec.kiln_bin, &example.config_path, &spec.release);
         let notify = NotifySocket::bind();
@@ -102,7 +123,8 @@ impl Instance {
             .arg("boot")
             .arg("--config")
             .arg(&example.config_path)
-            .env(notify.env().0, notify.env().1);
+            .env(notify.env().0, notify.env().1)
+            .envs(kiln_env.iter().copied());
         let kiln = Kiln::spawn(cmd);
         let unshare = kiln.pid();
         let kiln_pid = poll_until(Duration::from_secs(10), || {

@@ -18,7 +18,6 @@
 //! Where moto is: `$KILN_MOTO_VENV/bin`, else `target/venv/bin` of this workspace. Install with
 //! `python3 -m venv target/venv && target/venv/bin/pip install 'moto[server]'`.
 
-use crate::netns::Netns;
 use crate::peers::Process;
 use crate::wait::wait_until;
 use std::net::SocketAddr;
@@ -47,10 +46,10 @@ pub struct Moto {
     pub access_key_id: String,
     pub secret_access_key: String,
     pub target_group_arn: String,
+    /// The network namespace it listens in; None: the test's own.
+    pub netns: Option<PathBuf>,
     /// Temporary credentials of an assumed role, as IMDS serves an instance role's.
     pub role: RoleCredentials,
-    /// The network namespace moto runs in (its name); None: the test's own.
-    netns: Option<String>,
 }
 
 /// `AccessKeyId`, `SecretAccessKey`, `Token`, `Expiration` of an assumed role.
@@ -64,17 +63,14 @@ pub struct RoleCredentials {
 
 impl Moto {
     pub fn start() -> Moto {
-        Self::start_with(None)
+        Self::start_in(None, std::net::Ipv4Addr::LOCALHOST)
     }
 
-    /// moto inside `netns`, at 127.0.0.1 there: for clients of that namespace only (`kiln fleet`
-    /// in the hub of a [`crate::netns::Lan`] whose hosts are the instances). [`Moto::boto3`]
-    /// runs there too; the lifecycle endpoint is not reached from outside.
-    pub fn start_in(netns: &Netns) -> Moto {
-        Self::start_with(Some(netns))
-    }
-
-    fn start_with(netns: Option<&Netns>) -> Moto {
+    /// Listens on `ip` inside the network namespace at `netns` (`/run/netns/NAME`), where the
+    /// setup and [`Moto::boto3`] run too: for instances on a [`crate::netns::Lan`], moto in its
+    /// hub. The test-only lifecycle endpoint is asked from the test's own namespace: use
+    /// [`Moto::start`] for it.
+    pub fn start_in(netns: Option<&std::path::Path>, ip: std::net::Ipv4Addr) -> Moto {
         let bin = venv().join("bin/moto_server");
         let interpreter = venv().join("bin/python");
         let launcher = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("moto_server.py");
@@ -84,36 +80,18 @@ impl Moto {
              (or point KILN_MOTO_VENV at a venv that has it)",
             bin.display()
         );
-        let addr = crate::net::free_addr();
-        let mut cmd = match netns {
-            Some(ns) => ns.command(&interpreter),
-            None => Command::new(&interpreter),
-        };
+        let addr = SocketAddr::from((ip, crate::net::free_addr().port()));
+        let mut cmd = command(netns, &interpreter);
         cmd.arg(&launcher)
-            .args(["-H", "127.0.0.1", "-p", &addr.port().to_string()])
+            .args(["-H", &ip.to_string(), "-p", &addr.port().to_string()])
             .env("INITIAL_NO_AUTH_ACTION_COUNT", SETUP_CALLS.to_string())
             .env("AWS_DEFAULT_REGION", REGION);
         let process = Process::spawn(cmd);
-        let listening = || {
-            wait_until("moto_server to listen", Duration::from_secs(30), || {
-                crate::net::is_listening(addr).then_some(())
-            })
-        };
-        match netns {
-            // Asked from a thread inside the namespace: 127.0.0.1 there is not the test's.
-            Some(ns) => std::thread::scope(|s| {
-                s.spawn(|| {
-                    ns.enter().expect("enter moto's network namespace");
-                    listening()
-                })
-                .join()
-                .expect("the wait for moto panicked")
-            }),
-            None => listening(),
-        }
-        let netns = netns.map(|ns| ns.name().to_string());
+        wait_until("moto_server to listen", Duration::from_secs(30), || {
+            listening(netns, addr).then_some(())
+        });
         let out = python(
-            netns.as_deref(),
+            netns,
             &format!(
                 r#"
 import boto3, json
@@ -160,6 +138,7 @@ print(json.dumps({{"id": key["AccessKeyId"], "secret": key["SecretAccessKey"],
         Moto {
             process,
             addr,
+            netns: netns.map(std::path::Path::to_path_buf),
             access_key_id: v["id"].as_str().unwrap().to_string(),
             secret_access_key: v["secret"].as_str().unwrap().to_string(),
             target_group_arn: v["arn"].as_str().unwrap().to_string(),
@@ -169,7 +148,6 @@ print(json.dumps({{"id": key["AccessKeyId"], "secret": key["SecretAccessKey"],
                 token: v["role"][2].as_str().unwrap().to_string(),
                 expiration: v["role"][3].as_str().unwrap().to_string(),
             },
-            netns,
         }
     }
 
@@ -356,19 +334,9 @@ print(asg.describe_auto_scaling_groups()["AutoScalingGroups"][0]["Instances"][0]
     }
 }
 
-/// Runs a script with the venv's python (inside the network namespace `netns`, when given);
-/// panics with its stderr on failure.
-fn python(netns: Option<&str>, script: &str) -> String {
-    let interpreter = venv().join("bin/python");
-    let mut cmd = match netns {
-        Some(name) => {
-            let mut cmd = Command::new("ip");
-            cmd.args(["netns", "exec", name]).arg(&interpreter);
-            cmd
-        }
-        None => Command::new(&interpreter),
-    };
-    let out = cmd
+/// Runs a script with the venv's python; panics with its stderr on failure.
+fn python(netns: Option<&std::path::Path>, script: &str) -> String {
+    let out = command(netns, venv().join("bin/python"))
         .args(["-c", script])
         .env_remove("AWS_PROFILE")
         .output()
@@ -379,4 +347,24 @@ fn python(netns: Option<&str>, script: &str) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `program`, in the network namespace at `netns` when there is one.
+fn command(netns: Option<&std::path::Path>, program: impl AsRef<std::ffi::OsStr>) -> Command {
+    match netns {
+        Some(path) => crate::netns::command_at(path, program),
+        None => Command::new(program),
+    }
+}
+
+/// Whether `addr` takes connections, tried from the network namespace at `netns`.
+fn listening(netns: Option<&std::path::Path>, addr: SocketAddr) -> bool {
+    let Some(path) = netns else {
+        return crate::net::is_listening(addr);
+    };
+    std::thread::scope(|s| {
+        s.spawn(|| crate::netns::enter_path(path).is_ok() && crate::net::is_listening(addr))
+            .join()
+            .unwrap_or(false)
+    })
 }

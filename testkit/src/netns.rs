@@ -86,6 +86,21 @@ impl Netns {
     }
 }
 
+/// `program`, to be started inside the network namespace at `path` (`/run/netns/NAME`).
+pub fn command_at(path: &Path, program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let ns = File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    let mut cmd = Command::new(program);
+    // SAFETY: between fork and exec, only the setns system call runs (async-signal-safe); the
+    // closure owns the namespace's file, so its fd lives as long as the command.
+    unsafe {
+        cmd.pre_exec(move || match libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) {
+            0 => Ok(()),
+            _ => Err(std::io::Error::last_os_error()),
+        });
+    }
+    cmd
+}
+
 impl Drop for Netns {
     fn drop(&mut self) {
         // Deleting a namespace deletes its end of each veth pair, and so the other end.

@@ -56,15 +56,22 @@ impl Harness {
     fn new(services_toml: &str) -> Harness {
         #[derive(serde::Deserialize)]
         struct File {
+            #[serde(default)]
             service: Vec<ServiceConfig>,
+            #[serde(default)]
+            task: Vec<TaskConfig>,
         }
         let file: File = toml::from_str(services_toml).expect("test services parse");
-        Harness::of(&file.service)
+        Harness::with(&file.service, &file.task)
     }
 
     fn of(services: &[ServiceConfig]) -> Harness {
+        Harness::with(services, &[])
+    }
+
+    fn with(services: &[ServiceConfig], tasks: &[TaskConfig]) -> Harness {
         Harness {
-            machine: Machine::new(services),
+            machine: Machine::new(services, tasks),
             now_ms: T0,
             next_pid: 100,
             timers: Vec::new(),
@@ -238,6 +245,14 @@ fn brief(machine: &Machine, effect: &Effect) -> Option<String> {
         Effect::Incident { level, line } => format!("{}: {line}", level.as_str()),
         Effect::AnnounceReady => "READY=1".into(),
         Effect::Stopped => "stopped".into(),
+        Effect::Coordinate { unit, .. } => format!("coordinate {}", name(unit)),
+        Effect::StopCoordinating { unit } => format!("stop coordinating {}", name(unit)),
+        Effect::Release { unit, outcome } => match outcome {
+            Outcome::Done => format!("release {}: done", name(unit)),
+            Outcome::Failed(why) => format!("release {}: failed: {why}", name(unit)),
+            Outcome::Abandoned => format!("release {}: abandoned", name(unit)),
+        },
+        Effect::TaskFailed { reason, .. } => format!("refuse: {reason}"),
         Effect::StartProbes { .. }
         | Effect::StopProbes { .. }
         | Effect::Log { .. }
@@ -749,4 +764,481 @@ fn probe_reports_are_kept_for_status() {
         ("live", "fastcgi", true)
     );
     assert_eq!((report.latency_us, report.at_ms), (900, T0 + 1234));
+}
+
+// Tasks: units that run to completion.
+
+/// A migration before php-fpm, a warmup after it, and Redis beside them.
+const TASKS: &str = r#"
+[[service]]
+name = "redis"
+command = ["redis-server"]
+[service.ready]
+tcp = "127.0.0.1:6379"
+
+[[service]]
+name = "php-fpm"
+after = ["migrate"]
+command = ["php-fpm8.2"]
+[service.ready]
+fastcgi = "unix:/run/php.sock"
+
+[[task]]
+name = "migrate"
+command = ["php", "bin/console", "app:migrate"]
+retries = 2
+retry_delay = "1s"
+retry_delay_max = "10s"
+
+[[task]]
+name = "warmup"
+after = ["php-fpm"]
+command = ["php", "bin/console", "cache:warmup"]
+timeout = "5s"
+stop_timeout = "2s"
+"#;
+
+/// The same migration, run once for the fleet.
+const FLEET: &str = r#"
+[[service]]
+name = "php-fpm"
+after = ["migrate"]
+command = ["php-fpm8.2"]
+[service.ready]
+fastcgi = "unix:/run/php.sock"
+
+[[task]]
+name = "migrate"
+command = ["php", "bin/console", "app:migrate"]
+once = "fleet"
+"#;
+
+impl Harness {
+    /// The fleet's word on the task, as the executor feeds it back.
+    fn coordinated(&mut self, name: &str, verdict: Verdict) -> Vec<String> {
+        let (unit, generation) = (self.id(name), self.generation(name));
+        self.step(Event::Coordinated {
+            unit,
+            generation,
+            verdict,
+        })
+    }
+
+    fn lease_lost(&mut self, name: &str, reason: &str) -> Vec<String> {
+        let (unit, generation) = (self.id(name), self.generation(name));
+        self.step(Event::LeaseLost {
+            unit,
+            generation,
+            reason: reason.into(),
+        })
+    }
+
+    fn task(&self, name: &str) -> crate::state::TaskStatus {
+        let view = self.last_view();
+        let unit = view.units.iter().find(|u| u.unit == name).expect("the unit");
+        unit.task.clone().expect("a task")
+    }
+}
+
+#[test]
+fn a_task_runs_to_exit_0_before_what_waits_for_it_and_counts_as_done() {
+    let mut h = Harness::new(TASKS);
+    assert_eq!(
+        h.step(Event::Start),
+        ["spawn redis", "spawn migrate", "TaskTimeout migrate in 10m"]
+    );
+    assert_eq!(
+        h.state("migrate"),
+        UnitState::Running,
+        "no startup probe to wait for"
+    );
+    assert!(h.logged("migrate: started (pid 102), attempt 1 of 3"));
+    assert_eq!(h.reason().as_deref(), Some("redis starting (+3 more)"));
+    h.pass("redis");
+    assert_eq!(
+        h.reason().as_deref(),
+        Some("php-fpm waiting for migrate (+2 more)")
+    );
+    let view = h.last_view();
+    assert_eq!(view.units[2].waiting_for, [] as [&str; 0]);
+    assert_eq!(view.units[3].waiting_for, ["php-fpm"]);
+    h.now_ms += 1500;
+    assert_eq!(
+        h.exit("migrate", Exit::Code(0)),
+        [
+            "kill migrate",
+            "info: migrate: done (exit 0) in 1.5s",
+            "spawn php-fpm"
+        ]
+    );
+    assert_eq!(h.state("migrate"), UnitState::Done);
+    assert_eq!(h.state("warmup"), UnitState::Waiting);
+    assert_eq!(
+        h.pass("php-fpm"),
+        ["spawn warmup", "TaskTimeout warmup in 5s"],
+        "a task after a service runs once the service is ready"
+    );
+    assert_eq!(h.exit("warmup", Exit::Code(0)).last().unwrap(), "READY=1");
+    assert_eq!(h.phase(), Phase::Ready);
+    assert!(h.logged("all 2 services ready, 2 tasks done"));
+    assert_eq!(h.status_lines().last(), Some(&"ready: 2 units"));
+    let task = h.task("migrate");
+    assert_eq!(
+        (
+            task.once.as_str(),
+            task.attempts,
+            task.attempts_max,
+            task.ran_here,
+            task.took_us
+        ),
+        ("instance", 1, 3, Some(true), Some(1_500_000))
+    );
+    let view = h.last_view();
+    let migrate = view.units.iter().find(|u| u.unit == "migrate").unwrap();
+    assert_eq!(
+        (migrate.kind, migrate.ready),
+        (crate::state::UnitKind::Task, true)
+    );
+    let timeline: Vec<_> = h
+        .history
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Timeline(m) => Some(m.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        timeline[..3],
+        [
+            Milestone::Begin(BootStep::Start("redis".into())),
+            Milestone::Begin(BootStep::Task("migrate".into())),
+            Milestone::Done(BootStep::Start("redis".into())),
+        ]
+    );
+    assert!(timeline.contains(&Milestone::Done(BootStep::Task("migrate".into()))));
+    assert!(timeline.contains(&Milestone::Done(BootStep::Task("warmup".into()))));
+}
+
+#[test]
+fn a_failed_attempt_is_retried_with_backoff_and_the_last_refuses_the_boot() {
+    let mut h = Harness::new(TASKS);
+    h.step(Event::Start);
+    assert_eq!(
+        h.exit("migrate", Exit::Code(1)),
+        [
+            "kill migrate",
+            "warn: migrate: attempt 1 of 3 failed (exit 1): retrying in 1s",
+            "Restart migrate in 1s",
+        ]
+    );
+    assert_eq!(h.state("migrate"), UnitState::Backoff);
+    h.pass("redis");
+    assert_eq!(
+        h.reason().as_deref(),
+        Some("php-fpm waiting for migrate (+2 more)")
+    );
+    assert_eq!(
+        h.fire("migrate", TimerKind::Restart),
+        ["spawn migrate", "TaskTimeout migrate in 10m"]
+    );
+    assert_eq!(
+        h.exit("migrate", Exit::Code(1)).last().unwrap(),
+        "Restart migrate in 2s"
+    );
+    h.fire("migrate", TimerKind::Restart);
+    let refused = "task \"migrate\" failed: exit 1 (attempt 3 of 3)";
+    assert_eq!(
+        h.exit("migrate", Exit::Code(1)),
+        [
+            "kill migrate".to_string(),
+            format!("error: {refused}"),
+            format!("refuse: {refused}"),
+        ]
+    );
+    assert_eq!(h.state("migrate"), UnitState::Failed);
+    assert_eq!(
+        h.state("php-fpm"),
+        UnitState::Waiting,
+        "nothing starts after a task failed"
+    );
+    assert_eq!(h.state("redis"), UnitState::Running, "the boot walk stops it");
+    assert!(
+        !h.unit("migrate").crash_loop(),
+        "retries are counted, not a crash loop"
+    );
+    assert_eq!(
+        h.reason().as_deref(),
+        Some("php-fpm waiting for migrate (+2 more)")
+    );
+    let why: Vec<String> = h
+        .machine
+        .units()
+        .iter()
+        .map(|u| h.machine.why_not_ready(u))
+        .collect();
+    assert_eq!(why[2], "task migrate failed: exit 1");
+    let task = h.task("migrate");
+    assert_eq!((task.attempts, task.ran_here), (3, Some(true)));
+}
+
+#[test]
+fn a_task_that_cannot_start_is_a_failed_attempt() {
+    let mut h = Harness::new(TASKS);
+    let effects = h.machine.step(Event::Start, T0);
+    let unit = h.id("migrate");
+    let generation = effects
+        .iter()
+        .find_map(|e| match e {
+            Effect::Spawn { unit: u, generation } if *u == unit => Some(*generation),
+            _ => None,
+        })
+        .unwrap();
+    let reason = "cannot start \"php\": No such file or directory (os error 2)";
+    assert_eq!(
+        h.step(Event::SpawnFailed {
+            unit,
+            generation,
+            reason: reason.into()
+        }),
+        [
+            format!("error: migrate: {reason}"),
+            format!("warn: migrate: attempt 0 of 3 failed ({reason}): retrying in 1s"),
+            "Restart migrate in 1s".into(),
+        ]
+    );
+}
+
+#[test]
+fn a_task_past_its_timeout_gets_its_stop_signal_then_sigkill_and_fails() {
+    let mut h = Harness::new(TASKS);
+    h.step(Event::Start);
+    h.exit("migrate", Exit::Code(0));
+    h.pass("php-fpm");
+    assert_eq!(
+        h.fire("warmup", TimerKind::TaskTimeout),
+        [
+            "warn: warmup: timed out after 5s: stopping it (SIGTERM)",
+            "SIGTERM warmup",
+            "SIGCONT warmup group",
+            "StopTimeout warmup in 2s",
+        ]
+    );
+    assert_eq!(
+        h.fire("warmup", TimerKind::StopTimeout),
+        [
+            "warn: warmup: still running 2s after the stop signal: SIGKILL",
+            "kill warmup"
+        ]
+    );
+    let refused = "task \"warmup\" failed: timed out after 5s (attempt 1 of 1)";
+    assert_eq!(
+        h.exit("warmup", sig(SIGKILL)),
+        [
+            "kill warmup".to_string(),
+            format!("error: {refused}"),
+            format!("refuse: {refused}"),
+        ]
+    );
+    assert_eq!(
+        h.unit("warmup").last_exit.as_ref().and_then(Ending::code),
+        Some(137)
+    );
+}
+
+#[test]
+fn a_timeout_timer_of_an_earlier_attempt_changes_nothing() {
+    let mut h = Harness::new(TASKS);
+    h.step(Event::Start);
+    let stale = h
+        .timers
+        .iter()
+        .find(|(_, t)| t.kind == TimerKind::TaskTimeout)
+        .unwrap()
+        .1;
+    h.exit("migrate", Exit::Code(1));
+    h.fire("migrate", TimerKind::Restart);
+    assert_eq!(h.step(Event::Timer(stale)), [] as [&str; 0]);
+    assert_eq!(h.state("migrate"), UnitState::Running);
+}
+
+#[test]
+fn once_per_fleet_the_task_runs_only_under_the_lease_and_releases_it_with_the_outcome() {
+    let mut h = Harness::new(FLEET);
+    assert_eq!(h.step(Event::Start), ["coordinate migrate"]);
+    assert_eq!(h.state("migrate"), UnitState::Coordinating);
+    let (unit, generation) = (h.id("migrate"), h.generation("migrate"));
+    h.step(Event::FleetWords {
+        unit,
+        generation,
+        words: "i-0002 holds the lease".into(),
+    });
+    assert_eq!(h.task("migrate").lease.as_deref(), Some("i-0002 holds the lease"));
+    assert_eq!(
+        h.machine.why_not_ready(h.unit("migrate")),
+        "task migrate waiting for the fleet: i-0002 holds the lease"
+    );
+    assert_eq!(
+        h.coordinated("migrate", Verdict::Run),
+        [
+            "info: migrate: this instance holds the fleet's lease: running it",
+            "spawn migrate",
+            "TaskTimeout migrate in 10m",
+        ]
+    );
+    assert_eq!(h.task("migrate").lease.as_deref(), Some("held by this instance"));
+    assert_eq!(
+        h.coordinated("migrate", Verdict::Run),
+        [] as [&str; 0],
+        "an answer about an earlier wait is ignored"
+    );
+    assert_eq!(
+        h.exit("migrate", Exit::Code(0)),
+        [
+            "kill migrate",
+            "info: migrate: done (exit 0) in 0ms",
+            "release migrate: done",
+            "spawn php-fpm"
+        ]
+    );
+    let task = h.task("migrate");
+    assert_eq!(
+        (task.once.as_str(), task.ran_here, task.lease.as_deref()),
+        ("fleet", Some(true), Some("released: done"))
+    );
+}
+
+#[test]
+fn once_per_fleet_another_instances_outcome_is_this_instances() {
+    let mut h = Harness::new(FLEET);
+    h.step(Event::Start);
+    let by = Verdict::Done { by: "i-0002".into() };
+    assert_eq!(
+        h.coordinated("migrate", by),
+        [
+            "info: migrate: done by i-0002 for this release: not run here",
+            "spawn php-fpm"
+        ]
+    );
+    let task = h.task("migrate");
+    assert_eq!(
+        (task.ran_here, task.by.as_deref(), task.attempts),
+        (Some(false), Some("i-0002"), 0)
+    );
+    assert_eq!(h.pass("php-fpm"), ["READY=1"]);
+
+    let mut h = Harness::new(FLEET);
+    h.step(Event::Start);
+    let failed = Verdict::Failed {
+        by: "i-0003".into(),
+        reason: "exit 1\nstderr| no such table".into(),
+    };
+    let refused = "task \"migrate\" failed on i-0003: exit 1\nstderr| no such table";
+    assert_eq!(
+        h.coordinated("migrate", failed),
+        [format!("error: {refused}"), format!("refuse: {refused}")],
+        "the winner's reason, and no lease to release"
+    );
+    assert_eq!(h.state("migrate"), UnitState::Failed);
+    assert_eq!(h.state("php-fpm"), UnitState::Waiting);
+
+    let mut h = Harness::new(FLEET);
+    h.step(Event::Start);
+    let why = "waited 10m30s for i-0002, which still holds the lease in dynamodb table t";
+    assert_eq!(
+        h.coordinated("migrate", Verdict::Unavailable(why.into())),
+        [
+            format!("error: task \"migrate\": {why}"),
+            format!("refuse: task \"migrate\": {why}")
+        ]
+    );
+}
+
+#[test]
+fn once_per_fleet_a_failure_under_the_lease_is_recorded_then_refuses() {
+    let mut h = Harness::new(FLEET);
+    h.step(Event::Start);
+    h.coordinated("migrate", Verdict::Run);
+    let refused = "task \"migrate\" failed: exit 3 (attempt 1 of 1)";
+    assert_eq!(
+        h.exit("migrate", Exit::Code(3)),
+        [
+            "kill migrate".to_string(),
+            "release migrate: failed: exit 3".into(),
+            format!("error: {refused}"),
+            format!("refuse: {refused}"),
+        ]
+    );
+}
+
+#[test]
+fn a_lost_lease_kills_the_run_at_once_and_the_task_asks_the_fleet_again() {
+    let mut h = Harness::new(FLEET);
+    h.step(Event::Start);
+    h.coordinated("migrate", Verdict::Run);
+    assert_eq!(
+        h.lease_lost("migrate", "not renewed within its life: no answer"),
+        [
+            "warn: migrate: lost the fleet's lease (not renewed within its life: no answer): killing this run",
+            "kill migrate"
+        ]
+    );
+    assert_eq!(
+        h.exit("migrate", sig(SIGKILL)),
+        ["kill migrate", "coordinate migrate"],
+        "no outcome is released: the lease is not this instance's"
+    );
+    assert_eq!(h.state("migrate"), UnitState::Coordinating);
+    // The instance that took it over ran it.
+    h.coordinated("migrate", Verdict::Done { by: "i-0004".into() });
+    assert_eq!(h.state("migrate"), UnitState::Done);
+    assert_eq!(h.task("migrate").attempts, 1);
+    // A second loss of a lease no longer held changes nothing.
+    assert_eq!(h.lease_lost("migrate", "late"), [] as [&str; 0]);
+}
+
+#[test]
+fn a_lease_lost_between_two_attempts_ends_the_retry_and_asks_the_fleet_again() {
+    let mut h = Harness::new(&FLEET.replace("once = \"fleet\"", "once = \"fleet\"\nretries = 1"));
+    h.step(Event::Start);
+    h.coordinated("migrate", Verdict::Run);
+    h.exit("migrate", Exit::Code(1));
+    assert_eq!(h.state("migrate"), UnitState::Backoff);
+    assert_eq!(
+        h.lease_lost("migrate", "another instance holds it now"),
+        [
+            "warn: migrate: lost the fleet's lease (another instance holds it now) between attempts",
+            "coordinate migrate"
+        ]
+    );
+    assert_eq!(
+        h.fire("migrate", TimerKind::Restart),
+        [] as [&str; 0],
+        "the retry is off"
+    );
+}
+
+#[test]
+fn a_stop_ends_a_wait_for_the_fleet_and_abandons_a_lease_held() {
+    let mut h = Harness::new(FLEET);
+    h.step(Event::Start);
+    assert_eq!(h.step(Event::Stop), ["stop coordinating migrate", "stopped"]);
+    assert_eq!(h.state("migrate"), UnitState::Stopped);
+    assert_eq!(h.coordinated("migrate", Verdict::Run), [] as [&str; 0]);
+
+    let mut h = Harness::new(FLEET);
+    h.step(Event::Start);
+    h.coordinated("migrate", Verdict::Run);
+    assert_eq!(
+        h.step(Event::Stop),
+        [
+            "SIGTERM migrate",
+            "SIGCONT migrate group",
+            "StopTimeout migrate in 10s"
+        ]
+    );
+    assert_eq!(
+        h.exit("migrate", Exit::Signal(SIGTERM)),
+        ["kill migrate", "release migrate: abandoned", "stopped"],
+        "stopped before an outcome: another instance may take over at once"
+    );
 }

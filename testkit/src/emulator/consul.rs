@@ -15,8 +15,16 @@
 //!   `GET /v1/health/service/<name>[?passing]` (`Node`, `Service` and `Checks` per instance, the
 //!   node's `serfHealth` check included; `passing` keeps instances whose checks all pass). An
 //!   unknown service is an empty list, as in Consul.
+//! - Sessions and the KV store, as `consul lock` uses them (`kv.rs`): `PUT /v1/session/create`
+//!   (`TTL` from 10s to 24h, `Behavior` release or delete, `LockDelay`), `/renew/<id>` (404 for
+//!   an unknown or expired session), `/destroy/<id>`, `GET /v1/session/info/<id>`; `GET` and
+//!   `PUT /v1/kv/<key>` with `?acquire=`, `?release=` and `?cas=`, `DELETE`. A session that is
+//!   not renewed within its TTL is invalidated: its locks are released (or its keys deleted)
+//!   and each of those keys refuses any `acquire` for the session's `LockDelay`.
 //!
 //! Run in a test with [`ConsulAgent::start`], or standalone: `kiln-testkit consul --listen ADDR`.
+
+mod kv;
 
 use crate::server::Background;
 use bytes::Bytes;
@@ -60,6 +68,8 @@ struct Agent {
     requests: Vec<String>,
     /// Bumped on every (re)registration so that old check loops stop.
     generation: u64,
+    /// Sessions and the KV store.
+    kv: kv::Store,
 }
 
 type State = Arc<Mutex<Agent>>;
@@ -137,6 +147,16 @@ impl ConsulAgent {
     pub fn requests(&self) -> Vec<String> {
         self.state.lock().unwrap().requests.clone()
     }
+
+    /// The value of a KV key and the session holding its lock, as the store has them now.
+    pub fn kv(&self, key: &str) -> Option<(Vec<u8>, Option<String>)> {
+        self.state.lock().unwrap().kv.entry(key)
+    }
+
+    /// Keys of the KV store under `prefix`.
+    pub fn kv_keys(&self, prefix: &str) -> Vec<String> {
+        self.state.lock().unwrap().kv.keys(prefix)
+    }
 }
 
 fn maintenance_check_id(id: &str) -> String {
@@ -177,20 +197,20 @@ async fn serve(listener: tokio::net::TcpListener, state: State) {
     }
 }
 
-fn reply(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+pub(super) fn reply(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(body.into()));
     *r.status_mut() = status;
     r
 }
 
-fn json_reply(status: StatusCode, v: &Value) -> Response<Full<Bytes>> {
+pub(super) fn json_reply(status: StatusCode, v: &Value) -> Response<Full<Bytes>> {
     let mut r = reply(status, v.to_string());
     r.headers_mut()
         .insert("content-type", "application/json".parse().unwrap());
     r
 }
 
-fn query_param(query: &str, key: &str) -> Option<String> {
+pub(super) fn query_param(query: &str, key: &str) -> Option<String> {
     query.split('&').find_map(|kv| {
         let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
         (k == key).then(|| v.replace("%20", " ").replace('+', " "))
@@ -210,6 +230,9 @@ async fn handle(req: Request<hyper::body::Incoming>, state: State) -> Response<F
         Ok(b) => b.to_bytes(),
         Err(e) => return reply(StatusCode::BAD_REQUEST, format!("Request decode failed: {e}")),
     };
+    if let Some(answer) = kv::handle(&method, &path, &query, &body, &mut state.lock().unwrap().kv) {
+        return answer;
+    }
     let put_only = |m: &Method| m == Method::PUT;
     if let Some(id) = path.strip_prefix("/v1/agent/service/deregister/") {
         if !put_only(&method) {
@@ -398,7 +421,7 @@ fn check_json(c: &Check) -> Value {
 }
 
 /// Go-style durations as Consul takes them: `10s`, `500ms`, `1m30s`.
-fn parse_go_duration(s: &str) -> Option<Duration> {
+pub(super) fn parse_go_duration(s: &str) -> Option<Duration> {
     let mut total = Duration::ZERO;
     let mut rest = s.trim();
     if rest.is_empty() {
