@@ -21,7 +21,7 @@ mod file;
 mod limits;
 mod user_data;
 
-pub use file::{render, write_files};
+pub use file::{quote, render, write_files};
 pub use limits::{ExecLimits, check_exec_limits};
 
 use crate::config::{EnvConfig, MetadataConfig, RESERVED_PREFIX, UserDataFormat, check_name, is_valid_name};
