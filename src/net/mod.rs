@@ -45,6 +45,8 @@
 //! | a notice poll (EC2, Azure) | `poll_interval`, at least 2 s (Azure's first: 150 s) | a `problem:` in status, the next poll |
 //! | a GCE hanging GET | `timeout_sec` + 10 s | asked again after 5 s |
 //! | `kiln fleet` asking a member | `--timeout`, one attempt | the member is reported as not answering |
+//! | a `[warm]` request to the app | `[warm] request_timeout` (10 s), one attempt | counted as failed |
+//! | the whole `[warm]` warm-up | `[warm] timeout` (30 s) | a warning; kiln goes on to `READY=1` |
 
 pub mod body;
 pub mod client;
