@@ -3,8 +3,8 @@
 //! ```text
 //! config → state dir (locked: one kiln each) → serve (health + control, answering "booting")
 //!        → cgroups (found, cleared of what a killed kiln left; then a leave is honoured)
-//!        → seal (verify, watch) → metadata → env (→ pin → secrets)
-//!        → supervise (services in dependency order, READY=1) → lb → run … → stop
+//!        → seal (verify, watch) → metadata → env (→ pin → secrets) → render
+//!        → supervise (services in dependency order, warm-up, READY=1) → lb → run … → stop
 //! ```
 //!
 //! A failure before services start refuses the boot: nothing is started or registered,
@@ -27,6 +27,7 @@ use crate::lifecycle::{self, LeaveRequest, Lifecycle};
 use crate::metadata::{self, InstanceFacts, Metadata};
 use crate::metrics::Recorder;
 use crate::process::reaper::{self, Reaper};
+use crate::render::{self, Rendered};
 use crate::seal::{self, DriftWatch, Pin, SealError, Verified};
 use crate::secrets::{self, Plan, Stores};
 use crate::serve;
@@ -36,6 +37,7 @@ use crate::state::{
 };
 use crate::supervise::{Supervisor, SupervisorHandle};
 use crate::systemd::{self, Notifier};
+use crate::warm::Warmer;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -194,6 +196,8 @@ struct Running {
     supervisor: tokio::task::JoinHandle<()>,
     lifecycle: Option<Lifecycle>,
     membership: Option<Membership>,
+    /// `[render]`'s files, removed once the services that read them have stopped.
+    rendered: Option<Rendered>,
 }
 
 /// Everything that must hold before a service starts (the instance has not left, the seal, the
@@ -226,10 +230,42 @@ async fn launch(boot: &Boot, containment: &Containment, reaper: Reaper) -> Resul
         &boot.recorder,
         boot.notifier.clone(),
     );
-    match supervisor {
-        Ok(supervisor) => Ok(Launched::Running(start(boot, gathered, supervisor, registrar))),
+    let last = supervisor.and_then(|supervisor| before_start(boot, &gathered, supervisor));
+    match last {
+        Ok((supervisor, rendered)) => Ok(Launched::Running(start(
+            boot, gathered, supervisor, registrar, rendered,
+        ))),
         Err(reason) => Err(refused(reason, gathered)),
     }
+}
+
+/// The last steps before the services start: the warm-up handed to the supervisor (it runs
+/// once every service is ready, before READY=1), then `[render]`'s files written, last, so that
+/// nothing after them can refuse the boot and leave them behind.
+fn before_start(
+    boot: &Boot,
+    gathered: &Gathered,
+    mut supervisor: Supervisor,
+) -> Result<(Supervisor, Option<Rendered>), String> {
+    if let Some(plan) = &boot.config.warm {
+        let warmer = Warmer::new(plan, &gathered.metadata.facts)?;
+        supervisor.warm_up_first(warmer.run(boot.shared.clone()));
+    }
+    let Some(plan) = &boot.config.render else {
+        return Ok((supervisor, None));
+    };
+    let shared = &boot.shared;
+    shared.phase_begin(BootStep::Render);
+    let (rendered, status) = render::render(plan, &gathered.env, &gathered.metadata.facts)
+        .map_err(|e| format!("render: {e}"))?;
+    let names: Vec<&str> = status.files.iter().map(|f| f.name.as_str()).collect();
+    match &status.writable {
+        None => tracing::info!("render: {} (read-only tmpfs): {}", status.dir, names.join(", ")),
+        Some(why) => tracing::warn!("render: {} ({why}): {}", status.dir, names.join(", ")),
+    }
+    shared.update(|s| s.render = Some(status));
+    shared.phase_done(BootStep::Render);
+    Ok((supervisor, Some(rendered)))
 }
 
 /// Starts the services, the notice watch, the guards and the load balancer membership (which
@@ -239,6 +275,7 @@ fn start(
     gathered: Gathered,
     supervisor: Supervisor,
     registrar: Option<Box<dyn lb::Registrar>>,
+    rendered: Option<Rendered>,
 ) -> Running {
     let (config, shared, recorder) = (&boot.config, &boot.shared, &boot.recorder);
     let handle = supervisor.handle();
@@ -285,6 +322,7 @@ fn start(
         supervisor,
         lifecycle,
         membership,
+        rendered,
     }
 }
 
@@ -307,10 +345,14 @@ async fn leave(boot: &Boot, running: Running, request: StopRequests) -> ExitCode
         supervisor,
         lifecycle,
         membership,
+        rendered,
     } = running;
     let leave = request.leave.as_ref();
     shutdown(boot, &handle, membership, leave).await;
     let _ = supervisor.await;
+    if let Some(rendered) = rendered {
+        rendered.remove();
+    }
     if let Some(leave) = leave {
         if let Some(lifecycle) = &lifecycle {
             lifecycle.services_stopped();
