@@ -256,8 +256,8 @@ fn before_start(
     };
     let shared = &boot.shared;
     shared.phase_begin(BootStep::Render);
-    let (rendered, status) = render::render(plan, &gathered.env, &gathered.metadata.facts)
-        .map_err(|e| format!("render: {e}"))?;
+    let (rendered, status) =
+        render::render(plan, &gathered.env, &gathered.metadata.facts).map_err(|e| format!("render: {e}"))?;
     let names: Vec<&str> = status.files.iter().map(|f| f.name.as_str()).collect();
     match &status.writable {
         None => tracing::info!("render: {} (read-only tmpfs): {}", status.dir, names.join(", ")),

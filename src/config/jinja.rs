@@ -17,7 +17,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// The facts under `instance.`, as [`crate::metadata::InstanceFacts`] names them.
-pub const INSTANCE_FACTS: [&str; 6] = ["provider", "instance_id", "region", "zone", "local_ipv4", "hostname"];
+pub const INSTANCE_FACTS: [&str; 6] = [
+    "provider",
+    "instance_id",
+    "region",
+    "zone",
+    "local_ipv4",
+    "hostname",
+];
 
 /// The largest template read: a config snippet, not a document.
 const MAX_TEMPLATE: u64 = 256 * 1024;
@@ -73,7 +80,11 @@ impl JinjaTemplate {
             names_env: false,
         };
         let problems = template.take_names(names);
-        if problems.is_empty() { Ok(template) } else { Err(problems) }
+        if problems.is_empty() {
+            Ok(template)
+        } else {
+            Err(problems)
+        }
     }
 
     /// Sorts the names the template reads into `env` and `instance`; anything else is a problem.
@@ -174,7 +185,9 @@ fn read(path: &Path) -> Result<String, String> {
     let file = std::fs::File::open(path).map_err(|e| format!("cannot read it: {e}"))?;
     let len = file.metadata().map_err(|e| format!("cannot read it: {e}"))?.len();
     if len > MAX_TEMPLATE {
-        return Err(format!("{len} bytes, over the {MAX_TEMPLATE} bytes a template may have"));
+        return Err(format!(
+            "{len} bytes, over the {MAX_TEMPLATE} bytes a template may have"
+        ));
     }
     let mut text = String::new();
     std::io::Read::read_to_string(&mut std::io::Read::take(file, MAX_TEMPLATE), &mut text)
@@ -191,17 +204,27 @@ mod tests {
     }
 
     fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     fn facts() -> BTreeMap<&'static str, String> {
-        BTreeMap::from([("instance_id", "i-0abc".to_string()), ("provider", "ec2".to_string())])
+        BTreeMap::from([
+            ("instance_id", "i-0abc".to_string()),
+            ("provider", "ec2".to_string()),
+        ])
     }
 
     #[test]
     fn names_env_variables_and_facts_and_renders_them_keeping_the_last_newline() {
-        let t = compile("a {{ env.APP_HOST }}:{{ instance.instance_id }} {{ env.X | default('d') }}\n").unwrap();
-        assert_eq!(t.env_names, BTreeSet::from(["APP_HOST".to_string(), "X".to_string()]));
+        let t =
+            compile("a {{ env.APP_HOST }}:{{ instance.instance_id }} {{ env.X | default('d') }}\n").unwrap();
+        assert_eq!(
+            t.env_names,
+            BTreeSet::from(["APP_HOST".to_string(), "X".to_string()])
+        );
         assert_eq!(t.facts, BTreeSet::from(["instance_id".to_string()]));
         assert!(t.names_env);
         let out = t.render(&env(&[("APP_HOST", "db")]), &facts()).unwrap();
@@ -219,7 +242,9 @@ mod tests {
             "line 2: undefined value: env.DB_HOST is not in the environment, instance.region is not known on this instance"
         );
         // Asked after, not printed: allowed.
-        let optional = compile("{% if env.OPT %}{{ env.OPT }}{% endif %}{% if env.O2 is defined %}x{% endif %}").unwrap();
+        let optional =
+            compile("{% if env.OPT %}{{ env.OPT }}{% endif %}{% if env.O2 is defined %}x{% endif %}")
+                .unwrap();
         assert_eq!(optional.render(&env(&[]), &facts()).unwrap(), "");
     }
 

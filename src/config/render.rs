@@ -111,7 +111,10 @@ impl FilePlan {
 #[derive(Debug, Clone)]
 pub enum Content {
     /// The variables whose names `allow` matches, in a whole-environment format.
-    Env { format: Format, allow: Vec<String> },
+    Env {
+        format: Format,
+        allow: Vec<String>,
+    },
     Template(JinjaTemplate),
 }
 
@@ -197,7 +200,10 @@ impl RenderTable {
                 && j != i
                 && !file.name.is_empty()
             {
-                problems.push(format!("{here}: name: already the name of {}", place(j, &file.name)));
+                problems.push(format!(
+                    "{here}: name: already the name of {}",
+                    place(j, &file.name)
+                ));
             }
             match file.check() {
                 Ok(plan) => files.push(plan),
@@ -345,7 +351,9 @@ fn check_name(name: &str) -> Result<(), String> {
         && name.len() <= 128
         && name != "."
         && name != ".."
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
     if ok {
         Ok(())
     } else if name.is_empty() {
@@ -358,11 +366,17 @@ fn check_name(name: &str) -> Result<(), String> {
 }
 
 fn user_id(name: &str) -> Option<u32> {
-    nix::unistd::User::from_name(name).ok().flatten().map(|u| u.uid.as_raw())
+    nix::unistd::User::from_name(name)
+        .ok()
+        .flatten()
+        .map(|u| u.uid.as_raw())
 }
 
 fn group_id(name: &str) -> Option<u32> {
-    nix::unistd::Group::from_name(name).ok().flatten().map(|g| g.gid.as_raw())
+    nix::unistd::Group::from_name(name)
+        .ok()
+        .flatten()
+        .map(|g| g.gid.as_raw())
 }
 
 fn account(key: &str, name: Option<&str>, id: fn(&str) -> Option<u32>) -> Result<Option<Account>, String> {
@@ -393,13 +407,16 @@ mod tests {
 
     #[test]
     fn a_whole_environment_file_is_planned_with_its_defaults() {
-        let plan = check("[[file]]\nname = \".env.local.php\"\nformat = \"symfony\"\nenv_allow = [\"APP_*\"]\n")
-            .unwrap();
+        let plan =
+            check("[[file]]\nname = \".env.local.php\"\nformat = \"symfony\"\nenv_allow = [\"APP_*\"]\n")
+                .unwrap();
         assert_eq!(plan.dir, Path::new(DEFAULT_DIR));
         let file = &plan.files[0];
         assert_eq!(file.mode.to_string(), "0640");
         assert_eq!((file.owner.as_ref(), file.group.as_ref()), (None, None));
-        assert!(matches!(&file.content, Content::Env { format: Format::Symfony, allow } if allow == &["APP_*"]));
+        assert!(
+            matches!(&file.content, Content::Env { format: Format::Symfony, allow } if allow == &["APP_*"])
+        );
     }
 
     #[test]
@@ -430,11 +447,14 @@ mod tests {
 
     #[test]
     fn a_file_that_may_hold_a_secret_is_never_readable_by_others() {
-        let err = check("[[file]]\nname = \"e.json\"\nformat = \"json\"\nenv_allow = [\"*\"]\nmode = \"644\"\n")
-            .unwrap_err();
+        let err =
+            check("[[file]]\nname = \"e.json\"\nformat = \"json\"\nenv_allow = [\"*\"]\nmode = \"644\"\n")
+                .unwrap_err();
         assert_eq!(err.len(), 1, "{err:?}");
         assert!(
-            err[0].starts_with("[[render.file]] #1 \"e.json\": mode = \"0644\": the file holds values of the environment"),
+            err[0].starts_with(
+                "[[render.file]] #1 \"e.json\": mode = \"0644\": the file holds values of the environment"
+            ),
             "{err:?}"
         );
         let dir = tempfile::tempdir().unwrap();

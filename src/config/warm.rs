@@ -66,7 +66,9 @@ impl WarmTable {
                 problems.push("url: missing: the app's own listener, as \"http://127.0.0.1:80\"".into());
                 None
             }
-            Some(url) => check_url(url).map_err(|e| problems.push(format!("url = {url:?}: {e}"))).ok(),
+            Some(url) => check_url(url)
+                .map_err(|e| problems.push(format!("url = {url:?}: {e}")))
+                .ok(),
         };
         if self.paths.is_empty() {
             problems.push("paths: missing: the paths to ask, as [\"/\"]".into());
@@ -81,7 +83,9 @@ impl WarmTable {
         }
         let requests = self.requests.unwrap_or(DEFAULT_REQUESTS);
         if requests == 0 || requests > MAX_REQUESTS {
-            problems.push(format!("requests = {requests}: must be between 1 and {MAX_REQUESTS}"));
+            problems.push(format!(
+                "requests = {requests}: must be between 1 and {MAX_REQUESTS}"
+            ));
         } else if (requests as usize) < self.paths.len() {
             problems.push(format!(
                 "requests = {requests}: fewer than the {} paths: some would never be asked",
@@ -167,10 +171,16 @@ mod tests {
 
     #[test]
     fn defaults_fill_what_is_not_given() {
-        let plan = check("url = \"http://{local_ipv4}:8080\"\npaths = [\"/\", \"/products?page=1\"]\n").unwrap();
+        let plan =
+            check("url = \"http://{local_ipv4}:8080\"\npaths = [\"/\", \"/products?page=1\"]\n").unwrap();
         assert_eq!(plan.url.as_str(), "http://{local_ipv4}:8080");
         assert_eq!(
-            (plan.requests, plan.concurrency, plan.timeout, plan.request_timeout),
+            (
+                plan.requests,
+                plan.concurrency,
+                plan.timeout,
+                plan.request_timeout
+            ),
             (50, 4, Duration::from_secs(30), Duration::from_secs(10))
         );
         assert_eq!(plan.host, None);

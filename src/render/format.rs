@@ -45,7 +45,8 @@ fn php_quote(out: &mut String, text: &str) {
 /// `NAME="value"` lines in the grammar of kiln's own env file (`crate::env::quote`), which
 /// systemd's `EnvironmentFile=` and a shell's `set -a; . FILE` both read back exactly.
 fn dotenv(vars: &[(&str, &str)]) -> String {
-    let mut out = String::from("# Written by kiln at boot ([render]); read by `set -a; . FILE` or EnvironmentFile=.\n");
+    let mut out =
+        String::from("# Written by kiln at boot ([render]); read by `set -a; . FILE` or EnvironmentFile=.\n");
     for (name, value) in vars {
         out.push_str(name);
         out.push('=');

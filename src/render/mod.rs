@@ -91,7 +91,10 @@ pub fn render(
 fn make<'p>(file: &'p FilePlan, env: &FrozenEnv, facts: &InstanceFacts) -> Result<Made<'p>, String> {
     let count = |names: &mut dyn Iterator<Item = &str>| {
         let names: Vec<&str> = names.collect();
-        let secrets = names.iter().filter(|n| env.source(n) == Some(Source::Secret)).count();
+        let secrets = names
+            .iter()
+            .filter(|n| env.source(n) == Some(Source::Secret))
+            .count();
         (names.len() as u32, secrets as u32)
     };
     match &file.content {
@@ -115,7 +118,11 @@ fn make<'p>(file: &'p FilePlan, env: &FrozenEnv, facts: &InstanceFacts) -> Resul
             let text = template
                 .render(&values, &fact_values(facts))
                 .map_err(|e| format!("template {}: {}", template.path().display(), e.0))?;
-            let named = template.env_names.iter().map(String::as_str).filter(|n| env.get(n).is_some());
+            let named = template
+                .env_names
+                .iter()
+                .map(String::as_str)
+                .filter(|n| env.get(n).is_some());
             let (variables, secrets) = count(&mut named.into_iter());
             Ok(Made {
                 plan: file,
@@ -151,11 +158,17 @@ fn file_status(made: &Made<'_>) -> RenderedFile {
     };
     let owner = name_of(&plan.owner, || {
         let uid = nix::unistd::geteuid();
-        nix::unistd::User::from_uid(uid).ok().flatten().map_or(uid.to_string(), |u| u.name)
+        nix::unistd::User::from_uid(uid)
+            .ok()
+            .flatten()
+            .map_or(uid.to_string(), |u| u.name)
     });
     let group = name_of(&plan.group, || {
         let gid = nix::unistd::getegid();
-        nix::unistd::Group::from_gid(gid).ok().flatten().map_or(gid.to_string(), |g| g.name)
+        nix::unistd::Group::from_gid(gid)
+            .ok()
+            .flatten()
+            .map_or(gid.to_string(), |g| g.name)
     });
     RenderedFile {
         name: plan.name.clone(),

@@ -49,21 +49,27 @@ pub fn write_all(dir: &Path, files: &[Contents<'_>]) -> Result<Held, String> {
     detach_earlier(dir)?;
     let bytes: usize = files.iter().map(|f| f.bytes.len().saturating_add(4096)).sum();
     let size = bytes.saturating_add(64 * 1024);
-    let options = format!("mode=0755,size={size},nr_inodes={}", files.len().saturating_add(16));
+    let options = format!(
+        "mode=0755,size={size},nr_inodes={}",
+        files.len().saturating_add(16)
+    );
     let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     match mount(Some(SOURCE), dir, Some("tmpfs"), flags, Some(options.as_str())) {
         Ok(()) => {}
         Err(Errno::EPERM) => return write_in_place(dir, files),
         Err(e) => return Err(format!("cannot mount a tmpfs there: {}", e.desc())),
     }
-    let written = files
-        .iter()
-        .try_for_each(|f| write_one(dir, f))
-        .and_then(|()| {
-            let none: Option<&str> = None;
-            mount(none, dir, none, flags | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY, none)
-                .map_err(|e| format!("cannot make it read-only: {}", e.desc()))
-        });
+    let written = files.iter().try_for_each(|f| write_one(dir, f)).and_then(|()| {
+        let none: Option<&str> = None;
+        mount(
+            none,
+            dir,
+            none,
+            flags | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+            none,
+        )
+        .map_err(|e| format!("cannot make it read-only: {}", e.desc()))
+    });
     match written {
         Ok(()) => Ok(Held::ReadOnly),
         Err(e) => {
@@ -117,7 +123,10 @@ fn write_one(dir: &Path, file: &Contents<'_>) -> Result<(), String> {
     if file.uid.is_some() || file.gid.is_some() {
         std::os::unix::fs::fchown(&out, file.uid, file.gid).map_err(|e| {
             let who = format!("uid {:?}, gid {:?}", file.uid, file.gid);
-            fail(&format!("give it to {who} (kiln runs as uid {})", nix::unistd::geteuid()), &e)
+            fail(
+                &format!("give it to {who} (kiln runs as uid {})", nix::unistd::geteuid()),
+                &e,
+            )
         })?;
     }
     out.write_all(&file.bytes).map_err(|e| fail("write it", &e))
@@ -155,7 +164,10 @@ pub fn remove(dir: &Path, held: &Held, names: &[PathBuf]) {
                     tracing::warn!("render: cannot unmount {}: {}", dir.display(), e.desc());
                 }
             }
-            Ok(false) => tracing::warn!("render: {} is no longer kiln's tmpfs: left as it is", dir.display()),
+            Ok(false) => tracing::warn!(
+                "render: {} is no longer kiln's tmpfs: left as it is",
+                dir.display()
+            ),
             Err(e) => tracing::warn!("render: {e}"),
         },
         Held::Writable(_) => {

@@ -53,7 +53,11 @@ fn summary_lines(s: &Snapshot, now_ms: u64) -> Vec<String> {
         .flatten(),
     );
     lines.extend(s.render.iter().flat_map(render_lines));
-    lines.extend(s.warm.as_ref().map(|w| format!("warm-up: {}", printable(&crate::warm::summary(w)))));
+    lines.extend(
+        s.warm
+            .as_ref()
+            .map(|w| format!("warm-up: {}", printable(&crate::warm::summary(w)))),
+    );
     lines.extend(s.lifecycle.iter().flat_map(|l| lifecycle_lines(l, now_ms)));
     if s.refused_mutations > 0 {
         lines.push(format!("refused mutation attempts: {}", s.refused_mutations));

@@ -676,7 +676,10 @@ impl Machine {
         let all_ready = (0..self.services.len()).all(|s| self.service_ready(s));
         if all_ready && !self.stopping && self.warm_up == WarmUp::Waiting {
             self.warm_up = WarmUp::Running;
-            let line = format!("all {} services ready: warming up before READY=1", self.services.len());
+            let line = format!(
+                "all {} services ready: warming up before READY=1",
+                self.services.len()
+            );
             log(out, Level::Info, line);
             out.push(Effect::Timeline(Milestone::Begin(BootStep::Warm)));
             out.push(Effect::StartWarmUp);

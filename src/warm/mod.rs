@@ -88,7 +88,10 @@ impl Warmer {
                 let url = &me.urls[i as usize % me.urls.len()];
                 let started = Instant::now();
                 let outcome = me.ask(url).await;
-                tally.record(started.elapsed(), outcome.map_err(|e| format!("GET {}: {e}", path_of(url))));
+                tally.record(
+                    started.elapsed(),
+                    outcome.map_err(|e| format!("GET {}: {e}", path_of(url))),
+                );
             }
         });
         let all = futures_util::future::join_all(workers);

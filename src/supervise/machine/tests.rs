@@ -770,7 +770,11 @@ fn a_warm_up_runs_once_between_every_service_ready_and_ready_1() {
         ["warn: nginx: not ready: status 502"]
     );
     assert_eq!(h.reason().as_deref(), Some("nginx not ready yet"));
-    assert_eq!(h.step(Event::WarmedUp), [] as [&str; 0], "not ready: no READY=1 yet");
+    assert_eq!(
+        h.step(Event::WarmedUp),
+        [] as [&str; 0],
+        "not ready: no READY=1 yet"
+    );
     assert_eq!(h.phase(), Phase::Starting);
     assert_eq!(h.pass("nginx"), ["READY=1"]);
     assert_eq!(h.phase(), Phase::Ready);
@@ -784,8 +788,15 @@ fn a_warm_up_runs_once_between_every_service_ready_and_ready_1() {
             _ => None,
         })
         .collect();
-    assert_eq!(warm, [Milestone::Begin(BootStep::Warm), Milestone::Done(BootStep::Warm)]);
-    assert_eq!(h.step(Event::WarmedUp), [] as [&str; 0], "a late answer changes nothing");
+    assert_eq!(
+        warm,
+        [Milestone::Begin(BootStep::Warm), Milestone::Done(BootStep::Warm)]
+    );
+    assert_eq!(
+        h.step(Event::WarmedUp),
+        [] as [&str; 0],
+        "a late answer changes nothing"
+    );
 }
 
 #[test]
@@ -797,7 +808,11 @@ fn a_stop_during_the_warm_up_aborts_it_and_never_says_ready() {
         h.pass(unit);
     }
     let effects = h.step(Event::Stop);
-    assert_eq!(effects.first().map(String::as_str), Some("stop warm-up"), "{effects:?}");
+    assert_eq!(
+        effects.first().map(String::as_str),
+        Some("stop warm-up"),
+        "{effects:?}"
+    );
     assert!(!effects.iter().any(|e| e == "READY=1"), "{effects:?}");
     assert_eq!(h.phase(), Phase::Stopping);
     assert_eq!(h.step(Event::WarmedUp), [] as [&str; 0]);
