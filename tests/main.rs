@@ -48,6 +48,7 @@ mod packaging_units;
 mod pid1;
 mod probes;
 mod prometheus;
+mod render_boot;
 mod rust_version;
 mod seal_boot;
 mod seal_pin;
@@ -59,6 +60,7 @@ mod secrets_clouds;
 mod secrets_retries;
 mod state_dir;
 mod stop;
+mod warm_boot;
 
 /// With `autotests = false`, a file in `tests/` that no `mod` line names is never built: its tests
 /// would silently not run.
