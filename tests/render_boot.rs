@@ -254,3 +254,61 @@ fn a_template_naming_a_missing_variable_refuses_the_boot_naming_it() {
     }
     assert!(!Path::new(&dir).join("app.conf").exists());
 }
+
+#[test]
+fn dotenv_and_json_files_hold_the_allowed_variables_as_sh_and_a_json_parser_read_them() {
+    let ex = testkit::example::Example::render();
+    let dir = ex.run_dir.join("render");
+    let file = |name: &str, format: &str, allow: &[&str], mode: &str| {
+        let mut t = toml::Table::new();
+        t.insert("name".into(), name.into());
+        t.insert("format".into(), format.into());
+        let allow: Vec<toml::Value> = allow.iter().map(|a| (*a).into()).collect();
+        t.insert("env_allow".into(), allow.into());
+        t.insert("mode".into(), mode.into());
+        toml::Value::Table(t)
+    };
+    ex.edit_toml(|t| {
+        let mut render = toml::Table::new();
+        render.insert("dir".into(), dir.display().to_string().into());
+        render.insert(
+            "file".into(),
+            toml::Value::Array(vec![
+                file("app.env", "dotenv", &["*"], "0600"),
+                file("app.json", "json", &["GREETING", "APP_*"], "0400"),
+            ]),
+        );
+        t.insert("render".into(), render.into());
+    });
+    let (kiln, _notify) = ex.boot_ready(KILN);
+
+    // dotenv: what `set -a; . FILE` reads (systemd's EnvironmentFile= reads the same syntax).
+    let env_file = dir.join("app.env");
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "set -a; . '{}'; printf '%s|%s' \"$GREETING\" \"$DATABASE_URL\"",
+            env_file.display()
+        ))
+        .env_clear()
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "Hello from the kiln example|mysql://app:example@127.0.0.1:3306/app?serverVersion=8.0",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // JSON: one object of exactly the allowed names.
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("app.json")).unwrap()).unwrap();
+    let names: Vec<&str> = json.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(names, ["APP_ENV", "APP_SECRET", "GREETING"], "{json}");
+    assert_eq!(json["GREETING"], "Hello from the kiln example");
+    for (name, mode) in [("app.env", 0o600), ("app.json", 0o400)] {
+        let meta = std::fs::metadata(dir.join(name)).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o7777, mode, "{name}");
+        assert_eq!((meta.uid(), meta.gid()), (0, 0), "{name}");
+    }
+    assert!(!kiln.log().contains("example-secret-change-me"), "{}", kiln.log());
+}
