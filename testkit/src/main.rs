@@ -7,7 +7,7 @@
 //! `kiln-testkit fleet-drill --kiln PATH` (the fleet drill; used by bench/fleet.sh), and
 //! `kiln-testkit secrets-bench --kiln PATH` (20 secret references against moto; bench/secrets.sh), and
 //! `kiln-testkit lifecycle-bench --kiln PATH` (notices behind HAProxy; bench/lifecycle.sh), and
-//! `kiln-testkit warm-bench --kiln PATH` (a Symfony instance joining with and without [warm];
+//! `kiln-testkit warm-bench --kiln PATH` (a Symfony instance joining with and without `[warm]`;
 //! bench/warm.sh).
 
 use std::process::ExitCode;
