@@ -11,6 +11,8 @@
 //! `net` is where every outbound HTTP request starts: its clients, the retry until a deadline,
 //! the bounded body, the metadata addresses (and when kiln gives up on the network).
 //! `once` holds the lease of a task run once per fleet in DynamoDB or Consul.
+//! `render` writes the files the app reads its configuration from before the services start;
+//! `warm` sends requests through the app's own listener before the instance says it is ready.
 
 pub mod aws;
 pub mod aws_names;
@@ -32,6 +34,7 @@ pub mod net;
 pub mod once;
 pub mod probe;
 pub mod process;
+pub mod render;
 pub mod seal;
 pub mod secrets;
 pub mod serve;
@@ -41,6 +44,7 @@ pub mod status;
 pub mod supervise;
 pub mod systemd;
 pub mod terminal;
+pub mod warm;
 
 /// Exit code for a config that cannot be used (sysexits' EX_CONFIG).
 pub const EXIT_CONFIG: u8 = 78;

@@ -91,6 +91,12 @@ pub struct Snapshot {
     /// Auto Scaling hooks, platform notices and the leave, when `[lifecycle]` is configured.
     #[serde(default)]
     pub lifecycle: Option<LifecycleStatus>,
+    /// The files `[render]` wrote, once written.
+    #[serde(default)]
+    pub render: Option<RenderStatus>,
+    /// The warm-up before `READY=1`, when `[warm]` is configured, once it began.
+    #[serde(default)]
+    pub warm: Option<WarmStatus>,
     /// Things a person should know that do not change readiness (metadata changed since boot...).
     pub warnings: Vec<String>,
     /// How the services' processes are held (a cgroup per unit, or process groups and why);
@@ -187,6 +193,66 @@ pub enum CheckInOutcome {
     Failed,
     /// `[metadata] check_in = false`: nothing is reported.
     Off,
+}
+
+/// The files `[render]` wrote before the services started.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RenderStatus {
+    pub dir: String,
+    /// On kiln's own tmpfs, remounted read-only: no one writes them, root included.
+    pub read_only: bool,
+    /// Why they are writable, when they are (kiln may not mount).
+    pub writable: Option<String>,
+    pub files: Vec<RenderedFile>,
+}
+
+/// One rendered file: what it is, who may read it, what it holds (counts, never names' values).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RenderedFile {
+    pub name: String,
+    /// `symfony`, `dotenv`, `json` or `template`.
+    pub format: String,
+    /// `0640`.
+    pub mode: String,
+    /// `root:www-data`.
+    pub owner: String,
+    pub bytes: u64,
+    /// Variables of the environment written into it (for a template: those it names).
+    pub variables: u32,
+    /// Of those, how many came from a secret store.
+    pub secrets: u32,
+}
+
+/// The warm-up's progress and outcome.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WarmStatus {
+    pub state: WarmState,
+    /// Requests to send in all (`[warm] requests`).
+    pub requests: u32,
+    /// Answered, whatever the status.
+    pub answered: u32,
+    /// Not 2xx or 3xx, or no answer.
+    pub failed: u32,
+    /// The first failure: `GET /x: status 500`.
+    pub first_failure: Option<String>,
+    /// From the first request to the last answer (or the timeout).
+    pub took_us: u64,
+    /// Median and slowest answer.
+    pub p50_us: u64,
+    pub max_us: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WarmState {
+    #[default]
+    Running,
+    /// Every request was sent and answered (some may have failed: `failed`).
+    Done,
+    /// `[warm] timeout` passed first: kiln went on to READY=1.
+    TimedOut,
+    /// A stop came first.
+    Stopped,
 }
 
 /// Where kiln's own log goes and what it lost.
@@ -707,10 +773,15 @@ pub enum BootStep {
     Pin,
     /// Within `env`: the secret references resolved.
     Secrets,
+    /// `[render]`: the files written from the environment, before any service starts.
+    Render,
     /// A service, from its first spawn until it is ready; its name.
     Start(String),
     /// A task, from its start (waiting for the lease included) until it is done; its name.
     Task(String),
+    /// `[warm]`: requests through the app's own listener, after every service is ready and
+    /// before `READY=1`.
+    Warm,
     /// Every service ready, `READY=1` sent: a point.
     Ready,
     /// A step this kiln does not know (a snapshot of another version), as it was spelt.
@@ -718,7 +789,7 @@ pub enum BootStep {
 }
 
 impl BootStep {
-    const NAMED: [BootStep; 9] = [
+    const NAMED: [BootStep; 11] = [
         BootStep::Config,
         BootStep::Serve,
         BootStep::Cgroups,
@@ -727,6 +798,8 @@ impl BootStep {
         BootStep::Env,
         BootStep::Pin,
         BootStep::Secrets,
+        BootStep::Render,
+        BootStep::Warm,
         BootStep::Ready,
     ];
 
@@ -741,6 +814,8 @@ impl BootStep {
             BootStep::Env => "env",
             BootStep::Pin => "pin",
             BootStep::Secrets => "secrets",
+            BootStep::Render => "render",
+            BootStep::Warm => "warm-up",
             BootStep::Ready => "READY=1",
             BootStep::Start(_) | BootStep::Task(_) | BootStep::Other(_) => return None,
         })
@@ -820,6 +895,8 @@ impl Shared {
             seal: None,
             secrets: None,
             lifecycle: None,
+            render: None,
+            warm: None,
             warnings: Vec::new(),
             containment: None,
             log: Default::default(),
@@ -951,7 +1028,8 @@ mod tests {
     #[test]
     fn boot_and_leave_steps_read_back_as_they_are_spelt() {
         let boot = [
-            "config", "serve", "cgroups", "seal", "metadata", "env", "pin", "secrets", "READY=1",
+            "config", "serve", "cgroups", "seal", "metadata", "env", "pin", "secrets", "render", "warm-up",
+            "READY=1",
         ];
         for word in boot {
             let step = BootStep::from(word.to_string());

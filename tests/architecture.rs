@@ -27,7 +27,9 @@ const LAYERS: &[(&str, u8)] = &[
     ("process", 4),
     ("seal", 4),
     ("secrets", 4),
+    ("render", 4),
     ("probe", 5),
+    ("warm", 5),
     // The running instance.
     ("supervise", 6),
     ("serve", 6),

@@ -54,6 +54,7 @@ mod phpfpm_pool;
 mod pid1;
 mod probes;
 mod prometheus;
+mod render_boot;
 mod rust_version;
 mod seal_boot;
 mod seal_pin;
@@ -68,6 +69,7 @@ mod stop;
 mod tasks;
 mod tasks_fleet;
 mod wait;
+mod warm_boot;
 
 /// With `autotests = false`, a file in `tests/` that no `mod` line names is never built: its tests
 /// would silently not run.

@@ -3,8 +3,8 @@
 //! ```text
 //! config → state dir (locked: one kiln each) → serve (health + control, answering "booting")
 //!        → cgroups (found, cleared of what a killed kiln left; then a leave is honoured)
-//!        → seal (verify, watch) → metadata → env (→ pin → secrets)
-//!        → supervise (services in dependency order, READY=1) → lb → run … → stop
+//!        → seal (verify, watch) → metadata → env (→ pin → secrets) → render
+//!        → supervise (services in dependency order, warm-up, READY=1) → lb → run … → stop
 //! ```
 //!
 //! A failure before services start refuses the boot: nothing is started or registered,
@@ -28,6 +28,7 @@ use crate::metadata::wireserver::{CheckIn, Report};
 use crate::metadata::{self, InstanceFacts, Metadata};
 use crate::metrics::Recorder;
 use crate::process::reaper::{self, Reaper};
+use crate::render::{self, Rendered};
 use crate::seal::{self, DriftWatch, Pin, SealError, Verified};
 use crate::secrets::{self, Plan, Stores};
 use crate::serve;
@@ -37,6 +38,7 @@ use crate::state::{
 };
 use crate::supervise::{Supervisor, SupervisorHandle, Units};
 use crate::systemd::{self, Notifier};
+use crate::warm::Warmer;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -201,6 +203,8 @@ struct Running {
     membership: Option<Membership>,
     /// What the boot fetched: a task that fails for good refuses the boot with it.
     metadata: Box<Metadata>,
+    /// `[render]`'s files, removed once the services that read them have stopped.
+    rendered: Option<Rendered>,
 }
 
 /// Everything that must hold before a service starts (the instance has not left, the seal, the
@@ -242,10 +246,42 @@ async fn launch(boot: &Boot, containment: &Containment, reaper: Reaper) -> Resul
         &boot.recorder,
         boot.notifier.clone(),
     );
-    match supervisor {
-        Ok(supervisor) => Ok(Launched::Running(start(boot, gathered, supervisor, registrar))),
+    let last = supervisor.and_then(|supervisor| before_start(boot, &gathered, supervisor));
+    match last {
+        Ok((supervisor, rendered)) => Ok(Launched::Running(start(
+            boot, gathered, supervisor, registrar, rendered,
+        ))),
         Err(reason) => Err(refused(reason, gathered)),
     }
+}
+
+/// The last steps before the services start: the warm-up handed to the supervisor (it runs
+/// once every service is ready, before READY=1), then `[render]`'s files written, last, so that
+/// nothing after them can refuse the boot and leave them behind.
+fn before_start(
+    boot: &Boot,
+    gathered: &Gathered,
+    mut supervisor: Supervisor,
+) -> Result<(Supervisor, Option<Rendered>), String> {
+    if let Some(plan) = &boot.config.warm {
+        let warmer = Warmer::new(plan, &gathered.metadata.facts)?;
+        supervisor.warm_up_first(warmer.run(boot.shared.clone()));
+    }
+    let Some(plan) = &boot.config.render else {
+        return Ok((supervisor, None));
+    };
+    let shared = &boot.shared;
+    shared.phase_begin(BootStep::Render);
+    let (rendered, status) =
+        render::render(plan, &gathered.env, &gathered.metadata.facts).map_err(|e| format!("render: {e}"))?;
+    let names: Vec<&str> = status.files.iter().map(|f| f.name.as_str()).collect();
+    match &status.writable {
+        None => tracing::info!("render: {} (read-only tmpfs): {}", status.dir, names.join(", ")),
+        Some(why) => tracing::warn!("render: {} ({why}): {}", status.dir, names.join(", ")),
+    }
+    shared.update(|s| s.render = Some(status));
+    shared.phase_done(BootStep::Render);
+    Ok((supervisor, Some(rendered)))
 }
 
 /// Starts the services, the notice watch, the guards and the load balancer membership (which
@@ -255,6 +291,7 @@ fn start(
     gathered: Gathered,
     supervisor: Supervisor,
     registrar: Option<Box<dyn lb::Registrar>>,
+    rendered: Option<Rendered>,
 ) -> Running {
     let (config, shared, recorder) = (&boot.config, &boot.shared, &boot.recorder);
     let metadata = Box::new(gathered.metadata.clone());
@@ -308,6 +345,7 @@ fn start(
         lifecycle,
         membership,
         metadata,
+        rendered,
     }
 }
 
@@ -345,6 +383,7 @@ async fn refuse_running(boot: &Boot, running: Running, reason: String) -> ExitCo
         lifecycle,
         membership,
         metadata,
+        rendered,
     } = running;
     drop(lifecycle);
     boot.shared.update(|s| {
@@ -365,6 +404,9 @@ async fn refuse_running(boot: &Boot, running: Running, reason: String) -> ExitCo
         }
     }
     let _ = supervisor.await;
+    if let Some(rendered) = rendered {
+        rendered.remove();
+    }
     let mut refusal = Refusal::launching(reason, Some(*metadata));
     refusal.started = true;
     refuse(boot, refusal).await
@@ -379,10 +421,14 @@ async fn leave(boot: &Boot, running: Running, request: StopRequests) -> ExitCode
         lifecycle,
         membership,
         metadata: _,
+        rendered,
     } = running;
     let leave = request.leave.as_ref();
     shutdown(boot, &handle, membership, leave).await;
     let _ = supervisor.await;
+    if let Some(rendered) = rendered {
+        rendered.remove();
+    }
     if let Some(leave) = leave {
         if let Some(lifecycle) = &lifecycle {
             lifecycle.services_stopped();

@@ -12,6 +12,7 @@ mod coordination;
 mod duration;
 mod env;
 mod file;
+mod jinja;
 pub mod lb;
 mod lifecycle;
 mod metadata;
@@ -19,6 +20,7 @@ mod metrics;
 mod phpfpm;
 mod probe;
 mod read;
+pub mod render;
 mod seal;
 mod secrets;
 mod service;
@@ -28,11 +30,13 @@ mod task;
 mod template;
 mod url;
 mod validate;
+mod warm;
 mod warnings;
 
 pub use coordination::{Coordination, CoordinationTable, Store};
 pub use duration::HumanDuration;
 pub use env::{BUILTIN_DENY, EnvConfig, RESERVED_PREFIX, check_name, glob_match, is_valid_name};
+pub use jinja::{INSTANCE_FACTS as TEMPLATE_FACTS, JinjaTemplate, RenderError};
 pub use lb::{LbConfig, LbTable};
 pub use lifecycle::{LifecycleConfig, NoticeAction};
 pub use metadata::{ForeignUserData, MetadataConfig, ProviderKind, USER_DATA_LIMIT_MAX, UserDataFormat};
@@ -47,6 +51,7 @@ pub use size::ByteSize;
 pub use task::{Once, RETRIES_MAX, TaskConfig};
 pub use template::{Fact, Template};
 pub use validate::{ServicePlace, place};
+pub use warm::WarmPlan;
 
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -85,6 +90,18 @@ pub struct Config {
     /// Where once-per-fleet tasks take their lease; None without the section.
     #[serde(skip)]
     pub coordination: Option<Coordination>,
+    /// `[render]` as written; [`Config::parse`] checks it into `render`.
+    #[serde(default, rename = "render")]
+    render_table: Option<render::RenderTable>,
+    /// `[render]`, checked: the files written at boot before any service starts; None: none.
+    #[serde(skip)]
+    pub render: Option<render::RenderPlan>,
+    /// `[warm]` as written; [`Config::parse`] checks it into `warm`.
+    #[serde(default, rename = "warm")]
+    warm_table: Option<warm::WarmTable>,
+    /// `[warm]`, checked: the requests sent before `READY=1`; None: no warm-up.
+    #[serde(skip)]
+    pub warm: Option<WarmPlan>,
     #[serde(default, rename = "service")]
     pub services: Vec<ServiceConfig>,
     /// What runs to completion at boot, ordered with the services by `after`.
@@ -245,14 +262,31 @@ impl Config {
             coordination.as_ref(),
             &read.dropped,
         ));
-        match (lb, coordination.transpose()) {
-            (Ok(lb), Ok(coordination)) if problems.is_empty() => {
+        let render = config.check_render().map_err(|e| problems.extend(e));
+        let warm = config.warm_table.as_ref().map(|w| w.check()).transpose();
+        let warm = warm.map_err(|e| problems.extend(e.into_iter().map(|p| format!("[warm] {p}"))));
+        match (lb, coordination.transpose(), render, warm) {
+            (Ok(lb), Ok(coordination), Ok(render), Ok(warm)) if problems.is_empty() => {
                 config.lb = lb;
                 config.coordination = coordination;
+                config.render = render;
+                config.warm = warm;
                 Ok(config)
             }
             _ => Err(problems),
         }
+    }
+
+    /// `[render]` into its plan, kept apart from the seal and the runtime directories.
+    fn check_render(&self) -> Result<Option<render::RenderPlan>, Vec<String>> {
+        let Some(table) = &self.render_table else {
+            return Ok(None);
+        };
+        let neighbours = render::Neighbours {
+            seal: &self.seal,
+            runtime_dirs: self.control.runtime_dirs().collect(),
+        };
+        table.check(&neighbours).map(Some)
     }
 
     pub fn service(&self, name: &str) -> Option<&ServiceConfig> {

@@ -30,15 +30,25 @@ pub fn render(env: &FrozenEnv) -> String {
     // vars() is sorted (BTreeMap).
     for (name, value) in env.vars() {
         out.push_str(name);
-        out.push_str("=\"");
-        for c in value.chars() {
-            if matches!(c, '\\' | '"' | '$' | '`') {
-                out.push('\\');
-            }
-            out.push(c);
-        }
-        out.push_str("\"\n");
+        out.push('=');
+        out.push_str(&quote(value));
+        out.push('\n');
     }
+    out
+}
+
+/// `value` double-quoted with `\`, `"`, `$` and `` ` `` backslash-escaped: the grammar of this
+/// file, which `[render]`'s dotenv format writes too.
+pub fn quote(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() + 2);
+    out.push('"');
+    for c in value.chars() {
+        if matches!(c, '\\' | '"' | '$' | '`') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
     out
 }
 

@@ -22,7 +22,7 @@ mod limits;
 mod mime;
 mod user_data;
 
-pub use file::{render, write_files};
+pub use file::{quote, render, write_files};
 pub use limits::{ExecLimits, check_exec_limits};
 
 use crate::config::{

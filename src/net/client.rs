@@ -45,6 +45,19 @@ pub fn api() -> Result<reqwest::Client, String> {
     build(builder().connect_timeout(super::CONNECT_TIMEOUT))
 }
 
+/// The app's own listener on this instance (`[warm]`): plain HTTP, no gzip (the warm-up is for
+/// the app, not the compression), no trust roots, up to `connections` kept open between requests
+/// as a browser keeps its own. The client goes when the warm-up ends, and its connections with it.
+pub fn local(connections: usize, connect_timeout: Duration) -> Result<reqwest::Client, String> {
+    build(
+        builder()
+            .pool_max_idle_per_host(connections)
+            .connect_timeout(connect_timeout)
+            .no_gzip()
+            .tls_certs_only(std::iter::empty()),
+    )
+}
+
 /// Other kilns' `/readyz` (`kiln fleet`): connected and answered within `timeout`, or reported as
 /// not answering.
 pub fn peers(timeout: Duration) -> Result<reqwest::Client, String> {

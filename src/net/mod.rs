@@ -51,6 +51,8 @@
 //! | `kiln fleet` placing ELBv2 instance targets (EC2 `DescribeInstances`) | 10 s for every batch | each member it could not place says why |
 //! | `kiln check --online` reading the target group's deregistration delay | 5 s, credentials included (`lb::warnings::ONLINE_BUDGET`) | a `note:` line; the check still passes |
 //! | `kiln fleet` asking a member | `--timeout`, one attempt | the member is reported as not answering |
+//! | a `[warm]` request to the app | `[warm] request_timeout` (10 s), one attempt | counted as failed |
+//! | the whole `[warm]` warm-up | `[warm] timeout` (30 s) | a warning; kiln goes on to `READY=1` |
 
 pub mod body;
 pub mod client;

@@ -6,8 +6,8 @@
 use crate::state::{
     CheckInOutcome, CheckInStatus, Containment, ContainmentKind, ExpectedImage, HookState, HookStatus,
     HooksStatus, InstanceStatus, LbState, LbStatus, LeaveStatus, LeaveStep, LeaveStepKind, LifecycleStatus,
-    NoticeStatus, OnNotice, Phase, PhpFpmPool, PhpFpmStatus, ProviderFound, ProviderStatus, SealStatus,
-    SecretsStatus, Snapshot, TaskStatus, UnitKind, UnitState, UnitStatus,
+    NoticeStatus, OnNotice, Phase, PhpFpmPool, PhpFpmStatus, ProviderFound, ProviderStatus, RenderStatus,
+    SealStatus, SecretsStatus, Snapshot, TaskStatus, UnitKind, UnitState, UnitStatus,
 };
 use crate::terminal::printable;
 use std::fmt::Write;
@@ -54,6 +54,12 @@ fn summary_lines(s: &Snapshot, now_ms: u64) -> Vec<String> {
         ]
         .into_iter()
         .flatten(),
+    );
+    lines.extend(s.render.iter().flat_map(render_lines));
+    lines.extend(
+        s.warm
+            .as_ref()
+            .map(|w| format!("warm-up: {}", printable(&crate::warm::summary(w)))),
     );
     lines.extend(s.lifecycle.iter().flat_map(|l| lifecycle_lines(l, now_ms)));
     if s.refused_mutations > 0 {
@@ -226,6 +232,36 @@ fn secrets_line(secrets: &SecretsStatus) -> String {
             n => format!(", {n} changed since boot"),
         }
     )
+}
+
+/// `rendered: /run/kiln-render (read-only tmpfs)`, then one line per file: its format, mode,
+/// owner and what it holds (counts only).
+fn render_lines(r: &RenderStatus) -> Vec<String> {
+    let held = match &r.writable {
+        None => "read-only tmpfs".to_string(),
+        Some(why) => printable(why).to_string(),
+    };
+    let mut lines = vec![format!("rendered: {} ({held})", printable(&r.dir))];
+    for f in &r.files {
+        let holds = match (f.format.as_str(), f.variables, f.secrets) {
+            ("template", 0, _) => String::new(),
+            (_, n, 0) => format!(", {n} variable{}", if n == 1 { "" } else { "s" }),
+            (_, n, secrets) => format!(
+                ", {n} variable{} ({secrets} secret{})",
+                if n == 1 { "" } else { "s" },
+                if secrets == 1 { "" } else { "s" }
+            ),
+        };
+        lines.push(format!(
+            "  {}: {}, {} {}{holds}, {} bytes",
+            printable(&f.name),
+            f.format,
+            f.mode,
+            printable(&f.owner),
+            f.bytes
+        ));
+    }
+    lines
 }
 
 /// The table of units, each followed by its dropped output, its php-fpm pool and, when it is not

@@ -15,12 +15,14 @@ use crate::probe::{Probe, Role};
 use crate::process::Reaper;
 use crate::process::output::{self, Stream, UnitOutput};
 use crate::process::spawn::{self, Identity};
-use crate::state::{BootStep, Phase, Shared, now_ms};
+use crate::state::{BootStep, Phase, Shared, WarmState, now_ms};
 use crate::systemd::Notifier;
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 use std::collections::VecDeque;
+use std::future::Future;
 use std::os::fd::OwnedFd;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -138,6 +140,10 @@ pub struct Supervisor {
     fleet: Option<Arc<dyn Fleet>>,
     /// Why a task failed for good, once one has.
     failed: watch::Sender<Option<String>>,
+    /// What runs between every service ready and `READY=1` (`[warm]`), until it starts.
+    warm_up: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+    /// The warm-up while it runs.
+    warm_task: Option<AbortHandle>,
 }
 
 impl Supervisor {
@@ -201,7 +207,17 @@ impl Supervisor {
             stopped: false,
             fleet: units.fleet,
             failed: watch::Sender::new(None),
+            warm_up: None,
+            warm_task: None,
         })
+    }
+
+    /// Runs `task` once, when every service is ready the first time: until it ends the
+    /// instance stays `Starting` ("warming up"), so `/readyz` answers 503, the load balancer is
+    /// not joined and `READY=1` is not sent. A stop aborts it.
+    pub fn warm_up_first(&mut self, task: impl Future<Output = ()> + Send + 'static) {
+        self.machine.warm_up_first();
+        self.warm_up = Some(Box::pin(task));
     }
 
     pub fn handle(&self) -> SupervisorHandle {
@@ -324,6 +340,17 @@ impl Supervisor {
                     self.notifier.notify("READY=1");
                 }
             }
+            Effect::StartWarmUp => self.start_warm_up(),
+            Effect::StopWarmUp => {
+                if let Some(task) = self.warm_task.take() {
+                    task.abort();
+                }
+                self.shared.update(|s| {
+                    if let Some(warm) = s.warm.as_mut().filter(|w| w.state == WarmState::Running) {
+                        warm.state = WarmState::Stopped;
+                    }
+                });
+            }
             Effect::Status(line) => self.notifier.status(&line),
             Effect::Stopped => self.stopped = true,
             Effect::Coordinate { unit, generation } => self.coordinate(unit, generation),
@@ -339,6 +366,20 @@ impl Supervisor {
             }
         }
         None
+    }
+
+    /// The warm-up on a task of its own; its end is an event like any other.
+    fn start_warm_up(&mut self) {
+        let Some(task) = self.warm_up.take() else {
+            let _ = self.tx.send(Input::Event(Event::WarmedUp));
+            return;
+        };
+        let tx = self.tx.clone();
+        let handle = tokio::spawn(async move {
+            task.await;
+            let _ = tx.send(Input::Event(Event::WarmedUp));
+        });
+        self.warm_task = Some(handle.abort_handle());
     }
 
     /// Starts the unit's process with its output forwarded and its exit sent back as an event.

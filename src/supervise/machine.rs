@@ -74,6 +74,8 @@ pub enum Event {
         generation: u64,
         reason: String,
     },
+    /// The warm-up asked for by [`Effect::StartWarmUp`] is over (however it went).
+    WarmedUp,
     /// Stop every service gracefully, in reverse dependency order.
     Stop,
     /// The second stop request: kill every service now.
@@ -208,7 +210,12 @@ pub enum Effect {
     Timeline(Milestone),
     /// Write where the instance stands, and the units as they are now, into the snapshot.
     Publish(Standing),
-    /// Every service is ready for the first time: `READY=1`.
+    /// Every service is ready for the first time, and a warm-up waits for that: run it, and
+    /// answer with [`Event::WarmedUp`].
+    StartWarmUp,
+    /// A stop came during the warm-up: abort it.
+    StopWarmUp,
+    /// Every service is ready for the first time (and warmed up): `READY=1`.
     AnnounceReady,
     /// A new systemd status line.
     Status(String),
@@ -269,6 +276,18 @@ struct Service {
     ready_once: bool,
 }
 
+/// The warm-up between every service ready and `READY=1` (`[warm]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WarmUp {
+    /// None configured: ready is ready.
+    None,
+    /// Waits for every service to be ready the first time.
+    Waiting,
+    Running,
+    /// Over (done, timed out or stopped): it never runs again.
+    Over,
+}
+
 /// The supervisor's state: every service and unit, and where the instance is.
 #[derive(Debug)]
 pub struct Machine {
@@ -277,6 +296,7 @@ pub struct Machine {
     stopping: bool,
     stopped: bool,
     ready_announced: bool,
+    warm_up: WarmUp,
     status_line: String,
     /// A task failed for good: nothing more starts (the boot is refused).
     failed: bool,
@@ -337,10 +357,17 @@ impl Machine {
             stopping: false,
             stopped: false,
             ready_announced: false,
+            warm_up: WarmUp::None,
             status_line: String::new(),
             failed: false,
             now_ms: 0,
         }
+    }
+
+    /// The first time every service is ready, warm up before the instance counts as ready: it
+    /// stays `Starting` ("warming up") until [`Event::WarmedUp`].
+    pub fn warm_up_first(&mut self) {
+        self.warm_up = WarmUp::Waiting;
     }
 
     pub fn units(&self) -> &[Unit] {
@@ -401,6 +428,10 @@ impl Machine {
                 generation,
                 words,
             } if self.current(unit, generation) => self.on_fleet_words(unit, words),
+            Event::WarmedUp if self.warm_up == WarmUp::Running => {
+                self.warm_up = WarmUp::Over;
+                out.push(Effect::Timeline(Milestone::Done(BootStep::Warm)));
+            }
             Event::Stop => self.on_stop(&mut out),
             Event::KillAll => self.kill_all(&mut out),
             _ => {} // about an older process of the unit
@@ -675,6 +706,11 @@ impl Machine {
     /// What follows from any event: starts, stops, readiness, the published view.
     fn settle(&mut self, out: &mut Effects) {
         if self.stopping {
+            if self.warm_up == WarmUp::Running {
+                out.push(Effect::StopWarmUp);
+                out.push(Effect::Timeline(Milestone::Done(BootStep::Warm)));
+            }
+            self.warm_up = WarmUp::Over;
             self.stop_what_can_stop(out);
         } else {
             self.start_what_can_start(out);
@@ -801,8 +837,23 @@ impl Machine {
             }
         }
         let all_ready = (0..self.services.len()).all(|s| self.service_ready(s));
-        let reason = (!all_ready).then(|| self.not_ready_reason());
-        let phase = match (self.stopping, all_ready, self.ready_announced) {
+        if all_ready && !self.stopping && self.warm_up == WarmUp::Waiting {
+            self.warm_up = WarmUp::Running;
+            let line = format!(
+                "all {} services ready: warming up before READY=1",
+                self.services.len()
+            );
+            log(out, Level::Info, line);
+            out.push(Effect::Timeline(Milestone::Begin(BootStep::Warm)));
+            out.push(Effect::StartWarmUp);
+        }
+        let warming = self.warm_up == WarmUp::Running;
+        let reason = match (all_ready, warming) {
+            (false, _) => Some(self.not_ready_reason()),
+            (true, true) => Some("warming up (kiln status: warm-up)".to_string()),
+            (true, false) => None,
+        };
+        let phase = match (self.stopping, all_ready && !warming, self.ready_announced) {
             (true, _, _) => Phase::Stopping,
             (false, true, _) => Phase::Ready,
             (false, false, true) => Phase::Degraded,

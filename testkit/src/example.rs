@@ -81,6 +81,24 @@ impl App {
         }
     }
 
+    /// Files copied as they are (path in the example, path in the render): kiln's own templates,
+    /// whose `{{ ... }}` are minijinja's, not the renderer's.
+    fn verbatim(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            App::PhpApp => &[],
+            App::Symfony => &[("nginx-instance.conf.j2", "run/nginx-instance.conf.j2")],
+        }
+    }
+
+    /// Symlinks made in the release (path in the render, target under the render's `run/`):
+    /// the Symfony app reads `.env.local.php` from where kiln renders it (`[render] dir`).
+    fn links(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            App::PhpApp => &[],
+            App::Symfony => &[("app/.env.local.php", "render/env.local.php")],
+        }
+    }
+
     /// Directories under `run/` made at render time, besides `run/` itself.
     fn run_dirs(self) -> &'static [&'static str] {
         match self {
@@ -144,6 +162,16 @@ pub fn render_into(dir: &Path, spec: &RenderSpec) -> Result<Rendered, String> {
         let text = std::fs::read_to_string(&path).map_err(|e| io_error("read", &path, e))?;
         let text = render_text(&text, &vars, spec.as_root).map_err(|e| format!("{}: {e}", path.display()))?;
         write_file(&rendered.dir.join(target), &text)?;
+    }
+    for (file, target) in spec.app.verbatim() {
+        let path = src.join(file);
+        let text = std::fs::read_to_string(&path).map_err(|e| io_error("read", &path, e))?;
+        write_file(&rendered.dir.join(target), &text)?;
+    }
+    // Dangling until kiln renders at boot, as in a baked image: the bake reads `.env` instead.
+    for (link, target) in spec.app.links() {
+        let (link, target) = (rendered.dir.join(link), rendered.run_dir.join(target));
+        std::os::unix::fs::symlink(&target, &link).map_err(|e| io_error("link", &link, e))?;
     }
     spec.app.bake(&rendered.app_dir)?;
     Ok(rendered)
@@ -608,7 +636,31 @@ impl Drop for Example {
                 crate::cgroups::remove_tree(&dir);
             }
         }
+        // A kiln killed before its stop leaves its render tmpfs mounted: the temp dir could
+        // not be removed under it.
+        unmount_all(&self.run_dir.join("render"));
     }
+}
+
+/// Detaches every mount at `dir` (kiln's render tmpfs, possibly stacked), if any.
+pub fn unmount_all(dir: &Path) {
+    while mounted_at(dir) {
+        if nix::mount::umount2(dir, nix::mount::MntFlags::MNT_DETACH).is_err() {
+            return;
+        }
+    }
+}
+
+/// Something is mounted at exactly `dir`.
+pub fn mounted_at(dir: &Path) -> bool {
+    let Ok(table) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    let real = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let wanted = real.to_string_lossy().replace(' ', "\\040");
+    table
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some(wanted.as_str()))
 }
 
 fn service_table_mut<'a>(table: &'a mut toml::Table, name: &str, path: &Path) -> &'a mut toml::Table {

@@ -24,3 +24,4 @@ pub mod secrets_bench;
 pub mod server;
 pub mod symfony;
 pub mod wait;
+pub mod warm_bench;

@@ -6,7 +6,9 @@
 //! `kiln-testkit zero-loss --kiln PATH` (the load balancer drill; used by bench/zero_loss.sh), and
 //! `kiln-testkit fleet-drill --kiln PATH` (the fleet drill; used by bench/fleet.sh), and
 //! `kiln-testkit secrets-bench --kiln PATH` (20 secret references against moto; bench/secrets.sh), and
-//! `kiln-testkit lifecycle-bench --kiln PATH` (notices behind HAProxy; bench/lifecycle.sh).
+//! `kiln-testkit lifecycle-bench --kiln PATH` (notices behind HAProxy; bench/lifecycle.sh), and
+//! `kiln-testkit warm-bench --kiln PATH` (a Symfony instance joining with and without `[warm]`;
+//! bench/warm.sh).
 
 use std::process::ExitCode;
 
@@ -20,9 +22,10 @@ fn main() -> ExitCode {
         Some("fleet-drill") => testkit::fleet_drill::main(&args[1..]),
         Some("secrets-bench") => testkit::secrets_bench::main(&args[1..]),
         Some("lifecycle-bench") => testkit::lifecycle_drill::main(&args[1..]),
+        Some("warm-bench") => testkit::warm_bench::main(&args[1..]),
         _ => {
             eprintln!(
-                "usage: kiln-testkit metadata|consul|example|zero-loss|fleet-drill|secrets-bench|lifecycle-bench [ARGS...]"
+                "usage: kiln-testkit metadata|consul|example|zero-loss|fleet-drill|secrets-bench|lifecycle-bench|warm-bench [ARGS...]"
             );
             ExitCode::from(2)
         }

@@ -127,6 +127,31 @@ impl SymfonyExample {
         http_get_within(&self.page_url(), REQUEST_TIMEOUT).unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// Puts a test's own PHP script at `public/NAME` before the boot, and routes `/NAME` to
+    /// php-fpm in the rendered nginx.conf (the example sends everything else to index.php). What
+    /// a test asks php-fpm that the app does not show: OPcache's state, the workers' environment.
+    pub fn install_probe(&self, name: &str, php: &str) {
+        let script = self.app_dir.join("public").join(name);
+        std::fs::write(&script, php).unwrap_or_else(|e| panic!("write {}: {e}", script.display()));
+        let conf = self.run_dir.join("nginx.conf");
+        let text = std::fs::read_to_string(&conf).expect("read the rendered nginx.conf");
+        let anchor = "        location = /index.php {";
+        assert!(text.contains(anchor), "no {anchor:?} in {}", conf.display());
+        let location = format!(
+            "        location = /{name} {{\n            include /etc/nginx/fastcgi_params;\n            fastcgi_param SCRIPT_FILENAME $realpath_root/{name};\n            fastcgi_pass unix:{}/php-fpm.sock;\n        }}\n\n{anchor}",
+            self.run_dir.display()
+        );
+        std::fs::write(&conf, text.replacen(anchor, &location, 1)).expect("write nginx.conf");
+    }
+
+    /// `GET /NAME` of a probe from [`SymfonyExample::install_probe`]: its body (200 asserted).
+    pub fn probe(&self, name: &str) -> String {
+        let url = format!("http://{}/{name}", self.http_addr);
+        let (code, body) = http_get_within(&url, REQUEST_TIMEOUT).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(code, 200, "GET {url}: {body}");
+        body
+    }
+
     /// The prod cache the bake wrote: `app/var/cache/prod`.
     pub fn prod_cache(&self) -> PathBuf {
         self.app_dir.join("var/cache/prod")

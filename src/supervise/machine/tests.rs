@@ -244,6 +244,8 @@ fn brief(machine: &Machine, effect: &Effect) -> Option<String> {
         },
         Effect::Incident { level, line } => format!("{}: {line}", level.as_str()),
         Effect::AnnounceReady => "READY=1".into(),
+        Effect::StartWarmUp => "warm up".into(),
+        Effect::StopWarmUp => "stop warm-up".into(),
         Effect::Stopped => "stopped".into(),
         Effect::Coordinate { unit, .. } => format!("coordinate {}", name(unit)),
         Effect::StopCoordinating { unit } => format!("stop coordinating {}", name(unit)),
@@ -1241,4 +1243,69 @@ fn a_stop_ends_a_wait_for_the_fleet_and_abandons_a_lease_held() {
         ["kill migrate", "release migrate: abandoned", "stopped"],
         "stopped before an outcome: another instance may take over at once"
     );
+}
+
+#[test]
+fn a_warm_up_runs_once_between_every_service_ready_and_ready_1() {
+    let mut h = Harness::new(EXAMPLE);
+    h.machine.warm_up_first();
+    h.step(Event::Start);
+    h.pass("php-fpm");
+    h.pass("worker#1");
+    h.pass("worker#2");
+    assert_eq!(h.pass("nginx"), ["warm up"]);
+    assert_eq!(h.phase(), Phase::Starting, "not ready while warming up");
+    assert_eq!(h.reason().as_deref(), Some("warming up (kiln status: warm-up)"));
+    // A service that stops being ready meanwhile: its reason comes first, no second warm-up.
+    assert_eq!(
+        h.probe("nginx", ProbeEvent::Ready(false, "status 502".into())),
+        ["warn: nginx: not ready: status 502"]
+    );
+    assert_eq!(h.reason().as_deref(), Some("nginx not ready yet"));
+    assert_eq!(
+        h.step(Event::WarmedUp),
+        [] as [&str; 0],
+        "not ready: no READY=1 yet"
+    );
+    assert_eq!(h.phase(), Phase::Starting);
+    assert_eq!(h.pass("nginx"), ["READY=1"]);
+    assert_eq!(h.phase(), Phase::Ready);
+    let warm: Vec<_> = h
+        .history
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Timeline(m @ (Milestone::Begin(BootStep::Warm) | Milestone::Done(BootStep::Warm))) => {
+                Some(m.clone())
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        warm,
+        [Milestone::Begin(BootStep::Warm), Milestone::Done(BootStep::Warm)]
+    );
+    assert_eq!(
+        h.step(Event::WarmedUp),
+        [] as [&str; 0],
+        "a late answer changes nothing"
+    );
+}
+
+#[test]
+fn a_stop_during_the_warm_up_aborts_it_and_never_says_ready() {
+    let mut h = Harness::new(EXAMPLE);
+    h.machine.warm_up_first();
+    h.step(Event::Start);
+    for unit in ["php-fpm", "worker#1", "worker#2", "nginx"] {
+        h.pass(unit);
+    }
+    let effects = h.step(Event::Stop);
+    assert_eq!(
+        effects.first().map(String::as_str),
+        Some("stop warm-up"),
+        "{effects:?}"
+    );
+    assert!(!effects.iter().any(|e| e == "READY=1"), "{effects:?}");
+    assert_eq!(h.phase(), Phase::Stopping);
+    assert_eq!(h.step(Event::WarmedUp), [] as [&str; 0]);
 }
