@@ -11,15 +11,14 @@ use crate::env::FrozenEnv;
 use crate::metrics::{ProbeSeries, Recorder};
 use crate::probe::runner::{self, CheckReport, ProbeEvent, UnitProbes};
 use crate::probe::{Probe, Role};
-use crate::process::Reaper;
 use crate::process::output::{self, Stream, UnitOutput};
 use crate::process::spawn::{self, Identity};
+use crate::process::{Reaper, clone};
 use crate::state::{BootStep, Phase, Shared, now_ms};
 use crate::systemd::Notifier;
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 use std::collections::VecDeque;
-use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -251,15 +250,10 @@ impl Supervisor {
         let u = &self.machine.units()[unit];
         let service = &self.services[u.service];
         let cgroup = self.units[unit].cgroup.clone();
-        let join = cgroup.as_ref().map(|c| c.join_fd());
-        let mut command = spawn::command(
-            &service.config,
-            &self.env,
-            service.identity.as_ref(),
-            u.replica,
-            join,
-        );
-        let (mut child, exit) = match self.reaper.spawn(&mut command) {
+        let spawned =
+            spawn::Launch::service(&service.config, &self.env, service.identity.as_ref(), u.replica)
+                .and_then(|launch| spawn::spawn(&self.reaper, &launch, cgroup.as_deref()));
+        let (child, exit) = match spawned {
             Ok(spawned) => spawned,
             Err(e) => {
                 let reason = format!("cannot start {:?}: {e}", service.config.command[0]);
@@ -272,14 +266,9 @@ impl Supervisor {
         };
         let runtime = &mut self.units[unit];
         runtime.output.retain(|forwarder| !forwarder.is_finished());
-        for (stream, fd) in [
-            (Stream::Stdout, child.stdout.take().map(OwnedFd::from)),
-            (Stream::Stderr, child.stderr.take().map(OwnedFd::from)),
-        ] {
-            if let Some(fd) = fd {
-                let forwarder = output::forward(u.name.clone(), stream, fd, runtime.kept_output.clone());
-                runtime.output.push(forwarder);
-            }
+        for (stream, fd) in [(Stream::Stdout, child.stdout), (Stream::Stderr, child.stderr)] {
+            let forwarder = output::forward(u.name.clone(), stream, fd, runtime.kept_output.clone());
+            runtime.output.push(forwarder);
         }
         let tx = self.tx.clone();
         let name = u.name.clone();
@@ -288,7 +277,7 @@ impl Supervisor {
                 // What the main process left (its workers, a daemon that double-forked out of
                 // its group) goes too, and the unit is gone only once its cgroup is empty.
                 if let Some(cgroup) = cgroup {
-                    cgroup.kill_and_wait_empty(&name).await;
+                    cgroup.end_run(&name).await;
                 }
                 let exited = Event::Exited {
                     unit,
@@ -298,11 +287,10 @@ impl Supervisor {
                 let _ = tx.send(Input::Event(exited));
             }
         });
-        let pid = Pid::from_raw(child.id() as i32);
         Event::Spawned {
             unit,
             generation,
-            pid,
+            pid: child.pid,
         }
     }
 
@@ -367,6 +355,10 @@ impl Supervisor {
             status.cgroup = runtime.cgroup.as_ref().map(|c| c.dir().display().to_string());
         }
         self.shared.update(|snap| {
+            // The fallback may have been taken since the boot (`process::spawn`).
+            if let Some(spawn) = snap.containment.as_mut().and_then(|c| c.spawn.as_mut()) {
+                *spawn = clone::path().status();
+            }
             snap.services = units;
             if matches!(snap.phase, Phase::Starting | Phase::Ready | Phase::Degraded) {
                 snap.phase = phase;
