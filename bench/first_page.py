@@ -47,7 +47,7 @@ def until_200(addr, path, started, proc, deadline=30.0):
         if proc.poll() is not None:
             sys.exit(f"{proc.args[0]} exited ({proc.returncode}) before the page answered")
         time.sleep(0.001)
-    sys.exit(f"no 200 for {path} within {deadline:g} s")
+    sys.exit(f"{proc.args[0]}: no 200 for {path} within {deadline:g} s")
 
 
 def rss_kib(pid):

@@ -18,6 +18,8 @@ bin=target/x86_64-unknown-linux-musl/release/kiln
 seconds=10
 kiln=
 work=$(mktemp -d -p /dev/shm 2>/dev/null || mktemp -d)
+# Services that drop privileges (nginx's workers, php-fpm's pool) reach their sockets through it.
+chmod 755 "$work"
 bench_cleanup_hooks=()
 
 stop_kiln() {

@@ -53,7 +53,7 @@ def summary(label, gaps, target):
 
 def boot_gaps(args):
     """Per boot, relative to `php-fpm: started`: php-fpm's own "ready to handle connections"
-    (as kiln forwards it), kiln's `php-fpm: ready`, kiln's `nginx: started`, and the gap."""
+    (as kiln forwards it: `php-fpm| NOTICE: ready to handle connections`), kiln's `php-fpm: ready`, kiln's `nginx: started`, and the gap."""
     results = {}
     for label, paths in by_label(args).items():
         print(f"\n{label}: ms after kiln's `php-fpm: started`")
@@ -62,7 +62,7 @@ def boot_gaps(args):
         for n, path in enumerate(paths, 1):
             evs = events(path)
             started = first(evs, "php-fpm: started (pid")
-            says = first(evs, "php-fpm:", "ready to handle connections")
+            says = first(evs, "php-fpm|", "ready to handle connections")
             ready = first(evs, "php-fpm: ready (")
             nginx = first(evs, "nginx: started (pid")
             if None in (started, ready, nginx):
