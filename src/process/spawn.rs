@@ -1,8 +1,8 @@
 //! Turning a service's config into a process: born in its unit's cgroup (`clone3`, see
-//! [`clone`](super::clone)), or made to join it before exec, so that nothing it forks is ever
+//! [`clone`]), or made to join it before exec, so that nothing it forks is ever
 //! outside it; its own session and process group (what a kill reaches where there is no
 //! cgroup), its identity, its environment, pipes for its output, and default signal dispositions
-//! with an empty mask ([`child`](super::child) does that part, in the new process). Exec probes
+//! with an empty mask ([`child`] does that part, in the new process). Exec probes
 //! get their own process group and the same clean signal state.
 
 use super::child::{self, FAILURE_LEN, Ids, Plan, Step};
