@@ -105,7 +105,7 @@ run_saved() {
 if wanted metadata; then
     section "kiln env against curl and cloud-init"
     if [[ -x bench/metadata.sh ]]; then
-        run_saved metadata bench/metadata.sh --runs 100 >"$work/metadata.out"
+        run_saved metadata bench/metadata.sh --no-build --kiln "$(realpath "$bin")" --runs 100 >"$work/metadata.out"
         cat "$work/metadata.out"
         python3 - "$work/metadata.out" >>"$table" <<'PY'
 import re, sys
@@ -114,7 +114,7 @@ for name, block in re.findall(r"\n(?:\w+, )?(\S+) emulator:\n((?:  .*\n?)+)", te
     k = re.search(r"median kiln env\s+([\d.]+) ms", block)
     c = re.search(r"median curl script\s+([\d.]+) ms", block)
     if k and c:
-        print(f"kiln env, EC2 metadata ({name})\t{k[1]} ms\tcurl script: {c[1]} ms\t{float(c[1]) / float(k[1]):.1f}x")
+        print(f"kiln env, EC2 metadata ({name})\t{k[1]} ms\tcurl script: {c[1]} ms\t{float(c[1]) / float(k[1]):.1f}x faster")
 PY
     else
         echo "(bench/metadata.sh is not there: no kiln env figures)"
