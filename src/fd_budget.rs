@@ -76,16 +76,16 @@ pub fn raise() -> u64 {
     }
 }
 
-/// In a child between fork and exec: gives back the soft limit kiln was started with.
-/// Async-signal-safe (one atomic load, one system call).
-pub fn restore_in_child() -> std::io::Result<()> {
+/// The open files limit a service gets: the soft limit kiln was started with, under the hard
+/// limit of now; None where kiln did not raise its own (the child keeps kiln's). Read before a
+/// spawn: the child only sets it, with one system call.
+pub fn for_children() -> Option<(u64, u64)> {
     let soft = STARTED_WITH.load(Ordering::Relaxed);
     if soft == 0 {
-        return Ok(());
+        return None;
     }
-    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
-    setrlimit(Resource::RLIMIT_NOFILE, soft, hard)?;
-    Ok(())
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).ok()?;
+    Some((soft, hard))
 }
 
 #[cfg(test)]

@@ -274,6 +274,27 @@ pub struct Containment {
     pub controllers: Vec<String>,
     /// Why there are no cgroups, with process groups.
     pub why: Option<String>,
+    /// How each unit's process gets into its cgroup, with cgroups.
+    #[serde(default)]
+    pub spawn: Option<SpawnStatus>,
+}
+
+/// How each unit's process gets into its cgroup.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpawnStatus {
+    pub path: SpawnPathKind,
+    /// Why the fallback (`cgroup_procs`): the kernel's refusal of `clone3`, or the test switch.
+    pub why: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SpawnPathKind {
+    /// `clone3(CLONE_INTO_CGROUP)`: born in the unit's cgroup; nothing migrates.
+    Clone3,
+    /// Forked, then `0` into the unit's `cgroup.procs` before exec: each start waits for the
+    /// kernel's cgroup lock.
+    CgroupProcs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

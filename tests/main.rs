@@ -64,6 +64,7 @@ mod seal_watch;
 mod secrets_aws;
 mod secrets_clouds;
 mod secrets_retries;
+mod spawn;
 mod state_dir;
 mod stop;
 mod tasks;

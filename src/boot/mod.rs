@@ -618,6 +618,7 @@ async fn find_cgroups(config: &Config, shared: &Shared) -> Result<Containment, S
                 cgroup: Some(tree.dir().display().to_string()),
                 controllers,
                 why: None,
+                spawn: Some(crate::process::clone::decide()),
             }
         }
         Containment::ProcessGroups { why } => {
@@ -629,6 +630,7 @@ async fn find_cgroups(config: &Config, shared: &Shared) -> Result<Containment, S
                 cgroup: None,
                 controllers: Vec::new(),
                 why: Some(why.clone()),
+                spawn: None,
             }
         }
     };

@@ -114,6 +114,14 @@ fn wait_for_event(events: &std::fs::File, timeout: Duration) {
     let _ = poll(&mut fds, timeout);
 }
 
+/// Makes the cgroup `dir`; one that is there already is taken as it is.
+pub fn create_dir(dir: &Path) -> io::Result<()> {
+    match std::fs::create_dir(dir) {
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(()),
+        done => done,
+    }
+}
+
 /// Removes `dir` and every cgroup below it, deepest first. Only empty cgroups can go: one that
 /// still holds a process is left, and named in the error.
 pub fn remove_tree(dir: &Path) -> io::Result<()> {

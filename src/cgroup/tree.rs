@@ -2,11 +2,11 @@
 //! one cgroup per unit, removed when kiln exits.
 
 use super::discover::{self, Owner};
+use super::files::{self, create_dir};
 use super::limits::{Controller, Limits};
+use super::name;
 use super::unit::UnitCgroup;
-use super::{files, name};
 use nix::unistd::Pid;
-use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -215,13 +215,6 @@ fn words(path: &Path) -> Vec<String> {
         .collect()
 }
 
-fn create_dir(dir: &Path) -> std::io::Result<()> {
-    match std::fs::create_dir(dir) {
-        Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(()),
-        done => done,
-    }
-}
-
 impl ServiceTree {
     /// `…/services`: every unit's cgroup is a child of it.
     pub fn dir(&self) -> &Path {
@@ -237,31 +230,23 @@ impl ServiceTree {
     /// controller kiln does not have is refused, naming the key: a `memory_max` that silently
     /// did nothing would be found out by the OOM killer of the whole machine.
     pub fn unit(&self, unit: &str, limits: &Limits) -> Result<UnitCgroup, String> {
-        let dir = self.services.join(name::unit(unit));
-        create_dir(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        for setting in limits.settings() {
-            if !self.controllers.contains(&setting.controller) {
-                let offered = match self.offered.is_empty() {
-                    true => "none".to_string(),
-                    false => self.offered.join(" "),
-                };
-                return Err(format!(
-                    "{} needs the {} controller, which kiln's cgroup {} does not have (it has: {offered}); a limit kiln cannot apply is refused, not ignored",
-                    setting.key,
-                    setting.controller,
-                    self.services.parent().unwrap_or(&self.services).display(),
-                ));
-            }
-            std::fs::write(dir.join(setting.file), &setting.value).map_err(|e| {
-                format!(
-                    "{}: cannot write {}/{}: {e}",
-                    setting.key,
-                    dir.display(),
-                    setting.file
-                )
-            })?;
+        let settings = limits.settings();
+        if let Some(setting) = settings
+            .iter()
+            .find(|s| !self.controllers.contains(&s.controller))
+        {
+            let offered = match self.offered.is_empty() {
+                true => "none".to_string(),
+                false => self.offered.join(" "),
+            };
+            return Err(format!(
+                "{} needs the {} controller, which kiln's cgroup {} does not have (it has: {offered}); a limit kiln cannot apply is refused, not ignored",
+                setting.key,
+                setting.controller,
+                self.services.parent().unwrap_or(&self.services).display(),
+            ));
         }
-        UnitCgroup::open(dir.clone()).map_err(|e| format!("cannot open {}/cgroup.procs: {e}", dir.display()))
+        UnitCgroup::make(self.services.join(name::unit(unit)), settings)
     }
 }
 

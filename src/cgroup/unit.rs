@@ -1,12 +1,21 @@
-//! One unit's cgroup: what its processes are put into before they exec, what stop and restart
-//! kill, and what tells when the unit is gone.
+//! One unit's cgroup: where its processes are born (or, where the kernel cannot do that, what
+//! they join before they exec), what stop and restart kill, and what tells when the unit is gone.
+//!
+//! Once a run's processes are gone the cgroup is made afresh (removed, made, its limits written
+//! again) for the next run. Linux kernels with the fix for the race of fork and `cgroup.kill`
+//! (6.14, and the stable kernels it went back to) kill a process that `clone3` creates inside a
+//! cgroup that `cgroup.kill` has ever emptied, before it runs: the kernel compares the cgroup's
+//! kill count with the one of the parent's own cgroup. A new cgroup's count is 0, as kiln's own.
 
 use super::files;
+use super::limits::Setting;
 use nix::sys::signal::Signal;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
@@ -23,9 +32,12 @@ const WARN_AFTER: Duration = Duration::from_secs(5);
 #[derive(Debug)]
 pub struct UnitCgroup {
     dir: PathBuf,
-    /// `cgroup.procs`, open for writing from before any fork: the child writes `0` into it
-    /// before it execs (see `process::spawn`), so nothing it forks starts outside the cgroup.
-    procs: File,
+    /// The limits, written each time the cgroup is made.
+    settings: Vec<Setting>,
+    /// The cgroup's directory, open from before any spawn: `clone3(CLONE_INTO_CGROUP)` takes it
+    /// to create a unit's process inside the cgroup (see `process::spawn`). Replaced when the
+    /// cgroup is made afresh.
+    fd: Mutex<OwnedFd>,
 }
 
 /// What a unit's cgroup has used, read when `kiln status` asks.
@@ -38,26 +50,46 @@ pub struct Usage {
 }
 
 impl UnitCgroup {
-    /// Opens the cgroup `dir` (made by the tree) for spawning into.
-    pub(super) fn open(dir: PathBuf) -> io::Result<UnitCgroup> {
-        let procs = std::fs::OpenOptions::new()
-            .write(true)
-            .open(dir.join("cgroup.procs"))?;
-        Ok(UnitCgroup { dir, procs })
+    /// Makes (or takes) the cgroup `dir`, writes its limits and opens it for spawning into.
+    /// The error names the directory or the key of the limit.
+    pub(super) fn make(dir: PathBuf, settings: Vec<Setting>) -> Result<UnitCgroup, String> {
+        let fd = make_dir(&dir, &settings)?;
+        Ok(UnitCgroup {
+            dir,
+            settings,
+            fd: Mutex::new(fd),
+        })
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
-    /// The descriptor a child writes `0` into to join the cgroup (close-on-exec: the service
-    /// never sees it).
-    pub fn join_fd(&self) -> RawFd {
-        self.procs.as_raw_fd()
+    /// The cgroup's directory for `clone3(CLONE_INTO_CGROUP)` (close-on-exec: the service never
+    /// sees it), held while the process is created.
+    pub fn dir_fd(&self) -> MutexGuard<'_, OwnedFd> {
+        self.fd.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `cgroup.procs`, open for writing (close-on-exec), for a kernel that cannot create a
+    /// process inside a cgroup: the child writes `0` into it before it execs, so nothing it
+    /// forks starts outside the cgroup. Opened for each spawn: only that path needs it.
+    pub fn open_procs(&self) -> io::Result<OwnedFd> {
+        let procs = std::fs::OpenOptions::new()
+            .write(true)
+            .open(self.dir.join("cgroup.procs"))?;
+        Ok(procs.into())
     }
 
     /// SIGKILL to every process of the unit.
+    /// Nothing is written to an empty cgroup: `cgroup.kill` kills nothing there but still
+    /// counts, and a kernel that compares that count (see the module's doc) would kill the next
+    /// process born in it. Only kiln creates processes in it, from the thread that kills.
     pub fn kill(&self) -> io::Result<()> {
+        let events = File::open(self.dir.join("cgroup.events"));
+        if let Ok(false) = events.and_then(|events| files::populated(&events)) {
+            return Ok(());
+        }
         files::kill_all(&self.dir)
     }
 
@@ -67,10 +99,30 @@ impl UnitCgroup {
         files::signal_all(&self.dir, signal)
     }
 
-    /// Kills what is left of the unit and returns once its cgroup is empty: only then is the
-    /// unit gone, and only then may it start again. Waits on `cgroup.events`, which the kernel
-    /// marks (POLLPRI) when `populated` changes.
-    pub async fn kill_and_wait_empty(&self, unit: &str) {
+    /// Ends a run: kills what is left of the unit, returns once its cgroup is empty (only then
+    /// is the unit gone, and only then may it start again), with the cgroup made afresh for the
+    /// next run (see the module's doc).
+    pub async fn end_run(&self, unit: &str) {
+        self.kill_and_wait_empty(unit).await;
+        self.renew(unit);
+    }
+
+    /// Removes the empty cgroup and makes it again, with its limits; on failure the old one
+    /// stays (a process created in it may then be killed at once: `process::spawn` sees that
+    /// and takes the fallback).
+    fn renew(&self, unit: &str) {
+        let mut fd = self.dir_fd();
+        let made = files::remove_tree(&self.dir)
+            .map_err(|e| format!("cannot remove: {e}"))
+            .and_then(|()| make_dir(&self.dir, &self.settings));
+        match made {
+            Ok(new) => *fd = new,
+            Err(e) => tracing::warn!("{unit}: cannot make its cgroup afresh: {e}"),
+        }
+    }
+
+    /// Waits on `cgroup.events`, which the kernel marks (POLLPRI) when `populated` changes.
+    async fn kill_and_wait_empty(&self, unit: &str) {
         let events = match File::open(self.dir.join("cgroup.events")) {
             Ok(events) => events,
             Err(e) => {
@@ -115,6 +167,27 @@ impl UnitCgroup {
             }
         }
     }
+}
+
+/// Makes (or takes) the cgroup `dir`, writes `settings` and opens the directory.
+fn make_dir(dir: &Path, settings: &[Setting]) -> Result<OwnedFd, String> {
+    files::create_dir(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    for setting in settings {
+        std::fs::write(dir.join(setting.file), &setting.value).map_err(|e| {
+            format!(
+                "{}: cannot write {}/{}: {e}",
+                setting.key,
+                dir.display(),
+                setting.file
+            )
+        })?;
+    }
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY)
+        .open(dir)
+        .map_err(|e| format!("cannot open {}: {e}", dir.display()))?;
+    Ok(opened.into())
 }
 
 /// Memory and CPU of the unit cgroup `dir`.

@@ -2,9 +2,10 @@
 //! `waitpid(-1, WNOHANG)`; it is handed to whoever spawned that pid. Orphans that kiln did not
 //! start (daemonising grandchildren, or anything when kiln is PID 1) are reaped and forgotten.
 //!
-//! Spawning goes through [`Reaper::spawn`] as well: it holds the table's lock while forking, so a
-//! child that exits at once is never reaped before its waiter is registered, and the standard
-//! library's own `waitpid` on a failed exec never races with ours.
+//! Spawning goes through [`Reaper::start_child`] (or [`Reaper::spawn`]) as well: it holds the
+//! table's lock while a child is created, so a child that exits at once is never reaped before
+//! its waiter is registered, and the `waitpid` of a child that failed before its exec (the
+//! spawner's, or the standard library's) never races with ours.
 
 use nix::errno::Errno;
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
@@ -65,10 +66,24 @@ impl Reaper {
     /// Spawns `command` and returns the child with a receiver for its exit. Never call
     /// `Child::wait` on the result: the reaper owns the status.
     pub fn spawn(&self, command: &mut Command) -> std::io::Result<(Child, oneshot::Receiver<Exit>)> {
+        self.start_child(|| {
+            let child = command.spawn()?;
+            let pid = Pid::from_raw(child.id() as i32);
+            Ok((child, pid))
+        })
+    }
+
+    /// Runs `start`, which creates a child and returns it with its pid, and registers a
+    /// receiver for the child's exit. `start` may wait for a child that failed before its exec
+    /// (nothing else reaps while it runs).
+    pub fn start_child<T>(
+        &self,
+        start: impl FnOnce() -> std::io::Result<(T, Pid)>,
+    ) -> std::io::Result<(T, oneshot::Receiver<Exit>)> {
         let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
-        let child = command.spawn()?;
+        let (child, pid) = start()?;
         let (tx, rx) = oneshot::channel();
-        waiters.insert(child.id() as i32, tx);
+        waiters.insert(pid.as_raw(), tx);
         Ok((child, rx))
     }
 

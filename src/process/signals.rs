@@ -19,8 +19,9 @@ const LAST_SIGNAL: libc::c_int = 64;
 /// `sizeof(sigset_t)` as the kernel counts it: 64 bits.
 const KERNEL_SIGSET_SIZE: libc::size_t = 8;
 
-/// Default dispositions for every signal and an empty mask. Runs in the child between fork and
-/// exec, so it only makes async-signal-safe system calls and allocates nothing.
+/// Default dispositions for every signal, then an empty mask (the parent blocks every signal
+/// while it creates a child, so that none reaches one of kiln's handlers in the child). Runs in
+/// the child before exec, so it makes raw system calls only and allocates nothing.
 ///
 /// The raw `rt_sigaction` system call is used because glibc's wrapper refuses the two real-time
 /// signals it keeps for itself (32 and 33), and an ignored one of those is inherited too.
@@ -43,13 +44,20 @@ pub fn reset_in_child() -> io::Result<()> {
             );
         }
     }
-    // SAFETY: sigprocmask with a stack value.
-    unsafe {
-        let mut empty: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut empty);
-        if libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) != 0 {
-            return Err(io::Error::last_os_error());
-        }
+    // The raw system call, as above: an empty kernel sigset is eight zero bytes.
+    let empty = 0u64;
+    // SAFETY: rt_sigprocmask(2) reads the mask from a stack value and writes nothing back.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            &empty as *const u64,
+            std::ptr::null_mut::<u64>(),
+            KERNEL_SIGSET_SIZE,
+        )
+    };
+    if ret != 0 {
+        return Err(io::Error::last_os_error());
     }
     Ok(())
 }

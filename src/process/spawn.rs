@@ -1,17 +1,35 @@
-//! Turning a service's config into a process: its unit's cgroup (joined before exec, so nothing
-//! it forks is ever outside it), its own session and process group (what a kill reaches where
-//! there is no cgroup), its identity, its environment, pipes for its output, and default signal
-//! dispositions with an empty mask. Exec probes get their own process group and the
-//! same clean signal state.
+//! Turning a service's config into a process: born in its unit's cgroup (`clone3`, see
+//! [`clone`]), or made to join it before exec, so that nothing it forks is ever
+//! outside it; its own session and process group (what a kill reaches where there is no
+//! cgroup), its identity, its environment, pipes for its output, and default signal dispositions
+//! with an empty mask ([`child`] does that part, in the new process). Exec probes
+//! get their own process group and the same clean signal state.
 
+use super::child::{self, FAILURE_LEN, Ids, Plan, Step};
+use super::clone::{self, Fallback, SpawnPath};
+use super::reaper::{Exit, Reaper};
 use super::signals;
+use crate::cgroup::UnitCgroup;
 use crate::config::ServiceConfig;
 use crate::env::FrozenEnv;
-use nix::unistd::{Gid, Uid, User};
-use std::ffi::CString;
-use std::os::fd::RawFd;
+use nix::errno::Errno;
+use nix::fcntl::{FcntlArg, OFlag, fcntl};
+use nix::sys::signal::{SigSet, SigmaskHow, pthread_sigmask};
+use nix::unistd::{Gid, Pid, Uid, User};
+use std::collections::BTreeMap;
+use std::ffi::{CString, c_char};
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::MutexGuard;
+use tokio::sync::oneshot;
+
+/// Where a bare program name is looked for when the environment has no PATH: the same list
+/// `kiln check` assumes.
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Who a service runs as, resolved before fork (reading /etc/passwd after fork is not safe).
 #[derive(Debug, Clone)]
@@ -63,70 +81,283 @@ impl Identity {
     }
 }
 
-/// The command for one replica of `service`. `replica` is 1-based and exported to the process as
-/// `KILN_REPLICA` so that workers can tell themselves apart. `cgroup_procs` is the unit's
-/// `cgroup.procs`, open for writing (close-on-exec): the child moves itself there first thing
-/// after fork, before it can fork anything of its own.
-pub fn command(
-    service: &ServiceConfig,
-    env: &FrozenEnv,
-    identity: Option<&Identity>,
-    replica: u32,
-    cgroup_procs: Option<RawFd>,
-) -> Command {
-    let mut cmd = Command::new(&service.command[0]);
-    cmd.args(&service.command[1..])
-        .env_clear()
-        .envs(env.for_service(service.env_allow.as_deref()))
-        .envs(&service.env)
-        .env("KILN_SERVICE", &service.name)
-        .env("KILN_REPLICA", replica.to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    if let Some(dir) = &service.working_dir {
-        cmd.current_dir(dir);
-    }
-    if let Some(id) = identity {
-        if let Some(home) = &id.home {
-            cmd.env("HOME", home);
-        }
-        if let Some(name) = &id.name {
-            cmd.env("USER", name).env("LOGNAME", name);
-        }
-    }
-    let identity = identity.cloned();
-    // SAFETY: the closure only makes async-signal-safe system calls (write, rt_sigaction,
-    // sigprocmask, setsid, setrlimit, setgroups, setgid, setuid) on data prepared before fork.
-    unsafe {
-        cmd.pre_exec(move || {
-            if let Some(procs) = cgroup_procs {
-                join_cgroup(procs)?;
-            }
-            signals::reset_in_child()?;
-            nix::unistd::setsid()?;
-            crate::fd_budget::restore_in_child()?;
-            if let Some(id) = &identity {
-                nix::unistd::setgroups(&id.groups)?;
-                nix::unistd::setgid(id.gid)?;
-                nix::unistd::setuid(id.uid)?;
-            }
-            Ok(())
-        });
-    }
-    cmd
+/// A process to start, every string of it ready for exec: made before the process exists, which
+/// may allocate nothing. No `Debug`: the environment holds secrets.
+pub struct Launch {
+    /// The paths to try, in order: the program itself, or one per directory of PATH.
+    exec: Vec<CString>,
+    argv: Vec<CString>,
+    /// `NAME=value`, sorted by name, each name once.
+    env: Vec<CString>,
+    cwd: Option<CString>,
+    ids: Option<Ids>,
 }
 
-/// Writes `0` ("the calling process") into an open `cgroup.procs`. Runs between fork and
-/// exec: one write(2) of a static buffer, async-signal-safe.
-fn join_cgroup(procs: RawFd) -> std::io::Result<()> {
-    // SAFETY: write(2) from a static buffer to a descriptor the parent opened before fork.
-    let written = unsafe { libc::write(procs, b"0".as_ptr().cast(), 1) };
-    if written == 1 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
+impl Launch {
+    /// One replica of `service`. `replica` is 1-based and exported to the process as
+    /// `KILN_REPLICA` so that workers can tell themselves apart.
+    pub fn service(
+        service: &ServiceConfig,
+        env: &FrozenEnv,
+        identity: Option<&Identity>,
+        replica: u32,
+    ) -> io::Result<Launch> {
+        let replica = replica.to_string();
+        let mut vars: BTreeMap<&str, &str> = env.for_service(service.env_allow.as_deref()).collect();
+        vars.extend(service.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        vars.insert("KILN_SERVICE", &service.name);
+        vars.insert("KILN_REPLICA", &replica);
+        if let Some(id) = identity {
+            if let Some(home) = &id.home {
+                vars.insert("HOME", home);
+            }
+            if let Some(name) = &id.name {
+                vars.insert("USER", name);
+                vars.insert("LOGNAME", name);
+            }
+        }
+        Launch::new(&service.command, &vars, service.working_dir.as_deref(), identity)
     }
+
+    /// `argv` with exactly the environment `env`, in `cwd`, as `identity`. A bare program name
+    /// is looked up in the PATH of `env` when the process execs.
+    pub fn new(
+        argv: &[String],
+        env: &BTreeMap<&str, &str>,
+        cwd: Option<&Path>,
+        identity: Option<&Identity>,
+    ) -> io::Result<Launch> {
+        let program = argv
+            .first()
+            .ok_or_else(|| invalid("the command is empty".into()))?;
+        let search = env.get("PATH").copied().unwrap_or(DEFAULT_PATH);
+        let exec = candidates(program, search)?;
+        let argv = argv
+            .iter()
+            .map(|arg| CString::new(arg.as_str()))
+            .collect::<Result<_, _>>()
+            .map_err(|_| invalid("an argument of the command contains a NUL byte".into()))?;
+        let env = env
+            .iter()
+            .map(|(name, value)| {
+                CString::new(format!("{name}={value}"))
+                    .map_err(|_| invalid(format!("environment variable {name} contains a NUL byte")))
+            })
+            .collect::<Result<_, _>>()?;
+        let cwd = cwd
+            .map(|dir| CString::new(dir.as_os_str().as_bytes()))
+            .transpose()
+            .map_err(|_| invalid("working_dir contains a NUL byte".into()))?;
+        let ids = identity.map(|id| Ids {
+            uid: id.uid.as_raw(),
+            gid: id.gid.as_raw(),
+            groups: id.groups.iter().map(|g| g.as_raw()).collect(),
+        });
+        Ok(Launch {
+            exec,
+            argv,
+            env,
+            cwd,
+            ids,
+        })
+    }
+}
+
+fn invalid(message: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, message)
+}
+
+/// What exec tries for `program`: a path as it is, a bare name in each directory of `search`.
+fn candidates(program: &str, search: &str) -> io::Result<Vec<CString>> {
+    let paths: Vec<String> = match program.contains('/') {
+        true => vec![program.to_string()],
+        false => search
+            .split(':')
+            .filter(|dir| !dir.is_empty())
+            .map(|dir| format!("{}/{program}", dir.trim_end_matches('/')))
+            .collect(),
+    };
+    paths
+        .into_iter()
+        .map(CString::new)
+        .collect::<Result<_, _>>()
+        .map_err(|_| invalid("the program or PATH contains a NUL byte".into()))
+}
+
+/// A started process: its pid, and the read ends of its stdout and stderr.
+#[derive(Debug)]
+pub struct Spawned {
+    pub pid: Pid,
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
+}
+
+/// How the new process gets into its unit's cgroup.
+enum Way<'a> {
+    /// Created inside it: `clone3(CLONE_INTO_CGROUP)` with the cgroup's directory.
+    Born(MutexGuard<'a, OwnedFd>),
+    /// Forked, then `0` into this `cgroup.procs` before anything else.
+    Joins(OwnedFd),
+    /// No cgroup: forked, in a session of its own.
+    Forked,
+}
+
+impl Way<'_> {
+    fn of(cgroup: Option<&UnitCgroup>, born: bool) -> io::Result<Way<'_>> {
+        Ok(match cgroup {
+            None => Way::Forked,
+            Some(cgroup) if born => Way::Born(cgroup.dir_fd()),
+            Some(cgroup) => Way::Joins(cgroup.open_procs()?),
+        })
+    }
+}
+
+/// The new process was killed before it ran an instruction (no [`child::HELLO`]).
+#[derive(Debug)]
+struct NeverRan;
+
+impl std::fmt::Display for NeverRan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the new process was killed before it ran")
+    }
+}
+
+impl std::error::Error for NeverRan {}
+
+/// Starts `launch` in its unit's `cgroup` (without one: a session of its own in kiln's) and
+/// returns it, once it has exec'd, with a receiver for its exit. An error names the step that
+/// failed in the new process (`setuid: Operation not permitted`), or is exec's own.
+///
+/// A process that `clone3` created in its cgroup and that was killed before it ran is what a
+/// kernel does that kills such processes (see `cgroup::UnitCgroup`): from then on every process
+/// takes the fallback, starting with this one, and `kiln status` says why.
+pub fn spawn(
+    reaper: &Reaper,
+    launch: &Launch,
+    cgroup: Option<&UnitCgroup>,
+) -> io::Result<(Spawned, oneshot::Receiver<Exit>)> {
+    let born = cgroup.is_some() && *clone::path() == SpawnPath::IntoCgroup;
+    match start(reaper, launch, Way::of(cgroup, born)?) {
+        Err(e) if born && e.get_ref().is_some_and(|e| e.is::<NeverRan>()) => {
+            clone::demote(Fallback::KilledBeforeItRan);
+            start(reaper, launch, Way::of(cgroup, false)?)
+        }
+        started => started,
+    }
+}
+
+/// One attempt of [`spawn`], the way given.
+fn start(reaper: &Reaper, launch: &Launch, way: Way<'_>) -> io::Result<(Spawned, oneshot::Receiver<Exit>)> {
+    let (stdout, out_w) = pipe()?;
+    let (stderr, err_w) = pipe()?;
+    let (report_r, report_w) = pipe()?;
+    let null = above_stdio(std::fs::File::open("/dev/null")?.into())?;
+    let argv = pointers(&launch.argv);
+    let envp = pointers(&launch.env);
+    let plan = Plan {
+        exec: &launch.exec,
+        argv: &argv,
+        envp: &envp,
+        stdio: [null.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd()],
+        cwd: launch.cwd.as_deref(),
+        ids: launch.ids.as_ref(),
+        nofile: crate::fd_budget::for_children(),
+        join: match &way {
+            Way::Joins(procs) => Some(procs.as_raw_fd()),
+            Way::Born(_) | Way::Forked => None,
+        },
+        report: report_w.as_raw_fd(),
+    };
+    reaper.start_child(move || {
+        let pid = create(&way, &plan)?;
+        // The child's ends: once they are closed here, the report ends when the child execs.
+        drop((null, out_w, err_w, report_w, way));
+        match read_report(&report_r)? {
+            None => Ok((Spawned { pid, stdout, stderr }, pid)),
+            Some(failure) => {
+                reap(pid);
+                Err(failure)
+            }
+        }
+    })
+}
+
+/// Creates the process and, in it, runs `plan` to its exec. Every signal is blocked meanwhile:
+/// the child starts with none of kiln's handlers reachable, and unblocks once its dispositions
+/// are the defaults.
+fn create(way: &Way<'_>, plan: &Plan<'_>) -> io::Result<Pid> {
+    let mut kept = SigSet::empty();
+    pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::all()), Some(&mut kept))?;
+    let created = match way {
+        Way::Born(cgroup) => clone::clone3(Some(cgroup.as_fd())),
+        Way::Joins(_) | Way::Forked => clone::fork(),
+    };
+    let pid = match created {
+        Ok(None) => child::run(plan),
+        Ok(Some(pid)) => Ok(pid),
+        Err(e) => Err(io::Error::from(e)),
+    };
+    pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&kept), None)?;
+    pid
+}
+
+/// A whole report of a failure: [`child::HELLO`], then the failure.
+const REPORT_LEN: usize = 1 + FAILURE_LEN;
+
+/// What the child reported: None when it ran and exec'd (the report pipe ended after
+/// [`child::HELLO`]), else the error.
+fn read_report(report: &OwnedFd) -> io::Result<Option<io::Error>> {
+    let mut message = [0u8; REPORT_LEN];
+    let mut got = 0;
+    while got < message.len() {
+        match nix::unistd::read(report, &mut message[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let [_, step, e0, e1, e2, e3] = message;
+    let os = io::Error::from_raw_os_error(i32::from_ne_bytes([e0, e1, e2, e3]));
+    let failure = match (got, Step::from_byte(step)) {
+        (0, _) => io::Error::other(NeverRan),
+        (1, _) => return Ok(None),
+        (REPORT_LEN, Some(Step::Exec)) => os,
+        (REPORT_LEN, Some(step)) => io::Error::new(os.kind(), format!("{}: {os}", step.doing())),
+        _ => io::Error::other("the new process failed before its exec and did not say why"),
+    };
+    Ok(Some(failure))
+}
+
+/// Collects a child that failed before its exec (the reaper's lock is held: it cannot take it).
+fn reap(pid: Pid) {
+    while let Err(Errno::EINTR) = nix::sys::wait::waitpid(pid, None) {}
+}
+
+/// A close-on-exec pipe, (read, write), both above descriptor 2.
+fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+    Ok((above_stdio(read)?, above_stdio(write)?))
+}
+
+/// `fd`, or a close-on-exec copy of it at 3 or above where it is 0, 1 or 2 (kiln started with
+/// a standard descriptor closed): the child's `dup2` onto 0, 1 and 2 must overwrite no source.
+fn above_stdio(fd: OwnedFd) -> io::Result<OwnedFd> {
+    if fd.as_raw_fd() > 2 {
+        return Ok(fd);
+    }
+    let copy = fcntl(&fd, FcntlArg::F_DUPFD_CLOEXEC(3))?;
+    // SAFETY: fcntl just made `copy`; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(copy) })
+}
+
+/// The null-terminated pointer list exec takes, into `strings` (which must outlive it).
+fn pointers(strings: &[CString]) -> Vec<*const c_char> {
+    strings
+        .iter()
+        .map(|s| s.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect()
 }
 
 /// The command of an exec probe: the service's environment, no input or output, and a process

@@ -7,7 +7,8 @@ use crate::state::{
     CheckInOutcome, CheckInStatus, Containment, ContainmentKind, ExpectedImage, HookState, HookStatus,
     HooksStatus, InstanceStatus, LbState, LbStatus, LeaveStatus, LeaveStep, LeaveStepKind, LifecycleStatus,
     NoticeStatus, OnNotice, Phase, PhpFpmPool, PhpFpmStatus, ProviderFound, ProviderStatus, RenderStatus,
-    SealStatus, SecretsStatus, Snapshot, TaskStatus, UnitKind, UnitState, UnitStatus,
+    SealStatus, SecretsStatus, Snapshot, SpawnPathKind, SpawnStatus, TaskStatus, UnitKind, UnitState,
+    UnitStatus,
 };
 use crate::terminal::printable;
 use std::fmt::Write;
@@ -39,6 +40,10 @@ fn summary_lines(s: &Snapshot, now_ms: u64) -> Vec<String> {
         s.containment
             .as_ref()
             .map(|c| format!("services: {}", containment_line(c))),
+        s.containment
+            .as_ref()
+            .and_then(|c| c.spawn.as_ref())
+            .map(spawn_line),
         s.lb.as_ref().map(|lb| lb_line(lb, now_ms)),
     ]
     .into_iter()
@@ -580,6 +585,17 @@ fn containment_line(c: &Containment) -> String {
     }
 }
 
+/// How units' processes get into their cgroups; the fallback with its cost and why.
+fn spawn_line(spawn: &SpawnStatus) -> String {
+    match spawn.path {
+        SpawnPathKind::Clone3 => "spawn: clone3 into each unit's cgroup (nothing migrates)".into(),
+        SpawnPathKind::CgroupProcs => format!(
+            "spawn: fork, then cgroup.procs ({}): a start can wait ~10 ms on the kernel's cgroup lock",
+            printable(spawn.why.as_deref().unwrap_or("clone3 refused"))
+        ),
+    }
+}
+
 /// `12.3M`, `1.5G`: memory as `systemctl status` shows it.
 fn memory(bytes: u64) -> String {
     const MIB: f64 = 1024.0 * 1024.0;
@@ -774,6 +790,7 @@ mod tests {
             cgroup: Some("/sys/fs/cgroup/system.slice/kiln.service/services".into()),
             controllers: vec!["memory".into(), "pids".into()],
             why: None,
+            spawn: None,
         };
         assert_eq!(
             containment_line(&cgroups),
@@ -789,6 +806,7 @@ mod tests {
             cgroup: None,
             controllers: Vec::new(),
             why: Some("cgroup2 at /sys/fs/cgroup is mounted read-only".into()),
+            spawn: None,
         };
         assert_eq!(
             containment_line(&groups),
@@ -796,6 +814,26 @@ mod tests {
         );
         assert_eq!(memory(12_900_000), "12.3M");
         assert_eq!(memory(3 << 30), "3.0G");
+    }
+
+    #[test]
+    fn the_spawn_line_says_how_processes_get_into_their_cgroups() {
+        let born = SpawnStatus {
+            path: SpawnPathKind::Clone3,
+            why: None,
+        };
+        assert_eq!(
+            spawn_line(&born),
+            "spawn: clone3 into each unit's cgroup (nothing migrates)"
+        );
+        let joins = SpawnStatus {
+            path: SpawnPathKind::CgroupProcs,
+            why: Some("clone3 with CLONE_INTO_CGROUP refused: ENOSYS: Function not implemented".into()),
+        };
+        assert_eq!(
+            spawn_line(&joins),
+            "spawn: fork, then cgroup.procs (clone3 with CLONE_INTO_CGROUP refused: ENOSYS: Function not implemented): a start can wait ~10 ms on the kernel's cgroup lock"
+        );
     }
 
     /// A snapshot with every section (`golden/snapshot.json`): its status JSON and its text stay

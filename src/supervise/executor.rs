@@ -12,9 +12,9 @@ use crate::env::FrozenEnv;
 use crate::metrics::{ProbeSeries, Recorder};
 use crate::probe::runner::{self, CheckReport, ProbeEvent, UnitProbes};
 use crate::probe::{Probe, Role};
-use crate::process::Reaper;
 use crate::process::output::{self, Stream, UnitOutput};
 use crate::process::spawn::{self, Identity};
+use crate::process::{Reaper, clone};
 use crate::state::{BootStep, Phase, Shared, WarmState, now_ms};
 use crate::systemd::Notifier;
 use nix::sys::signal::{Signal, kill, killpg};
@@ -270,22 +270,17 @@ impl Supervisor {
         &mut self,
         unit: UnitId,
         name: &Arc<str>,
-        child: &mut std::process::Child,
+        [stdout, stderr]: [OwnedFd; 2],
         is_task: bool,
     ) -> Vec<JoinHandle<()>> {
         let runtime = &mut self.units[unit];
         runtime.output.retain(|forwarder| !forwarder.is_finished());
         let mut run_output = Vec::new();
-        for (stream, fd) in [
-            (Stream::Stdout, child.stdout.take().map(OwnedFd::from)),
-            (Stream::Stderr, child.stderr.take().map(OwnedFd::from)),
-        ] {
-            if let Some(fd) = fd {
-                let forwarder = output::forward(name.clone(), stream, fd, runtime.kept_output.clone());
-                match is_task {
-                    true => run_output.push(forwarder),
-                    false => runtime.output.push(forwarder),
-                }
+        for (stream, fd) in [(Stream::Stdout, stdout), (Stream::Stderr, stderr)] {
+            let forwarder = output::forward(name.clone(), stream, fd, runtime.kept_output.clone());
+            match is_task {
+                true => run_output.push(forwarder),
+                false => runtime.output.push(forwarder),
             }
         }
         run_output
@@ -387,15 +382,10 @@ impl Supervisor {
         let u = &self.machine.units()[unit];
         let service = &self.services[u.service];
         let cgroup = self.units[unit].cgroup.clone();
-        let join = cgroup.as_ref().map(|c| c.join_fd());
-        let mut command = spawn::command(
-            &service.config,
-            &self.env,
-            service.identity.as_ref(),
-            u.replica,
-            join,
-        );
-        let (mut child, exit) = match self.reaper.spawn(&mut command) {
+        let spawned =
+            spawn::Launch::service(&service.config, &self.env, service.identity.as_ref(), u.replica)
+                .and_then(|launch| spawn::spawn(&self.reaper, &launch, cgroup.as_deref()));
+        let (child, exit) = match spawned {
             Ok(spawned) => spawned,
             Err(e) => {
                 let reason = format!("cannot start {:?}: {e}", service.config.command[0]);
@@ -408,14 +398,14 @@ impl Supervisor {
         };
         let is_task = service.task.is_some();
         let name = u.name.clone();
-        let run_output = self.forward_output(unit, &name, &mut child, is_task);
+        let run_output = self.forward_output(unit, &name, [child.stdout, child.stderr], is_task);
         let tx = self.tx.clone();
         tokio::spawn(async move {
             if let Ok(exit) = exit.await {
                 // What the main process left (its workers, a daemon that double-forked out of
                 // its group) goes too, and the unit is gone only once its cgroup is empty.
                 if let Some(cgroup) = cgroup {
-                    cgroup.kill_and_wait_empty(&name).await;
+                    cgroup.end_run(&name).await;
                 }
                 // A task's exit may end the boot with its last lines as the reason: they are
                 // read from the pipe first (an exit can be reaped before its final output).
@@ -428,11 +418,10 @@ impl Supervisor {
                 let _ = tx.send(Input::Event(exited));
             }
         });
-        let pid = Pid::from_raw(child.id() as i32);
         Event::Spawned {
             unit,
             generation,
-            pid,
+            pid: child.pid,
         }
     }
 
@@ -497,6 +486,10 @@ impl Supervisor {
             status.cgroup = runtime.cgroup.as_ref().map(|c| c.dir().display().to_string());
         }
         self.shared.update(|snap| {
+            // The fallback may have been taken since the boot (`process::spawn`).
+            if let Some(spawn) = snap.containment.as_mut().and_then(|c| c.spawn.as_mut()) {
+                *spawn = clone::path().status();
+            }
             snap.services = units;
             if matches!(snap.phase, Phase::Starting | Phase::Ready | Phase::Degraded) {
                 snap.phase = phase;

@@ -1,0 +1,28 @@
+#!/bin/bash
+# The first PHP page of the example after `kiln boot`, against supervisord 4.2 (Debian's
+# `supervisor` package) running the same services from the same files, and against the apps' own
+# chain (php-fpm alone to its "ready to handle connections", plus nginx alone to its first 200):
+# one run, side by side, round by round (bench/first_page.py says how each figure is taken). Also
+# the RSS of kiln and of supervisord with the example running.
+# Targets: kiln within 5 ms of the chain, and at least 30x faster than supervisord.
+#
+# Usage: bench/first_page.sh [--bin PATH] [--rounds N]   (as root; --bin defaults to the static
+#   release binary, built if missing; supervisord is Debian's, unpacked from its .deb into
+#   target/bench/ if it is not installed: nothing is installed and no service is started)
+. "$(dirname "$0")/lib.sh"
+rounds=10
+while (($#)); do
+    case $1 in
+        --bin) bin=$2; shift ;;
+        --rounds) rounds=$2; shift ;;
+        *) echo "usage: $0 [--bin PATH] [--rounds N]" >&2; exit 2 ;;
+    esac
+    shift
+done
+bench_binaries
+bench_supervisord
+bench_machine_line
+echo "supervisord $("${supervisord[@]}" --version)"
+bench_example page
+python3 bench/first_page.py --kiln "$bin" --config "$config" --http "$http" --rounds "$rounds" \
+    --supervisord "${supervisord[*]}"
