@@ -10,6 +10,9 @@ use std::path::Path;
 /// Azure's chassis asset tag, the same on every Azure VM.
 const AZURE_ASSET_TAG: &str = "7783-7084-3265-9085-8269-3286-77";
 
+/// Oracle Cloud's chassis asset tag, the same on every OCI instance.
+const ORACLE_ASSET_TAG: &str = "OracleCloud.com";
+
 /// The cloud DMI names, or why none could be told (the DMI values read, which are not secret).
 pub fn detect(dmi_dir: &Path, hypervisor_uuid: &Path) -> Result<ProviderKind, String> {
     let read = |path: &Path| {
@@ -37,6 +40,9 @@ pub fn detect(dmi_dir: &Path, hypervisor_uuid: &Path) -> Result<ProviderKind, St
     if vendor == "DigitalOcean" {
         return Ok(ProviderKind::Digitalocean);
     }
+    if let Some(kind) = by_vendor(&vendor, &product, &asset_tag) {
+        return Ok(kind);
+    }
     if product == "OpenStack Nova" || product == "OpenStack Compute" || asset_tag == "OpenStack Nova" {
         return Ok(ProviderKind::Openstack);
     }
@@ -49,6 +55,22 @@ pub fn detect(dmi_dir: &Path, hypervisor_uuid: &Path) -> Result<ProviderKind, St
     Err(format!(
         "no known cloud in DMI (sys_vendor {vendor:?}, product_name {product:?}): set [metadata] provider"
     ))
+}
+
+/// The clouds that stamp their own name in DMI (as afterburn and cloud-init tell them).
+fn by_vendor(vendor: &str, product: &str, asset_tag: &str) -> Option<ProviderKind> {
+    Some(match vendor {
+        _ if asset_tag == ORACLE_ASSET_TAG => ProviderKind::Oracle,
+        "Hetzner" => ProviderKind::Hetzner,
+        "Scaleway" => ProviderKind::Scaleway,
+        "Vultr" => ProviderKind::Vultr,
+        "Linode" | "Akamai" => ProviderKind::Akamai,
+        "Alibaba Cloud" => ProviderKind::Alibaba,
+        "UpCloud" => ProviderKind::Upcloud,
+        _ if product == "Alibaba Cloud ECS" => ProviderKind::Alibaba,
+        _ if product.starts_with("Exoscale") => ProviderKind::Exoscale,
+        _ => return None,
+    })
 }
 
 #[cfg(test)]
@@ -76,6 +98,18 @@ mod tests {
             (&[("chassis_asset_tag", AZURE_ASSET_TAG)], ProviderKind::Azure),
             (&[("sys_vendor", "DigitalOcean")], ProviderKind::Digitalocean),
             (&[("product_name", "OpenStack Compute")], ProviderKind::Openstack),
+            (&[("chassis_asset_tag", ORACLE_ASSET_TAG)], ProviderKind::Oracle),
+            (&[("sys_vendor", "Hetzner")], ProviderKind::Hetzner),
+            (&[("sys_vendor", "Scaleway")], ProviderKind::Scaleway),
+            (&[("sys_vendor", "Vultr")], ProviderKind::Vultr),
+            (&[("sys_vendor", "Linode")], ProviderKind::Akamai),
+            (&[("sys_vendor", "Akamai")], ProviderKind::Akamai),
+            (&[("product_name", "Alibaba Cloud ECS")], ProviderKind::Alibaba),
+            (
+                &[("product_name", "Exoscale Compute Platform")],
+                ProviderKind::Exoscale,
+            ),
+            (&[("sys_vendor", "UpCloud")], ProviderKind::Upcloud),
         ];
         for (files, want) in cases {
             let dir = dmi(files);
