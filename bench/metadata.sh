@@ -6,16 +6,23 @@
 # (`--split-segments`, Python http.server's way). Prints the medians and the ratio. Target: kiln
 # <= 20 ms against both and no slower than curl. A benchmark, not a test: it prints numbers and
 # never fails on them.
-# Usage: bench/metadata.sh [--no-build] [--runs N] [--kiln PATH]      (needs hyperfine and curl)
+#
+# `--provider NAME` (any cloud `kiln-testkit metadata` emulates) times `kiln env` alone against
+# that cloud's emulator (token, facts, user-data as the cloud serves them); `--provider all`
+# does so for every cloud and prints one median a cloud. Scaleway needs root (its user-data is
+# asked from a source port below 1024).
+# Usage: bench/metadata.sh [--no-build] [--runs N] [--kiln PATH] [--provider NAME|all]
+#        (needs hyperfine, and curl for the EC2 comparison)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-build=1 runs=300 kiln=target/release/kiln
+build=1 runs=300 kiln=target/release/kiln provider=
 while (($#)); do
     case $1 in
         --no-build) build=0 ;;
         --runs) runs=$2; shift ;;
         --kiln) kiln=$2; shift ;;
-        *) echo "usage: $0 [--no-build] [--runs N] [--kiln PATH]" >&2; exit 2 ;;
+        --provider) provider=$2; shift ;;
+        *) echo "usage: $0 [--no-build] [--runs N] [--kiln PATH] [--provider NAME|all]" >&2; exit 2 ;;
     esac
     shift
 done
@@ -64,6 +71,36 @@ TOML
         grep -q "^$var=" "$work/$name/kiln/env" || { echo "kiln's env file lacks $var (curl's has it)" >&2; exit 1; }
     done
 }
+# time_provider NAME: `kiln env` against NAME's emulator, alone; prints its median.
+time_provider() {
+    local name=$1 url
+    mkdir -p "$work/$name"
+    target/release/kiln-testkit metadata --provider "$name" --listen 127.0.0.1:0 --user-data "$work/user-data" \
+        --tag env.APP_ENV=prod >"$work/$name/emulator.out" &
+    emulators+=($!)
+    for _ in $(seq 100); do
+        grep -q '^listening on ' "$work/$name/emulator.out" && break
+        sleep 0.1
+    done
+    url=$(sed -n 's/^listening on //p' "$work/$name/emulator.out")
+    [[ -n $url ]] || { echo "the $name emulator did not start" >&2; exit 1; }
+    printf '[metadata]\nprovider = "%s"\nendpoint = "%s"\ntags_prefix = "env."\n[env]\nrequired = ["APP_SECRET", "DATABASE_URL"]\n' \
+        "$name" "$url" >"$work/$name/kiln.toml"
+    "$kiln" env --config "$work/$name/kiln.toml" --write-to "$work/$name/kiln" >/dev/null
+    hyperfine -N --warmup 20 --runs "$runs" --style none --export-json "$work/$name/results.json" \
+        -n "kiln env, $name" "$kiln env --config $work/$name/kiln.toml --write-to $work/$name/kiln" >/dev/null
+    python3 -c 'import json, sys; r = json.load(open(sys.argv[1]))["results"][0]; print(f"{sys.argv[2]:14} median {r["median"] * 1000:6.2f} ms  (min {r["min"] * 1000:.2f}, max {r["max"] * 1000:.2f})")' \
+        "$work/$name/results.json" "$name"
+}
+if [[ -n $provider && $provider != ec2-vs-curl ]]; then
+    [[ $provider == all ]] && provider="ec2 gce azure openstack digitalocean oracle hetzner scaleway vultr akamai alibaba exoscale upcloud"
+    echo "kiln env, $runs runs a cloud (kiln: $kiln; work directory on $(df --output=fstype "$work" | tail -1)):"
+    for name in $provider; do
+        time_provider "$name"
+    done
+    exit 0
+fi
+
 start_emulator one-segment
 start_emulator split --split-segments
 

@@ -443,3 +443,41 @@ async fn upcloud_one_document_private_interface() {
     let bare = MetadataEmulator::start(Options::new(Cloud::UpCloud));
     assert_eq!(fetch(&config(&bare, "")).await.expect("fetch").user_data, None);
 }
+
+/// Without root or CAP_NET_BIND_SERVICE no source port below 1024 can be bound: that was retried
+/// until the deadline (a minute at boot) as if the network were down. Now it ends the fetch at
+/// once, saying what kiln needs.
+#[test]
+fn scaleway_without_a_privileged_port_says_so_at_once() {
+    let emulator = MetadataEmulator::start(Options::new(Cloud::Scaleway).user_data("A=1\n"));
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("kiln.toml");
+    std::fs::write(&config, emulator.config_section("deadline = \"30s\"")).unwrap();
+    let world_readable = std::os::unix::fs::PermissionsExt::from_mode(0o755);
+    std::fs::set_permissions(dir.path(), world_readable).unwrap();
+    let output = std::process::Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(env!("CARGO_BIN_EXE_kiln"))
+        .args(["env", "--config"])
+        .arg(&config)
+        .args(["--write-to", "/nonexistent"])
+        .output()
+        .expect("setpriv (util-linux)");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert_eq!(
+        stderr.lines().last().unwrap_or_default(),
+        format!(
+            "kiln env: metadata (scaleway at {}), user_data/cloud-init: cannot bind a source port below 1024 \
+             (Permission denied (os error 13)): Scaleway serves user-data only to one; run kiln as root or \
+             with CAP_NET_BIND_SERVICE",
+            emulator.url()
+        )
+    );
+    assert!(!stderr.contains("retrying"), "{stderr}");
+}

@@ -9,7 +9,7 @@
 //! every other by the request timeout, the deadline and the body limit. Scaleway tags are plain
 //! labels: no tags for the environment.
 
-use super::client::{Answer, Http, Request, json_string, parse_json};
+use super::client::{Answer, Http, Request, Tried, json_string, parse_json};
 use super::{InstanceFacts, MetadataProvider, Result};
 use bytes::Bytes;
 use http_body_util::BodyExt;
@@ -40,18 +40,21 @@ impl Scaleway {
         }
     }
 
-    /// One GET from a privileged source port, within the request timeout.
-    async fn privileged_get(&self, path: &str) -> std::result::Result<Answer, String> {
+    /// One GET from a privileged source port, within the request timeout. No such port to be had
+    /// (not root) ends the fetch at once: waiting does not grant a capability.
+    async fn privileged_get(&self, step: &str, path: &str) -> Tried {
         let timeout = self
             .request_timeout
             .min(self.deadline.saturating_duration_since(Instant::now()));
         match tokio::time::timeout(timeout, self.exchange(path)).await {
-            Ok(answer) => answer,
-            Err(_) => Err(format!("no answer within {}", crate::net::millis(timeout))),
+            Ok(Err(Failed::Final(reason))) => Err(self.http.error(step, reason)),
+            Ok(Err(Failed::Retry(reason))) => Ok(Err(reason)),
+            Ok(Ok(answer)) => Ok(Ok(answer)),
+            Err(_) => Ok(Err(format!("no answer within {}", crate::net::millis(timeout)))),
         }
     }
 
-    async fn exchange(&self, path: &str) -> std::result::Result<Answer, String> {
+    async fn exchange(&self, path: &str) -> std::result::Result<Answer, Failed> {
         let authority = self.http.base.trim_start_matches("http://");
         let target = match authority.rsplit_once(':') {
             Some((_, port)) if port.parse::<u16>().is_ok() => authority.to_string(),
@@ -61,12 +64,12 @@ impl Scaleway {
             .await
             .ok()
             .and_then(|mut addrs| addrs.next())
-            .ok_or_else(|| format!("cannot resolve {authority}"))?;
+            .ok_or_else(|| Failed::Retry(format!("cannot resolve {authority}")))?;
         let stream = connect_from_privileged_port(peer).await?;
         let io = hyper_util::rt::TokioIo::new(stream);
         let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
             .await
-            .map_err(|e| crate::net::root_cause(&e))?;
+            .map_err(|e| Failed::Retry(crate::net::root_cause(&e)))?;
         let request = hyper::Request::get(path)
             .header(hyper::header::HOST, authority)
             .header(
@@ -74,7 +77,7 @@ impl Scaleway {
                 concat!("kiln/", env!("CARGO_PKG_VERSION")),
             )
             .body(http_body_util::Empty::<Bytes>::new())
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| Failed::Final(e.to_string()))?;
         let exchange = async {
             let response = sender
                 .send_request(request)
@@ -93,19 +96,25 @@ impl Scaleway {
             })
         };
         tokio::select! {
-            answer = exchange => answer,
-            ended = connection => Err(match ended {
+            answer = exchange => answer.map_err(Failed::Retry),
+            ended = connection => Err(Failed::Retry(match ended {
                 Ok(()) => "connection closed before an answer".to_string(),
                 Err(e) => crate::net::root_cause(&e),
-            }),
+            })),
         }
     }
+}
+
+/// Why one privileged request failed: worth another attempt, or not.
+enum Failed {
+    Retry(String),
+    Final(String),
 }
 
 /// A connection to `peer` from a free local port below 1024, tried from a random one on.
 async fn connect_from_privileged_port(
     peer: SocketAddr,
-) -> std::result::Result<tokio::net::TcpStream, String> {
+) -> std::result::Result<tokio::net::TcpStream, Failed> {
     let ports = PRIVILEGED_PORTS.len() as u16;
     let start = fastrand::u16(0..ports);
     for offset in 0..ports {
@@ -114,7 +123,7 @@ async fn connect_from_privileged_port(
             SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
             SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
         }
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| Failed::Retry(e.to_string()))?;
         let local = SocketAddr::new(
             match peer {
                 SocketAddr::V4(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
@@ -126,20 +135,20 @@ async fn connect_from_privileged_port(
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => continue,
             Err(e) => {
-                return Err(format!(
+                return Err(Failed::Final(format!(
                     "cannot bind a source port below 1024 ({e}): Scaleway serves user-data only to \
                      one; run kiln as root or with CAP_NET_BIND_SERVICE"
-                ));
+                )));
             }
         }
         match socket.connect(peer).await {
             Ok(stream) => return Ok(stream),
             // The same four-tuple still in TIME_WAIT from an earlier attempt: the next port.
             Err(e) if e.kind() == std::io::ErrorKind::AddrNotAvailable => continue,
-            Err(e) => return Err(format!("cannot connect: {e}")),
+            Err(e) => return Err(Failed::Retry(format!("cannot connect: {e}"))),
         }
     }
-    Err("no free source port below 1024".into())
+    Err(Failed::Retry("no free source port below 1024".into()))
 }
 
 #[async_trait::async_trait]
@@ -163,7 +172,7 @@ impl MetadataProvider for Scaleway {
 
     async fn user_data(&self) -> Result<Option<Vec<u8>>> {
         let step = "user_data/cloud-init";
-        let attempt = || async { Ok(self.privileged_get("/user_data/cloud-init").await) };
+        let attempt = || self.privileged_get(step, "/user_data/cloud-init");
         let answer = self
             .http
             .send_with(step, attempt, |a| self.http.by_status(a.status))
