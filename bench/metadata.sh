@@ -89,8 +89,12 @@ time_provider() {
     "$kiln" env --config "$work/$name/kiln.toml" --write-to "$work/$name/kiln" >/dev/null
     hyperfine -N --warmup 20 --runs "$runs" --style none --export-json "$work/$name/results.json" \
         -n "kiln env, $name" "$kiln env --config $work/$name/kiln.toml --write-to $work/$name/kiln" >/dev/null
-    python3 -c 'import json, sys; r = json.load(open(sys.argv[1]))["results"][0]; print(f"{sys.argv[2]:14} median {r["median"] * 1000:6.2f} ms  (min {r["min"] * 1000:.2f}, max {r["max"] * 1000:.2f})")' \
-        "$work/$name/results.json" "$name"
+    python3 - "$work/$name/results.json" "$name" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))["results"][0]
+ms = {k: r[k] * 1000 for k in ("median", "min", "max")}
+print(f"{sys.argv[2]:14} median {ms['median']:6.2f} ms  (min {ms['min']:.2f}, max {ms['max']:.2f})")
+PY
 }
 if [[ -n $provider && $provider != ec2-vs-curl ]]; then
     [[ $provider == all ]] && provider="ec2 gce azure openstack digitalocean oracle hetzner scaleway vultr akamai alibaba exoscale upcloud"
