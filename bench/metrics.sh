@@ -1,6 +1,7 @@
 #!/bin/bash
-# Measures /metrics (issue 14): for the example app (4 units) and for the example with 46 more
-# units (50 in all),
+# Measures /metrics (issue 14): for the example app (4 units), the example with 46 more units
+# (50 in all), and the example with its php-fpm pool's status page read at each scrape
+# ([service.phpfpm_status], issue 21),
 #   1. the time kiln takes to answer a scrape (curl's time to first byte minus its connect, over
 #      200 scrapes on fresh connections, as Prometheus makes them) and the bytes of one scrape in
 #      each format;
@@ -20,12 +21,22 @@ quantiles() {  # seconds on stdin, one a line: "median M, p90 P, max X"
 }
 rps() { awk '/^Requests\/sec/ {r=$2} /^ +99%/ {p=$2} END {printf "%.0f req/s, p99 %s", r, p}' "$1"; }
 
-# boot NAME EXTRA_UNITS: renders the example into $work/NAME with EXTRA_UNITS idle units more,
-# /metrics on a port of its own, and boots it.
+# boot NAME EXTRA_UNITS [pool]: renders the example into $work/NAME with EXTRA_UNITS idle units
+# more (and with `pool`, php-fpm's status page read at each scrape), /metrics on a port of its
+# own, and boots it.
 boot() {
     local dir=$work/$1
     health=127.0.0.1:$(port) metrics=127.0.0.1:$(port)
     target/release/kiln-testkit example render "$dir" --http "127.0.0.1:$(port)" --health "$health" >/dev/null
+    if [[ ${3:-} == pool ]]; then
+        python3 - "$dir" <<'PY'
+import sys
+path = sys.argv[1] + "/kiln.toml"
+text = open(path).read()
+page = '[service.phpfpm_status]\nfastcgi = "unix:%s/run/php-fpm.sock"\n\n' % sys.argv[1]
+open(path, "w").write(text.replace("[service.startup]", page + "[service.startup]", 1))
+PY
+    fi
     if (($2 > 0)); then
         printf '\n[[service]]\nname = "idle"\ncommand = ["sleep", "3600"]\nreplicas = %d\nready_after = "100ms"\n' "$2" >>"$dir/kiln.toml"
     fi
@@ -43,11 +54,14 @@ boot() {
 
 measure() {
     local name=$1 extra=$2
-    boot "$name" "$extra"
+    boot "$name" "$extra" "${3:-}"
     sleep 2
     local units
     units=$(curl -s "http://$metrics/metrics" | grep -c '^kiln_unit_ready{')
     echo "== $name: $units units"
+    if [[ ${3:-} == pool ]]; then
+        echo "pool read at each scrape: $(curl -s "http://$metrics/metrics" | grep '^kiln_phpfpm_up')"
+    fi
     local text openmetrics
     text=$(curl -s -o /dev/null -w '%{size_download}' "http://$metrics/metrics")
     openmetrics=$(curl -s -o /dev/null -w '%{size_download}' -H 'Accept: application/openmetrics-text;version=1.0.0' "http://$metrics/metrics")
@@ -79,3 +93,4 @@ echo "kiln $("$bin" --version) ($bin), $(nproc) cores"
 echo
 measure example 0
 measure fifty-units 46
+measure php-fpm-pool 0 pool

@@ -13,7 +13,7 @@ packages="nginx php-fpm php-cli ca-certificates curl"
 packages="$packages php-symfony-framework-bundle php-symfony-console php-symfony-dotenv php-symfony-runtime
   php-symfony-yaml php-symfony-messenger php-symfony-redis-messenger php-doctrine-dbal php-sqlite3
   php-redis redis-server"
-[ "${1:-}" = "--tests" ] && packages="$packages haproxy socat wrk hyperfine iproute2 util-linux procps python3-venv systemd libcap2-bin acl prometheus"
+[ "${1:-}" = "--tests" ] && packages="$packages haproxy socat wrk hyperfine iproute2 util-linux procps python3-venv systemd libcap2-bin acl prometheus genisoimage dosfstools"
 
 missing=""
 for p in $packages; do

@@ -44,6 +44,48 @@ pub fn user_data(data: &[u8]) {
     }
 }
 
+/// MIME user-data (kiln's part of one shared with cloud-init): bounded output; parts written
+/// with base64 bodies come back whole; an error about kiln's part never shows a value.
+pub fn user_data_mime(data: &[u8]) {
+    use base64::Engine;
+    if let Ok(parts) = crate::env::mime_parts(data) {
+        assert!(parts.len() <= crate::env::MIME_PARTS_MAX, "{} parts", parts.len());
+        let bytes: usize = parts.iter().map(|(_, body)| body.len()).sum();
+        assert!(
+            bytes <= data.len(),
+            "{bytes} bytes of parts from {} bytes",
+            data.len()
+        );
+    }
+    // The bytes cut at each 0xff into parts, written as a tool writes them: they come back.
+    let chunks: Vec<&[u8]> = data
+        .split(|&b| b == 0xff)
+        .take(crate::env::MIME_PARTS_MAX)
+        .collect();
+    let mut document =
+        String::from("Content-Type: multipart/mixed; boundary=\"==kiln==\"\nMIME-Version: 1.0\n\n");
+    for (n, chunk) in chunks.iter().enumerate() {
+        let kind = ["text/x-kiln-env", "text/cloud-config", "text/x-shellscript"][n % 3];
+        let body = base64::engine::general_purpose::STANDARD.encode(chunk);
+        document.push_str(&format!(
+            "--==kiln==\nContent-Type: {kind}; charset=\"utf-8\"\nContent-Transfer-Encoding: base64\n\n{body}\n"
+        ));
+    }
+    document.push_str("--==kiln==--\n");
+    let parts = crate::env::mime_parts(document.as_bytes())
+        .unwrap_or_else(|e| panic!("a well-formed document is refused: {e}"));
+    let bodies: Vec<&[u8]> = parts.iter().map(|(_, body)| body.as_slice()).collect();
+    assert_eq!(bodies, chunks, "the parts do not come back whole");
+    // kiln's part: an error about any of its lines never shows a value, here the first's.
+    let marked = format!(
+        "MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=b\n\n--b\nContent-Type: text/cloud-config\n\n#cloud-config\n--b\nContent-Type: text/x-kiln-env\n\n# kiln environment, not for cloud-init\nFUZZ_SECRET={MARKER}\n{}\n--b--\n",
+        String::from_utf8_lossy(data)
+    );
+    if let Err(e) = crate::env::parse_user_data(marked.as_bytes(), UserDataFormat::Dotenv, 1 << 16) {
+        assert!(!e.contains(MARKER), "an error shows a value: {e}");
+    }
+}
+
 /// The seal manifest: what decodes encodes back to itself, with the same root hash.
 pub fn seal_manifest(data: &[u8]) {
     let Ok(manifest) = Manifest::decode(data) else {
@@ -200,5 +242,42 @@ pub fn config(data: &[u8]) {
             }
         }
         assert!(taken.len() > before, "a dependency cycle was accepted");
+    }
+}
+
+/// A config drive image (first byte: ISO 9660 or FAT): its label is read without a panic, and
+/// what is read of it keeps within the caps (user-data at most one byte past its limit).
+pub fn config_drive(data: &[u8]) {
+    use crate::metadata::config_drive::{self, Filesystem};
+    let Some((&selector, image)) = data.split_first() else {
+        return;
+    };
+    let _ = config_drive::label_of(image);
+    let filesystem = match selector % 2 {
+        0 => Filesystem::Iso9660,
+        _ => Filesystem::Vfat,
+    };
+    let cap = 4096;
+    let device = std::io::Cursor::new(image.to_vec());
+    if let Ok(contents) = config_drive::read_from(device, filesystem, cap) {
+        let user_data = contents.user_data.map_or(0, |u| u.len());
+        assert!(
+            user_data <= cap as usize,
+            "{user_data} bytes of user-data from a {cap}-byte cap"
+        );
+    }
+}
+
+/// The WireServer's goal state: an accepted one holds values kiln may echo (a number, ids
+/// without spaces or control characters).
+pub fn goal_state(data: &[u8]) {
+    if let Ok(goal) = crate::metadata::wireserver::GoalState::parse(data) {
+        assert!(goal.incarnation.bytes().all(|b| b.is_ascii_digit()), "{goal:?}");
+        for id in [&goal.container_id, &goal.instance_id] {
+            assert!(
+                !id.is_empty() && !id.chars().any(|c| c.is_control() || c.is_whitespace()),
+                "{goal:?}"
+            );
+        }
     }
 }

@@ -26,6 +26,11 @@ enum Command {
         /// Refuse on warnings too (exit 78).
         #[arg(long)]
         strict: bool,
+        /// Also ask the cloud what only it knows, with kiln's credentials: the ELBv2 target
+        /// group's deregistration delay against [lb] drain_timeout. Out of reach: a note, not
+        /// a failure.
+        #[arg(long)]
+        online: bool,
     },
     /// Fetch and check the environment without starting anything; print names and sources, never values.
     Env {
@@ -69,13 +74,16 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Wait until the boot is over (for bakes, scripts, smoke tests). Exit code: 0 ready, 1 failed
+    /// or stopping (it will not become ready), 2 not ready when --timeout ran out, 3 unreachable.
+    Wait(kiln::status::wait::WaitArgs),
     /// Every instance behind the load balancer: its image and state, and a verdict. Read-only.
     /// Exit code: 0 uniform and ready, 2 rolling or degraded, 1 drift, empty or unreachable.
     Fleet(kiln::fleet::FleetArgs),
 }
 
 /// Exit code of a command line that cannot be used (sysexits' EX_USAGE). Not clap's 2, which
-/// `kiln status` and `kiln fleet` use for "not ready yet".
+/// `kiln status`, `kiln wait` and `kiln fleet` use for "not ready yet".
 const EXIT_USAGE: u8 = 64;
 
 fn main() -> ExitCode {
@@ -102,7 +110,11 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Boot { config } => kiln::boot::run(&config),
-        Command::Check { config, strict } => kiln::commands::check::run(&config, strict),
+        Command::Check {
+            config,
+            strict,
+            online,
+        } => kiln::commands::check::run(&config, strict, online),
         Command::Env {
             config,
             all,
@@ -112,6 +124,7 @@ fn main() -> ExitCode {
         Command::Verify { config } => kiln::commands::verify::run(&config),
         Command::RemountReadonly { config } => kiln::commands::seal::remount(&config),
         Command::Status { json, socket, config } => kiln::status::run(json, socket, config),
+        Command::Wait(args) => kiln::status::wait::run(args),
         Command::Fleet(args) => kiln::fleet::run(args),
     }
 }

@@ -73,6 +73,12 @@ pub struct Snapshot {
     pub refused_mutations: u64,
     /// Facts of the instance (no secrets), once fetched.
     pub instance: Option<InstanceStatus>,
+    /// Which datasource the metadata came from and how kiln chose it, once fetched.
+    #[serde(default)]
+    pub provider: Option<ProviderStatus>,
+    /// Azure: the provisioning report to the WireServer; None elsewhere.
+    #[serde(default)]
+    pub check_in: Option<CheckInStatus>,
     /// Names of the frozen environment and where each came from; never values.
     pub env: Vec<EnvVarSource>,
     /// Load balancer membership, when `[lb]` is configured.
@@ -98,6 +104,10 @@ pub struct Snapshot {
     /// Filled in when status is asked.
     #[serde(default)]
     pub listeners: Vec<ListenerStatus>,
+    /// php-fpm's pools, from their status pages (`[service.phpfpm_status]`). Read when status or
+    /// a scrape asks.
+    #[serde(default)]
+    pub php_fpm: Vec<PhpFpmStatus>,
 }
 
 /// Facts about the instance, as the metadata gave them; None where the provider has no answer.
@@ -110,6 +120,73 @@ pub struct InstanceStatus {
     pub zone: Option<String>,
     pub local_ipv4: Option<String>,
     pub hostname: Option<String>,
+}
+
+/// The datasource kiln read, and how it came to read that one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderStatus {
+    /// `ec2`, `azure`, ... as in `[metadata] provider` (`openstack` for a config drive).
+    pub name: String,
+    pub found: ProviderFound,
+}
+
+/// How kiln chose the datasource.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "by", rename_all = "snake_case")]
+pub enum ProviderFound {
+    /// `[metadata] provider` names it.
+    Config,
+    /// `provider = "auto"`: this DMI field (`/sys/class/dmi/id/<field>`) had this value.
+    Dmi { field: String, value: String },
+    /// `provider = "auto"`: `/sys/hypervisor/uuid` starts with `ec2` (older Xen EC2 instances).
+    HypervisorUuid,
+    /// A config drive (a filesystem labelled `config-2`), preferred to the metadata service.
+    ConfigDrive { device: String, filesystem: String },
+}
+
+/// Azure's provisioning report: what kiln tells the WireServer and how that went.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckInStatus {
+    /// What is reported: `Ready`, or `NotReady` for a refused boot.
+    pub report: HealthReport,
+    pub outcome: CheckInOutcome,
+    /// Requests sent so far (goal state and health report, retries included).
+    pub attempts: u32,
+    /// The goal state incarnation the accepted report answered.
+    pub incarnation: Option<String>,
+    /// The last retry's reason while sending, why it failed, or why it is off.
+    pub detail: Option<String>,
+    /// When the outcome last changed, ms since the Unix epoch.
+    pub since_ms: u64,
+}
+
+/// The two states a provisioning report can carry, as the WireServer spells them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HealthReport {
+    Ready,
+    NotReady,
+}
+
+impl fmt::Display for HealthReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            HealthReport::Ready => "Ready",
+            HealthReport::NotReady => "NotReady",
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckInOutcome {
+    /// Being sent (the first attempt, or retries until the deadline).
+    Sending,
+    /// The WireServer took it.
+    Accepted,
+    /// Given up (the deadline passed, or a final refusal); the detail says why.
+    Failed,
+    /// `[metadata] check_in = false`: nothing is reported.
+    Off,
 }
 
 /// Where kiln's own log goes and what it lost.
@@ -152,6 +229,48 @@ pub struct ListenerStatus {
     pub cap: usize,
     /// Connections closed to make room for new ones since kiln started.
     pub shed: u64,
+}
+
+/// One php-fpm pool's status page, as kiln read it when it was asked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PhpFpmStatus {
+    pub service: String,
+    pub unit: String,
+    /// What the page said; None when it could not be read.
+    pub pool: Option<PhpFpmPool>,
+    /// Why the page could not be read (refused, timed out, not php-fpm's JSON).
+    pub problem: Option<String>,
+}
+
+/// The figures of php-fpm's status page (`?json`), named as php-fpm names them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PhpFpmPool {
+    /// The pool's name (`[www]` in php-fpm's config).
+    pub pool: String,
+    /// `static`, `dynamic` or `ondemand`.
+    pub process_manager: String,
+    /// When the pool started, seconds since the Unix epoch.
+    pub start_time: u64,
+    /// Seconds since the pool started.
+    pub start_since: u64,
+    /// Requests the pool took since it started.
+    pub accepted_conn: u64,
+    /// Requests waiting for a free process now (php-fpm counts them on TCP listeners only).
+    pub listen_queue: u64,
+    /// The most requests that waited at once since the pool started.
+    pub max_listen_queue: u64,
+    /// The size of the socket's queue (its backlog; TCP listeners only).
+    pub listen_queue_len: u64,
+    pub idle_processes: u64,
+    pub active_processes: u64,
+    pub total_processes: u64,
+    /// The most processes busy at once since the pool started.
+    pub max_active_processes: u64,
+    /// Times the process manager wanted another process and `pm.max_children` said no (`dynamic`
+    /// and `ondemand` only: `static` never counts).
+    pub max_children_reached: u64,
+    /// Requests that ran longer than `request_slowlog_timeout`.
+    pub slow_requests: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -326,6 +445,8 @@ pub struct HookStatus {
     pub since_ms: u64,
 }
 
+/// One step of a hook, each with its line in the log: idle → waiting → sending CONTINUE or
+/// ABANDON → answered (continued, abandoned), gave up or skipped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum HookState {
@@ -333,12 +454,19 @@ pub enum HookState {
     Idle,
     /// The instance waits on this hook; heartbeats keep it inside the hook's timeout.
     Waiting,
+    /// `CONTINUE` is being sent: retried while AWS throttles or does not answer (the detail
+    /// says why, and when the next attempt goes).
+    SendingContinue,
+    /// `ABANDON` is being sent, likewise.
+    SendingAbandon,
     /// Answered `CONTINUE`.
     Continued,
     /// Answered `ABANDON`.
     Abandoned,
-    /// Not answered: the call failed for good (the detail has AWS's code).
-    Failed,
+    /// Not answered: refused for good, not answered within the hook's timeout, or cut short by
+    /// a stop (the detail says which, with AWS's code). Formerly `failed`, still read as it.
+    #[serde(alias = "failed")]
+    GaveUp,
     /// Not answered: nothing was waiting, or the instance left first.
     Skipped,
 }
@@ -637,6 +765,8 @@ impl Shared {
             events: VecDeque::new(),
             refused_mutations: 0,
             instance: None,
+            provider: None,
+            check_in: None,
             env: Vec::new(),
             lb: None,
             seal: None,
@@ -646,6 +776,7 @@ impl Shared {
             containment: None,
             log: Default::default(),
             listeners: Vec::new(),
+            php_fpm: Vec::new(),
         };
         Arc::new(Shared {
             snapshot: watch::Sender::new(Arc::new(snapshot)),

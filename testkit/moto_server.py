@@ -9,7 +9,9 @@
    Pending:Wait or Terminating:Wait. The shim adds both actions to moto's Auto Scaling responses
    (moto authenticates and authorizes every call before it reaches them, as for its own actions)
    and a test-only endpoint, /moto-api/kiln/lifecycle: POST puts an instance of a group in a
-   hook's wait state, GET returns every call the two actions accepted, in order.
+   hook's wait state (or, with {"throttle": N}, makes the next N CompleteLifecycleAction calls
+   answer AWS's Throttling error), GET returns every call the two actions accepted, in order, and
+   how many were throttled.
 
 Signature checks and every other action are moto's own.
 
@@ -57,7 +59,7 @@ SimpleSystemManagerResponse._authenticate_and_authorize_normal_action = _authori
 
 # --- Auto Scaling lifecycle actions -------------------------------------------------------------
 
-from moto.autoscaling.exceptions import ValidationError  # noqa: E402
+from moto.autoscaling.exceptions import AutoscalingClientError, ValidationError  # noqa: E402
 from moto.autoscaling.models import autoscaling_backends  # noqa: E402
 from moto.autoscaling.responses import AutoScalingResponse  # noqa: E402
 from moto.core import DEFAULT_ACCOUNT_ID  # noqa: E402
@@ -69,6 +71,15 @@ _lock = threading.Lock()
 _waiting = {}
 # Every call accepted, in order.
 _record = []
+# CompleteLifecycleAction calls still to throttle, and those throttled so far.
+_faults = {"throttle": 0, "throttled": 0}
+
+
+class Throttling(AutoscalingClientError):
+    """What AWS answers a caller over its request rate (retried by SDKs)."""
+
+    code = "Throttling"
+    message = "Rate exceeded"
 
 _WAIT_STATE = {"launch": "Pending:Wait", "terminate": "Terminating:Wait"}
 # Where an answered action takes the instance.
@@ -128,6 +139,10 @@ def complete_lifecycle_action(self):
     if result not in ("CONTINUE", "ABANDON"):
         raise ValidationError("LifecycleActionResult must be CONTINUE or ABANDON")
     with _lock:
+        if _faults["throttle"] > 0:
+            _faults["throttle"] -= 1
+            _faults["throttled"] += 1
+            raise Throttling()
         key, action = _waiting_action(self)
         del _waiting[key]
         state = _instance_state(self.autoscaling_backend, key[1], key[2])
@@ -153,6 +168,10 @@ def _lifecycle_endpoint(request, full_url, headers):
     the hook's wait state; GET returns the calls accepted and the instances' states."""
     if request.method == "POST":
         body = json.loads(request.data or b"{}")
+        if "throttle" in body:
+            with _lock:
+                _faults["throttle"] = int(body["throttle"])
+            return 200, {}, json.dumps({"throttle": _faults["throttle"]})
         region = body.get("region", "us-east-1")
         transition = body["transition"]
         backend = autoscaling_backends[DEFAULT_ACCOUNT_ID][region]
@@ -177,7 +196,9 @@ def _lifecycle_endpoint(request, full_url, headers):
         waiting = [
             {"region": k[0], "group": k[1], "instance": k[2], **v} for k, v in _waiting.items()
         ]
-        return 200, {}, json.dumps({"record": _record, "waiting": waiting, "states": states})
+        return 200, {}, json.dumps(
+            {"record": _record, "waiting": waiting, "states": states, "throttled": _faults["throttled"]}
+        )
 
 
 moto_api_urls.url_paths["{0}/moto-api/kiln/lifecycle"] = _lifecycle_endpoint

@@ -121,7 +121,7 @@ fn the_control_socket_refuses_what_it_does_not_answer() {
             .as_str()
             .unwrap_or_else(|| panic!("{verb}: {answer}"));
         assert!(error.contains("this instance is immutable"), "{error}");
-        assert!(error.contains("status, health, env, events"), "{error}");
+        assert!(error.contains("status, health, ready, env, events"), "{error}");
     }
     let status = control::status(&ex.socket()).unwrap();
     assert_eq!(status["refused_mutations"], 3);

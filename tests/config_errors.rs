@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
-use testkit::example::Example;
+use testkit::example::{Checked, Example};
 use testkit::peers::{Kiln, tagged_processes};
 
 const KILN: &str = env!("CARGO_BIN_EXE_kiln");
@@ -185,7 +185,7 @@ fn a_bad_value_comes_with_every_other_problem() {
             "[[service]] #1 \"php-fpm\": [service.startup] expect: invalid type: sequence, expected a string (line {expect})"
         ),
         format!(
-            "[[service]] #3 \"worker\": colour: unknown field `colour`, expected one of `name`, `command`, `after`, `user`, `group`, `working_dir`, `env`, `env_allow`, `stop_signal`, `stop_signal_to`, `stop_timeout`, `restart`, `restart_delay`, `restart_delay_max`, `replicas`, `ready_after`, `memory_max`, `cpu_weight`, `tasks_max`, `startup`, `ready`, `live` (line {colour})"
+            "[[service]] #3 \"worker\": colour: unknown field `colour`, expected one of `name`, `command`, `after`, `user`, `group`, `working_dir`, `env`, `env_allow`, `stop_signal`, `stop_signal_to`, `stop_timeout`, `restart`, `restart_delay`, `restart_delay_max`, `replicas`, `ready_after`, `memory_max`, `cpu_weight`, `tasks_max`, `startup`, `ready`, `live`, `phpfpm_status` (line {colour})"
         ),
         "[[service]] #2 \"nginx\": after: unknown service \"php\"".to_string(),
     ];
@@ -336,12 +336,40 @@ fn a_config_that_is_not_a_small_regular_file() {
     }
 }
 
+/// `kiln check ARGS --config` the example's, with `envs` added to its environment.
+fn check_with(ex: &Example, args: &[&str], envs: &[(&str, &str)]) -> Checked {
+    let out = Command::new(KILN)
+        .arg("check")
+        .args(args)
+        .arg("--config")
+        .arg(&ex.config_path)
+        .envs(envs.iter().copied())
+        .output()
+        .unwrap();
+    Checked {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
 /// `kiln check` on the example edited by `edit`: it passes, and says each of `warnings` (and
 /// nothing else) on stderr; `--strict` refuses the same list.
 fn warned(ex: &Example, edit: impl FnOnce(String) -> String, warnings: &[String]) {
+    warned_with(ex, &[], &[], edit, warnings);
+}
+
+/// [`warned`] with `args` and `envs` given to each `kiln check`.
+fn warned_with(
+    ex: &Example,
+    args: &[&str],
+    envs: &[(&str, &str)],
+    edit: impl FnOnce(String) -> String,
+    warnings: &[String],
+) {
     ex.edit_config(edit);
     let config = ex.config_path.to_str().unwrap();
-    let out = ex.check(KILN, &[]);
+    let out = check_with(ex, args, envs);
     let (stdout, stderr) = (out.stdout, out.stderr);
     assert_eq!(out.code, Some(0), "{stderr}");
     let said: String = warnings
@@ -358,7 +386,8 @@ fn warned(ex: &Example, edit: impl FnOnce(String) -> String, warnings: &[String]
         "{stdout}"
     );
 
-    let out = ex.check(KILN, &["--strict"]);
+    let strict: Vec<&str> = args.iter().copied().chain(["--strict"]).collect();
+    let out = check_with(ex, &strict, envs);
     let stderr = out.stderr;
     assert_eq!(out.code, Some(78), "{stderr}");
     for warning in warnings {
@@ -429,4 +458,172 @@ fn a_limit_kiln_would_not_have_the_controller_for_is_a_warning() {
         |c| c.replace("replicas = 2", "replicas = 2\nmemory_max = \"256M\""),
         &[warning],
     );
+}
+
+/// A value shaped like a secret reference reaches the services as that text where nothing
+/// resolves it: `[env] defaults` without a `[secrets]` section enabling its scheme, and any
+/// service's own `env` (never resolved). Each is named by its key, never by its value.
+#[test]
+fn a_secret_reference_nothing_resolves_is_a_warning() {
+    let ex = Example::render();
+    warned(
+        &ex,
+        |c| {
+            c.replacen(
+                "env = { APP_ENV = \"prod\" }",
+                "env = { APP_ENV = \"prod\", APP_KEY = \"secretsmanager:app/key-SECRET\" }",
+                1,
+            ) + "\n[env]\ndefaults = { DB_PASSWORD = \"ssm:/app/db-SECRET\", MAILER = \"smtp://mail:25\" }\n"
+        },
+        &[
+            "[env] defaults: DB_PASSWORD looks like a secret reference (ssm:...), but there is no [secrets] section: the services get that text; add \"ssm\" to [secrets] schemes (a [secrets] section enables them all)".to_string(),
+            "[[service]] #1 \"php-fpm\": env APP_KEY looks like a secret reference (secretsmanager:...), but a service's env is never resolved: the service gets that text; move it to [env] defaults, with [secrets] schemes including \"secretsmanager\"".to_string(),
+        ],
+    );
+    let out = ex.check(KILN, &[]);
+    assert!(
+        !out.stderr.contains("SECRET"),
+        "a value was shown: {}",
+        out.stderr
+    );
+
+    // A [secrets] section that leaves the scheme out.
+    let ex = Example::render();
+    warned(
+        &ex,
+        |c| c + "\n[env]\ndefaults = { DB_PASSWORD = \"ssm:/app/db\" }\n[secrets]\nschemes = [\"gcp\"]\n",
+        &["[env] defaults: DB_PASSWORD looks like a secret reference (ssm:...), but [secrets] schemes leaves out \"ssm\": the services get that text; add \"ssm\" to [secrets] schemes (a [secrets] section enables them all)".to_string()],
+    );
+}
+
+/// A sealed path that is not there fails only at `kiln seal`: `kiln check` says so first, with
+/// where a symlink on the way leads.
+#[test]
+fn a_sealed_path_that_does_not_exist_is_a_warning() {
+    let ex = Example::render();
+    let missing = ex.dir.path().join("not-deployed-yet");
+    let current = ex.dir.path().join("current");
+    std::os::unix::fs::symlink("releases/42", &current).unwrap();
+    let warnings = [
+        format!(
+            "[seal] paths: {} does not exist: kiln seal refuses it; put it in place before kiln seal, or take it out of paths",
+            missing.display()
+        ),
+        format!(
+            "[seal] paths: {} leads to {}, which does not exist: kiln seal refuses it; put it in place before kiln seal, or take it out of paths",
+            current.display(),
+            ex.dir.path().join("releases/42").display()
+        ),
+    ];
+    let (app, manifest) = (ex.app_dir.clone(), ex.dir.path().join("seal"));
+    warned(
+        &ex,
+        |c| {
+            format!(
+                "{c}\n[seal]\npaths = [\"{}\", \"{}\", \"{}\"]\nmanifest = \"{}\"\nreadonly = false\n",
+                app.display(),
+                missing.display(),
+                current.display(),
+                manifest.display()
+            )
+        },
+        &warnings,
+    );
+    let out = Command::new(KILN)
+        .args(["seal", "--config"])
+        .arg(&ex.config_path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "kiln seal took a path that is not there");
+}
+
+/// `[lb] drain_timeout` is compared with the `kiln.service` systemd would load (here from
+/// `$SYSTEMD_UNIT_PATH`, as systemd takes it, with its drop-ins): a unit that does not take
+/// kiln's `EXTEND_TIMEOUT_USEC` (not `Type=notify`) and stops kiln sooner would cut the drain.
+/// kiln's own unit extends the stop while kiln drains: no warning with it, whatever the drain.
+#[test]
+fn a_drain_the_units_stop_timeout_would_cut_is_a_warning() {
+    let units = tempfile::tempdir().unwrap();
+    let unit_path = units.path().to_str().unwrap().to_string();
+    let envs = [("SYSTEMD_UNIT_PATH", unit_path.as_str())];
+    let lb = |drain: &str| {
+        format!(
+            "\n[lb]\nkind = \"haproxy\"\nsocket = \"/run/haproxy/admin.sock\"\nbackend = \"app\"\naddress = \"127.0.0.1:8080\"\ndrain_timeout = \"{drain}\"\n"
+        )
+    };
+    let shipped =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/units/kiln.service")).unwrap();
+    std::fs::write(units.path().join("kiln.service"), &shipped).unwrap();
+    let ex = Example::render();
+    ex.edit_config(|c| c + &lb("5m"));
+    let out = check_with(&ex, &["--strict"], &envs);
+    assert_eq!((out.code, out.stderr.as_str()), (Some(0), ""), "kiln's own unit");
+
+    // A drop-in of an operator's: a plain service, stopped after 20 s.
+    let drop_in = units.path().join("kiln.service.d/50-simple.conf");
+    std::fs::create_dir_all(drop_in.parent().unwrap()).unwrap();
+    std::fs::write(&drop_in, "[Service]\nType=simple\nTimeoutStopSec=20s\n").unwrap();
+    let ex = Example::render();
+    warned_with(
+        &ex,
+        &[],
+        &envs,
+        |c| c + &lb("30s"),
+        &[format!(
+            "[lb] drain_timeout (30s) is not shorter than the time systemd gives kiln to stop (TimeoutStopSec=20s of {}), and Type=simple does not let kiln extend it while it drains: systemd would kill kiln and its services in the middle of the drain; raise TimeoutStopSec above drain_timeout plus the services' stop (systemctl edit kiln), or use Type=notify as kiln's own unit does",
+            drop_in.display()
+        )],
+    );
+}
+
+/// With `--online`, `kiln check` reads the target group's deregistration delay from AWS (moto,
+/// signatures checked): a shorter `drain_timeout` is a warning. Without `--online` it asks
+/// nothing; with AWS out of reach it says so in a note and still passes, `--strict` too.
+#[test]
+fn a_drain_shorter_than_the_deregistration_delay_is_a_warning_when_online() {
+    let moto = testkit::moto::Moto::start();
+    moto.boto3(&format!(
+        "client('elbv2').modify_target_group_attributes(TargetGroupArn={:?}, Attributes=[\
+         {{'Key': 'deregistration_delay.timeout_seconds', 'Value': '120'}}])",
+        moto.target_group_arn
+    ));
+    let keys = [
+        ("AWS_ACCESS_KEY_ID", moto.access_key_id.as_str()),
+        ("AWS_SECRET_ACCESS_KEY", moto.secret_access_key.as_str()),
+    ];
+    let lb = |endpoint: &str| {
+        format!(
+            "\n[lb]\nkind = \"elbv2\"\ntarget_group_arn = {:?}\nendpoint = {endpoint:?}\ndrain_timeout = \"30s\"\n",
+            moto.target_group_arn
+        )
+    };
+    let ex = Example::render();
+    let (_, name) = moto.target_group_arn.split_once(":targetgroup/").unwrap();
+    warned_with(
+        &ex,
+        &["--online"],
+        &keys,
+        |c| c + &lb(&moto.endpoint()),
+        &[format!(
+            "[lb] drain_timeout (30s) is shorter than the deregistration delay of targetgroup/{name} (deregistration_delay.timeout_seconds = 120): kiln would stop the services while the target group still lets requests in flight finish; set drain_timeout = \"120s\", or lower the target group's delay"
+        )],
+    );
+    let out = check_with(&ex, &["--strict"], &keys);
+    assert_eq!(
+        (out.code, out.stderr.as_str()),
+        (Some(0), ""),
+        "not asked without --online"
+    );
+
+    let closed = format!("http://{}", testkit::net::free_addr());
+    let ex = Example::render();
+    ex.edit_config(|c| c + &lb(&closed));
+    let out = check_with(&ex, &["--online", "--strict"], &keys);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let note = format!(
+        "kiln check: {}: note: [lb] drain_timeout was not compared with the target group's deregistration delay: ",
+        ex.config_path.display()
+    );
+    assert!(out.stderr.starts_with(&note), "{}", out.stderr);
+    assert!(!out.stderr.contains(&moto.secret_access_key), "{}", out.stderr);
 }

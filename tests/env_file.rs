@@ -51,6 +51,7 @@ fn frozen() -> (kiln::env::FrozenEnv, Metadata) {
         },
         user_data: Some(serde_json::Value::Object(object).to_string().into_bytes()),
         tags: BTreeMap::new(),
+        found: Default::default(),
     };
     let config = Config::parse("[metadata]\nprovider = \"ec2\"\n").unwrap();
     let env = kiln::env::freeze(&config.env, &config.metadata, &metadata).expect("freeze");

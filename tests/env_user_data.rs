@@ -402,14 +402,206 @@ fn cloud_config_is_refused_with_a_reason() {
         format!("#cloud-config\npackages:\n  - nginx\nwrite_files:\n  - content: {SECRET}\n"),
         "",
         "",
-        "user-data: is a #cloud-config document: kiln takes environment variables (dotenv, TOML [env] or JSON), not cloud-config",
+        "user-data: is a #cloud-config document: kiln takes environment variables (dotenv, TOML [env] or JSON), not cloud-config; set [metadata] user_data_foreign = \"ignore\" if kiln's variables come from elsewhere",
     );
     bad(
         "#!/bin/sh\necho hi\n",
         "",
         "",
-        "user-data: is a script (#!): kiln takes environment variables (dotenv, TOML [env] or JSON), not a script",
+        "user-data: is a script (#!): kiln takes environment variables (dotenv, TOML [env] or JSON), not a script; set [metadata] user_data_foreign = \"ignore\" if kiln's variables come from elsewhere",
     );
+}
+
+/// A MIME multi-part user-data as cloud-init's tools write it: `(content type, transfer
+/// encoding, body)` parts, base64 bodies encoded here.
+fn multipart(parts: &[(&str, &str, &[u8])]) -> Vec<u8> {
+    use base64::Engine;
+    let mut doc = b"Content-Type: multipart/mixed; boundary=\"==kiln==\"\nMIME-Version: 1.0\n\n".to_vec();
+    for (content_type, encoding, body) in parts {
+        doc.extend_from_slice(
+            format!("--==kiln==\nContent-Type: {content_type}\nMIME-Version: 1.0\nContent-Transfer-Encoding: {encoding}\n\n").as_bytes(),
+        );
+        match *encoding {
+            "base64" => {
+                doc.extend_from_slice(base64::engine::general_purpose::STANDARD.encode(body).as_bytes())
+            }
+            _ => doc.extend_from_slice(body),
+        }
+        doc.push(b'\n');
+    }
+    doc.extend_from_slice(b"--==kiln==--\n");
+    doc
+}
+
+const CLOUD_CONFIG: &[u8] = b"#cloud-config\nssh_authorized_keys:\n  - ssh-ed25519 AAAA ops\n";
+const KILN_COMMENT: &str = "# kiln environment, not for cloud-init\n";
+
+#[test]
+fn kiln_reads_its_part_of_a_multipart_and_leaves_the_rest() {
+    let kiln = format!("{KILN_COMMENT}APP_SECRET={SECRET}\nAPP_ENV=prod\n");
+    // 7bit, base64, quoted-printable, and gzip inside base64.
+    for (encoding, body) in [
+        ("7bit", kiln.clone().into_bytes()),
+        ("base64", kiln.clone().into_bytes()),
+        ("quoted-printable", kiln.replace('=', "=3D").into_bytes()),
+        ("base64", gzip(kiln.as_bytes())),
+    ] {
+        let user_data = multipart(&[
+            ("text/cloud-config; charset=\"us-ascii\"", "7bit", CLOUD_CONFIG),
+            ("text/x-shellscript", "7bit", b"#!/bin/sh\necho hi\n"),
+            ("text/x-kiln-env; charset=\"utf-8\"", encoding, &body),
+        ]);
+        let instance = Instance::new(&user_data);
+        let run = instance.kiln_env("", "[env]\nrequired = [\"APP_SECRET\", \"APP_ENV\"]");
+        assert_eq!(run.code, 0, "{encoding}: {}", run.stderr);
+        assert!(
+            run.stdout
+                .lines()
+                .any(|l| l.split_whitespace().eq(["APP_SECRET", "user-data"])),
+            "{}",
+            run.stdout
+        );
+        let env = std::fs::read_to_string(instance.dir.path().join("out/env")).unwrap();
+        assert!(env.contains(&format!("APP_SECRET=\"{SECRET}\"")), "{encoding}");
+    }
+    // The whole document gzip-compressed, as cloud-init also takes it.
+    let user_data = gzip(&multipart(&[
+        ("text/cloud-config", "7bit", CLOUD_CONFIG),
+        ("text/x-kiln-env", "base64", kiln.as_bytes()),
+    ]));
+    let run = Instance::new(&user_data).kiln_env("", "[env]\nrequired = [\"APP_SECRET\"]");
+    assert_eq!(run.code, 0, "{}", run.stderr);
+}
+
+#[test]
+fn errors_in_kiln_s_part_name_the_part_and_the_line() {
+    let body = format!("{KILN_COMMENT}APP_SECRET={SECRET}\nNOT AN ASSIGNMENT {SECRET}\n");
+    bad(
+        multipart(&[
+            ("text/cloud-config", "7bit", CLOUD_CONFIG),
+            ("text/x-kiln-env", "base64", body.as_bytes()),
+        ]),
+        "",
+        "",
+        "user-data part 2 line 3: expected NAME=value",
+    );
+}
+
+#[test]
+fn kiln_s_part_must_begin_with_a_comment_cloud_init_may_log() {
+    bad(
+        multipart(&[
+            ("text/cloud-config", "7bit", CLOUD_CONFIG),
+            (
+                "text/x-kiln-env",
+                "base64",
+                format!("APP_SECRET={SECRET}\n").as_bytes(),
+            ),
+        ]),
+        "",
+        "",
+        "user-data part 2: does not begin with a comment line of at least 24 characters: cloud-init writes the first line or 24 bytes of a part it does not handle to its log and the console, where a value must not go; begin the part with a line like \"# kiln environment, not for cloud-init\", or gzip it",
+    );
+    // A short comment is not enough: older cloud-init versions log 24 bytes whatever the line.
+    bad(
+        multipart(&[(
+            "text/x-kiln-env",
+            "7bit",
+            format!("# kiln\nA={SECRET}\n").as_bytes(),
+        )]),
+        "",
+        "",
+        "user-data part 1: does not begin with a comment line of at least 24 characters: cloud-init writes the first line or 24 bytes of a part it does not handle to its log and the console, where a value must not go; begin the part with a line like \"# kiln environment, not for cloud-init\", or gzip it",
+    );
+}
+
+#[test]
+fn a_multipart_without_kiln_s_part_is_refused_unless_foreign_is_ignored() {
+    let user_data = multipart(&[("text/cloud-config", "7bit", CLOUD_CONFIG)]);
+    bad(
+        &user_data,
+        "",
+        "",
+        "user-data: is a MIME multi-part document (cloud-init) without a text/x-kiln-env part: put kiln's variables in a part of that type, or set [metadata] user_data_foreign = \"ignore\" if they come from elsewhere",
+    );
+    let instance = Instance::new(&user_data);
+    let run = instance.kiln_env(
+        "user_data_foreign = \"ignore\"",
+        "[env]\ndefaults = { APP_ENV = \"prod\" }",
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(!run.stdout.contains("user-data"), "{}", run.stdout);
+}
+
+#[test]
+fn cloud_config_alone_is_no_error_when_foreign_is_ignored() {
+    let instance = Instance::new(format!("#cloud-config\nwrite_files:\n  - content: {SECRET}\n").as_bytes());
+    let run = instance.kiln_env(
+        "user_data_foreign = \"ignore\"",
+        "[env]\ndefaults = { APP_ENV = \"prod\" }",
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(!run.stdout.contains(SECRET) && !run.stderr.contains(SECRET));
+    // But kiln's own part, when there is one, is still read and checked.
+    bad(
+        multipart(&[(
+            "text/x-kiln-env",
+            "7bit",
+            format!("{KILN_COMMENT}1BAD={SECRET}\n").as_bytes(),
+        )]),
+        "user_data_foreign = \"ignore\"",
+        "",
+        "user-data part 1 line 2: a name starting with a digit is not a valid variable name (letters, digits and '_', not starting with a digit)",
+    );
+}
+
+#[test]
+fn bad_multiparts_are_refused_naming_the_part() {
+    let ok_body = format!("{KILN_COMMENT}A={SECRET}\n");
+    bad(
+        multipart(&[
+            ("text/x-kiln-env", "7bit", ok_body.as_bytes()),
+            ("text/x-kiln-env", "7bit", ok_body.as_bytes()),
+        ]),
+        "",
+        "",
+        "user-data: parts 1 and 2 are both text/x-kiln-env: give kiln one part",
+    );
+    bad(
+        multipart(&[("text/x-kiln-env", "base64", b"")]).replace_base64_body(),
+        "",
+        "",
+        "user-data: is MIME multi-part, but part 1 (text/x-kiln-env): its base64 body does not decode",
+    );
+    bad(
+        multipart(&[("text/x-kiln-env; charset=iso-8859-1", "7bit", ok_body.as_bytes())]),
+        "",
+        "",
+        "user-data part 1: charset \"iso-8859-1\": kiln reads UTF-8 only",
+    );
+    bad(
+        multipart(&[(
+            "text/x-kiln-env",
+            "7bit",
+            b"#cloud-config, in kiln's part by mistake\nhostname: web\n",
+        )]),
+        "",
+        "",
+        "user-data part 1: is a #cloud-config document, but it is the text/x-kiln-env part: kiln's variables go there",
+    );
+}
+
+trait BadBase64 {
+    fn replace_base64_body(self) -> Vec<u8>;
+}
+
+impl BadBase64 for Vec<u8> {
+    /// The (empty) base64 body replaced by text that is not base64 (a value among it).
+    fn replace_base64_body(self) -> Vec<u8> {
+        let text = String::from_utf8(self).unwrap();
+        text.replace("base64\n\n\n", &format!("base64\n\n{SECRET}!!\n"))
+            .into_bytes()
+    }
 }
 
 #[test]

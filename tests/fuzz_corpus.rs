@@ -29,6 +29,11 @@ fn user_data() {
 }
 
 #[test]
+fn user_data_mime() {
+    run("user_data_mime", kiln::fuzzing::user_data_mime);
+}
+
+#[test]
 fn seal_manifest() {
     run("seal_manifest", kiln::fuzzing::seal_manifest);
 }
@@ -71,4 +76,14 @@ fn the_seeds_are_accepted_where_they_should_be() {
     kiln::config::Config::parse(&config).unwrap_or_else(|e| panic!("config/full does not load: {e:?}"));
     let manifest = std::fs::read(corpus.join("seal_manifest/v2-release-symlink")).unwrap();
     kiln::seal::Manifest::decode(&manifest).unwrap();
+}
+
+#[test]
+fn config_drive() {
+    run("config_drive", kiln::fuzzing::config_drive);
+}
+
+#[test]
+fn goal_state() {
+    run("goal_state", kiln::fuzzing::goal_state);
 }

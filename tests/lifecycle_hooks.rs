@@ -26,6 +26,13 @@ struct Group {
 fn group() -> Group {
     let moto = Moto::start();
     let asg = moto.autoscaling_group(HEARTBEAT_TIMEOUT);
+    let emulator = metadata(&moto, &asg, None);
+    Group { moto, asg, emulator }
+}
+
+/// The EC2 metadata of the group's instance (its id, the group's tag, the instance role's
+/// keys), with `user_data` when given.
+fn metadata(moto: &Moto, asg: &AutoScaling, user_data: Option<&str>) -> MetadataEmulator {
     let mut options = Options::new(Cloud::Ec2)
         .tag("aws:autoscaling:groupName", &asg.group)
         .role(RoleKeys {
@@ -35,10 +42,12 @@ fn group() -> Group {
             token: moto.role.token.clone(),
             expiration: moto.role.expiration.clone(),
         });
+    if let Some(user_data) = user_data {
+        options = options.user_data(user_data);
+    }
     options.instance.id = asg.instance_id.clone();
     options.instance.region = REGION.into();
-    let emulator = MetadataEmulator::start(options);
-    Group { moto, asg, emulator }
+    MetadataEmulator::start(options)
 }
 
 /// `[lifecycle]` with both hooks (the group comes from the instance's tag).
@@ -115,21 +124,7 @@ fn a_refused_boot_abandons_the_launch_whether_or_not_the_metadata_was_read() {
     let group = group();
     // The environment step refuses (user-data without a value): the metadata was read.
     group.moto.lifecycle_wait(&group.asg, Transition::Launch);
-    let bad_user_data = MetadataEmulator::start({
-        let mut o = Options::new(Cloud::Ec2)
-            .tag("aws:autoscaling:groupName", &group.asg.group)
-            .user_data("APP_SECRET=\n")
-            .role(RoleKeys {
-                name: "kiln-instance".into(),
-                access_key_id: group.moto.role.access_key_id.clone(),
-                secret_access_key: group.moto.role.secret_access_key.clone(),
-                token: group.moto.role.token.clone(),
-                expiration: group.moto.role.expiration.clone(),
-            });
-        o.instance.id = group.asg.instance_id.clone();
-        o.instance.region = REGION.into();
-        o
-    });
+    let bad_user_data = metadata(&group.moto, &group.asg, Some("APP_SECRET=\n"));
     let ex = example_on(&bad_user_data, &hooks_section(&group));
     let (_kiln, _notify) = ex.boot_notified(KILN, &[], &[]);
     let status = wait_hook(&ex, "launch", "abandoned");
@@ -262,7 +257,7 @@ print(key["AccessKeyId"], key["SecretAccessKey"])
         let envs = [("AWS_ACCESS_KEY_ID", id), ("AWS_SECRET_ACCESS_KEY", secret)];
         let (mut kiln, notify) = ex.boot_notified(KILN, &[], &envs);
         notify.wait_for("READY=1", LEAVE, |l| l == "READY=1");
-        let status = wait_hook(&ex, "launch", "failed");
+        let status = wait_hook(&ex, "launch", "gave_up");
         let detail = status["lifecycle"]["hooks"]["launch"]["detail"].as_str().unwrap();
         assert!(
             detail.starts_with(&format!(
@@ -271,7 +266,7 @@ print(key["AccessKeyId"], key["SecretAccessKey"])
             "{detail}"
         );
         let (_, text) = ex.status_cli(KILN, &[]);
-        assert!(text.contains("    launch hook kiln-launch: FAILED "), "{text}");
+        assert!(text.contains("    launch hook kiln-launch: GAVE UP "), "{text}");
         for output in [text, status.to_string(), kiln.log()] {
             assert!(!output.contains(secret), "a secret leaked: {output}");
         }
@@ -281,4 +276,204 @@ print(key["AccessKeyId"], key["SecretAccessKey"])
     let calls = group.moto.lifecycle_calls();
     assert!(calls.record.is_empty(), "{calls:?}");
     assert_eq!(calls.states[&group.asg.instance_id], "Pending:Wait");
+}
+
+/// The example sealed as release v42 and booted where the launch configuration pins v43: the
+/// pin refuses the boot once the metadata is read.
+fn pinned_wrong(group: &Group) -> (Example, MetadataEmulator) {
+    let emulator = metadata(&group.moto, &group.asg, Some("KILN_EXPECT_RELEASE=v43\n"));
+    let ex = example_on(&emulator, &hooks_section(group));
+    // readonly = false: the remount would outlive this test in the machine's mount namespace.
+    ex.edit_config(|c| {
+        format!(
+            "{c}\n[seal]\npaths = [\"{}\"]\nmanifest = \"{}\"\nreadonly = false\nrescan = \"1h\"\n",
+            ex.app_dir.display(),
+            ex.dir.path().join("seal").display()
+        )
+    });
+    let out = std::process::Command::new(KILN)
+        .args(["seal", "--release", "v42", "--config"])
+        .arg(&ex.config_path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    (ex, emulator)
+}
+
+/// The log's lines that name the launch hook, for messages.
+fn hook_lines(log: &str) -> String {
+    log.lines()
+        .filter(|l| l.contains("hook kiln-launch") || l.contains("bye"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// While AWS throttles the answer to a pinned-wrong boot, status and the log both say that
+/// ABANDON is being sent (not `idle`), and both say when it went through.
+#[test]
+fn a_refused_boot_says_it_is_sending_abandon_while_aws_throttles_it() {
+    let group = group();
+    group.moto.lifecycle_wait(&group.asg, Transition::Launch);
+    group.moto.throttle_lifecycle(1_000_000);
+    let (ex, _emulator) = pinned_wrong(&group);
+    let (kiln, _notify) = ex.boot_notified(KILN, &[], &[]);
+
+    let status = wait_hook(&ex, "launch", "sending_abandon");
+    assert!(
+        status["reason"].as_str().unwrap().starts_with("pin: "),
+        "{status}"
+    );
+    kiln.wait_log(
+        "lifecycle: launch hook kiln-launch: sending ABANDON (the boot was refused)",
+        LEAVE,
+    );
+    let (_, text) = ex.status_cli(KILN, &[]);
+    assert!(
+        text.contains("\n    launch hook kiln-launch: sending ABANDON for "),
+        "{text}"
+    );
+    wait_until("a throttled ABANDON", LEAVE, || {
+        (group.moto.lifecycle_calls().throttled > 0).then_some(())
+    });
+    let status = control::status(&ex.socket()).unwrap();
+    assert_eq!(
+        status["lifecycle"]["hooks"]["launch"]["state"], "sending_abandon",
+        "{status}"
+    );
+
+    group.moto.throttle_lifecycle(0);
+    let status = wait_hook(&ex, "launch", "abandoned");
+    kiln.wait_log("lifecycle: launch hook kiln-launch: ABANDON sent", LEAVE);
+    let calls = group.moto.lifecycle_calls();
+    let completed = calls.completed(&group.asg.launch_hook);
+    assert_eq!(completed.len(), 1, "{calls:?}");
+    assert_eq!(completed[0].0, "ABANDON");
+    assert_eq!(status["phase"], "failed", "{status}");
+    let log = kiln.log();
+    let sending = log.find("sending ABANDON").unwrap();
+    let sent = log.find("ABANDON sent").unwrap();
+    assert!(sending < sent, "{}", hook_lines(&log));
+}
+
+/// A stop while AWS throttles a hook's answer waits for it at most `STOP_GRACE` (1 s), then
+/// gives it up, in the log before kiln exits: after a refused boot (ABANDON), and after a boot
+/// that got ready (CONTINUE) before "bye".
+#[test]
+fn a_stop_gives_up_a_hooks_answer_after_its_bound() {
+    let group = group();
+    group.moto.lifecycle_wait(&group.asg, Transition::Launch);
+    group.moto.throttle_lifecycle(1_000_000);
+
+    let (ex, _emulator) = pinned_wrong(&group);
+    let (mut kiln, _notify) = ex.boot_notified(KILN, &[], &[]);
+    wait_hook(&ex, "launch", "sending_abandon");
+    kiln.signal(Signal::SIGTERM);
+    let exit = kiln.wait_exit(LEAVE);
+    assert_eq!(exit.code(), Some(1), "a refused boot exits 1 when stopped");
+    let log = kiln.log();
+    assert!(
+        log.contains(
+            "lifecycle: launch hook kiln-launch: gave up: ABANDON not sent: kiln stopped before AWS answered (a stop waits 1s at most for a hook's answer)"
+        ),
+        "{}",
+        hook_lines(&log)
+    );
+
+    let ex = example_on(&group.emulator, &hooks_section(&group));
+    let (mut kiln, notify) = ex.boot_notified(KILN, &[], &[]);
+    notify.wait_for("READY=1", LEAVE, |l| l == "READY=1");
+    wait_hook(&ex, "launch", "sending_continue");
+    kiln.signal(Signal::SIGTERM);
+    kiln.wait_exit(LEAVE);
+    let log = kiln.log();
+    let gave_up = log.find(
+        "lifecycle: launch hook kiln-launch: gave up: CONTINUE not sent: kiln stopped before AWS answered",
+    );
+    let bye = log.find("all services stopped; bye");
+    assert!(
+        gave_up.is_some() && bye.is_some() && gave_up < bye,
+        "{}",
+        hook_lines(&log)
+    );
+    let calls = group.moto.lifecycle_calls();
+    assert!(calls.completed(&group.asg.launch_hook).is_empty(), "{calls:?}");
+    assert_eq!(calls.states[&group.asg.instance_id], "Pending:Wait");
+}
+
+/// Processes an earlier kiln left that would not die (frozen by the v1 freezer: SIGKILL waits
+/// for a thaw) refuse the boot before anything launches; the instance could never serve, so
+/// the launch hook hears ABANDON at once instead of the group waiting out the hook's timeout.
+#[test]
+fn leftovers_that_would_not_die_abandon_the_launch() {
+    let group = group();
+    group.moto.lifecycle_wait(&group.asg, Transition::Launch);
+    let ex = example_on(&group.emulator, &hooks_section(&group));
+    let services = testkit::cgroups::kiln_dir(&ex.state_dir())
+        .expect("a cgroup2 mount showing the test's cgroup")
+        .join("services");
+    let frozen = Frozen::start(&services.join("php-fpm"));
+    let (_kiln, _notify) = ex.boot_notified(KILN, &[], &[]);
+
+    let status = wait_hook(&ex, "launch", "abandoned");
+    let reason = status["reason"].as_str().unwrap();
+    assert_eq!(
+        reason,
+        format!(
+            "cgroups: processes an earlier kiln left in {} did not die within 10s of SIGKILL: {} sleep",
+            services.display(),
+            frozen.pid
+        ),
+        "{status}"
+    );
+    assert!(status["services"].as_array().unwrap().is_empty(), "{status}");
+    let calls = group.moto.lifecycle_calls();
+    let completed = calls.completed(&group.asg.launch_hook);
+    assert_eq!(completed.len(), 1, "{calls:?}");
+    assert_eq!(completed[0].0, "ABANDON");
+    assert_eq!(calls.states[&group.asg.instance_id], "Terminating:Proceed");
+}
+
+/// A `sleep` in a cgroup v2 of kiln's tree and in a frozen cgroup v1 freezer: SIGKILL cannot end
+/// it until it is thawed. Dropping it thaws and kills it, and removes the freezer cgroup (before
+/// the example's drop removes kiln's tree: declare it after the example).
+struct Frozen {
+    pid: u32,
+    child: std::process::Child,
+    freezer: std::path::PathBuf,
+}
+
+impl Frozen {
+    fn start(cgroup: &std::path::Path) -> Frozen {
+        let freezer_root = std::path::Path::new("/sys/fs/cgroup/freezer");
+        assert!(
+            freezer_root.is_dir(),
+            "this test needs the cgroup v1 freezer (the hybrid layout of the CI machines)"
+        );
+        std::fs::create_dir_all(cgroup).unwrap();
+        let freezer = freezer_root.join(format!("kt-frozen-{}", std::process::id()));
+        std::fs::create_dir_all(&freezer).unwrap();
+        let child = std::process::Command::new("sleep").arg("1000").spawn().unwrap();
+        let frozen = Frozen {
+            pid: child.id(),
+            child,
+            freezer,
+        };
+        std::fs::write(cgroup.join("cgroup.procs"), frozen.pid.to_string()).unwrap();
+        std::fs::write(frozen.freezer.join("cgroup.procs"), frozen.pid.to_string()).unwrap();
+        std::fs::write(frozen.freezer.join("freezer.state"), "FROZEN").unwrap();
+        wait_until("the sleep frozen", LEAVE, || {
+            let state = std::fs::read_to_string(frozen.freezer.join("freezer.state")).ok()?;
+            (state.trim() == "FROZEN").then_some(())
+        });
+        frozen
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.freezer.join("freezer.state"), "THAWED");
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir(&self.freezer);
+    }
 }

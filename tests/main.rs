@@ -8,8 +8,10 @@ mod metrics_support;
 mod seal_support;
 
 mod architecture;
+mod azure_checkin;
 mod boot;
 mod cgroup;
+mod config_drive;
 mod config_errors;
 mod crash;
 mod docs;
@@ -40,12 +42,15 @@ mod lifecycle_hooks;
 mod lifecycle_notices;
 mod metadata_auto;
 mod metadata_boot;
+mod metadata_cloud_init;
 mod metadata_ec2;
 mod metadata_emulator;
 mod metadata_netns;
 mod metadata_providers;
+mod metadata_round_trips;
 mod metrics;
 mod packaging_units;
+mod phpfpm_pool;
 mod pid1;
 mod probes;
 mod prometheus;
@@ -60,6 +65,7 @@ mod secrets_clouds;
 mod secrets_retries;
 mod state_dir;
 mod stop;
+mod wait;
 
 /// With `autotests = false`, a file in `tests/` that no `mod` line names is never built: its tests
 /// would silently not run.

@@ -2,7 +2,7 @@
 //! UUID file), then asked at the emulator's address.
 
 use kiln::config::Config;
-use kiln::metadata::fetch;
+use kiln::metadata::{Found, fetch};
 use std::path::Path;
 use std::process::Command;
 use testkit::emulator::metadata::{Cloud, MetadataEmulator, Options};
@@ -65,6 +65,14 @@ async fn each_cloud_is_told_from_dmi() {
         let metadata = fetch(&config.metadata).await.expect("fetch");
         assert_eq!(metadata.facts.provider, cloud.name());
         assert_eq!(metadata.user_data.as_deref(), Some(&b"A=1\n"[..]), "{cloud:?}");
+        // What told the cloud, for kiln status: one of the DMI files given, with its value.
+        let Found::Dmi { field, value } = &metadata.found else {
+            panic!("{cloud:?}: found {:?}", metadata.found);
+        };
+        assert!(
+            files.contains(&(*field, value.as_str())),
+            "{cloud:?}: {field} {value:?}"
+        );
     }
 }
 
@@ -137,6 +145,7 @@ async fn old_xen_ec2_is_told_from_the_hypervisor_uuid() {
     .unwrap();
     let metadata = fetch(&config.metadata).await.expect("fetch");
     assert_eq!(metadata.facts.provider, "ec2");
+    assert_eq!(metadata.found, Found::HypervisorUuid);
 }
 
 #[test]

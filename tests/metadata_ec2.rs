@@ -57,6 +57,24 @@ async fn v2_only_endpoint_gets_one_token_and_every_get_carries_it() {
 }
 
 #[tokio::test]
+async fn an_ipv6_literal_endpoint_is_asked_there_and_only_there() {
+    let emulator = MetadataEmulator::start_on("[::1]:0".parse().unwrap(), options()).expect("bind [::1]:0");
+    let url = emulator.url();
+    assert!(url.starts_with("http://[::1]:"), "{url}");
+    let metadata = fetch(&config(&url, "tags_prefix = \"env.\"\ndeadline = \"20s\""))
+        .await
+        .expect("fetch");
+    assert_example(&metadata);
+    assert_eq!(metadata.endpoint, url);
+    assert_eq!(emulator.tokens_issued(), 1);
+    assert!(
+        emulator.log().iter().all(|l| l.peer.is_ipv6()),
+        "{:?}",
+        emulator.log()
+    );
+}
+
+#[tokio::test]
 async fn a_token_that_expires_mid_fetch_is_renewed() {
     // The first token lives 50ms; every answer takes 100ms: all GETs with it see it expired.
     let mut options = options();

@@ -7,7 +7,7 @@ use kiln::metadata::{InstanceFacts, fetch};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::Duration;
-use testkit::emulator::metadata::{Cloud, MetadataEmulator, Options};
+use testkit::emulator::metadata::{CLOUDS, Cloud, MetadataEmulator, Options};
 
 fn config(emulator: &MetadataEmulator, extra: &str) -> MetadataConfig {
     let text = emulator.config_section(&format!("deadline = \"20s\"\n{extra}"));
@@ -70,9 +70,9 @@ async fn gce_recursive_instance_and_attributes() {
     );
     let paths: Vec<String> = emulator.log().into_iter().map(|l| l.path).collect();
     assert_eq!(
-        paths.len(),
-        2,
-        "one instance request, one project request: {paths:?}"
+        paths,
+        ["/computeMetadata/v1/?alt=json&recursive=true"],
+        "one request for the instance and the project"
     );
 }
 
@@ -480,4 +480,32 @@ fn scaleway_without_a_privileged_port_says_so_at_once() {
         )
     );
     assert!(!stderr.contains("retrying"), "{stderr}");
+}
+
+#[tokio::test]
+async fn every_cloud_on_an_ipv6_literal_endpoint() {
+    for cloud in CLOUDS {
+        let options = Options::new(cloud)
+            .user_data("APP_SECRET=s3cr3t\n")
+            .tag("env.APP_ENV", "prod");
+        let emulator = MetadataEmulator::start_on("[::1]:0".parse().unwrap(), options).expect("bind [::1]:0");
+        let url = emulator.url();
+        assert!(url.starts_with("http://[::1]:"), "{url}");
+        let metadata = fetch(&config(&emulator, "tags_prefix = \"env.\""))
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", cloud.name()));
+        assert_eq!(metadata.endpoint, url, "{}", cloud.name());
+        assert_eq!(
+            metadata.user_data.as_deref(),
+            Some(&b"APP_SECRET=s3cr3t\n"[..]),
+            "{}",
+            cloud.name()
+        );
+        let log = emulator.log();
+        assert!(
+            !log.is_empty() && log.iter().all(|l| l.peer.is_ipv6()),
+            "{}: {log:?}",
+            cloud.name()
+        );
+    }
 }

@@ -21,7 +21,7 @@ pub enum Protocol {
 /// What kiln needs to know to call a service.
 #[derive(Debug)]
 pub struct Service {
-    /// For messages: `ssm`, `secretsmanager`, `elbv2`, `autoscaling`.
+    /// For messages: `ssm`, `secretsmanager`, `elbv2`, `autoscaling`, `ec2`.
     pub name: &'static str,
     /// SigV4 service name.
     pub signing_name: &'static str,
@@ -59,6 +59,18 @@ pub static ELBV2: Service = Service {
     host: "elasticloadbalancing",
     protocol: Protocol::Query {
         version: "2015-12-01",
+    },
+};
+
+/// EC2's Query dialect: the requests are Query's (`InstanceId.N` lists), the answers have no
+/// `<ActionResult>` wrapper and list `<item>`s (see [`super::Items`]).
+pub static EC2: Service = Service {
+    name: "ec2",
+    signing_name: "ec2",
+    env_name: "EC2",
+    host: "ec2",
+    protocol: Protocol::Query {
+        version: "2016-11-15",
     },
 };
 
@@ -217,6 +229,10 @@ mod tests {
         assert_eq!(
             url(&AUTOSCALING, "us-gov-west-1"),
             ("autoscaling.us-gov-west-1.amazonaws.com".into(), Some(443))
+        );
+        assert_eq!(
+            url(&EC2, "eu-central-1"),
+            ("ec2.eu-central-1.amazonaws.com".into(), Some(443))
         );
         assert_eq!(
             url(&SSM, "us-isob-east-1"),

@@ -1,6 +1,7 @@
 //! The one AWS client of kiln: credentials, endpoints, SigV4, the JSON 1.1 and Query protocols,
-//! AWS error answers and retries. The ELBv2 registrar, the SSM and Secrets Manager lookups (and
-//! whatever else speaks to AWS) call through it, so each of those concerns lives here once.
+//! AWS error answers and retries. The ELBv2 registrar, the Auto Scaling hooks, the SSM and Secrets
+//! Manager lookups, `kiln fleet`'s EC2 look-up of instance addresses (and whatever else speaks to
+//! AWS) call through it, so each of those concerns lives here once.
 //!
 //! ```ignore
 //! let aws = AwsClient::new(CredentialSource::from_env(identity)?)?;
@@ -21,11 +22,11 @@ mod sign;
 
 pub use crate::aws_names::{Arn, Partition, Region, TargetGroupArn};
 pub use credentials::CredentialSource;
-pub use endpoint::{AUTOSCALING, ELBV2, Endpoint, Protocol, SECRETS_MANAGER, SSM, Service};
+pub use endpoint::{AUTOSCALING, EC2, ELBV2, Endpoint, Protocol, SECRETS_MANAGER, SSM, Service};
 #[doc(hidden)]
 pub use error::parse as parse_error_answer;
 pub use error::{AwsError, CallError};
-pub use protocol::Members;
+pub use protocol::{Items, Members};
 
 use crate::net::retry::{self, Backoff, GaveUp, Outcome, Verdict};
 use std::sync::Arc;

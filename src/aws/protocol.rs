@@ -1,4 +1,6 @@
-//! The two wire protocols: JSON 1.1 (SSM, Secrets Manager) and Query (ELBv2, Auto Scaling).
+//! The two wire protocols: JSON 1.1 (SSM, Secrets Manager) and Query (ELBv2, Auto Scaling, and
+//! EC2's dialect of it: the same requests, answers without a result wrapper and with `<item>`
+//! lists).
 
 use super::{Api, Call, CallError, Protocol};
 use serde::Serialize;
@@ -11,6 +13,15 @@ use tokio::time::Instant;
 pub struct Members<T> {
     #[serde(default)]
     pub member: Vec<T>,
+}
+
+/// An EC2 list (`<reservationSet><item>..</item><item>..</item></reservationSet>`), for answer
+/// types of [`super::EC2`].
+#[derive(Debug, serde::Deserialize)]
+#[serde(bound(deserialize = "T: serde::Deserialize<'de>"))]
+pub struct Items<T> {
+    #[serde(default)]
+    pub item: Vec<T>,
 }
 
 impl Api {

@@ -24,6 +24,7 @@ use crate::config::Config;
 use crate::env::{self, FrozenEnv};
 use crate::lb::{self, Membership};
 use crate::lifecycle::{self, LeaveRequest, Lifecycle};
+use crate::metadata::wireserver::{CheckIn, Report};
 use crate::metadata::{self, InstanceFacts, Metadata};
 use crate::metrics::Recorder;
 use crate::process::reaper::{self, Reaper};
@@ -31,8 +32,8 @@ use crate::seal::{self, DriftWatch, Pin, SealError, Verified};
 use crate::secrets::{self, Plan, Stores};
 use crate::serve;
 use crate::state::{
-    BootStep, ContainmentKind, EnvVarSource, ExpectedImage, InstanceStatus, LeaveStepKind, Phase, SealStatus,
-    SecretsStatus, Shared, now_ms,
+    BootStep, ContainmentKind, EnvVarSource, ExpectedImage, InstanceStatus, LeaveStepKind, Phase,
+    ProviderFound, ProviderStatus, SealStatus, SecretsStatus, Shared, now_ms,
 };
 use crate::supervise::{Supervisor, SupervisorHandle};
 use crate::systemd::{self, Notifier};
@@ -174,9 +175,11 @@ async fn prepare(
 /// services left them running, and they are as much leftovers as any other.
 async fn contain(boot: &Boot) -> Result<Containment, Refusal> {
     boot.shared.phase_begin(BootStep::Cgroups);
+    // Leftovers that would not die keep the launch from ever starting: ABANDON, so the group
+    // replaces the instance now rather than at the hook's timeout.
     let containment = find_cgroups(&boot.config, &boot.shared)
         .await
-        .map_err(Refusal::before_launch)?;
+        .map_err(|reason| Refusal::launching(reason, None))?;
     boot.shared.phase_done(BootStep::Cgroups);
     Ok(containment)
 }
@@ -202,7 +205,7 @@ struct Running {
 async fn launch(boot: &Boot, containment: &Containment, reaper: Reaper) -> Result<Launched, Refusal> {
     let config = &boot.config;
     if let Some(left) = left_before(config) {
-        return Err(Refusal::before_launch(left));
+        return Err(Refusal::left(left));
     }
     let gathered = tokio::select! {
         gathered = gather(config, &boot.shared, &boot.recorder) => gathered?,
@@ -251,6 +254,11 @@ fn start(
         recorder.clone(),
         move |request| leaver.leave(request),
     );
+    // Provisioned: nothing left that could refuse the boot. Services' readiness is the health
+    // signal's to tell (see `metadata::wireserver`).
+    if let Some(check_in) = CheckIn::on_azure(&config.metadata) {
+        check_in.spawn(Report::Ready, shared.clone());
+    }
     if let Some(watch) = gathered.seal_watch {
         guards::watch_seal(watch, config.seal.on_drift, shared.clone(), boot.stopper.clone());
     }
@@ -316,10 +324,12 @@ async fn leave(boot: &Boot, running: Running, request: StopRequests) -> ExitCode
             lifecycle.services_stopped();
         }
         wait_for_power_off(&boot.shared, &boot.notifier, boot.stops.clone(), leave).await;
+        lifecycle::settle_at_stop(&boot.shared).await;
         boot.shared.update(|s| s.phase = Phase::Stopped);
         tracing::info!("stopped after the leave; bye");
         return ExitCode::SUCCESS;
     }
+    lifecycle::settle_at_stop(&boot.shared).await;
     boot.shared.update(|s| s.phase = Phase::Stopped);
     tracing::info!("all services stopped; bye");
     if request.poweroff {
@@ -336,20 +346,20 @@ struct Refusal {
 
 /// How far a refused boot got: whether there is a launch to answer for.
 enum Reached {
-    /// Before the launch: leftovers that would not die, or an instance that left and does not
-    /// rejoin. The launch hook is not answered.
-    BeforeLaunch,
-    /// While launching (seal, metadata, environment, the load balancer's and the services'
-    /// settings): the launch hook hears `ABANDON`, naming the instance and its group by the
-    /// metadata when it was fetched.
+    /// An instance that left for a notice and does not rejoin: its launch was answered long
+    /// ago, and the platform is taking it away. The launch hook is not answered.
+    Left,
+    /// Launching (the cgroups' leftovers, seal, metadata, environment, the load balancer's and
+    /// the services' settings): the launch hook hears `ABANDON`, naming the instance and its
+    /// group by the metadata when it was fetched.
     Launching(Option<Box<Metadata>>),
 }
 
 impl Refusal {
-    fn before_launch(reason: String) -> Refusal {
+    fn left(reason: String) -> Refusal {
         Refusal {
             reason,
-            reached: Reached::BeforeLaunch,
+            reached: Reached::Left,
         }
     }
 
@@ -368,6 +378,9 @@ async fn refuse(boot: &Boot, refusal: Refusal) -> ExitCode {
     let Refusal { reason, reached } = refusal;
     if let Reached::Launching(metadata) = reached {
         abandon_launch(&boot.config, metadata.map(|m| *m), &boot.shared);
+        if let Some(check_in) = CheckIn::on_azure(&boot.config.metadata) {
+            check_in.spawn(Report::refused(&reason), boot.shared.clone());
+        }
     }
     let (shared, notifier) = (&boot.shared, &boot.notifier);
     tracing::error!("boot refused: {reason}");
@@ -384,6 +397,7 @@ async fn refuse(boot: &Boot, refusal: Refusal) -> ExitCode {
         reason.replace('\n', " ")
     ));
     requested(boot.stops.clone(), 1).await;
+    lifecycle::settle_at_stop(shared).await;
     shared.update(|s| s.phase = Phase::Stopped);
     ExitCode::from(EXIT_REFUSED)
 }
@@ -556,6 +570,7 @@ fn start_serving(config: &Config, shared: &Arc<Shared>, recorder: &Arc<Recorder>
         &config.health,
         config.metrics.as_ref(),
         &config.control.socket,
+        &config.services,
         shared.clone(),
         recorder.clone(),
     )
@@ -589,7 +604,10 @@ async fn gather(config: &Config, shared: &Shared, recorder: &Recorder) -> Result
     let metadata = fetched.map_err(|e| refused(e.to_string()))?;
     // The facts name the instance even when a later step refuses the boot (`kiln status`,
     // `kiln fleet`); they hold no secret.
-    shared.update(|s| s.instance = Some(instance_status(&metadata.facts)));
+    shared.update(|s| {
+        s.instance = Some(instance_status(&metadata.facts));
+        s.provider = Some(provider_status(&metadata));
+    });
     shared.phase_done(BootStep::Metadata);
     match prepare_env(config, shared, recorder, &verified, &metadata, deadline).await {
         Ok((env, secrets)) => Ok(Gathered {
@@ -619,6 +637,26 @@ fn instance_status(facts: &InstanceFacts) -> InstanceStatus {
         zone,
         local_ipv4,
         hostname,
+    }
+}
+
+/// The datasource as status shows it, and how kiln chose it.
+fn provider_status(metadata: &Metadata) -> ProviderStatus {
+    let found = match &metadata.found {
+        metadata::Found::Config => ProviderFound::Config,
+        metadata::Found::Dmi { field, value } => ProviderFound::Dmi {
+            field: field.to_string(),
+            value: value.clone(),
+        },
+        metadata::Found::HypervisorUuid => ProviderFound::HypervisorUuid,
+        metadata::Found::ConfigDrive(drive) => ProviderFound::ConfigDrive {
+            device: drive.device.display().to_string(),
+            filesystem: drive.filesystem.name().to_string(),
+        },
+    };
+    ProviderStatus {
+        name: metadata.facts.provider.clone(),
+        found,
     }
 }
 

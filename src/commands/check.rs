@@ -4,22 +4,42 @@
 //!
 //! Warnings ([`warnings`]: settings accepted but not doing what they seem to here) print as
 //! `kiln check: FILE: warning: ...` lines on stderr and leave the exit code 0; `--strict` makes
-//! them errors (exit 78), for image bakes that want none.
+//! them errors (exit 78), for image bakes that want none. `--online` also asks the cloud what
+//! only it knows (the ELBv2 target group's deregistration delay); a cloud out of reach is a
+//! `note:` line, never a warning nor an error.
 
 use crate::config::{Config, ConfigError};
 use crate::secrets::Reference;
 use std::path::Path;
 use std::process::ExitCode;
 
-/// What `kiln check` warns about: the config's own warnings, then the cgroup limits this
-/// machine could not hold. The boot logs the same list.
+/// What `kiln check` warns about: the config's own warnings, then what this machine would not
+/// do as the config seems to say: the cgroup limits it could not hold, sealed paths that are not
+/// there, a drain its systemd would cut. The boot logs the same list.
 pub fn warnings(config: &Config) -> Vec<String> {
     let mut warnings = config.warnings();
     warnings.extend(crate::cgroup::warnings(config));
+    warnings.extend(crate::seal::warnings(&config.seal));
+    warnings.extend(crate::lb::warnings::warnings(config));
     warnings
 }
 
-pub fn run(path: &Path, strict: bool) -> ExitCode {
+/// What only the cloud knows (`kiln check --online`): the warnings, or why it could not say.
+fn online_warnings(config: &Config) -> Result<Vec<String>, String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    let budget = crate::lb::warnings::ONLINE_BUDGET;
+    runtime.block_on(async {
+        match tokio::time::timeout(budget, crate::lb::warnings::online_warnings(config)).await {
+            Ok(answer) => answer.map_err(|e| e.0),
+            Err(_) => Err(format!("no answer within {}", humantime::format_duration(budget))),
+        }
+    })
+}
+
+pub fn run(path: &Path, strict: bool, online: bool) -> ExitCode {
     let config = match Config::load(path) {
         Ok(config) => config,
         Err(e) => {
@@ -30,7 +50,16 @@ pub fn run(path: &Path, strict: bool) -> ExitCode {
     // The runtime directories as they are on this machine (`kiln boot` refuses the same), and
     // the secret references.
     let (references, bad_references) = default_references(&config);
-    let warnings = warnings(&config);
+    let mut warnings = warnings(&config);
+    if online {
+        match online_warnings(&config) {
+            Ok(more) => warnings.extend(more),
+            Err(e) => eprintln!(
+                "kiln check: {}: note: [lb] drain_timeout was not compared with the target group's deregistration delay: {e}",
+                path.display()
+            ),
+        }
+    }
     let mut problems: Vec<String> = config
         .control
         .runtime_dir_problems()

@@ -39,6 +39,12 @@ pub struct MetadataConfig {
     /// `none` ignores user-data (it is not even fetched).
     #[serde(default)]
     pub user_data: UserDataFormat,
+    /// What to do with user-data that is cloud-init's alone (a `#cloud-config`, a script, a MIME
+    /// multi-part without a `text/x-kiln-env` part): `refuse` (default: a user-data meant for
+    /// kiln in the wrong shape stops the boot) or `ignore` (kiln's variables come from tags,
+    /// secrets or defaults; cloud-init reads the user-data).
+    #[serde(default)]
+    pub user_data_foreign: ForeignUserData,
     /// Largest accepted user-data in bytes, after gzip decompression (default 65536).
     /// Decompression stops reading past it.
     #[serde(default = "default_user_data_limit")]
@@ -61,6 +67,14 @@ pub struct MetadataConfig {
     /// and the log that the instance should be replaced. Never applied. Unset: no recheck.
     #[serde(default)]
     pub recheck: Option<HumanDuration>,
+    /// Azure only (`azure`, or `auto` on Azure): report to the WireServer that the instance is
+    /// provisioned (Ready), or why its boot was refused (NotReady), as a provisioning agent
+    /// does (default `true`). Set `false` where the image keeps waagent, which reports itself.
+    #[serde(default = "default_check_in")]
+    pub check_in: bool,
+    /// Azure only: the WireServer's address, `http://HOST[:PORT]` (default
+    /// [`crate::net::WIRESERVER`]). For tests and emulators.
+    pub wireserver: Option<String>,
 }
 
 impl Default for MetadataConfig {
@@ -72,12 +86,15 @@ impl Default for MetadataConfig {
             deadline: default_deadline(),
             request_timeout: default_request_timeout(),
             user_data: UserDataFormat::default(),
+            user_data_foreign: ForeignUserData::default(),
             user_data_limit: default_user_data_limit(),
             tags_prefix: None,
             imdsv1: false,
             dmi_dir: default_dmi_dir(),
             hypervisor_uuid: default_hypervisor_uuid(),
             recheck: None,
+            check_in: default_check_in(),
+            wireserver: None,
         }
     }
 }
@@ -142,6 +159,19 @@ pub enum UserDataFormat {
     None,
 }
 
+fn default_check_in() -> bool {
+    true
+}
+
+/// `[metadata] user_data_foreign`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ForeignUserData {
+    #[default]
+    Refuse,
+    Ignore,
+}
+
 fn default_seed() -> PathBuf {
     PathBuf::from("/var/lib/kiln/seed")
 }
@@ -174,6 +204,11 @@ impl MetadataConfig {
             && let Err(e) = check_endpoint(endpoint)
         {
             problems.push(format!("endpoint = {endpoint:?}: {e}"));
+        }
+        if let Some(wireserver) = &self.wireserver
+            && let Err(e) = check_endpoint(wireserver)
+        {
+            problems.push(format!("wireserver = {wireserver:?}: {e}"));
         }
         if !self.seed.is_absolute() {
             problems.push(format!("seed = {:?}: must be an absolute path", self.seed));
@@ -249,6 +284,7 @@ mod tests {
             crate::net::METADATA_GCE_NAME,
             crate::net::METADATA_SCALEWAY,
             crate::net::METADATA_ALIBABA,
+            crate::net::WIRESERVER,
         ] {
             assert!(check_endpoint(address).is_ok(), "{address}");
         }
@@ -272,6 +308,8 @@ mod tests {
         assert_eq!(c.user_data, UserDataFormat::Auto);
         assert_eq!(c.user_data_limit, 65536);
         assert!(!c.imdsv1);
+        assert!(c.check_in);
+        assert_eq!(c.wireserver, None);
         assert!(c.check().is_ok());
     }
 }

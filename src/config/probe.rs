@@ -150,17 +150,7 @@ impl ProbeConfig {
             }
             return Ok(ProbeTarget::Exec { argv: argv.clone() });
         }
-        let spec = self.fastcgi.as_deref().unwrap_or_default();
-        let socket = if let Some(path) = spec.strip_prefix("unix:") {
-            if !path.starts_with('/') {
-                return Err(format!("fastcgi = {spec:?}: the socket path must be absolute"));
-            }
-            FastCgiSocket::Unix(PathBuf::from(path))
-        } else {
-            let addr = spec.strip_prefix("tcp:").unwrap_or(spec);
-            check_host_port(addr).map_err(|e| format!("fastcgi = {spec:?}: {e}"))?;
-            FastCgiSocket::Tcp(addr.to_string())
-        };
+        let socket = FastCgiSocket::parse(self.fastcgi.as_deref().unwrap_or_default())?;
         let path = self.path.clone().unwrap_or_else(|| "/ping".into());
         if !path.starts_with('/') {
             return Err(format!("path = {path:?}: must start with /"));
@@ -204,6 +194,32 @@ impl ProbeConfig {
             }
         }
         problems
+    }
+}
+
+impl FastCgiSocket {
+    /// `unix:/absolute/path.sock`, `tcp:host:port` or `host:port`, as the `fastcgi` key of a
+    /// probe or of `[service.phpfpm_status]` takes it; the error names the key.
+    pub fn parse(spec: &str) -> Result<FastCgiSocket, String> {
+        if let Some(path) = spec.strip_prefix("unix:") {
+            if !path.starts_with('/') {
+                return Err(format!("fastcgi = {spec:?}: the socket path must be absolute"));
+            }
+            return Ok(FastCgiSocket::Unix(PathBuf::from(path)));
+        }
+        let addr = spec.strip_prefix("tcp:").unwrap_or(spec);
+        check_host_port(addr).map_err(|e| format!("fastcgi = {spec:?}: {e}"))?;
+        Ok(FastCgiSocket::Tcp(addr.to_string()))
+    }
+}
+
+impl std::fmt::Display for FastCgiSocket {
+    /// As the config writes it: `unix:/run/php.sock`, `tcp:127.0.0.1:9000`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FastCgiSocket::Unix(path) => write!(f, "unix:{}", path.display()),
+            FastCgiSocket::Tcp(addr) => write!(f, "tcp:{addr}"),
+        }
     }
 }
 

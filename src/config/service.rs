@@ -1,6 +1,6 @@
 //! `[[service]]` tables: what to run, in which order, as whom, and how to tell it is healthy.
 
-use super::{ByteSize, HumanDuration, ProbeConfig, SignalName};
+use super::{ByteSize, HumanDuration, PhpFpmStatusConfig, ProbeConfig, SignalName};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -62,6 +62,8 @@ pub struct ServiceConfig {
     pub ready: Option<ProbeConfig>,
     /// Failing it restarts the service.
     pub live: Option<ProbeConfig>,
+    /// php-fpm's status page, read for `kiln status` and `/metrics` (`config::phpfpm`).
+    pub phpfpm_status: Option<PhpFpmStatusConfig>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]

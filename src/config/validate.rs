@@ -130,7 +130,7 @@ impl<'a> Dropped<'a> {
         dropped_under(self.all, &self.service)
     }
 
-    /// The keys of its probe `role` left out.
+    /// The keys of its table `role` left out (a probe's, `phpfpm_status`).
     fn probe_keys(&self, role: &str) -> Vec<&'a str> {
         let mut probe = self.service.clone();
         probe.push(Step::Key(role.into()));
@@ -192,7 +192,20 @@ fn service_problems(s: &ServiceConfig, left_out: &Dropped<'_>) -> Vec<String> {
             problems.extend(list.into_iter().map(|p| format!("[service.{key}] {p}")));
         }
     }
+    problems.extend(phpfpm_status_problems(s, left_out));
     problems
+}
+
+/// `[service.phpfpm_status]`'s problems, but for the keys the reading left out (already listed).
+fn phpfpm_status_problems(s: &ServiceConfig, left_out: &Dropped<'_>) -> Vec<String> {
+    let Some(Err(list)) = s.phpfpm_status.as_ref().map(|p| p.page(s.replicas)) else {
+        return Vec::new();
+    };
+    let dropped = left_out.probe_keys("phpfpm_status");
+    list.into_iter()
+        .filter(|p| !dropped.iter().any(|key| p.starts_with(key)))
+        .map(|p| format!("[service.phpfpm_status] {p}"))
+        .collect()
 }
 
 /// `working_dir` is where the service starts: it must be there, as a directory, before boot.

@@ -1,7 +1,10 @@
 //! What `kiln check` warns about in the config alone: settings that are accepted but do not do
-//! what they seem to. (What depends on this machine's cgroups is `crate::cgroup::warnings`.) A
-//! warning never fails `kiln check` (exit 0) unless `--strict` asks it to.
+//! what they seem to. (What depends on this machine is with the room that knows it: the cgroups
+//! in `crate::cgroup::warnings`, the sealed paths in `crate::seal::warnings`, the unit's stop
+//! timeout and the target group's deregistration delay in `crate::lb::warnings`.) A warning
+//! never fails `kiln check` (exit 0) unless `--strict` asks it to.
 
+use super::secrets::Scheme;
 use super::validate::place;
 use super::{Config, ServiceConfig, glob_match};
 use nix::unistd::{Uid, User};
@@ -11,14 +14,55 @@ impl Config {
     /// Every warning, service by service in file order, each naming its place and key.
     pub fn warnings(&self) -> Vec<String> {
         let state_dir = &self.control.state_dir;
-        let mut warnings = Vec::new();
+        let mut warnings = self.default_reference_warnings();
         for (i, service) in self.services.iter().enumerate() {
             let here = place(i, service);
             let own = env_allow_warning(service, &self.services, state_dir);
             warnings.extend(own.map(|w| format!("{here}: {w}")));
+            for (name, value) in &service.env {
+                if let Some(scheme) = reference_scheme(value) {
+                    warnings.push(format!(
+                        "{here}: env {name} looks like a secret reference ({scheme}:...), but a service's \
+                         env is never resolved: the service gets that text; move it to [env] defaults, \
+                         with [secrets] schemes including \"{scheme}\""
+                    ));
+                }
+            }
         }
         warnings
     }
+
+    /// `[env] defaults` that look like secret references but are not resolved: no `[secrets]`,
+    /// or one whose `schemes` leaves theirs out.
+    fn default_reference_warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        for (name, value) in &self.env.defaults {
+            let Some(scheme) = reference_scheme(value) else {
+                continue;
+            };
+            let why = match &self.secrets {
+                Some(secrets) if secrets.enables(scheme) => continue,
+                Some(_) => format!("[secrets] schemes leaves out \"{scheme}\""),
+                None => "there is no [secrets] section".to_string(),
+            };
+            warnings.push(format!(
+                "[env] defaults: {name} looks like a secret reference ({scheme}:...), but {why}: \
+                 the services get that text; add \"{scheme}\" to [secrets] schemes (a [secrets] \
+                 section enables them all)"
+            ));
+        }
+        warnings
+    }
+}
+
+/// The scheme of a value shaped like a secret reference (`ssm:`, `secretsmanager:`, `gcp:`,
+/// `keyvault:` and more): the shape alone, whether or not the rest is a valid reference. The
+/// value itself is never shown: it may be a pasted secret.
+fn reference_scheme(value: &str) -> Option<Scheme> {
+    let (scheme, rest) = value.split_once(':')?;
+    Scheme::ALL
+        .into_iter()
+        .find(|s| s.as_str() == scheme && !rest.is_empty())
 }
 
 /// `env_allow` keeps names out of a service's environment, not out of its reach: root reads

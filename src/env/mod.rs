@@ -19,12 +19,15 @@
 mod dotenv;
 mod file;
 mod limits;
+mod mime;
 mod user_data;
 
 pub use file::{render, write_files};
 pub use limits::{ExecLimits, check_exec_limits};
 
-use crate::config::{EnvConfig, MetadataConfig, RESERVED_PREFIX, UserDataFormat, check_name, is_valid_name};
+use crate::config::{
+    EnvConfig, ForeignUserData, MetadataConfig, RESERVED_PREFIX, UserDataFormat, check_name, is_valid_name,
+};
 use crate::metadata::Metadata;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -423,18 +426,14 @@ pub fn layer(env: &EnvConfig, meta: &MetadataConfig, metadata: &Metadata) -> Res
     }
 
     if let (Some(raw), true) = (&metadata.user_data, meta.user_data != UserDataFormat::None) {
-        let entries = user_data::parse(raw, meta.user_data, meta.user_data_limit)
+        let entries = user_data::parse(raw, meta.user_data, meta.user_data_limit, meta.user_data_foreign)
             .map_err(|e| fail(&e.step, e.reason))?;
         for entry in entries {
             if entry.name.starts_with(PIN_KEY_PREFIX) {
                 frozen.pins.insert(entry.name, entry.value);
                 continue;
             }
-            let step = match entry.line {
-                Some(line) => format!("user-data line {line}"),
-                None => "user-data".to_string(),
-            };
-            admit(&step, &entry.name, &entry.value)?;
+            admit(&entry.step, &entry.name, &entry.value)?;
             frozen.set(&entry.name, entry.value, Source::UserData);
         }
     }
@@ -455,7 +454,18 @@ pub fn parse_user_data(
     format: UserDataFormat,
     limit: u64,
 ) -> Result<Vec<(String, String)>, String> {
-    user_data::parse(raw, format, limit)
+    user_data::parse(raw, format, limit, ForeignUserData::Refuse)
         .map(|entries| entries.into_iter().map(|e| (e.name, e.value)).collect())
         .map_err(|e| format!("{}: {}", e.step, e.reason))
 }
+
+/// For the fuzz targets (`fuzz/`): the leaf parts of a MIME document as user-data reads them,
+/// as `(content type, decoded body)`, or the error.
+#[doc(hidden)]
+pub fn mime_parts(document: &[u8]) -> Result<Vec<(String, Vec<u8>)>, String> {
+    mime::parts(document).map(|parts| parts.into_iter().map(|p| (p.content_type, p.body)).collect())
+}
+
+/// For the fuzz targets: the most leaf parts a MIME user-data may have.
+#[doc(hidden)]
+pub const MIME_PARTS_MAX: usize = mime::PARTS_MAX;

@@ -98,6 +98,9 @@ pub struct Sighting {
     pub lb_word: Option<String>,
     /// kiln's verbose `/readyz`, or why there is none.
     pub kiln: Result<KilnView, String>,
+    /// The instance id the load balancer names it by (ELBv2 `instance` targets): the kiln that
+    /// answers at its address must report it.
+    pub instance_id: Option<String>,
 }
 
 /// A member's state and, when it is not fine, the sentence saying why.
@@ -119,6 +122,15 @@ pub fn classify(s: &Sighting) -> (MemberState, Option<String>) {
             return (MemberState::Unreachable, Some(problem));
         }
     };
+    if let (Some(listed), Some(answered)) = (&s.instance_id, &k.instance_id)
+        && listed != answered
+    {
+        let at = s.health.as_deref().unwrap_or("its address");
+        let problem = format!(
+            "the load balancer lists instance {listed} ({lb_word}) but the kiln at {at} says it is {answered}"
+        );
+        return (MemberState::Unreachable, Some(problem));
+    }
     let reason = || k.reason.clone().unwrap_or_else(|| "no reason given".into());
     if let Some(pin) = k.pin_mismatch() {
         return (MemberState::Failed, Some(pin));
@@ -266,6 +278,7 @@ mod tests {
             lb,
             lb_word: Some("UP".into()),
             kiln,
+            instance_id: None,
         }
     }
 
@@ -374,6 +387,22 @@ mod tests {
             a.problems
         );
         assert_eq!(verdict(vec![]).verdict, Verdict::Empty);
+    }
+
+    #[test]
+    fn a_kiln_that_is_another_instance_than_the_listed_one_is_drift() {
+        let mut other = seen(LbView::InService, Ok(kiln("ready", "v1", V1)));
+        other.instance_id = Some("i-0aaa".into());
+        let mut same = seen(LbView::InService, Ok(kiln("ready", "v1", V1)));
+        same.instance_id = Some("i-v1".into());
+        let a = verdict(vec![same, other]);
+        assert_eq!(a.verdict, Verdict::Drift);
+        assert_eq!(
+            a.problems,
+            [
+                "10.0.0.5:8080 (i-v1): the load balancer lists instance i-0aaa (UP) but the kiln at 10.0.0.5:9100 says it is i-v1"
+            ]
+        );
     }
 
     #[test]

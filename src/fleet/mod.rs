@@ -6,11 +6,14 @@
 //!
 //! Each member's kiln is asked at the host the load balancer sends it traffic to, on the health
 //! port (`--health-port`, else the port of `[health] listen`): the instances of one fleet come
-//! from one image and listen alike. ELBv2 `instance` targets have no address in the target
-//! group: they take the answer of the `--instance` whose kiln reports that instance id.
+//! from one image and listen alike. ELBv2 `instance` targets (what an Auto Scaling group
+//! registers) have no address in the target group: EC2 `DescribeInstances` gives their private
+//! address (`ec2`); one EC2 cannot place takes the answer of the `--instance` whose kiln reports
+//! that instance id.
 
 mod ask;
 mod assess;
+mod ec2;
 mod render;
 mod source;
 mod words;
@@ -49,7 +52,7 @@ pub struct FleetArgs {
     #[arg(long, value_name = "PORT")]
     pub health_port: Option<u16>,
     /// Also ask this instance's kiln, listed by the load balancer or not (its /readyz at
-    /// HOST[:PORT]; e.g. every instance of the auto scaling group). Repeatable.
+    /// HOST[:PORT]; e.g. an ELBv2 instance target EC2 cannot place). Repeatable.
     #[arg(long = "instance", value_name = "HOST[:PORT]")]
     pub instances: Vec<String>,
     /// HAProxy runtime API: a socket path or tcp:HOST:PORT (overrides [lb] socket).
@@ -65,7 +68,8 @@ pub struct FleetArgs {
     #[arg(long, value_name = "NAME", help_heading = "Consul")]
     pub service: Option<String>,
     /// ELBv2 target group (overrides [lb] target_group_arn). Credentials: AWS_ACCESS_KEY_ID and
-    /// AWS_SECRET_ACCESS_KEY (AWS_SESSION_TOKEN), else the instance role.
+    /// AWS_SECRET_ACCESS_KEY (AWS_SESSION_TOKEN), else the instance role. Instance targets are
+    /// found with ec2:DescribeInstances (endpoint: AWS_ENDPOINT_URL_EC2, AWS_ENDPOINT_URL).
     #[arg(long, value_name = "ARN", help_heading = "ELBv2")]
     pub target_group_arn: Option<String>,
 }
@@ -288,15 +292,17 @@ fn sightings(listed: Vec<source::Listed>, plan: &Plan) -> Vec<Sighting> {
                 .as_deref()
                 .filter(|h| source::is_host(h))
                 .map(|h| source::join_host_port(h, plan.health_port)),
-            kiln: Err(match l.host {
-                Some(h) if source::is_host(&h) => "not asked".into(),
-                Some(_) => NOT_AN_ADDRESS.into(),
-                None => NO_ADDRESS.into(),
+            kiln: Err(match (l.host, l.no_host) {
+                (Some(h), _) if source::is_host(&h) => "not asked".into(),
+                (Some(_), _) => NOT_AN_ADDRESS.into(),
+                (None, Some(why)) => format!("{why}: give its address with --instance"),
+                (None, None) => NO_ADDRESS.into(),
             }),
             name: Some(l.name),
             address: l.address,
             lb: l.view,
             lb_word: Some(l.word),
+            instance_id: l.instance_id,
         })
         .collect();
     for health in &plan.extra {
@@ -308,6 +314,7 @@ fn sightings(listed: Vec<source::Listed>, plan: &Plan) -> Vec<Sighting> {
                 lb: LbView::NotListed,
                 lb_word: None,
                 kiln: Err("not asked".into()),
+                instance_id: None,
             });
         }
     }
@@ -377,6 +384,7 @@ mod tests {
             lb: LbView::InService,
             lb_word: Some("healthy".into()),
             kiln: Err(NO_ADDRESS.into()),
+            instance_id: Some(id.into()),
         };
         let extra = |health: &str, id: &str| Sighting {
             name: None,
@@ -388,6 +396,7 @@ mod tests {
                 instance_id: Some(id.into()),
                 ..KilnView::default()
             }),
+            instance_id: None,
         };
         let merged = match_by_instance_id(vec![
             listed("i-1"),

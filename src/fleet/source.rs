@@ -45,14 +45,23 @@ impl LbFlags {
 #[derive(Debug, Clone)]
 pub struct Listed {
     pub name: String,
-    /// Where the load balancer sends its traffic, `HOST:PORT`; None for an ELBv2 `instance`
-    /// target, which the target group names by instance id only.
+    /// Where the load balancer sends its traffic, `HOST:PORT`; for an ELBv2 `instance` target,
+    /// which the target group names by instance id only, the instance's private address from
+    /// EC2 (None when EC2 could not say).
     pub address: Option<String>,
     /// The host part of `address`, where its kiln is asked too.
     pub host: Option<String>,
     pub view: LbView,
     /// The load balancer's own word for its state.
     pub word: String,
+    /// The instance id its kiln must report, when the load balancer names it by one (ELBv2
+    /// `instance` targets): a kiln that answers at its address as another instance is not it.
+    pub instance_id: Option<String>,
+    /// Why `host` is None, when kiln knows (EC2 did not give the instance's address).
+    pub no_host: Option<String>,
+    /// The port the load balancer sends traffic to, when it names one apart from an address
+    /// (ELBv2 targets).
+    pub port: Option<u16>,
 }
 
 /// A load balancer to list the members of.
@@ -132,6 +141,9 @@ impl Source {
                     name: s.name,
                     address: Some(s.addr),
                     word: s.status,
+                    instance_id: None,
+                    no_host: None,
+                    port: None,
                 })
                 .collect()),
             Source::Consul { api, service } => Ok(api
@@ -144,9 +156,47 @@ impl Source {
                     name: h.id,
                     host: Some(h.address),
                     word: h.status,
+                    instance_id: None,
+                    no_host: None,
+                    port: None,
                 })
                 .collect()),
-            Source::Elbv2 { group } => Ok(group.members().await?.into_iter().map(elbv2_listed).collect()),
+            Source::Elbv2 { group } => {
+                let mut listed: Vec<Listed> = group.members().await?.into_iter().map(elbv2_listed).collect();
+                place_instances(group, &mut listed).await;
+                Ok(listed)
+            }
+        }
+    }
+}
+
+/// ELBv2 `instance` targets get their instance's private address from EC2 `DescribeInstances`:
+/// the target group sends them traffic there, at the target's port.
+async fn place_instances(group: &TargetGroup, listed: &mut [Listed]) {
+    let ids: Vec<String> = listed.iter().filter_map(|l| l.instance_id.clone()).collect();
+    if ids.is_empty() {
+        return;
+    }
+    let addresses = match super::ec2::api(group.api()) {
+        Ok(ec2) => {
+            let deadline = tokio::time::Instant::now() + crate::net::API_CALL_BUDGET;
+            super::ec2::addresses(&ec2, &ids, deadline).await
+        }
+        Err(e) => ids.iter().map(|id| (id.clone(), Err(e.clone()))).collect(),
+    };
+    for l in listed.iter_mut() {
+        let Some(found) = l.instance_id.as_ref().and_then(|id| addresses.get(id)) else {
+            continue;
+        };
+        match found {
+            Ok(ip) => {
+                l.address = Some(match l.port {
+                    Some(port) => join_host_port(ip, port),
+                    None => ip.clone(),
+                });
+                l.host = Some(ip.clone());
+            }
+            Err(why) => l.no_host = Some(why.clone()),
         }
     }
 }
@@ -223,7 +273,8 @@ fn elbv2(flags: &LbFlags, planned: Option<&Elbv2Plan>) -> Result<Source, String>
     Ok(Source::Elbv2 { group })
 }
 
-/// An ELBv2 target: an `ip` target's id is its address; an `instance` target has none here.
+/// An ELBv2 target: an `ip` target's id is its address; an `instance` target's id is an
+/// instance id, placed by [`place_instances`].
 fn elbv2_listed(t: crate::lb::elbv2::TargetHealth) -> Listed {
     let ip = t.id.parse::<std::net::IpAddr>().ok().map(|ip| ip.to_string());
     Listed {
@@ -231,10 +282,13 @@ fn elbv2_listed(t: crate::lb::elbv2::TargetHealth) -> Listed {
             Some(port) => join_host_port(ip, port),
             None => ip.to_string(),
         }),
+        instance_id: ip.is_none().then(|| t.id.clone()),
         host: ip,
         view: elbv2_view(&t.state),
         name: t.id,
         word: t.state,
+        no_host: None,
+        port: t.port,
     }
 }
 
@@ -384,7 +438,7 @@ mod tests {
     }
 
     #[test]
-    fn elbv2_ip_targets_have_an_address_instance_targets_none() {
+    fn elbv2_ip_targets_have_an_address_instance_targets_an_instance_id() {
         let target = |id: &str, state: &str| crate::lb::elbv2::TargetHealth {
             id: id.into(),
             port: Some(8080),
@@ -400,6 +454,10 @@ mod tests {
         assert_eq!(
             (instance.address, instance.host, instance.view),
             (None, None, LbView::Draining)
+        );
+        assert_eq!(
+            (instance.instance_id.as_deref(), ip.instance_id, instance.port),
+            (Some("i-0abc"), None, Some(8080))
         );
         assert_eq!(elbv2_view("initial"), LbView::Joining);
         assert_eq!(elbv2_view("unhealthy"), LbView::Down);

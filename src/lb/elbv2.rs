@@ -66,6 +66,26 @@ struct TargetHealthState {
     reason: Option<String>,
 }
 
+/// `DescribeTargetGroupAttributesResponse`, as much of it as kiln reads.
+#[derive(Deserialize)]
+struct DescribeTargetGroupAttributesResponse {
+    #[serde(rename = "DescribeTargetGroupAttributesResult")]
+    result: DescribeTargetGroupAttributesResult,
+}
+
+#[derive(Deserialize)]
+struct DescribeTargetGroupAttributesResult {
+    #[serde(rename = "Attributes")]
+    attributes: Option<Members<TargetGroupAttribute>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct TargetGroupAttribute {
+    key: String,
+    value: Option<String>,
+}
+
 fn lb_error(e: CallError) -> LbError {
     LbError(e.to_string())
 }
@@ -208,6 +228,37 @@ impl TargetGroup {
             self.api.endpoint().region,
             self.api.client().credentials().describe()
         )
+    }
+
+    /// The target group's API: its region, endpoint and client (credentials, connections),
+    /// for the calls about its targets (`kiln fleet` asks EC2 where `instance` targets are).
+    pub fn api(&self) -> &Api {
+        &self.api
+    }
+
+    /// `deregistration_delay.timeout_seconds`: how long the group keeps a deregistered target
+    /// draining (`kiln check --online` compares `[lb] drain_timeout` with it).
+    pub async fn deregistration_delay(&self, deadline: tokio::time::Instant) -> Result<Duration, LbError> {
+        const KEY: &str = "deregistration_delay.timeout_seconds";
+        let params = [("TargetGroupArn", self.arn.as_str().to_string())];
+        let answer: DescribeTargetGroupAttributesResponse = self
+            .api
+            .query("DescribeTargetGroupAttributes", &params, deadline)
+            .await
+            .map_err(lb_error)?;
+        let attributes = answer.result.attributes.map(|a| a.member).unwrap_or_default();
+        let value = attributes
+            .into_iter()
+            .find(|a| a.key == KEY)
+            .and_then(|a| a.value);
+        value
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs)
+            .ok_or_else(|| {
+                LbError(format!(
+                    "elbv2 DescribeTargetGroupAttributes: no number for {KEY}"
+                ))
+            })
     }
 
     /// Every target registered, with its health.

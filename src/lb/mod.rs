@@ -9,6 +9,7 @@ pub mod consul;
 pub mod elbv2;
 pub mod haproxy;
 mod membership;
+pub mod warnings;
 
 pub use membership::Membership;
 

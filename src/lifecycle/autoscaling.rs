@@ -10,8 +10,10 @@
 //!
 //! A call is retried while AWS answers with throttling, 5xx or not at all, within the hook's
 //! `heartbeat_timeout` (past it the hook has timed out anyway; `crate::net` says how); any other
-//! answer is final. Every
-//! step and every error, with AWS's code, is in `kiln status` and the log.
+//! answer is final. A stop cuts that short: it waits at most [`STOP_GRACE`] for an answer being
+//! sent ([`settle_at_stop`]). Every step (waiting, sending CONTINUE or ABANDON, answered, gave
+//! up, skipped) is a [`HookState`] in `kiln status` and a line in the log, with AWS's code on an
+//! error.
 
 use super::{is_final, set_hook, update};
 use crate::aws::{AUTOSCALING, Api, AwsClient, CallError, CredentialSource, Region};
@@ -28,6 +30,13 @@ use tokio::time::Instant;
 /// Pauses between two series of attempts of one call while AWS cannot be reached: `net`'s rule
 /// at a call's pace (a series is itself up to [`crate::net::API_CALL_BUDGET`] of retries).
 const SERIES_PAUSES: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
+
+/// How long a stop waits for an answer being sent to a hook before it gives the answer up. One
+/// request to the regional Auto Scaling API answers in tens of milliseconds, so an answer that
+/// was about to go through does; one AWS throttles or does not answer would not within this
+/// either, and the hook's own timeout then gives the group its `DefaultResult`. No stop of kiln
+/// (systemd's, the machine's shutdown) waits longer on AWS than this.
+pub const STOP_GRACE: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transition {
@@ -55,6 +64,31 @@ impl HookResult {
         match self {
             HookResult::Continue => "CONTINUE",
             HookResult::Abandon => "ABANDON",
+        }
+    }
+
+    /// The hook's state while this answer is being sent.
+    fn sending(self) -> HookState {
+        match self {
+            HookResult::Continue => HookState::SendingContinue,
+            HookResult::Abandon => HookState::SendingAbandon,
+        }
+    }
+
+    /// The hook's state once this answer was accepted.
+    fn answered(self) -> HookState {
+        match self {
+            HookResult::Continue => HookState::Continued,
+            HookResult::Abandon => HookState::Abandoned,
+        }
+    }
+
+    /// The answer a state is sending, if it is sending one.
+    fn being_sent(state: HookState) -> Option<HookResult> {
+        match state {
+            HookState::SendingContinue => Some(HookResult::Continue),
+            HookState::SendingAbandon => Some(HookResult::Abandon),
+            _ => None,
         }
     }
 }
@@ -204,14 +238,16 @@ impl Hooks {
         Ok(())
     }
 
-    /// `CompleteLifecycleAction`, retried within the hook's timeout while AWS cannot answer:
-    /// series of calls of [`crate::net::API_CALL_BUDGET`] (the AWS client retries inside each),
-    /// [`SERIES_PAUSES`] apart. Returns what happened, e.g. `terminate hook kiln-terminate:
-    /// CONTINUE sent`.
-    pub async fn complete(&self, transition: Transition, result: HookResult) -> String {
+    /// `CompleteLifecycleAction` (`why`: for the log and status), retried within the hook's
+    /// timeout while AWS cannot answer: series of calls of [`crate::net::API_CALL_BUDGET`] (the
+    /// AWS client retries inside each), [`SERIES_PAUSES`] apart. Returns what happened, e.g.
+    /// `terminate hook kiln-terminate: CONTINUE sent`.
+    pub async fn complete(&self, transition: Transition, result: HookResult, why: &str) -> String {
         let Some(hook) = self.name(transition) else {
             return format!("no {transition} hook");
         };
+        tracing::info!("lifecycle: {transition} hook {hook}: sending {result} ({why})");
+        self.set(transition, result.sending(), Some(why.to_string()));
         let bound = Instant::now() + self.bound;
         let attempt = || {
             let deadline = (Instant::now() + crate::net::API_CALL_BUDGET).min(bound);
@@ -222,16 +258,16 @@ impl Hooks {
             _ => Verdict::Final,
         };
         let waiting = |r: &Retrying<'_>| {
+            let next = crate::net::millis(r.pause);
             tracing::warn!(
-                "lifecycle: {transition} hook {hook}: {result} not sent yet: {}",
+                "lifecycle: {transition} hook {hook}: {result} not sent yet: {}; sending again in {next}",
                 r.reason
             );
-            let next = crate::net::millis(r.pause);
             let detail = format!(
                 "{result} not sent yet: {} (attempt {}, next in {next})",
                 r.reason, r.attempt
             );
-            self.set(transition, HookState::Waiting, Some(detail));
+            self.set(transition, result.sending(), Some(detail));
         };
         let (error, nothing) = match retry::until(bound, SERIES_PAUSES, attempt, classify, waiting).await {
             Outcome::Final(Ok(())) => return self.sent(transition, hook, result),
@@ -250,14 +286,10 @@ impl Hooks {
 
     /// `CONTINUE sent`: in the log, the events and the hook's state.
     fn sent(&self, transition: Transition, hook: &str, result: HookResult) -> String {
-        let state = match result {
-            HookResult::Continue => HookState::Continued,
-            HookResult::Abandon => HookState::Abandoned,
-        };
         let line = format!("{transition} hook {hook}: {result} sent");
         tracing::info!("lifecycle: {line} (group {})", self.group);
         self.shared.event("info", line.clone());
-        self.set(transition, state, Some(format!("{result} sent")));
+        self.set(transition, result.answered(), Some(format!("{result} sent")));
         line
     }
 
@@ -276,12 +308,12 @@ impl Hooks {
 
     /// Refused, or not sent within the hook's timeout.
     fn not_sent(&self, transition: Transition, hook: &str, result: HookResult, error: &str) -> String {
-        let line = format!("{transition} hook {hook}: {result} not sent: {error}");
+        let line = format!("{transition} hook {hook}: gave up: {result} not sent: {error}");
         tracing::error!("lifecycle: {line}");
         self.shared.event("error", line.clone());
         self.set(
             transition,
-            HookState::Failed,
+            HookState::GaveUp,
             Some(format!("{result} not sent: {error}")),
         );
         line
@@ -323,20 +355,30 @@ impl Hooks {
     /// Auto Scaling is terminating the instance: the terminate hook waits for kiln. Heartbeats
     /// until aborted (None without a terminate hook).
     pub(super) fn terminate_waits(self: &Arc<Self>) -> Option<JoinHandle<()>> {
-        let hook = self.terminate.as_ref()?;
-        tracing::info!("lifecycle: terminate hook {hook}: the instance waits for kiln to leave");
-        self.set(
+        self.terminate.as_ref()?;
+        self.waiting(
             Transition::Terminate,
-            HookState::Waiting,
-            Some("the instance waits for kiln to drain and stop".into()),
+            "the instance waits for kiln to drain and stop",
         );
         Some(tokio::spawn(self.clone().keep_alive(Transition::Terminate)))
+    }
+
+    /// The instance waits on the hook (`Pending:Wait`, `Terminating:Wait`) for `what`.
+    fn waiting(&self, transition: Transition, what: &str) {
+        if let Some(hook) = self.name(transition) {
+            tracing::info!("lifecycle: {transition} hook {hook}: waiting: {what}");
+        }
+        self.set(transition, HookState::Waiting, Some(what.to_string()));
     }
 
     /// After the drain and the stop: `CONTINUE` on the terminate hook (None without one).
     pub(super) async fn complete_terminate(&self) -> Option<String> {
         self.terminate.as_ref()?;
-        Some(self.complete(Transition::Terminate, HookResult::Continue).await)
+        let why = "every service stopped after the leave";
+        Some(
+            self.complete(Transition::Terminate, HookResult::Continue, why)
+                .await,
+        )
     }
 }
 
@@ -415,11 +457,7 @@ pub(super) async fn answer_launch(hooks: Arc<Hooks>, ready_timeout: Duration, wi
     } else {
         "every service to be ready"
     };
-    hooks.set(
-        Transition::Launch,
-        HookState::Waiting,
-        Some(format!("waiting for {waiting_for}")),
-    );
+    hooks.waiting(Transition::Launch, &format!("waiting for {waiting_for}"));
     let beats = tokio::spawn(hooks.clone().keep_alive(Transition::Launch));
     let mut snapshots = hooks.shared.subscribe();
     let waited = tokio::time::timeout(ready_timeout, async {
@@ -439,29 +477,28 @@ pub(super) async fn answer_launch(hooks: Arc<Hooks>, ready_timeout: Duration, wi
     })
     .await;
     beats.abort();
-    match waited {
-        Ok(Launched::Ready) => {
-            hooks.complete(Transition::Launch, HookResult::Continue).await;
-        }
-        Ok(Launched::Failed(reason)) => {
-            tracing::warn!("lifecycle: the instance failed ({reason}): answering ABANDON");
-            hooks.complete(Transition::Launch, HookResult::Abandon).await;
-        }
-        Ok(Launched::Leaving) => hooks.set(
-            Transition::Launch,
-            HookState::Skipped,
-            Some("not answered: the instance stopped first".into()),
+    let (result, why) = match waited {
+        Ok(Launched::Ready) if with_lb => (
+            HookResult::Continue,
+            "every service is ready and registered".into(),
         ),
+        Ok(Launched::Ready) => (HookResult::Continue, "every service is ready".into()),
+        Ok(Launched::Failed(reason)) => (HookResult::Abandon, format!("the instance failed: {reason}")),
+        Ok(Launched::Leaving) => {
+            tracing::info!("lifecycle: launch hook: not answered: the instance stopped first");
+            let detail = "not answered: the instance stopped first".to_string();
+            return hooks.set(Transition::Launch, HookState::Skipped, Some(detail));
+        }
         Err(_) => {
             let why = format!(
                 "not ready within ready_timeout ({})",
                 humantime::format_duration(ready_timeout)
             );
-            tracing::error!("lifecycle: {why}: answering ABANDON");
             hooks.shared.event("error", format!("lifecycle: {why}: ABANDON"));
-            hooks.complete(Transition::Launch, HookResult::Abandon).await;
+            (HookResult::Abandon, why)
         }
-    }
+    };
+    hooks.complete(Transition::Launch, result, &why).await;
 }
 
 /// A refused boot under a launch hook: `ABANDON`, so the group replaces the instance at once.
@@ -492,8 +529,51 @@ pub async fn abandon_refused_boot(config: Config, metadata: Option<Metadata>, sh
         }
     };
     if let Some(hooks) = start(&config, lifecycle, &metadata, &shared) {
-        hooks.complete(Transition::Launch, HookResult::Abandon).await;
+        let why = "the boot was refused";
+        hooks.complete(Transition::Launch, HookResult::Abandon, why).await;
     }
+}
+
+/// A stop: an answer being sent to a hook gets at most [`STOP_GRACE`] more to go through. One
+/// still being sent then is given up, in status and the log; the caller then drops the task
+/// sending it (nothing runs in between on kiln's one thread).
+pub async fn settle_at_stop(shared: &Shared) {
+    let mut snapshots = shared.subscribe();
+    let settled = tokio::time::timeout(STOP_GRACE, snapshots.wait_for(|s| being_sent(s).is_empty())).await;
+    if matches!(settled, Ok(Ok(_))) {
+        return;
+    }
+    let grace = crate::net::millis(STOP_GRACE);
+    for (transition, hook, result) in being_sent(&shared.snapshot()) {
+        let why = format!(
+            "{result} not sent: kiln stopped before AWS answered (a stop waits {grace} at most for a hook's answer)"
+        );
+        set_hook(shared, transition == Transition::Terminate, |h| {
+            h.state = HookState::GaveUp;
+            h.detail = Some(why.clone());
+            h.since_ms = now_ms();
+        });
+        let line = format!("{transition} hook {hook}: gave up: {why}");
+        tracing::error!("lifecycle: {line}");
+        shared.event("error", line);
+    }
+}
+
+/// The hooks with an answer being sent: which, its name, and the answer.
+fn being_sent(snapshot: &crate::state::Snapshot) -> Vec<(Transition, String, HookResult)> {
+    let Some(hooks) = snapshot.lifecycle.as_ref().and_then(|l| l.hooks.as_ref()) else {
+        return Vec::new();
+    };
+    [
+        (Transition::Launch, &hooks.launch),
+        (Transition::Terminate, &hooks.terminate),
+    ]
+    .into_iter()
+    .filter_map(|(transition, hook)| {
+        let hook = hook.as_ref()?;
+        Some((transition, hook.name.clone(), HookResult::being_sent(hook.state)?))
+    })
+    .collect()
 }
 
 #[cfg(test)]
@@ -583,7 +663,9 @@ mod tests {
     async fn an_unavailable_endpoint_is_retried_until_it_answers() {
         let (url, hits) = endpoint(3).await;
         let (hooks, shared) = hooks(&url, Duration::from_secs(30));
-        let done = hooks.complete(Transition::Launch, HookResult::Continue).await;
+        let done = hooks
+            .complete(Transition::Launch, HookResult::Continue, "a test")
+            .await;
         assert_eq!(done, "launch hook kiln-launch: CONTINUE sent");
         assert_eq!(hits.load(Ordering::SeqCst), 4);
         assert_eq!(launch(&shared).state, HookState::Continued);
@@ -593,14 +675,16 @@ mod tests {
     async fn a_call_that_keeps_failing_is_reported_at_its_bound() {
         let (url, hits) = endpoint(usize::MAX).await;
         let (hooks, shared) = hooks(&url, Duration::from_secs(2));
-        let done = hooks.complete(Transition::Launch, HookResult::Continue).await;
+        let done = hooks
+            .complete(Transition::Launch, HookResult::Continue, "a test")
+            .await;
         assert!(
-            done.starts_with("launch hook kiln-launch: CONTINUE not sent: "),
+            done.starts_with("launch hook kiln-launch: gave up: CONTINUE not sent: "),
             "{done}"
         );
         assert!(hits.load(Ordering::SeqCst) > 1, "not retried");
         let hook = launch(&shared);
-        assert_eq!(hook.state, HookState::Failed);
+        assert_eq!(hook.state, HookState::GaveUp);
         let detail = hook.detail.unwrap();
         assert!(
             detail.contains("HTTP 503") && detail.contains("gave up at the deadline after"),

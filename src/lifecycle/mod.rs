@@ -23,7 +23,7 @@ mod dates;
 mod ec2;
 mod gce;
 
-pub use autoscaling::{Hooks, abandon_refused_boot};
+pub use autoscaling::{Hooks, STOP_GRACE, abandon_refused_boot, settle_at_stop};
 
 use crate::config::{Config, LifecycleConfig, NoticeAction};
 use crate::metadata::{Metadata, MetadataWatch};
@@ -546,6 +546,6 @@ fn set_hook(shared: &Shared, terminate: bool, f: impl FnOnce(&mut crate::state::
 fn is_final(state: HookState) -> bool {
     matches!(
         state,
-        HookState::Continued | HookState::Abandoned | HookState::Failed | HookState::Skipped
+        HookState::Continued | HookState::Abandoned | HookState::GaveUp | HookState::Skipped
     )
 }

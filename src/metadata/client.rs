@@ -100,6 +100,14 @@ impl Http {
         self.deadline = deadline;
     }
 
+    /// The same client, deadline and rules at another base address.
+    pub fn at(&self, base: &str) -> Http {
+        Http {
+            base: base.to_string(),
+            ..self.clone()
+        }
+    }
+
     pub fn error(&self, step: &str, reason: impl Into<String>) -> MetadataError {
         MetadataError {
             provider: self.provider.to_string(),

@@ -15,6 +15,14 @@ const ORACLE_ASSET_TAG: &str = "OracleCloud.com";
 
 /// The cloud DMI names, or why none could be told (the DMI values read, which are not secret).
 pub fn detect(dmi_dir: &Path, hypervisor_uuid: &Path) -> Result<ProviderKind, String> {
+    detect_by(dmi_dir, hypervisor_uuid).map(|(kind, _)| kind)
+}
+
+/// What told the cloud: a DMI field and the value it had, or `None` for the hypervisor UUID.
+pub type ToldBy = Option<(&'static str, String)>;
+
+/// [`detect`], with what told the cloud, for `kiln status`.
+pub fn detect_by(dmi_dir: &Path, hypervisor_uuid: &Path) -> Result<(ProviderKind, ToldBy), String> {
     let read = |path: &Path| {
         std::fs::read_to_string(path)
             .map(|s| s.trim().to_string())
@@ -28,23 +36,36 @@ pub fn detect(dmi_dir: &Path, hypervisor_uuid: &Path) -> Result<ProviderKind, St
         dmi("chassis_asset_tag"),
     );
     let starts_ec2 = |s: &str| s.get(..3).is_some_and(|p| p.eq_ignore_ascii_case("ec2"));
-    if vendor == "Amazon EC2" || starts_ec2(&uuid) || starts_ec2(&read(hypervisor_uuid)) {
-        return Ok(ProviderKind::Ec2);
+    let by = |kind, field: &'static str, value: &str| Ok((kind, Some((field, value.to_string()))));
+    if vendor == "Amazon EC2" {
+        return by(ProviderKind::Ec2, "sys_vendor", &vendor);
     }
-    if product == "Google Compute Engine" || vendor == "Google" {
-        return Ok(ProviderKind::Gce);
+    if starts_ec2(&uuid) {
+        return by(ProviderKind::Ec2, "product_uuid", &uuid);
+    }
+    if starts_ec2(&read(hypervisor_uuid)) {
+        return Ok((ProviderKind::Ec2, None));
+    }
+    if product == "Google Compute Engine" {
+        return by(ProviderKind::Gce, "product_name", &product);
+    }
+    if vendor == "Google" {
+        return by(ProviderKind::Gce, "sys_vendor", &vendor);
     }
     if asset_tag == AZURE_ASSET_TAG {
-        return Ok(ProviderKind::Azure);
+        return by(ProviderKind::Azure, "chassis_asset_tag", &asset_tag);
     }
     if vendor == "DigitalOcean" {
-        return Ok(ProviderKind::Digitalocean);
+        return by(ProviderKind::Digitalocean, "sys_vendor", &vendor);
     }
-    if let Some(kind) = by_vendor(&vendor, &product, &asset_tag) {
-        return Ok(kind);
+    if let Some((kind, field, value)) = by_vendor(&vendor, &product, &asset_tag) {
+        return by(kind, field, value);
     }
-    if product == "OpenStack Nova" || product == "OpenStack Compute" || asset_tag == "OpenStack Nova" {
-        return Ok(ProviderKind::Openstack);
+    if product == "OpenStack Nova" || product == "OpenStack Compute" {
+        return by(ProviderKind::Openstack, "product_name", &product);
+    }
+    if asset_tag == "OpenStack Nova" {
+        return by(ProviderKind::Openstack, "chassis_asset_tag", &asset_tag);
     }
     if !dmi_dir.is_dir() {
         return Err(format!(
@@ -57,20 +78,33 @@ pub fn detect(dmi_dir: &Path, hypervisor_uuid: &Path) -> Result<ProviderKind, St
     ))
 }
 
-/// The clouds that stamp their own name in DMI (as afterburn and cloud-init tell them).
-fn by_vendor(vendor: &str, product: &str, asset_tag: &str) -> Option<ProviderKind> {
-    Some(match vendor {
-        _ if asset_tag == ORACLE_ASSET_TAG => ProviderKind::Oracle,
-        "Hetzner" => ProviderKind::Hetzner,
-        "Scaleway" => ProviderKind::Scaleway,
-        "Vultr" => ProviderKind::Vultr,
-        "Linode" | "Akamai" => ProviderKind::Akamai,
-        "Alibaba Cloud" => ProviderKind::Alibaba,
-        "UpCloud" => ProviderKind::Upcloud,
-        _ if product == "Alibaba Cloud ECS" => ProviderKind::Alibaba,
-        _ if product.starts_with("Exoscale") => ProviderKind::Exoscale,
-        _ => return None,
-    })
+/// The clouds that stamp their own name in DMI (as afterburn and cloud-init tell them), with
+/// the field that told.
+fn by_vendor<'a>(
+    vendor: &'a str,
+    product: &'a str,
+    asset_tag: &'a str,
+) -> Option<(ProviderKind, &'static str, &'a str)> {
+    let by_vendor = match vendor {
+        "Hetzner" => Some(ProviderKind::Hetzner),
+        "Scaleway" => Some(ProviderKind::Scaleway),
+        "Vultr" => Some(ProviderKind::Vultr),
+        "Linode" | "Akamai" => Some(ProviderKind::Akamai),
+        "Alibaba Cloud" => Some(ProviderKind::Alibaba),
+        "UpCloud" => Some(ProviderKind::Upcloud),
+        _ => None,
+    };
+    if asset_tag == ORACLE_ASSET_TAG {
+        Some((ProviderKind::Oracle, "chassis_asset_tag", asset_tag))
+    } else if let Some(kind) = by_vendor {
+        Some((kind, "sys_vendor", vendor))
+    } else if product == "Alibaba Cloud ECS" {
+        Some((ProviderKind::Alibaba, "product_name", product))
+    } else if product.starts_with("Exoscale") {
+        Some((ProviderKind::Exoscale, "product_name", product))
+    } else {
+        None
+    }
 }
 
 #[cfg(test)]

@@ -1,9 +1,10 @@
 //! Google Compute Engine metadata server.
 //!
 //! Every request carries `Metadata-Flavor: Google` and every answer must carry it back (a server
-//! that does not is not the metadata server). One recursive request gives the whole instance:
-//! id, zone, hostname, interfaces and the custom attributes, `user-data` among them. Tags are
-//! custom attributes; instance attributes override project ones, as on GCE itself.
+//! that does not is not the metadata server). One recursive request of the root gives everything
+//! a boot needs in one round trip: the instance (id, zone, hostname, interfaces, its custom
+//! attributes, `user-data` among them) and the project's attributes. Tags are custom attributes;
+//! instance attributes override project ones, as on GCE itself.
 
 use super::client::{Http, Request, json_string, parse_json};
 use super::{InstanceFacts, MetadataProvider, Result, TagNames};
@@ -14,14 +15,15 @@ use tokio::sync::OnceCell;
 
 pub(super) struct Gce {
     http: Http,
-    instance: OnceCell<Value>,
+    /// The root document: `{"instance": {...}, "project": {...}}`.
+    document: OnceCell<Value>,
 }
 
 impl Gce {
     pub fn new(http: Http) -> Gce {
         Gce {
             http,
-            instance: OnceCell::new(),
+            document: OnceCell::new(),
         }
     }
 
@@ -47,16 +49,28 @@ impl Gce {
         }
     }
 
-    /// The whole instance document, fetched once however many callers ask at the same time.
-    async fn instance(&self) -> Result<&Value> {
-        self.instance
+    /// The whole metadata tree, fetched once however many callers ask at the same time.
+    async fn document(&self) -> Result<&Value> {
+        self.document
             .get_or_try_init(|| async {
                 let step = "instance metadata";
-                self.get_json(step, "/computeMetadata/v1/instance/?recursive=true&alt=json")
+                self.get_json(step, "/computeMetadata/v1/?recursive=true&alt=json")
                     .await?
                     .ok_or_else(|| self.http.error(step, "answered 404 Not Found"))
             })
             .await
+    }
+
+    /// The instance part of the document.
+    async fn instance(&self) -> Result<&Value> {
+        self.document()
+            .await?
+            .get("instance")
+            .filter(|i| i.is_object())
+            .ok_or_else(|| {
+                self.http
+                    .error("instance metadata", "the answer has no instance object")
+            })
     }
 }
 
@@ -83,19 +97,11 @@ impl MetadataProvider for Gce {
     }
 
     async fn tags(&self, wanted: &TagNames<'_>) -> Result<BTreeMap<String, String>> {
-        // The instance first: a server that is not GCE's is then always named by that step.
         let instance = self.instance().await?;
-        let project = self
-            .get_json(
-                "project attributes",
-                "/computeMetadata/v1/project/attributes/?recursive=true&alt=json",
-            )
-            .await?;
+        let project = self.document().await?.pointer("/project/attributes");
         let mut tags = BTreeMap::new();
-        for attributes in [project.as_ref(), instance.get("attributes")]
-            .into_iter()
-            .flatten()
-        {
+        // Project first: the instance's own attributes override them.
+        for attributes in [project, instance.get("attributes")].into_iter().flatten() {
             if let Some(map) = attributes.as_object() {
                 for (key, value) in map {
                     if let (true, Some(value)) = (wanted.matches(key), value.as_str()) {
@@ -108,7 +114,7 @@ impl MetadataProvider for Gce {
     }
 }
 
-/// The facts in the `instance/?recursive=true` document.
+/// The facts in the instance part of the recursive document.
 pub(super) fn facts_from(doc: &Value) -> InstanceFacts {
     // `projects/123456/zones/europe-west1-b`: the zone is the last part, its region the zone
     // without its last `-x`.

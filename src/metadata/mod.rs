@@ -9,6 +9,7 @@ mod akamai;
 mod alibaba;
 mod azure;
 mod client;
+pub mod config_drive;
 mod detect;
 mod digitalocean;
 mod ec2;
@@ -16,17 +17,21 @@ mod exoscale;
 mod gce;
 mod hetzner;
 pub mod identity;
+pub mod iso9660;
 mod leaves;
 mod nocloud;
 mod openstack;
 mod oracle;
 mod scaleway;
+mod source;
 mod upcloud;
 mod vultr;
 pub mod watch;
+pub mod wireserver;
 
 pub use detect::detect;
 pub use identity::{AccessToken, AwsRoleKeys, Identity};
+pub use source::Found;
 pub use watch::MetadataWatch;
 
 use crate::config::{MetadataConfig, ProviderKind, UserDataFormat};
@@ -57,6 +62,8 @@ pub struct Metadata {
     /// included), and the tags that pin the image (`kiln-expect-*`, read whatever `tags_prefix`
     /// says; see [`PIN_TAG_PREFIX`]).
     pub tags: BTreeMap<String, String>,
+    /// How kiln chose the datasource (for `kiln status`).
+    pub found: Found,
 }
 
 /// A fetch that failed: which provider, which address, which step, and why (never a value).
@@ -125,7 +132,7 @@ pub async fn fetch(config: &MetadataConfig) -> Result<Metadata> {
 /// [`fetch`] with the deadline given: the boot shares one deadline between the metadata and the
 /// secrets it resolves afterwards.
 pub async fn fetch_by(config: &MetadataConfig, deadline: Instant) -> Result<Metadata> {
-    let provider = provider_for(config, deadline)?;
+    let (provider, found) = provider_for(config, deadline)?;
     let want_user_data = config.user_data != UserDataFormat::None;
     let work = async {
         tokio::try_join!(
@@ -174,6 +181,7 @@ pub async fn fetch_by(config: &MetadataConfig, deadline: Instant) -> Result<Meta
         facts,
         user_data,
         tags,
+        found,
     })
 }
 
@@ -247,19 +255,25 @@ fn check_facts(facts: &InstanceFacts) -> std::result::Result<(), String> {
     }
 }
 
-/// The provider the config names; for `auto`, the one DMI tells.
-fn provider_for(config: &MetadataConfig, deadline: Instant) -> Result<Box<dyn MetadataProvider>> {
-    let kind = match config.provider {
-        ProviderKind::Auto => {
-            detect::detect(&config.dmi_dir, &config.hypervisor_uuid).map_err(|reason| MetadataError {
-                provider: "auto".into(),
-                endpoint: config.dmi_dir.display().to_string(),
-                step: "detect the cloud".into(),
-                reason,
-            })?
-        }
-        kind => kind,
-    };
+/// The provider the config names; for `auto`, the one DMI tells; a config drive before either
+/// where `source` prefers it. With how it was found.
+fn provider_for(config: &MetadataConfig, deadline: Instant) -> Result<(Box<dyn MetadataProvider>, Found)> {
+    let source::Chosen { kind, found } = source::choose(config)?;
+    if let Found::ConfigDrive(drive) = &found {
+        return Ok((
+            Box::new(config_drive::ConfigDrive::new(drive.clone(), config)),
+            found,
+        ));
+    }
+    let provider = provider_of(kind, config, deadline)?;
+    Ok((provider, found))
+}
+
+fn provider_of(
+    kind: ProviderKind,
+    config: &MetadataConfig,
+    deadline: Instant,
+) -> Result<Box<dyn MetadataProvider>> {
     if kind == ProviderKind::Nocloud {
         return Ok(Box::new(nocloud::NoCloud::new(config)));
     }

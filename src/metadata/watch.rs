@@ -78,10 +78,10 @@ impl MetadataWatch {
         let timeout = config.request_timeout.get();
         Ok(match kind {
             ProviderKind::Ec2 => Some(MetadataWatch::Ec2(Ec2Watch {
-                ec2: tokio::sync::Mutex::new(super::ec2::Ec2::new(
+                ec2: Box::new(tokio::sync::Mutex::new(super::ec2::Ec2::new(
                     http("ec2", timeout, crate::net::transient_status),
                     config.imdsv1,
-                )),
+                ))),
             })),
             ProviderKind::Gce => Some(MetadataWatch::Gce(GceWatch {
                 client: client.clone(),
@@ -106,7 +106,8 @@ impl MetadataWatch {
 
 /// EC2 IMDSv2, one session (token) for every read.
 pub struct Ec2Watch {
-    ec2: tokio::sync::Mutex<super::ec2::Ec2>,
+    /// Boxed: the client (two addresses, IPv4 and IPv6) is several times the other clouds' size.
+    ec2: Box<tokio::sync::Mutex<super::ec2::Ec2>>,
 }
 
 impl Ec2Watch {

@@ -1,8 +1,9 @@
-//! The series read from the snapshot at each scrape: the instance, its boot, its units, the load
-//! balancer, the seal, the secrets and kiln's own listeners and log. A section the config does
-//! not have (`[lb]`, `[seal]`, `[secrets]`) has no series.
+//! The series read from the snapshot at each scrape: the instance, its boot, its units, php-fpm's
+//! pools, the load balancer, the seal, the secrets and kiln's own listeners and log. A section
+//! the config does not have (`[lb]`, `[seal]`, `[secrets]`, `[service.phpfpm_status]`) has no
+//! series.
 
-use crate::state::{LbState, Phase, Snapshot, UnitState, UnitStatus};
+use crate::state::{LbState, Phase, PhpFpmPool, PhpFpmStatus, Snapshot, UnitState, UnitStatus};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{
     DescriptorEncoder, EncodeCounterValue, EncodeGaugeValue, EncodeLabelSet, NoLabelSet,
@@ -21,6 +22,7 @@ impl Collector for SnapshotSeries {
         instance(&mut out, s)?;
         boot(&mut out, s)?;
         units(&mut out, &s.services)?;
+        php_fpm(&mut out, &s.php_fpm)?;
         lb(&mut out, s)?;
         seal(&mut out, s)?;
         secrets(&mut out, s)?;
@@ -220,6 +222,141 @@ fn unit_usage(out: &mut DescriptorEncoder, units: &[UnitStatus]) -> fmt::Result 
             .iter()
             .filter_map(|u| Some((of(u), seconds_us(u.cpu_usec?))))
             .collect::<Vec<_>>(),
+    )
+}
+
+/// Each php-fpm pool: whether its status page answered, and its figures when it did (a pool
+/// whose page did not answer has none: Prometheus marks them stale rather than keeping old ones).
+fn php_fpm(out: &mut DescriptorEncoder, pools: &[PhpFpmStatus]) -> fmt::Result {
+    let up: Vec<_> = pools
+        .iter()
+        .map(|p| {
+            (
+                [("service", p.service.as_str()), ("unit", p.unit.as_str())],
+                u32::from(p.pool.is_some()),
+            )
+        })
+        .collect();
+    gauges(
+        out,
+        "kiln_phpfpm_up",
+        "Whether the pool's status page answered within its timeout (1) or not (0: kiln status says why)",
+        &up,
+    )?;
+    let read: Vec<(&PhpFpmStatus, &PhpFpmPool)> =
+        pools.iter().filter_map(|p| Some((p, p.pool.as_ref()?))).collect();
+    if read.is_empty() {
+        return Ok(());
+    }
+    let mut info = out.encode_descriptor(
+        "kiln_phpfpm_pool",
+        "The pool and its process manager (static, dynamic or ondemand)",
+        None,
+        MetricType::Info,
+    )?;
+    for (p, pool) in &read {
+        let [service, unit, name] = of_pool(p, pool);
+        info.encode_info(&[
+            service,
+            unit,
+            name,
+            ("process_manager", pool.process_manager.as_str()),
+        ])?;
+    }
+    php_fpm_processes(out, &read)?;
+    php_fpm_queue(out, &read)?;
+    php_fpm_counts(out, &read)
+}
+
+/// The labels of a pool's series.
+fn of_pool<'a>(p: &'a PhpFpmStatus, pool: &'a PhpFpmPool) -> [(&'static str, &'a str); 3] {
+    [
+        ("service", p.service.as_str()),
+        ("unit", p.unit.as_str()),
+        ("pool", pool.pool.as_str()),
+    ]
+}
+
+/// One figure of every pool read, with the pool's labels.
+fn per_pool<'a>(
+    read: &[(&'a PhpFpmStatus, &'a PhpFpmPool)],
+    value: fn(&PhpFpmPool) -> u64,
+) -> Vec<([(&'static str, &'a str); 3], u64)> {
+    read.iter()
+        .map(|&(p, pool)| (of_pool(p, pool), value(pool)))
+        .collect()
+}
+
+fn php_fpm_processes(out: &mut DescriptorEncoder, read: &[(&PhpFpmStatus, &PhpFpmPool)]) -> fmt::Result {
+    let processes: Vec<_> = read
+        .iter()
+        .flat_map(|&(p, pool)| {
+            let [service, unit, name] = of_pool(p, pool);
+            [
+                ([service, unit, name, ("state", "active")], pool.active_processes),
+                ([service, unit, name, ("state", "idle")], pool.idle_processes),
+            ]
+        })
+        .collect();
+    gauges(
+        out,
+        "kiln_phpfpm_processes",
+        "The pool's processes serving a request (active) or waiting for one (idle)",
+        &processes,
+    )?;
+    gauges(
+        out,
+        "kiln_phpfpm_active_processes_max",
+        "The most processes active at once since the pool started",
+        &per_pool(read, |pool| pool.max_active_processes),
+    )?;
+    gauges(
+        out,
+        "kiln_phpfpm_start_time_seconds",
+        "When the pool started, seconds since the Unix epoch",
+        &per_pool(read, |pool| pool.start_time),
+    )
+}
+
+fn php_fpm_queue(out: &mut DescriptorEncoder, read: &[(&PhpFpmStatus, &PhpFpmPool)]) -> fmt::Result {
+    gauges(
+        out,
+        "kiln_phpfpm_listen_queue",
+        "Requests waiting for a free process now (php-fpm counts them on a TCP listen socket only)",
+        &per_pool(read, |pool| pool.listen_queue),
+    )?;
+    gauges(
+        out,
+        "kiln_phpfpm_listen_queue_max",
+        "The most requests waiting at once since the pool started (TCP listen socket only)",
+        &per_pool(read, |pool| pool.max_listen_queue),
+    )?;
+    gauges(
+        out,
+        "kiln_phpfpm_listen_queue_capacity",
+        "Requests the listen socket's queue holds (its backlog; TCP listen socket only)",
+        &per_pool(read, |pool| pool.listen_queue_len),
+    )
+}
+
+fn php_fpm_counts(out: &mut DescriptorEncoder, read: &[(&PhpFpmStatus, &PhpFpmPool)]) -> fmt::Result {
+    counters(
+        out,
+        "kiln_phpfpm_accepted_connections",
+        "Requests the pool accepted since it started",
+        &per_pool(read, |pool| pool.accepted_conn),
+    )?;
+    counters(
+        out,
+        "kiln_phpfpm_max_children_reached",
+        "Times the pool wanted another process and pm.max_children refused it (dynamic and ondemand; static never counts)",
+        &per_pool(read, |pool| pool.max_children_reached),
+    )?;
+    counters(
+        out,
+        "kiln_phpfpm_slow_requests",
+        "Requests that ran longer than the pool's request_slowlog_timeout",
+        &per_pool(read, |pool| pool.slow_requests),
     )
 }
 

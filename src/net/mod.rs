@@ -18,7 +18,8 @@
 //! **What is retried**: no connection, no answer within the request timeout, an answer cut short or
 //! over its bound, 429 and every 5xx; and what a protocol documents besides: Azure IMDS's 404 and
 //! 410, AWS's throttling codes, and an expired IMDSv2 token (401: kiln asks for a new token and sends
-//! the request again at once, with up to 3 fresh tokens). Every other answer is final at once: a 403,
+//! the request again at once, with up to 3 fresh tokens), the WireServer's 403 (its throttling) and
+//! 410 (the goal state changed: kiln asks for the new one). Every other answer is final at once: a 403,
 //! a 404 that means "absent", a signature error.
 //!
 //! **The pause** after a retried attempt is capped exponential with jitter: 100 ms, doubling to 2 s
@@ -40,10 +41,15 @@
 //! | an ELBv2 call | 10 s | the membership tries again (below) |
 //! | a Consul agent request | one attempt, 10 s | the membership tries again |
 //! | joining the load balancer | never: 0.5 s doubling to 10 s (the same rule), until kiln stops | `kiln status`: `unregistered: <reason>` |
-//! | `CompleteLifecycleAction` | 10 s calls, paused 1 s doubling to 30 s, until the hook's `heartbeat_timeout` | the hook shows `FAILED` |
+//! | `CompleteLifecycleAction` | 10 s calls, paused 1 s doubling to 30 s, until the hook's `heartbeat_timeout` | the hook shows `GAVE UP` |
+//! | `CompleteLifecycleAction` when kiln stops | 1 s more for the answer being sent (`lifecycle::STOP_GRACE`) | the hook shows `GAVE UP`; the hook's timeout decides |
 //! | a lifecycle heartbeat | 10 s (or `heartbeat_interval` if shorter) | the next heartbeat |
+//! | the Azure check-in (WireServer: goal state, then the health report) | 20 min; 10 s an attempt, paused 200 ms doubling to 5 s | `kiln status`: `azure check-in: FAILED`; the boot goes on |
 //! | a notice poll (EC2, Azure) | `poll_interval`, at least 2 s (Azure's first: 150 s) | a `problem:` in status, the next poll |
 //! | a GCE hanging GET | `timeout_sec` + 10 s | asked again after 5 s |
+//! | `kiln fleet` listing an ELBv2 target group | 10 s | the verdict is `unreachable` |
+//! | `kiln fleet` placing ELBv2 instance targets (EC2 `DescribeInstances`) | 10 s for every batch | each member it could not place says why |
+//! | `kiln check --online` reading the target group's deregistration delay | 5 s, credentials included (`lb::warnings::ONLINE_BUDGET`) | a `note:` line; the check still passes |
 //! | `kiln fleet` asking a member | `--timeout`, one attempt | the member is reported as not answering |
 
 pub mod body;
@@ -75,6 +81,11 @@ pub const METADATA_SCALEWAY: &str = "http://169.254.42.42";
 
 /// Alibaba Cloud ECS's metadata service: an address of its own, not [`METADATA`].
 pub const METADATA_ALIBABA: &str = "http://100.100.100.200";
+
+/// Azure's WireServer, where an instance without a provisioning agent reports that it is
+/// provisioned (`metadata::wireserver`). The same address in every Azure region; it is not
+/// link-local, so no other network may hold it. The default of `[metadata] wireserver`.
+pub const WIRESERVER: &str = "http://168.63.129.16";
 
 /// Connecting to a cloud API or the Consul agent takes at most this long.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);

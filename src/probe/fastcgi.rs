@@ -1,6 +1,7 @@
-//! A FastCGI client just big enough to ask php-fpm's `ping.path`: one request (BEGIN_REQUEST,
-//! PARAMS, empty STDIN), then STDOUT records until END_REQUEST. php-fpm answers its ping only over
-//! FastCGI, so an HTTP probe through nginx would test nginx, not php-fpm.
+//! A FastCGI client just big enough to ask php-fpm one page: one request (BEGIN_REQUEST, PARAMS,
+//! empty STDIN), then STDOUT records until END_REQUEST. php-fpm answers its ping and its status
+//! page only over FastCGI, so an HTTP probe through nginx would test nginx, not php-fpm. The
+//! `fastcgi` probes ask `ping.path` here; `serve::phpfpm` asks the pool's status page.
 
 use super::Outcome;
 use crate::config::FastCgiSocket;
@@ -17,28 +18,49 @@ const RESPONDER: u16 = 1;
 const REQUEST_ID: u16 = 1;
 /// php-fpm's STDERR shown in a failed check's detail (`kiln status`), at most.
 const DETAIL_CHARS: usize = 200;
-/// A ping answer is a few bytes; anything past this is not read.
+/// A ping answer is a few bytes and a status page (without `full`) under 1 KiB; anything past
+/// this is not kept.
 const MAX_RESPONSE: usize = 64 * 1024;
 
+/// What php-fpm answered a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// Its `Status:` header's code; 200 when it sent none.
+    pub status: u16,
+    /// The body, after the headers, read as UTF-8 (lossily).
+    pub body: String,
+}
+
 pub async fn check(socket: &FastCgiSocket, path: &str, expect: Option<&str>) -> Outcome {
-    let result = match socket {
-        FastCgiSocket::Unix(p) => match tokio::net::UnixStream::connect(p).await {
-            Ok(s) => request(s, path).await,
-            Err(e) => Err(format!("connect {}: {e}", p.display())),
-        },
-        FastCgiSocket::Tcp(addr) => match tokio::net::TcpStream::connect(addr.as_str()).await {
-            Ok(s) => request(s, path).await,
-            Err(e) => Err(format!("connect {addr}: {e}")),
-        },
-    };
-    match result {
+    match get(socket, path, "").await {
         Err(detail) => Outcome::fail(detail),
-        Ok(response) => judge(&response, expect),
+        Ok(reply) => judge(&reply, expect),
     }
 }
 
+/// One request for `path?query` on `socket`, and php-fpm's reply. The reply is bounded in size,
+/// not in time: the caller holds it within its own timeout (dropping the future closes the
+/// connection).
+pub async fn get(socket: &FastCgiSocket, path: &str, query: &str) -> Result<Reply, String> {
+    let stdout = match socket {
+        FastCgiSocket::Unix(p) => match tokio::net::UnixStream::connect(p).await {
+            Ok(s) => request(s, path, query).await,
+            Err(e) => Err(format!("connect {}: {e}", p.display())),
+        },
+        FastCgiSocket::Tcp(addr) => match tokio::net::TcpStream::connect(addr.as_str()).await {
+            Ok(s) => request(s, path, query).await,
+            Err(e) => Err(format!("connect {addr}: {e}")),
+        },
+    }?;
+    Ok(reply(&stdout))
+}
+
 /// Sends one request for `path` and returns what php-fpm wrote to STDOUT (headers and body).
-async fn request<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, path: &str) -> Result<Vec<u8>, String> {
+async fn request<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    path: &str,
+    query: &str,
+) -> Result<Vec<u8>, String> {
     let mut out = Vec::with_capacity(512);
     let mut begin = [0u8; 8];
     begin[..2].copy_from_slice(&RESPONDER.to_be_bytes());
@@ -50,7 +72,7 @@ async fn request<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, path: &str) -
         ("REQUEST_URI", path),
         ("DOCUMENT_URI", path),
         ("REQUEST_METHOD", "GET"),
-        ("QUERY_STRING", ""),
+        ("QUERY_STRING", query),
         ("SERVER_PROTOCOL", "HTTP/1.1"),
         ("GATEWAY_INTERFACE", "CGI/1.1"),
         ("SERVER_SOFTWARE", "kiln"),
@@ -113,15 +135,15 @@ pub fn answer_of(bytes: &[u8], expect: Option<&str>) -> (Result<Vec<u8>, String>
         std::task::Poll::Pending => Err("pending on a byte slice".into()),
     };
     let outcome = match &response {
-        Ok(stdout) => judge(stdout, expect),
+        Ok(stdout) => judge(&reply(stdout), expect),
         Err(e) => super::Outcome::fail(e.clone()),
     };
     (response, outcome)
 }
 
-/// Passes on a 2xx status (no `Status:` header means 200) whose body contains `expect`.
-fn judge(response: &[u8], expect: Option<&str>) -> Outcome {
-    let text = String::from_utf8_lossy(response);
+/// STDOUT split as CGI writes it: headers, a blank line, the body.
+fn reply(stdout: &[u8]) -> Reply {
+    let text = String::from_utf8_lossy(stdout);
     let (head, body) = text
         .split_once("\r\n\r\n")
         .or_else(|| text.split_once("\n\n"))
@@ -131,7 +153,16 @@ fn judge(response: &[u8], expect: Option<&str>) -> Outcome {
         .find_map(|l| l.strip_prefix("Status:").or_else(|| l.strip_prefix("status:")))
         .and_then(|s| s.trim().split(' ').next()?.parse::<u16>().ok())
         .unwrap_or(200);
-    let body = body.trim();
+    Reply {
+        status,
+        body: body.to_string(),
+    }
+}
+
+/// Passes on a 2xx status whose body contains `expect`.
+fn judge(reply: &Reply, expect: Option<&str>) -> Outcome {
+    let body = reply.body.trim();
+    let status = reply.status;
     // What php-fpm wrote, as status shows it: 60 characters, control characters as `?`.
     let short: String = body
         .chars()
@@ -191,7 +222,7 @@ mod tests {
     #[test]
     fn a_404_from_php_fpm_fails_with_its_body() {
         let o = judge(
-            b"Status: 404 Not Found\r\nContent-type: text/html\r\n\r\nFile not found.\n",
+            &reply(b"Status: 404 Not Found\r\nContent-type: text/html\r\n\r\nFile not found.\n"),
             None,
         );
         assert!(!o.ok);
@@ -200,8 +231,8 @@ mod tests {
 
     #[test]
     fn pong_passes_and_expect_is_checked() {
-        assert!(judge(b"Content-type: text/plain\r\n\r\npong", Some("pong")).ok);
-        assert!(!judge(b"Content-type: text/plain\r\n\r\npung", Some("pong")).ok);
+        assert!(judge(&reply(b"Content-type: text/plain\r\n\r\npong"), Some("pong")).ok);
+        assert!(!judge(&reply(b"Content-type: text/plain\r\n\r\npung"), Some("pong")).ok);
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! - `watch`: inotify, the mount table (`mounts`) and a periodic full rescan, after boot.
 //! - `readonly`: bind-remounting the sealed paths read-only.
 //! - `pin`: the release or root hash the launch configuration expects.
+//! - `warnings`: what `kiln check` says of sealed paths that are not there.
 //!
 //! Without a `[seal]` section nothing is sealed, verified, watched or remounted.
 
@@ -21,6 +22,7 @@ mod readonly;
 mod resolve;
 mod scope;
 mod walk;
+mod warnings;
 mod watch;
 mod xattrs;
 
@@ -30,6 +32,7 @@ pub use manifest::{FORMAT_VERSION, Manifest, SealedRoot};
 pub use pin::Pin;
 pub use readonly::{ReadonlyOutcome, remount_readonly};
 pub use resolve::Link;
+pub use warnings::warnings;
 pub use watch::{DriftReport, DriftWatch, FoundBy, watch, watch_within};
 pub use xattrs::Xattr;
 

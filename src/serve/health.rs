@@ -43,9 +43,6 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 /// headers of any load balancer takes a few hundred bytes.
 const MAX_HEAD: usize = 8 * 1024;
 
-/// Answers one request of a bounded listener ([`serve`]).
-pub(super) type Answer = Arc<dyn Fn(&Request<Incoming>) -> Response<Full<Bytes>> + Send + Sync>;
-
 /// How long a connection of a bounded listener may live, beyond the limits on request heads.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Lifetime {
@@ -77,7 +74,8 @@ pub fn start(addr: SocketAddr, shared: Arc<Shared>, cap: usize) -> std::io::Resu
         .collect::<std::io::Result<Vec<_>>>()?;
     let per_thread = (cap / threads).max(1);
     let mut all_slots = Vec::with_capacity(threads);
-    let answer: Answer = Arc::new(move |req| answer(req, &shared));
+    // Answered at once, from the snapshot: nothing to wait for.
+    let answer = move |req: &Request<Incoming>| std::future::ready(answer(req, &shared));
     for (n, listener) in listeners.into_iter().enumerate() {
         let answer = answer.clone();
         let slots = Slots::new(per_thread);
@@ -153,8 +151,13 @@ fn defer_accept(fd: &OwnedFd, wait: Duration) -> std::io::Result<()> {
 }
 
 /// Serves one listener until its runtime ends: at most `slots`' cap of connections, each
-/// within `lifetime`, each request answered by `answer`.
-pub(super) async fn serve(listener: TcpListener, slots: Arc<Slots>, answer: Answer, lifetime: Lifetime) {
+/// within `lifetime`, each request answered by the future `answer` makes of it (at once for the
+/// health port, after reading php-fpm's pages for `/metrics`).
+pub(super) async fn serve<A, F>(listener: TcpListener, slots: Arc<Slots>, answer: A, lifetime: Lifetime)
+where
+    A: Fn(&Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+{
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -172,8 +175,12 @@ pub(super) async fn serve(listener: TcpListener, slots: Arc<Slots>, answer: Answ
             let answered = slot.answered();
             let service = service_fn(move |req| {
                 let response = answer(&req);
-                answered.now();
-                async move { Ok::<_, Infallible>(response) }
+                let answered = answered.clone();
+                async move {
+                    let response = response.await;
+                    answered.now();
+                    Ok::<_, Infallible>(response)
+                }
             });
             let connection = http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -206,6 +213,7 @@ fn answer(req: &Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
     match req.uri().path() {
         "/livez" => livez(shared, verbose(req)),
         "/readyz" => readyz(shared, verbose(req)),
+        AZURE_HEALTH => azure_health(shared.phase()),
         _ => plain(StatusCode::NOT_FOUND, "not found: try /livez or /readyz\n"),
     }
 }
@@ -236,7 +244,8 @@ fn livez(shared: &Shared, verbose: bool) -> Response<Full<Bytes>> {
     }
 }
 
-/// 200 when ready, 503 otherwise; the phase in a word, or in JSON with what `kiln fleet` needs.
+/// 200 when ready, 503 otherwise; the phase in a word, or in JSON the readiness report
+/// (`readiness::report`, also the control socket's `ready`).
 fn readyz(shared: &Shared, verbose: bool) -> Response<Full<Bytes>> {
     let phase = shared.phase();
     let code = if phase == Phase::Ready {
@@ -247,30 +256,36 @@ fn readyz(shared: &Shared, verbose: bool) -> Response<Full<Bytes>> {
     if !verbose {
         return plain(code, phase_word(phase));
     }
-    let snapshot = shared.snapshot();
-    let units: Vec<_> = snapshot
-        .services
-        .iter()
-        .map(|u| serde_json::json!({ "unit": u.unit, "state": u.state, "ready": u.ready }))
-        .collect();
-    // What `kiln fleet` needs of every instance: which image (seal, release) and which
-    // one the launch configuration pins (expected), which instance, how long up, and
-    // whether the load balancer has it.
-    let seal = snapshot.seal.as_ref();
+    json(code, super::readiness::report(shared, phase))
+}
+
+/// Where Azure's Application Health extension (rich health states) asks.
+pub const AZURE_HEALTH: &str = "/azure/health";
+
+/// The Application Health extension's rich health states: a 2xx with
+/// `{"ApplicationHealthState": "Healthy"}` or `"Unhealthy"`; anything else is Unknown.
+///
+/// Ready is Healthy. Degraded (a service not ready now), failed (a refused boot), stopping and
+/// stopped are Unhealthy: the instance does not serve, and instance repairs may replace it.
+/// Booting and starting answer 503, which the extension counts as Unknown: while it is
+/// *Initializing* (its grace period after the instance starts) only Healthy or Unhealthy end
+/// that, so a boot within the grace period is neither repaired nor counted by a rolling upgrade;
+/// a boot that outlasts it is Unknown, which both treat as Unhealthy. The body holds nothing but
+/// the documented key: the phase is `/readyz?verbose`'s to tell.
+fn azure_health(phase: Phase) -> Response<Full<Bytes>> {
+    let state = match phase {
+        Phase::Ready => "Healthy",
+        Phase::Degraded | Phase::Failed | Phase::Stopping | Phase::Stopped => "Unhealthy",
+        Phase::Booting | Phase::Starting => {
+            return json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                serde_json::json!({ "phase": phase }),
+            );
+        }
+    };
     json(
-        code,
-        serde_json::json!({
-            "ready": phase == Phase::Ready,
-            "phase": phase,
-            "reason": snapshot.reason,
-            "units": units,
-            "seal": seal.and_then(|s| s.root_hash.clone()),
-            "release": seal.and_then(|s| s.release.clone()),
-            "expected": seal.and_then(|s| s.expected.clone()),
-            "instance_id": snapshot.instance.as_ref().and_then(|i| i.instance_id.clone()),
-            "uptime_ms": shared.elapsed().as_millis() as u64,
-            "lb": snapshot.lb.as_ref().map(|lb| lb.state),
-        }),
+        StatusCode::OK,
+        serde_json::json!({ "ApplicationHealthState": state }),
     )
 }
 
@@ -302,4 +317,42 @@ fn json(code: StatusCode, value: serde_json::Value) -> Response<Full<Bytes>> {
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn body(response: Response<Full<Bytes>>) -> (u16, serde_json::Value) {
+        use http_body_util::BodyExt;
+        let status = response.status().as_u16();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[tokio::test]
+    async fn each_phase_maps_to_a_rich_health_state() {
+        for phase in Phase::ALL {
+            let (status, json) = body(azure_health(phase)).await;
+            let want = match phase {
+                Phase::Ready => Some("Healthy"),
+                Phase::Booting | Phase::Starting => None,
+                _ => Some("Unhealthy"),
+            };
+            match want {
+                Some(state) => {
+                    assert_eq!(status, 200, "{phase:?}");
+                    assert_eq!(
+                        json,
+                        serde_json::json!({ "ApplicationHealthState": state }),
+                        "{phase:?}"
+                    );
+                }
+                None => {
+                    assert_eq!(status, 503, "{phase:?}: the extension reads Unknown");
+                    assert!(json.get("ApplicationHealthState").is_none(), "{phase:?}");
+                }
+            }
+        }
+    }
 }

@@ -15,7 +15,8 @@
 //! socket and buffer no longer than that. Prometheus opens a new connection for each scrape
 //! then, once every 15 s or so.
 
-use super::health::{self, Answer, Lifetime, plain};
+use super::health::{self, Lifetime, plain};
+use super::phpfpm::Pools;
 use super::slots::Slots;
 use super::{Listeners, full_snapshot};
 use crate::metrics::{self, Format, Recorder};
@@ -25,6 +26,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,17 +57,25 @@ pub fn bind(addr: SocketAddr, cap: usize) -> std::io::Result<Bound> {
 }
 
 /// Serves `/metrics` on a thread of its own until kiln exits. `listeners` is every listener's
-/// connections, this one's included; `recorder` what happened between two scrapes.
+/// connections, this one's included; `recorder` what happened between two scrapes; `pools`
+/// php-fpm's status pages, read at each scrape.
 pub fn start(
     bound: Bound,
     shared: Arc<Shared>,
     recorder: Arc<Recorder>,
     listeners: Listeners,
+    pools: Pools,
 ) -> std::io::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let answer: Answer = Arc::new(move |req| answer(req, &shared, &recorder, &listeners));
+    let scrape = Arc::new(Scrape {
+        shared,
+        recorder,
+        listeners,
+        pools,
+    });
+    let answer = move |req: &Request<Incoming>| answer(req, scrape.clone());
     let Bound { listener, slots } = bound;
     std::thread::Builder::new()
         .name("kiln-metrics".into())
@@ -80,25 +90,39 @@ pub fn start(
     Ok(())
 }
 
+/// What a scrape reads.
+struct Scrape {
+    shared: Arc<Shared>,
+    recorder: Arc<Recorder>,
+    listeners: Listeners,
+    pools: Pools,
+}
+
+/// The request is judged at once; the exposition is made once php-fpm's pages are read (each
+/// within its timeout, all at once), while this thread goes on serving other connections.
 fn answer(
     req: &Request<Incoming>,
-    shared: &Shared,
-    recorder: &Recorder,
-    listeners: &Listeners,
-) -> Response<Full<Bytes>> {
-    if req.uri().path() != "/metrics" {
-        return plain(StatusCode::NOT_FOUND, "not found: try /metrics\n");
-    }
-    if req.method() != Method::GET && req.method() != Method::HEAD {
-        return plain(StatusCode::METHOD_NOT_ALLOWED, "GET only\n");
-    }
+    scrape: Arc<Scrape>,
+) -> impl Future<Output = Response<Full<Bytes>>> + use<> {
+    let refused = if req.uri().path() != "/metrics" {
+        Some(plain(StatusCode::NOT_FOUND, "not found: try /metrics\n"))
+    } else if req.method() != Method::GET && req.method() != Method::HEAD {
+        Some(plain(StatusCode::METHOD_NOT_ALLOWED, "GET only\n"))
+    } else {
+        None
+    };
     let accept = req.headers().get(ACCEPT).and_then(|a| a.to_str().ok());
     let format = Format::negotiate(accept);
-    let snapshot = Arc::new(full_snapshot(shared, listeners));
-    let body = metrics::render(snapshot, recorder, format);
-    let mut response = Response::new(Full::new(Bytes::from(body)));
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static(format.content_type()));
-    response
+    async move {
+        if let Some(refused) = refused {
+            return refused;
+        }
+        let snapshot = full_snapshot(&scrape.shared, &scrape.listeners, &scrape.pools).await;
+        let body = metrics::render(Arc::new(snapshot), &scrape.recorder, format);
+        let mut response = Response::new(Full::new(Bytes::from(body)));
+        response
+            .headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static(format.content_type()));
+        response
+    }
 }

@@ -1,6 +1,7 @@
 //! What kiln answers: `/livez` and `/readyz` for the load balancer, the HAProxy agent-check, the
 //! read-only control socket for `kiln status`, and `/metrics` for Prometheus when `[metrics]`
-//! asks for it. All of them only read the shared snapshot.
+//! asks for it. All of them only read: the shared snapshot, and for `kiln status` and `/metrics`
+//! what is read only when asked (cgroup usage, php-fpm's status pages: `phpfpm`).
 //!
 //! None of them runs on the supervisor's thread: the health port has threads of its own, the
 //! metrics listener one, the control socket and the agent port share one more. Each listener
@@ -11,12 +12,15 @@ pub mod agent;
 pub mod control;
 pub mod health;
 pub mod metrics;
+pub mod phpfpm;
+pub mod readiness;
 pub mod slots;
 
-use crate::config::{HealthConfig, MetricsConfig};
+use crate::config::{HealthConfig, MetricsConfig, ServiceConfig};
 use crate::fd_budget::Caps;
 use crate::metrics::Recorder;
 use crate::state::{ListenerStatus, LogStatus, Shared, Snapshot};
+use phpfpm::Pools;
 use slots::Slots;
 use std::path::Path;
 use std::sync::Arc;
@@ -54,9 +58,11 @@ impl Listeners {
 }
 
 /// The snapshot with what is read only when asked: the log's figures, every listener's
-/// connections, and each unit's memory and CPU from its cgroup (a few small files per unit,
-/// never read while nobody asks). What `kiln status` and `/metrics` show.
-fn full_snapshot(shared: &Shared, listeners: &Listeners) -> Snapshot {
+/// connections, each unit's memory and CPU from its cgroup (a few small files per unit, never
+/// read while nobody asks) and php-fpm's pools (each within its page's timeout). What `kiln
+/// status` and `/metrics` show.
+async fn full_snapshot(shared: &Shared, listeners: &Listeners, pools: &Pools) -> Snapshot {
+    let php_fpm = pools.read().await;
     let mut snapshot = (*shared.snapshot()).clone();
     let log = crate::systemd::log::status();
     snapshot.log = LogStatus {
@@ -71,18 +77,22 @@ fn full_snapshot(shared: &Shared, listeners: &Listeners) -> Snapshot {
             unit.cpu_usec = usage.cpu_usec;
         }
     }
+    snapshot.php_fpm = php_fpm;
     snapshot
 }
 
 /// Binds the health port, the control socket, the agent-check port and the metrics listener (an
 /// address in use is reported now, before anything starts) and serves them until kiln exits.
+/// `services`' php-fpm status pages are read for `kiln status` and `/metrics`.
 pub fn start(
     health: &HealthConfig,
     metrics_config: Option<&MetricsConfig>,
     control_socket: &Path,
+    services: &[ServiceConfig],
     shared: Arc<Shared>,
     recorder: Arc<Recorder>,
 ) -> Result<(), String> {
+    let pools = Pools::of(services);
     let caps = Caps::now();
     let control_listener = control::bind(control_socket)
         .map_err(|e| format!("[control] socket {}: {e}", control_socket.display()))?;
@@ -110,10 +120,10 @@ pub fn start(
         metrics: metrics_bound.as_ref().map(|b| b.slots.clone()),
     };
     if let Some(bound) = metrics_bound {
-        metrics::start(bound, shared.clone(), recorder, listeners.clone())
+        metrics::start(bound, shared.clone(), recorder, listeners.clone(), pools.clone())
             .map_err(|e| format!("cannot start the metrics listener: {e}"))?;
     }
-    serve_control_and_agent(control_listener, agent_listener, shared, listeners)
+    serve_control_and_agent(control_listener, agent_listener, shared, listeners, pools)
 }
 
 /// The control socket and the agent-check port, on one thread of their own.
@@ -122,6 +132,7 @@ fn serve_control_and_agent(
     agent_listener: Option<std::net::TcpListener>,
     shared: Arc<Shared>,
     listeners: Listeners,
+    pools: Pools,
 ) -> Result<(), String> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -140,7 +151,7 @@ fn serve_control_and_agent(
                     }
                 }
                 match tokio::net::UnixListener::from_std(control_listener) {
-                    Ok(listener) => control::serve(listener, shared, listeners).await,
+                    Ok(listener) => control::serve(listener, shared, listeners, pools).await,
                     Err(e) => tracing::error!("control socket: {e}"),
                 }
             })

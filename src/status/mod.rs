@@ -1,7 +1,9 @@
 //! `kiln status`: asks the control socket for the snapshot and shows it to a person (or, with
 //! `--json`, to a script). Exit code: 0 ready, 1 failed, 2 starting or degraded, 3 unreachable.
+//! `kiln wait` (`wait`) asks the same socket until the boot is over.
 
 mod render;
+pub mod wait;
 
 use crate::config::{Config, ConfigError, ControlConfig};
 use crate::state::Snapshot;

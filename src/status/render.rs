@@ -4,9 +4,10 @@
 //! [`printable`]: it can neither drive the terminal nor forge a line.
 
 use crate::state::{
-    Containment, ContainmentKind, ExpectedImage, HookState, HookStatus, HooksStatus, InstanceStatus, LbState,
-    LbStatus, LeaveStatus, LeaveStep, LeaveStepKind, LifecycleStatus, NoticeStatus, OnNotice, Phase,
-    SealStatus, SecretsStatus, Snapshot, UnitState, UnitStatus,
+    CheckInOutcome, CheckInStatus, Containment, ContainmentKind, ExpectedImage, HookState, HookStatus,
+    HooksStatus, InstanceStatus, LbState, LbStatus, LeaveStatus, LeaveStep, LeaveStepKind, LifecycleStatus,
+    NoticeStatus, OnNotice, Phase, PhpFpmPool, PhpFpmStatus, ProviderFound, ProviderStatus, SealStatus,
+    SecretsStatus, Snapshot, UnitState, UnitStatus,
 };
 use crate::terminal::printable;
 use std::fmt::Write;
@@ -23,7 +24,7 @@ pub fn render(s: &Snapshot, now_ms: u64) -> String {
     for line in summary_lines(s, now_ms) {
         let _ = writeln!(out, "  {line}");
     }
-    units_section(&mut out, &s.services, now_ms);
+    units_section(&mut out, &s.services, &s.php_fpm, now_ms);
     timeline_section(&mut out, s);
     events_section(&mut out, s, now_ms);
     out
@@ -33,6 +34,8 @@ pub fn render(s: &Snapshot, now_ms: u64) -> String {
 fn summary_lines(s: &Snapshot, now_ms: u64) -> Vec<String> {
     let mut lines: Vec<String> = [
         s.instance.as_ref().map(instance_line),
+        s.provider.as_ref().map(provider_line),
+        s.check_in.as_ref().map(|c| check_in_line(c, now_ms)),
         s.containment
             .as_ref()
             .map(|c| format!("services: {}", containment_line(c))),
@@ -90,6 +93,53 @@ fn instance_line(i: &InstanceStatus) -> String {
     .filter_map(|(label, value)| value.as_ref().map(|v| format!("{label} {}", printable(v))))
     .collect();
     format!("instance: {}, {}", printable(&i.provider), facts.join(", "))
+}
+
+/// `provider: azure, told by DMI chassis_asset_tag "7783-…"`: the datasource and how kiln chose it.
+fn provider_line(p: &ProviderStatus) -> String {
+    let how = match &p.found {
+        ProviderFound::Config => "named by [metadata] provider".to_string(),
+        ProviderFound::Dmi { field, value } => {
+            format!("told by DMI {} {:?}", printable(field), printable(value))
+        }
+        ProviderFound::HypervisorUuid => "told by /sys/hypervisor/uuid (ec2…)".to_string(),
+        ProviderFound::ConfigDrive { device, filesystem } => format!(
+            "from the config drive {} ({}, label config-2)",
+            printable(device),
+            printable(filesystem)
+        ),
+    };
+    format!("provider: {}, {how}", printable(&p.name))
+}
+
+/// `azure check-in: Ready reported 1m37s ago (goal state incarnation 1)`, or how it goes.
+fn check_in_line(c: &CheckInStatus, now_ms: u64) -> String {
+    let detail = c.detail.as_deref().map(printable).unwrap_or_default();
+    let attempts = match c.attempts {
+        1 => "1 attempt".to_string(),
+        n => format!("{n} attempts"),
+    };
+    let state = match c.outcome {
+        CheckInOutcome::Sending if c.attempts == 0 => format!("sending {}", c.report),
+        CheckInOutcome::Sending => format!(
+            "sending {} for {} ({attempts}; last: {detail})",
+            c.report,
+            ago(c.since_ms, now_ms)
+        ),
+        CheckInOutcome::Accepted => format!(
+            "{} reported {} ago (goal state incarnation {})",
+            c.report,
+            ago(c.since_ms, now_ms),
+            printable(c.incarnation.as_deref().unwrap_or("?"))
+        ),
+        CheckInOutcome::Failed => format!(
+            "FAILED {} ago, {} not reported ({attempts}): {detail}",
+            ago(c.since_ms, now_ms),
+            c.report
+        ),
+        CheckInOutcome::Off => format!("off ({detail})"),
+    };
+    format!("azure check-in: {state}")
 }
 
 /// `load balancer: haproxy app/i-0abc (10.0.0.5:8080): registered for 1m37s`.
@@ -178,9 +228,9 @@ fn secrets_line(secrets: &SecretsStatus) -> String {
     )
 }
 
-/// The table of units, each followed by its dropped output and, when it is not ready, the last
-/// lines of its stderr.
-fn units_section(out: &mut String, units: &[UnitStatus], now_ms: u64) {
+/// The table of units, each followed by its dropped output, its php-fpm pool and, when it is not
+/// ready, the last lines of its stderr.
+fn units_section(out: &mut String, units: &[UnitStatus], pools: &[PhpFpmStatus], now_ms: u64) {
     if units.is_empty() {
         return;
     }
@@ -207,8 +257,46 @@ fn units_section(out: &mut String, units: &[UnitStatus], now_ms: u64) {
     let _ = writeln!(out, "{}", table_line(&header.map(String::from), &widths));
     for (row, u) in rows.iter().zip(units) {
         let _ = writeln!(out, "{}", table_line(row, &widths));
+        for pool in pools.iter().filter(|p| p.unit == u.unit) {
+            let _ = writeln!(out, "    {}", pool_line(pool));
+        }
         unit_notes(out, u);
     }
+}
+
+/// `php-fpm pool app (dynamic, up 1h02m): 2 active, 0 idle, …`, or why the page was not read.
+fn pool_line(p: &PhpFpmStatus) -> String {
+    let Some(pool) = &p.pool else {
+        let why = p.problem.as_deref().unwrap_or("no answer");
+        return format!("php-fpm pool: status page not read: {}", printable(why));
+    };
+    format!(
+        "php-fpm pool {} ({}, up {}): {}",
+        printable(&pool.pool),
+        printable(&pool.process_manager),
+        human(Duration::from_secs(pool.start_since)),
+        pool_figures(pool)
+    )
+}
+
+/// The figures, php-fpm's words; the listen queue only where php-fpm measures it (TCP).
+fn pool_figures(pool: &PhpFpmPool) -> String {
+    let queue = match pool.listen_queue_len {
+        0 => String::new(),
+        len => format!(
+            ", listen queue {} (max {} of {len})",
+            pool.listen_queue, pool.max_listen_queue
+        ),
+    };
+    format!(
+        "{} active (max {}), {} idle{queue}, max children reached {}, slow requests {}, {} accepted",
+        pool.active_processes,
+        pool.max_active_processes,
+        pool.idle_processes,
+        pool.max_children_reached,
+        pool.slow_requests,
+        pool.accepted_conn
+    )
 }
 
 /// Cells padded to the column widths; the last one as it is.
@@ -408,9 +496,11 @@ fn hook_line(transition: &str, hook: &HookStatus, now_ms: u64) -> String {
     let state = match hook.state {
         HookState::Idle => "idle".to_string(),
         HookState::Waiting => format!("waiting for {since}"),
+        HookState::SendingContinue => format!("sending CONTINUE for {since}"),
+        HookState::SendingAbandon => format!("sending ABANDON for {since}"),
         HookState::Continued => format!("CONTINUE sent {since} ago"),
         HookState::Abandoned => format!("ABANDON sent {since} ago"),
-        HookState::Failed => format!("FAILED {since} ago"),
+        HookState::GaveUp => format!("GAVE UP {since} ago"),
         HookState::Skipped => "not answered".into(),
     };
     let beats = match hook.heartbeats {
@@ -544,6 +634,42 @@ fn micros(us: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_hook_line_says_each_step() {
+        let hook = |state: HookState, detail: Option<&str>| HookStatus {
+            name: "kiln-launch".into(),
+            state,
+            detail: detail.map(String::from),
+            heartbeats: 0,
+            since_ms: 1_000,
+        };
+        let line = |state, detail| hook_line("launch", &hook(state, detail), 3_500);
+        assert_eq!(
+            line(HookState::SendingAbandon, Some("the boot was refused")),
+            "launch hook kiln-launch: sending ABANDON for 2.5s: the boot was refused"
+        );
+        assert_eq!(
+            line(
+                HookState::SendingContinue,
+                Some(
+                    "CONTINUE not sent yet: autoscaling CompleteLifecycleAction: Throttling (HTTP 400): Rate exceeded (attempt 1, next in 1s)"
+                )
+            ),
+            "launch hook kiln-launch: sending CONTINUE for 2.5s: CONTINUE not sent yet: autoscaling CompleteLifecycleAction: Throttling (HTTP 400): Rate exceeded (attempt 1, next in 1s)"
+        );
+        assert_eq!(
+            line(HookState::Abandoned, Some("ABANDON sent")),
+            "launch hook kiln-launch: ABANDON sent 2.5s ago"
+        );
+        assert_eq!(
+            line(
+                HookState::GaveUp,
+                Some("ABANDON not sent: kiln stopped before AWS answered")
+            ),
+            "launch hook kiln-launch: GAVE UP 2.5s ago: ABANDON not sent: kiln stopped before AWS answered"
+        );
+    }
 
     #[test]
     fn the_seal_line_shows_release_and_what_the_launch_configuration_expects() {

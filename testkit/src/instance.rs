@@ -58,7 +58,12 @@ impl Instance {
     /// Renders, seals and starts the instance on a new host of `lan`; returns once kiln runs
     /// (not once it is ready: see [`Instance::wait_ready`]).
     pub fn boot(lan: &Lan, spec: &InstanceSpec) -> Instance {
-        let host = lan.add_host();
+        Self::boot_on(lan.add_host(), spec)
+    }
+
+    /// [`Instance::boot`] on a host added before (whose address the test needed first: an EC2
+    /// instance created at that address).
+    pub fn boot_on(host: Host, spec: &InstanceSpec) -> Instance {
         let http = SocketAddr::from((host.ip, HTTP_PORT));
         let example = Example::render_at(http, SocketAddr::from((Ipv4Addr::UNSPECIFIED, HEALTH_PORT)));
         let seed = format!(

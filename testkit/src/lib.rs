@@ -2,6 +2,7 @@
 //! here (cloud metadata services, the Consul agent), and helpers to wait on conditions.
 
 pub mod cgroups;
+pub mod cloud_init;
 pub mod control;
 pub mod drill;
 pub mod emulator;

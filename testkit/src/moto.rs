@@ -18,6 +18,7 @@
 //! Where moto is: `$KILN_MOTO_VENV/bin`, else `target/venv/bin` of this workspace. Install with
 //! `python3 -m venv target/venv && target/venv/bin/pip install 'moto[server]'`.
 
+use crate::netns::Netns;
 use crate::peers::Process;
 use crate::wait::wait_until;
 use std::net::SocketAddr;
@@ -48,6 +49,8 @@ pub struct Moto {
     pub target_group_arn: String,
     /// Temporary credentials of an assumed role, as IMDS serves an instance role's.
     pub role: RoleCredentials,
+    /// The network namespace moto runs in (its name); None: the test's own.
+    netns: Option<String>,
 }
 
 /// `AccessKeyId`, `SecretAccessKey`, `Token`, `Expiration` of an assumed role.
@@ -61,6 +64,17 @@ pub struct RoleCredentials {
 
 impl Moto {
     pub fn start() -> Moto {
+        Self::start_with(None)
+    }
+
+    /// moto inside `netns`, at 127.0.0.1 there: for clients of that namespace only (`kiln fleet`
+    /// in the hub of a [`crate::netns::Lan`] whose hosts are the instances). [`Moto::boto3`]
+    /// runs there too; the lifecycle endpoint is not reached from outside.
+    pub fn start_in(netns: &Netns) -> Moto {
+        Self::start_with(Some(netns))
+    }
+
+    fn start_with(netns: Option<&Netns>) -> Moto {
         let bin = venv().join("bin/moto_server");
         let interpreter = venv().join("bin/python");
         let launcher = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("moto_server.py");
@@ -71,17 +85,37 @@ impl Moto {
             bin.display()
         );
         let addr = crate::net::free_addr();
-        let mut cmd = Command::new(&interpreter);
+        let mut cmd = match netns {
+            Some(ns) => ns.command(&interpreter),
+            None => Command::new(&interpreter),
+        };
         cmd.arg(&launcher)
             .args(["-H", "127.0.0.1", "-p", &addr.port().to_string()])
             .env("INITIAL_NO_AUTH_ACTION_COUNT", SETUP_CALLS.to_string())
             .env("AWS_DEFAULT_REGION", REGION);
         let process = Process::spawn(cmd);
-        wait_until("moto_server to listen", Duration::from_secs(30), || {
-            crate::net::is_listening(addr).then_some(())
-        });
-        let out = python(&format!(
-            r#"
+        let listening = || {
+            wait_until("moto_server to listen", Duration::from_secs(30), || {
+                crate::net::is_listening(addr).then_some(())
+            })
+        };
+        match netns {
+            // Asked from a thread inside the namespace: 127.0.0.1 there is not the test's.
+            Some(ns) => std::thread::scope(|s| {
+                s.spawn(|| {
+                    ns.enter().expect("enter moto's network namespace");
+                    listening()
+                })
+                .join()
+                .expect("the wait for moto panicked")
+            }),
+            None => listening(),
+        }
+        let netns = netns.map(|ns| ns.name().to_string());
+        let out = python(
+            netns.as_deref(),
+            &format!(
+                r#"
 import boto3, json
 from botocore.exceptions import ClientError
 kw = dict(endpoint_url="http://{addr}", region_name="{REGION}",
@@ -115,7 +149,8 @@ print(json.dumps({{"id": key["AccessKeyId"], "secret": key["SecretAccessKey"],
                   "role": [creds["AccessKeyId"], creds["SecretAccessKey"], creds["SessionToken"],
                            creds["Expiration"].strftime("%Y-%m-%dT%H:%M:%SZ")]}}))
 "#
-        ));
+            ),
+        );
         let v: serde_json::Value =
             serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("moto setup printed {out:?}: {e}"));
         assert_eq!(
@@ -134,6 +169,7 @@ print(json.dumps({{"id": key["AccessKeyId"], "secret": key["SecretAccessKey"],
                 token: v["role"][2].as_str().unwrap().to_string(),
                 expiration: v["role"][3].as_str().unwrap().to_string(),
             },
+            netns,
         }
     }
 
@@ -145,36 +181,42 @@ print(json.dumps({{"id": key["AccessKeyId"], "secret": key["SecretAccessKey"],
     /// a boto3 client signed with the admin user's key (allowed everything, IAM included).
     /// Returns what it printed.
     pub fn boto3(&self, script: &str) -> String {
-        python(&format!(
-            r#"
+        python(
+            self.netns.as_deref(),
+            &format!(
+                r#"
 import boto3, json
 def client(name, region="{REGION}"):
     return boto3.client(name, endpoint_url="{}", region_name=region,
                         aws_access_key_id="{}", aws_secret_access_key="{}")
 {script}
 "#,
-            self.endpoint(),
-            self.access_key_id,
-            self.secret_access_key
-        ))
+                self.endpoint(),
+                self.access_key_id,
+                self.secret_access_key
+            ),
+        )
     }
 
     /// `(id, port, state)` of every target of the group, as boto3 (signed with the user's key)
     /// gets them from DescribeTargetHealth.
     pub fn targets(&self) -> Vec<(String, u16, String)> {
-        let out = python(&format!(
-            r#"
+        let out = python(
+            self.netns.as_deref(),
+            &format!(
+                r#"
 import boto3, json
 c = boto3.client("elbv2", endpoint_url="{}", region_name="{REGION}",
                  aws_access_key_id="{}", aws_secret_access_key="{}")
 d = c.describe_target_health(TargetGroupArn="{}")["TargetHealthDescriptions"]
 print(json.dumps([[t["Target"]["Id"], t["Target"].get("Port", 0), t["TargetHealth"]["State"]] for t in d]))
 "#,
-            self.endpoint(),
-            self.access_key_id,
-            self.secret_access_key,
-            self.target_group_arn
-        ));
+                self.endpoint(),
+                self.access_key_id,
+                self.secret_access_key,
+                self.target_group_arn
+            ),
+        );
         let v: Vec<(String, u16, String)> = serde_json::from_str(out.trim())
             .unwrap_or_else(|e| panic!("describe_target_health printed {out:?}: {e}"));
         v
@@ -217,6 +259,9 @@ pub struct LifecycleCall {
 pub struct LifecycleRecord {
     pub record: Vec<LifecycleCall>,
     pub states: std::collections::BTreeMap<String, String>,
+    /// `CompleteLifecycleAction` calls answered `Throttling` ([`Moto::throttle_lifecycle`]).
+    #[serde(default)]
+    pub throttled: u32,
 }
 
 impl LifecycleRecord {
@@ -287,6 +332,21 @@ print(asg.describe_auto_scaling_groups()["AutoScalingGroups"][0]["Instances"][0]
         assert_eq!(answer.status, 200, "moto's lifecycle endpoint: {}", answer.body);
     }
 
+    /// The next `calls` `CompleteLifecycleAction` calls are answered with AWS's `Throttling`
+    /// error (HTTP 400, "Rate exceeded"), after moto's authentication, as AWS does to a caller
+    /// over its rate; kiln retries them.
+    pub fn throttle_lifecycle(&self, calls: u32) {
+        let body = serde_json::json!({ "throttle": calls }).to_string();
+        let answer = crate::wait::http_request(
+            "POST",
+            &format!("{}/moto-api/kiln/lifecycle", self.endpoint()),
+            &[("Content-Type", "application/json")],
+            body.as_bytes(),
+        )
+        .unwrap_or_else(|e| panic!("moto's lifecycle endpoint: {e}"));
+        assert_eq!(answer.status, 200, "moto's lifecycle endpoint: {}", answer.body);
+    }
+
     /// Every call the lifecycle actions accepted, and the instances' states.
     pub fn lifecycle_calls(&self) -> LifecycleRecord {
         let (status, body) = crate::wait::http_get(&format!("{}/moto-api/kiln/lifecycle", self.endpoint()))
@@ -296,9 +356,19 @@ print(asg.describe_auto_scaling_groups()["AutoScalingGroups"][0]["Instances"][0]
     }
 }
 
-/// Runs a script with the venv's python; panics with its stderr on failure.
-fn python(script: &str) -> String {
-    let out = Command::new(venv().join("bin/python"))
+/// Runs a script with the venv's python (inside the network namespace `netns`, when given);
+/// panics with its stderr on failure.
+fn python(netns: Option<&str>, script: &str) -> String {
+    let interpreter = venv().join("bin/python");
+    let mut cmd = match netns {
+        Some(name) => {
+            let mut cmd = Command::new("ip");
+            cmd.args(["netns", "exec", name]).arg(&interpreter);
+            cmd
+        }
+        None => Command::new(&interpreter),
+    };
+    let out = cmd
         .args(["-c", script])
         .env_remove("AWS_PROFILE")
         .output()

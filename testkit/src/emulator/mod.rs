@@ -4,3 +4,4 @@ pub mod consul;
 pub mod gcp_secret_manager;
 pub mod key_vault;
 pub mod metadata;
+pub mod wireserver;

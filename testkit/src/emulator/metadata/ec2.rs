@@ -10,6 +10,10 @@
 //! outside a group), `meta-data/spot/instance-action` and
 //! `meta-data/events/recommendations/rebalance` (JSON, 404 until there is one),
 //! `meta-data/events/maintenance/scheduled` (a JSON array, `[]` when none).
+//!
+//! Every entry a listing names answers (cloud-init crawls `meta-data/` whole and gives up on the
+//! first entry that does not), and the dated API versions (`/2021-03-23/...`, which cloud-init
+//! asks for) serve what `/latest/` serves; `/` lists them.
 
 use super::{Answer, Imds, Req, State, json, listing, random_token, text};
 use hyper::Method;
@@ -40,7 +44,7 @@ pub(super) fn handle(state: &State, req: &Req) -> Answer {
         None if options.imds == Imds::V2Only => return text(401, "Unauthorized"),
         None => {}
     }
-    match resource(state, &req.path) {
+    match resource(state, &latest(&req.path)) {
         Some(answer) => answer,
         None => super::answer(404, "text/html", NOT_FOUND),
     }
@@ -83,7 +87,24 @@ fn token(state: &State, req: &Req) -> Answer {
     answer
 }
 
+/// The API versions IMDS serves besides `latest` (a few of them: the ones clients ask for).
+const VERSIONS: [&str; 5] = ["2009-04-04", "2016-09-02", "2018-09-24", "2021-03-23", "latest"];
+
+/// A dated version's path as its `/latest/` path.
+fn latest(path: &str) -> String {
+    let mut segments = path.splitn(3, '/');
+    match (segments.next(), segments.next(), segments.next()) {
+        (Some(""), Some(version), rest) if VERSIONS.contains(&version) => {
+            format!("/latest/{}", rest.unwrap_or(""))
+        }
+        _ => path.to_string(),
+    }
+}
+
 fn resource(state: &State, path: &str) -> Option<Answer> {
+    if path == "/" || path.is_empty() {
+        return Some(text(200, listing(VERSIONS)));
+    }
     if let Some(answer) = notice(state, path) {
         return answer;
     }
@@ -128,6 +149,17 @@ fn resource(state: &State, path: &str) -> Option<Answer> {
             }
             ok(listing(entries))
         }
+        "/latest/meta-data/iam/info" => state.options.role.as_ref().map(|r| {
+            json(
+                200,
+                &serde_json::json!({
+                    "Code": "Success",
+                    "LastUpdated": "2024-01-01T00:00:00Z",
+                    "InstanceProfileArn": format!("arn:aws:iam::123456789012:instance-profile/{}", r.name),
+                    "InstanceProfileId": "AIPAEXAMPLEPROFILEID",
+                }),
+            )
+        }),
         "/latest/meta-data/iam" | "/latest/meta-data/iam/" => state
             .options
             .role
@@ -154,6 +186,10 @@ fn resource(state: &State, path: &str) -> Option<Answer> {
         "/latest/dynamic/instance-identity" | "/latest/dynamic/instance-identity/" => {
             ok(listing(["document", "pkcs7", "signature"]))
         }
+        // Not real signatures: nothing here checks them.
+        "/latest/dynamic/instance-identity/pkcs7" | "/latest/dynamic/instance-identity/signature" => ok(
+            "TUlBR0NTcUdTSWIzRFFFSEFxQ0FNSUFDQVFFeEN6QUpCZ1VyRGdNQ0dnVUFNSUFHQ1NxR1NJYjNEUUVIQWFDQQ==".into(),
+        ),
         "/latest/dynamic/instance-identity/document" => Some(json(
             200,
             &serde_json::json!({
@@ -206,15 +242,33 @@ fn notice(state: &State, path: &str) -> Option<Option<Answer>> {
             .as_ref()
             .map(|_| text(200, "target-lifecycle-state")),
         "spot/instance-action" => served(&notices.spot_instance_action),
+        // The action's time, as EC2 also serves it on its own.
+        "spot/termination-time" => notices.spot_instance_action.as_ref().map(|action| {
+            let time = serde_json::from_str::<serde_json::Value>(action)
+                .ok()
+                .and_then(|a| a.get("time")?.as_str().map(str::to_string))
+                .unwrap_or_default();
+            text(200, time)
+        }),
         "spot" | "spot/" => notices
             .spot_instance_action
             .as_ref()
             .map(|_| text(200, listing(["instance-action", "termination-time"]))),
         "events/recommendations/rebalance" => served(&notices.rebalance_recommendation),
         "events/maintenance/scheduled" => Some(text(200, notices.ec2_maintenance_document())),
-        "events" | "events/" => Some(text(200, listing(["maintenance/", "recommendations/"]))),
+        "events/maintenance/history" => Some(text(200, "[]")),
+        "events" | "events/" => Some(text(
+            200,
+            match notices.rebalance_recommendation {
+                Some(_) => listing(["maintenance/", "recommendations/"]),
+                None => listing(["maintenance/"]),
+            },
+        )),
         "events/maintenance" | "events/maintenance/" => Some(text(200, listing(["history", "scheduled"]))),
-        "events/recommendations" | "events/recommendations/" => Some(text(200, "rebalance")),
+        "events/recommendations" | "events/recommendations/" => notices
+            .rebalance_recommendation
+            .as_ref()
+            .map(|_| text(200, "rebalance")),
         _ => return None,
     })
 }

@@ -328,6 +328,10 @@ pub struct Logged {
     /// Path and query.
     pub path: String,
     pub status: u16,
+    /// When the request's head had arrived, and when its answer was ready (before it was
+    /// written): two requests whose spans overlap were in flight together.
+    pub arrived: Instant,
+    pub answered: Instant,
 }
 
 /// What every cloud's handler sees.
@@ -349,6 +353,8 @@ pub(crate) struct State {
 /// The parts of a request a handler needs.
 pub(crate) struct Req {
     pub peer: SocketAddr,
+    /// When hyper handed the request over.
+    pub arrived: Instant,
     pub connection: u64,
     pub method: hyper::Method,
     pub path: String,
@@ -484,6 +490,18 @@ impl MetadataEmulator {
         per_connection.into_values().max().unwrap_or(0)
     }
 
+    /// The round trips a client made one after another: the longest chain of requests each of
+    /// which arrived after the one before it was answered. Requests sent together overlap and
+    /// count once; give the emulator some `latency` so that they surely do. 0 when none came.
+    pub fn sequential_depth(&self) -> usize {
+        sequential_depth(&self.log())
+    }
+
+    /// The requests for `path` (path and query, as logged).
+    pub fn requests_for(&self, path: &str) -> usize {
+        self.log().iter().filter(|l| l.path == path).count()
+    }
+
     /// GCE and Azure: the access tokens issued, for a secret store emulator to check.
     pub fn access_tokens(&self) -> AccessTokens {
         self.state.options.access_tokens.clone()
@@ -542,6 +560,8 @@ impl State {
             method: req.method.to_string(),
             path,
             status,
+            arrived: req.arrived,
+            answered: Instant::now(),
         });
     }
 }
@@ -587,6 +607,7 @@ async fn handle(
     connection: u64,
     request: Request<Incoming>,
 ) -> Result<Answer, Dropped> {
+    let arrived = Instant::now();
     let (parts, body) = request.into_parts();
     let body = match http_body_util::Limited::new(body, BODY_LIMIT).collect().await {
         Ok(collected) => collected.to_bytes(),
@@ -594,6 +615,7 @@ async fn handle(
     };
     let req = Req {
         peer,
+        arrived,
         connection,
         method: parts.method.clone(),
         path: percent_decode(parts.uri.path()),
@@ -634,6 +656,23 @@ async fn handle(
     };
     state.record(&req, response.status().as_u16());
     Ok(response)
+}
+
+/// The longest chain of requests, each arriving after the one before was answered.
+pub fn sequential_depth(log: &[Logged]) -> usize {
+    let mut by_end: Vec<&Logged> = log.iter().collect();
+    by_end.sort_by_key(|l| l.answered);
+    // depth[i]: the longest chain ending with by_end[i].
+    let mut depth: Vec<usize> = Vec::with_capacity(by_end.len());
+    for (i, request) in by_end.iter().enumerate() {
+        let before = (0..i)
+            .filter(|&j| by_end[j].answered <= request.arrived)
+            .map(|j| depth[j])
+            .max()
+            .unwrap_or(0);
+        depth.push(before + 1);
+    }
+    depth.into_iter().max().unwrap_or(0)
 }
 
 fn parse_query(query: &str) -> BTreeMap<String, String> {
@@ -803,4 +842,44 @@ fn run(args: &[String]) -> Result<(), String> {
         }
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A logged request spanning `from..to` milliseconds after `t0`.
+    fn span(t0: Instant, from: u64, to: u64) -> Logged {
+        Logged {
+            peer: "127.0.0.1:1".parse().unwrap(),
+            connection: 0,
+            method: "GET".into(),
+            path: "/".into(),
+            status: 200,
+            arrived: t0 + Duration::from_millis(from),
+            answered: t0 + Duration::from_millis(to),
+        }
+    }
+
+    #[test]
+    fn depth_is_the_longest_chain_of_waits() {
+        let t0 = Instant::now();
+        assert_eq!(sequential_depth(&[]), 0);
+        // A token, four requests together, two after the slowest of those... and one after
+        // the first of them only: still depth 3.
+        let log = [
+            span(t0, 0, 10),
+            span(t0, 11, 20),
+            span(t0, 11, 22),
+            span(t0, 12, 40),
+            span(t0, 12, 21),
+            span(t0, 23, 30),
+            span(t0, 23, 31),
+            span(t0, 21, 39),
+        ];
+        assert_eq!(sequential_depth(&log), 3);
+        // Overlapping by a hair is together; starting exactly at the end is after.
+        assert_eq!(sequential_depth(&[span(t0, 0, 10), span(t0, 9, 20)]), 1);
+        assert_eq!(sequential_depth(&[span(t0, 0, 10), span(t0, 10, 20)]), 2);
+    }
 }
