@@ -6,17 +6,11 @@
 
 use kiln::config::Config;
 use kiln::metadata::fetch;
-use testkit::emulator::metadata::{Cloud, MetadataEmulator, Options};
+use testkit::emulator::metadata::{CLOUDS, Cloud, MetadataEmulator, Options};
 
 #[tokio::test]
 async fn every_metadata_request_has_a_connection_of_its_own() {
-    for cloud in [
-        Cloud::Ec2,
-        Cloud::Gce,
-        Cloud::Azure,
-        Cloud::OpenStack,
-        Cloud::DigitalOcean,
-    ] {
+    for cloud in CLOUDS {
         let options = Options {
             split_segments: true,
             ..Options::new(cloud).user_data("APP_SECRET=s3cr3t\n")

@@ -76,6 +76,62 @@ async fn each_cloud_is_told_from_dmi() {
     }
 }
 
+/// The clouds added for issue 22, each told by what it stamps in DMI (afterburn's and
+/// cloud-init's checks), then asked at the emulator.
+#[tokio::test]
+async fn the_other_clouds_are_told_from_dmi() {
+    let none = Path::new("/nonexistent/hypervisor/uuid");
+    let cases: [(Cloud, &[(&str, &str)]); 9] = [
+        (
+            Cloud::Oracle,
+            &[("sys_vendor", "QEMU"), ("chassis_asset_tag", "OracleCloud.com")],
+        ),
+        (
+            Cloud::Hetzner,
+            &[("sys_vendor", "Hetzner"), ("product_name", "vServer")],
+        ),
+        (
+            Cloud::Scaleway,
+            &[("sys_vendor", "Scaleway"), ("product_name", "SCW-DEV1-S")],
+        ),
+        (Cloud::Vultr, &[("sys_vendor", "Vultr"), ("product_name", "VC2")]),
+        (
+            Cloud::Akamai,
+            &[("sys_vendor", "Linode"), ("product_name", "Compute Instance")],
+        ),
+        (
+            Cloud::Akamai,
+            &[("sys_vendor", "Akamai"), ("product_name", "Compute Instance")],
+        ),
+        (
+            Cloud::Alibaba,
+            &[
+                ("sys_vendor", "Alibaba Cloud"),
+                ("product_name", "Alibaba Cloud ECS"),
+            ],
+        ),
+        (
+            Cloud::Exoscale,
+            &[
+                ("sys_vendor", "QEMU"),
+                ("product_name", "Exoscale Compute Platform"),
+            ],
+        ),
+        (
+            Cloud::UpCloud,
+            &[("sys_vendor", "UpCloud"), ("product_name", "Cloud Server")],
+        ),
+    ];
+    for (cloud, files) in cases {
+        let emulator = MetadataEmulator::start(Options::new(cloud).user_data("A=1\n"));
+        let dir = dmi(files);
+        let config = Config::parse(&auto_config(&emulator.url(), dir.path(), none)).unwrap();
+        let metadata = fetch(&config.metadata).await.expect("fetch");
+        assert_eq!(metadata.facts.provider, cloud.name());
+        assert_eq!(metadata.user_data.as_deref(), Some(&b"A=1\n"[..]), "{cloud:?}");
+    }
+}
+
 #[tokio::test]
 async fn old_xen_ec2_is_told_from_the_hypervisor_uuid() {
     let emulator = MetadataEmulator::start(Options::new(Cloud::Ec2));

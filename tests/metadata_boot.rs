@@ -117,6 +117,46 @@ fn digitalocean_user_data_reaches_the_page() {
 }
 
 #[test]
+fn oracle_user_data_reaches_the_page() {
+    page_shows_user_data_from(Cloud::Oracle);
+}
+
+#[test]
+fn hetzner_user_data_reaches_the_page() {
+    page_shows_user_data_from(Cloud::Hetzner);
+}
+
+#[test]
+fn scaleway_user_data_reaches_the_page() {
+    page_shows_user_data_from(Cloud::Scaleway);
+}
+
+#[test]
+fn vultr_user_data_reaches_the_page() {
+    page_shows_user_data_from(Cloud::Vultr);
+}
+
+#[test]
+fn akamai_user_data_reaches_the_page() {
+    page_shows_user_data_from(Cloud::Akamai);
+}
+
+#[test]
+fn alibaba_user_data_reaches_the_page() {
+    page_shows_user_data_from(Cloud::Alibaba);
+}
+
+#[test]
+fn exoscale_user_data_reaches_the_page() {
+    page_shows_user_data_from(Cloud::Exoscale);
+}
+
+#[test]
+fn upcloud_user_data_reaches_the_page() {
+    page_shows_user_data_from(Cloud::UpCloud);
+}
+
+#[test]
 fn nocloud_seed_of_the_example_reaches_the_page() {
     let ex = Example::render();
     let _kiln = Kiln::boot(KILN, &ex.config_path);

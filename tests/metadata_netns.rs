@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use testkit::emulator::metadata::{Cloud, MetadataEmulator, Options};
+use testkit::emulator::metadata::{CLOUDS, Cloud, MetadataEmulator, Options};
 
 fn ip(args: &[&str]) {
     let output = Command::new("ip").args(args).output().expect("ip (iproute2)");
@@ -18,7 +18,8 @@ fn ip(args: &[&str]) {
     );
 }
 
-/// Two namespaces: `server` holds 169.254.169.254, `instance` holds 169.254.10.10.
+/// Two namespaces: `server` holds 169.254.169.254 (and Scaleway's 169.254.42.42, Alibaba's
+/// 100.100.100.200, reached on-link), `instance` holds 169.254.10.10.
 struct Namespaces {
     server: String,
     instance: String,
@@ -34,7 +35,10 @@ impl Namespaces {
         let ns = Namespaces::linked();
         let (a, b) = (&ns.links.0, &ns.links.1);
         ip(&["-n", &ns.server, "addr", "add", "169.254.169.254/16", "dev", a]);
+        ip(&["-n", &ns.server, "addr", "add", "169.254.42.42/16", "dev", a]);
+        ip(&["-n", &ns.server, "addr", "add", "100.100.100.200/32", "dev", a]);
         ip(&["-n", &ns.instance, "addr", "add", "169.254.10.10/16", "dev", b]);
+        ip(&["-n", &ns.instance, "route", "add", "100.100.100.200/32", "dev", b]);
         ns
     }
 
@@ -132,22 +136,22 @@ fn rand_suffix() -> String {
 }
 
 #[test]
-fn every_provider_at_169_254_169_254_without_an_endpoint_override() {
+fn every_provider_at_its_own_address_without_an_endpoint_override() {
     let ns = Namespaces::new();
     let dir = tempfile::tempdir().unwrap();
-    for cloud in [
-        Cloud::Ec2,
-        Cloud::Gce,
-        Cloud::Azure,
-        Cloud::OpenStack,
-        Cloud::DigitalOcean,
-    ] {
+    for cloud in CLOUDS {
         let options = Options::new(cloud)
             .user_data("APP_SECRET=s3cr3t\n")
             .tag("env.APP_ENV", "staging");
+        // Each cloud's own address, as kiln defaults to it.
+        let address = match cloud {
+            Cloud::Scaleway => "169.254.42.42",
+            Cloud::Alibaba => "100.100.100.200",
+            _ => "169.254.169.254",
+        };
         let emulator = MetadataEmulator::start_in_netns(
             &Namespaces::path(&ns.server),
-            "169.254.169.254:80".parse().unwrap(),
+            format!("{address}:80").parse().unwrap(),
             options,
         )
         .expect("emulator in the server namespace");
@@ -174,7 +178,7 @@ fn every_provider_at_169_254_169_254_without_an_endpoint_override() {
             String::from_utf8_lossy(&output.stderr)
         );
         assert!(
-            stdout.starts_with(&format!("{} at http://169.254.169.254 (", cloud.name())),
+            stdout.starts_with(&format!("{} at http://{address} (", cloud.name())),
             "{stdout}"
         );
         assert!(

@@ -7,7 +7,7 @@ use kiln::metadata::{InstanceFacts, fetch};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::Duration;
-use testkit::emulator::metadata::{Cloud, MetadataEmulator, Options};
+use testkit::emulator::metadata::{CLOUDS, Cloud, MetadataEmulator, Options};
 
 fn config(emulator: &MetadataEmulator, extra: &str) -> MetadataConfig {
     let text = emulator.config_section(&format!("deadline = \"20s\"\n{extra}"));
@@ -262,15 +262,229 @@ fn the_default_datasource_is_the_local_seed() {
     assert_eq!(config.seed, std::path::Path::new("/var/lib/kiln/seed"));
 }
 
+/// Gzip of `APP_SECRET=s3cr3t\n`: binary user-data, to check it survives each cloud's encoding.
+fn gzipped() -> Vec<u8> {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(b"APP_SECRET=s3cr3t\n").unwrap();
+    gz.finish().unwrap()
+}
+
+#[tokio::test]
+async fn oracle_imds_v2_document_base64_user_data_and_freeform_tags() {
+    let options = Options::new(Cloud::Oracle)
+        .user_data(gzipped())
+        .tag("env.APP_ENV", "prod")
+        .tag("owner", "ops");
+    let emulator = MetadataEmulator::start(options);
+    let metadata = fetch(&config(&emulator, "tags_prefix = \"env.\""))
+        .await
+        .expect("fetch");
+    assert_eq!(
+        metadata.facts,
+        facts(
+            "oracle",
+            "ocid1.instance.oc1.eu-frankfurt-1.antheljtkiln",
+            Some("eu-frankfurt-1"),
+            Some("Uocm:EU-FRANKFURT-1-AD-1"),
+            "web-1"
+        )
+    );
+    assert_eq!(metadata.user_data, Some(gzipped()));
+    assert_eq!(metadata.tags, tags(&[("env.APP_ENV", "prod")]));
+    // kiln's requests all carried the header: none was refused. Without it, 401.
+    assert_eq!(emulator.count(200), emulator.log().len(), "{:?}", emulator.log());
+    let url = format!("{}/opc/v2/instance/", emulator.url());
+    assert_eq!(testkit::wait::http_get(&url).unwrap().0, 401);
+}
+
+#[tokio::test]
+async fn hetzner_yaml_metadata_private_network_and_userdata() {
+    let emulator = MetadataEmulator::start(Options::new(Cloud::Hetzner).user_data("APP_SECRET=s3cr3t\n"));
+    let metadata = fetch(&config(&emulator, "")).await.expect("fetch");
+    assert_eq!(
+        metadata.facts,
+        facts("hetzner", "42", Some("eu-central"), Some("hel1-dc2"), "web-1")
+    );
+    assert_eq!(metadata.user_data.as_deref(), Some(&b"APP_SECRET=s3cr3t\n"[..]));
+    // Without user data Hetzner answers an empty body: none.
+    let bare = MetadataEmulator::start(Options::new(Cloud::Hetzner));
+    assert_eq!(fetch(&config(&bare, "")).await.expect("fetch").user_data, None);
+}
+
+#[tokio::test]
+async fn scaleway_user_data_only_from_a_privileged_port() {
+    let emulator = MetadataEmulator::start(Options::new(Cloud::Scaleway).user_data(gzipped()));
+    let metadata = fetch(&config(&emulator, "")).await.expect("fetch");
+    assert_eq!(
+        metadata.facts,
+        facts(
+            "scaleway",
+            "0e6a4c3b-7d21-4f5e-9a8b-3c2d1e0f9a8b",
+            Some("fr-par"),
+            Some("fr-par-1"),
+            "web-1"
+        )
+    );
+    assert_eq!(metadata.user_data, Some(gzipped()));
+    let log = emulator.log();
+    let user_data = log
+        .iter()
+        .find(|l| l.path == "/user_data/cloud-init")
+        .expect("user-data asked");
+    assert_eq!(user_data.status, 200);
+    assert!(user_data.peer.port() < 1024, "{user_data:?}");
+    // From an ordinary port, refused as Scaleway refuses it.
+    let url = format!("{}/user_data/cloud-init", emulator.url());
+    assert_eq!(testkit::wait::http_get(&url).unwrap().0, 403);
+    let bare = MetadataEmulator::start(Options::new(Cloud::Scaleway));
+    assert_eq!(fetch(&config(&bare, "")).await.expect("fetch").user_data, None);
+}
+
+#[tokio::test]
+async fn vultr_v1_json_and_user_data() {
+    let emulator = MetadataEmulator::start(Options::new(Cloud::Vultr).user_data("APP_SECRET=s3cr3t\n"));
+    let metadata = fetch(&config(&emulator, "")).await.expect("fetch");
+    assert_eq!(
+        metadata.facts,
+        facts(
+            "vultr",
+            "bd7b2a5b-0f1e-4c7a-9e33-5a1c3f0d2e11",
+            Some("ams"),
+            None,
+            "web-1"
+        )
+    );
+    assert_eq!(metadata.user_data.as_deref(), Some(&b"APP_SECRET=s3cr3t\n"[..]));
+    let bare = MetadataEmulator::start(Options::new(Cloud::Vultr));
+    assert_eq!(fetch(&config(&bare, "")).await.expect("fetch").user_data, None);
+}
+
+#[tokio::test]
+async fn akamai_token_then_instance_network_and_base64_user_data() {
+    let emulator = MetadataEmulator::start(Options::new(Cloud::Akamai).user_data(gzipped()));
+    let metadata = fetch(&config(&emulator, "")).await.expect("fetch");
+    assert_eq!(
+        metadata.facts,
+        facts("akamai", "61234567", Some("us-ord"), None, "web-1")
+    );
+    assert_eq!(metadata.user_data, Some(gzipped()));
+    // One token for the whole fetch, asked first; no request was refused.
+    assert_eq!(emulator.tokens_issued(), 1);
+    let log = emulator.log();
+    assert_eq!(
+        (log[0].method.as_str(), log[0].path.as_str()),
+        ("PUT", "/v1/token")
+    );
+    assert_eq!(emulator.count(200), log.len(), "{log:?}");
+    // Without the token, 401.
+    let url = format!("{}/v1/instance", emulator.url());
+    assert_eq!(testkit::wait::http_get(&url).unwrap().0, 401);
+}
+
+#[tokio::test]
+async fn alibaba_token_and_text_leaves() {
+    let emulator = MetadataEmulator::start(Options::new(Cloud::Alibaba).user_data("APP_SECRET=s3cr3t\n"));
+    let metadata = fetch(&config(&emulator, "")).await.expect("fetch");
+    assert_eq!(
+        metadata.facts,
+        facts(
+            "alibaba",
+            "i-bp1kiln0example0001",
+            Some("cn-hangzhou"),
+            Some("cn-hangzhou-i"),
+            "iZbp1kiln0example0001Z"
+        )
+    );
+    assert_eq!(metadata.user_data.as_deref(), Some(&b"APP_SECRET=s3cr3t\n"[..]));
+    assert_eq!(emulator.tokens_issued(), 1);
+    assert_eq!(emulator.count(200), emulator.log().len(), "{:?}", emulator.log());
+    // Hardened mode: no token, 403.
+    let url = format!("{}/latest/meta-data/instance-id", emulator.url());
+    assert_eq!(testkit::wait::http_get(&url).unwrap().0, 403);
+    let bare = MetadataEmulator::start(Options::new(Cloud::Alibaba));
+    assert_eq!(fetch(&config(&bare, "")).await.expect("fetch").user_data, None);
+}
+
+#[tokio::test]
+async fn exoscale_meta_data_leaves_and_user_data() {
+    let emulator = MetadataEmulator::start(Options::new(Cloud::Exoscale).user_data("APP_SECRET=s3cr3t\n"));
+    let metadata = fetch(&config(&emulator, "")).await.expect("fetch");
+    assert_eq!(
+        metadata.facts,
+        facts(
+            "exoscale",
+            "8f2c1d3e-4b5a-4c6d-9e8f-0a1b2c3d4e5f",
+            Some("ch-gva-2"),
+            Some("ch-gva-2"),
+            "web-1"
+        )
+    );
+    assert_eq!(metadata.user_data.as_deref(), Some(&b"APP_SECRET=s3cr3t\n"[..]));
+    let bare = MetadataEmulator::start(Options::new(Cloud::Exoscale));
+    assert_eq!(fetch(&config(&bare, "")).await.expect("fetch").user_data, None);
+}
+
+#[tokio::test]
+async fn upcloud_one_document_private_interface() {
+    let emulator = MetadataEmulator::start(Options::new(Cloud::UpCloud).user_data("APP_SECRET=s3cr3t\n"));
+    let metadata = fetch(&config(&emulator, "")).await.expect("fetch");
+    assert_eq!(
+        metadata.facts,
+        facts(
+            "upcloud",
+            "00b3e5d2-8c1a-4f6e-9d7b-2a4c6e8f0a1b",
+            Some("fi-hel2"),
+            None,
+            "web-1"
+        )
+    );
+    assert_eq!(metadata.user_data.as_deref(), Some(&b"APP_SECRET=s3cr3t\n"[..]));
+    assert_eq!(emulator.log().len(), 1, "{:?}", emulator.log());
+    let bare = MetadataEmulator::start(Options::new(Cloud::UpCloud));
+    assert_eq!(fetch(&config(&bare, "")).await.expect("fetch").user_data, None);
+}
+
+/// Without root or CAP_NET_BIND_SERVICE no source port below 1024 can be bound: that was retried
+/// until the deadline (a minute at boot) as if the network were down. Now it ends the fetch at
+/// once, saying what kiln needs.
+#[test]
+fn scaleway_without_a_privileged_port_says_so_at_once() {
+    let emulator = MetadataEmulator::start(Options::new(Cloud::Scaleway).user_data("A=1\n"));
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("kiln.toml");
+    std::fs::write(&config, emulator.config_section("deadline = \"30s\"")).unwrap();
+    let world_readable = std::os::unix::fs::PermissionsExt::from_mode(0o755);
+    std::fs::set_permissions(dir.path(), world_readable).unwrap();
+    let output = std::process::Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(env!("CARGO_BIN_EXE_kiln"))
+        .args(["env", "--config"])
+        .arg(&config)
+        .args(["--write-to", "/nonexistent"])
+        .output()
+        .expect("setpriv (util-linux)");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert_eq!(
+        stderr.lines().last().unwrap_or_default(),
+        format!(
+            "kiln env: metadata (scaleway at {}), user_data/cloud-init: cannot bind a source port below 1024 \
+             (Permission denied (os error 13)): Scaleway serves user-data only to one; run kiln as root or \
+             with CAP_NET_BIND_SERVICE",
+            emulator.url()
+        )
+    );
+    assert!(!stderr.contains("retrying"), "{stderr}");
+}
+
 #[tokio::test]
 async fn every_cloud_on_an_ipv6_literal_endpoint() {
-    for cloud in [
-        Cloud::Ec2,
-        Cloud::Gce,
-        Cloud::Azure,
-        Cloud::OpenStack,
-        Cloud::DigitalOcean,
-    ] {
+    for cloud in CLOUDS {
         let options = Options::new(cloud)
             .user_data("APP_SECRET=s3cr3t\n")
             .tag("env.APP_ENV", "prod");

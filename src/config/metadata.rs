@@ -15,12 +15,14 @@ pub const USER_DATA_LIMIT_MAX: u64 = 16 * 1024 * 1024;
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct MetadataConfig {
-    /// `ec2 | gce | azure | openstack | digitalocean | nocloud | auto` (default `nocloud`).
+    /// `ec2 | gce | azure | openstack | digitalocean | oracle | hetzner | scaleway | vultr |
+    /// akamai | alibaba | exoscale | upcloud | nocloud | auto` (default `nocloud`).
     /// `auto` reads DMI (`dmi_dir`) and `hypervisor_uuid` to tell the cloud before any request.
     #[serde(default)]
     pub provider: ProviderKind,
-    /// Override of the provider's address, `http://HOST[:PORT]` (default [`crate::net::METADATA`]
-    /// for every cloud: no DNS lookup at boot). Plain HTTP only: metadata services do not speak TLS.
+    /// Override of the provider's address, `http://HOST[:PORT]` (default [`crate::net::METADATA`],
+    /// Scaleway's [`crate::net::METADATA_SCALEWAY`], Alibaba's [`crate::net::METADATA_ALIBABA`]:
+    /// no DNS lookup at boot). Plain HTTP only: metadata services do not speak TLS.
     pub endpoint: Option<String>,
     /// `nocloud` only: directory holding `meta-data` (`key: value` lines) and `user-data`
     /// (default `/var/lib/kiln/seed`). It must exist.
@@ -105,6 +107,14 @@ pub enum ProviderKind {
     Azure,
     Openstack,
     Digitalocean,
+    Oracle,
+    Hetzner,
+    Scaleway,
+    Vultr,
+    Akamai,
+    Alibaba,
+    Exoscale,
+    Upcloud,
     #[default]
     Nocloud,
     Auto,
@@ -118,6 +128,14 @@ impl ProviderKind {
             ProviderKind::Azure => "azure",
             ProviderKind::Openstack => "openstack",
             ProviderKind::Digitalocean => "digitalocean",
+            ProviderKind::Oracle => "oracle",
+            ProviderKind::Hetzner => "hetzner",
+            ProviderKind::Scaleway => "scaleway",
+            ProviderKind::Vultr => "vultr",
+            ProviderKind::Akamai => "akamai",
+            ProviderKind::Alibaba => "alibaba",
+            ProviderKind::Exoscale => "exoscale",
+            ProviderKind::Upcloud => "upcloud",
             ProviderKind::Nocloud => "nocloud",
             ProviderKind::Auto => "auto",
         }
@@ -264,6 +282,8 @@ mod tests {
             crate::net::METADATA,
             crate::net::METADATA_EC2_IPV6,
             crate::net::METADATA_GCE_NAME,
+            crate::net::METADATA_SCALEWAY,
+            crate::net::METADATA_ALIBABA,
             crate::net::WIRESERVER,
         ] {
             assert!(check_endpoint(address).is_ok(), "{address}");

@@ -10,6 +10,9 @@ use std::path::Path;
 /// Azure's chassis asset tag, the same on every Azure VM.
 const AZURE_ASSET_TAG: &str = "7783-7084-3265-9085-8269-3286-77";
 
+/// Oracle Cloud's chassis asset tag, the same on every OCI instance.
+const ORACLE_ASSET_TAG: &str = "OracleCloud.com";
+
 /// The cloud DMI names, or why none could be told (the DMI values read, which are not secret).
 pub fn detect(dmi_dir: &Path, hypervisor_uuid: &Path) -> Result<ProviderKind, String> {
     detect_by(dmi_dir, hypervisor_uuid).map(|(kind, _)| kind)
@@ -55,6 +58,9 @@ pub fn detect_by(dmi_dir: &Path, hypervisor_uuid: &Path) -> Result<(ProviderKind
     if vendor == "DigitalOcean" {
         return by(ProviderKind::Digitalocean, "sys_vendor", &vendor);
     }
+    if let Some((kind, field, value)) = by_vendor(&vendor, &product, &asset_tag) {
+        return by(kind, field, value);
+    }
     if product == "OpenStack Nova" || product == "OpenStack Compute" {
         return by(ProviderKind::Openstack, "product_name", &product);
     }
@@ -70,6 +76,35 @@ pub fn detect_by(dmi_dir: &Path, hypervisor_uuid: &Path) -> Result<(ProviderKind
     Err(format!(
         "no known cloud in DMI (sys_vendor {vendor:?}, product_name {product:?}): set [metadata] provider"
     ))
+}
+
+/// The clouds that stamp their own name in DMI (as afterburn and cloud-init tell them), with
+/// the field that told.
+fn by_vendor<'a>(
+    vendor: &'a str,
+    product: &'a str,
+    asset_tag: &'a str,
+) -> Option<(ProviderKind, &'static str, &'a str)> {
+    let by_vendor = match vendor {
+        "Hetzner" => Some(ProviderKind::Hetzner),
+        "Scaleway" => Some(ProviderKind::Scaleway),
+        "Vultr" => Some(ProviderKind::Vultr),
+        "Linode" | "Akamai" => Some(ProviderKind::Akamai),
+        "Alibaba Cloud" => Some(ProviderKind::Alibaba),
+        "UpCloud" => Some(ProviderKind::Upcloud),
+        _ => None,
+    };
+    if asset_tag == ORACLE_ASSET_TAG {
+        Some((ProviderKind::Oracle, "chassis_asset_tag", asset_tag))
+    } else if let Some(kind) = by_vendor {
+        Some((kind, "sys_vendor", vendor))
+    } else if product == "Alibaba Cloud ECS" {
+        Some((ProviderKind::Alibaba, "product_name", product))
+    } else if product.starts_with("Exoscale") {
+        Some((ProviderKind::Exoscale, "product_name", product))
+    } else {
+        None
+    }
 }
 
 #[cfg(test)]
@@ -97,6 +132,18 @@ mod tests {
             (&[("chassis_asset_tag", AZURE_ASSET_TAG)], ProviderKind::Azure),
             (&[("sys_vendor", "DigitalOcean")], ProviderKind::Digitalocean),
             (&[("product_name", "OpenStack Compute")], ProviderKind::Openstack),
+            (&[("chassis_asset_tag", ORACLE_ASSET_TAG)], ProviderKind::Oracle),
+            (&[("sys_vendor", "Hetzner")], ProviderKind::Hetzner),
+            (&[("sys_vendor", "Scaleway")], ProviderKind::Scaleway),
+            (&[("sys_vendor", "Vultr")], ProviderKind::Vultr),
+            (&[("sys_vendor", "Linode")], ProviderKind::Akamai),
+            (&[("sys_vendor", "Akamai")], ProviderKind::Akamai),
+            (&[("product_name", "Alibaba Cloud ECS")], ProviderKind::Alibaba),
+            (
+                &[("product_name", "Exoscale Compute Platform")],
+                ProviderKind::Exoscale,
+            ),
+            (&[("sys_vendor", "UpCloud")], ProviderKind::Upcloud),
         ];
         for (files, want) in cases {
             let dir = dmi(files);

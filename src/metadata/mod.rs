@@ -5,18 +5,27 @@
 //! user-data and tags concurrently, all within `[metadata] deadline`. Nothing is cached between
 //! boots: every boot fetches afresh.
 
+mod akamai;
+mod alibaba;
 mod azure;
 mod client;
 pub mod config_drive;
 mod detect;
 mod digitalocean;
 mod ec2;
+mod exoscale;
 mod gce;
+mod hetzner;
 pub mod identity;
 pub mod iso9660;
+mod leaves;
 mod nocloud;
 mod openstack;
+mod oracle;
+mod scaleway;
 mod source;
+mod upcloud;
+mod vultr;
 pub mod watch;
 pub mod wireserver;
 
@@ -191,6 +200,15 @@ pub fn facts_from_document(
         ProviderKind::Azure => azure::facts_from(&json()?),
         ProviderKind::Openstack => openstack::facts_from(&json()?, None),
         ProviderKind::Digitalocean => digitalocean::facts_from(&json()?),
+        ProviderKind::Oracle => oracle::facts_from(&json()?, None),
+        ProviderKind::Hetzner => hetzner::facts_from(text),
+        ProviderKind::Scaleway => scaleway::facts_from(&json()?),
+        ProviderKind::Vultr => vultr::facts_from(&json()?),
+        ProviderKind::Akamai => akamai::facts_from(&json()?, &serde_json::Value::Null),
+        ProviderKind::Upcloud => upcloud::facts_from(&json()?),
+        ProviderKind::Alibaba | ProviderKind::Exoscale => {
+            return Err(format!("{provider} has no single document: one request a fact"));
+        }
         ProviderKind::Nocloud | ProviderKind::Auto => {
             let fields = nocloud::parse_meta_data(text)?;
             InstanceFacts {
@@ -259,9 +277,10 @@ fn provider_of(
     if kind == ProviderKind::Nocloud {
         return Ok(Box::new(nocloud::NoCloud::new(config)));
     }
+    let base = config.endpoint_or(default_endpoint(kind));
     let client = crate::net::client::link_local().map_err(|reason| MetadataError {
         provider: kind.to_string(),
-        endpoint: config.endpoint_or(crate::net::METADATA),
+        endpoint: base.clone(),
         step: "start".into(),
         reason,
     })?;
@@ -269,7 +288,7 @@ fn provider_of(
         client::Http::new(
             client.clone(),
             name,
-            config.endpoint_or(crate::net::METADATA),
+            base.clone(),
             deadline,
             config.request_timeout.get(),
             body_limit(config),
@@ -285,8 +304,30 @@ fn provider_of(
         ProviderKind::Digitalocean => {
             Box::new(digitalocean::DigitalOcean::new(http("digitalocean", standard)))
         }
+        ProviderKind::Oracle => Box::new(oracle::Oracle::new(http("oracle", standard))),
+        ProviderKind::Hetzner => Box::new(hetzner::Hetzner::new(http("hetzner", standard))),
+        ProviderKind::Scaleway => Box::new(scaleway::Scaleway::new(
+            http("scaleway", standard),
+            config.request_timeout.get(),
+            deadline,
+            body_limit(config),
+        )),
+        ProviderKind::Vultr => Box::new(vultr::Vultr::new(http("vultr", standard))),
+        ProviderKind::Akamai => Box::new(akamai::Akamai::new(http("akamai", standard))),
+        ProviderKind::Alibaba => Box::new(alibaba::Alibaba::new(http("alibaba", standard))),
+        ProviderKind::Exoscale => Box::new(exoscale::Exoscale::new(http("exoscale", standard))),
+        ProviderKind::Upcloud => Box::new(upcloud::UpCloud::new(http("upcloud", standard))),
         ProviderKind::Nocloud | ProviderKind::Auto => unreachable!("handled above"),
     })
+}
+
+/// Where a cloud serves its metadata when `endpoint` is not set.
+fn default_endpoint(kind: ProviderKind) -> &'static str {
+    match kind {
+        ProviderKind::Scaleway => crate::net::METADATA_SCALEWAY,
+        ProviderKind::Alibaba => crate::net::METADATA_ALIBABA,
+        _ => crate::net::METADATA,
+    }
 }
 
 /// Answers may carry user-data (raw, or base64 inside JSON) plus the rest of a document.

@@ -78,6 +78,12 @@ pub const METADATA_EC2_IPV6: &str = "http://[fd00:ec2::254]";
 /// a name needs DNS, which may not be up yet at boot.
 pub const METADATA_GCE_NAME: &str = "http://metadata.google.internal";
 
+/// Scaleway's metadata service: its own link-local address, not [`METADATA`].
+pub const METADATA_SCALEWAY: &str = "http://169.254.42.42";
+
+/// Alibaba Cloud ECS's metadata service: an address of its own, not [`METADATA`].
+pub const METADATA_ALIBABA: &str = "http://100.100.100.200";
+
 /// Azure's WireServer, where an instance without a provisioning agent reports that it is
 /// provisioned (`metadata::wireserver`). The same address in every Azure region; it is not
 /// link-local, so no other network may hold it. The default of `[metadata] wireserver`.

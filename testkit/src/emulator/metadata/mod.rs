@@ -1,6 +1,7 @@
 //! Cloud metadata services, emulated over real HTTP: EC2 IMDS (v2 tokens, TTL, expiry, v2-only,
 //! v1-allowed, disabled), GCE (`Metadata-Flavor`), Azure IMDS (`Metadata: true`, api-version),
-//! OpenStack and DigitalOcean. One file per cloud holds its paths, headers and status codes.
+//! OpenStack, DigitalOcean, Oracle (OCI IMDS v2), Hetzner, Scaleway (privileged user-data),
+//! Vultr, Akamai (Linode), Alibaba (hardened mode), Exoscale and UpCloud. One file per cloud holds its paths, headers and status codes.
 //!
 //! Knobs for the unhappy paths: latency before every answer, the first N answers 5xx, the first
 //! N connections dropped without an answer, the first token's TTL, a GCE server that never holds
@@ -12,13 +13,22 @@
 //! `kiln-testkit metadata --provider ec2 --listen 169.254.169.254:80 --user-data FILE --tag env.X=Y`
 //! (see [`main`]).
 
+mod akamai;
+mod alibaba;
 mod azure;
 mod digitalocean;
 mod ec2;
+mod exoscale;
 mod gce;
+mod hetzner;
 mod notices;
 mod openstack;
+mod oracle;
+mod scaleway;
+mod session;
 mod split;
+mod upcloud;
+mod vultr;
 
 pub use notices::{Notices, ec2_date, http_date, rfc3339};
 
@@ -43,7 +53,32 @@ pub enum Cloud {
     Azure,
     OpenStack,
     DigitalOcean,
+    Oracle,
+    Hetzner,
+    Scaleway,
+    Vultr,
+    Akamai,
+    Alibaba,
+    Exoscale,
+    UpCloud,
 }
+
+/// Every cloud the emulator knows, in the order of the docs' table.
+pub const CLOUDS: [Cloud; 13] = [
+    Cloud::Ec2,
+    Cloud::Gce,
+    Cloud::Azure,
+    Cloud::OpenStack,
+    Cloud::DigitalOcean,
+    Cloud::Oracle,
+    Cloud::Hetzner,
+    Cloud::Scaleway,
+    Cloud::Vultr,
+    Cloud::Akamai,
+    Cloud::Alibaba,
+    Cloud::Exoscale,
+    Cloud::UpCloud,
+];
 
 impl Cloud {
     pub fn parse(name: &str) -> Option<Cloud> {
@@ -53,7 +88,7 @@ impl Cloud {
             "azure" => Cloud::Azure,
             "openstack" => Cloud::OpenStack,
             "digitalocean" => Cloud::DigitalOcean,
-            _ => return None,
+            _ => return CLOUDS.into_iter().find(|c| c.name() == name),
         })
     }
 
@@ -65,6 +100,14 @@ impl Cloud {
             Cloud::Azure => "azure",
             Cloud::OpenStack => "openstack",
             Cloud::DigitalOcean => "digitalocean",
+            Cloud::Oracle => "oracle",
+            Cloud::Hetzner => "hetzner",
+            Cloud::Scaleway => "scaleway",
+            Cloud::Vultr => "vultr",
+            Cloud::Akamai => "akamai",
+            Cloud::Alibaba => "alibaba",
+            Cloud::Exoscale => "exoscale",
+            Cloud::UpCloud => "upcloud",
         }
     }
 }
@@ -108,6 +151,34 @@ impl Instance {
                 "web-1.novalocal",
             ),
             Cloud::DigitalOcean => ("2756294", "ams3", "", "web-1"),
+            Cloud::Oracle => (
+                "ocid1.instance.oc1.eu-frankfurt-1.antheljtkiln",
+                "eu-frankfurt-1",
+                "Uocm:EU-FRANKFURT-1-AD-1",
+                "web-1",
+            ),
+            Cloud::Hetzner => ("42", "eu-central", "hel1-dc2", "web-1"),
+            Cloud::Scaleway => (
+                "0e6a4c3b-7d21-4f5e-9a8b-3c2d1e0f9a8b",
+                "fr-par",
+                "fr-par-1",
+                "web-1",
+            ),
+            Cloud::Vultr => ("bd7b2a5b-0f1e-4c7a-9e33-5a1c3f0d2e11", "ams", "", "web-1"),
+            Cloud::Akamai => ("61234567", "us-ord", "", "web-1"),
+            Cloud::Alibaba => (
+                "i-bp1kiln0example0001",
+                "cn-hangzhou",
+                "cn-hangzhou-i",
+                "iZbp1kiln0example0001Z",
+            ),
+            Cloud::Exoscale => (
+                "8f2c1d3e-4b5a-4c6d-9e8f-0a1b2c3d4e5f",
+                "ch-gva-2",
+                "ch-gva-2",
+                "web-1",
+            ),
+            Cloud::UpCloud => ("00b3e5d2-8c1a-4f6e-9d7b-2a4c6e8f0a1b", "fi-hel2", "", "web-1"),
         };
         Instance {
             id: id.into(),
@@ -574,6 +645,14 @@ async fn handle(
         Cloud::Azure => azure::handle(&state, &req),
         Cloud::OpenStack => openstack::handle(&state, &req),
         Cloud::DigitalOcean => digitalocean::handle(&state, &req),
+        Cloud::Oracle => oracle::handle(&state, &req),
+        Cloud::Hetzner => hetzner::handle(&state, &req),
+        Cloud::Scaleway => scaleway::handle(&state, &req),
+        Cloud::Vultr => vultr::handle(&state, &req),
+        Cloud::Akamai => akamai::handle(&state, &req),
+        Cloud::Alibaba => alibaba::handle(&state, &req),
+        Cloud::Exoscale => exoscale::handle(&state, &req),
+        Cloud::UpCloud => upcloud::handle(&state, &req),
     };
     state.record(&req, response.status().as_u16());
     Ok(response)
@@ -646,7 +725,7 @@ pub(crate) fn random_token() -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
-const USAGE: &str = "usage: kiln-testkit metadata --provider ec2|gce|azure|openstack|digitalocean
+const USAGE: &str = "usage: kiln-testkit metadata --provider ec2|gce|azure|openstack|digitalocean|oracle|hetzner|scaleway|vultr|akamai|alibaba|exoscale|upcloud
     [--listen ADDR (127.0.0.1:0)] [--user-data FILE] [--tag KEY=VALUE ...] [--project-attribute KEY=VALUE ...]
     [--instance-id ID] [--region R] [--zone Z] [--local-ipv4 IP] [--hostname H]
     [--imds v2-only|v1-allowed|v1-only|disabled] [--no-instance-tags] [--first-token-ttl-ms N]

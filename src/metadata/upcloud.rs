@@ -1,0 +1,88 @@
+//! UpCloud server metadata: `/metadata/v1.json`, one JSON document with `user_data` in it. No
+//! header is required.
+//!
+//! UpCloud tags are plain labels, not key/value pairs: no tags for the environment.
+
+use super::client::{Http, Request, json_string, parse_json};
+use super::{InstanceFacts, MetadataProvider, Result};
+use serde_json::Value;
+use tokio::sync::OnceCell;
+
+pub(super) struct UpCloud {
+    http: Http,
+    document: OnceCell<Value>,
+}
+
+impl UpCloud {
+    pub fn new(http: Http) -> UpCloud {
+        UpCloud {
+            http,
+            document: OnceCell::new(),
+        }
+    }
+
+    async fn document(&self) -> Result<&Value> {
+        self.document
+            .get_or_try_init(|| async {
+                let step = "metadata/v1.json";
+                let body = self
+                    .http
+                    .get_required(step, &Request::get("/metadata/v1.json"))
+                    .await?;
+                parse_json(&self.http, step, &body)
+            })
+            .await
+    }
+}
+
+#[async_trait::async_trait]
+impl MetadataProvider for UpCloud {
+    fn name(&self) -> &'static str {
+        "upcloud"
+    }
+
+    fn endpoint(&self) -> String {
+        self.http.base.clone()
+    }
+
+    async fn facts(&self) -> Result<InstanceFacts> {
+        Ok(facts_from(self.document().await?))
+    }
+
+    async fn user_data(&self) -> Result<Option<Vec<u8>>> {
+        let doc = self.document().await?;
+        Ok(doc
+            .get("user_data")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(|s| s.as_bytes().to_vec()))
+    }
+}
+
+/// The facts in `metadata/v1.json`: the local address is the first IPv4 of the first interface
+/// of type `private` (an SDN network), else of type `utility`.
+pub(super) fn facts_from(doc: &Value) -> InstanceFacts {
+    let interfaces = doc.pointer("/network/interfaces").and_then(Value::as_array);
+    let ipv4_of = |kind: &str| {
+        interfaces
+            .into_iter()
+            .flatten()
+            .filter(|i| i.get("type").and_then(Value::as_str) == Some(kind))
+            .flat_map(|i| {
+                i.get("ip_addresses")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+            })
+            .filter(|a| a.get("family").and_then(Value::as_str) == Some("IPv4"))
+            .find_map(|a| json_string(a, "/address"))
+    };
+    InstanceFacts {
+        provider: "upcloud".into(),
+        instance_id: json_string(doc, "/instance_id"),
+        region: json_string(doc, "/region"),
+        zone: None,
+        local_ipv4: ipv4_of("private").or_else(|| ipv4_of("utility")),
+        hostname: json_string(doc, "/hostname"),
+    }
+}
