@@ -98,7 +98,8 @@ fn a_refused_boot_is_exit_1_with_the_reason() {
         text(&out.stderr),
         format!(
             "kiln wait: the boot failed: environment (nocloud at {}), user-data: is a #cloud-config \
-             document: kiln takes environment variables (dotenv, TOML [env] or JSON), not cloud-config\n",
+             document: kiln takes environment variables (dotenv, TOML [env] or JSON), not cloud-config; \
+             set [metadata] user_data_foreign = \"ignore\" if kiln's variables come from elsewhere\n",
             ex.seed_dir.display()
         )
     );
