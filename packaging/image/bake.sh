@@ -4,8 +4,10 @@
 #
 #   1. base image         debootstrap minbase + kernel, systemd, DHCP, console  (stages/base.sh)
 #                         (the debootstrap itself is cached too, as test-deb.sh's fresh root)
-#   2. application base   nginx, php-fpm, php-cli, the app's user and folders  (stages/appbase.sh)
-#   3. final image        kiln's .deb, the app, its config; `kiln check`, `kiln seal`  (stages/final.sh)
+#   2. application base   nginx, php-fpm, php-cli, Symfony 5.4's Debian packages, Redis, the app's
+#                         user and folders  (stages/appbase.sh)
+#   3. final image        kiln's .deb, the Symfony app with its prod cache warmed, its config;
+#                         `kiln check`, `kiln seal`  (stages/final.sh)
 #
 #   sudo packaging/image/bake.sh            # -> target/image/{kiln.img,vmlinuz,initrd.img}
 #
@@ -16,7 +18,8 @@
 #   qemu-system-x86_64 -kernel target/image/vmlinuz -initrd target/image/initrd.img \
 #       -append "root=/dev/vda console=ttyS0" -drive file=target/image/kiln.img,format=raw,if=virtio ...
 # (packaging/image/e2e.sh boots it for real.) Environment: KILN_DEB=PATH skips building kiln and
-# packages that .deb instead; KILN_IMAGE_OUT=DIR (target/image); KILN_APP=DIR (examples/php-app/app);
+# packages that .deb instead; KILN_IMAGE_OUT=DIR (target/image); KILN_APP=DIR (examples/symfony/app;
+# stage 3 runs its `bin/console cache:warmup`, so another app must be a Symfony app of that shape);
 # KILN_TOML=FILE replaces files/final/etc/kiln/kiln.toml (as Packer's kiln_toml variable).
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
@@ -27,7 +30,7 @@ repo=$(cd "$here/../.." && pwd)
 "$here/host-setup.sh"
 
 out=${KILN_IMAGE_OUT:-$repo/target/image}
-app=${KILN_APP:-$repo/examples/php-app/app}
+app=${KILN_APP:-$repo/examples/symfony/app}
 mkdir -p "$out" "$KILN_BAKE_CACHE/stages"
 work=$(mktemp -d "$out/.work.XXXXXX")
 trap 'rm -rf "$work"' EXIT INT TERM
@@ -70,7 +73,7 @@ else
         rm -rf "$root"
     fi
     t=$(date +%s)
-    log "stage 2 application base image: nginx, php-fpm, php-cli, user app, /srv/app"
+    log "stage 2 application base image: nginx, php-fpm, php-cli, Symfony packages, Redis, user app, /srv/app"
     unpack "$base_tar" "$root"
     run_stage "$root" "$inputs" stages/appbase.sh
     pack "$root" "$appbase_tar"

@@ -22,7 +22,14 @@
 # 169.254.169.254 itself, but a connection the guest makes to it leaves qemu as a host connection
 # to 169.254.169.254, which the namespace answers.
 #
-# Checks: the page shows a user-data value; /readyz 200; every service up; `kiln status` in the
+# The image carries the Symfony example (examples/symfony/app, its prod cache warmed at bake time,
+# its configuration from the .env.local.php kiln renders at boot, php-fpm with clear_env = yes),
+# Redis and two Messenger workers.
+#
+# Checks: the Symfony page shows a user-data value, the instance id and the digest of the
+# user-data's APP_SECRET (which reached the app through the rendered .env.local.php: mode 0640,
+# group app, and in no environment of the app's processes); /readyz 200; every service up
+# (redis, php-fpm, nginx, worker#1, worker#2); a task queued through the app is handled by a worker; `kiln status` in the
 # guest (through the qemu guest agent) says READY; `systemd-analyze verify kiln.service` in the
 # guest is clean; kiln sits in kiln.service/kiln and each unit in kiln.service/services/<unit>
 # with the memory and pids controllers, the workers' limits written, memory and CPU in status;
@@ -115,9 +122,10 @@ in_ns ip link set lo up
 in_ns ip addr add 169.254.169.254/32 dev lo
 in_ns ip addr add 10.0.2.15/32 dev lo
 
+app_secret=e2e-secret-never-shown
 cat >"$work/user-data" <<EOF
 GREETING=$greeting
-APP_SECRET=e2e-secret-never-shown
+APP_SECRET=$app_secret
 EOF
 ip netns exec "$ns" "$testkit" metadata --provider ec2 --listen 169.254.169.254:80 --user-data "$work/user-data" \
     --instance-id "$instance_id" --local-ipv4 10.0.2.15 --region eu-west-1 --zone eu-west-1a \
@@ -217,17 +225,50 @@ wait_for "the instance to register in HAProxy" 60 registered
 page=$(guest_curl http://10.0.2.15/)
 grep -qx "greeting: $greeting" <<<"$page" || fail "the page does not show the user-data's GREETING: $page"
 grep -qx "instance_id: $instance_id" <<<"$page" || fail "the page does not show the instance id: $page"
+grep -qx "app_env: prod" <<<"$page" || fail "the page is not Symfony's prod page: $page"
+secret_digest=$(printf %s "$app_secret" | sha256sum | cut -c1-12)
+grep -qx "app_secret_sha256: $secret_digest" <<<"$page" ||
+    fail "the page does not show the digest of the user-data's APP_SECRET ($secret_digest): $page"
 grep -q "e2e-secret" <<<"$page" && fail "the page shows a secret"
-pass "the page shows the user-data's GREETING and the instance id from the metadata service"
+pass "the Symfony page shows the user-data's GREETING, the instance id from the metadata service and the digest of APP_SECRET (app_env: prod)"
 
 python3 "$here/vmctl.py" wait-agent "$work/qga.sock" 60 || fail "the guest agent does not answer"
 status_out=$(guest /usr/bin/kiln status) || fail "kiln status in the guest: exit $?: $status_out"
 grep -q "READY" <<<"$status_out" || fail "kiln status does not say READY: $status_out"
-for unit in php-fpm nginx 'worker#1' 'worker#2'; do
+for unit in redis php-fpm nginx 'worker#1' 'worker#2'; do
     grep -qE "^$unit +running +yes" <<<"$status_out" || fail "kiln status: $unit is not running and ready: $status_out"
 done
-pass "kiln status in the guest: READY, php-fpm, nginx, worker#1, worker#2 running and ready"
+pass "kiln status in the guest: READY, redis, php-fpm, nginx, worker#1, worker#2 running and ready"
 sed 's/^/    | /' <<<"$status_out" >&2
+
+# The app's configuration: the file kiln rendered, through the release's symlink; the warmed cache.
+rendered=$(guest /usr/bin/stat -c '%a %U %G %F' /run/kiln-render/env.local.php) || fail "no rendered env.local.php"
+[ "$rendered" = "640 root app regular file" ] || fail "/run/kiln-render/env.local.php: $rendered (want 640 root app)"
+link=$(guest /usr/bin/readlink /srv/app/.env.local.php) || fail "no /srv/app/.env.local.php"
+[ "$link" = /run/kiln-render/env.local.php ] || fail "/srv/app/.env.local.php -> $link"
+guest /usr/bin/test -f /srv/app/var/cache/prod/App_KernelProdContainer.php || fail "no warmed prod cache in /srv/app/var/cache/prod"
+# No process of the app's user (php-fpm's pool, the workers) holds the secret in its environment.
+# (The pattern is not the secret itself: the guest agent logs the command line in the journal.)
+app_procs=$(guest /bin/sh -c 'n=0; for d in /proc/[0-9]*; do [ "$(/usr/bin/stat -c %U "$d" 2>/dev/null)" = app ] || continue; n=$((n + 1)); ! /bin/grep -qs "e2e-secret-never-show[n]" "$d/environ" || echo "${d#/proc/}"; done; echo "$n"') ||
+    fail "reading the app's processes' environments in the guest"
+[ "$(wc -l <<<"$app_procs")" -eq 1 ] || fail "processes of user app with APP_SECRET in their environment: $app_procs"
+[ "$app_procs" -ge 4 ] || fail "only $app_procs processes of user app (php-fpm's pool and two workers expected)"
+pass "env.local.php rendered by kiln (0640 root:app) behind the release's symlink, the prod cache warmed at bake; the secret in none of the $app_procs environments of user app (php-fpm clear_env = yes, workers env_allow = [])"
+
+# The workers: a task queued through the app goes through Redis to a worker, which logs it on its
+# stdout. Either replica may take a task: queue them until worker#1 has handled one.
+handled=""
+for i in 1 2 3 4 5 6 7 8 9 10 11 12; do
+    queued=$(guest_curl -X POST --data "e2e task $i" "http://10.0.2.15/tasks?seconds=0") || true
+    grep -q "^queued task " <<<"$queued" || fail "POST /tasks: $queued"
+    sleep 2
+    if guest /usr/bin/journalctl -u kiln.service -o cat | grep -qE '^worker#1\|.*handled task [0-9a-f]+: e2e task'; then
+        handled=$i
+        break
+    fi
+done
+[ -n "$handled" ] || fail "worker#1 handled none of 12 tasks queued through the app"
+pass "tasks queued through the app (POST /tasks, Redis transport): worker#1 handled one (after $handled queued)"
 mount_opts=$(guest /usr/bin/findmnt -n -o OPTIONS --target /srv/app/public)
 [ "${mount_opts%%,*}" = ro ] || fail "/srv/app is not mounted read-only in the guest: $mount_opts"
 write=$(guest /bin/sh -c 'echo x >/srv/app/public/x.php' 2>&1) && fail "root could write into the sealed /srv/app"
@@ -300,7 +341,7 @@ fpm = first(lambda e: e.get("SERVICE") == "php-fpm" and e.get("STREAM") == "stde
 if not fpm or not msg(fpm).startswith("php-fpm| ") or fpm.get("PRIORITY") != "6":
     problems.append(f"a php-fpm stderr line with SERVICE=php-fpm STREAM=stderr: {fpm}")
 worker = first(lambda e: e.get("SERVICE") == "worker#1" and e.get("STREAM") == "stdout")
-if not worker or "worker[" not in msg(worker):
+if not worker or "handled task" not in msg(worker):
     problems.append(f"a worker#1 stdout line with SERVICE=worker#1 STREAM=stdout: {worker}")
 if problems:
     print("; ".join(problems))
@@ -311,7 +352,7 @@ PY
 guest /usr/bin/journalctl -o json --no-pager >"$work/journal-all.json" || fail "journalctl -o json in the guest"
 ! grep -q "e2e-secret-never-shown" "$work/journal.json" "$work/journal-all.json" ||
     fail "a user-data secret value is in the guest's journal"
-pass "journald: $journal_report; kiln's lines PRIORITY 6 (info) and 4 (SIGHUP refused) with TARGET, php-fpm's stderr and worker#1's stdout with SERVICE and STREAM; no env value in the whole journal"
+pass "journald: $journal_report; kiln's lines PRIORITY 6 (info) and 4 (SIGHUP refused) with TARGET, php-fpm's stderr and worker#1's stdout (a handled task) with SERVICE and STREAM; no env value in the whole journal"
 
 t_qemu1=$t_qemu
 

@@ -31,8 +31,8 @@ variable "kiln_deb" {
 
 variable "app_dir" {
   type        = string
-  description = "The app baked into /srv/app."
-  default     = "examples/php-app/app"
+  description = "The app baked into /srv/app (a Symfony app: the final stage warms its cache)."
+  default     = "examples/symfony/app"
 }
 
 variable "kiln_toml" {
@@ -43,7 +43,7 @@ variable "kiln_toml" {
 
 variable "ami_name_prefix" {
   type    = string
-  default = "kiln-php-app"
+  default = "kiln-symfony"
 }
 
 locals {

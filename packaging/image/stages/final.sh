@@ -5,11 +5,22 @@ here=/tmp/kiln-stage
 
 dpkg -i "$here/kiln.deb"
 
-# The app: code owned by root, var/ left as the previous stage made it (the app's own).
+# The app (examples/symfony/app by default): the release, owned by root and read-only to the app.
 cp -R "$here/app/." /srv/app/
+# Symfony's runtime reads .env.local.php instead of .env when it exists: kiln renders it at boot
+# into its tmpfs ([render] in kiln.toml, /run/kiln-render), before any service starts. The release
+# carries only the symlink, dangling here (the bake has no instance environment), so php-fpm keeps
+# clear_env = yes and no secret sits in any process's environment or on the disk.
+ln -sfn /run/kiln-render/env.local.php /srv/app/.env.local.php
+# The prod cache (compiled container, routes), warmed once here inside the release and sealed with
+# it: APP_ENV=prod and no other variable (the symlink above dangles, so .env's defaults apply), so
+# the container reads every variable at run time, from the file kiln renders.
+(cd /srv/app && env -i PATH=/usr/bin:/bin APP_ENV=prod APP_DEBUG=0 php bin/console cache:warmup --no-interaction)
+test -f /srv/app/var/cache/prod/App_KernelProdContainer.php
 chown -R root:root /srv/app
-chown -R app:app /srv/app/var
-find /srv/app -path /srv/app/var -prune -o -type d -exec chmod 0755 {} + -o -type f -exec chmod 0644 {} +
+find /srv/app -path /srv/app/var/log -prune -o -type d -exec chmod 0755 {} + -o -type f -exec chmod 0644 {} +
+# The app's logs are its own (excluded from the seal); the cache is part of the release.
+chown -R app:app /srv/app/var/log
 
 # The config of kiln, nginx and php-fpm for this image (replacing the package defaults).
 cp -R "$here/files/final/etc/." /etc/
