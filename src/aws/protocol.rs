@@ -32,6 +32,19 @@ impl Api {
         input: &I,
         deadline: Instant,
     ) -> Result<O, CallError> {
+        self.json_of("application/x-amz-json-1.1", action, input, deadline)
+            .await
+    }
+
+    /// A JSON call with the protocol version's content type (`application/x-amz-json-1.0` or
+    /// `-1.1`, the only difference between the two).
+    pub(super) async fn json_of<I: Serialize, O: DeserializeOwned>(
+        &self,
+        content_type: &'static str,
+        action: &str,
+        input: &I,
+        deadline: Instant,
+    ) -> Result<O, CallError> {
         let Protocol::Json { target_prefix } = self.service.protocol else {
             return Err(self.failed(action, "not a JSON service".into()).not_transient());
         };
@@ -41,7 +54,7 @@ impl Api {
         })?;
         let call = Call {
             action,
-            content_type: "application/x-amz-json-1.1",
+            content_type,
             target: Some(format!("{target_prefix}.{action}")),
             body,
         };

@@ -237,3 +237,39 @@ pub(super) fn text(http: &Http, step: &str, body: &[u8]) -> Result<String, Metad
         .map(|s| s.trim().to_string())
         .map_err(|_| http.error(step, "answer is not UTF-8 text"))
 }
+
+/// A provider's one JSON document (`/metadata/v1.json` of DigitalOcean and UpCloud), asked once
+/// per boot and kept: facts and user-data come from the same answer.
+pub(super) struct JsonDocument {
+    path: &'static str,
+    value: tokio::sync::OnceCell<serde_json::Value>,
+}
+
+impl JsonDocument {
+    pub fn new(path: &'static str) -> JsonDocument {
+        JsonDocument {
+            path,
+            value: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    pub async fn get(&self, http: &Http) -> Result<&serde_json::Value, MetadataError> {
+        self.value
+            .get_or_try_init(|| async {
+                let step = self.path.trim_start_matches('/');
+                let body = http.get_required(step, &Request::get(self.path)).await?;
+                parse_json(http, step, &body)
+            })
+            .await
+    }
+
+    /// The document's `user_data` string, None when absent or empty.
+    pub async fn user_data(&self, http: &Http) -> Result<Option<Vec<u8>>, MetadataError> {
+        let doc = self.get(http).await?;
+        Ok(doc
+            .get("user_data")
+            .and_then(serde_json::Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(|s| s.as_bytes().to_vec()))
+    }
+}

@@ -3,35 +3,21 @@
 //!
 //! UpCloud tags are plain labels, not key/value pairs: no tags for the environment.
 
-use super::client::{Http, Request, json_string, parse_json};
+use super::client::{Http, JsonDocument, json_string};
 use super::{InstanceFacts, MetadataProvider, Result};
 use serde_json::Value;
-use tokio::sync::OnceCell;
 
 pub(super) struct UpCloud {
     http: Http,
-    document: OnceCell<Value>,
+    document: JsonDocument,
 }
 
 impl UpCloud {
     pub fn new(http: Http) -> UpCloud {
         UpCloud {
             http,
-            document: OnceCell::new(),
+            document: JsonDocument::new("/metadata/v1.json"),
         }
-    }
-
-    async fn document(&self) -> Result<&Value> {
-        self.document
-            .get_or_try_init(|| async {
-                let step = "metadata/v1.json";
-                let body = self
-                    .http
-                    .get_required(step, &Request::get("/metadata/v1.json"))
-                    .await?;
-                parse_json(&self.http, step, &body)
-            })
-            .await
     }
 }
 
@@ -46,16 +32,11 @@ impl MetadataProvider for UpCloud {
     }
 
     async fn facts(&self) -> Result<InstanceFacts> {
-        Ok(facts_from(self.document().await?))
+        Ok(facts_from(self.document.get(&self.http).await?))
     }
 
     async fn user_data(&self) -> Result<Option<Vec<u8>>> {
-        let doc = self.document().await?;
-        Ok(doc
-            .get("user_data")
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-            .map(|s| s.as_bytes().to_vec()))
+        self.document.user_data(&self.http).await
     }
 }
 
