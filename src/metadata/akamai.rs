@@ -6,10 +6,9 @@
 //! Linode tags are plain labels, not key/value pairs: no tags for the environment. Linode has no
 //! zones and no host name in its metadata; the label is the instance's name.
 
-use super::client::{Http, Request, json_string, parse_json, text};
+use super::client::{Http, Request, json_string, parse_json, session_token, text};
 use super::{InstanceFacts, MetadataProvider, Result};
 use base64::Engine;
-use reqwest::StatusCode;
 use reqwest::header::HeaderValue;
 use serde_json::Value;
 use tokio::sync::OnceCell;
@@ -32,20 +31,14 @@ impl Akamai {
 
     async fn token(&self) -> Result<&HeaderValue> {
         self.token
-            .get_or_try_init(|| async {
-                let step = "token";
-                let request = Request::put("/v1/token").header(
+            .get_or_try_init(|| {
+                session_token(
+                    &self.http,
+                    "token",
+                    "/v1/token",
                     "metadata-token-expiry-seconds",
-                    HeaderValue::from_static(TOKEN_EXPIRY_SECONDS),
-                );
-                let answer = self.http.send(step, &request).await?;
-                if answer.status != StatusCode::OK {
-                    let status = super::client::status_text(answer.status);
-                    return Err(self.http.error(step, format!("answered {status}")));
-                }
-                let token = text(&self.http, step, &answer.body)?;
-                HeaderValue::from_str(&token)
-                    .map_err(|_| self.http.error(step, "the token is not a header value"))
+                    TOKEN_EXPIRY_SECONDS,
+                )
             })
             .await
     }

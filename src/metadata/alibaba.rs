@@ -4,10 +4,9 @@
 //! `X-aliyun-ecs-metadata-token`. An instance in hardened (token-only) mode refuses a request
 //! without the token (403), so kiln always sends one.
 
-use super::client::{Http, Request, text};
+use super::client::{Http, Request, session_token};
 use super::leaves::leaf;
 use super::{InstanceFacts, MetadataProvider, Result};
-use reqwest::StatusCode;
 use reqwest::header::HeaderValue;
 use tokio::sync::OnceCell;
 
@@ -29,20 +28,14 @@ impl Alibaba {
 
     async fn token(&self) -> Result<&HeaderValue> {
         self.token
-            .get_or_try_init(|| async {
-                let step = "session token";
-                let request = Request::put("/latest/api/token").header(
+            .get_or_try_init(|| {
+                session_token(
+                    &self.http,
+                    "session token",
+                    "/latest/api/token",
                     "x-aliyun-ecs-metadata-token-ttl-seconds",
-                    HeaderValue::from_static(TOKEN_TTL_SECONDS),
-                );
-                let answer = self.http.send(step, &request).await?;
-                if answer.status != StatusCode::OK {
-                    let status = super::client::status_text(answer.status);
-                    return Err(self.http.error(step, format!("answered {status}")));
-                }
-                let token = text(&self.http, step, &answer.body)?;
-                HeaderValue::from_str(&token)
-                    .map_err(|_| self.http.error(step, "the token is not a header value"))
+                    TOKEN_TTL_SECONDS,
+                )
             })
             .await
     }

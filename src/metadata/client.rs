@@ -273,3 +273,22 @@ impl JsonDocument {
             .map(|s| s.as_bytes().to_vec()))
     }
 }
+
+/// A session token asked with `PUT path` and its lifetime in `ttl_header` (Akamai's and
+/// Alibaba's flow, IMDSv2's shape): the answer's body, as the header value later requests carry.
+pub(super) async fn session_token(
+    http: &Http,
+    step: &str,
+    path: &str,
+    ttl_header: &'static str,
+    ttl_seconds: &'static str,
+) -> Result<HeaderValue, MetadataError> {
+    let request = Request::put(path).header(ttl_header, HeaderValue::from_static(ttl_seconds));
+    let answer = http.send(step, &request).await?;
+    if answer.status != StatusCode::OK {
+        let status = status_text(answer.status);
+        return Err(http.error(step, format!("answered {status}")));
+    }
+    let token = text(http, step, &answer.body)?;
+    HeaderValue::from_str(&token).map_err(|_| http.error(step, "the token is not a header value"))
+}
