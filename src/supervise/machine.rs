@@ -792,25 +792,7 @@ impl Machine {
             Level::Info,
             format!("{}: stopping ({}{target})", u.name, signal.as_str()),
         );
-        if let Some(pid) = u.pid {
-            for (signal, to) in [(signal, to), (Signal::SIGCONT, StopSignalTo::Group)] {
-                out.push(Effect::Signal {
-                    unit,
-                    pid,
-                    signal,
-                    to,
-                });
-            }
-        }
-        let timer = Timer {
-            unit,
-            generation: u.generation,
-            kind: TimerKind::StopTimeout,
-        };
-        out.push(Effect::StartTimer {
-            after: timeout,
-            timer,
-        });
+        signal_then_kill_timer(out, unit, u.generation, u.pid, (signal, to), timeout);
     }
 
     fn service_ready(&self, service: usize) -> bool {
@@ -959,6 +941,38 @@ fn policy_name(policy: RestartPolicy) -> &'static str {
         RestartPolicy::OnFailure => "on-failure",
         RestartPolicy::Never => "never",
     }
+}
+
+/// `signal` to the unit, SIGCONT to its whole group (a stopped process acts on a signal only once
+/// continued, and workers must act on the one their master passes on), and the timer after which
+/// the unit is killed: how a stop and a task's timeout begin.
+pub(super) fn signal_then_kill_timer(
+    out: &mut Effects,
+    unit: UnitId,
+    generation: u64,
+    pid: Option<Pid>,
+    (signal, to): (Signal, StopSignalTo),
+    timeout: Duration,
+) {
+    if let Some(pid) = pid {
+        for (signal, to) in [(signal, to), (Signal::SIGCONT, StopSignalTo::Group)] {
+            out.push(Effect::Signal {
+                unit,
+                pid,
+                signal,
+                to,
+            });
+        }
+    }
+    let timer = Timer {
+        unit,
+        generation,
+        kind: TimerKind::StopTimeout,
+    };
+    out.push(Effect::StartTimer {
+        after: timeout,
+        timer,
+    });
 }
 
 #[cfg(test)]

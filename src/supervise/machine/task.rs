@@ -23,7 +23,6 @@ use super::{incident, log, millis};
 use crate::config::Once;
 use crate::state::UnitState;
 use crate::supervise::unit::{Ending, RanBy, Unit};
-use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
 impl Machine {
@@ -252,26 +251,8 @@ impl Machine {
             signal.as_str()
         );
         incident(out, Level::Warn, line);
-        for (signal, to) in [
-            (signal, to),
-            (Signal::SIGCONT, crate::config::StopSignalTo::Group),
-        ] {
-            out.push(Effect::Signal {
-                unit,
-                pid,
-                signal,
-                to,
-            });
-        }
-        let timer = Timer {
-            unit,
-            generation: u.generation,
-            kind: TimerKind::StopTimeout,
-        };
-        out.push(Effect::StartTimer {
-            after: stop_timeout,
-            timer,
-        });
+        let generation = u.generation;
+        super::signal_then_kill_timer(out, unit, generation, Some(pid), (signal, to), stop_timeout);
     }
 
     fn task_done(&mut self, unit: usize, by: RanBy, out: &mut Effects) {
