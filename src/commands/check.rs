@@ -81,8 +81,14 @@ pub fn run(path: &Path, strict: bool, online: bool) -> ExitCode {
         eprintln!("kiln check: {e}");
         return ExitCode::from(crate::EXIT_CONFIG);
     }
+    print_summary(path, &config, warnings.len(), &references);
+    ExitCode::SUCCESS
+}
+
+/// What a config that passed holds: `PATH: ok (...)`, the coordination store, the secrets.
+fn print_summary(path: &Path, config: &Config, warnings: usize, references: &[String]) {
     let replicas: u64 = config.services.iter().map(|s| u64::from(s.replicas)).sum();
-    let warned = match warnings.len() {
+    let warned = match warnings {
         0 => String::new(),
         1 => ", 1 warning".to_string(),
         n => format!(", {n} warnings"),
@@ -126,7 +132,6 @@ pub fn run(path: &Path, strict: bool, online: bool) -> ExitCode {
             println!("  {line}");
         }
     }
-    ExitCode::SUCCESS
 }
 
 /// `NAME  secret (REFERENCE)` for each good reference in `[env] defaults`, and a problem for
