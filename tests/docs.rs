@@ -52,6 +52,11 @@ impl DocsImage {
     ];
     /// Executable files under `/srv`.
     const FILES: &[&str] = &["app/bin/console"];
+    /// Files under `/srv` with what the docs say they hold (the template of `[render]`'s page).
+    const TEXTS: &[(&str, &str)] = &[(
+        "app/deploy/nginx-instance.conf.j2",
+        "add_header X-Kiln-Instance \"{{ instance.instance_id }}\" always;\n",
+    )];
     /// Users (each with a group of its name) beside the machine's own: `app` (appbase.sh), `www-data`
     /// (Debian's), `thumbs` (made in the security page's bake).
     const USERS: &[(&str, u32)] = &[("app", 990), ("www-data", 33), ("thumbs", 991)];
@@ -60,6 +65,11 @@ impl DocsImage {
     fn build(root: &Path) -> DocsImage {
         for dir in Self::DIRS {
             std::fs::create_dir_all(root.join("srv").join(dir)).unwrap();
+        }
+        for (file, text) in Self::TEXTS {
+            let path = root.join("srv").join(file);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
         }
         std::fs::create_dir_all(root.join("bin")).unwrap();
         let programs = Self::PROGRAMS.iter().map(|p| root.join("bin").join(p));

@@ -48,7 +48,7 @@
 //! | a notice poll (EC2, Azure) | `poll_interval`, at least 2 s (Azure's first: 150 s) | a `problem:` in status, the next poll |
 //! | a GCE hanging GET | `timeout_sec` + 10 s | asked again after 5 s |
 //! | `kiln fleet` listing an ELBv2 target group | 10 s | the verdict is `unreachable` |
-//! | `kiln fleet` placing ELBv2 instance targets (EC2 `DescribeInstances`) | 10 s for every batch | each member it could not place says why |
+//! | `kiln fleet` placing ELBv2 instance targets (EC2 `DescribeInstances`) | 10 s for the whole look-up, every batch within it | each member it could not place says why |
 //! | `kiln check --online` reading the target group's deregistration delay | 5 s, credentials included (`lb::warnings::ONLINE_BUDGET`) | a `note:` line; the check still passes |
 //! | `kiln fleet` asking a member | `--timeout`, one attempt | the member is reported as not answering |
 //! | a `[warm]` request to the app | `[warm] request_timeout` (10 s), one attempt | counted as failed |
