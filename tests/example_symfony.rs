@@ -3,12 +3,11 @@
 //! queue, `app:migrate` and the stop, against the real programs.
 
 use nix::sys::signal::Signal;
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 use testkit::control;
 use testkit::peers::{Process, wait_no_tagged_processes};
-use testkit::symfony::SymfonyExample;
+use testkit::symfony::{SymfonyExample, sha256_prefix};
 use testkit::wait::wait_until;
 
 const KILN: &str = env!("CARGO_BIN_EXE_kiln");
@@ -16,33 +15,9 @@ const WAIT: Duration = Duration::from_secs(20);
 /// The instance's APP_SECRET in these tests: it must never show.
 const SECRET: &str = "SECRET-symfony-5f1c";
 
-/// The example with `APP_SECRET` set to [`SECRET`] in its user-data.
+/// The example with `APP_SECRET` = [`SECRET`] in its user-data.
 fn render() -> SymfonyExample {
-    let ex = SymfonyExample::render();
-    let path = ex.seed_dir.join("user-data");
-    let text = std::fs::read_to_string(&path).unwrap();
-    let text: String = text
-        .lines()
-        .map(|l| match l.starts_with("APP_SECRET=") {
-            true => format!("APP_SECRET={SECRET}\n"),
-            false => format!("{l}\n"),
-        })
-        .collect();
-    assert!(text.contains(SECRET), "no APP_SECRET line in {}", path.display());
-    std::fs::write(&path, text).unwrap();
-    ex
-}
-
-/// The first 12 hex digits of SHA-256(`text`), by coreutils (not by the app's PHP).
-fn sha256_prefix(text: &str) -> String {
-    let mut child = Command::new("sha256sum")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    String::from_utf8(out.stdout).unwrap()[..12].to_string()
+    SymfonyExample::render_with_secret(SECRET)
 }
 
 #[test]

@@ -4,14 +4,13 @@
 //! lacks refuses the boot, naming it, having started and written nothing.
 
 use nix::sys::signal::Signal;
-use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 use testkit::control;
 use testkit::example::mounted_at;
-use testkit::symfony::SymfonyExample;
+use testkit::symfony::{SymfonyExample, sha256_prefix};
 use testkit::wait::{http_get, http_get_with, wait_until};
 
 const KILN: &str = env!("CARGO_BIN_EXE_kiln");
@@ -19,33 +18,9 @@ const WAIT: Duration = Duration::from_secs(30);
 /// The instance's APP_SECRET here: only `env.local.php` may hold it.
 const SECRET: &str = "SECRET-render-8d2e";
 
-/// The Symfony example with `APP_SECRET` = [`SECRET`] in its user-data.
+/// The example with `APP_SECRET` = [`SECRET`] in its user-data.
 fn render() -> SymfonyExample {
-    let ex = SymfonyExample::render();
-    let path = ex.seed_dir.join("user-data");
-    let text = std::fs::read_to_string(&path).unwrap();
-    let text = text
-        .lines()
-        .map(|l| match l.starts_with("APP_SECRET=") {
-            true => format!("APP_SECRET={SECRET}\n"),
-            false => format!("{l}\n"),
-        })
-        .collect::<String>();
-    assert!(text.contains(SECRET), "no APP_SECRET in {}", path.display());
-    std::fs::write(&path, text).unwrap();
-    ex
-}
-
-/// The first 12 hex digits of SHA-256(`text`), by coreutils.
-fn sha256_prefix(text: &str) -> String {
-    let mut child = Command::new("sha256sum")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    String::from_utf8(out.stdout).unwrap()[..12].to_string()
+    SymfonyExample::render_with_secret(SECRET)
 }
 
 fn gid_of(group: &str) -> u32 {

@@ -44,6 +44,24 @@ impl SymfonyExample {
         }
     }
 
+    /// [`SymfonyExample::render`] with `APP_SECRET` = `secret` in its user-data: a value the
+    /// tests then look for where it must not be.
+    pub fn render_with_secret(secret: &str) -> SymfonyExample {
+        let ex = SymfonyExample::render();
+        let path = ex.seed_dir.join("user-data");
+        let text = std::fs::read_to_string(&path).expect("read the example's user-data");
+        let text: String = text
+            .lines()
+            .map(|l| match l.starts_with("APP_SECRET=") {
+                true => format!("APP_SECRET={secret}\n"),
+                false => format!("{l}\n"),
+            })
+            .collect();
+        assert!(text.contains(secret), "no APP_SECRET line in {}", path.display());
+        std::fs::write(&path, text).expect("write the example's user-data");
+        ex
+    }
+
     /// `kiln env --write-to`: the environment a boot would freeze, written where
     /// [`SymfonyExample::console`] reads it, without starting anything.
     pub fn freeze_env(&self, kiln_bin: &str) -> PathBuf {
@@ -179,4 +197,18 @@ fn snapshot(path: &Path, files: &mut BTreeMap<PathBuf, (u64, SystemTime)>) {
 
 fn path_str(path: &Path) -> &str {
     path.to_str().expect("the example's paths are UTF-8")
+}
+
+/// The first 12 hex digits of SHA-256(`text`), by coreutils (not by the app's PHP): what the
+/// example's page shows of its APP_SECRET.
+pub fn sha256_prefix(text: &str) -> String {
+    use std::io::Write;
+    let mut child = Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run sha256sum");
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().expect("wait for sha256sum");
+    String::from_utf8(out.stdout).unwrap()[..12].to_string()
 }
