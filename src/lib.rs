@@ -44,6 +44,7 @@ pub mod status;
 pub mod supervise;
 pub mod systemd;
 pub mod terminal;
+pub mod timer;
 pub mod warm;
 
 /// Exit code for a config that cannot be used (sysexits' EX_CONFIG).

@@ -15,6 +15,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("net", 0),
     ("state_dir", 0),
     ("systemd", 0),
+    ("timer", 0),
     // The config, read once.
     ("config", 1),
     // What the config alone can drive, and the first fetch.

@@ -138,7 +138,7 @@ async fn startup<F: Fn(ProbeEvent)>(checker: &Checker<'_, F>, probe: &Probe) -> 
                 ));
             }
         }
-        tokio::time::sleep(eager_pause(started.elapsed(), probe.period)).await;
+        crate::timer::sleep(eager_pause(started.elapsed(), probe.period)).await;
     }
 }
 
@@ -164,12 +164,10 @@ async fn readiness<F: Fn(ProbeEvent)>(checker: &Checker<'_, F>, probe: &Probe) {
                 (checker.send)(ProbeEvent::Ready(false, outcome.detail));
             }
         }
-        let pause = if ever_ready {
-            probe.period
-        } else {
-            eager_pause(started.elapsed(), probe.period)
-        };
-        tokio::time::sleep(pause).await;
+        match ever_ready {
+            true => tokio::time::sleep(probe.period).await,
+            false => crate::timer::sleep(eager_pause(started.elapsed(), probe.period)).await,
+        }
     }
 }
 

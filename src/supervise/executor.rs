@@ -316,7 +316,7 @@ impl Supervisor {
             Effect::StartTimer { after, timer } => {
                 let tx = self.tx.clone();
                 tokio::spawn(async move {
-                    tokio::time::sleep(after).await;
+                    crate::timer::sleep(after).await;
                     let _ = tx.send(Input::Event(Event::Timer(timer)));
                 });
             }
