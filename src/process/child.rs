@@ -1,6 +1,8 @@
-//! What a new process does between its creation and its exec. It is a copy of a multi-threaded
-//! kiln with one thread, made by `clone3` or `fork`: only system calls on data the parent
-//! prepared, no allocation, no lock. libc's `setuid`, `setgid`, `setgroups` and `setrlimit` are
+//! What a new process does between its creation and its exec. It is made by `clone3` or `fork`,
+//! one thread of a multi-threaded kiln: either sharing kiln's memory on a stack of its own while
+//! the parent's thread waits (`clone::vfork3`), or a copy of it. Either way: only system calls on
+//! data the parent prepared, no allocation, no lock, and no write to memory but its own stack
+//! and `errno` (the waiting thread's own). libc's `setuid`, `setgid`, `setgroups` and `setrlimit` are
 //! avoided too: they reach every thread of the process (glibc's and musl's set-ID broadcast), and
 //! after a raw `clone3` the C library still believes kiln's threads are there.
 //!

@@ -286,11 +286,21 @@ fn start(reaper: &Reaper, launch: &Launch, way: Way<'_>) -> io::Result<(Spawned,
 /// the child starts with none of kiln's handlers reachable, and unblocks once its dispositions
 /// are the defaults.
 fn create(way: &Way<'_>, plan: &Plan<'_>) -> io::Result<Pid> {
+    // Born, or forked where clone3 is there: sharing kiln's memory until the exec.
+    let shared = match way {
+        Way::Born(cgroup) => Some(Some(cgroup.as_fd())),
+        Way::Forked if *clone::path() == SpawnPath::IntoCgroup => Some(None),
+        Way::Forked | Way::Joins(_) => None,
+    };
+    let mut stack = shared.map(|_| clone::ChildStack::new()).transpose()?;
     let mut kept = SigSet::empty();
     pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::all()), Some(&mut kept))?;
-    let created = match way {
-        Way::Born(cgroup) => clone::clone3(Some(cgroup.as_fd())),
-        Way::Joins(_) | Way::Forked => clone::fork(),
+    let created = match (shared, stack.as_mut()) {
+        (Some(cgroup), Some(stack)) => match clone::vfork3(cgroup, stack, enter, plan) {
+            Ok(None) => clone::clone3(cgroup),
+            vforked => vforked,
+        },
+        _ => clone::fork(),
     };
     let pid = match created {
         Ok(None) => child::run(plan),
@@ -299,6 +309,12 @@ fn create(way: &Way<'_>, plan: &Plan<'_>) -> io::Result<Pid> {
     };
     pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&kept), None)?;
     pid
+}
+
+/// Where a process made by [`clone::vfork3`] begins, on its own stack.
+extern "C" fn enter(plan: *const Plan<'_>) -> ! {
+    // SAFETY: `create` passes its `plan`, which lives (in the suspended parent) until the exec.
+    child::run(unsafe { &*plan })
 }
 
 /// A whole report of a failure: [`child::HELLO`], then the failure.
