@@ -143,7 +143,7 @@ fn the_cgroup_procs_fallback_contains_everything_too_and_status_says_it_is_used(
 fn identity_service(out: &Path, work: &Path) -> String {
     let out = out.display();
     let script = format!(
-        "echo $(id -u) $(id -g) $(pwd) > {out}/id.tmp; ulimit -Sn >> {out}/id.tmp; ulimit -Hn >> {out}/id.tmp; readlink /proc/self/fd/0 >> {out}/id.tmp; env | cut -d= -f1 | sort >> {out}/id.tmp; mv {out}/id.tmp {out}/id; exec sleep 1000"
+        "echo $(id -u) $(id -g) $(pwd) > {out}/id.tmp; ulimit -Sn >> {out}/id.tmp; ulimit -Hn >> {out}/id.tmp; readlink /proc/self/fd/0 >> {out}/id.tmp; nice >> {out}/id.tmp; grep Cpus_allowed_list /proc/self/status | cut -f2 >> {out}/id.tmp; env | cut -d= -f1 | sort >> {out}/id.tmp; mv {out}/id.tmp {out}/id; exec sleep 1000"
     );
     format!(
         "[[service]]\nname = \"who\"\ncommand = [\"sh\", \"-c\", {script:?}]\nuser = \"nobody\"\nworking_dir = \"{}\"\nenv = {{ OWN = \"1\" }}\nenv_allow = [\"NOTHING_*\"]\nready_after = \"100ms\"\n",
@@ -152,14 +152,17 @@ fn identity_service(out: &Path, work: &Path) -> String {
 }
 
 /// The user's uid and groups, the working directory, only the environment kiln gives (nothing
-/// of kiln's own: the test's `KILN_TEST_TAG` stays out), the soft open files limit kiln was
-/// started with (kiln raises its own to the hard limit), and /dev/null as stdin.
+/// of kiln's own: the test's `KILN_TEST_TAG` stays out), the soft open files limit, the nice
+/// level and the CPUs kiln was started with (kiln raises its own limit to the hard one and its
+/// priority by 5 levels, and pins itself to one CPU while it starts a process), and /dev/null as
+/// stdin.
 #[test]
 fn a_service_gets_its_user_directory_environment_limit_and_null_stdin() {
     let out = open_dir();
     let work = tempfile::tempdir().unwrap();
     let ex = with_services(&identity_service(out.path(), work.path()));
-    let (_kiln, notify) = ex.boot_notified(KILN, &["prlimit", "--nofile=1000:4000"], &[]);
+    let wrapper = ["prlimit", "--nofile=1000:4000", "nice", "-n", "3"];
+    let (kiln, notify) = ex.boot_notified(KILN, &wrapper, &[]);
     notify.wait_for("READY=1", BOOT_DEADLINE, |l| l == "READY=1");
     let seen = wait_until("the service's report", DEADLINE, || {
         Some(lines(&out.path().join("id"))).filter(|l| !l.is_empty())
@@ -169,8 +172,19 @@ fn a_service_gets_its_user_directory_environment_limit_and_null_stdin() {
         seen[0],
         format!("{} {} {}", nobody.uid, nobody.gid, work.path().display())
     );
-    assert_eq!(seen[1..4], ["1000", "4000", "/dev/null"]);
-    let mut names: Vec<&str> = seen[4..].iter().map(String::as_str).collect();
+    let cpus = std::fs::read_to_string("/proc/self/status").unwrap();
+    let cpus = cpus
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .unwrap()
+        .trim();
+    assert_eq!(seen[1..6], ["1000", "4000", "/dev/null", "3", cpus]);
+    assert_eq!(
+        nice_of(kiln.pid()),
+        -2,
+        "kiln runs 5 levels above where it was started"
+    );
+    let mut names: Vec<&str> = seen[6..].iter().map(String::as_str).collect();
     // What the shell sets by itself.
     names.retain(|n| !matches!(*n, "PWD" | "OLDPWD" | "SHLVL" | "_"));
     assert_eq!(
@@ -186,6 +200,13 @@ fn a_service_gets_its_user_directory_environment_limit_and_null_stdin() {
         ],
         "{seen:?}"
     );
+}
+
+/// The nice level of a process, from `/proc/PID/stat` (field 19, after the command's parentheses).
+fn nice_of(pid: i32) -> i64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after_comm = &stat[stat.rfind(')').unwrap() + 2..];
+    after_comm.split(' ').nth(16).unwrap().parse().unwrap()
 }
 
 /// A start that fails in the new process, before its exec, is an error that says which step

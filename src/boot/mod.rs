@@ -52,7 +52,11 @@ const EXIT_REFUSED: u8 = 1;
 pub fn run(config_path: &Path) -> ExitCode {
     // Before any thread starts (the log's writer, the runtime's): they inherit the mask.
     crate::process::signals::unblock_inherited();
+    let priority = crate::process::priority::raise();
     let _log = systemd::log::init();
+    if let Err(e) = priority {
+        tracing::debug!("kiln runs at the nice level it was started with: {e}");
+    }
     // Before any listener sizes its cap from the limit.
     crate::fd_budget::raise();
     let shared = Shared::new();

@@ -8,9 +8,10 @@
 //!
 //! In order: join the unit's cgroup (only where the process could not be created inside it),
 //! default signal dispositions and an empty mask, a session of its own, the open files limit kiln
-//! was started with, stdin/stdout/stderr, the working directory, the identity, exec. On the
-//! report pipe (close-on-exec: its end of file comes with the exec), the child first says that it
-//! runs (one byte, [`HELLO`]); a step that fails is reported after it, and the process exits 127.
+//! was started with, stdin/stdout/stderr, the working directory, the identity, the nice level
+//! kiln was started with, exec. On the report pipe (close-on-exec: its end of file comes with the
+//! exec), the child first says that it runs (one byte, [`HELLO`]); a step that fails is reported
+//! after it, and the process exits 127.
 //! Nothing at all means the process was killed before it ran a single instruction.
 
 use super::signals;
@@ -30,11 +31,12 @@ pub(super) enum Step {
     Groups,
     Gid,
     Uid,
+    Priority,
     Exec,
 }
 
 impl Step {
-    const ALL: [Step; 10] = [
+    const ALL: [Step; 11] = [
         Step::JoinCgroup,
         Step::Signals,
         Step::Session,
@@ -44,6 +46,7 @@ impl Step {
         Step::Groups,
         Step::Gid,
         Step::Uid,
+        Step::Priority,
         Step::Exec,
     ];
 
@@ -58,6 +61,7 @@ impl Step {
             Step::Signals => "resetting signals",
             Step::Session => "setsid",
             Step::OpenFilesLimit => "setting the open files limit",
+            Step::Priority => "taking back the nice level and CPUs kiln was started with",
             Step::Stdio => "setting up stdin, stdout and stderr",
             Step::WorkingDir => "changing to working_dir",
             Step::Groups => "setgroups",
@@ -95,6 +99,10 @@ pub(super) struct Plan<'a> {
     pub ids: Option<&'a Ids>,
     /// `RLIMIT_NOFILE` (soft, hard) to set.
     pub nofile: Option<(u64, u64)>,
+    /// The nice level to take back (`process::priority`).
+    pub nice: Option<i32>,
+    /// The CPUs to give back, and the parent thread's id, where it pinned itself for the start.
+    pub cpus: Option<(&'a libc::cpu_set_t, libc::pid_t)>,
     /// `cgroup.procs` to write `0` into, where the process was not created in its cgroup.
     pub join: Option<RawFd>,
     /// The write end of the report pipe.
@@ -167,6 +175,15 @@ fn prepare(plan: &Plan<'_>) -> Result<(), (Step, i32)> {
     }
     if let Some(ids) = plan.ids {
         switch_identity(ids)?;
+    }
+    // Last, so that until its exec the process runs at kiln's priority. Lowering one's own
+    // priority needs no privilege, so the identity switch above does not stand in the way.
+    let failed = |e: std::io::Error| (Step::Priority, e.raw_os_error().unwrap_or(libc::EIO));
+    if let Some(nice) = plan.nice {
+        super::priority::restore_in_child(nice).map_err(failed)?;
+    }
+    if let Some(cpus) = plan.cpus {
+        super::priority::unpin_in_child(cpus).map_err(failed)?;
     }
     Ok(())
 }

@@ -7,6 +7,7 @@
 
 use super::child::{self, FAILURE_LEN, Ids, Plan, Step};
 use super::clone::{self, Fallback, SpawnPath};
+use super::priority::Pinned;
 use super::reaper::{Exit, Reaper};
 use super::signals;
 use crate::cgroup::UnitCgroup;
@@ -262,6 +263,8 @@ fn start(reaper: &Reaper, launch: &Launch, way: Way<'_>) -> io::Result<(Spawned,
         cwd: launch.cwd.as_deref(),
         ids: launch.ids.as_ref(),
         nofile: crate::fd_budget::for_children(),
+        nice: super::priority::for_children(),
+        cpus: None,
         join: match &way {
             Way::Joins(procs) => Some(procs.as_raw_fd()),
             Way::Born(_) | Way::Forked => None,
@@ -269,10 +272,10 @@ fn start(reaper: &Reaper, launch: &Launch, way: Way<'_>) -> io::Result<(Spawned,
         report: report_w.as_raw_fd(),
     };
     reaper.start_child(move || {
-        let pid = create(&way, &plan)?;
+        let (pid, waited) = create(&way, &plan)?;
         // The child's ends: once they are closed here, the report ends when the child execs.
         drop((null, out_w, err_w, report_w, way));
-        match read_report(&report_r)? {
+        match read_report(&report_r, waited)? {
             None => Ok((Spawned { pid, stdout, stderr }, pid)),
             Some(failure) => {
                 reap(pid);
@@ -285,7 +288,8 @@ fn start(reaper: &Reaper, launch: &Launch, way: Way<'_>) -> io::Result<(Spawned,
 /// Creates the process and, in it, runs `plan` to its exec. Every signal is blocked meanwhile:
 /// the child starts with none of kiln's handlers reachable, and unblocks once its dispositions
 /// are the defaults.
-fn create(way: &Way<'_>, plan: &Plan<'_>) -> io::Result<Pid> {
+/// Returns the pid, and whether this thread waited for the child's exec (`vfork3`).
+fn create(way: &Way<'_>, plan: &Plan<'_>) -> io::Result<(Pid, bool)> {
     // Born, or forked where clone3 is there: sharing kiln's memory until the exec.
     let shared = match way {
         Way::Born(cgroup) => Some(Some(cgroup.as_fd())),
@@ -293,18 +297,23 @@ fn create(way: &Way<'_>, plan: &Plan<'_>) -> io::Result<Pid> {
         Way::Forked | Way::Joins(_) => None,
     };
     let mut stack = shared.map(|_| clone::ChildStack::new()).transpose()?;
+    let pinned = shared.and_then(|_| Pinned::here());
+    let plan = &Plan {
+        cpus: pinned.as_ref().map(Pinned::for_child),
+        ..*plan
+    };
     let mut kept = SigSet::empty();
     pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::all()), Some(&mut kept))?;
     let created = match (shared, stack.as_mut()) {
         (Some(cgroup), Some(stack)) => match clone::vfork3(cgroup, stack, enter, plan) {
-            Ok(None) => clone::clone3(cgroup),
-            vforked => vforked,
+            Ok(None) => clone::clone3(cgroup).map(|pid| (pid, false)),
+            vforked => vforked.map(|pid| (pid, true)),
         },
-        _ => clone::fork(),
+        _ => clone::fork().map(|pid| (pid, false)),
     };
     let pid = match created {
-        Ok(None) => child::run(plan),
-        Ok(Some(pid)) => Ok(pid),
+        Ok((None, _)) => child::run(plan),
+        Ok((Some(pid), waited)) => Ok((pid, waited)),
         Err(e) => Err(io::Error::from(e)),
     };
     pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&kept), None)?;
@@ -322,12 +331,20 @@ const REPORT_LEN: usize = 1 + FAILURE_LEN;
 
 /// What the child reported: None when it ran and exec'd (the report pipe ended after
 /// [`child::HELLO`]), else the error.
-fn read_report(report: &OwnedFd) -> io::Result<Option<io::Error>> {
+///
+/// After `vfork3` (`waited`) nothing is waited for: the child has exited, with its whole report
+/// in the pipe, or is past its exec's point of no return (the kernel releases the parent only
+/// there), where the pipe holds [`child::HELLO`] and ends a moment later. Waiting for that end
+/// let kiln's thread preempt its own child there, which then waited a tick for its CPU.
+fn read_report(report: &OwnedFd, waited: bool) -> io::Result<Option<io::Error>> {
+    if waited {
+        fcntl(report, FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
+    }
     let mut message = [0u8; REPORT_LEN];
     let mut got = 0;
     while got < message.len() {
         match nix::unistd::read(report, &mut message[got..]) {
-            Ok(0) => break,
+            Ok(0) | Err(Errno::EAGAIN) => break,
             Ok(n) => got += n,
             Err(Errno::EINTR) => {}
             Err(e) => return Err(e.into()),
@@ -387,9 +404,13 @@ pub fn probe_command(argv: &[String], env: &[(String, String)]) -> Command {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .process_group(0);
-    // SAFETY: rt_sigaction and sigprocmask only (async-signal-safe).
+    let nice = super::priority::for_children();
+    // SAFETY: rt_sigaction, sigprocmask and setpriority only (async-signal-safe).
     unsafe {
-        cmd.pre_exec(signals::reset_in_child);
+        cmd.pre_exec(move || {
+            signals::reset_in_child()?;
+            nice.map_or(Ok(()), super::priority::restore_in_child)
+        });
     }
     cmd
 }
