@@ -185,12 +185,21 @@ fn a_bad_value_comes_with_every_other_problem() {
             "[[service]] #1 \"php-fpm\": [service.startup] expect: invalid type: sequence, expected a string (line {expect})"
         ),
         format!(
-            "[[service]] #3 \"worker\": colour: unknown field `colour`, expected one of `name`, `command`, `after`, `user`, `group`, `working_dir`, `env`, `env_allow`, `stop_signal`, `stop_signal_to`, `stop_timeout`, `restart`, `restart_delay`, `restart_delay_max`, `replicas`, `ready_after`, `memory_max`, `cpu_weight`, `tasks_max`, `startup`, `ready`, `live`, `phpfpm_status` (line {colour})"
+            "[[service]] #3 \"worker\": colour: unknown field `colour`, expected one of `name`, `command`, `after`, `user`, `group`, `working_dir`, `env`, `env_allow`, `stop_signal`, `stop_signal_to`, `stop_timeout`, `restart`, `restart_delay`, `restart_delay_max`, `replicas`, `ready_after`, `memory_max`, `cpu_weight`, `tasks_max`, `nice`, `startup`, `ready`, `live`, `phpfpm_status` (line {colour})"
         ),
         "[[service]] #2 \"nginx\": after: unknown service \"php\"".to_string(),
     ];
     let messages: Vec<&str> = messages.iter().map(String::as_str).collect();
     refused_in(ex, edit, &messages);
+}
+
+/// A nice level the kernel does not have.
+#[test]
+fn a_nice_level_out_of_range() {
+    refused(
+        |c| c.replace("nice = 10", "nice = 20"),
+        "[[service]] #3 \"worker\": nice = 20: must be between -20 and 19",
+    );
 }
 
 /// A probe URL the probe's HTTP client cannot parse passed `kiln check`; every boot then

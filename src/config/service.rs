@@ -56,6 +56,9 @@ pub struct ServiceConfig {
     pub cpu_weight: Option<u16>,
     /// `pids.max` of each unit's cgroup: a fork bomb stops at this many tasks.
     pub tasks_max: Option<u64>,
+    /// The nice level its processes run at (-20 to 19), as systemd's `Nice=`; unset: the level
+    /// kiln was started with.
+    pub nice: Option<i8>,
     /// Gates readiness and liveness until it passes once; failing it restarts the service.
     pub startup: Option<ProbeConfig>,
     /// Failing it takes the instance out of the load balancer; the service keeps running.
@@ -94,9 +97,14 @@ pub enum StopSignalTo {
 pub const MEMORY_MAX_MIN: ByteSize = ByteSize(1 << 20);
 
 impl ServiceConfig {
-    /// The cgroup limits hold values the kernel takes.
+    /// The cgroup limits and the nice level hold values the kernel takes.
     pub fn limit_problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
+        if let Some(n) = self.nice
+            && !(-20..=19).contains(&n)
+        {
+            problems.push(format!("nice = {n}: must be between -20 and 19"));
+        }
         if let Some(m) = self.memory_max
             && m < MEMORY_MAX_MIN
         {

@@ -63,6 +63,8 @@ pub struct TaskConfig {
     pub memory_max: Option<ByteSize>,
     pub cpu_weight: Option<u16>,
     pub tasks_max: Option<u64>,
+    /// The nice level, as a service's.
+    pub nice: Option<i8>,
 }
 
 /// Where a task runs once.
@@ -110,6 +112,7 @@ impl TaskConfig {
             memory_max: self.memory_max,
             cpu_weight: self.cpu_weight,
             tasks_max: self.tasks_max,
+            nice: self.nice,
             startup: None,
             ready: None,
             live: None,

@@ -61,7 +61,7 @@ impl Step {
             Step::Signals => "resetting signals",
             Step::Session => "setsid",
             Step::OpenFilesLimit => "setting the open files limit",
-            Step::Priority => "taking back the nice level and CPUs kiln was started with",
+            Step::Priority => "setting its nice level and CPUs",
             Step::Stdio => "setting up stdin, stdout and stderr",
             Step::WorkingDir => "changing to working_dir",
             Step::Groups => "setgroups",
@@ -99,7 +99,8 @@ pub(super) struct Plan<'a> {
     pub ids: Option<&'a Ids>,
     /// `RLIMIT_NOFILE` (soft, hard) to set.
     pub nofile: Option<(u64, u64)>,
-    /// The nice level to take back (`process::priority`).
+    /// The nice level to set: the service's `nice`, or the one kiln was started with where the
+    /// child is not born at it (`process::priority`).
     pub nice: Option<i32>,
     /// The CPUs to give back, and the parent thread's id, where it pinned itself for the start.
     pub cpus: Option<(&'a libc::cpu_set_t, libc::pid_t)>,

@@ -66,7 +66,8 @@ fn own() -> io::Result<i32> {
     }
 }
 
-/// In a child before its exec: back to the level kiln was started with. Raw system call only.
+/// In a child before its exec: the level it runs at (its service's `nice`, or the one kiln was
+/// started with). Raw system call only.
 pub fn restore_in_child(nice: i32) -> io::Result<()> {
     // SAFETY: setpriority(2) of the calling process, which has one thread; lowering a priority
     // is always allowed.

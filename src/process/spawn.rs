@@ -92,6 +92,8 @@ pub struct Launch {
     env: Vec<CString>,
     cwd: Option<CString>,
     ids: Option<Ids>,
+    /// The nice level to run at (`nice`); None: the one kiln was started with.
+    nice: Option<i32>,
 }
 
 impl Launch {
@@ -117,7 +119,11 @@ impl Launch {
                 vars.insert("LOGNAME", name);
             }
         }
-        Launch::new(&service.command, &vars, service.working_dir.as_deref(), identity)
+        let launch = Launch::new(&service.command, &vars, service.working_dir.as_deref(), identity)?;
+        Ok(Launch {
+            nice: service.nice.map(i32::from),
+            ..launch
+        })
     }
 
     /// `argv` with exactly the environment `env`, in `cwd`, as `identity`. A bare program name
@@ -160,6 +166,7 @@ impl Launch {
             env,
             cwd,
             ids,
+            nice: None,
         })
     }
 }
@@ -263,7 +270,7 @@ fn start(reaper: &Reaper, launch: &Launch, way: Way<'_>) -> io::Result<(Spawned,
         cwd: launch.cwd.as_deref(),
         ids: launch.ids.as_ref(),
         nofile: crate::fd_budget::for_children(),
-        nice: super::priority::for_children(),
+        nice: launch.nice.or_else(super::priority::for_children),
         cpus: None,
         join: match &way {
             Way::Joins(procs) => Some(procs.as_raw_fd()),
