@@ -81,9 +81,9 @@ m = re.search(r"first page kiln ([\d.]+) ms, supervisord ([\d.]+) ms \((\d+)x", 
 v = re.search(r"supervisord (\S+)\n", text)
 if m:
     print(f"first PHP page after start\t{m[1]} ms\tsupervisord {v[1] if v else ''}: {m[2]} ms\t{m[3]}x faster")
-c = re.search(r"the apps' own chain ([\d.]+) ms .*; kiln ([+-][\d.]+) ms", text)
+c = re.search(r"the app's own chain ([\d.]+) ms; kiln ([+-][\d.]+) ms", text)
 if c:
-    print(f"first page beyond the apps' own chain\t{c[2]} ms\tphp-fpm + nginx alone: {c[1]} ms\t")
+    print(f"first page beyond the app's own chain\t{c[2]} ms\ta script, same processes: {c[1]} ms\t")
 r = re.search(r"RSS with the example running: kiln ([\d.]+) MiB, supervisord ([\d.]+) MiB", text)
 if r:
     print(f"supervisor's RSS, example running\t{r[1]} MiB\tsupervisord: {r[2]} MiB\t{float(r[2]) / float(r[1]):.1f}x smaller")

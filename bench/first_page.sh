@@ -1,17 +1,18 @@
 #!/bin/bash
 # The first PHP page of the example after `kiln boot`, against supervisord 4.2 (Debian's
-# `supervisor` package) running the same services from the same files, and against the apps' own
-# chain (php-fpm alone to its "ready to handle connections", plus nginx alone to its first 200):
-# one run, side by side, round by round (bench/first_page.py says how each figure is taken). Also
-# the RSS of kiln and of supervisord with the example running.
-# Targets: kiln within 5 ms of the chain, and at least 30x faster than supervisord.
+# `supervisor` package) running the same services from the same files, and against the app's own
+# chain: the same processes started by a script that starts nginx the moment php-fpm says it is
+# ready (with the workers, and without them). One run, side by side, round by round
+# (bench/first_page.py says how each figure is taken). Also the RSS of kiln and of supervisord
+# with the example running.
+# Targets: kiln within 5 ms of the app's own chain, and at least 30x faster than supervisord.
 #
 # Usage: bench/first_page.sh [--bin PATH] [--rounds N] [--workers-last]
 #   (as root; --bin defaults to the static release binary, built if missing; supervisord is
 #   Debian's, unpacked from its .deb into target/bench/ if it is not installed: nothing is
 #   installed and no service is started). --workers-last gives the workers `after = ["nginx"]`,
-#   so that they do not take the CPU php-fpm and nginx need for the first page (supervisord has
-#   no such order: its figure is unchanged).
+#   so that they do not take the CPU php-fpm and nginx need for the first page (the chain
+#   follows it; supervisord has no such order: its figure is unchanged).
 . "$(dirname "$0")/lib.sh"
 rounds=10
 while (($#)); do

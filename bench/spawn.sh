@@ -38,6 +38,16 @@ boot_with() {
     wait_ready "$2"
 }
 
+# The kernel's time of each exec, where perf is there: kiln's log follows it by however long kiln's
+# own thread waits for a CPU after the exec.
+execs=()
+if command -v perf >/dev/null; then
+    perf record -q -k mono -e sched:sched_process_exec -a -o "$work/execs.perf" >/dev/null 2>&1 &
+    perf_pid=$!
+    stop_perf() { kill -INT "$perf_pid" 2>/dev/null && wait "$perf_pid" 2>/dev/null || true; }
+    bench_cleanup_hooks+=(stop_perf)
+fi
+
 bench_example gap
 gap_logs=()
 for n in $(seq "$boots"); do
@@ -47,7 +57,15 @@ for n in $(seq "$boots"); do
         gap_logs+=("$path=$work/boot-$path-$n.log")
     done
 done
-python3 bench/spawn_log.py boot-gaps "${gap_logs[@]}"
+if [[ -n ${perf_pid:-} ]]; then
+    stop_perf
+    {
+        perf script -i "$work/execs.perf" -F pid,time --ns 2>/dev/null | tr -d ':' | awk '{print $1, $2}'
+        echo "offset $(python3 -c 'import time; print(time.time() - time.monotonic())')"
+    } >"$work/execs"
+    execs=(--execs "$work/execs")
+fi
+python3 bench/spawn_log.py boot-gaps "${execs[@]}" "${gap_logs[@]}"
 
 # One service that sleeps, restarted after 50 ms whatever its failures in a row.
 bench_example restart

@@ -1,10 +1,15 @@
 """Reads kiln's own log (stderr, one event a line, RFC 3339 time first) for the spawn benches.
 
-    python3 bench/spawn_log.py boot-gaps   LABEL=LOG... # php-fpm ready -> nginx started, per boot
+    python3 bench/spawn_log.py boot-gaps [--execs FILE] LABEL=LOG... # php-fpm ready -> nginx started
     python3 bench/spawn_log.py restart-gaps UNIT DELAY_MS LABEL=LOG...   # exited -> started - delay
 
 Each LABEL is a spawn path (`procs`, `clone3`); several logs per label. Prints a table per boot
 (or per restart) and the median and max of each label. Times are kiln's, taken when it logs.
+
+--execs FILE: the kernel's own time of each exec, from `perf record -k mono -e
+sched:sched_process_exec` (lines `PID MONOTONIC_SECONDS`, then a last line `offset SECONDS`:
+realtime minus monotonic). Then nginx's exec is also given as the kernel saw it, which kiln's log
+can only follow: kiln logs `started` once its own thread runs again after the exec.
 """
 
 import statistics
@@ -51,14 +56,38 @@ def summary(label, gaps, target):
     )
 
 
+def kernel_execs(path):
+    """{pid: realtime seconds of its exec} from an --execs file."""
+    execs, offset = {}, 0.0
+    with open(path) as f:
+        for line in f:
+            key, _, value = line.strip().partition(" ")
+            if key == "offset":
+                offset = float(value)
+            elif key.isdigit():
+                execs.setdefault(int(key), float(value))
+    return {pid: at + offset for pid, at in execs.items()}
+
+
+def pid_of(evs, needle):
+    for _, msg in evs:
+        if needle in msg:
+            return int(msg.split(needle, 1)[1].split(")", 1)[0])
+    return None
+
+
 def boot_gaps(args):
     """Per boot, relative to `php-fpm: started`: php-fpm's own "ready to handle connections"
     (as kiln forwards it: `php-fpm| NOTICE: ready to handle connections`), kiln's `php-fpm: ready`, kiln's `nginx: started`, and the gap."""
-    results = {}
+    execs = {}
+    if args and args[0] == "--execs":
+        execs, args = kernel_execs(args[1]), args[2:]
+    results, kernel = {}, {}
     for label, paths in by_label(args).items():
         print(f"\n{label}: ms after kiln's `php-fpm: started`")
-        print(f"{'boot':>5} {'php-fpm says ready':>19} {'kiln: php-fpm ready':>20} {'kiln: nginx started':>20} {'gap':>7}")
-        gaps = []
+        print(f"{'boot':>5} {'php-fpm says ready':>19} {'kiln: php-fpm ready':>20} {'kiln: nginx started':>20} {'gap':>7}"
+              + (f" {'nginx exec (kernel)':>20} {'gap':>7}" if execs else ""))
+        gaps, kernel_gaps = [], []
         for n, path in enumerate(paths, 1):
             evs = events(path)
             started = first(evs, "php-fpm: started (pid")
@@ -71,11 +100,18 @@ def boot_gaps(args):
             rel = lambda t: "-" if t is None else f"{(t - started) * 1000:.2f}"
             gap = (nginx - ready) * 1000
             gaps.append(gap)
-            print(f"{n:>5} {rel(says):>19} {rel(ready):>20} {rel(nginx):>20} {gap:>7.2f}")
-        results[label] = gaps
+            row = f"{n:>5} {rel(says):>19} {rel(ready):>20} {rel(nginx):>20} {gap:>7.2f}"
+            exec_at = execs.get(pid_of(evs, "nginx: started (pid "))
+            if exec_at is not None:
+                kernel_gaps.append((exec_at - ready) * 1000)
+                row += f" {rel(exec_at):>20} {kernel_gaps[-1]:>7.2f}"
+            print(row)
+        results[label], kernel[label] = gaps, kernel_gaps
     print("\nphp-fpm ready -> nginx started (target after: median <= 1 ms, max <= 3 ms)")
     for label, gaps in results.items():
         summary(label, gaps, "kiln's log")
+        if kernel.get(label):
+            summary(label, kernel[label], "nginx's exec as the kernel saw it")
 
 
 def restart_gaps(args):
