@@ -29,12 +29,13 @@ pub fn raise() -> io::Result<()> {
     if raised == nice {
         return Ok(());
     }
-    let param = libc::sched_param { sched_priority: 0 };
+    // The kernel's `struct sched_param` is one int (musl's is larger, with fields it ignores).
+    let priority: libc::c_int = 0;
     let policy = libc::SCHED_OTHER | libc::SCHED_RESET_ON_FORK;
-    // SAFETY: sched_setscheduler(2) and setpriority(2) of this thread; `param` is on the stack.
+    // SAFETY: sched_setscheduler(2) and setpriority(2) of this thread; `priority` is on the stack.
     // The raw system call: musl's wrapper answers ENOSYS by design.
     unsafe {
-        let param = &param as *const libc::sched_param;
+        let param = &priority as *const libc::c_int;
         if libc::syscall(libc::SYS_sched_setscheduler, 0, policy, param) != 0 {
             return Err(io::Error::last_os_error());
         }
