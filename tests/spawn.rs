@@ -202,17 +202,19 @@ fn a_service_gets_its_user_directory_environment_limit_and_null_stdin() {
     );
 }
 
-/// A service's `nice` is the level of its processes; the others' is kiln's start level.
+/// A service's `nice` is the level of its processes, above or below kiln's, whatever its user;
+/// the others' is kiln's start level.
 #[test]
 fn a_service_runs_at_its_nice_level() {
     let services = "[[service]]\nname = \"low\"\ncommand = [\"sleep\", \"1000\"]\nnice = 7\nready_after = \"100ms\"\n\
+        [[service]]\nname = \"high\"\ncommand = [\"sleep\", \"1000\"]\nnice = -3\nuser = \"nobody\"\nready_after = \"100ms\"\n\
         [[service]]\nname = \"plain\"\ncommand = [\"sleep\", \"1000\"]\nready_after = \"100ms\"\n";
     let ex = with_services(services);
     let (_kiln, _notify) = ex.boot_ready(KILN);
-    let low = control::unit_pid(&ex.socket(), "low").unwrap();
-    let plain = control::unit_pid(&ex.socket(), "plain").unwrap();
+    let pid = |name| control::unit_pid(&ex.socket(), name).unwrap();
     let own = nice_of(std::process::id() as i32);
-    assert_eq!((nice_of(low), nice_of(plain)), (7, own));
+    // A level below kiln's needs root: it is set before the switch to `user`.
+    assert_eq!([pid("low"), pid("high"), pid("plain")].map(nice_of), [7, -3, own]);
 }
 
 /// The nice level of a process, from `/proc/PID/stat` (field 19, after the command's parentheses).

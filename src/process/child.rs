@@ -8,10 +8,10 @@
 //!
 //! In order: join the unit's cgroup (only where the process could not be created inside it),
 //! default signal dispositions and an empty mask, a session of its own, the open files limit kiln
-//! was started with, stdin/stdout/stderr, the working directory, the identity, the nice level
-//! kiln was started with, exec. On the report pipe (close-on-exec: its end of file comes with the
-//! exec), the child first says that it runs (one byte, [`HELLO`]); a step that fails is reported
-//! after it, and the process exits 127.
+//! was started with, stdin/stdout/stderr, the working directory, the CPUs and the nice level (its
+//! `nice`, or kiln's at start), the identity, exec. On the report pipe (close-on-exec: its end
+//! of file comes with the exec), the child first says that it runs (one byte, [`HELLO`]); a step
+//! that fails is reported after it, and the process exits 127.
 //! Nothing at all means the process was killed before it ran a single instruction.
 
 use super::signals;
@@ -28,10 +28,10 @@ pub(super) enum Step {
     OpenFilesLimit,
     Stdio,
     WorkingDir,
+    Priority,
     Groups,
     Gid,
     Uid,
-    Priority,
     Exec,
 }
 
@@ -43,10 +43,10 @@ impl Step {
         Step::OpenFilesLimit,
         Step::Stdio,
         Step::WorkingDir,
+        Step::Priority,
         Step::Groups,
         Step::Gid,
         Step::Uid,
-        Step::Priority,
         Step::Exec,
     ];
 
@@ -174,17 +174,17 @@ fn prepare(plan: &Plan<'_>) -> Result<(), (Step, i32)> {
         check(Step::WorkingDir, unsafe { libc::chdir(cwd.as_ptr()) }
             as libc::c_long)?;
     }
-    if let Some(ids) = plan.ids {
-        switch_identity(ids)?;
-    }
-    // Last, so that until its exec the process runs at kiln's priority. Lowering one's own
-    // priority needs no privilege, so the identity switch above does not stand in the way.
+    // Both before the identity switch: another user may not set the CPUs of kiln's thread, and
+    // a nice level below kiln's needs root.
     let failed = |e: std::io::Error| (Step::Priority, e.raw_os_error().unwrap_or(libc::EIO));
+    if let Some(cpus) = plan.cpus {
+        super::priority::unpin_in_child(cpus).map_err(failed)?;
+    }
     if let Some(nice) = plan.nice {
         super::priority::restore_in_child(nice).map_err(failed)?;
     }
-    if let Some(cpus) = plan.cpus {
-        super::priority::unpin_in_child(cpus).map_err(failed)?;
+    if let Some(ids) = plan.ids {
+        switch_identity(ids)?;
     }
     Ok(())
 }
