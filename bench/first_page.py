@@ -10,9 +10,10 @@ millisecond, the same loop for all):
   - supervisord: the same services from a supervisord.conf rendered from the same kiln.toml
     (php-fpm, nginx, the workers; their commands, environment, directories, stop signals and nice
     levels, as `nice -n N`);
-  - the app's own chain: php-fpm and the workers started at once (workers `after` nginx start
-    once nginx has answered), nginx the moment php-fpm says "ready to handle connections": what
-    no supervisor can beat, since nginx must wait for php-fpm and a supervisor only adds to it;
+  - the app's own chain: php-fpm and the workers started at once by a script (workers `after`
+    nginx start once nginx answers /healthz, as kiln's ready probe sees it), nginx the moment
+    php-fpm says "ready to handle connections": the order a supervisor must keep, with no probe
+    and no bookkeeping of its own (the script's own process starts are in it);
   - the chain alone: the same without the workers, so that what they cost on this machine shows.
 The first round also reads each supervisor's own RSS (VmRSS) once the example has run a while.
 Prints each round and the medians; never fails on a figure.
@@ -120,9 +121,12 @@ def chain(services, addr, env, workers=True):
         sys.exit("php-fpm ended before it was ready")
     web = started(services["nginx"], env, **quiet)
     procs.append((web, signal.SIGQUIT))
+    if later:
+        # As kiln starts them: once nginx answers its own /healthz (its ready probe).
+        until_200(addr, "/healthz", t0, web)
+        for s in later:
+            procs += [(started(s, env, **quiet), signal.SIGTERM) for _ in range(s.get("replicas", 1))]
     ms = until_200(addr, "/", t0, web)
-    for s in later:
-        procs += [(started(s, env, **quiet), signal.SIGTERM) for _ in range(s.get("replicas", 1))]
     for proc, sig in reversed(procs):
         stop(proc, sig)
     fpm.stderr.close()
