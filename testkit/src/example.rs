@@ -425,6 +425,27 @@ impl Example {
         });
     }
 
+    /// Sets `key` to `value` in the seed's user-data, in place of the line it has. Panics when
+    /// there is no such line: the example's user-data is what a test means to change.
+    pub fn set_user_data(&self, key: &str, value: &str) {
+        let path = self.seed_dir.join("user-data");
+        let text = std::fs::read_to_string(&path).expect("read the example's user-data");
+        let prefix = format!("{key}=");
+        assert!(
+            text.lines().any(|l| l.starts_with(&prefix)),
+            "no {key} line in {}",
+            path.display()
+        );
+        let text: String = text
+            .lines()
+            .map(|l| match l.starts_with(&prefix) {
+                true => format!("{prefix}{value}\n"),
+                false => format!("{l}\n"),
+            })
+            .collect();
+        std::fs::write(&path, text).expect("write the example's user-data");
+    }
+
     /// Rewrites one probe table (`kind` is "startup", "ready" or "live") of a service, creating
     /// it when missing: e.g. a shorter `period` to make a fault test quick.
     pub fn edit_probe(&self, name: &str, kind: &str, f: impl FnOnce(&mut toml::Table)) {

@@ -48,17 +48,7 @@ impl SymfonyExample {
     /// tests then look for where it must not be.
     pub fn render_with_secret(secret: &str) -> SymfonyExample {
         let ex = SymfonyExample::render();
-        let path = ex.seed_dir.join("user-data");
-        let text = std::fs::read_to_string(&path).expect("read the example's user-data");
-        let text: String = text
-            .lines()
-            .map(|l| match l.starts_with("APP_SECRET=") {
-                true => format!("APP_SECRET={secret}\n"),
-                false => format!("{l}\n"),
-            })
-            .collect();
-        assert!(text.contains(secret), "no APP_SECRET line in {}", path.display());
-        std::fs::write(&path, text).expect("write the example's user-data");
+        ex.set_user_data("APP_SECRET", secret);
         ex
     }
 

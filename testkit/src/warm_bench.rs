@@ -59,16 +59,7 @@ impl Round {
 /// The Symfony example greeting as `name`, without Redis and the workers, behind `haproxy`.
 fn member(name: &str, haproxy: &Haproxy, warm: bool) -> SymfonyExample {
     let ex = SymfonyExample::render();
-    let user_data = ex.seed_dir.join("user-data");
-    let text = std::fs::read_to_string(&user_data).expect("read user-data");
-    let text: String = text
-        .lines()
-        .map(|l| match l.starts_with("GREETING=") {
-            true => format!("GREETING=hello from {name}\n"),
-            false => format!("{l}\n"),
-        })
-        .collect();
-    std::fs::write(&user_data, text).expect("write user-data");
+    ex.set_user_data("GREETING", &format!("hello from {name}"));
     let lb = haproxy.lb_table(
         ex.http_addr,
         Some(&format!("kiln-{name}")),
