@@ -128,6 +128,11 @@ fn errno() -> i32 {
         .unwrap_or(libc::EIO)
 }
 
+/// A step's failure from the error of a helper that made its system calls.
+fn failed(step: Step) -> impl Fn(std::io::Error) -> (Step, i32) {
+    move |e| (step, e.raw_os_error().unwrap_or(libc::EIO))
+}
+
 /// `Ok` for a system call's return value that is not -1.
 fn check(step: Step, ret: libc::c_long) -> Result<(), (Step, i32)> {
     match ret {
@@ -143,7 +148,7 @@ fn prepare(plan: &Plan<'_>) -> Result<(), (Step, i32)> {
         let written = unsafe { libc::write(procs, b"0".as_ptr().cast(), 1) };
         check(Step::JoinCgroup, written as libc::c_long)?;
     }
-    signals::reset_in_child().map_err(|e| (Step::Signals, e.raw_os_error().unwrap_or(libc::EIO)))?;
+    signals::reset_in_child().map_err(failed(Step::Signals))?;
     // SAFETY: setsid(2) takes no argument.
     check(Step::Session, unsafe { libc::syscall(libc::SYS_setsid) })?;
     if let Some((soft, hard)) = plan.nofile {
@@ -176,12 +181,11 @@ fn prepare(plan: &Plan<'_>) -> Result<(), (Step, i32)> {
     }
     // Both before the identity switch: another user may not set the CPUs of kiln's thread, and
     // a nice level below kiln's needs root.
-    let failed = |e: std::io::Error| (Step::Priority, e.raw_os_error().unwrap_or(libc::EIO));
     if let Some(cpus) = plan.cpus {
-        super::priority::unpin_in_child(cpus).map_err(failed)?;
+        super::priority::unpin_in_child(cpus).map_err(failed(Step::Priority))?;
     }
     if let Some(nice) = plan.nice {
-        super::priority::restore_in_child(nice).map_err(failed)?;
+        super::priority::set_nice_in_child(nice).map_err(failed(Step::Priority))?;
     }
     if let Some(ids) = plan.ids {
         switch_identity(ids)?;

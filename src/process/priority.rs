@@ -69,9 +69,9 @@ fn own() -> io::Result<i32> {
 
 /// In a child before its exec: the level it runs at (its service's `nice`, or the one kiln was
 /// started with). Raw system call only.
-pub fn restore_in_child(nice: i32) -> io::Result<()> {
-    // SAFETY: setpriority(2) of the calling process, which has one thread; lowering a priority
-    // is always allowed.
+pub fn set_nice_in_child(nice: i32) -> io::Result<()> {
+    // SAFETY: setpriority(2) of the calling process, which has one thread (below kiln's level
+    // needs root: the child sets it before switching to its user).
     match unsafe { libc::syscall(libc::SYS_setpriority, libc::PRIO_PROCESS, 0, nice) } {
         0 => Ok(()),
         _ => Err(io::Error::last_os_error()),

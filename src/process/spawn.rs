@@ -416,7 +416,7 @@ pub fn probe_command(argv: &[String], env: &[(String, String)]) -> Command {
     unsafe {
         cmd.pre_exec(move || {
             signals::reset_in_child()?;
-            nice.map_or(Ok(()), super::priority::restore_in_child)
+            nice.map_or(Ok(()), super::priority::set_nice_in_child)
         });
     }
     cmd
