@@ -9,14 +9,17 @@ use std::os::fd::OwnedFd;
 use std::time::Duration;
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
+use tokio::time::Instant;
 
 /// Waits `after`, to within the scheduler's latency. Must be awaited inside a tokio runtime.
 pub async fn sleep(after: Duration) {
     if after.is_zero() {
         return tokio::task::yield_now().await;
     }
+    // A failure may come after part of the wait: tokio's sleep only finishes it.
+    let deadline = Instant::now() + after;
     if precise(after).await.is_err() {
-        tokio::time::sleep(after).await;
+        tokio::time::sleep_until(deadline).await;
     }
 }
 
